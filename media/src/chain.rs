@@ -1,0 +1,332 @@
+//! `SessionChain`: the whole per-session, per-tick DSP, and the rings that feed it.
+//! Owns: one session's state (jitter buffer, codecs, resamplers, VAD, turn detector, playback)
+//! and the worker-side ends of its rings. Each stage is one method, called top to bottom by
+//! `tick`.
+//! Runs on the audio thread: no allocation, no locks, no syscalls, no logging after `new`. Never
+//! blocks on a ring: a full output ring drops the frame and counts it.
+
+use crate::codec::MAX_DECODED_48K;
+use crate::playback::Playback;
+use crate::vad::VadKind;
+use crate::{
+    AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING, JitterBuffer, MAX_OPUS_PACKET,
+    MediaError, MediaEvent, OPUS_SILENCE, OpusDecoder, OpusEncoder, OpusOut, Pop, Resampler, RtpIn, SAMPLES_16K,
+    SAMPLES_24K, SAMPLES_48K, SampleRate, SessionStats, TurnConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
+};
+use rtrb::{Consumer, Producer, RingBuffer};
+use std::sync::Arc;
+
+/// The tokio side of one session's rings. Dropping it ends the session: once every ring end in
+/// it has been dropped (they may be moved to different tasks first), the worker notices the
+/// abandoned rings on its next tick and frees the slot.
+pub struct SessionHandle {
+    pub ingress: Producer<RtpIn>,
+    pub control: Producer<Control>,
+    pub agent_out: Producer<AgentFrame>,
+    pub egress: Consumer<OpusOut>,
+    pub uplink: Consumer<Uplink>,
+    pub stats: Arc<SessionStats>,
+}
+
+/// Whether a session should keep its worker slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Every tokio-side ring end was dropped: free the slot.
+    Abandoned,
+}
+
+pub struct SessionChain {
+    ingress: Consumer<RtpIn>,
+    control: Consumer<Control>,
+    agent_in: Consumer<AgentFrame>,
+    egress: Producer<OpusOut>,
+    uplink: Producer<Uplink>,
+    stats: Arc<SessionStats>,
+
+    jitter: JitterBuffer,
+    decoder: OpusDecoder,
+    /// Decoded 48 kHz audio not yet consumed: packets may hold more than 20 ms.
+    pcm48_in: Box<[i16; MAX_DECODED_48K + SAMPLES_48K]>,
+    pcm48_in_len: usize,
+    to_16k: Resampler,
+    to_24k: Resampler,
+    vad: Box<dyn Vad>,
+    turn: TurnDetector,
+    /// Inbound 20 ms frames processed since the first packet; audio time = this × 20 ms.
+    frames_in: u64,
+    packets_in: u64,
+
+    playback: Playback,
+    to_48k: Resampler,
+    encoder: OpusEncoder,
+    frames_out: u64,
+    voiced_out: u64,
+    agent_dropped: u64,
+    overflows: u64,
+    codec_errors: u64,
+    plc_frames: u64,
+    frames_decoded: u64,
+}
+
+impl SessionChain {
+    /// A session with the default VAD (earshot). Returns the chain (worker side) and its handle
+    /// (tokio side). Everything the per-tick path needs is allocated here.
+    pub fn new(turn: TurnConfig) -> Result<(SessionChain, SessionHandle), MediaError> {
+        Self::with_vad(turn, VadKind::default())
+    }
+
+    pub fn with_vad(turn: TurnConfig, vad: VadKind) -> Result<(SessionChain, SessionHandle), MediaError> {
+        let (ingress_tx, ingress) = RingBuffer::new(INGRESS_RING);
+        let (control_tx, control) = RingBuffer::new(CONTROL_RING);
+        let (agent_tx, agent_in) = RingBuffer::new(AGENT_RING);
+        let (egress, egress_rx) = RingBuffer::new(EGRESS_RING);
+        let (uplink, uplink_rx) = RingBuffer::new(UPLINK_RING);
+        let stats = Arc::new(SessionStats::default());
+        let chain = SessionChain {
+            ingress,
+            control,
+            agent_in,
+            egress,
+            uplink,
+            stats: stats.clone(),
+            jitter: JitterBuffer::new(),
+            decoder: OpusDecoder::new()?,
+            pcm48_in: Box::new([0; MAX_DECODED_48K + SAMPLES_48K]),
+            pcm48_in_len: 0,
+            to_16k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K)?,
+            to_24k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K)?,
+            vad: vad.build(),
+            turn: TurnDetector::new(turn),
+            frames_in: 0,
+            packets_in: 0,
+            playback: Playback::default(),
+            to_48k: Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K)?,
+            encoder: OpusEncoder::new()?,
+            frames_out: 0,
+            voiced_out: 0,
+            agent_dropped: 0,
+            overflows: 0,
+            codec_errors: 0,
+            plc_frames: 0,
+            frames_decoded: 0,
+        };
+        let handle = SessionHandle { ingress: ingress_tx, control: control_tx, agent_out: agent_tx, egress: egress_rx, uplink: uplink_rx, stats };
+        Ok((chain, handle))
+    }
+
+    pub fn stats(&self) -> &Arc<SessionStats> {
+        &self.stats
+    }
+
+    pub fn turn_config(&self) -> TurnConfig {
+        self.turn.config()
+    }
+
+    /// Audio time (ms from the first inbound sample) of the next inbound frame.
+    pub fn audio_ms(&self) -> u64 {
+        self.frames_in * FRAME_MS as u64
+    }
+
+    /// One 20 ms tick: controls, ingress, inbound DSP, outbound DSP. Returns `Abandoned` (and
+    /// does nothing) once the tokio side has dropped every ring end.
+    pub fn tick(&mut self) -> Liveness {
+        if self.is_abandoned() {
+            return Liveness::Abandoned;
+        }
+        self.apply_controls();
+        self.receive();
+        self.inbound();
+        self.outbound();
+        self.publish_stats();
+        Liveness::Alive
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.ingress.is_abandoned()
+            && self.control.is_abandoned()
+            && self.agent_in.is_abandoned()
+            && self.egress.is_abandoned()
+            && self.uplink.is_abandoned()
+    }
+
+    /// Stage 1: commands from tokio, in order.
+    fn apply_controls(&mut self) {
+        while let Ok(command) = self.control.pop() {
+            match command {
+                Control::SetTurn(config) => self.turn.set_config(config),
+                Control::CommitInput => {
+                    self.turn.reset();
+                    let audio_end_ms = self.audio_ms();
+                    self.emit(MediaEvent::Committed { audio_end_ms });
+                }
+                Control::ClearInput => {
+                    self.turn.reset();
+                    self.emit(MediaEvent::Cleared);
+                }
+                Control::ClearOutput => {
+                    let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
+                    self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+                }
+                Control::CancelResponse(response) => {
+                    let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
+                    self.playback.cancel(response, &mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+                }
+            }
+        }
+    }
+
+    /// Stage 2: RTP payloads into the jitter buffer.
+    fn receive(&mut self) {
+        while let Ok(packet) = self.ingress.pop() {
+            self.packets_in += 1;
+            self.jitter.push(&packet);
+        }
+    }
+
+    /// Stage 3: one frame of caller audio -> uplink at 24 kHz, VAD at 16 kHz -> turn events.
+    fn inbound(&mut self) {
+        if !self.fill_frame_48k() {
+            return;
+        }
+        let mut frame = [0i16; SAMPLES_48K];
+        frame.copy_from_slice(&self.pcm48_in[..SAMPLES_48K]);
+        self.pcm48_in.copy_within(SAMPLES_48K..self.pcm48_in_len, 0);
+        self.pcm48_in_len -= SAMPLES_48K;
+
+        let start_ms = self.audio_ms();
+        self.frames_in += 1;
+        let mut pcm = [0i16; SAMPLES_24K];
+        self.to_24k.process(&frame, &mut pcm);
+        self.push_uplink(Uplink::Audio { start_ms, pcm });
+
+        if !self.turn.config().server_vad {
+            return;
+        }
+        let mut pcm16 = [0i16; SAMPLES_16K];
+        self.to_16k.process(&frame, &mut pcm16);
+        let prob = self.vad.frame_16k(&pcm16);
+        // Shift detector time back by the VAD's lag so timestamps point at the audio.
+        let vad_time = start_ms.saturating_sub(self.vad.latency_ms() as u64);
+        match self.turn.on_frame(prob, vad_time) {
+            Some(TurnEvent::SpeechStarted { audio_start_ms }) => {
+                self.emit(MediaEvent::SpeechStarted { audio_start_ms });
+                if self.turn.config().interrupt_response {
+                    self.barge_in();
+                }
+            }
+            Some(TurnEvent::SpeechStopped { audio_end_ms }) => {
+                self.emit(MediaEvent::SpeechStopped { audio_end_ms });
+                self.emit(MediaEvent::Committed { audio_end_ms });
+            }
+            None => {}
+        }
+    }
+
+    /// Decodes until 20 ms of 48 kHz audio is buffered. False while playout has not started.
+    fn fill_frame_48k(&mut self) -> bool {
+        while self.pcm48_in_len < SAMPLES_48K {
+            let out = &mut self.pcm48_in[self.pcm48_in_len..];
+            let decoded = match self.jitter.pop() {
+                Pop::Waiting => return false,
+                Pop::Packet(packet) => match self.decoder.decode(packet.bytes(), out) {
+                    Ok(n) => {
+                        self.frames_decoded += 1;
+                        Ok(n)
+                    }
+                    Err(_) => {
+                        self.codec_errors += 1;
+                        self.plc_frames += 1;
+                        self.decoder.conceal(&mut out[..SAMPLES_48K])
+                    }
+                },
+                Pop::Lost { next } => {
+                    self.plc_frames += 1;
+                    match next {
+                        Some(next) => self.decoder.decode_fec(next.bytes(), &mut out[..SAMPLES_48K]),
+                        None => self.decoder.conceal(&mut out[..SAMPLES_48K]),
+                    }
+                }
+            };
+            match decoded {
+                Ok(n) if n > 0 => self.pcm48_in_len += n,
+                _ => {
+                    // Even PLC failed: play silence rather than stall the clock.
+                    self.codec_errors += 1;
+                    out[..SAMPLES_48K].fill(0);
+                    self.pcm48_in_len += SAMPLES_48K;
+                }
+            }
+        }
+        true
+    }
+
+    /// Caller speech while the agent talks: cut the response within this tick.
+    fn barge_in(&mut self) {
+        let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
+        self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+    }
+
+    /// Stage 4: at most one agent frame -> 48 kHz -> Opus; otherwise the silence packet.
+    fn outbound(&mut self) {
+        let mut packet = OpusOut { frame_index: self.frames_out, voiced: false, len: OPUS_SILENCE.len() as u16, data: [0; MAX_OPUS_PACKET] };
+        packet.data[..OPUS_SILENCE.len()].copy_from_slice(&OPUS_SILENCE);
+        let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
+        let next = self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+        if let Some(next) = next {
+            if next.after_silence {
+                // A fresh start so the previous response's tail does not leak into this one.
+                self.encoder.reset();
+                self.to_48k.reset();
+            }
+            let mut pcm48 = [0i16; SAMPLES_48K];
+            self.to_48k.process(&next.pcm, &mut pcm48);
+            match self.encoder.encode(&pcm48, &mut packet.data) {
+                Ok(len) => {
+                    packet.len = len as u16;
+                    packet.voiced = true;
+                    self.voiced_out += 1;
+                }
+                Err(_) => {
+                    self.codec_errors += 1;
+                    packet.data[..OPUS_SILENCE.len()].copy_from_slice(&OPUS_SILENCE);
+                }
+            }
+        }
+        self.frames_out += 1;
+        push(&mut self.egress, &mut self.overflows, packet);
+    }
+
+    fn emit(&mut self, event: MediaEvent) {
+        self.push_uplink(Uplink::Event(event));
+    }
+
+    fn push_uplink(&mut self, item: Uplink) {
+        push(&mut self.uplink, &mut self.overflows, item);
+    }
+
+    /// Copies this tick's counters into the shared stats (plain stores: only we write).
+    fn publish_stats(&self) {
+        let s = &*self.stats;
+        let j = self.jitter.counters();
+        SessionStats::set(&s.packets_in, self.packets_in);
+        SessionStats::set(&s.frames_decoded, self.frames_decoded);
+        SessionStats::set(&s.plc_frames, self.plc_frames);
+        SessionStats::set(&s.late, j.late);
+        SessionStats::set(&s.duplicates, j.duplicates);
+        SessionStats::set(&s.jitter_skipped, j.skipped);
+        SessionStats::set(&s.codec_errors, self.codec_errors);
+        SessionStats::set(&s.ring_overflows, self.overflows);
+        SessionStats::set(&s.frames_out, self.frames_out);
+        SessionStats::set(&s.voiced_out, self.voiced_out);
+        SessionStats::set(&s.agent_frames_dropped, self.agent_dropped);
+        SessionStats::add(&s.ticks, 1);
+    }
+}
+
+/// Never blocks: a full ring drops `item` and counts it.
+fn push<T>(ring: &mut Producer<T>, overflows: &mut u64, item: T) {
+    if ring.push(item).is_err() {
+        *overflows += 1;
+    }
+}

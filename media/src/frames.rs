@@ -1,0 +1,156 @@
+//! The fixed-size values that cross between tokio and the audio workers, and the frame constants.
+//! Owns: frame sizes, ring capacities, and the `Copy` types carried by the rings.
+//! Must never: hold heap data (every ring slot is a plain fixed-size value, so pushing and
+//! popping never allocates) or know about sockets, RTP headers beyond seq/timestamp, or JSON.
+
+/// One audio frame lasts 20 ms everywhere in voxrelay.
+pub const FRAME_MS: u32 = 20;
+/// One 20 ms frame at 48 kHz mono (Opus's native rate).
+pub const SAMPLES_48K: usize = 960;
+/// One 20 ms frame at 24 kHz mono (the provider rate for uplink and agent audio).
+pub const SAMPLES_24K: usize = 480;
+/// One 20 ms frame at 16 kHz mono (the VAD rate).
+pub const SAMPLES_16K: usize = 320;
+/// RFC 6716 §3.4: the largest single-frame Opus packet, in bytes.
+pub const MAX_OPUS_PACKET: usize = 1275;
+
+/// Ring capacities, in slots, chosen per direction (slot sizes ≈ 1.3 KB for RTP/Opus, ≈ 1 KB
+/// for PCM frames). They bound memory per session (≈ 0.7 MB in total) and how far a side may run
+/// ahead of the other.
+/// Inbound RTP: 64 packets = 1.28 s of slack if the worker stalls.
+pub const INGRESS_RING: usize = 64;
+/// Control commands: a handful per turn.
+pub const CONTROL_RING: usize = 32;
+/// Agent speech: 500 frames = 10 s at 24 kHz. Providers stream faster than real time; the agent
+/// task keeps anything beyond this on its side (push fails with `Full`, it never blocks).
+pub const AGENT_RING: usize = 500;
+/// Outbound Opus: 16 packets = 320 ms for the RTP writer to fall behind before frames drop.
+pub const EGRESS_RING: usize = 16;
+/// Uplink audio + events: 64 entries ≈ 1.2 s of caller audio.
+pub const UPLINK_RING: usize = 64;
+
+/// One inbound RTP payload (Opus), tokio -> worker.
+#[derive(Clone, Copy)]
+pub struct RtpIn {
+    /// RTP sequence number; the jitter buffer orders by it.
+    pub seq: u16,
+    /// RTP timestamp (48 kHz clock for Opus). Carried for diagnostics; playout is seq-driven.
+    pub timestamp: u32,
+    /// Valid bytes in `payload`.
+    pub len: u16,
+    pub payload: [u8; MAX_OPUS_PACKET],
+}
+
+impl RtpIn {
+    /// Copies `payload` into a fixed-size frame. `None` if it is longer than [`MAX_OPUS_PACKET`].
+    pub fn new(seq: u16, timestamp: u32, payload: &[u8]) -> Option<Self> {
+        if payload.len() > MAX_OPUS_PACKET {
+            return None;
+        }
+        let mut frame = RtpIn { seq, timestamp, len: payload.len() as u16, payload: [0; MAX_OPUS_PACKET] };
+        frame.payload[..payload.len()].copy_from_slice(payload);
+        Some(frame)
+    }
+
+    /// The valid payload bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.payload[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for RtpIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtpIn").field("seq", &self.seq).field("timestamp", &self.timestamp).field("len", &self.len).finish()
+    }
+}
+
+/// Commands, tokio -> worker. Applied at the start of the next tick, in order.
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    /// Replace the turn-detection settings; a speech run in progress is discarded.
+    SetTurn(crate::TurnConfig),
+    /// Manual commit (push-to-talk): the worker emits [`MediaEvent::Committed`] at the current
+    /// audio time.
+    CommitInput,
+    /// Discard the current uncommitted speech state; the worker emits [`MediaEvent::Cleared`].
+    ClearInput,
+    /// Drop all agent audio queued at the time the worker handles this (and the rest of those
+    /// responses); emits [`MediaEvent::PlaybackCleared`] if something was playing or queued.
+    ClearOutput,
+    /// Drop queued and future audio frames of this response id and of all older ids.
+    CancelResponse(u64),
+}
+
+/// Agent speech, tokio -> worker: 24 kHz mono 20 ms frames. Response ids must not decrease.
+// Ring slots are fixed-size by design (no heap per frame), so the small variant's padding is fine.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy)]
+pub enum AgentFrame {
+    Audio { response: u64, pcm: [i16; SAMPLES_24K] },
+    /// The response has no more audio. After everything before it has played the worker emits
+    /// [`MediaEvent::PlaybackFinished`] (with `played_ms: 0` if the response had no audio),
+    /// unless the response was cancelled.
+    End { response: u64 },
+}
+
+impl AgentFrame {
+    pub fn response(&self) -> u64 {
+        match *self {
+            AgentFrame::Audio { response, .. } | AgentFrame::End { response } => response,
+        }
+    }
+}
+
+/// Worker -> tokio, in order.
+#[allow(clippy::large_enum_variant)] // fixed-size ring slots, see AgentFrame
+#[derive(Clone, Copy)]
+pub enum Uplink {
+    /// Caller audio resampled to 24 kHz; `start_ms` counts from the first inbound audio sample of
+    /// the call (frame index × 20 ms, lost frames included as PLC audio).
+    Audio { start_ms: u64, pcm: [i16; SAMPLES_24K] },
+    Event(MediaEvent),
+}
+
+/// What the worker tells the session, with audio timestamps in ms from the first inbound sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MediaEvent {
+    /// Audio time where speech began (the onset of the voiced run, not when it was confirmed).
+    SpeechStarted { audio_start_ms: u64 },
+    /// Audio time where speech ended (the start of the silence run).
+    SpeechStopped { audio_end_ms: u64 },
+    /// Right after `SpeechStopped` with server VAD, or on [`Control::CommitInput`].
+    Committed { audio_end_ms: u64 },
+    /// After [`Control::ClearInput`].
+    Cleared,
+    /// The first audio frame of a response went out.
+    PlaybackStarted { response: u64 },
+    /// Everything of the response before its `End` went out.
+    PlaybackFinished { response: u64, played_ms: u64 },
+    /// Barge-in, `ClearOutput` or `CancelResponse` cut the response after `played_ms` of audio.
+    PlaybackCleared { response: u64, played_ms: u64 },
+}
+
+/// Encoded outbound frame, worker -> tokio RTP writer. Exactly one per 20 ms tick per session
+/// (the Opus silence packet while the agent is not speaking, so the stream stays continuous).
+#[derive(Clone, Copy)]
+pub struct OpusOut {
+    /// Counts ticks of this session from 0; the RTP writer derives seq and timestamp from it.
+    pub frame_index: u64,
+    /// True when this carries agent speech, false for the silence packet.
+    pub voiced: bool,
+    pub len: u16,
+    pub data: [u8; MAX_OPUS_PACKET],
+}
+
+impl OpusOut {
+    /// The valid packet bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for OpusOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusOut").field("frame_index", &self.frame_index).field("voiced", &self.voiced).field("len", &self.len).finish()
+    }
+}

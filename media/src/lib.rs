@@ -1,0 +1,67 @@
+//! voxrelay-media: the real-time audio half of voxrelay. Pure audio: no sockets, no tokio, no
+//! serde, no JSON. Everything here is either a plain building block (codec, resampler, VAD, turn
+//! detector, jitter buffer) or the audio workers that run those blocks on a 20 ms clock.
+//!
+//! # The run-loop contract
+//! 1. The tokio side calls [`WorkerPool::add_session`] and gets a [`SessionHandle`]: five bounded
+//!    SPSC rings of fixed-size frames plus shared [`SessionStats`]. Nothing else crosses threads.
+//! 2. Every 20 ms ([`FRAME_MS`]) the session's worker runs [`SessionChain::tick`] once, which
+//!    - drains `control` ([`Control`]);
+//!    - drains `ingress` ([`RtpIn`]) into the [`JitterBuffer`];
+//!    - once playout has started, takes one 20 ms frame: Opus decode (or PLC on loss) at 48 kHz,
+//!      resamples to 24 kHz for `uplink` ([`Uplink::Audio`]) and to 16 kHz for the [`Vad`], feeds
+//!      the [`TurnDetector`] with audio time and pushes [`Uplink::Event`]s as they happen
+//!      (barge-in cuts the playing response in this same tick);
+//!    - pops at most one [`AgentFrame::Audio`] (24 kHz), resamples to 48 kHz, Opus-encodes and
+//!      pushes an [`OpusOut`] to `egress`; when the agent is silent it pushes a precomputed
+//!      silence packet, so `egress` gets exactly one packet per tick.
+//! 3. The worker never blocks on a ring: a full output ring drops the frame and counts it in
+//!    [`SessionStats::ring_overflows`]. Per tick there is no allocation, lock, syscall or log line;
+//!    everything is allocated when the session is created.
+//! 4. Dropping every tokio-side ring end (e.g. dropping the whole [`SessionHandle`]) ends the
+//!    session: the worker sees the abandoned rings on its next tick and frees the slot.
+//!
+//! Time is an input everywhere: the turn detector and jitter buffer are fed audio time or
+//! sequence numbers, never a clock, so their tests are deterministic. Only `worker.rs` reads the
+//! wall clock.
+//!
+//! # Module guide
+//! - `frames`   — the fixed-size values that travel through the rings, and frame constants.
+//! - `codec`    — thin Opus encoder/decoder wrappers (48 kHz mono) and the silence packet.
+//! - `resample` — allocation-free polyphase FIR resampler for integer ratios.
+//! - `vad`      — the [`Vad`] trait, [`EarshotVad`] (neural, default) and [`EnergyVad`].
+//! - `turn`     — [`TurnDetector`], the speech/silence state machine with audio timestamps.
+//! - `jitter`   — [`JitterBuffer`], reorder/duplicate/late handling by RTP sequence number.
+//! - `playback` — the agent-response lifecycle (started / finished / cleared, cancellations).
+//! - `chain`    — [`SessionChain`] + [`SessionHandle`]: the whole per-session per-tick DSP and its
+//!   rings, drivable without threads (tests, benches).
+//! - `stats`    — [`SessionStats`], atomic counters shared with the tokio side.
+//! - `worker`   — [`WorkerPool`], the audio threads and their 20 ms clocks.
+//! - `error`    — [`MediaError`].
+
+mod chain;
+mod codec;
+mod error;
+mod frames;
+mod jitter;
+mod playback;
+mod resample;
+mod stats;
+mod turn;
+mod vad;
+mod worker;
+
+pub use chain::{Liveness, SessionChain, SessionHandle};
+pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder};
+pub use error::MediaError;
+pub use frames::{
+    AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING,
+    MAX_OPUS_PACKET, MediaEvent, OpusOut, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K,
+    UPLINK_RING, Uplink,
+};
+pub use jitter::{JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, Pop};
+pub use resample::{Resampler, SampleRate};
+pub use stats::{SessionStats, StatsSnapshot};
+pub use turn::{TurnConfig, TurnDetector, TurnEvent};
+pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};
+pub use worker::{DEFAULT_SESSIONS_PER_WORKER, WorkerPool};

@@ -1,0 +1,67 @@
+//! `SessionStats`: per-session counters written by the audio worker, read by anyone.
+//! Owns: the counter set. Must never: lock or allocate (plain relaxed atomics; readers get a
+//! consistent-enough snapshot, not a transaction).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Counters of one session since it was created. Shared as `Arc<SessionStats>`.
+        #[derive(Debug, Default)]
+        pub struct SessionStats {
+            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A plain copy of [`SessionStats`] at one moment.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl SessionStats {
+            $($(#[$doc])* pub fn $name(&self) -> u64 { self.$name.load(Relaxed) })*
+
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// RTP payloads taken from the ingress ring.
+    packets_in,
+    /// Opus packets decoded (not counting PLC).
+    frames_decoded,
+    /// Frames synthesized by Opus packet-loss concealment or recovered from FEC.
+    plc_frames,
+    /// Packets that arrived after their playout time.
+    late,
+    /// Packets received twice.
+    duplicates,
+    /// Packets skipped to bound the jitter delay or flushed by a sequence jump.
+    jitter_skipped,
+    /// Opus decode or encode failures (the frame is replaced by PLC or silence).
+    codec_errors,
+    /// Frames dropped because an output ring (egress, uplink) was full.
+    ring_overflows,
+    /// Packets pushed to egress (voiced + silence).
+    frames_out,
+    /// Of those, packets carrying agent speech.
+    voiced_out,
+    /// Agent frames dropped because their response was cancelled or cleared.
+    agent_frames_dropped,
+    /// Worker ticks run for this session.
+    ticks,
+}
+
+impl SessionStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // Only the worker writes, so load+store is enough and avoids a locked RMW per tick.
+        counter.store(counter.load(Relaxed) + n, Relaxed);
+    }
+
+    pub(crate) fn set(counter: &AtomicU64, value: u64) {
+        counter.store(value, Relaxed);
+    }
+}

@@ -1,0 +1,239 @@
+//! Turn detection: turns per-frame speech probabilities into "speech started" and "speech
+//! stopped" with audio timestamps (PROTOCOL.md §2, server VAD).
+//! Owns: `TurnConfig` and the idle -> speaking -> idle state machine.
+//! Must never: read a clock (time is the `now_ms` argument: audio time of the frame's start),
+//! allocate, or know how the probability was computed.
+
+use crate::FRAME_MS;
+
+/// The `turn_detection` settings of a session.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TurnConfig {
+    /// false = push-to-talk (`turn_detection: null`): no automatic speech/commit events.
+    pub server_vad: bool,
+    /// Speech probability at or above which a frame counts as voiced, 0..1.
+    pub threshold: f32,
+    /// Voiced audio (ms) needed before speech is declared started.
+    pub prefix_padding_ms: u32,
+    /// Unvoiced audio (ms) needed before speech is declared stopped.
+    pub silence_duration_ms: u32,
+    /// Barge-in: caller speech cuts the agent's playing response.
+    pub interrupt_response: bool,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig { server_vad: true, threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500, interrupt_response: true }
+    }
+}
+
+/// A turn boundary, in audio time (ms from the first inbound sample).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnEvent {
+    /// Where the voiced run that crossed `prefix_padding_ms` began.
+    SpeechStarted { audio_start_ms: u64 },
+    /// Where the silence run that crossed `silence_duration_ms` began.
+    SpeechStopped { audio_end_ms: u64 },
+}
+
+/// Unvoiced gaps up to this long (ms) inside a candidate voiced run do not restart it: speech has
+/// short pauses between syllables and the VAD dips there.
+pub const MAX_DIP_MS: u64 = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    /// Waiting for speech; `run` is the voiced run being measured, if any.
+    Idle { run: Option<Run> },
+    /// Speech in progress; `silence_from` is where the current unvoiced run began, if any.
+    Speaking { silence_from: Option<u64> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Run {
+    onset_ms: u64,
+    voiced_ms: u64,
+    dip_ms: u64,
+}
+
+/// The server-VAD state machine. Feed it one probability per 20 ms frame, in order.
+#[derive(Clone, Debug)]
+pub struct TurnDetector {
+    config: TurnConfig,
+    state: State,
+}
+
+impl TurnDetector {
+    pub fn new(config: TurnConfig) -> Self {
+        TurnDetector { config, state: State::Idle { run: None } }
+    }
+
+    pub fn config(&self) -> TurnConfig {
+        self.config
+    }
+
+    /// Replace the settings; any run or speech in progress is forgotten.
+    pub fn set_config(&mut self, config: TurnConfig) {
+        self.config = config;
+        self.reset();
+    }
+
+    /// Back to idle (after a manual commit or clear).
+    pub fn reset(&mut self) {
+        self.state = State::Idle { run: None };
+    }
+
+    pub fn is_speaking(&self) -> bool {
+        matches!(self.state, State::Speaking { .. })
+    }
+
+    /// One 20 ms frame whose audio starts at `now_ms` had speech probability `speech_prob`.
+    pub fn on_frame(&mut self, speech_prob: f32, now_ms: u64) -> Option<TurnEvent> {
+        if !self.config.server_vad {
+            return None;
+        }
+        let frame = FRAME_MS as u64;
+        let voiced = speech_prob >= self.config.threshold;
+        match &mut self.state {
+            State::Idle { run } => {
+                if voiced {
+                    let r = run.get_or_insert(Run { onset_ms: now_ms, voiced_ms: 0, dip_ms: 0 });
+                    r.voiced_ms += frame;
+                    r.dip_ms = 0;
+                    if r.voiced_ms >= self.config.prefix_padding_ms as u64 {
+                        let audio_start_ms = r.onset_ms;
+                        self.state = State::Speaking { silence_from: None };
+                        return Some(TurnEvent::SpeechStarted { audio_start_ms });
+                    }
+                } else if let Some(r) = run {
+                    r.dip_ms += frame;
+                    if r.dip_ms > MAX_DIP_MS {
+                        *run = None;
+                    }
+                }
+                None
+            }
+            State::Speaking { silence_from } => {
+                if voiced {
+                    *silence_from = None;
+                    return None;
+                }
+                let from = *silence_from.get_or_insert(now_ms);
+                if now_ms + frame - from >= self.config.silence_duration_ms as u64 {
+                    self.state = State::Idle { run: None };
+                    return Some(TurnEvent::SpeechStopped { audio_end_ms: from });
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `probs` as consecutive frames starting at `start_ms`; returns events with the frame
+    /// time they fired at.
+    fn feed(det: &mut TurnDetector, start_ms: u64, probs: &[f32]) -> Vec<(u64, TurnEvent)> {
+        probs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| {
+                let now = start_ms + i as u64 * 20;
+                det.on_frame(p, now).map(|e| (now, e))
+            })
+            .collect()
+    }
+
+    fn frames(ms: u64, p: f32) -> Vec<f32> {
+        vec![p; (ms / 20) as usize]
+    }
+
+    #[test]
+    fn speech_starts_after_prefix_padding_and_reports_the_onset() {
+        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut probs = frames(1000, 0.1);
+        probs.extend(frames(2000, 0.9));
+        let events = feed(&mut det, 0, &probs);
+        // 300 ms of voiced audio = frames at 1000..1280; fires on the frame starting at 1280.
+        assert_eq!(events, vec![(1280, TurnEvent::SpeechStarted { audio_start_ms: 1000 })]);
+        assert!(det.is_speaking());
+    }
+
+    #[test]
+    fn speech_stops_after_silence_duration_and_reports_where_silence_began() {
+        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut probs = frames(400, 0.9);
+        probs.extend(frames(1000, 0.0));
+        let events = feed(&mut det, 2000, &probs);
+        assert_eq!(
+            events,
+            vec![
+                (2280, TurnEvent::SpeechStarted { audio_start_ms: 2000 }),
+                (2880, TurnEvent::SpeechStopped { audio_end_ms: 2400 }),
+            ]
+        );
+        assert!(!det.is_speaking());
+    }
+
+    #[test]
+    fn short_dips_do_not_restart_the_onset_but_long_ones_do() {
+        let mut det = TurnDetector::new(TurnConfig::default());
+        // 200 ms voiced, 60 ms dip, 100 ms voiced: 300 ms voiced in one run starting at 0.
+        let mut probs = frames(200, 0.8);
+        probs.extend(frames(60, 0.2));
+        probs.extend(frames(100, 0.8));
+        assert_eq!(feed(&mut det, 0, &probs), vec![(340, TurnEvent::SpeechStarted { audio_start_ms: 0 })]);
+
+        let mut det = TurnDetector::new(TurnConfig::default());
+        // 200 ms voiced, 200 ms gap: the run restarts at 400.
+        let mut probs = frames(200, 0.8);
+        probs.extend(frames(200, 0.2));
+        probs.extend(frames(300, 0.8));
+        assert_eq!(feed(&mut det, 0, &probs), vec![(680, TurnEvent::SpeechStarted { audio_start_ms: 400 })]);
+    }
+
+    #[test]
+    fn pauses_shorter_than_silence_duration_keep_the_turn_open() {
+        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut probs = frames(400, 0.9);
+        probs.extend(frames(400, 0.0)); // < 500 ms
+        probs.extend(frames(400, 0.9));
+        probs.extend(frames(600, 0.0));
+        let events = feed(&mut det, 0, &probs);
+        assert_eq!(
+            events,
+            vec![(280, TurnEvent::SpeechStarted { audio_start_ms: 0 }), (1680, TurnEvent::SpeechStopped { audio_end_ms: 1200 })]
+        );
+    }
+
+    #[test]
+    fn threshold_and_durations_come_from_the_config() {
+        let config = TurnConfig { threshold: 0.8, prefix_padding_ms: 100, silence_duration_ms: 200, ..TurnConfig::default() };
+        let mut det = TurnDetector::new(config);
+        let mut probs = frames(200, 0.7); // below 0.8: not voiced
+        probs.extend(frames(100, 0.85));
+        probs.extend(frames(200, 0.5));
+        assert_eq!(
+            feed(&mut det, 0, &probs),
+            vec![(280, TurnEvent::SpeechStarted { audio_start_ms: 200 }), (480, TurnEvent::SpeechStopped { audio_end_ms: 300 })]
+        );
+    }
+
+    #[test]
+    fn push_to_talk_never_emits() {
+        let mut det = TurnDetector::new(TurnConfig { server_vad: false, ..TurnConfig::default() });
+        let mut probs = frames(1000, 0.9);
+        probs.extend(frames(1000, 0.0));
+        assert!(feed(&mut det, 0, &probs).is_empty());
+    }
+
+    #[test]
+    fn set_config_forgets_a_run_in_progress() {
+        let mut det = TurnDetector::new(TurnConfig::default());
+        feed(&mut det, 0, &frames(200, 0.9));
+        det.set_config(TurnConfig::default());
+        // Needs a fresh 300 ms run, onset at 200.
+        assert_eq!(feed(&mut det, 200, &frames(300, 0.9)), vec![(480, TurnEvent::SpeechStarted { audio_start_ms: 200 })]);
+    }
+}

@@ -1,0 +1,205 @@
+//! The audio worker pool: a few named OS threads, each owning a shard of `SessionChain`s and
+//! ticking them on an absolute 20 ms clock.
+//! Owns: threads, session placement (least loaded), the clock, and freeing abandoned sessions.
+//! Must never: block on a ring, lock or allocate per tick (new sessions arrive through an mpsc
+//! channel drained with `try_recv`; the session Vec has its capacity reserved), or log per frame.
+//! The only syscall per tick is the sleep until the next deadline.
+
+use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, TurnConfig, VadKind, chain::Liveness};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Session slots reserved per worker; `add_session` answers `Full` beyond this. At ≈ 200 µs of
+/// DSP per talking session per tick, 256 sessions would already need a whole core.
+pub const DEFAULT_SESSIONS_PER_WORKER: usize = 256;
+
+/// When a worker falls further behind than this many ticks (e.g. the machine was suspended), it
+/// drops the backlog and restarts its clock from now instead of bursting to catch up.
+const MAX_CATCH_UP_TICKS: u32 = 3;
+
+const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
+
+struct Worker {
+    new_sessions: mpsc::Sender<SessionChain>,
+    /// Sessions assigned to this worker and not yet freed.
+    load: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A fixed pool of audio threads named `voxrelay-audio-N`.
+pub struct WorkerPool {
+    workers: Vec<Worker>,
+    capacity_per_worker: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl WorkerPool {
+    /// `threads` workers (0 = one per available core), [`DEFAULT_SESSIONS_PER_WORKER`] each.
+    pub fn new(threads: usize) -> Self {
+        Self::with_capacity(threads, DEFAULT_SESSIONS_PER_WORKER)
+    }
+
+    pub fn with_capacity(threads: usize, sessions_per_worker: usize) -> Self {
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..threads)
+            .map(|n| {
+                let (tx, rx) = mpsc::channel();
+                let load = Arc::new(AtomicUsize::new(0));
+                let (thread_load, thread_stop) = (load.clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("voxrelay-audio-{n}"))
+                    .spawn(move || run_worker(rx, thread_load, thread_stop, sessions_per_worker))
+                    .expect("spawning an audio worker thread");
+                Worker { new_sessions: tx, load, thread: Some(thread) }
+            })
+            .collect();
+        WorkerPool { workers, capacity_per_worker: sessions_per_worker, stop }
+    }
+
+    /// Creates a session with the default VAD on the least loaded worker.
+    pub fn add_session(&self, turn: TurnConfig) -> Result<SessionHandle, MediaError> {
+        self.add_session_with_vad(turn, VadKind::default())
+    }
+
+    pub fn add_session_with_vad(&self, turn: TurnConfig, vad: VadKind) -> Result<SessionHandle, MediaError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(MediaError::WorkerGone);
+        }
+        let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(MediaError::WorkerGone)?;
+        // Reserve the slot before building, so concurrent callers cannot overshoot capacity.
+        if worker.load.fetch_add(1, Ordering::Relaxed) >= self.capacity_per_worker {
+            worker.load.fetch_sub(1, Ordering::Relaxed);
+            return Err(MediaError::Full);
+        }
+        let built = SessionChain::with_vad(turn, vad).and_then(|(chain, handle)| {
+            worker.new_sessions.send(chain).map_err(|_| MediaError::WorkerGone)?;
+            Ok(handle)
+        });
+        if built.is_err() {
+            worker.load.fetch_sub(1, Ordering::Relaxed);
+        }
+        built
+    }
+
+    /// Live sessions across all workers (including ones not yet picked up by their worker).
+    pub fn sessions(&self) -> usize {
+        self.workers.iter().map(|w| w.load.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Stops and joins every worker; their sessions are dropped (their rings become abandoned).
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>, stop: Arc<AtomicBool>, capacity: usize) {
+    let mut sessions: Vec<SessionChain> = Vec::with_capacity(capacity);
+    let mut deadline = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(chain) = new_sessions.try_recv() {
+            sessions.push(chain);
+        }
+        let mut i = 0;
+        while i < sessions.len() {
+            // A panic in one session (a bug, e.g. a codec surprise) must not take down the other
+            // sessions of this worker: that session is dropped, so its rings read as abandoned
+            // on the tokio side. catch_unwind costs nothing unless something panics.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].tick())).unwrap_or(Liveness::Abandoned);
+            if outcome == Liveness::Abandoned {
+                // Freeing a session returns its buffers to the allocator: rare, and bounded.
+                sessions.swap_remove(i);
+                load.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                i += 1;
+            }
+        }
+        deadline += TICK;
+        let now = Instant::now();
+        if now < deadline {
+            std::thread::sleep(deadline - now);
+        } else if now - deadline > TICK * MAX_CATCH_UP_TICKS {
+            deadline = now;
+        }
+    }
+    load.fetch_sub(sessions.len(), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{OPUS_SILENCE, RtpIn};
+
+    fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn a_session_gets_one_packet_per_tick_and_is_freed_when_its_handle_drops() {
+        let pool = WorkerPool::new(2);
+        let mut a = pool.add_session(TurnConfig::default()).unwrap();
+        let b = pool.add_session(TurnConfig::default()).unwrap();
+        assert_eq!(pool.sessions(), 2);
+        let start = Instant::now();
+        assert!(wait_until(|| a.egress.slots() >= 10));
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(150), "10 packets should take ~200 ms, took {elapsed:?}");
+        let first = a.egress.pop().unwrap();
+        assert_eq!(first.frame_index, 0);
+        assert_eq!(first.bytes(), &OPUS_SILENCE);
+        // Inbound audio reaches the uplink.
+        for seq in 0..5u16 {
+            a.ingress.push(RtpIn::new(seq, seq as u32 * 960, &OPUS_SILENCE).unwrap()).unwrap();
+        }
+        assert!(wait_until(|| a.uplink.slots() >= 2));
+        drop(b);
+        assert!(wait_until(|| pool.sessions() == 1));
+        drop(a);
+        assert!(wait_until(|| pool.sessions() == 0));
+        pool.shutdown();
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let pool = WorkerPool::with_capacity(1, 1);
+        let _a = pool.add_session(TurnConfig::default()).unwrap();
+        assert!(matches!(pool.add_session(TurnConfig::default()), Err(MediaError::Full)));
+    }
+
+    #[test]
+    fn threads_are_named() {
+        let pool = WorkerPool::new(1);
+        let handle = pool.workers[0].thread.as_ref().unwrap();
+        assert_eq!(handle.thread().name(), Some("voxrelay-audio-0"));
+    }
+}

@@ -1,0 +1,217 @@
+//! Scenario tests of one `SessionChain`, driven tick by tick without threads.
+
+mod common;
+
+use common::*;
+use voxrelay_media::{
+    AgentFrame, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnConfig, Uplink,
+};
+
+/// Ticks once; collects the events and the number of uplink audio frames.
+fn tick(chain: &mut SessionChain, handle: &mut SessionHandle, events: &mut Vec<MediaEvent>) -> usize {
+    assert_eq!(chain.tick(), Liveness::Alive);
+    let mut audio = 0;
+    while let Ok(item) = handle.uplink.pop() {
+        match item {
+            Uplink::Audio { .. } => audio += 1,
+            Uplink::Event(e) => events.push(e),
+        }
+    }
+    audio
+}
+
+/// Streams the fixture in (one packet per tick) plus `extra` ticks of nothing; returns events.
+fn stream_fixture(chain: &mut SessionChain, handle: &mut SessionHandle, extra: usize) -> Vec<MediaEvent> {
+    let packets = rtp_packets(&speech_48k(), 4000);
+    let mut events = Vec::new();
+    for p in &packets {
+        handle.ingress.push(*p).unwrap();
+        tick(chain, handle, &mut events);
+        while handle.egress.pop().is_ok() {}
+    }
+    for _ in 0..extra {
+        tick(chain, handle, &mut events);
+    }
+    events
+}
+
+#[test]
+fn speech_timestamps_match_the_fixture_within_100_ms() {
+    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let events = stream_fixture(&mut chain, &mut handle, 10);
+    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None }).collect();
+    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None }).collect();
+    assert_eq!(started.len(), 1, "one utterance: {events:?}");
+    assert_eq!(stopped.len(), 1, "one utterance: {events:?}");
+    assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
+    assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
+    let stop_at = events.iter().position(|e| matches!(e, MediaEvent::SpeechStopped { .. })).unwrap();
+    assert_eq!(events[stop_at + 1], MediaEvent::Committed { audio_end_ms: stopped[0] });
+}
+
+/// Queues `frames` of agent audio for `response`, then its End.
+fn queue_response(handle: &mut SessionHandle, response: u64, frames: usize) {
+    for pcm in agent_tone(frames) {
+        handle.agent_out.push(AgentFrame::Audio { response, pcm }).unwrap();
+    }
+    handle.agent_out.push(AgentFrame::End { response }).unwrap();
+}
+
+#[test]
+fn egress_gets_one_packet_per_tick_silence_or_voiced() {
+    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        tick(&mut chain, &mut handle, &mut events);
+    }
+    queue_response(&mut handle, 1, 5);
+    for _ in 0..8 {
+        tick(&mut chain, &mut handle, &mut events);
+    }
+    let out: Vec<_> = std::iter::from_fn(|| handle.egress.pop().ok()).collect();
+    assert_eq!(out.len(), 11);
+    assert!(out.iter().enumerate().all(|(i, p)| p.frame_index == i as u64));
+    let voiced: Vec<bool> = out.iter().map(|p| p.voiced).collect();
+    assert_eq!(voiced, [false, false, false, true, true, true, true, true, false, false, false]);
+    assert!(out.iter().filter(|p| !p.voiced).all(|p| p.bytes() == OPUS_SILENCE));
+    assert!(out.iter().filter(|p| p.voiced).all(|p| p.bytes().len() > 10));
+    assert_eq!(
+        events,
+        vec![MediaEvent::PlaybackStarted { response: 1 }, MediaEvent::PlaybackFinished { response: 1, played_ms: 100 }]
+    );
+    assert_eq!(handle.stats.voiced_out(), 5);
+    assert_eq!(handle.stats.frames_out(), 11);
+}
+
+#[test]
+fn barge_in_cancels_response() {
+    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    // 10 s of agent audio queued; the caller starts talking at 1.0 s of the fixture.
+    queue_response(&mut handle, 7, 400);
+    let packets = rtp_packets(&speech_48k(), 0);
+    let mut events = Vec::new();
+    let mut voiced_after_cut = 0;
+    for p in &packets {
+        handle.ingress.push(*p).unwrap();
+        let cleared_before = events.iter().any(|e| matches!(e, MediaEvent::PlaybackCleared { .. }));
+        tick(&mut chain, &mut handle, &mut events);
+        while let Ok(out) = handle.egress.pop() {
+            if cleared_before && out.voiced {
+                voiced_after_cut += 1;
+            }
+        }
+    }
+    let started = events.iter().position(|e| matches!(e, MediaEvent::SpeechStarted { .. })).expect("speech detected");
+    match events[started + 1] {
+        MediaEvent::PlaybackCleared { response: 7, played_ms } => assert!(played_ms > 1000, "played {played_ms} ms"),
+        ref other => panic!("expected PlaybackCleared right after SpeechStarted, got {other:?}"),
+    }
+    assert_eq!(voiced_after_cut, 0, "no agent audio may go out after the cut");
+    assert_eq!(handle.agent_out.slots(), voxrelay_media::AGENT_RING, "queued frames were dropped");
+    assert!(handle.stats.agent_frames_dropped() > 0);
+    assert!(!events.iter().any(|e| matches!(e, MediaEvent::PlaybackFinished { .. })));
+}
+
+#[test]
+fn without_interrupt_response_the_agent_keeps_talking() {
+    let turn = TurnConfig { interrupt_response: false, ..TurnConfig::default() };
+    let (mut chain, mut handle) = SessionChain::new(turn).unwrap();
+    queue_response(&mut handle, 1, 400);
+    let events = stream_fixture(&mut chain, &mut handle, 0);
+    assert!(events.iter().any(|e| matches!(e, MediaEvent::SpeechStarted { .. })));
+    assert!(!events.iter().any(|e| matches!(e, MediaEvent::PlaybackCleared { .. })));
+}
+
+#[test]
+fn push_to_talk_commits_only_on_command() {
+    let turn = TurnConfig { server_vad: false, ..TurnConfig::default() };
+    let (mut chain, mut handle) = SessionChain::new(turn).unwrap();
+    let mut events = stream_fixture(&mut chain, &mut handle, 0);
+    assert!(events.is_empty(), "push-to-talk emits no speech events: {events:?}");
+    let now = chain.audio_ms();
+    handle.control.push(Control::CommitInput).unwrap();
+    handle.control.push(Control::ClearInput).unwrap();
+    tick(&mut chain, &mut handle, &mut events);
+    assert_eq!(events, vec![MediaEvent::Committed { audio_end_ms: now }, MediaEvent::Cleared]);
+}
+
+#[test]
+fn set_turn_switches_to_server_vad_mid_call() {
+    let (mut chain, mut handle) = SessionChain::new(TurnConfig { server_vad: false, ..TurnConfig::default() }).unwrap();
+    handle.control.push(Control::SetTurn(TurnConfig::default())).unwrap();
+    let events = stream_fixture(&mut chain, &mut handle, 10);
+    assert!(events.iter().any(|e| matches!(e, MediaEvent::Committed { .. })), "{events:?}");
+    assert_eq!(chain.turn_config(), TurnConfig::default());
+}
+
+#[test]
+fn cancel_response_and_clear_output_cut_playback() {
+    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let mut events = Vec::new();
+    queue_response(&mut handle, 1, 50);
+    for _ in 0..3 {
+        tick(&mut chain, &mut handle, &mut events);
+    }
+    handle.control.push(Control::CancelResponse(1)).unwrap();
+    tick(&mut chain, &mut handle, &mut events);
+    queue_response(&mut handle, 2, 50);
+    tick(&mut chain, &mut handle, &mut events);
+    handle.control.push(Control::ClearOutput).unwrap();
+    tick(&mut chain, &mut handle, &mut events);
+    tick(&mut chain, &mut handle, &mut events);
+    assert_eq!(
+        events,
+        vec![
+            MediaEvent::PlaybackStarted { response: 1 },
+            MediaEvent::PlaybackCleared { response: 1, played_ms: 60 },
+            MediaEvent::PlaybackStarted { response: 2 },
+            MediaEvent::PlaybackCleared { response: 2, played_ms: 20 },
+        ]
+    );
+    let voiced = std::iter::from_fn(|| handle.egress.pop().ok()).filter(|p| p.voiced).count();
+    assert_eq!(voiced, 4);
+}
+
+#[test]
+fn lost_packets_are_concealed_and_audio_time_keeps_running() {
+    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let packets = rtp_packets(&speech_48k()[..50], 100);
+    let mut events = Vec::new();
+    let mut audio_frames = 0;
+    for (i, p) in packets.iter().enumerate() {
+        if i % 10 != 5 {
+            handle.ingress.push(*p).unwrap();
+        }
+        if i == 20 {
+            handle.ingress.push(*p).unwrap(); // a duplicate
+        }
+        audio_frames += tick(&mut chain, &mut handle, &mut events);
+    }
+    let stats = handle.stats.snapshot();
+    assert_eq!(stats.packets_in, 46);
+    assert_eq!(stats.plc_frames, 5);
+    assert_eq!(stats.duplicates, 1);
+    // Playout starts one tick after the first packet (2-frame target depth).
+    assert_eq!(audio_frames, 49);
+    assert_eq!(chain.audio_ms(), 49 * 20);
+}
+
+#[test]
+fn a_full_output_ring_drops_and_counts_instead_of_blocking() {
+    let (mut chain, handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    for _ in 0..40 {
+        chain.tick(); // nobody drains egress (16 slots)
+    }
+    assert_eq!(handle.egress.slots(), voxrelay_media::EGRESS_RING);
+    assert_eq!(handle.stats.ring_overflows(), 40 - voxrelay_media::EGRESS_RING as u64);
+}
+
+#[test]
+fn dropping_the_handle_abandons_the_session() {
+    let (mut chain, handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let SessionHandle { ingress, control, agent_out, egress, uplink, stats: _ } = handle;
+    drop((ingress, control, agent_out, egress));
+    assert_eq!(chain.tick(), Liveness::Alive, "one ring end still held");
+    drop(uplink);
+    assert_eq!(chain.tick(), Liveness::Abandoned);
+}

@@ -1,0 +1,171 @@
+//! Realtime events on the `oai-events` data channel (PROTOCOL.md §2): parsing client events
+//! (either naming) and stamping server events with their type in the call's dialect and a
+//! unique `event_id`. Names are mapped here and nowhere else.
+
+use serde_json::{Map, Value};
+
+use crate::auth::random_id;
+use crate::wire::{BetaSession, GaSession};
+
+/// A call started at `/v1/realtime` speaks the beta names; one started at
+/// `/v1/realtime/calls` speaks the GA names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Beta,
+    Ga,
+}
+
+impl Dialect {
+    /// Maps a beta event name to this dialect's name.
+    pub fn name(self, beta: &'static str) -> &'static str {
+        if self == Dialect::Beta {
+            return beta;
+        }
+        match beta {
+            "conversation.item.created" => "conversation.item.added",
+            "response.audio_transcript.delta" => "response.output_audio_transcript.delta",
+            "response.audio_transcript.done" => "response.output_audio_transcript.done",
+            "response.audio.done" => "response.output_audio.done",
+            "response.audio.delta" => "response.output_audio.delta",
+            "response.text.delta" => "response.output_text.delta",
+            "response.text.done" => "response.output_text.done",
+            other => other,
+        }
+    }
+}
+
+/// Builds a server event: `body` must be a JSON object; `type` and `event_id` are set here.
+pub fn server_event(dialect: Dialect, beta_type: &'static str, body: Value) -> Value {
+    let mut map = match body {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    map.insert("type".into(), Value::String(dialect.name(beta_type).into()));
+    map.insert("event_id".into(), Value::String(random_id("event_")));
+    Value::Object(map)
+}
+
+/// The largest client event accepted on the data channel. Over WebRTC, audio comes on the track,
+/// so events are small; a bigger one is refused with an `error` event, not parsed.
+pub const MAX_CLIENT_EVENT_BYTES: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub enum SessionUpdate {
+    Beta(BetaSession),
+    Ga(GaSession),
+}
+
+#[derive(Debug)]
+pub enum ClientEvent {
+    SessionUpdate(SessionUpdate),
+    InputAudioAppend,
+    InputAudioCommit,
+    InputAudioClear,
+    /// A text message from the user (`conversation.item.create`).
+    ItemCreate { item_id: Option<String>, text: String },
+    ItemTruncate { item_id: String, audio_end_ms: u64 },
+    ResponseCreate,
+    ResponseCancel { response_id: Option<String> },
+    OutputAudioClear,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventError {
+    pub code: &'static str,
+    pub message: String,
+    pub event_id: Option<String>,
+}
+
+/// A parsed client event and the `event_id` it carried, if any.
+pub struct Parsed {
+    pub event_id: Option<String>,
+    pub event: ClientEvent,
+}
+
+pub fn parse_client_event(text: &str) -> Result<Parsed, EventError> {
+    let err = |code, message: String, event_id: Option<String>| EventError { code, message, event_id };
+    if text.len() > MAX_CLIENT_EVENT_BYTES {
+        return Err(err("event_too_large", format!("client events are limited to {MAX_CLIENT_EVENT_BYTES} bytes"), None));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| err("invalid_json", format!("the event is not valid JSON: {e}"), None))?;
+    let Value::Object(mut obj) = value else {
+        return Err(err("invalid_event", "an event must be a JSON object".into(), None));
+    };
+    let event_id = obj.get("event_id").and_then(Value::as_str).map(String::from);
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        Some(t) => t.to_string(),
+        None => return Err(err("missing_type", "the event has no string \"type\"".into(), event_id)),
+    };
+    let bad = |msg: String| err("invalid_event", msg, event_id.clone());
+    let event = match kind.as_str() {
+        "session.update" => {
+            let session = obj.remove("session").unwrap_or(Value::Object(Map::new()));
+            let is_ga = session.get("type").is_some() || session.get("audio").is_some() || session.get("output_modalities").is_some();
+            if is_ga {
+                let s: GaSession = serde_json::from_value(session).map_err(|e| bad(format!("session.update: {e}")))?;
+                ClientEvent::SessionUpdate(SessionUpdate::Ga(s))
+            } else {
+                let s: BetaSession = serde_json::from_value(session).map_err(|e| bad(format!("session.update: {e}")))?;
+                ClientEvent::SessionUpdate(SessionUpdate::Beta(s))
+            }
+        }
+        "input_audio_buffer.append" => ClientEvent::InputAudioAppend,
+        "input_audio_buffer.commit" => ClientEvent::InputAudioCommit,
+        "input_audio_buffer.clear" => ClientEvent::InputAudioClear,
+        "conversation.item.create" => {
+            let item = obj.get("item").ok_or_else(|| bad("conversation.item.create needs an \"item\"".into()))?;
+            let item_id = item.get("id").and_then(Value::as_str).map(String::from);
+            let text = item
+                .get("content")
+                .and_then(Value::as_array)
+                .map(|parts| {
+                    parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("")
+                })
+                .unwrap_or_default();
+            ClientEvent::ItemCreate { item_id, text }
+        }
+        "conversation.item.truncate" => {
+            let item_id = obj
+                .get("item_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("conversation.item.truncate needs \"item_id\"".into()))?
+                .to_string();
+            let audio_end_ms = obj
+                .get("audio_end_ms")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad("conversation.item.truncate needs a non-negative integer \"audio_end_ms\"".into()))?;
+            ClientEvent::ItemTruncate { item_id, audio_end_ms }
+        }
+        "response.create" => ClientEvent::ResponseCreate,
+        "response.cancel" => ClientEvent::ResponseCancel {
+            response_id: obj.get("response_id").and_then(Value::as_str).map(String::from),
+        },
+        "output_audio_buffer.clear" => ClientEvent::OutputAudioClear,
+        other => {
+            return Err(err("unknown_event_type", format!("unknown client event type {other:?}"), event_id));
+        }
+    };
+    Ok(Parsed { event_id, event })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ga_names_are_mapped_and_beta_kept() {
+        assert_eq!(Dialect::Ga.name("conversation.item.created"), "conversation.item.added");
+        assert_eq!(Dialect::Beta.name("conversation.item.created"), "conversation.item.created");
+        let e = server_event(Dialect::Ga, "response.audio.done", serde_json::json!({"x": 1}));
+        assert_eq!(e["type"], "response.output_audio.done");
+        assert!(e["event_id"].as_str().unwrap().starts_with("event_"));
+    }
+
+    #[test]
+    fn bad_events_carry_their_event_id_back() {
+        let e = parse_client_event(r#"{"type":"nope","event_id":"e1"}"#).err().unwrap();
+        assert_eq!((e.code, e.event_id.as_deref()), ("unknown_event_type", Some("e1")));
+        assert_eq!(parse_client_event("{not json").err().unwrap().code, "invalid_json");
+        assert!(matches!(parse_client_event(r#"{"type":"response.create"}"#).unwrap().event, ClientEvent::ResponseCreate));
+    }
+}

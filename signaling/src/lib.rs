@@ -1,0 +1,92 @@
+//! voxrelay-signaling: the HTTP/WebSocket edge of voxrelay.
+//!
+//! How it fits:
+//! 1. The server binary builds an [`Api`] from its API key and an [`Engine`] (implemented in the
+//!    root crate: sessions, WebRTC, agents) and serves [`router`].
+//! 2. Handlers check credentials ([`auth`]), content type and size ([`body`]), and validate the
+//!    request ([`wire`], [`sdp`]) before calling the engine, so every client mistake becomes a
+//!    precise [`ApiError`] (status + JSON body) at the edge.
+//! 3. Data-channel events are parsed and named here too ([`events`]), so the wire contract of
+//!    PROTOCOL.md lives in one crate.
+//!
+//! This crate never touches media: it knows SDP only well enough to refuse bad offers early.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod events;
+mod health;
+mod realtime;
+pub mod sdp;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+pub use auth::Auth;
+pub use error::ApiError;
+pub use events::Dialect;
+pub use sdp::OfferSummary;
+pub use wire::SessionConfig;
+
+/// Everything needed to start one call.
+pub struct CallRequest {
+    pub offer: String,
+    pub summary: OfferSummary,
+    pub config: SessionConfig,
+    pub dialect: Dialect,
+    pub session_id: String,
+}
+
+pub struct CallCreated {
+    pub call_id: String,
+    pub answer_sdp: String,
+}
+
+/// What the edge needs from the server; the root crate implements it.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// 400 when the named agent is unknown or not configured.
+    fn check_agent(&self, agent: &str) -> Result<(), ApiError>;
+    async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError>;
+    /// `owner`: when set, the call must belong to that session (else 404, not 403, so ids of
+    /// other sessions are not confirmed to exist).
+    async fn end_call(&self, call_id: &str, owner: Option<&str>) -> Result<(), ApiError>;
+    fn is_ready(&self) -> bool;
+    /// ICE servers (TURN credentials) to hand a client for this session; empty without TURN.
+    fn ice_servers(&self, _session_id: &str) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+    /// Prometheus text exposition for `/metrics`.
+    fn metrics_text(&self) -> String;
+}
+
+pub struct Api {
+    pub auth: Auth,
+    pub engine: Arc<dyn Engine>,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/realtime/sessions", post(realtime::create_session))
+        .route("/v1/realtime/client_secrets", post(realtime::create_client_secret))
+        .route("/v1/realtime", post(realtime::create_call_beta))
+        .route("/v1/realtime/calls", post(realtime::create_call_ga))
+        .route("/v1/realtime/calls/{id}", delete(realtime::end_call))
+        .fallback(realtime::not_found)
+        .with_state(api)
+        .layer(cors())
+}
+
+/// Browsers call the API from their own pages. Credentials are bearer tokens, never cookies,
+/// so any origin may call: a page without a token gets nothing it could not get with curl.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::header::{ETAG, LOCATION};
+    use tower_http::cors::{Any, CorsLayer};
+    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any).expose_headers([LOCATION, ETAG])
+}

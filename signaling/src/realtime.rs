@@ -1,0 +1,115 @@
+//! PROTOCOL.md §1–2 handlers: minting client secrets (beta and GA shapes) and starting or
+//! ending WebRTC calls. Order of checks on a call: credentials (401), content type (415), size
+//! (413), then the offer itself (400), so a client learns the most basic problem first.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::auth::{BETA_SECRET_TTL_S, Caller, GA_SECRET_TTL_RANGE_S, GA_SECRET_TTL_S, random_id};
+use crate::body::{read_json, read_limited, require_content_type};
+use crate::error::ApiError;
+use crate::events::Dialect;
+use crate::sdp::{MAX_SDP_BYTES, inspect_offer};
+use crate::wire::{BetaSession, ClientSecretRequest, SessionConfig};
+use crate::{Api, CallRequest};
+
+pub async fn create_session(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    api.auth.require_api_key(&headers)?;
+    let req: BetaSession = read_json(&headers, body).await?;
+    let mut config = SessionConfig::default();
+    config.apply_beta(req)?;
+    api.engine.check_agent(&config.agent)?;
+    let id = random_id("sess_");
+    let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), BETA_SECRET_TTL_S)?;
+    let mut out = config.beta_json(&id);
+    out["client_secret"] = json!({"value": value, "expires_at": expires_at});
+    add_ice_servers(&api, &id, &mut out);
+    Ok(Json(out))
+}
+
+pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    api.auth.require_api_key(&headers)?;
+    let req: ClientSecretRequest = read_json(&headers, body).await?;
+    let ttl = match req.expires_after {
+        None => GA_SECRET_TTL_S,
+        Some(e) => {
+            if e.anchor.as_deref().is_some_and(|a| a != "created_at") {
+                return Err(ApiError::bad_request("invalid_expires_after", "expires_after.anchor must be \"created_at\""));
+            }
+            if !GA_SECRET_TTL_RANGE_S.contains(&e.seconds) {
+                return Err(ApiError::bad_request(
+                    "invalid_expires_after",
+                    format!("expires_after.seconds must be within {}..{}", GA_SECRET_TTL_RANGE_S.start(), GA_SECRET_TTL_RANGE_S.end()),
+                ));
+            }
+            e.seconds
+        }
+    };
+    let mut config = SessionConfig::default();
+    if let Some(s) = req.session {
+        config.apply_ga(s)?;
+    }
+    api.engine.check_agent(&config.agent)?;
+    let id = random_id("sess_");
+    let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), ttl)?;
+    let mut out = json!({"value": value, "expires_at": expires_at, "session": config.ga_json(&id)});
+    add_ice_servers(&api, &id, &mut out);
+    Ok(Json(out))
+}
+
+fn add_ice_servers(api: &Api, session_id: &str, out: &mut Value) {
+    let servers = api.engine.ice_servers(session_id);
+    if !servers.is_empty() {
+        out["ice_servers"] = Value::Array(servers);
+    }
+}
+
+pub async fn create_call_beta(state: State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    create_call(state, headers, body, Dialect::Beta).await
+}
+
+pub async fn create_call_ga(state: State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    create_call(state, headers, body, Dialect::Ga).await
+}
+
+async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body, dialect: Dialect) -> Result<Response, ApiError> {
+    let caller = api.auth.caller(&headers)?;
+    require_content_type(&headers, "application/sdp")?;
+    let bytes = read_limited(&headers, body, MAX_SDP_BYTES).await?;
+    let offer = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("invalid_offer", "the SDP offer is not UTF-8 text"))?;
+    let summary = inspect_offer(&offer)?;
+    let (session_id, config) = match caller {
+        Caller::ApiKey => (random_id("sess_"), SessionConfig::default()),
+        Caller::Secret(grant) => (grant.session_id, grant.config),
+    };
+    api.engine.check_agent(&config.agent)?;
+    let created = api.engine.create_call(CallRequest { offer, summary, config, dialect, session_id }).await?;
+    let location = format!("/v1/realtime/calls/{}", created.call_id);
+    let mut resp = (StatusCode::CREATED, created.answer_sdp).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    // A client secret may end only calls of its own session; the API key may end any.
+    let owner = match api.auth.caller(&headers)? {
+        Caller::ApiKey => None,
+        Caller::Secret(grant) => Some(grant.session_id),
+    };
+    api.engine.end_call(&id, owner.as_deref()).await?;
+    Ok(Json(json!({"id": id, "object": "realtime.call", "deleted": true})))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}

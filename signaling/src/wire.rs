@@ -1,0 +1,360 @@
+//! Wire types of PROTOCOL.md §1: the session settings a client asks for (beta and GA request
+//! shapes), validated into one normalized `SessionConfig` that the engine uses. Validation lives
+//! here so a bad value is a 400 at the edge (or an `error` event for `session.update`), never a
+//! surprise deeper in.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+pub const DEFAULT_AGENT: &str = "echo";
+pub const DEFAULT_VOICE: &str = "alloy";
+pub const DEFAULT_MODEL: &str = "voxrelay-echo";
+
+/// Limits on turn detection values: wide enough for any real use, narrow enough that a typo
+/// (milliseconds given as seconds * 1000 * 1000) cannot stall a turn for hours.
+pub const MAX_TURN_MS: u32 = 10_000;
+pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TurnDetection {
+    /// Speech probability at or above which a frame counts as voiced, 0..1.
+    pub threshold: f32,
+    /// Voiced audio needed before speech_started, ms.
+    pub prefix_padding_ms: u32,
+    /// Silence needed before speech_stopped and the commit, ms.
+    pub silence_duration_ms: u32,
+    pub create_response: bool,
+    pub interrupt_response: bool,
+}
+
+impl Default for TurnDetection {
+    fn default() -> Self {
+        Self { threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500, create_response: true, interrupt_response: true }
+    }
+}
+
+impl TurnDetection {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "type": "server_vad",
+            "threshold": self.threshold,
+            "prefix_padding_ms": self.prefix_padding_ms,
+            "silence_duration_ms": self.silence_duration_ms,
+            "create_response": self.create_response,
+            "interrupt_response": self.interrupt_response,
+        })
+    }
+}
+
+/// A partial `turn_detection` object: missing fields keep their current value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnDetectionPatch {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub threshold: Option<f32>,
+    pub prefix_padding_ms: Option<u32>,
+    pub silence_duration_ms: Option<u32>,
+    pub create_response: Option<bool>,
+    pub interrupt_response: Option<bool>,
+    /// Accepted for compatibility with OpenAI clients (semantic_vad eagerness); unused.
+    pub eagerness: Option<String>,
+    pub idle_timeout_ms: Option<Value>,
+}
+
+impl TurnDetectionPatch {
+    pub fn apply(&self, base: Option<TurnDetection>) -> Result<TurnDetection, ApiError> {
+        match self.kind.as_deref() {
+            None | Some("server_vad") | Some("semantic_vad") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_turn_detection",
+                    format!("turn_detection.type must be \"server_vad\" or \"semantic_vad\", got {other:?}"),
+                ));
+            }
+        }
+        let mut td = base.unwrap_or_default();
+        if let Some(t) = self.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ApiError::bad_request("invalid_turn_detection", "turn_detection.threshold must be within 0..1"));
+            }
+            td.threshold = t;
+        }
+        for (value, name, slot) in [
+            (self.prefix_padding_ms, "prefix_padding_ms", &mut td.prefix_padding_ms),
+            (self.silence_duration_ms, "silence_duration_ms", &mut td.silence_duration_ms),
+        ] {
+            if let Some(v) = value {
+                if v > MAX_TURN_MS {
+                    return Err(ApiError::bad_request(
+                        "invalid_turn_detection",
+                        format!("turn_detection.{name} must be at most {MAX_TURN_MS} ms"),
+                    ));
+                }
+                *slot = v;
+            }
+        }
+        if let Some(v) = self.create_response {
+            td.create_response = v;
+        }
+        if let Some(v) = self.interrupt_response {
+            td.interrupt_response = v;
+        }
+        Ok(td)
+    }
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`): for
+/// `turn_detection`, null means push-to-talk while absent means "keep the default".
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The normalized settings of one voice session.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionConfig {
+    pub model: String,
+    pub voice: String,
+    pub instructions: String,
+    pub modalities: Vec<String>,
+    /// `None`: push-to-talk (the client commits turns itself).
+    pub turn_detection: Option<TurnDetection>,
+    pub input_audio_transcription: Option<Value>,
+    pub agent: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            voice: DEFAULT_VOICE.into(),
+            instructions: String::new(),
+            modalities: vec!["audio".into(), "text".into()],
+            turn_detection: Some(TurnDetection::default()),
+            input_audio_transcription: None,
+            agent: DEFAULT_AGENT.into(),
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn turn_detection_json(&self) -> Value {
+        self.turn_detection.map(|t| t.to_json()).unwrap_or(Value::Null)
+    }
+
+    fn set_instructions(&mut self, text: Option<String>) -> Result<(), ApiError> {
+        if let Some(text) = text {
+            if text.len() > MAX_INSTRUCTIONS_BYTES {
+                return Err(ApiError::bad_request(
+                    "instructions_too_long",
+                    format!("instructions must be at most {MAX_INSTRUCTIONS_BYTES} bytes"),
+                ));
+            }
+            self.instructions = text;
+        }
+        Ok(())
+    }
+
+    fn set_turn(&mut self, td: Option<Option<TurnDetectionPatch>>) -> Result<(), ApiError> {
+        match td {
+            None => {}
+            Some(None) => self.turn_detection = None,
+            Some(Some(p)) => self.turn_detection = Some(p.apply(self.turn_detection)?),
+        }
+        Ok(())
+    }
+
+    /// Applies a beta-shaped body (`POST /v1/realtime/sessions`, and `session` of a beta
+    /// `session.update`).
+    pub fn apply_beta(&mut self, req: BetaSession) -> Result<(), ApiError> {
+        if let Some(m) = req.model {
+            self.model = m;
+        }
+        if let Some(v) = req.voice {
+            self.voice = v;
+        }
+        if let Some(m) = req.modalities {
+            if m.is_empty() || m.iter().any(|x| x != "audio" && x != "text") {
+                return Err(ApiError::bad_request("invalid_modalities", "modalities must be a non-empty subset of [\"audio\", \"text\"]"));
+            }
+            self.modalities = m;
+        }
+        if let Some(t) = req.input_audio_transcription {
+            self.input_audio_transcription = t;
+        }
+        if let Some(a) = req.agent {
+            self.agent = a;
+        }
+        self.set_instructions(req.instructions)?;
+        self.set_turn(req.turn_detection)
+    }
+
+    /// Applies a GA-shaped `session` object (`POST /v1/realtime/client_secrets`, GA
+    /// `session.update`).
+    pub fn apply_ga(&mut self, req: GaSession) -> Result<(), ApiError> {
+        if let Some(kind) = req.kind.as_deref() {
+            if kind != "realtime" {
+                return Err(ApiError::bad_request("invalid_session_type", "session.type must be \"realtime\""));
+            }
+        }
+        if let Some(m) = req.model {
+            self.model = m;
+        }
+        if let Some(m) = req.output_modalities {
+            self.modalities = m;
+        }
+        if let Some(a) = req.agent {
+            self.agent = a;
+        }
+        self.set_instructions(req.instructions)?;
+        if let Some(audio) = req.audio {
+            if let Some(v) = audio.output.and_then(|o| o.voice) {
+                self.voice = v;
+            }
+            if let Some(input) = audio.input {
+                if let Some(t) = input.transcription {
+                    self.input_audio_transcription = t;
+                }
+                self.set_turn(input.turn_detection)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The beta `realtime.session` object.
+    pub fn beta_json(&self, id: &str) -> Value {
+        json!({
+            "id": id,
+            "object": "realtime.session",
+            "model": self.model,
+            "modalities": self.modalities,
+            "instructions": self.instructions,
+            "voice": self.voice,
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": self.input_audio_transcription,
+            "turn_detection": self.turn_detection_json(),
+            "tools": [],
+            "tool_choice": "auto",
+            "agent": self.agent,
+        })
+    }
+
+    /// The GA `session` object.
+    pub fn ga_json(&self, id: &str) -> Value {
+        json!({
+            "type": "realtime",
+            "id": id,
+            "object": "realtime.session",
+            "model": self.model,
+            "output_modalities": self.modalities,
+            "instructions": self.instructions,
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": 24000},
+                    "transcription": self.input_audio_transcription,
+                    "turn_detection": self.turn_detection_json(),
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice},
+            },
+            "agent": self.agent,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BetaSession {
+    pub model: Option<String>,
+    pub voice: Option<String>,
+    pub instructions: Option<String>,
+    pub modalities: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub turn_detection: Option<Option<TurnDetectionPatch>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub input_audio_transcription: Option<Option<Value>>,
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GaSession {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub output_modalities: Option<Vec<String>>,
+    pub audio: Option<GaAudio>,
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GaAudio {
+    pub input: Option<GaAudioInput>,
+    pub output: Option<GaAudioOutput>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GaAudioInput {
+    #[serde(default, deserialize_with = "nullable")]
+    pub turn_detection: Option<Option<TurnDetectionPatch>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub transcription: Option<Option<Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GaAudioOutput {
+    pub voice: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientSecretRequest {
+    pub expires_after: Option<ExpiresAfter>,
+    pub session: Option<GaSession>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExpiresAfter {
+    pub anchor: Option<String>,
+    pub seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_turn_detection_means_push_to_talk_and_absent_keeps_default() {
+        let mut c = SessionConfig::default();
+        c.apply_beta(serde_json::from_str(r#"{"voice":"x"}"#).unwrap()).unwrap();
+        assert_eq!(c.turn_detection, Some(TurnDetection::default()));
+        c.apply_beta(serde_json::from_str(r#"{"turn_detection":null}"#).unwrap()).unwrap();
+        assert_eq!(c.turn_detection, None);
+        c.apply_beta(serde_json::from_str(r#"{"turn_detection":{"silence_duration_ms":300}}"#).unwrap()).unwrap();
+        assert_eq!(c.turn_detection.unwrap().silence_duration_ms, 300);
+        assert_eq!(c.turn_detection.unwrap().prefix_padding_ms, 300);
+    }
+
+    #[test]
+    fn out_of_range_threshold_is_rejected() {
+        let mut c = SessionConfig::default();
+        let err = c.apply_beta(serde_json::from_str(r#"{"turn_detection":{"threshold":1.5}}"#).unwrap()).unwrap_err();
+        assert_eq!(err.code, "invalid_turn_detection");
+    }
+
+    #[test]
+    fn ga_shape_sets_voice_and_turn() {
+        let mut c = SessionConfig::default();
+        let ga: GaSession = serde_json::from_str(
+            r#"{"type":"realtime","audio":{"input":{"turn_detection":{"type":"server_vad","prefix_padding_ms":100}},"output":{"voice":"marin"}}}"#,
+        )
+        .unwrap();
+        c.apply_ga(ga).unwrap();
+        assert_eq!(c.voice, "marin");
+        assert_eq!(c.turn_detection.unwrap().prefix_padding_ms, 100);
+    }
+}

@@ -1,0 +1,111 @@
+//! The built-in `echo` agent: answers each committed turn by playing that turn's audio back,
+//! with the transcript `"[echo <seconds> s]"`. It needs no network and no keys, so a fresh
+//! server is useful (and testable end to end) out of the box.
+
+use std::collections::VecDeque;
+
+use voxrelay_media::{FRAME_MS, SAMPLES_24K};
+
+use super::{Agent, AgentOutput};
+
+/// How much caller audio is kept to echo: turns longer than this are echoed truncated to their
+/// last 15 s. Bounds memory per call at 15 s * 24 kHz * 2 B = 720 KB.
+pub const MAX_ECHO_MS: u64 = 15_000;
+const MAX_FRAMES: usize = (MAX_ECHO_MS / FRAME_MS as u64) as usize;
+
+pub struct EchoAgent {
+    /// Recent caller audio, (start_ms, pcm), oldest first.
+    history: VecDeque<(u64, [i16; SAMPLES_24K])>,
+    /// Where the turn being spoken began (speech onset, or the end of the last commit).
+    turn_start_ms: u64,
+    /// The committed turn waiting for a response: [start, end) in audio ms.
+    committed: Option<(u64, u64)>,
+    /// Output of the response in progress.
+    pending: VecDeque<AgentOutput>,
+}
+
+impl Default for EchoAgent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EchoAgent {
+    pub fn new() -> Self {
+        Self { history: VecDeque::with_capacity(MAX_FRAMES), turn_start_ms: 0, committed: None, pending: VecDeque::new() }
+    }
+}
+
+impl Agent for EchoAgent {
+    fn on_audio(&mut self, start_ms: u64, pcm: &[i16; SAMPLES_24K]) {
+        if self.history.len() == MAX_FRAMES {
+            self.history.pop_front();
+        }
+        self.history.push_back((start_ms, *pcm));
+    }
+
+    fn on_speech_started(&mut self, audio_start_ms: u64) {
+        self.turn_start_ms = audio_start_ms;
+    }
+
+    fn on_committed(&mut self, audio_end_ms: u64) {
+        self.committed = Some((self.turn_start_ms, audio_end_ms));
+        self.turn_start_ms = audio_end_ms;
+    }
+
+    fn on_input_cleared(&mut self) {
+        self.history.clear();
+    }
+
+    fn on_text(&mut self, _text: &str) {}
+
+    fn start_response(&mut self, _response: u64) {
+        self.pending.clear();
+        let (start, end) = self.committed.take().unwrap_or((0, 0));
+        let frames: Vec<_> = self
+            .history
+            .iter()
+            .filter(|(t, _)| *t >= start && *t < end)
+            .map(|(_, pcm)| AgentOutput::Audio(Box::new(*pcm)))
+            .collect();
+        let seconds = frames.len() as f64 * f64::from(FRAME_MS) / 1000.0;
+        self.pending.push_back(AgentOutput::TranscriptDelta(format!("[echo {seconds:.1} s]")));
+        self.pending.extend(frames);
+        self.pending.push_back(AgentOutput::Done);
+    }
+
+    fn cancel_response(&mut self, _response: u64) {
+        self.pending.clear();
+    }
+
+    fn poll_output(&mut self) -> Option<AgentOutput> {
+        self.pending.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_exactly_the_committed_turn() {
+        let mut a = EchoAgent::new();
+        for i in 0..100u64 {
+            a.on_audio(i * 20, &[i as i16; SAMPLES_24K]);
+        }
+        a.on_speech_started(400);
+        a.on_committed(1000);
+        a.start_response(1);
+        let Some(AgentOutput::TranscriptDelta(t)) = a.poll_output() else { panic!("transcript first") };
+        assert_eq!(t, "[echo 0.6 s]");
+        let mut firsts = Vec::new();
+        while let Some(out) = a.poll_output() {
+            match out {
+                AgentOutput::Audio(pcm) => firsts.push(pcm[0]),
+                AgentOutput::Done => break,
+                AgentOutput::TranscriptDelta(_) => panic!("one transcript"),
+            }
+        }
+        assert_eq!(firsts, (20..50).collect::<Vec<i16>>());
+    }
+}

@@ -1,0 +1,441 @@
+//! The realtime protocol state of one call: turns, the response lifecycle and barge-in, as a
+//! plain struct. It takes media events (from the audio worker), client events (from the data
+//! channel) and agent output, and produces server events (`out`) and worker commands
+//! (`controls`). No I/O here, so every sequence of PROTOCOL.md §2 is unit-testable.
+//!
+//! A response is live from `response.created` until its audio has finished *playing* (the
+//! worker says so), not merely until the agent has produced it: over WebRTC the server knows
+//! what the caller has heard, so a barge-in during playback is a cancellation with an exact
+//! truncation point.
+
+use serde_json::{Value, json};
+use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnConfig};
+use voxrelay_signaling::auth::random_id;
+use voxrelay_signaling::events::{ClientEvent, Dialect, SessionUpdate, parse_client_event, server_event};
+use voxrelay_signaling::{ApiError, SessionConfig};
+
+use crate::agent::{Agent, AgentOutput};
+
+struct Response {
+    num: u64,
+    id: String,
+    item_id: String,
+    playing: bool,
+    agent_done: bool,
+    audio_frames_queued: u64,
+    voiced_frames_sent: u64,
+    transcript: String,
+}
+
+pub struct Conversation {
+    dialect: Dialect,
+    session_id: String,
+    config: SessionConfig,
+    agent: Box<dyn Agent>,
+    /// Server events to send, in order.
+    pub out: Vec<Value>,
+    /// Commands for the audio worker, in order.
+    pub controls: Vec<Control>,
+    input_item: Option<String>,
+    last_item: Option<String>,
+    response: Option<Response>,
+    responses_started: u64,
+    /// After a cancel, voiced frames the worker encoded before it saw the cancel are dropped
+    /// here, so outbound audio stops within one frame.
+    suppress_voiced: bool,
+    /// Assistant items that can still be truncated: (item id, audio ms played).
+    assistant_items: Vec<(String, u64)>,
+}
+
+pub fn turn_config(config: &SessionConfig) -> TurnConfig {
+    match config.turn_detection {
+        Some(td) => TurnConfig {
+            server_vad: true,
+            threshold: td.threshold,
+            prefix_padding_ms: td.prefix_padding_ms,
+            silence_duration_ms: td.silence_duration_ms,
+            interrupt_response: td.interrupt_response,
+        },
+        None => TurnConfig { server_vad: false, ..TurnConfig::default() },
+    }
+}
+
+impl Conversation {
+    pub fn new(dialect: Dialect, session_id: String, config: SessionConfig, agent: Box<dyn Agent>) -> Self {
+        Self {
+            dialect,
+            session_id,
+            config,
+            agent,
+            out: Vec::new(),
+            controls: Vec::new(),
+            input_item: None,
+            last_item: None,
+            response: None,
+            responses_started: 0,
+            suppress_voiced: false,
+            assistant_items: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, beta_type: &'static str, body: Value) {
+        self.out.push(server_event(self.dialect, beta_type, body));
+    }
+
+    fn session_json(&self) -> Value {
+        match self.dialect {
+            Dialect::Beta => self.config.beta_json(&self.session_id),
+            Dialect::Ga => self.config.ga_json(&self.session_id),
+        }
+    }
+
+    pub fn error(&mut self, code: &str, message: &str, event_id: Option<String>) {
+        self.emit(
+            "error",
+            json!({"error": {"type": "invalid_request_error", "code": code, "message": message, "param": null, "event_id": event_id}}),
+        );
+    }
+
+    /// The data channel opened.
+    pub fn on_open(&mut self) {
+        let session = self.session_json();
+        self.emit("session.created", json!({"session": session}));
+    }
+
+    pub fn on_media(&mut self, ev: MediaEvent) {
+        match ev {
+            MediaEvent::SpeechStarted { audio_start_ms } => {
+                let item_id = random_id("item_");
+                self.input_item = Some(item_id.clone());
+                self.agent.on_speech_started(audio_start_ms);
+                self.emit("input_audio_buffer.speech_started", json!({"audio_start_ms": audio_start_ms, "item_id": item_id}));
+                let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
+                if interrupt && self.response.is_some() {
+                    self.cancel_response("turn_detected");
+                }
+            }
+            MediaEvent::SpeechStopped { audio_end_ms } => {
+                let item_id = self.input_item.clone();
+                self.emit("input_audio_buffer.speech_stopped", json!({"audio_end_ms": audio_end_ms, "item_id": item_id}));
+            }
+            MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms),
+            MediaEvent::Cleared => self.emit("input_audio_buffer.cleared", json!({})),
+            MediaEvent::PlaybackStarted { response } => {
+                if let Some(r) = self.response.as_mut().filter(|r| r.num == response && !r.playing) {
+                    r.playing = true;
+                    let id = r.id.clone();
+                    self.emit("output_audio_buffer.started", json!({"response_id": id}));
+                }
+            }
+            MediaEvent::PlaybackFinished { response, .. } => {
+                if self.response.as_ref().is_some_and(|r| r.num == response && r.agent_done) {
+                    self.complete_response();
+                }
+            }
+            // Cancellation is driven from here (see cancel_response); the worker's echo of it
+            // carries nothing new.
+            MediaEvent::PlaybackCleared { .. } => {}
+        }
+    }
+
+    fn on_committed(&mut self, audio_end_ms: u64) {
+        let item_id = self.input_item.take().unwrap_or_else(|| random_id("item_"));
+        let previous = self.last_item.replace(item_id.clone());
+        self.agent.on_committed(audio_end_ms);
+        self.emit("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id}));
+        self.emit(
+            "conversation.item.created",
+            json!({"previous_item_id": previous, "item": {
+                "id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
+                "content": [{"type": "input_audio", "transcript": null}],
+            }}),
+        );
+        let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
+        if auto && self.response.is_none() {
+            self.start_response();
+        }
+    }
+
+    fn start_response(&mut self) {
+        self.responses_started += 1;
+        let num = self.responses_started;
+        let r = Response {
+            num,
+            id: random_id("resp_"),
+            item_id: random_id("item_"),
+            playing: false,
+            agent_done: false,
+            audio_frames_queued: 0,
+            voiced_frames_sent: 0,
+            transcript: String::new(),
+        };
+        self.suppress_voiced = false;
+        self.emit(
+            "response.created",
+            json!({"response": {"id": r.id, "object": "realtime.response", "status": "in_progress", "status_details": null, "output": [], "usage": null}}),
+        );
+        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
+        self.emit("response.output_item.added", json!({"response_id": r.id, "output_index": 0, "item": item}));
+        self.emit("conversation.item.created", json!({"previous_item_id": self.last_item, "item": item}));
+        self.emit(
+            "response.content_part.added",
+            json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}}),
+        );
+        self.last_item = Some(r.item_id.clone());
+        self.response = Some(r);
+        self.agent.start_response(num);
+    }
+
+    fn part_ids(r: &Response) -> Value {
+        json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0})
+    }
+
+    fn complete_response(&mut self) {
+        let Some(r) = self.response.take() else { return };
+        let ids = Self::part_ids(&r);
+        self.emit("response.audio.done", ids.clone());
+        let mut done = ids.clone();
+        done["transcript"] = json!(r.transcript);
+        self.emit("response.audio_transcript.done", done);
+        let mut part = ids;
+        part["part"] = json!({"type": "audio", "transcript": r.transcript});
+        self.emit("response.content_part.done", part);
+        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "audio", "transcript": r.transcript}]});
+        self.emit("response.output_item.done", json!({"response_id": r.id, "output_index": 0, "item": item}));
+        if r.playing {
+            self.emit("output_audio_buffer.stopped", json!({"response_id": r.id}));
+        }
+        self.emit(
+            "response.done",
+            json!({"response": {"id": r.id, "object": "realtime.response", "status": "completed", "status_details": null, "output": [item], "usage": null}}),
+        );
+        self.remember_item(r.item_id, r.voiced_frames_sent * u64::from(FRAME_MS));
+    }
+
+    fn cancel_response(&mut self, reason: &'static str) {
+        let Some(r) = self.response.take() else { return };
+        self.controls.push(Control::CancelResponse(r.num));
+        self.agent.cancel_response(r.num);
+        self.suppress_voiced = true;
+        let played_ms = r.voiced_frames_sent * u64::from(FRAME_MS);
+        self.emit("output_audio_buffer.cleared", json!({"response_id": r.id}));
+        self.emit("conversation.item.truncated", json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}));
+        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "incomplete", "role": "assistant",
+            "content": [{"type": "audio", "transcript": r.transcript}]});
+        self.emit(
+            "response.done",
+            json!({"response": {"id": r.id, "object": "realtime.response", "status": "cancelled",
+                "status_details": {"type": "cancelled", "reason": reason}, "output": [item], "usage": null}}),
+        );
+        self.remember_item(r.item_id, played_ms);
+    }
+
+    fn remember_item(&mut self, id: String, played_ms: u64) {
+        // A client truncates only what it is playing; a short memory is enough.
+        if self.assistant_items.len() == 16 {
+            self.assistant_items.remove(0);
+        }
+        self.assistant_items.push((id, played_ms));
+    }
+
+    /// Whether an encoded outbound frame should be sent; counts the audio the caller hears.
+    pub fn on_egress_frame(&mut self, voiced: bool) -> bool {
+        if !voiced {
+            return true;
+        }
+        if self.suppress_voiced {
+            return false;
+        }
+        if let Some(r) = self.response.as_mut() {
+            r.voiced_frames_sent += 1;
+        }
+        true
+    }
+
+    /// Pulls the agent's next audio frame (transcript text is turned into events on the way).
+    /// Call only when the worker's ring has room for one frame.
+    pub fn next_agent_frame(&mut self) -> Option<AgentFrame> {
+        loop {
+            let r = self.response.as_mut().filter(|r| !r.agent_done)?;
+            let num = r.num;
+            match self.agent.poll_output()? {
+                AgentOutput::TranscriptDelta(delta) => {
+                    r.transcript.push_str(&delta);
+                    let mut body = Self::part_ids(r);
+                    body["delta"] = json!(delta);
+                    self.emit("response.audio_transcript.delta", body);
+                }
+                AgentOutput::Audio(pcm) => {
+                    r.audio_frames_queued += 1;
+                    return Some(AgentFrame::Audio { response: num, pcm: *pcm });
+                }
+                AgentOutput::Done => {
+                    r.agent_done = true;
+                    if r.audio_frames_queued == 0 {
+                        self.complete_response();
+                        return None;
+                    }
+                    return Some(AgentFrame::End { response: num });
+                }
+            }
+        }
+    }
+
+    pub fn on_caller_audio(&mut self, start_ms: u64, pcm: &[i16; voxrelay_media::SAMPLES_24K]) {
+        self.agent.on_audio(start_ms, pcm);
+    }
+
+    pub fn on_client_text(&mut self, text: &str) {
+        let parsed = match parse_client_event(text) {
+            Ok(p) => p,
+            Err(e) => return self.error(e.code, &e.message, e.event_id),
+        };
+        let event_id = parsed.event_id;
+        match parsed.event {
+            ClientEvent::SessionUpdate(update) => {
+                let mut next = self.config.clone();
+                let applied = match update {
+                    SessionUpdate::Beta(s) => next.apply_beta(s),
+                    SessionUpdate::Ga(s) => next.apply_ga(s),
+                };
+                if let Err(e) = applied.and_then(|_| crate::agent::check_agent(&next.agent).map(|_| ())) {
+                    return self.api_error(e, event_id);
+                }
+                if next.agent != self.config.agent {
+                    return self.error("agent_change_unsupported", "the agent of a live call cannot change", event_id);
+                }
+                self.config = next;
+                self.controls.push(Control::SetTurn(turn_config(&self.config)));
+                let session = self.session_json();
+                self.emit("session.updated", json!({"session": session}));
+            }
+            ClientEvent::InputAudioAppend => {}
+            ClientEvent::InputAudioCommit => self.controls.push(Control::CommitInput),
+            ClientEvent::InputAudioClear => {
+                self.input_item = None;
+                self.agent.on_input_cleared();
+                self.controls.push(Control::ClearInput);
+            }
+            ClientEvent::ItemCreate { item_id, text } => {
+                let id = item_id.unwrap_or_else(|| random_id("item_"));
+                let previous = self.last_item.replace(id.clone());
+                self.agent.on_text(&text);
+                self.emit(
+                    "conversation.item.created",
+                    json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",
+                        "status": "completed", "role": "user", "content": [{"type": "input_text", "text": text}]}}),
+                );
+            }
+            ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
+                match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
+                    Some((_, played)) if audio_end_ms <= *played => {
+                        self.emit("conversation.item.truncated", json!({"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}));
+                    }
+                    Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
+                    None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
+                }
+            }
+            ClientEvent::ResponseCreate => {
+                if self.response.is_some() {
+                    return self.error(
+                        "conversation_already_has_active_response",
+                        "a response is in progress; cancel it first",
+                        event_id,
+                    );
+                }
+                self.start_response();
+            }
+            ClientEvent::ResponseCancel { .. } => {
+                if self.response.is_none() {
+                    return self.error("response_cancel_not_active", "there is no active response to cancel", event_id);
+                }
+                self.cancel_response("client_cancelled");
+            }
+            ClientEvent::OutputAudioClear => {
+                self.controls.push(Control::ClearOutput);
+                if self.response.is_some() {
+                    self.cancel_response("client_cancelled");
+                } else {
+                    self.emit("output_audio_buffer.cleared", json!({"response_id": null}));
+                }
+            }
+        }
+    }
+
+    fn api_error(&mut self, e: ApiError, event_id: Option<String>) {
+        self.error(e.code, &e.message, event_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::EchoAgent;
+
+    fn conv() -> Conversation {
+        let mut c = Conversation::new(Dialect::Beta, "sess_x".into(), SessionConfig::default(), Box::new(EchoAgent::new()));
+        for i in 0..100u64 {
+            c.on_caller_audio(i * 20, &[1000; voxrelay_media::SAMPLES_24K]);
+        }
+        c
+    }
+
+    fn types(c: &mut Conversation) -> Vec<String> {
+        c.out.drain(..).map(|e| e["type"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn committed_turn_starts_a_response_that_completes_after_playback() {
+        let mut c = conv();
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 });
+        c.on_media(MediaEvent::SpeechStopped { audio_end_ms: 600 });
+        c.on_media(MediaEvent::Committed { audio_end_ms: 600 });
+        let t = types(&mut c);
+        assert!(t.contains(&"response.created".to_string()), "{t:?}");
+        let mut frames = 0;
+        while let Some(f) = c.next_agent_frame() {
+            if let AgentFrame::End { response } = f {
+                assert_eq!(response, 1);
+                break;
+            }
+            frames += 1;
+        }
+        assert_eq!(frames, 20);
+        assert!(types(&mut c).contains(&"response.audio_transcript.delta".to_string()));
+        c.on_media(MediaEvent::PlaybackStarted { response: 1 });
+        c.on_media(MediaEvent::PlaybackFinished { response: 1, played_ms: 400 });
+        let t = types(&mut c);
+        assert_eq!(t.last().unwrap(), "response.done");
+        assert!(t.contains(&"output_audio_buffer.stopped".to_string()));
+    }
+
+    #[test]
+    fn speech_during_a_response_cancels_it() {
+        let mut c = conv();
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 });
+        c.on_media(MediaEvent::Committed { audio_end_ms: 600 });
+        let _ = c.next_agent_frame();
+        assert!(c.on_egress_frame(true));
+        c.out.clear();
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 });
+        let events: Vec<Value> = c.out.drain(..).collect();
+        let done = events.iter().find(|e| e["type"] == "response.done").unwrap();
+        assert_eq!(done["response"]["status"], "cancelled");
+        let trunc = events.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
+        assert_eq!(trunc["audio_end_ms"], 20);
+        assert!(matches!(c.controls.last(), Some(Control::CancelResponse(1))));
+        assert!(!c.on_egress_frame(true), "stale voiced frames are dropped after a cancel");
+    }
+
+    #[test]
+    fn bad_client_events_answer_with_error_events() {
+        let mut c = conv();
+        c.on_client_text("{oops");
+        c.on_client_text(r#"{"type":"response.cancel","event_id":"ev1"}"#);
+        c.on_client_text(r#"{"type":"session.update","session":{"turn_detection":{"threshold":7}}}"#);
+        let codes: Vec<String> = c.out.iter().map(|e| e["error"]["code"].as_str().unwrap().to_string()).collect();
+        assert_eq!(codes, ["invalid_json", "response_cancel_not_active", "invalid_turn_detection"]);
+        assert_eq!(c.out[1]["error"]["event_id"], "ev1");
+    }
+}

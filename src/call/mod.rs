@@ -1,0 +1,196 @@
+//! One WebRTC voice call on tokio: the task that owns the peer connection, the data channel
+//! and the tokio ends of the call's rings to its audio worker. It moves data between them on a
+//! short tick and leaves every decision to [`Conversation`] (protocol) and the worker (DSP).
+//!
+//! Teardown is one path: whatever ends the call (DELETE, drain, peer failure, timeout), the task
+//! leaves its loop, closes the peer, drops the session's rings (the worker frees the slot on its
+//! next tick) and removes itself from the registry.
+
+mod conversation;
+mod rtp_out;
+
+pub use conversation::{Conversation, turn_config};
+pub use rtp_out::RtpPacketizer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+use voxrelay_media::{RtpIn, SessionHandle, Uplink};
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::metrics::Metrics;
+use crate::peer::{Peer, PeerEvent};
+
+/// How often the call task moves frames and events. The worker produces one frame per 20 ms;
+/// polling twice as often keeps the added latency at ≤ 10 ms without a wakeup per frame.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// A peer that never connects (offer posted, then abandoned) is dropped after this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// ICE "disconnected" often recovers (a Wi-Fi blip); "failed" or this long disconnected ends it.
+pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(15);
+/// Events wait for the data channel to open; past this many, the oldest are dropped (a client
+/// that never opens the channel must not grow memory).
+pub const MAX_PENDING_EVENTS: usize = 1024;
+pub const EVENTS_LABEL: &str = "oai-events";
+
+pub struct CallSetup {
+    pub call_id: String,
+    pub peer: Peer,
+    pub peer_events: mpsc::UnboundedReceiver<PeerEvent>,
+    /// Events that arrived while the answer was being built.
+    pub early_events: Vec<PeerEvent>,
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub media: SessionHandle,
+    pub conversation: Conversation,
+    pub stop: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+enum End {
+    Stopped,
+    PeerGone(&'static str),
+    Timeout(&'static str),
+}
+
+pub async fn run_call(setup: CallSetup) {
+    let CallSetup { call_id, peer, mut peer_events, early_events, track, ssrc, payload_type, media, mut conversation, stop, metrics } =
+        setup;
+    let SessionHandle { ingress, mut control, mut agent_out, mut egress, mut uplink, stats: _ } = media;
+    let mut ingress = Some(ingress);
+    let mut packetizer = RtpPacketizer::new(ssrc, payload_type);
+    let mut dc: Option<Arc<dyn DataChannel>> = None;
+    let mut pending: Vec<Value> = Vec::new();
+    let mut connected = false;
+    let started = Instant::now();
+    let mut disconnected_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut early = early_events.into_iter();
+
+    let end = loop {
+        let event = if let Some(ev) = early.next() {
+            Some(ev)
+        } else {
+            tokio::select! {
+                _ = stop.notified() => break End::Stopped,
+                ev = peer_events.recv() => match ev {
+                    Some(ev) => Some(ev),
+                    None => break End::PeerGone("peer connection dropped"),
+                },
+                _ = tick.tick() => None,
+            }
+        };
+        match event {
+            Some(PeerEvent::Track(remote)) => {
+                if let Some(producer) = ingress.take() {
+                    tokio::spawn(read_inbound(remote, producer, payload_type, metrics.clone()));
+                }
+            }
+            Some(PeerEvent::DataChannelOpen(channel)) => {
+                if channel.label().await.is_ok_and(|l| l == EVENTS_LABEL) && dc.is_none() {
+                    dc = Some(channel);
+                    conversation.on_open();
+                }
+            }
+            Some(PeerEvent::DataChannelText(text)) => conversation.on_client_text(&text),
+            Some(PeerEvent::State(state)) => match state {
+                RTCPeerConnectionState::Connected => {
+                    connected = true;
+                    disconnected_since = None;
+                }
+                RTCPeerConnectionState::Disconnected => disconnected_since = Some(Instant::now()),
+                RTCPeerConnectionState::Failed => break End::PeerGone("ICE/DTLS failed"),
+                RTCPeerConnectionState::Closed => break End::PeerGone("peer closed"),
+                _ => {}
+            },
+            Some(_) => {}
+            None => {
+                if !connected && started.elapsed() > CONNECT_TIMEOUT {
+                    break End::Timeout("peer never connected");
+                }
+                if disconnected_since.is_some_and(|t| t.elapsed() > DISCONNECTED_GRACE) {
+                    break End::Timeout("peer disconnected");
+                }
+                while let Ok(up) = uplink.pop() {
+                    match up {
+                        Uplink::Audio { start_ms, pcm } => conversation.on_caller_audio(start_ms, &pcm),
+                        Uplink::Event(ev) => {
+                            metrics.media_event(&ev);
+                            conversation.on_media(ev);
+                        }
+                    }
+                }
+                while agent_out.slots() > 0 {
+                    let Some(frame) = conversation.next_agent_frame() else { break };
+                    let _ = agent_out.push(frame);
+                }
+                while let Ok(frame) = egress.pop() {
+                    if conversation.on_egress_frame(frame.voiced) && connected {
+                        let packet = packetizer.packetize(&frame);
+                        if track.write_rtp(packet).await.is_ok() {
+                            metrics.rtp_out(frame.len as u64);
+                        }
+                    }
+                }
+            }
+        }
+        for c in conversation.controls.drain(..) {
+            if control.push(c).is_err() {
+                metrics.ring_overflow();
+            }
+        }
+        pending.append(&mut conversation.out);
+        if pending.len() > MAX_PENDING_EVENTS {
+            pending.drain(..pending.len() - MAX_PENDING_EVENTS);
+        }
+        if let Some(channel) = &dc {
+            for ev in pending.drain(..) {
+                if let Err(e) = channel.send_text(&ev.to_string()).await {
+                    debug!(call = %call_id, "data channel send failed: {e}");
+                    break;
+                }
+            }
+        }
+    };
+    match end {
+        End::Stopped => info!(call = %call_id, "call ended by request"),
+        End::PeerGone(why) => info!(call = %call_id, "call ended: {why}"),
+        End::Timeout(why) => warn!(call = %call_id, "call ended: {why}"),
+    }
+    if let Err(e) = peer.close().await {
+        debug!(call = %call_id, "closing peer: {e}");
+    }
+}
+
+/// Reads the caller's RTP and hands Opus payloads to the worker. Never blocks: a full ring
+/// drops the packet and counts it (the jitter buffer conceals the gap).
+async fn read_inbound(
+    track: Arc<dyn TrackRemote>,
+    mut ingress: rtrb::Producer<RtpIn>,
+    payload_type: u8,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+        metrics.rtp_in(packet.payload.len() as u64);
+        if packet.header.payload_type != payload_type {
+            continue;
+        }
+        let Some(frame) = RtpIn::new(packet.header.sequence_number, packet.header.timestamp, &packet.payload) else {
+            continue;
+        };
+        if ingress.push(frame).is_err() {
+            metrics.ring_overflow();
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `voxrelay serve` settings: flags with environment-variable equivalents and defaults that
+//! run a useful server with no configuration at all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ServeConfig {
+    /// HTTP listen address.
+    #[arg(long, env = "VOXRELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Server API key; generated and stored in the data directory when unset.
+    #[arg(long, env = "VOXRELAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Where the generated API key (and later, session data) is kept.
+    /// Default: $XDG_DATA_HOME/voxrelay, else ~/.local/share/voxrelay.
+    #[arg(long, env = "VOXRELAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// IP address media (ICE/DTLS/SRTP) binds to and advertises. Default: the listen address's IP.
+    #[arg(long, env = "VOXRELAY_RTC_IP")]
+    pub rtc_ip: Option<IpAddr>,
+    /// UDP port range for media, e.g. 10000-20000 (one port per call). Default: OS-assigned.
+    #[arg(long, env = "VOXRELAY_RTC_PORTS", value_parser = parse_port_range)]
+    pub rtc_ports: Option<(u16, u16)>,
+    /// Audio worker threads. Default: one per core.
+    #[arg(long, env = "VOXRELAY_AUDIO_WORKERS")]
+    pub audio_workers: Option<usize>,
+    /// Most concurrent calls; offers beyond it get 503.
+    #[arg(long, env = "VOXRELAY_MAX_CALLS", default_value_t = 500)]
+    pub max_calls: usize,
+    /// On SIGTERM/Ctrl-C: seconds live calls may continue before they are ended.
+    #[arg(long, env = "VOXRELAY_DRAIN_GRACE_SECS", default_value_t = 10)]
+    pub drain_grace_secs: u64,
+    /// Log filter (tracing syntax: `info`, `debug`, `voxrelay=debug,webrtc=warn`).
+    #[arg(long, env = "VOXRELAY_LOG", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "VOXRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// The defaults, as `voxrelay serve` with no flags would have them (for tests and embedding).
+    pub fn defaults() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            api_key: None,
+            data_dir: None,
+            rtc_ip: None,
+            rtc_ports: None,
+            audio_workers: None,
+            max_calls: 500,
+            drain_grace_secs: 10,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("voxrelay");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/share/voxrelay"),
+            None => PathBuf::from(".voxrelay"),
+        }
+    }
+
+    pub fn rtc_ip(&self) -> IpAddr {
+        self.rtc_ip.unwrap_or(self.listen.ip())
+    }
+}
+
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 10000-20000")?;
+    let lo: u16 = lo.trim().parse().map_err(|_| format!("bad port {lo:?}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|_| format!("bad port {hi:?}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("port range {lo}-{hi} must be non-empty and start above 0"));
+    }
+    Ok((lo, hi))
+}

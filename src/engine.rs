@@ -1,0 +1,210 @@
+//! The server's engine: implements the signaling crate's [`Engine`] trait by creating WebRTC
+//! calls (peer connection + audio worker session + call task) and tracking them until they end.
+//! Resource limits live here: `max_calls` (503 beyond it) and the media port range.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+use voxrelay_media::WorkerPool;
+use voxrelay_signaling::auth::random_id;
+use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Engine};
+
+use crate::agent;
+use crate::call::{CallSetup, Conversation, run_call, turn_config};
+use crate::metrics::Metrics;
+use crate::peer::{PortAllocator, build_peer, opus_track, wait_gathered};
+
+/// How long DELETE waits for the call's resources to be released before answering.
+const END_WAIT: Duration = Duration::from_secs(3);
+
+struct CallEntry {
+    session_id: String,
+    stop: Arc<Notify>,
+    done: watch::Receiver<bool>,
+}
+
+pub struct VoxEngine {
+    pool: WorkerPool,
+    ports: PortAllocator,
+    calls: Mutex<HashMap<String, CallEntry>>,
+    draining: AtomicBool,
+    max_calls: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl VoxEngine {
+    pub fn new(pool: WorkerPool, ports: PortAllocator, max_calls: usize) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            ports,
+            calls: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            max_calls,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallEntry>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn live_calls(&self) -> usize {
+        self.calls().len()
+    }
+
+    pub fn media_sessions(&self) -> usize {
+        self.pool.sessions()
+    }
+
+    /// Stops taking new calls, lets live ones finish for up to `grace`, then ends the rest.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let waits: Vec<_> = self
+            .calls()
+            .values()
+            .map(|c| {
+                c.stop.notify_one();
+                c.done.clone()
+            })
+            .collect();
+        for mut done in waits {
+            let _ = tokio::time::timeout(END_WAIT, done.wait_for(|d| *d)).await;
+        }
+    }
+
+    async fn start_call(self: &Arc<Self>, req: CallRequest) -> Result<CallCreated, ApiError> {
+        let addr = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let peer = build_peer(addr, tx).await.map_err(|e| {
+            warn!("building peer connection on {addr}: {e}");
+            ApiError::overloaded("could not open a media socket")
+        })?;
+        let fail = |peer: crate::peer::Peer, err: ApiError| async move {
+            let _ = peer.close().await;
+            err
+        };
+        let (track, ssrc) = opus_track("voxrelay");
+        if let Err(e) = peer.add_track(track.clone()).await {
+            return Err(fail(peer, ApiError::internal(format!("adding the outbound track: {e}"))).await);
+        }
+        let offer = match rtc::peer_connection::sdp::RTCSessionDescription::offer(req.offer) {
+            Ok(o) => o,
+            Err(e) => return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}"))).await),
+        };
+        if let Err(e) = peer.set_remote_description(offer).await {
+            return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}"))).await);
+        }
+        let answer = match peer.create_answer(None).await {
+            Ok(a) => a,
+            Err(e) => return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}"))).await),
+        };
+        if let Err(e) = peer.set_local_description(answer).await {
+            return Err(fail(peer, ApiError::internal(format!("setting the local description: {e}"))).await);
+        }
+        let early_events = match wait_gathered(&mut rx).await {
+            Ok(ev) => ev,
+            Err(e) => return Err(fail(peer, ApiError::internal(e)).await),
+        };
+        let Some(local) = peer.local_description().await else {
+            return Err(fail(peer, ApiError::internal("no local description after gathering")).await);
+        };
+        let media = match self.pool.add_session(turn_config(&req.config)) {
+            Ok(m) => m,
+            Err(e) => return Err(fail(peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
+        };
+        let agent = match agent::new_agent(&req.config.agent) {
+            Ok(a) => a,
+            Err(e) => return Err(fail(peer, e).await),
+        };
+        let call_id = random_id("rtc_");
+        let stop = Arc::new(Notify::new());
+        let (done_tx, done_rx) = watch::channel(false);
+        self.calls().insert(
+            call_id.clone(),
+            CallEntry { session_id: req.session_id.clone(), stop: stop.clone(), done: done_rx },
+        );
+        self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
+        info!(call = %call_id, session = %req.session_id, agent = %req.config.agent, %addr, "call started");
+        let setup = CallSetup {
+            call_id: call_id.clone(),
+            peer,
+            peer_events: rx,
+            early_events,
+            track,
+            ssrc,
+            payload_type: req.summary.opus_payload_type,
+            media,
+            conversation: Conversation::new(req.dialect, req.session_id, req.config, agent),
+            stop,
+            metrics: self.metrics.clone(),
+        };
+        let engine = Arc::clone(self);
+        let id = call_id.clone();
+        tokio::spawn(async move {
+            run_call(setup).await;
+            engine.calls().remove(&id);
+            engine.metrics.calls_ended.fetch_add(1, Ordering::Relaxed);
+            let _ = done_tx.send(true);
+        });
+        Ok(CallCreated { call_id, answer_sdp: local.sdp })
+    }
+}
+
+/// The signaling crate holds the engine as `Arc<dyn Engine>`; this wrapper gives the trait
+/// methods access to the `Arc` they need to spawn call tasks.
+pub struct EngineHandle(pub Arc<VoxEngine>);
+
+#[async_trait::async_trait]
+impl Engine for EngineHandle {
+    fn check_agent(&self, name: &str) -> Result<(), ApiError> {
+        agent::check_agent(name)
+    }
+
+    async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError> {
+        let engine = &self.0;
+        if engine.draining.load(Ordering::SeqCst) {
+            engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::overloaded("the server is draining and takes no new calls"));
+        }
+        if engine.live_calls() >= engine.max_calls {
+            engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::overloaded(format!("the server is at its limit of {} calls", engine.max_calls)));
+        }
+        engine.start_call(req).await
+    }
+
+    async fn end_call(&self, call_id: &str, owner: Option<&str>) -> Result<(), ApiError> {
+        let done = {
+            let calls = self.0.calls();
+            let entry = calls
+                .get(call_id)
+                .filter(|c| owner.is_none_or(|o| o == c.session_id))
+                .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {call_id:?}")))?;
+            entry.stop.notify_one();
+            entry.done.clone()
+        };
+        let mut done = done;
+        let _ = tokio::time::timeout(END_WAIT, done.wait_for(|d| *d)).await;
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.0.draining.load(Ordering::SeqCst)
+    }
+
+    fn metrics_text(&self) -> String {
+        let e = &self.0;
+        e.metrics.render(&[
+            ("voxrelay_active_calls", "Live calls.", e.live_calls() as u64),
+            ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
+        ])
+    }
+}

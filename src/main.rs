@@ -1,0 +1,54 @@
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use voxrelay::config::{LogFormat, ServeConfig};
+
+#[derive(Parser)]
+#[command(name = "voxrelay", version, about = "A native WebRTC media server with an AI voice pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (defaults: HTTP on 127.0.0.1:8080, the built-in echo agent).
+    Serve(ServeConfig),
+}
+
+fn init_logging(cfg: &ServeConfig) {
+    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|e| {
+        eprintln!("bad --log-level {:?} ({e}); using info", cfg.log_level);
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cfg.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(cfg) => {
+            init_logging(&cfg);
+            let server = voxrelay::start(cfg).await?;
+            let stop = async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            stop.await?;
+            // A second signal during the drain exits at once.
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
+            server.shutdown().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Process-wide counters, rendered in Prometheus text format at `/metrics`. Plain atomics:
+//! updated from tokio tasks per packet, so no locks and no allocation on update.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use voxrelay_media::MediaEvent;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub calls_started: AtomicU64,
+    pub calls_ended: AtomicU64,
+    pub calls_rejected: AtomicU64,
+    pub rtp_packets_in: AtomicU64,
+    pub rtp_bytes_in: AtomicU64,
+    pub rtp_packets_out: AtomicU64,
+    pub rtp_bytes_out: AtomicU64,
+    pub speech_started: AtomicU64,
+    pub turns_committed: AtomicU64,
+    pub playbacks_cleared: AtomicU64,
+    pub ring_overflows: AtomicU64,
+}
+
+impl Metrics {
+    pub fn rtp_in(&self, bytes: u64) {
+        self.rtp_packets_in.fetch_add(1, Relaxed);
+        self.rtp_bytes_in.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn rtp_out(&self, bytes: u64) {
+        self.rtp_packets_out.fetch_add(1, Relaxed);
+        self.rtp_bytes_out.fetch_add(bytes, Relaxed);
+    }
+
+    /// A tokio-side push into a full ring (the frame or command was dropped, never waited for).
+    pub fn ring_overflow(&self) {
+        self.ring_overflows.fetch_add(1, Relaxed);
+    }
+
+    pub fn media_event(&self, ev: &MediaEvent) {
+        let counter = match ev {
+            MediaEvent::SpeechStarted { .. } => &self.speech_started,
+            MediaEvent::Committed { .. } => &self.turns_committed,
+            MediaEvent::PlaybackCleared { .. } => &self.playbacks_cleared,
+            _ => return,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Prometheus text exposition; `gauges` are (name, help, value) read at scrape time.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            ("voxrelay_calls_started_total", "Calls accepted.", &self.calls_started),
+            ("voxrelay_calls_ended_total", "Calls torn down.", &self.calls_ended),
+            ("voxrelay_calls_rejected_total", "Call offers refused (overload or draining).", &self.calls_rejected),
+            ("voxrelay_rtp_packets_in_total", "RTP packets received from peers.", &self.rtp_packets_in),
+            ("voxrelay_rtp_bytes_in_total", "RTP payload bytes received from peers.", &self.rtp_bytes_in),
+            ("voxrelay_rtp_packets_out_total", "RTP packets sent to peers.", &self.rtp_packets_out),
+            ("voxrelay_rtp_bytes_out_total", "RTP payload bytes sent to peers.", &self.rtp_bytes_out),
+            ("voxrelay_vad_speech_started_total", "Speech onsets detected.", &self.speech_started),
+            ("voxrelay_turns_committed_total", "User turns committed.", &self.turns_committed),
+            ("voxrelay_barge_ins_total", "Agent playbacks cut by the caller or client.", &self.playbacks_cleared),
+            ("voxrelay_ring_overflows_total", "Frames or commands dropped at a full tokio->worker ring.", &self.ring_overflows),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}

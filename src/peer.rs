@@ -1,0 +1,194 @@
+//! WebRTC glue over webrtc-rs 0.21: builds peer connections that speak Opus audio and data
+//! channels, and turns the library's callbacks into one ordered stream of [`PeerEvent`]s for
+//! the task that owns the call. Used by the server (answerer) and by the load generator and
+//! tests (offerer), so both sides negotiate exactly the same way.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+};
+
+/// Opus as browsers offer it; the answer follows the offer's payload type, 111 is only what we
+/// put in our own offers.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Host candidates on a known interface gather at once; this bounds a broken network setup.
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// What happened on a peer connection, in the order the library reported it.
+pub enum PeerEvent {
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+    DataChannel(Arc<dyn DataChannel>),
+    DataChannelOpen(Arc<dyn DataChannel>),
+    DataChannelText(String),
+    DataChannelClosed,
+}
+
+struct Handler {
+    tx: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(PeerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(PeerEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(PeerEvent::Track(track));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.tx.send(PeerEvent::DataChannel(dc.clone()));
+        spawn_data_channel_reader(dc, self.tx.clone());
+    }
+}
+
+/// Forwards a data channel's events into the peer's event stream.
+pub fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<PeerEvent>) {
+    tokio::spawn(async move {
+        while let Some(event) = dc.poll().await {
+            let sent = match event {
+                DataChannelEvent::OnOpen => tx.send(PeerEvent::DataChannelOpen(dc.clone())),
+                DataChannelEvent::OnMessage(msg) => {
+                    // A binary or non-UTF-8 message is passed on as text the parser will refuse,
+                    // so the client gets an `error` event instead of silence.
+                    let text = String::from_utf8(msg.data.to_vec()).unwrap_or_else(|_| "\u{0}binary".to_string());
+                    tx.send(PeerEvent::DataChannelText(text))
+                }
+                DataChannelEvent::OnClose => {
+                    let _ = tx.send(PeerEvent::DataChannelClosed);
+                    break;
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Hands out UDP ports for media from a configured range, round robin, skipping ports that are
+/// taken. `None` range: the OS picks (port 0).
+pub struct PortAllocator {
+    ip: IpAddr,
+    range: Option<(u16, u16)>,
+    next: AtomicU32,
+}
+
+impl PortAllocator {
+    pub fn new(ip: IpAddr, range: Option<(u16, u16)>) -> Self {
+        Self { ip, range, next: AtomicU32::new(0) }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// An address whose port was free a moment ago (the peer connection binds it right after;
+    /// a lost race shows up as a build error, which the caller reports as 503).
+    pub fn allocate(&self) -> Option<SocketAddr> {
+        let Some((lo, hi)) = self.range else {
+            return Some(SocketAddr::new(self.ip, 0));
+        };
+        let span = u32::from(hi - lo) + 1;
+        for _ in 0..span {
+            let offset = self.next.fetch_add(1, Ordering::Relaxed) % span;
+            let addr = SocketAddr::new(self.ip, lo + offset as u16);
+            if UdpSocket::bind(addr).is_ok() {
+                return Some(addr);
+            }
+        }
+        None
+    }
+}
+
+pub type Peer = Arc<dyn PeerConnection>;
+
+/// Builds a peer connection bound to `addr` that negotiates Opus and reports to `tx`.
+pub async fn build_peer(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_codec(
+        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PAYLOAD_TYPE, ..Default::default() },
+        RtpCodecKind::Audio,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { tx }))
+        .with_udp_addrs(vec![addr])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+/// A local Opus track with a random SSRC, for sending audio we packetize ourselves.
+pub fn opus_track(label: &str) -> (Arc<TrackLocalStaticRTP>, u32) {
+    let ssrc: u32 = rand::random();
+    let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("{label}-stream"),
+        format!("{label}-audio"),
+        format!("{label} audio"),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: opus_codec(),
+            ..Default::default()
+        }],
+    ));
+    (Arc::new(track), ssrc)
+}
+
+/// Waits for ICE gathering to complete (we do not trickle: the answer carries all candidates).
+/// Other events seen meanwhile are returned so the caller can replay them.
+pub async fn wait_gathered(rx: &mut mpsc::UnboundedReceiver<PeerEvent>) -> Result<Vec<PeerEvent>, &'static str> {
+    let mut seen = Vec::new();
+    let wait = async {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, PeerEvent::GatheringComplete) {
+                return Ok(());
+            }
+            seen.push(ev);
+        }
+        Err("peer connection closed while gathering")
+    };
+    match tokio::time::timeout(GATHER_TIMEOUT, wait).await {
+        Ok(Ok(())) => Ok(seen),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("ICE gathering timed out"),
+    }
+}

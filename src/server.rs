@@ -1,0 +1,81 @@
+//! Starting and stopping the server: binds HTTP, starts the audio workers and the engine, and
+//! drains on shutdown (no new calls, live calls get the grace period, then end cleanly).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::info;
+use voxrelay_media::WorkerPool;
+use voxrelay_signaling::{Api, Auth, router};
+
+use crate::config::ServeConfig;
+use crate::engine::{EngineHandle, VoxEngine};
+use crate::peer::PortAllocator;
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub api_key: String,
+    pub engine: Arc<VoxEngine>,
+    shutdown: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Drains and stops, as SIGTERM does; returns when the HTTP server has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.notify_one();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself (after a shutdown signal).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
+    let data_dir = cfg.data_dir();
+    let (api_key, generated) = crate::api_key::load_or_create(cfg.api_key.as_deref(), &data_dir)
+        .with_context(|| format!("API key in data directory {}", data_dir.display()))?;
+    if generated {
+        // Printed once, on purpose not through the log pipeline (which may be shipped elsewhere).
+        println!("Generated API key (stored in {}): {api_key}", data_dir.join(crate::api_key::KEY_FILE).display());
+    }
+    let workers = cfg.audio_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let pool = WorkerPool::new(workers.max(1));
+    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), cfg.max_calls);
+    let api = Arc::new(Api { auth: Auth::new(api_key.clone()), engine: Arc::new(EngineHandle(engine.clone())) });
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, rtc_ip = %cfg.rtc_ip(), audio_workers = workers, "voxrelay listening on http://{addr}");
+
+    let shutdown = Arc::new(Notify::new());
+    let http_stop = Arc::new(Notify::new());
+    let grace = Duration::from_secs(cfg.drain_grace_secs);
+    {
+        let (shutdown, http_stop, engine) = (shutdown.clone(), http_stop.clone(), engine.clone());
+        tokio::spawn(async move {
+            shutdown.notified().await;
+            info!(calls = engine.live_calls(), "draining: no new calls, {}s grace", grace.as_secs());
+            engine.drain(grace).await;
+            http_stop.notify_one();
+        });
+    }
+    let app = router(api);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.notified().await }).await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server: {e}");
+        }
+        info!("voxrelay stopped");
+    });
+    Ok(RunningServer { addr, api_key, engine, shutdown, task })
+}

@@ -1,0 +1,116 @@
+//! A real one-to-one call with the built-in echo agent: a webrtc-rs client speaks the speech
+//! fixture over DTLS/SRTP; the server detects the turn at the right audio times and plays the
+//! turn back on the track, with the realtime events of PROTOCOL.md §2.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const MAX_ONSET_ERROR_MS: i64 = 100;
+
+/// Best correlation over small lags in either direction (the detected onset may be a frame or
+/// two off the real one, so the echo may start a little early or late).
+fn best_lag_correlation(sent: &[f64], received: &[f64]) -> f64 {
+    let mut best = f64::MIN;
+    for lag in 0..12 {
+        let a = &sent[lag.min(sent.len())..];
+        let n = a.len().min(received.len());
+        best = best.max(correlation(&a[..n], &received[..n]));
+        let b = &received[lag.min(received.len())..];
+        let n = b.len().min(sent.len());
+        best = best.max(correlation(&sent[..n], &b[..n]));
+    }
+    best
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_call_round_trip() {
+    let server = start_server().await;
+    let base = server.url();
+    let secret = client_secret(&base, json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}})).await;
+    let mut c = Client::connect(&base, "/v1/realtime", &secret).await;
+    let created = c.expect("session.created").await;
+    assert!(created["session"]["id"].as_str().unwrap().starts_with("sess_"));
+    assert_eq!(created["session"]["turn_detection"]["silence_duration_ms"], 500);
+
+    let speech = speech();
+    let speech_ms = (speech.len() / 48) as i64;
+    let start = c.say(&silence_ms(1000)) as i64 + 1000;
+    c.say(&speech);
+    c.say(&silence_ms(5000));
+
+    let started = c.expect("input_audio_buffer.speech_started").await;
+    let onset = started["audio_start_ms"].as_i64().unwrap();
+    assert!((onset - start).abs() <= MAX_ONSET_ERROR_MS, "speech_started at {onset} ms, speech starts at {start} ms");
+    let stopped = c.expect("input_audio_buffer.speech_stopped").await;
+    let end = stopped["audio_end_ms"].as_i64().unwrap();
+    assert!((end - (start + speech_ms)).abs() <= MAX_ONSET_ERROR_MS, "speech_stopped at {end} ms, speech ends at {} ms", start + speech_ms);
+    assert_eq!(started["item_id"], stopped["item_id"]);
+    let committed = c.expect("input_audio_buffer.committed").await;
+    assert_eq!(committed["item_id"], started["item_id"]);
+    c.expect("response.created").await;
+    let delta = c.expect("response.audio_transcript.delta").await;
+    let text = delta["delta"].as_str().unwrap();
+    let secs: f64 = text.trim_start_matches("[echo ").trim_end_matches(" s]").parse().expect("\"[echo <seconds> s]\"");
+    assert!((secs * 1000.0 - (end - onset) as f64).abs() <= 100.0, "{text} for a {} ms turn", end - onset);
+    c.expect("output_audio_buffer.started").await;
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    for kind in ["response.output_item.added", "conversation.item.created", "response.audio.done", "response.audio_transcript.done", "output_audio_buffer.stopped"] {
+        assert!(c.types().iter().any(|t| t == kind), "missing {kind} in {:?}", c.types());
+    }
+
+    // The echoed audio has the energy envelope of what was said.
+    let received = c.received();
+    let first = received.iter().position(|r| r.rms > VOICED_RMS).expect("echoed audio arrives");
+    let echoed: Vec<f64> = received[first..].iter().map(|r| r.rms).take(speech.len() / 960).collect();
+    let voiced = echoed.iter().filter(|&&r| r > VOICED_RMS).count();
+    let sent_env = envelope(&speech);
+    let sent_voiced = sent_env.iter().filter(|&&r| r > VOICED_RMS).count();
+    assert!(voiced as f64 >= 0.8 * sent_voiced as f64, "echo has {voiced} voiced frames, speech had {sent_voiced}");
+    let corr = best_lag_correlation(&sent_env, &echoed);
+    assert!(corr > 0.8, "envelope correlation {corr:.2}");
+
+    // Turn latency: last voiced frame sent -> first voiced frame received, minus the silence
+    // the turn detector must wait for. Reported, not asserted (machines are noisy).
+    let last_voiced_sent = c.sent.lock().unwrap().iter().rev().find(|s| s.voiced).map(|s| s.at).unwrap();
+    let latency = received[first].at.duration_since(last_voiced_sent).as_millis() as i64 - 500;
+    eprintln!("TURN_LATENCY_MS={latency} (end of speech to first echoed packet, minus silence_duration_ms=500)");
+    eprintln!("ENVELOPE_CORRELATION={corr:.3} VOICED_ECHO_FRAMES={voiced}/{sent_voiced}");
+
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_do_not_hear_each_other() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut a = Client::connect(&base, "/v1/realtime/calls", &client_secret(&base, json!({})).await).await;
+    let mut b = Client::connect(&base, "/v1/realtime/calls", &client_secret(&base, json!({})).await).await;
+    a.expect("session.created").await;
+    b.expect("session.created").await;
+    a.say(&silence_ms(300));
+    a.say(&speech());
+    a.say(&silence_ms(5000));
+    b.say(&silence_ms(8000));
+    a.expect("input_audio_buffer.speech_started").await;
+    // GA call: GA event names.
+    a.expect("conversation.item.added").await;
+    a.expect("response.output_audio_transcript.delta").await;
+    let done = a.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed");
+    assert!(a.received().iter().any(|r| r.rms > VOICED_RMS), "A hears its echo");
+
+    while let Ok(ev) = b.events.try_recv() {
+        b.log.push((std::time::Instant::now(), ev));
+    }
+    assert!(!b.types().iter().any(|t| t.starts_with("input_audio_buffer.speech") || t.starts_with("response.")), "B saw {:?}", b.types());
+    let b_rx = b.received();
+    assert!(b_rx.len() > 50, "B's stream keeps flowing ({} packets)", b_rx.len());
+    assert!(b_rx.iter().all(|r| r.rms <= VOICED_RMS), "B heard voice that was not its own");
+    a.close().await;
+    b.close().await;
+    server.shutdown().await;
+}
