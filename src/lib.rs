@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod api_key;
 pub mod call;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -99,28 +99,28 @@ async fn expired_secret_is_rejected() {
 async fn bad_events_get_error_events_and_the_call_goes_on() {
     let server = start_server().await;
     let base = server.url();
-    let mut c = Client::connect(&base, "/v1/realtime", API_KEY).await;
+    let mut c = Call::connect(&base, "/v1/realtime", API_KEY).await;
     c.expect("session.created").await;
     c.dc.send_text("{not json").await.unwrap();
     let e = c.expect("error").await;
     assert_eq!(e["error"]["code"], "invalid_json");
-    c.send_event(json!({"type": "no.such.event", "event_id": "evt_1"})).await;
+    c.send(json!({"type": "no.such.event", "event_id": "evt_1"})).await;
     let e = c.expect("error").await;
     assert_eq!(e["error"]["code"], "unknown_event_type");
     assert_eq!(e["error"]["event_id"], "evt_1");
-    c.send_event(json!({"type": "session.update", "session": {"turn_detection": {"threshold": 3}}, "event_id": "evt_2"})).await;
+    c.send(json!({"type": "session.update", "session": {"turn_detection": {"threshold": 3}}, "event_id": "evt_2"})).await;
     let e = c.expect("error").await;
     assert_eq!(e["error"]["event_id"], "evt_2");
     // The call goes on: a valid update is applied, and push-to-talk works end to end.
-    c.send_event(json!({"type": "session.update", "session": {"turn_detection": null}})).await;
+    c.send(json!({"type": "session.update", "session": {"turn_detection": null}})).await;
     let updated = c.expect("session.updated").await;
     assert_eq!(updated["session"]["turn_detection"], Value::Null);
     c.say(&speech());
     c.say(&silence_ms(300));
     c.wait_sent().await;
-    c.send_event(json!({"type": "input_audio_buffer.commit"})).await;
+    c.send(json!({"type": "input_audio_buffer.commit"})).await;
     c.expect("input_audio_buffer.committed").await;
-    c.send_event(json!({"type": "response.create"})).await;
+    c.send(json!({"type": "response.create"})).await;
     c.expect("response.created").await;
     let done = c.expect("response.done").await;
     assert_eq!(done["response"]["status"], "completed");

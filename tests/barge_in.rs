@@ -13,7 +13,7 @@ use serde_json::json;
 async fn barge_in_cancels_response() {
     let server = start_server().await;
     let base = server.url();
-    let mut c = Client::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
     c.expect("session.created").await;
     let speech = speech();
     c.say(&silence_ms(500));
@@ -24,7 +24,7 @@ async fn barge_in_cancels_response() {
 
     // Let the echo play for a while, then cut in.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while c.received().iter().filter(|r| r.rms > VOICED_RMS).count() < 25 {
+    while c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count() < 25 {
         assert!(tokio::time::Instant::now() < deadline, "echo never played");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -45,9 +45,9 @@ async fn barge_in_cancels_response() {
     // Measure what the client hears after the cancel: the stream goes on, silent. 100 ms of
     // slack covers packets already in flight when the event was sent.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let after: Vec<_> = c.received().into_iter().filter(|r| r.at > done_at + Duration::from_millis(100)).collect();
+    let after: Vec<_> = c.levels().into_iter().filter(|(at, _)| *at > done_at + Duration::from_millis(100)).collect();
     assert!(after.len() >= 10, "audio keeps flowing after the cancel ({} packets)", after.len());
-    let loud = after.iter().filter(|r| r.rms > VOICED_RMS).count();
+    let loud = after.iter().filter(|(_, r)| *r > VOICED_RMS).count();
     assert_eq!(loud, 0, "{loud} voiced packets after the cancel");
 
     // The interruption is itself a turn, which the echo answers once it is over.

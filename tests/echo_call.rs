@@ -29,7 +29,7 @@ async fn echo_call_round_trip() {
     let server = start_server().await;
     let base = server.url();
     let secret = client_secret(&base, json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}})).await;
-    let mut c = Client::connect(&base, "/v1/realtime", &secret).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &secret).await;
     let created = c.expect("session.created").await;
     assert!(created["session"]["id"].as_str().unwrap().starts_with("sess_"));
     assert_eq!(created["session"]["turn_detection"]["silence_duration_ms"], 500);
@@ -62,9 +62,9 @@ async fn echo_call_round_trip() {
     }
 
     // The echoed audio has the energy envelope of what was said.
-    let received = c.received();
-    let first = received.iter().position(|r| r.rms > VOICED_RMS).expect("echoed audio arrives");
-    let echoed: Vec<f64> = received[first..].iter().map(|r| r.rms).take(speech.len() / 960).collect();
+    let received = c.levels();
+    let first = received.iter().position(|(_, r)| *r > VOICED_RMS).expect("echoed audio arrives");
+    let echoed: Vec<f64> = received[first..].iter().map(|(_, r)| *r).take(speech.len() / 960).collect();
     let voiced = echoed.iter().filter(|&&r| r > VOICED_RMS).count();
     let sent_env = envelope(&speech);
     let sent_voiced = sent_env.iter().filter(|&&r| r > VOICED_RMS).count();
@@ -74,8 +74,8 @@ async fn echo_call_round_trip() {
 
     // Turn latency: last voiced frame sent -> first voiced frame received, minus the silence
     // the turn detector must wait for. Reported, not asserted (machines are noisy).
-    let last_voiced_sent = c.sent.lock().unwrap().iter().rev().find(|s| s.voiced).map(|s| s.at).unwrap();
-    let latency = received[first].at.duration_since(last_voiced_sent).as_millis() as i64 - 500;
+    let last_voiced_sent = c.sent().iter().rev().find(|s| s.voiced).map(|s| s.at).unwrap();
+    let latency = received[first].0.duration_since(last_voiced_sent).as_millis() as i64 - 500;
     eprintln!("TURN_LATENCY_MS={latency} (end of speech to first echoed packet, minus silence_duration_ms=500)");
     eprintln!("ENVELOPE_CORRELATION={corr:.3} VOICED_ECHO_FRAMES={voiced}/{sent_voiced}");
 
@@ -87,8 +87,8 @@ async fn echo_call_round_trip() {
 async fn two_calls_do_not_hear_each_other() {
     let server = start_server().await;
     let base = server.url();
-    let mut a = Client::connect(&base, "/v1/realtime/calls", &client_secret(&base, json!({})).await).await;
-    let mut b = Client::connect(&base, "/v1/realtime/calls", &client_secret(&base, json!({})).await).await;
+    let mut a = Call::connect(&base, "/v1/realtime/calls", &client_secret(&base, json!({})).await).await;
+    let mut b = Call::connect(&base, "/v1/realtime/calls", &client_secret(&base, json!({})).await).await;
     a.expect("session.created").await;
     b.expect("session.created").await;
     a.say(&silence_ms(300));
@@ -101,15 +101,13 @@ async fn two_calls_do_not_hear_each_other() {
     a.expect("response.output_audio_transcript.delta").await;
     let done = a.expect("response.done").await;
     assert_eq!(done["response"]["status"], "completed");
-    assert!(a.received().iter().any(|r| r.rms > VOICED_RMS), "A hears its echo");
+    assert!(a.levels().iter().any(|(_, r)| *r > VOICED_RMS), "A hears its echo");
 
-    while let Ok(ev) = b.events.try_recv() {
-        b.log.push((std::time::Instant::now(), ev));
-    }
+    b.drain();
     assert!(!b.types().iter().any(|t| t.starts_with("input_audio_buffer.speech") || t.starts_with("response.")), "B saw {:?}", b.types());
-    let b_rx = b.received();
+    let b_rx = b.levels();
     assert!(b_rx.len() > 50, "B's stream keeps flowing ({} packets)", b_rx.len());
-    assert!(b_rx.iter().all(|r| r.rms <= VOICED_RMS), "B heard voice that was not its own");
+    assert!(b_rx.iter().all(|(_, r)| *r <= VOICED_RMS), "B heard voice that was not its own");
     a.close().await;
     b.close().await;
     server.shutdown().await;

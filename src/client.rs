@@ -1,0 +1,335 @@
+//! A WebRTC client of voxrelay's realtime API, as a browser would be: offers Opus audio and the
+//! `oai-events` data channel, sends audio paced at 20 ms, and records what comes back. Used by
+//! the load generator and by the integration tests, so both exercise exactly the code path a
+//! real client takes (ICE, DTLS, SRTP, SCTP over 127.0.0.1 or any address given).
+//!
+//! Sending costs nothing between spurts: the outbox holds frames already encoded (or PCM,
+//! encoded on the way), and an empty outbox sends the 3-byte Opus silence packet.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use voxrelay_media::{MAX_OPUS_PACKET, OPUS_SILENCE, OpusDecoder, OpusEncoder, SAMPLES_48K};
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::peer::{OPUS_PAYLOAD_TYPE, Peer, PeerEvent, build_peer, opus_track, spawn_data_channel_reader, wait_gathered};
+
+/// A frame waiting to be sent.
+#[derive(Clone)]
+pub enum OutFrame {
+    Pcm(Box<[i16; SAMPLES_48K]>),
+    /// Already encoded; `voiced` says whether it carries speech (for latency measurement).
+    Opus { payload: Bytes, voiced: bool },
+}
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<OutFrame>,
+    /// Frames sent so far: the server's audio clock starts at the first one.
+    sent_frames: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    pub at: Instant,
+    pub voiced: bool,
+}
+
+/// One RTP packet received from the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub payload_len: usize,
+    /// RMS of the decoded frame, when the client decodes (see [`ClientOptions::decode`]).
+    pub rms: Option<f64>,
+}
+
+impl Received {
+    /// Voiced by decoded energy when decoded, else by size: the server sends the 3-byte silence
+    /// packet whenever the agent is quiet, and real speech frames are tens of bytes.
+    pub fn voiced(&self) -> bool {
+        match self.rms {
+            Some(r) => r > VOICED_RMS,
+            None => self.payload_len > OPUS_SILENCE.len() + 4,
+        }
+    }
+}
+
+/// Decoded frames above this RMS count as voiced (speech frames are in the thousands; Opus
+/// silence decodes to zeros).
+pub const VOICED_RMS: f64 = 200.0;
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Decode received audio to measure its energy (costs a decoder per client).
+    pub decode: bool,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { decode: true, connect_timeout: Duration::from_secs(20) }
+    }
+}
+
+#[derive(Debug)]
+pub enum ClientError {
+    Http(String),
+    /// The server answered the offer with this status and body.
+    Refused(u16, String),
+    WebRtc(String),
+    Timeout(&'static str),
+}
+
+impl ClientError {
+    /// A short stable label, for counting failures by cause.
+    pub fn cause(&self) -> String {
+        match self {
+            ClientError::Http(_) => "http".into(),
+            ClientError::Refused(status, _) => format!("http_{status}"),
+            ClientError::WebRtc(_) => "webrtc".into(),
+            ClientError::Timeout(what) => format!("timeout: {what}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Http(e) => write!(f, "HTTP: {e}"),
+            ClientError::Refused(s, body) => write!(f, "offer refused with {s}: {body}"),
+            ClientError::WebRtc(e) => write!(f, "WebRTC: {e}"),
+            ClientError::Timeout(what) => write!(f, "timed out: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Timings of the call setup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetupTimes {
+    /// POST offer → answer received.
+    pub answer: Duration,
+    /// Start → ICE + DTLS connected.
+    pub connected: Duration,
+}
+
+pub struct Client {
+    pub peer: Peer,
+    pub events: mpsc::UnboundedReceiver<(Instant, Value)>,
+    pub dc: Arc<dyn DataChannel>,
+    pub location: String,
+    pub setup: SetupTimes,
+    outbox: Arc<Mutex<Outbox>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+pub fn rms(frame: &[i16]) -> f64 {
+    (frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / frame.len().max(1) as f64).sqrt()
+}
+
+impl Client {
+    /// Offers a call at `url` (e.g. `http://127.0.0.1:8080/v1/realtime`) with `token` and waits
+    /// until the peer connection is up.
+    pub async fn connect(http: &reqwest::Client, url: &str, token: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let begin = Instant::now();
+        let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let peer = build_peer("127.0.0.1:0".parse().expect("literal"), tx.clone()).await.map_err(webrtc_err)?;
+        let (track, ssrc) = opus_track("client");
+        peer.add_track(track.clone()).await.map_err(webrtc_err)?;
+        let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;
+        spawn_data_channel_reader(dc.clone(), tx);
+        let offer = peer.create_offer(None).await.map_err(webrtc_err)?;
+        peer.set_local_description(offer).await.map_err(webrtc_err)?;
+        let early = wait_gathered(&mut rx).await.map_err(ClientError::Timeout)?;
+        let offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
+        let posted = Instant::now();
+        let resp = http
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(offer_sdp)
+            .send()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let body = resp.text().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        if status != 201 {
+            let _ = peer.close().await;
+            return Err(ClientError::Refused(status, body));
+        }
+        let answer_time = posted.elapsed();
+        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body).map_err(webrtc_err)?;
+        peer.set_remote_description(answer).await.map_err(webrtc_err)?;
+
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), opts.decode));
+        match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                let _ = peer.close().await;
+                return Err(ClientError::Timeout("ICE/DTLS did not connect"));
+            }
+        }
+        let setup = SetupTimes { answer: answer_time, connected: begin.elapsed() };
+        let outbox = Arc::new(Mutex::new(Outbox::default()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(send_loop(track, ssrc, outbox.clone(), sent.clone()));
+        Ok(Client { peer, events: ev_rx, dc, location, setup, outbox, sent, received })
+    }
+
+    /// Queues frames after what is already queued; returns the audio time (ms since the call's
+    /// first sent sample) at which they start.
+    pub fn queue(&self, frames: impl IntoIterator<Item = OutFrame>) -> u64 {
+        let mut o = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let start_ms = (o.sent_frames + o.queue.len() as u64) * 20;
+        o.queue.extend(frames);
+        start_ms
+    }
+
+    /// Queues 48 kHz PCM in 20 ms frames (zero-padded at the end).
+    pub fn say(&self, pcm: &[i16]) -> u64 {
+        self.queue(pcm.chunks(SAMPLES_48K).map(|chunk| {
+            let mut f = Box::new([0i16; SAMPLES_48K]);
+            f[..chunk.len()].copy_from_slice(chunk);
+            OutFrame::Pcm(f)
+        }))
+    }
+
+    /// Drops whatever is queued and says `pcm` right away (a caller cutting in).
+    pub fn interrupt_with(&self, pcm: &[i16]) -> u64 {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).queue.clear();
+        self.say(pcm)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).queue.len()
+    }
+
+    pub fn sent(&self) -> Vec<Sent> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub async fn send_event(&self, ev: &Value) -> Result<(), ClientError> {
+        self.dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
+    }
+
+    pub async fn close(&self) {
+        let _ = self.peer.close().await;
+    }
+}
+
+async fn pump_peer_events(
+    early: Vec<PeerEvent>,
+    mut rx: mpsc::UnboundedReceiver<PeerEvent>,
+    ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
+    connected_tx: tokio::sync::oneshot::Sender<()>,
+    received: Arc<Mutex<Vec<Received>>>,
+    decode: bool,
+) {
+    let mut connected_tx = Some(connected_tx);
+    let mut early = early.into_iter();
+    loop {
+        let ev = match early.next() {
+            Some(ev) => ev,
+            None => match rx.recv().await {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
+        match ev {
+            PeerEvent::State(RTCPeerConnectionState::Connected) => {
+                if let Some(tx) = connected_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            PeerEvent::State(RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed) => break,
+            PeerEvent::DataChannelText(text) => {
+                // A non-JSON server event is a server bug; surface it rather than drop it.
+                let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));
+                let _ = ev_tx.send((Instant::now(), v));
+            }
+            PeerEvent::Track(remote) => {
+                let received = received.clone();
+                tokio::spawn(async move {
+                    let mut decoder = if decode { OpusDecoder::new().ok() } else { None };
+                    let mut pcm = vec![0i16; SAMPLES_48K * 6];
+                    while let Some(ev) = remote.poll().await {
+                        let TrackRemoteEvent::OnRtpPacket(p) = ev else { continue };
+                        let level = decoder.as_mut().map(|d| {
+                            let n = d.decode(&p.payload, &mut pcm).unwrap_or(0);
+                            rms(&pcm[..n])
+                        });
+                        received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
+                            at: Instant::now(),
+                            seq: p.header.sequence_number,
+                            timestamp: p.header.timestamp,
+                            payload_len: p.payload.len(),
+                            rms: level,
+                        });
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_loop(
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    ssrc: u32,
+    outbox: Arc<Mutex<Outbox>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
+) {
+    let mut encoder = OpusEncoder::new().ok();
+    let mut buf = [0u8; MAX_OPUS_PACKET];
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut seq: u16 = rand::random();
+    let mut ts: u32 = rand::random();
+    loop {
+        tick.tick().await;
+        let frame = {
+            let mut o = outbox.lock().unwrap_or_else(|p| p.into_inner());
+            o.sent_frames += 1;
+            o.queue.pop_front()
+        };
+        let (payload, voiced) = match frame {
+            None => (Bytes::from_static(&OPUS_SILENCE), false),
+            Some(OutFrame::Opus { payload, voiced }) => (payload, voiced),
+            Some(OutFrame::Pcm(pcm)) => match encoder.as_mut().and_then(|e| e.encode(&pcm, &mut buf).ok()) {
+                Some(n) => (Bytes::copy_from_slice(&buf[..n]), rms(&pcm[..]) > VOICED_RMS),
+                None => (Bytes::from_static(&OPUS_SILENCE), false),
+            },
+        };
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header { version: 2, payload_type: OPUS_PAYLOAD_TYPE, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
+            payload,
+        };
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(SAMPLES_48K as u32);
+        if track.write_rtp(packet).await.is_err() {
+            break;
+        }
+        sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { at: Instant::now(), voiced });
+    }
+}
