@@ -17,6 +17,7 @@ pub mod call;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod loadgen;
 pub mod metrics;
 pub mod peer;
 pub mod server;

@@ -13,6 +13,8 @@ struct Cli {
 enum Command {
     /// Run the server (defaults: HTTP on 127.0.0.1:8080, the built-in echo agent).
     Serve(ServeConfig),
+    /// Load a running server with N concurrent WebRTC calls and measure turn latency, loss, jitter.
+    Loadgen(voxrelay::loadgen::LoadgenConfig),
 }
 
 fn init_logging(cfg: &ServeConfig) {
@@ -48,6 +50,14 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(130);
             });
             server.shutdown().await;
+        }
+        Command::Loadgen(cfg) => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+            let report = voxrelay::loadgen::run(cfg).await?;
+            print!("{}", report.summary());
+            if report.sessions_failed > 0 {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

@@ -1,0 +1,282 @@
+//! `voxrelay loadgen`: N concurrent WebRTC calls (full ICE/DTLS/SRTP through
+//! [`crate::client`]) against a running server, ramped, for a bounded duration. Each call
+//! speaks talk spurts separated by silences longer than `silence_duration_ms`, so the echo
+//! agent answers each one, and measures setup times, turn latency, loss, jitter and events.
+//!
+//! Cheap on purpose, so the load generator does not become the bottleneck: the speech is
+//! Opus-encoded once and shared by every call, silence is the 3-byte Opus silence packet, and
+//! received audio is classified voiced/silent by packet size instead of being decoded.
+
+mod report;
+
+pub use report::{Dist, Report, SessionResult, loss_and_jitter, turn_latencies};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use serde_json::{Value, json};
+use voxrelay_media::{MAX_OPUS_PACKET, OPUS_SILENCE, OpusEncoder, SAMPLES_48K};
+
+use crate::client::{Client, ClientOptions, OutFrame};
+
+/// The default talk spurt: the espeak-ng sentence of tests/fixtures (2.8 s, 48 kHz mono).
+const DEFAULT_SPEECH: &[u8] = include_bytes!("../../tests/fixtures/speech.wav");
+
+#[derive(Clone, Debug, Args)]
+pub struct LoadgenConfig {
+    /// Base URL of the server under test (only this host is contacted).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Server API key. Default: VOXRELAY_API_KEY, else the key file in the data directory.
+    #[arg(long, env = "VOXRELAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 10)]
+    pub sessions: usize,
+    /// Sessions started per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub ramp: f64,
+    /// Seconds each session keeps talking once connected.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Talk spurt audio: a 48 kHz mono 16-bit WAV. Default: a built-in 2.8 s sentence.
+    #[arg(long)]
+    pub wav: Option<PathBuf>,
+    /// `silence_duration_ms` requested for each session (the turn detector's wait).
+    #[arg(long, default_value_t = 500)]
+    pub silence_ms: u32,
+    /// Write the full result here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// PID of the server, to report its CPU use over the run.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print progress every second.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub progress: bool,
+}
+
+impl LoadgenConfig {
+    pub fn new(url: &str, api_key: &str, sessions: usize, duration: f64) -> Self {
+        Self {
+            url: url.into(),
+            api_key: Some(api_key.into()),
+            sessions,
+            ramp: 20.0,
+            duration,
+            wav: None,
+            silence_ms: 500,
+            json: None,
+            server_pid: None,
+            progress: false,
+        }
+    }
+}
+
+/// Opus frames of one talk spurt, shared by all sessions.
+pub struct Spurt {
+    pub frames: Vec<Bytes>,
+}
+
+impl Spurt {
+    pub fn from_wav(bytes: &[u8]) -> anyhow::Result<Spurt> {
+        let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes))?;
+        let spec = reader.spec();
+        anyhow::ensure!(
+            spec.sample_rate == 48_000 && spec.channels == 1 && spec.bits_per_sample == 16,
+            "talk spurt WAV must be 48 kHz mono 16-bit (got {} Hz, {} channels, {} bits)",
+            spec.sample_rate,
+            spec.channels,
+            spec.bits_per_sample
+        );
+        let pcm: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
+        anyhow::ensure!(pcm.len() >= SAMPLES_48K * 10, "talk spurt WAV is shorter than 200 ms");
+        let mut enc = OpusEncoder::new()?;
+        let mut buf = [0u8; MAX_OPUS_PACKET];
+        let mut frames = Vec::new();
+        for chunk in pcm.chunks(SAMPLES_48K) {
+            let mut f = [0i16; SAMPLES_48K];
+            f[..chunk.len()].copy_from_slice(chunk);
+            let n = enc.encode(&f, &mut buf).map_err(|e| anyhow::anyhow!("opus encode: {e:?}"))?;
+            frames.push(Bytes::copy_from_slice(&buf[..n]));
+        }
+        Ok(Spurt { frames })
+    }
+
+    pub fn duration_ms(&self) -> u64 {
+        self.frames.len() as u64 * 20
+    }
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+struct Progress {
+    up: AtomicUsize,
+    failed: AtomicUsize,
+    done: AtomicUsize,
+    latencies: std::sync::Mutex<Vec<f64>>,
+}
+
+pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
+    let api_key = match cfg.api_key.clone() {
+        Some(k) => k,
+        None => {
+            let path = crate::config::ServeConfig::defaults().data_dir().join(crate::api_key::KEY_FILE);
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| anyhow::anyhow!("no --api-key and cannot read {}: {e}", path.display()))?
+        }
+    };
+    let wav = match &cfg.wav {
+        Some(p) => std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
+        None => DEFAULT_SPEECH.to_vec(),
+    };
+    let spurt = Arc::new(Spurt::from_wav(&wav)?);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let base = cfg.url.trim_end_matches('/').to_string();
+    let progress = Arc::new(Progress::default());
+    let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
+    let started = Instant::now();
+
+    let mut tasks = Vec::with_capacity(cfg.sessions);
+    let ramp_gap = Duration::from_secs_f64(1.0 / cfg.ramp.max(0.01));
+    for index in 0..cfg.sessions {
+        if index > 0 {
+            tokio::time::sleep(ramp_gap).await;
+        }
+        let (http, base, key, spurt, progress, cfg) = (http.clone(), base.clone(), api_key.clone(), spurt.clone(), progress.clone(), cfg.clone());
+        tasks.push(tokio::spawn(async move { run_session(index, &http, &base, &key, &spurt, &cfg, &progress).await }));
+    }
+    let reporter = cfg.progress.then(|| {
+        let (progress, total) = (progress.clone(), cfg.sessions);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let p95 = Dist::of(&progress.latencies.lock().unwrap_or_else(|p| p.into_inner())).p95;
+                eprintln!(
+                    "[{:>5.1}s] sessions up {}/{total}, failed {}, finished {}, p95 turn latency {p95:.0} ms",
+                    started.elapsed().as_secs_f64(),
+                    progress.up.load(Relaxed),
+                    progress.failed.load(Relaxed),
+                    progress.done.load(Relaxed),
+                );
+            }
+        })
+    });
+    let mut report = Report {
+        url: base.clone(),
+        sessions_requested: cfg.sessions,
+        duration_s: cfg.duration,
+        silence_duration_ms: cfg.silence_ms,
+        ..Default::default()
+    };
+    for t in tasks {
+        report.sessions.push(t.await.unwrap_or_else(|e| SessionResult { failure: Some(format!("panic: {e}")), ..Default::default() }));
+    }
+    if let Some(r) = reporter {
+        r.abort();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    report.loadgen_cpu_pct = (cpu_seconds(None) - cpu_start.0) * 100.0 / wall;
+    if let (Some(pid), Some(start)) = (cfg.server_pid, cpu_start.1) {
+        report.server_cpu_pct = Some((cpu_seconds(Some(pid)) - start) * 100.0 / wall);
+    }
+    report.aggregate();
+    if let Some(path) = &cfg.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(report)
+}
+
+async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: &str, spurt: &Spurt, cfg: &LoadgenConfig, progress: &Progress) -> SessionResult {
+    let mut result = SessionResult { index, ..Default::default() };
+    let fail = |mut r: SessionResult, cause: String| {
+        progress.failed.fetch_add(1, Relaxed);
+        r.failure = Some(cause);
+        r
+    };
+    // Like a browser: the API key mints a short-lived secret, the secret makes the call.
+    let body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
+    let secret = match http.post(format!("{base}/v1/realtime/sessions")).bearer_auth(api_key).json(&body).send().await {
+        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok(v) => v["client_secret"]["value"].as_str().unwrap_or_default().to_string(),
+            Err(_) => return fail(result, "secret: bad JSON".into()),
+        },
+        Ok(r) => return fail(result, format!("secret: http_{}", r.status().as_u16())),
+        Err(_) => return fail(result, "secret: http".into()),
+    };
+    let opts = ClientOptions { decode: false, ..Default::default() };
+    let mut client = match Client::connect(http, &format!("{base}/v1/realtime"), &secret, opts).await {
+        Ok(c) => c,
+        Err(e) => return fail(result, e.cause()),
+    };
+    progress.up.fetch_add(1, Relaxed);
+    result.answer_ms = Some(client.setup.answer.as_secs_f64() * 1000.0);
+    result.connected_ms = Some(client.setup.connected.as_secs_f64() * 1000.0);
+    let connected_at = Instant::now();
+
+    // Spurt, then silence long enough for the turn to end and the echo to play in full.
+    let gap_frames = ((u64::from(cfg.silence_ms) + spurt.duration_ms() + 1000) / 20) as usize;
+    let silence = OutFrame::Opus { payload: Bytes::from_static(&OPUS_SILENCE), voiced: false };
+    let period_ms = spurt.duration_ms() + gap_frames as u64 * 20;
+    let spurts = ((cfg.duration * 1000.0) as u64 / period_ms).max(1);
+    for _ in 0..spurts {
+        client.queue(spurt.frames.iter().map(|f| OutFrame::Opus { payload: f.clone(), voiced: true }));
+        client.queue(std::iter::repeat_n(silence.clone(), gap_frames));
+    }
+    let end = tokio::time::Instant::now() + Duration::from_millis(spurts * period_ms + 200);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            ev = client.events.recv() => match ev {
+                Some((_, ev)) => {
+                    let kind = ev["type"].as_str().unwrap_or("?").to_string();
+                    *result.events.entry(kind).or_default() += 1;
+                }
+                None => break,
+            }
+        }
+    }
+    if let Ok(resp) = http.delete(format!("{base}{}", client.location)).bearer_auth(&secret).send().await {
+        if !resp.status().is_success() {
+            *result.events.entry(format!("client.delete_http_{}", resp.status().as_u16())).or_default() += 1;
+        }
+    }
+    client.close().await;
+
+    let sent = client.sent();
+    let received = client.received();
+    result.first_audio_ms = received.first().map(|r| r.at.duration_since(connected_at).as_secs_f64() * 1000.0 + result.connected_ms.unwrap_or(0.0));
+    let (turns, latencies) = turn_latencies(&sent, &received, f64::from(cfg.silence_ms));
+    result.turns_sent = turns;
+    result.turns_answered = latencies.len();
+    progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).extend(&latencies);
+    result.turn_latency_ms = latencies;
+    let (lost, pct, jitter) = loss_and_jitter(&received, 48_000.0);
+    result.packets_received = received.len();
+    result.packets_lost = lost;
+    result.loss_pct = pct;
+    result.jitter_ms = jitter;
+    progress.done.fetch_add(1, Relaxed);
+    result
+}
+
+/// User + system CPU seconds of a process (this one when `None`), from /proc; 0 when unknown.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".into(),
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Linux reports these in USER_HZ, which is 100 on every mainstream kernel configuration.
+    (ticks(11) + ticks(12)) / 100.0
+}
