@@ -15,10 +15,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use voxrelay_media::{MAX_OPUS_PACKET, OPUS_SILENCE, OpusDecoder, OpusEncoder, SAMPLES_48K};
 use webrtc::data_channel::DataChannel;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+use crate::rtp::PacketSink;
 use crate::peer::{OPUS_PAYLOAD_TYPE, Peer, PeerEvent, build_peer, opus_track, spawn_data_channel_reader, wait_gathered};
 
 /// A frame waiting to be sent.
@@ -124,10 +124,16 @@ pub struct SetupTimes {
     pub connected: Duration,
 }
 
+/// How the client reaches the server.
+enum Transport {
+    WebRtc { peer: Peer, dc: Arc<dyn DataChannel> },
+    /// Plain RTP (PROTOCOL.md §7) with its events WebSocket.
+    Rtp { ws_out: mpsc::UnboundedSender<String>, tasks: Vec<tokio::task::JoinHandle<()>> },
+}
+
 pub struct Client {
-    pub peer: Peer,
+    transport: Transport,
     pub events: mpsc::UnboundedReceiver<(Instant, Value)>,
-    pub dc: Arc<dyn DataChannel>,
     pub location: String,
     pub setup: SetupTimes,
     outbox: Arc<Mutex<Outbox>>,
@@ -189,8 +195,92 @@ impl Client {
         let setup = SetupTimes { answer: answer_time, connected: begin.elapsed() };
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(send_loop(track, ssrc, outbox.clone(), sent.clone()));
-        Ok(Client { peer, events: ev_rx, dc, location, setup, outbox, sent, received })
+        tokio::spawn(send_loop(PacketSink::Track(track), ssrc, outbox.clone(), sent.clone()));
+        Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, outbox, sent, received })
+    }
+
+    /// Starts a plain-RTP session (`POST {base}/v1/rtp`, API key) and attaches to its events
+    /// WebSocket; audio goes over unencrypted UDP to the port the server gives.
+    pub async fn connect_rtp(http: &reqwest::Client, base: &str, api_key: &str, session: &Value) -> Result<Client, ClientError> {
+        let begin = Instant::now();
+        let resp = http
+            .post(format!("{base}/v1/rtp"))
+            .bearer_auth(api_key)
+            .json(session)
+            .send()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        if status != 201 {
+            return Err(ClientError::Refused(status, body));
+        }
+        let answer = begin.elapsed();
+        let v: Value = serde_json::from_str(&body).map_err(|e| ClientError::Http(format!("bad JSON: {e}")))?;
+        let ip: std::net::IpAddr = v["rtp"]["ip"].as_str().and_then(|s| s.parse().ok()).ok_or(ClientError::Http("no rtp.ip".into()))?;
+        let port = v["rtp"]["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(ClientError::Http("no rtp.port".into()))?;
+        let pt = v["payload_type"].as_u64().unwrap_or(u64::from(OPUS_PAYLOAD_TYPE)) as u8;
+        let location = v["location"].as_str().unwrap_or("").to_string();
+        let id = v["id"].as_str().unwrap_or("").to_string();
+        let server = std::net::SocketAddr::new(ip, port);
+        let local: std::net::SocketAddr = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+        let socket = Arc::new(tokio::net::UdpSocket::bind(local).await.map_err(|e| ClientError::WebRtc(e.to_string()))?);
+
+        let ws_url = format!("{}/v1/rtp/{id}/events", base.replacen("http", "ws", 1));
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str())
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let auth = format!("Bearer {api_key}").parse().map_err(|_| ClientError::Http("bad API key".into()))?;
+        request.headers_mut().insert("authorization", auth);
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ClientError::Http(format!("events socket: {e}")))?;
+        let (mut ws_sink, mut ws_stream) = futures_util::StreamExt::split(ws);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ws_out, mut ws_out_rx) = mpsc::unbounded_channel::<String>();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(Ok(msg)) = ws_stream.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+                    let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json"}));
+                    let _ = ev_tx.send((Instant::now(), v));
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            use futures_util::SinkExt;
+            while let Some(text) = ws_out_rx.recv().await {
+                if ws_sink.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (socket, received) = (socket.clone(), received.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    if from != server {
+                        continue;
+                    }
+                    let Some(p) = crate::rtp::parse(&buf[..n]) else { continue };
+                    received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
+                        at: Instant::now(),
+                        seq: p.header.sequence_number,
+                        timestamp: p.header.timestamp,
+                        payload_len: p.payload.len(),
+                        rms: None,
+                    });
+                }
+            }));
+        }
+        let outbox = Arc::new(Mutex::new(Outbox::default()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let peer = Arc::new(std::sync::OnceLock::new());
+        let _ = peer.set(server);
+        let sink = PacketSink::Udp { socket, peer };
+        tasks.push(tokio::spawn(send_loop_pt(sink, rand::random(), pt, outbox.clone(), sent.clone())));
+        let setup = SetupTimes { answer, connected: begin.elapsed() };
+        Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, outbox, sent, received })
     }
 
     /// Queues frames after what is already queued; returns the audio time (ms since the call's
@@ -230,11 +320,24 @@ impl Client {
     }
 
     pub async fn send_event(&self, ev: &Value) -> Result<(), ClientError> {
-        self.dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
+        self.send_text(&ev.to_string()).await
+    }
+
+    /// Sends raw text as a client event (tests use it to send malformed events).
+    pub async fn send_text(&self, text: &str) -> Result<(), ClientError> {
+        match &self.transport {
+            Transport::WebRtc { dc, .. } => dc.send_text(text).await.map_err(|e| ClientError::WebRtc(e.to_string())),
+            Transport::Rtp { ws_out, .. } => ws_out.send(text.to_string()).map_err(|_| ClientError::Http("events socket closed".into())),
+        }
     }
 
     pub async fn close(&self) {
-        let _ = self.peer.close().await;
+        match &self.transport {
+            Transport::WebRtc { peer, .. } => {
+                let _ = peer.close().await;
+            }
+            Transport::Rtp { tasks, .. } => tasks.iter().for_each(|t| t.abort()),
+        }
     }
 }
 
@@ -294,12 +397,11 @@ async fn pump_peer_events(
     }
 }
 
-async fn send_loop(
-    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
-    ssrc: u32,
-    outbox: Arc<Mutex<Outbox>>,
-    sent: Arc<Mutex<Vec<Sent>>>,
-) {
+async fn send_loop(sink: PacketSink, ssrc: u32, outbox: Arc<Mutex<Outbox>>, sent: Arc<Mutex<Vec<Sent>>>) {
+    send_loop_pt(sink, ssrc, OPUS_PAYLOAD_TYPE, outbox, sent).await
+}
+
+async fn send_loop_pt(sink: PacketSink, ssrc: u32, payload_type: u8, outbox: Arc<Mutex<Outbox>>, sent: Arc<Mutex<Vec<Sent>>>) {
     let mut encoder = OpusEncoder::new().ok();
     let mut buf = [0u8; MAX_OPUS_PACKET];
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -322,12 +424,12 @@ async fn send_loop(
             },
         };
         let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header { version: 2, payload_type: OPUS_PAYLOAD_TYPE, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
+            header: rtc::rtp::Header { version: 2, payload_type, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
             payload,
         };
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(SAMPLES_48K as u32);
-        if track.write_rtp(packet).await.is_err() {
+        if !sink.send(packet).await {
             break;
         }
         sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { at: Instant::now(), voiced });

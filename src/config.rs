@@ -30,6 +30,13 @@ pub struct ServeConfig {
     /// UDP port range for media, e.g. 10000-20000 (one port per call). Default: OS-assigned.
     #[arg(long, env = "VOXRELAY_RTC_PORTS", value_parser = parse_port_range)]
     pub rtc_ports: Option<(u16, u16)>,
+    /// Enable plain RTP ingest (POST /v1/rtp): unencrypted RTP for load testing and gateways.
+    #[arg(long, env = "VOXRELAY_RTP_INGEST")]
+    pub rtp_ingest: bool,
+    /// IP plain RTP sockets bind to. Loopback by default: unencrypted media should not leave
+    /// the host unless the operator says so.
+    #[arg(long, env = "VOXRELAY_RTP_INGEST_IP", default_value = "127.0.0.1")]
+    pub rtp_ingest_ip: IpAddr,
     /// Audio worker threads. Default: one per core.
     #[arg(long, env = "VOXRELAY_AUDIO_WORKERS")]
     pub audio_workers: Option<usize>,
@@ -55,6 +62,8 @@ impl ServeConfig {
             data_dir: None,
             rtc_ip: None,
             rtc_ports: None,
+            rtp_ingest: false,
+            rtp_ingest_ip: IpAddr::from([127, 0, 0, 1]),
             audio_workers: None,
             max_calls: 500,
             drain_grace_secs: 10,

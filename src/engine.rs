@@ -7,16 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
-use voxrelay_media::WorkerPool;
+use voxrelay_media::{SessionHandle, WorkerPool};
 use voxrelay_signaling::auth::random_id;
-use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Engine};
+use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, RtpCreated, SessionConfig};
 
 use crate::agent;
 use crate::call::{CallSetup, Conversation, run_call, turn_config};
 use crate::metrics::Metrics;
-use crate::peer::{PortAllocator, build_peer, opus_track, wait_gathered};
+use crate::peer::{OPUS_PAYLOAD_TYPE, PeerEvent, PortAllocator, build_peer, opus_track, wait_gathered};
+use crate::rtp::{PacketSink, read_plain_rtp};
 
 /// How long DELETE waits for the call's resources to be released before answering.
 const END_WAIT: Duration = Duration::from_secs(3);
@@ -25,11 +30,28 @@ struct CallEntry {
     session_id: String,
     stop: Arc<Notify>,
     done: watch::Receiver<bool>,
+    /// Feeds the call task's event stream (to attach event sockets).
+    inject: mpsc::UnboundedSender<PeerEvent>,
+    plain_rtp: bool,
+}
+
+/// What a new call's transport hands the engine.
+struct Transport {
+    peer: Option<crate::peer::Peer>,
+    events: mpsc::UnboundedReceiver<PeerEvent>,
+    inject: mpsc::UnboundedSender<PeerEvent>,
+    early_events: Vec<PeerEvent>,
+    sink: PacketSink,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ssrc: u32,
+    payload_type: u8,
 }
 
 pub struct VoxEngine {
     pool: WorkerPool,
     ports: PortAllocator,
+    /// Plain RTP ingest (PROTOCOL.md §7): the IP its sockets bind to, `None` when off.
+    rtp_ingest: Option<IpAddr>,
     calls: Mutex<HashMap<String, CallEntry>>,
     draining: AtomicBool,
     max_calls: usize,
@@ -37,10 +59,11 @@ pub struct VoxEngine {
 }
 
 impl VoxEngine {
-    pub fn new(pool: WorkerPool, ports: PortAllocator, max_calls: usize) -> Arc<Self> {
+    pub fn new(pool: WorkerPool, ports: PortAllocator, rtp_ingest: Option<IpAddr>, max_calls: usize) -> Arc<Self> {
         Arc::new(Self {
             pool,
             ports,
+            rtp_ingest,
             calls: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             max_calls,
@@ -82,7 +105,8 @@ impl VoxEngine {
 
     async fn start_call(self: &Arc<Self>, req: CallRequest) -> Result<CallCreated, ApiError> {
         let addr = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let inject = tx.clone();
         let peer = build_peer(addr, tx).await.map_err(|e| {
             warn!("building peer connection on {addr}: {e}");
             ApiError::overloaded("could not open a media socket")
@@ -116,33 +140,73 @@ impl VoxEngine {
         let Some(local) = peer.local_description().await else {
             return Err(fail(peer, ApiError::internal("no local description after gathering")).await);
         };
-        let media = match self.pool.add_session(turn_config(&req.config)) {
+        let transport = Transport {
+            peer: Some(peer),
+            events: rx,
+            inject,
+            early_events,
+            sink: PacketSink::Track(track),
+            tasks: Vec::new(),
+            ssrc,
+            payload_type: req.summary.opus_payload_type,
+        };
+        let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr).await?;
+        Ok(CallCreated { call_id, answer_sdp: local.sdp })
+    }
+}
+
+impl VoxEngine {
+    /// Starts the worker session, the agent and the call task for a ready transport.
+    async fn launch(self: &Arc<Self>, t: Transport, config: SessionConfig, dialect: Dialect, session_id: String, addr: SocketAddr) -> Result<String, ApiError> {
+        let close = |peer: Option<crate::peer::Peer>, err: ApiError| async move {
+            if let Some(p) = peer {
+                let _ = p.close().await;
+            }
+            err
+        };
+        let media = match self.pool.add_session(turn_config(&config)) {
             Ok(m) => m,
-            Err(e) => return Err(fail(peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
+            Err(e) => return Err(close(t.peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
         };
-        let agent = match agent::new_agent(&req.config.agent) {
+        let agent = match agent::new_agent(&config.agent) {
             Ok(a) => a,
-            Err(e) => return Err(fail(peer, e).await),
+            Err(e) => return Err(close(t.peer, e).await),
         };
-        let call_id = random_id("rtc_");
+        let SessionHandle { ingress, control, agent_out, egress, uplink, stats: _ } = media;
+        let mut tasks = t.tasks;
+        let plain_rtp = matches!(t.sink, PacketSink::Udp { .. });
+        let ingress = match &t.sink {
+            PacketSink::Udp { socket, peer } => {
+                let reader = read_plain_rtp(socket.clone(), peer.clone(), ingress, t.payload_type, self.metrics.clone(), t.inject.clone());
+                tasks.push(tokio::spawn(reader));
+                None
+            }
+            PacketSink::Track(_) => Some(ingress),
+        };
+        let call_id = random_id(if plain_rtp { "rtp_" } else { "rtc_" });
         let stop = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);
         self.calls().insert(
             call_id.clone(),
-            CallEntry { session_id: req.session_id.clone(), stop: stop.clone(), done: done_rx },
+            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, plain_rtp },
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
-        info!(call = %call_id, session = %req.session_id, agent = %req.config.agent, %addr, "call started");
+        info!(call = %call_id, session = %session_id, agent = %config.agent, %addr, "call started");
         let setup = CallSetup {
             call_id: call_id.clone(),
-            peer,
-            peer_events: rx,
-            early_events,
-            track,
-            ssrc,
-            payload_type: req.summary.opus_payload_type,
-            media,
-            conversation: Conversation::new(req.dialect, req.session_id, req.config, agent),
+            peer: t.peer,
+            peer_events: t.events,
+            early_events: t.early_events,
+            sink: t.sink,
+            tasks,
+            ssrc: t.ssrc,
+            payload_type: t.payload_type,
+            ingress,
+            control,
+            agent_out,
+            egress,
+            uplink,
+            conversation: Conversation::new(dialect, session_id, config, agent),
             stop,
             metrics: self.metrics.clone(),
         };
@@ -154,8 +218,34 @@ impl VoxEngine {
             engine.metrics.calls_ended.fetch_add(1, Ordering::Relaxed);
             let _ = done_tx.send(true);
         });
-        Ok(CallCreated { call_id, answer_sdp: local.sdp })
+        Ok(call_id)
     }
+
+    async fn start_rtp_session(self: &Arc<Self>, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError> {
+        let ip = self.rtp_ingest.ok_or_else(rtp_disabled)?;
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| {
+            warn!("binding a plain RTP socket on {ip}: {e}");
+            ApiError::overloaded("could not open a media socket")
+        })?;
+        let addr = socket.local_addr().map_err(|e| ApiError::internal(e.to_string()))?;
+        let (inject, events) = mpsc::unbounded_channel();
+        let transport = Transport {
+            peer: None,
+            events,
+            inject,
+            early_events: Vec::new(),
+            sink: PacketSink::Udp { socket: Arc::new(socket), peer: Arc::new(OnceLock::new()) },
+            tasks: Vec::new(),
+            ssrc: rand::random(),
+            payload_type: OPUS_PAYLOAD_TYPE,
+        };
+        let id = self.launch(transport, config, Dialect::Beta, session_id, addr).await?;
+        Ok(RtpCreated { id, ip: addr.ip().to_string(), port: addr.port(), payload_type: OPUS_PAYLOAD_TYPE })
+    }
+}
+
+fn rtp_disabled() -> ApiError {
+    ApiError::not_found("rtp_ingest_disabled", "plain RTP ingest is off on this server (start it with --rtp-ingest)")
 }
 
 /// The signaling crate holds the engine as `Arc<dyn Engine>`; this wrapper gives the trait
@@ -179,6 +269,39 @@ impl Engine for EngineHandle {
             return Err(ApiError::overloaded(format!("the server is at its limit of {} calls", engine.max_calls)));
         }
         engine.start_call(req).await
+    }
+
+    async fn create_rtp_session(&self, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError> {
+        let engine = &self.0;
+        engine.rtp_ingest.ok_or_else(rtp_disabled)?;
+        if engine.draining.load(Ordering::SeqCst) || engine.live_calls() >= engine.max_calls {
+            engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::overloaded("the server takes no new sessions right now"));
+        }
+        engine.start_rtp_session(config, session_id).await
+    }
+
+    fn attach_events(&self, call_id: &str, plain_rtp: bool) -> Result<EventChannel, ApiError> {
+        let calls = self.0.calls();
+        let entry = calls
+            .get(call_id)
+            .filter(|c| c.plain_rtp == plain_rtp)
+            .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {call_id:?}")))?;
+        let (to_client_tx, to_client) = mpsc::unbounded_channel();
+        let (from_client, mut from_client_rx) = mpsc::unbounded_channel::<String>();
+        entry
+            .inject
+            .send(PeerEvent::EventSocket(to_client_tx))
+            .map_err(|_| ApiError::not_found("call_not_found", "the call has ended"))?;
+        let inject = entry.inject.clone();
+        tokio::spawn(async move {
+            while let Some(text) = from_client_rx.recv().await {
+                if inject.send(PeerEvent::DataChannelText(text)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(EventChannel { to_client, from_client })
     }
 
     async fn end_call(&self, call_id: &str, owner: Option<&str>) -> Result<(), ApiError> {

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod loadgen;
 pub mod metrics;
 pub mod peer;
+pub mod rtp;
 pub mod server;
 
 pub use config::ServeConfig;

@@ -48,6 +48,9 @@ pub enum PeerEvent {
     DataChannelOpen(Arc<dyn DataChannel>),
     DataChannelText(String),
     DataChannelClosed,
+    /// An events WebSocket attached to the call (plain-RTP session events, operator watch):
+    /// server events are sent to it; its client events arrive as `DataChannelText`.
+    EventSocket(mpsc::UnboundedSender<String>),
 }
 
 struct Handler {

@@ -51,7 +51,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     }
     let workers = cfg.audio_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = WorkerPool::new(workers.max(1));
-    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), cfg.max_calls);
+    let rtp_ingest = cfg.rtp_ingest.then_some(cfg.rtp_ingest_ip);
+    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, cfg.max_calls);
     let api = Arc::new(Api { auth: Auth::new(api_key.clone()), engine: Arc::new(EngineHandle(engine.clone())) });
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;

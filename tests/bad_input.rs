@@ -101,7 +101,7 @@ async fn bad_events_get_error_events_and_the_call_goes_on() {
     let base = server.url();
     let mut c = Call::connect(&base, "/v1/realtime", API_KEY).await;
     c.expect("session.created").await;
-    c.dc.send_text("{not json").await.unwrap();
+    c.send_text("{not json").await.unwrap();
     let e = c.expect("error").await;
     assert_eq!(e["error"]["code"], "invalid_json");
     c.send(json!({"type": "no.such.event", "event_id": "evt_1"})).await;

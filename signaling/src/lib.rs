@@ -17,6 +17,8 @@ pub mod error;
 pub mod events;
 mod health;
 mod realtime;
+mod rtp;
+mod watch;
 pub mod sdp;
 pub mod wire;
 
@@ -45,6 +47,21 @@ pub struct CallCreated {
     pub answer_sdp: String,
 }
 
+/// A plain-RTP session (PROTOCOL.md §7): where the peer sends its RTP.
+pub struct RtpCreated {
+    pub id: String,
+    pub ip: String,
+    pub port: u16,
+    pub payload_type: u8,
+}
+
+/// Both directions of an events WebSocket attached to a call: server events to send, and a
+/// sender for the client events the socket receives.
+pub struct EventChannel {
+    pub to_client: tokio::sync::mpsc::UnboundedReceiver<String>,
+    pub from_client: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
 /// What the edge needs from the server; the root crate implements it.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync + 'static {
@@ -54,6 +71,10 @@ pub trait Engine: Send + Sync + 'static {
     /// `owner`: when set, the call must belong to that session (else 404, not 403, so ids of
     /// other sessions are not confirmed to exist).
     async fn end_call(&self, call_id: &str, owner: Option<&str>) -> Result<(), ApiError>;
+    /// Plain RTP ingest; 404 `rtp_ingest_disabled` when the server has it off.
+    async fn create_rtp_session(&self, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError>;
+    /// Attaches an events socket to a live call (`plain_rtp` selects which kind of id).
+    fn attach_events(&self, call_id: &str, plain_rtp: bool) -> Result<EventChannel, ApiError>;
     fn is_ready(&self) -> bool;
     /// ICE servers (TURN credentials) to hand a client for this session; empty without TURN.
     fn ice_servers(&self, _session_id: &str) -> Vec<serde_json::Value> {
@@ -78,6 +99,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/realtime", post(realtime::create_call_beta))
         .route("/v1/realtime/calls", post(realtime::create_call_ga))
         .route("/v1/realtime/calls/{id}", delete(realtime::end_call))
+        .route("/v1/calls/{id}/events", get(watch::call_events))
+        .route("/v1/rtp", post(rtp::create))
+        .route("/v1/rtp/{id}", delete(rtp::end))
+        .route("/v1/rtp/{id}/events", get(watch::rtp_events))
         .fallback(realtime::not_found)
         .with_state(api)
         .layer(cors())

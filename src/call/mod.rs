@@ -19,15 +19,14 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
-use voxrelay_media::{RtpIn, SessionHandle, Uplink};
+use voxrelay_media::{AgentFrame, Control, OpusOut, RtpIn, Uplink};
 use webrtc::data_channel::DataChannel;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::metrics::Metrics;
 use crate::peer::{Peer, PeerEvent};
+use crate::rtp::PacketSink;
 
 /// How often the call task moves frames and events. The worker produces one frame per 20 ms;
 /// polling twice as often keeps the added latency at ≤ 10 ms without a wakeup per frame.
@@ -43,14 +42,23 @@ pub const EVENTS_LABEL: &str = "oai-events";
 
 pub struct CallSetup {
     pub call_id: String,
-    pub peer: Peer,
+    /// The WebRTC peer, closed at teardown; `None` for plain RTP.
+    pub peer: Option<Peer>,
     pub peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     /// Events that arrived while the answer was being built.
     pub early_events: Vec<PeerEvent>,
-    pub track: Arc<TrackLocalStaticRTP>,
+    pub sink: PacketSink,
+    /// Transport tasks that end with the call (aborted at teardown).
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub ssrc: u32,
     pub payload_type: u8,
-    pub media: SessionHandle,
+    /// The worker session's rings. `ingress` is taken by whoever reads the caller's RTP: the
+    /// first WebRTC audio track, or the plain-RTP reader task (then it is already gone).
+    pub ingress: Option<rtrb::Producer<RtpIn>>,
+    pub control: rtrb::Producer<Control>,
+    pub agent_out: rtrb::Producer<AgentFrame>,
+    pub egress: rtrb::Consumer<OpusOut>,
+    pub uplink: rtrb::Consumer<Uplink>,
     pub conversation: Conversation,
     pub stop: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -63,12 +71,29 @@ enum End {
 }
 
 pub async fn run_call(setup: CallSetup) {
-    let CallSetup { call_id, peer, mut peer_events, early_events, track, ssrc, payload_type, media, mut conversation, stop, metrics } =
-        setup;
-    let SessionHandle { ingress, mut control, mut agent_out, mut egress, mut uplink, stats: _ } = media;
-    let mut ingress = Some(ingress);
+    let CallSetup {
+        call_id,
+        peer,
+        mut peer_events,
+        early_events,
+        sink,
+        tasks,
+        ssrc,
+        payload_type,
+        mut ingress,
+        mut control,
+        mut agent_out,
+        mut egress,
+        mut uplink,
+        mut conversation,
+        stop,
+        metrics,
+    } = setup;
     let mut packetizer = RtpPacketizer::new(ssrc, payload_type);
     let mut dc: Option<Arc<dyn DataChannel>> = None;
+    // Event sockets: the plain-RTP session's events WebSocket and operators watching the call.
+    let mut watchers: Vec<mpsc::UnboundedSender<String>> = Vec::new();
+    let mut opened = false;
     let mut pending: Vec<Value> = Vec::new();
     let mut connected = false;
     let started = Instant::now();
@@ -99,9 +124,9 @@ pub async fn run_call(setup: CallSetup) {
             Some(PeerEvent::DataChannelOpen(channel)) => {
                 if channel.label().await.is_ok_and(|l| l == EVENTS_LABEL) && dc.is_none() {
                     dc = Some(channel);
-                    conversation.on_open();
                 }
             }
+            Some(PeerEvent::EventSocket(tx)) => watchers.push(tx),
             Some(PeerEvent::DataChannelText(text)) => conversation.on_client_text(&text),
             Some(PeerEvent::State(state)) => match state {
                 RTCPeerConnectionState::Connected => {
@@ -136,8 +161,7 @@ pub async fn run_call(setup: CallSetup) {
                 }
                 while let Ok(frame) = egress.pop() {
                     if conversation.on_egress_frame(frame.voiced) && connected {
-                        let packet = packetizer.packetize(&frame);
-                        if track.write_rtp(packet).await.is_ok() {
+                        if sink.send(packetizer.packetize(&frame)).await {
                             metrics.rtp_out(frame.len as u64);
                         }
                     }
@@ -149,16 +173,29 @@ pub async fn run_call(setup: CallSetup) {
                 metrics.ring_overflow();
             }
         }
+        // session.created goes first, once the first place to send events exists.
+        if !opened && (dc.is_some() || !watchers.is_empty()) {
+            opened = true;
+            let this_tick = std::mem::take(&mut conversation.out);
+            conversation.on_open();
+            let mut head = std::mem::take(&mut conversation.out);
+            head.append(&mut pending);
+            head.extend(this_tick);
+            pending = head;
+        }
         pending.append(&mut conversation.out);
         if pending.len() > MAX_PENDING_EVENTS {
             pending.drain(..pending.len() - MAX_PENDING_EVENTS);
         }
-        if let Some(channel) = &dc {
+        if opened && !pending.is_empty() {
             for ev in pending.drain(..) {
-                if let Err(e) = channel.send_text(&ev.to_string()).await {
-                    debug!(call = %call_id, "data channel send failed: {e}");
-                    break;
+                let text = ev.to_string();
+                if let Some(channel) = &dc {
+                    if let Err(e) = channel.send_text(&text).await {
+                        debug!(call = %call_id, "data channel send failed: {e}");
+                    }
                 }
+                watchers.retain(|w| w.send(text.clone()).is_ok());
             }
         }
     };
@@ -167,8 +204,13 @@ pub async fn run_call(setup: CallSetup) {
         End::PeerGone(why) => info!(call = %call_id, "call ended: {why}"),
         End::Timeout(why) => warn!(call = %call_id, "call ended: {why}"),
     }
-    if let Err(e) = peer.close().await {
-        debug!(call = %call_id, "closing peer: {e}");
+    for t in tasks {
+        t.abort();
+    }
+    if let Some(peer) = peer {
+        if let Err(e) = peer.close().await {
+            debug!(call = %call_id, "closing peer: {e}");
+        }
     }
 }
 

@@ -26,6 +26,15 @@ use crate::client::{Client, ClientOptions, OutFrame};
 /// The default talk spurt: the espeak-ng sentence of tests/fixtures (2.8 s, 48 kHz mono).
 const DEFAULT_SPEECH: &[u8] = include_bytes!("../../tests/fixtures/speech.wav");
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadTransport {
+    /// Full WebRTC (ICE, DTLS, SRTP, SCTP), as browsers connect.
+    Webrtc,
+    /// Plain RTP to the server's opt-in ingest (POST /v1/rtp): loads the DSP path without
+    /// encryption cost. The server must run with --rtp-ingest.
+    Rtp,
+}
+
 #[derive(Clone, Debug, Args)]
 pub struct LoadgenConfig {
     /// Base URL of the server under test (only this host is contacted).
@@ -34,6 +43,8 @@ pub struct LoadgenConfig {
     /// Server API key. Default: VOXRELAY_API_KEY, else the key file in the data directory.
     #[arg(long, env = "VOXRELAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    #[arg(long, value_enum, default_value_t = LoadTransport::Webrtc)]
+    pub transport: LoadTransport,
     /// Concurrent sessions.
     #[arg(long, default_value_t = 10)]
     pub sessions: usize,
@@ -65,6 +76,7 @@ impl LoadgenConfig {
         Self {
             url: url.into(),
             api_key: Some(api_key.into()),
+            transport: LoadTransport::Webrtc,
             sessions,
             ramp: 20.0,
             duration,
@@ -200,20 +212,14 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
         r.failure = Some(cause);
         r
     };
-    // Like a browser: the API key mints a short-lived secret, the secret makes the call.
     let body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
-    let secret = match http.post(format!("{base}/v1/realtime/sessions")).bearer_auth(api_key).json(&body).send().await {
-        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-            Ok(v) => v["client_secret"]["value"].as_str().unwrap_or_default().to_string(),
-            Err(_) => return fail(result, "secret: bad JSON".into()),
-        },
-        Ok(r) => return fail(result, format!("secret: http_{}", r.status().as_u16())),
-        Err(_) => return fail(result, "secret: http".into()),
+    let connected = match cfg.transport {
+        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body).await,
+        LoadTransport::Rtp => Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause()),
     };
-    let opts = ClientOptions { decode: false, ..Default::default() };
-    let mut client = match Client::connect(http, &format!("{base}/v1/realtime"), &secret, opts).await {
+    let (mut client, token) = match connected {
         Ok(c) => c,
-        Err(e) => return fail(result, e.cause()),
+        Err(cause) => return fail(result, cause),
     };
     progress.up.fetch_add(1, Relaxed);
     result.answer_ms = Some(client.setup.answer.as_secs_f64() * 1000.0);
@@ -242,7 +248,7 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
             }
         }
     }
-    if let Ok(resp) = http.delete(format!("{base}{}", client.location)).bearer_auth(&secret).send().await {
+    if let Ok(resp) = http.delete(format!("{base}{}", client.location)).bearer_auth(&token).send().await {
         if !resp.status().is_success() {
             *result.events.entry(format!("client.delete_http_{}", resp.status().as_u16())).or_default() += 1;
         }
@@ -264,6 +270,21 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     result.jitter_ms = jitter;
     progress.done.fetch_add(1, Relaxed);
     result
+}
+
+/// Like a browser: the API key mints a short-lived secret, the secret makes the call.
+async fn connect_webrtc(http: &reqwest::Client, base: &str, api_key: &str, body: &Value) -> Result<(Client, String), String> {
+    let secret = match http.post(format!("{base}/v1/realtime/sessions")).bearer_auth(api_key).json(body).send().await {
+        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok(v) => v["client_secret"]["value"].as_str().unwrap_or_default().to_string(),
+            Err(_) => return Err("secret: bad JSON".into()),
+        },
+        Ok(r) => return Err(format!("secret: http_{}", r.status().as_u16())),
+        Err(_) => return Err("secret: http".into()),
+    };
+    let opts = ClientOptions { decode: false, ..Default::default() };
+    let client = Client::connect(http, &format!("{base}/v1/realtime"), &secret, opts).await.map_err(|e| e.cause())?;
+    Ok((client, secret))
 }
 
 /// User + system CPU seconds of a process (this one when `None`), from /proc; 0 when unknown.

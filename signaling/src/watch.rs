@@ -1,0 +1,62 @@
+//! Events WebSockets: `GET /v1/rtp/<id>/events` (a plain-RTP session's event stream) and
+//! `GET /v1/calls/<id>/events` (an operator watching any call). Each text message is one JSON
+//! event as on the data channel; text the client sends is handled as a client event.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::{Api, EventChannel};
+
+/// A client message larger than this closes the socket (client events are small; audio never
+/// travels here).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+pub async fn rtp_events(state: State<Arc<Api>>, headers: HeaderMap, id: Path<String>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    upgrade(state, headers, id, ws, true).await
+}
+
+pub async fn call_events(state: State<Arc<Api>>, headers: HeaderMap, id: Path<String>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    upgrade(state, headers, id, ws, false).await
+}
+
+async fn upgrade(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>, ws: WebSocketUpgrade, plain_rtp: bool) -> Result<Response, ApiError> {
+    api.auth.require_api_key(&headers)?;
+    let channel = api.engine.attach_events(&id, plain_rtp)?;
+    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel)))
+}
+
+async fn pump(mut socket: WebSocket, mut channel: EventChannel) {
+    loop {
+        tokio::select! {
+            out = channel.to_client.recv() => match out {
+                Some(text) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                // The call ended.
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            inbound = socket.recv() => match inbound {
+                Some(Ok(Message::Text(text))) => {
+                    if channel.from_client.send(text.to_string()).is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = channel.from_client.send("\u{0}binary".into());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+}

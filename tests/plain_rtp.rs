@@ -1,0 +1,72 @@
+//! Plain RTP ingest (PROTOCOL.md §7) and event sockets: off by default; when on, the load
+//! generator's RTP transport gets every turn echoed over unencrypted UDP with events on the
+//! session's WebSocket; an operator can watch any WebRTC call's events over a WebSocket.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use voxrelay::loadgen::{LoadTransport, LoadgenConfig, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_ingest_is_off_by_default() {
+    let server = start_server().await;
+    let resp = http().post(format!("{}/v1/rtp", server.url())).bearer_auth(API_KEY).json(&json!({})).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "rtp_ingest_disabled");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_over_plain_rtp_gets_every_turn_echoed() {
+    let server = start_with(|c| c.rtp_ingest = true).await;
+    let base = server.url();
+    let resp = http().post(format!("{base}/v1/rtp")).json(&json!({})).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "API key required");
+
+    let mut cfg = LoadgenConfig::new(&base, API_KEY, 2, 6.0);
+    cfg.transport = LoadTransport::Rtp;
+    let report = run(cfg).await.expect("loadgen runs");
+    eprintln!("{}", report.summary());
+    assert_eq!(report.sessions_connected, 2, "{}", report.summary());
+    assert!(report.turns_sent >= 2);
+    assert_eq!(report.turns_answered, report.turns_sent, "{}", report.summary());
+    assert!(report.events_by_type.get("session.created").copied().unwrap_or(0) == 2, "{:?}", report.events_by_type);
+    assert!(report.events_by_type.get("input_audio_buffer.speech_started").copied().unwrap_or(0) >= 2);
+    assert_eq!(server.engine.live_calls(), 0, "DELETE ended both sessions");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_watches_a_webrtc_call() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut call = Call::connect(&base, "/v1/realtime", API_KEY).await;
+    call.expect("session.created").await;
+    let id = call.location.rsplit('/').next().unwrap().to_string();
+
+    let url = format!("{}/v1/calls/{id}/events", base.replacen("http", "ws", 1));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    let refused = tokio_tungstenite::connect_async(req.clone()).await;
+    assert!(refused.is_err(), "no API key, no events");
+    req.headers_mut().insert("authorization", format!("Bearer {API_KEY}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("watch socket");
+
+    call.say(&silence_ms(300));
+    call.say(&speech());
+    call.say(&silence_ms(2000));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("watched events").unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "input_audio_buffer.speech_started" {
+                break;
+            }
+        }
+    }
+    call.expect("input_audio_buffer.speech_started").await;
+    call.close().await;
+    server.shutdown().await;
+}
