@@ -65,8 +65,12 @@ async fn bad_requests_get_clear_errors() {
     let resp = http().delete(format!("{base}/v1/realtime/calls/rtc_unknown")).bearer_auth(API_KEY).send().await.unwrap();
     assert_eq!(resp.status(), 404);
 
-    // Still serving.
+    // Still serving, and the errors are counted by code.
     assert_eq!(http().get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for code in ["missing_credentials", "invalid_api_key", "unsupported_content_type", "invalid_offer", "offer_without_audio", "body_too_large"] {
+        assert!(metrics.contains(&format!("voxrelay_api_errors_total{{code=\"{code}\"}}")), "{code} not counted in\n{metrics}");
+    }
     server.shutdown().await;
 }
 

@@ -23,5 +23,10 @@ pub async fn readyz(State(api): State<Arc<Api>>) -> (StatusCode, Json<serde_json
 }
 
 pub async fn metrics(State(api): State<Arc<Api>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], api.engine.metrics_text())
+    let mut text = api.engine.metrics_text();
+    text.push_str("# HELP voxrelay_api_errors_total API errors answered, by code.\n# TYPE voxrelay_api_errors_total counter\n");
+    for (code, n) in api.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        text.push_str(&format!("voxrelay_api_errors_total{{code=\"{code}\"}} {n}\n"));
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -87,6 +87,26 @@ pub trait Engine: Send + Sync + 'static {
 pub struct Api {
     pub auth: Auth,
     pub engine: Arc<dyn Engine>,
+    /// API errors answered, by code (exported at `/metrics`).
+    pub errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Api {
+    pub fn new(auth: Auth, engine: Arc<dyn Engine>) -> Self {
+        Self { auth, engine, errors: Default::default() }
+    }
+}
+
+async fn count_errors(
+    axum::extract::State(api): axum::extract::State<Arc<Api>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    if let Some(error::ErrorCode(code)) = resp.extensions().get::<error::ErrorCode>() {
+        *api.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(code).or_default() += 1;
+    }
+    resp
 }
 
 pub fn router(api: Arc<Api>) -> Router {
@@ -104,6 +124,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rtp/{id}", delete(rtp::end))
         .route("/v1/rtp/{id}/events", get(watch::rtp_events))
         .fallback(realtime::not_found)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), count_errors))
         .with_state(api)
         .layer(cors())
 }
