@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Capacity curve: the server pinned to core 0, the load generator to core 1, one run per
+# session count. Writes bench-out/capacity/<transport>-<N>.json and prints a markdown table;
+# scripts/plot_capacity.py turns the JSON files into docs/capacity.svg.
+#
+#   scripts/capacity.sh [webrtc|rtp] "10 25 50 100" [duration_s]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+transport=${1:-webrtc}
+counts=${2:-"10 25 50 75 100 150"}
+duration=${3:-20}
+port=18080
+out=bench-out/capacity
+mkdir -p "$out"
+cargo build --release --locked --bin voxrelay
+bin=target/release/voxrelay
+taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --api-key capacity-bench --audio-workers 1 \
+  --rtp-ingest --max-calls 5000 --log-level warn --data-dir "$out/data" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
+echo "| transport | sessions | connected | failed | turn p50 (ms) | turn p99 (ms) | loss p99 (%) | jitter p99 (ms) | server CPU (% core) | loadgen CPU (% core) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for n in $counts; do
+  json="$out/$transport-$n.json"
+  taskset -c 1 "$bin" loadgen --url http://127.0.0.1:$port --api-key capacity-bench --transport "$transport" \
+    --sessions "$n" --ramp 25 --duration "$duration" --server-pid $server --progress false --json "$json" >/dev/null || true
+  python3 - "$json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t, l, j = r["turn_latency_ms"], r["loss_pct"], r["jitter_ms"]
+print(f"| {sys.argv[1].split('/')[-1].split('-')[0]} | {r['sessions_requested']} | {r['sessions_connected']} | {r['sessions_failed']} "
+      f"| {t['p50']:.0f} | {t['p99']:.0f} | {l['p99']:.2f} | {j['p99']:.1f} | {r.get('server_cpu_pct') or 0:.0f} | {r['loadgen_cpu_pct']:.0f} |")
+PY
+  sleep 2
+done
