@@ -1,12 +1,15 @@
-//! Per-20 ms-frame costs of the media chain, one thread. Compare with shared/MEASURED.md.
+//! Per-20 ms-frame costs of the media chain, one thread. Compare with shared/MEASURED.md; the
+//! results and the commands are in BENCHMARKS.md.
 //! Input is the espeak-ng fixture (tests/fixtures/speech_16k.wav) upsampled to 48 kHz, so the
-//! codec and VAD see real speech.
+//! codecs and VADs see real speech. Before measuring, the setup prints (stderr) the SNR of an
+//! Opus round trip per encoder complexity, the quality side of the complexity choice.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use voxrelay_media::{
-    AgentFrame, EarshotVad, EnergyVad, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET, OpusDecoder, OpusEncoder, Pop,
-    Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionChain, TurnConfig, Vad,
+    AgentFrame, AudioCodec, EarshotVad, EnergyVad, G711Law, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET,
+    OpusDecoder, OpusEncoder, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionChain,
+    SessionOptions, TurnConfig, Vad, VadKind, mix_48k,
 };
 
 /// The fixture as 20 ms frames at 48 kHz.
@@ -36,27 +39,48 @@ fn packets(frames: &[[i16; SAMPLES_48K]]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn speech_16k(frames: &[[i16; SAMPLES_48K]]) -> Vec<[i16; SAMPLES_16K]> {
-    let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
+fn resample_all<const N: usize>(frames: &[[i16; SAMPLES_48K]], to: SampleRate) -> Vec<[i16; N]> {
+    let mut down = Resampler::new(SampleRate::HZ_48K, to).unwrap();
     frames
         .iter()
         .map(|f| {
-            let mut out = [0i16; SAMPLES_16K];
+            let mut out = [0i16; N];
             down.process(f, &mut out);
             out
         })
         .collect()
 }
 
-fn benches(c: &mut Criterion) {
-    let frames = speech_48k();
-    let packets = packets(&frames);
-    let frames16 = speech_16k(&frames);
-    let n = frames.len();
+/// SNR (dB) of an Opus round trip at `complexity`, best alignment: a crude but monotonic proxy
+/// for how much the encoder's extra analysis buys on speech.
+fn round_trip_snr_db(frames: &[[i16; SAMPLES_48K]], complexity: i32, fec: bool) -> f64 {
+    let mut enc = OpusEncoder::with_settings(complexity, fec).unwrap();
+    let mut dec = OpusDecoder::new().unwrap();
+    let (mut buf, mut pcm) = ([0u8; MAX_OPUS_PACKET], [0i16; MAX_DECODED_48K]);
+    let mut out = Vec::new();
+    for f in frames {
+        let len = enc.encode(f, &mut buf).unwrap();
+        let n = dec.decode(&buf[..len], &mut pcm).unwrap();
+        out.extend_from_slice(&pcm[..n]);
+    }
+    let input: Vec<i16> = frames.iter().flatten().copied().collect();
+    (0..600)
+        .map(|lag| {
+            let (mut sig, mut err) = (0.0f64, 0.0f64);
+            for (x, y) in input.iter().zip(&out[lag..]) {
+                sig += (*x as f64).powi(2);
+                err += (*x as f64 - *y as f64).powi(2);
+            }
+            10.0 * (sig / err.max(1.0)).log10()
+        })
+        .fold(f64::MIN, f64::max)
+}
 
+fn codecs(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>]) {
+    let n = frames.len();
+    let mut i = 0;
     let mut dec = OpusDecoder::new().unwrap();
     let mut pcm = [0i16; MAX_DECODED_48K];
-    let mut i = 0;
     c.bench_function("opus_decode_48k", |b| {
         b.iter(|| {
             i = (i + 1) % n;
@@ -64,111 +88,195 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let mut enc = OpusEncoder::new().unwrap();
     let mut out = [0u8; MAX_OPUS_PACKET];
-    c.bench_function("opus_encode_48k_voip_32k", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            black_box(enc.encode(&frames[i], &mut out).unwrap())
-        })
-    });
+    for complexity in [0, 3, 5, 8, 10] {
+        for fec in [true, false] {
+            eprintln!("opus complexity {complexity:>2} fec {fec:>5}: round-trip SNR {:.2} dB", round_trip_snr_db(frames, complexity, fec));
+            let mut enc = OpusEncoder::with_settings(complexity, fec).unwrap();
+            let name = format!("opus_encode_voip_32k_c{complexity}_fec_{}", if fec { "on" } else { "off" });
+            c.bench_function(&name, |b| {
+                b.iter(|| {
+                    i = (i + 1) % n;
+                    black_box(enc.encode(&frames[i], &mut out).unwrap())
+                })
+            });
+        }
+    }
 
-    for (name, from, to) in [
-        ("resample_48k_to_16k", SampleRate::HZ_48K, SampleRate::HZ_16K),
-        ("resample_48k_to_24k", SampleRate::HZ_48K, SampleRate::HZ_24K),
-    ] {
-        let mut r = Resampler::new(from, to).unwrap();
-        let mut out = vec![0i16; r.output_len()];
-        c.bench_function(name, |b| {
+    // G.711, one 20 ms frame (160 samples at 8 kHz) each way.
+    let frames8: Vec<[i16; 160]> = resample_all(frames, SampleRate::HZ_8K);
+    for law in [G711Law::Mu, G711Law::A] {
+        let mut codes = [0u8; 160];
+        let mut back = [0i16; 160];
+        c.bench_function(&format!("g711_{law:?}_encode_decode_20ms").to_lowercase(), |b| {
             b.iter(|| {
                 i = (i + 1) % n;
-                r.process(&frames[i], &mut out);
-                black_box(out[0])
+                law.encode(&frames8[i], &mut codes);
+                law.decode(black_box(&codes), &mut back);
+                black_box(back[0])
             })
         });
     }
-    let mut r = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).unwrap();
-    let in24 = [1000i16; SAMPLES_24K];
-    let mut out48 = [0i16; SAMPLES_48K];
-    c.bench_function("resample_24k_to_48k", |b| b.iter(|| r.process(black_box(&in24), &mut out48)));
-
-    let mut earshot = EarshotVad::new();
-    c.bench_function("vad_earshot_20ms", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            black_box(earshot.frame_16k(&frames16[i]))
-        })
-    });
-    let mut energy = EnergyVad::new();
-    c.bench_function("vad_energy_20ms", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            black_box(energy.frame_16k(&frames16[i]))
-        })
-    });
-
-    // Inbound: jitter buffer + decode + 48->24 (uplink) + 48->16 + earshot.
-    let mut jitter = JitterBuffer::new();
-    let mut dec = OpusDecoder::new().unwrap();
-    let mut to24 = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K).unwrap();
-    let mut to16 = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
-    let mut vad = EarshotVad::new();
-    let rtp: Vec<RtpIn> = packets.iter().enumerate().map(|(s, p)| RtpIn::new(s as u16, s as u32 * 960, p).unwrap()).collect();
-    let mut seq = 0usize;
-    jitter.push(&rtp[0]);
-    jitter.push(&rtp[1]);
-    c.bench_function("inbound_chain", |b| {
-        b.iter(|| {
-            seq += 1;
-            jitter.push(&rtp[(seq + 1) % n]);
-            let mut pcm48 = [0i16; SAMPLES_48K];
-            match jitter.pop() {
-                Pop::Packet(p) => dec.decode(p.bytes(), &mut pcm48).unwrap(),
-                _ => dec.conceal(&mut pcm48).unwrap(),
-            };
-            let (mut p24, mut p16) = ([0i16; SAMPLES_24K], [0i16; SAMPLES_16K]);
-            to24.process(&pcm48, &mut p24);
-            to16.process(&pcm48, &mut p16);
-            black_box(vad.frame_16k(&p16))
-        })
-    });
-
-    // Outbound: 24->48 + encode.
-    let frames24: Vec<[i16; SAMPLES_24K]> = {
-        let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K).unwrap();
-        frames
-            .iter()
-            .map(|f| {
-                let mut o = [0i16; SAMPLES_24K];
-                down.process(f, &mut o);
-                o
+    for (name, from, to) in [
+        ("resample_48k_to_16k", SampleRate::HZ_48K, SampleRate::HZ_16K),
+        ("resample_48k_to_24k", SampleRate::HZ_48K, SampleRate::HZ_24K),
+        ("resample_48k_to_8k", SampleRate::HZ_48K, SampleRate::HZ_8K),
+    ] {
+        let mut r = Resampler::new(from, to).unwrap();
+        let mut o = vec![0i16; r.output_len()];
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                r.process(&frames[i], &mut o);
+                black_box(o[0])
             })
-            .collect()
-    };
+        });
+    }
+    {
+        let mut r = Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
+        let mut o = vec![0i16; r.output_len()];
+        c.bench_function("resample_48k_to_16k_analysis", |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                r.process(&frames[i], &mut o);
+                black_box(o[0])
+            })
+        });
+    }
+    for (name, from, len) in [("resample_24k_to_48k", SampleRate::HZ_24K, SAMPLES_24K), ("resample_8k_to_48k", SampleRate::HZ_8K, 160)] {
+        let mut r = Resampler::new(from, SampleRate::HZ_48K).unwrap();
+        let input = vec![1000i16; len];
+        let mut out48 = [0i16; SAMPLES_48K];
+        c.bench_function(name, |b| b.iter(|| r.process(black_box(&input), &mut out48)));
+    }
+
+    // Mixer: one source (the agent alone, the common case) and three loud ones (limiter busy).
+    let mut mixed = [0i16; SAMPLES_48K];
+    c.bench_function("mix_1_source", |b| {
+        b.iter(|| {
+            i = (i + 1) % n;
+            mix_48k(&[&frames[i]], &mut mixed);
+            black_box(mixed[0])
+        })
+    });
+    let loud: Vec<[i16; SAMPLES_48K]> = frames.iter().map(|f| f.map(|s| s.saturating_mul(4))).collect();
+    c.bench_function("mix_3_loud_sources", |b| {
+        b.iter(|| {
+            i = (i + 1) % (n - 2);
+            mix_48k(&[&loud[i], &loud[i + 1], &loud[i + 2]], &mut mixed);
+            black_box(mixed[0])
+        })
+    });
+}
+
+fn vads(c: &mut Criterion, frames16: &[[i16; SAMPLES_16K]]) {
+    let n = frames16.len();
+    let mut i = 0;
+    for (name, mut vad) in [("vad_earshot_20ms", Box::new(EarshotVad::new()) as Box<dyn Vad>), ("vad_energy_20ms", Box::new(EnergyVad::new()))] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                black_box(vad.frame_16k(&frames16[i]))
+            })
+        });
+    }
+}
+
+/// Inbound: jitter buffer + Opus decode + 48->24 (uplink) + 48->16 + VAD, per VAD.
+fn inbound(c: &mut Criterion, packets: &[Vec<u8>]) {
+    let n = packets.len();
+    let rtp: Vec<RtpIn> = packets.iter().enumerate().map(|(s, p)| RtpIn::new(s as u16, s as u32 * 960, p).unwrap()).collect();
+    for (name, kind) in [("inbound_chain_earshot", VadKind::Earshot), ("inbound_chain_energy", VadKind::Energy)] {
+        let mut jitter = JitterBuffer::new();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut to24 = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K).unwrap();
+        let mut to16 = Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
+        let mut vad = kind.build();
+        let mut seq = 1usize;
+        jitter.push(&rtp[0], 0);
+        jitter.push(&rtp[1], 0);
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                seq += 1;
+                // Sequence numbers keep counting (u16 wrap) while the payloads cycle.
+                let p = &rtp[seq % n];
+                jitter.push(&RtpIn { seq: seq as u16, timestamp: (seq as u32).wrapping_mul(960), ..*p }, seq as u64 * 20);
+                let mut pcm48 = [0i16; SAMPLES_48K];
+                match jitter.pop() {
+                    Pop::Packet(p) => dec.decode(p.bytes(), &mut pcm48).unwrap(),
+                    _ => dec.conceal(&mut pcm48).unwrap(),
+                };
+                let (mut p24, mut p16) = ([0i16; SAMPLES_24K], [0i16; SAMPLES_16K]);
+                to24.process(&pcm48, &mut p24);
+                to16.process(&pcm48, &mut p16);
+                black_box(vad.frame_16k(&p16))
+            })
+        });
+    }
+}
+
+/// Outbound: 24->48 + mix (one source) + Opus encode at the session's settings.
+fn outbound(c: &mut Criterion, frames24: &[[i16; SAMPLES_24K]]) {
+    let n = frames24.len();
+    let mut i = 0;
     let mut up = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).unwrap();
     let mut enc = OpusEncoder::new().unwrap();
+    let mut out = [0u8; MAX_OPUS_PACKET];
     c.bench_function("outbound_chain", |b| {
         b.iter(|| {
             i = (i + 1) % n;
-            let mut pcm48 = [0i16; SAMPLES_48K];
-            up.process(&frames24[i], &mut pcm48);
+            let (mut agent48, mut pcm48) = ([0i16; SAMPLES_48K], [0i16; SAMPLES_48K]);
+            up.process(&frames24[i], &mut agent48);
+            mix_48k(&[&agent48], &mut pcm48);
             black_box(enc.encode(&pcm48, &mut out).unwrap())
         })
     });
+}
 
-    // One whole SessionChain tick, caller and agent both talking (the worst case per session).
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig { interrupt_response: false, ..TurnConfig::default() }).unwrap();
-    let mut k = 0usize;
-    c.bench_function("session_tick_full_duplex", |b| {
-        b.iter(|| {
-            k += 1;
-            let _ = handle.ingress.push(rtp[k % n]);
-            let _ = handle.agent_out.push(AgentFrame::Audio { response: 1, pcm: frames24[k % n] });
-            chain.tick();
-            while handle.egress.pop().is_ok() {}
-            while handle.uplink.pop().is_ok() {}
-        })
-    });
+/// One whole SessionChain tick, caller and agent both talking (the worst case per session), for
+/// Opus + earshot, Opus + energy and PCMU + energy.
+fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>], frames24: &[[i16; SAMPLES_24K]]) {
+    let n = frames.len();
+    let frames8: Vec<[i16; 160]> = resample_all(frames, SampleRate::HZ_8K);
+    let turn = TurnConfig { interrupt_response: false, ..TurnConfig::default() };
+    for (name, codec, vad) in [
+        ("session_tick_full_duplex_opus_earshot", AudioCodec::Opus, VadKind::Earshot),
+        ("session_tick_full_duplex_opus_energy", AudioCodec::Opus, VadKind::Energy),
+        ("session_tick_full_duplex_pcmu_energy", AudioCodec::Pcmu, VadKind::Energy),
+    ] {
+        let (mut chain, mut handle) = SessionChain::with_options(turn, SessionOptions { codec, vad }).unwrap();
+        let mut k = 0usize;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                k += 1;
+                let packet = match codec {
+                    AudioCodec::Opus => RtpIn::new(k as u16, (k as u32).wrapping_mul(960), &packets[k % n]).unwrap(),
+                    _ => {
+                        let mut codes = [0u8; 160];
+                        G711Law::Mu.encode(&frames8[k % n], &mut codes);
+                        RtpIn::new(k as u16, (k as u32).wrapping_mul(160), &codes).unwrap()
+                    }
+                };
+                let _ = handle.ingress.push(packet);
+                let _ = handle.agent_out.push(AgentFrame::Audio { response: 1, pcm: frames24[k % n] });
+                chain.tick();
+                while handle.egress.pop().is_ok() {}
+                while handle.uplink.pop().is_ok() {}
+            })
+        });
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let frames = speech_48k();
+    let packets = packets(&frames);
+    let frames16: Vec<[i16; SAMPLES_16K]> = resample_all(&frames, SampleRate::HZ_16K);
+    let frames24: Vec<[i16; SAMPLES_24K]> = resample_all(&frames, SampleRate::HZ_24K);
+    codecs(c, &frames, &packets);
+    vads(c, &frames16);
+    inbound(c, &packets);
+    outbound(c, &frames24);
+    session_ticks(c, &frames, &packets, &frames24);
 }
 
 criterion_group!(chain, benches);

@@ -1,17 +1,20 @@
 //! `SessionChain`: the whole per-session, per-tick DSP, and the rings that feed it.
-//! Owns: one session's state (jitter buffer, codecs, resamplers, VAD, turn detector, playback)
+//! Owns: one session's state (jitter buffer, codecs, resamplers, mixer input, VAD, turn detector,
+//! playback)
 //! and the worker-side ends of its rings. Each stage is one method, called top to bottom by
 //! `tick`.
 //! Runs on the audio thread: no allocation, no locks, no syscalls, no logging after `new`. Never
 //! blocks on a ring: a full output ring drops the frame and counts it.
 
 use crate::codec::MAX_DECODED_48K;
+use crate::mix::mix_48k;
 use crate::playback::Playback;
+use crate::session_codec::{AudioCodec, Decoder, Encoder};
 use crate::vad::VadKind;
 use crate::{
     AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING, JitterBuffer, MAX_OPUS_PACKET,
-    MediaError, MediaEvent, OPUS_SILENCE, OpusDecoder, OpusEncoder, OpusOut, Pop, Resampler, RtpIn, SAMPLES_16K,
-    SAMPLES_24K, SAMPLES_48K, SampleRate, SessionStats, TurnConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
+    MediaError, MediaEvent, OpusOut, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate,
+    SessionStats, TurnConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
 };
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
@@ -26,6 +29,13 @@ pub struct SessionHandle {
     pub egress: Consumer<OpusOut>,
     pub uplink: Consumer<Uplink>,
     pub stats: Arc<SessionStats>,
+}
+
+/// How a session is built: its RTP codec (both directions) and its VAD.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    pub codec: AudioCodec,
+    pub vad: VadKind,
 }
 
 /// Whether a session should keep its worker slot.
@@ -44,8 +54,9 @@ pub struct SessionChain {
     uplink: Producer<Uplink>,
     stats: Arc<SessionStats>,
 
+    codec: AudioCodec,
     jitter: JitterBuffer,
-    decoder: OpusDecoder,
+    decoder: Decoder,
     /// Decoded 48 kHz audio not yet consumed: packets may hold more than 20 ms.
     pcm48_in: Box<[i16; MAX_DECODED_48K + SAMPLES_48K]>,
     pcm48_in_len: usize,
@@ -59,24 +70,32 @@ pub struct SessionChain {
 
     playback: Playback,
     to_48k: Resampler,
-    encoder: OpusEncoder,
+    encoder: Encoder,
+    /// Ticks run so far; tick time (ms) = this × 20, the arrival time of packets drained in it.
+    ticks: u64,
     frames_out: u64,
     voiced_out: u64,
     agent_dropped: u64,
     overflows: u64,
     codec_errors: u64,
-    plc_frames: u64,
+    concealed: u64,
+    recovered: u64,
     frames_decoded: u64,
 }
 
 impl SessionChain {
-    /// A session with the default VAD (earshot). Returns the chain (worker side) and its handle
+    /// An Opus session with the default VAD. Returns the chain (worker side) and its handle
     /// (tokio side). Everything the per-tick path needs is allocated here.
     pub fn new(turn: TurnConfig) -> Result<(SessionChain, SessionHandle), MediaError> {
-        Self::with_vad(turn, VadKind::default())
+        Self::with_options(turn, SessionOptions::default())
     }
 
     pub fn with_vad(turn: TurnConfig, vad: VadKind) -> Result<(SessionChain, SessionHandle), MediaError> {
+        Self::with_options(turn, SessionOptions { vad, ..SessionOptions::default() })
+    }
+
+    pub fn with_options(turn: TurnConfig, options: SessionOptions) -> Result<(SessionChain, SessionHandle), MediaError> {
+        let SessionOptions { codec, vad } = options;
         let (ingress_tx, ingress) = RingBuffer::new(INGRESS_RING);
         let (control_tx, control) = RingBuffer::new(CONTROL_RING);
         let (agent_tx, agent_in) = RingBuffer::new(AGENT_RING);
@@ -90,11 +109,13 @@ impl SessionChain {
             egress,
             uplink,
             stats: stats.clone(),
-            jitter: JitterBuffer::new(),
-            decoder: OpusDecoder::new()?,
+            codec,
+            jitter: JitterBuffer::with_clock_rate(codec.clock_rate()),
+            decoder: Decoder::new(codec)?,
             pcm48_in: Box::new([0; MAX_DECODED_48K + SAMPLES_48K]),
             pcm48_in_len: 0,
-            to_16k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K)?,
+            // Only the VAD hears this feed: the short analysis filter is enough (BENCHMARKS.md).
+            to_16k: Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K)?,
             to_24k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K)?,
             vad: vad.build(),
             turn: TurnDetector::new(turn),
@@ -102,13 +123,15 @@ impl SessionChain {
             packets_in: 0,
             playback: Playback::default(),
             to_48k: Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K)?,
-            encoder: OpusEncoder::new()?,
+            encoder: Encoder::new(codec)?,
+            ticks: 0,
             frames_out: 0,
             voiced_out: 0,
             agent_dropped: 0,
             overflows: 0,
             codec_errors: 0,
-            plc_frames: 0,
+            concealed: 0,
+            recovered: 0,
             frames_decoded: 0,
         };
         let handle = SessionHandle { ingress: ingress_tx, control: control_tx, agent_out: agent_tx, egress: egress_rx, uplink: uplink_rx, stats };
@@ -117,6 +140,10 @@ impl SessionChain {
 
     pub fn stats(&self) -> &Arc<SessionStats> {
         &self.stats
+    }
+
+    pub fn codec(&self) -> AudioCodec {
+        self.codec
     }
 
     pub fn turn_config(&self) -> TurnConfig {
@@ -139,6 +166,7 @@ impl SessionChain {
         self.inbound();
         self.outbound();
         self.publish_stats();
+        self.ticks += 1;
         Liveness::Alive
     }
 
@@ -178,9 +206,10 @@ impl SessionChain {
 
     /// Stage 2: RTP payloads into the jitter buffer.
     fn receive(&mut self) {
+        let now_ms = self.ticks * FRAME_MS as u64;
         while let Ok(packet) = self.ingress.pop() {
             self.packets_in += 1;
-            self.jitter.push(&packet);
+            self.jitter.push(&packet, now_ms);
         }
     }
 
@@ -236,16 +265,22 @@ impl SessionChain {
                     }
                     Err(_) => {
                         self.codec_errors += 1;
-                        self.plc_frames += 1;
-                        self.decoder.conceal(&mut out[..SAMPLES_48K])
+                        self.concealed += 1;
+                        self.decoder.conceal(out)
                     }
                 },
-                Pop::Lost { next } => {
-                    self.plc_frames += 1;
-                    match next {
-                        Some(next) => self.decoder.decode_fec(next.bytes(), &mut out[..SAMPLES_48K]),
-                        None => self.decoder.conceal(&mut out[..SAMPLES_48K]),
+                Pop::Lost { next: Some(next) } => {
+                    let (result, used_fec) = self.decoder.recover(next.bytes(), out);
+                    if used_fec {
+                        self.recovered += 1;
+                    } else {
+                        self.concealed += 1;
                     }
+                    result
+                }
+                Pop::Lost { next: None } | Pop::Underrun => {
+                    self.concealed += 1;
+                    self.decoder.conceal(out)
                 }
             };
             match decoded {
@@ -267,10 +302,13 @@ impl SessionChain {
         self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
     }
 
-    /// Stage 4: at most one agent frame -> 48 kHz -> Opus; otherwise the silence packet.
+    /// Stage 4: at most one agent frame -> 48 kHz -> mixer -> encoder; otherwise the codec's
+    /// silence payload. The agent is the mixer's only source today; more (a second agent, hold
+    /// music, room participants) join the same `sources` array.
     fn outbound(&mut self) {
-        let mut packet = OpusOut { frame_index: self.frames_out, voiced: false, len: OPUS_SILENCE.len() as u16, data: [0; MAX_OPUS_PACKET] };
-        packet.data[..OPUS_SILENCE.len()].copy_from_slice(&OPUS_SILENCE);
+        let silence = self.codec.silence();
+        let mut packet = OpusOut { frame_index: self.frames_out, voiced: false, len: silence.len() as u16, data: [0; MAX_OPUS_PACKET] };
+        packet.data[..silence.len()].copy_from_slice(silence);
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next = self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
         if let Some(next) = next {
@@ -279,8 +317,10 @@ impl SessionChain {
                 self.encoder.reset();
                 self.to_48k.reset();
             }
+            let mut agent48 = [0i16; SAMPLES_48K];
+            self.to_48k.process(&next.pcm, &mut agent48);
             let mut pcm48 = [0i16; SAMPLES_48K];
-            self.to_48k.process(&next.pcm, &mut pcm48);
+            mix_48k(&[&agent48], &mut pcm48);
             match self.encoder.encode(&pcm48, &mut packet.data) {
                 Ok(len) => {
                     packet.len = len as u16;
@@ -289,7 +329,8 @@ impl SessionChain {
                 }
                 Err(_) => {
                     self.codec_errors += 1;
-                    packet.data[..OPUS_SILENCE.len()].copy_from_slice(&OPUS_SILENCE);
+                    packet.len = silence.len() as u16;
+                    packet.data[..silence.len()].copy_from_slice(silence);
                 }
             }
         }
@@ -311,7 +352,13 @@ impl SessionChain {
         let j = self.jitter.counters();
         SessionStats::set(&s.packets_in, self.packets_in);
         SessionStats::set(&s.frames_decoded, self.frames_decoded);
-        SessionStats::set(&s.plc_frames, self.plc_frames);
+        SessionStats::set(&s.plc_frames, self.concealed + self.recovered);
+        SessionStats::set(&s.concealed, self.concealed);
+        SessionStats::set(&s.recovered, self.recovered);
+        SessionStats::set(&s.lost, j.lost);
+        SessionStats::set(&s.underruns, j.underruns);
+        SessionStats::set(&s.jitter_ms, self.jitter.jitter_ms().round() as u64);
+        SessionStats::set(&s.jitter_target_ms, self.jitter.target_frames() as u64 * FRAME_MS as u64);
         SessionStats::set(&s.late, j.late);
         SessionStats::set(&s.duplicates, j.duplicates);
         SessionStats::set(&s.jitter_skipped, j.skipped);

@@ -14,15 +14,27 @@ pub const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
 /// Outbound bitrate: 32 kbps is transparent for wideband speech and what WebRTC peers expect.
 pub const ENCODER_BITRATE_BPS: i32 = 32_000;
 
-/// Encoder complexity. MEASURED.md (libopus 1.3.1, VOIP, 32 kbps, per 20 ms frame):
-/// complexity 0 / 5 / 10 = 61 / 140 / 157 µs. 5 keeps SILK's better analysis (noticeably cleaner
-/// speech than 0) at ~90 % of the cost of 10; 0 halves the cost if capacity ever matters more
-/// than quality. The encoder is the largest DSP cost but runs only while the agent speaks.
+/// Encoder complexity, chosen by measurement (BENCHMARKS.md; system libopus 1.3.1, VOIP,
+/// 32 kbps, FEC on, per 20 ms frame on the 2-vCPU dev machine; the quality proxy is the
+/// round-trip SNR on the speech fixture, best alignment):
+///
+/// | complexity | 0 | 3 | 5 | 8 | 10 |
+/// |---|---|---|---|---|---|
+/// | µs per frame | 73 | 151 | 201 | 409 | 383 |
+/// | round-trip SNR, dB | 10.02 | 10.02 | 10.36 | 10.91 | 10.91 |
+///
+/// 3 buys nothing measurable over 0; 5 is the cheapest setting that improves on 0 (SILK's fuller
+/// pitch and noise-shaping analysis), and 8–10 double the cost again for another ≈ 0.55 dB.
+/// The encoder only runs while the agent speaks, so 5 costs ≈ 130 µs more than 0 per talking
+/// session per tick; the outbound chain stays at ≈ 1.0× raw encode. SNR is a waveform measure
+/// and understates perceptual differences, so this stays at 5 until a perceptual metric says
+/// otherwise; 0 is the capacity lever (≈ 2.7× cheaper) if the encoder ever limits a node.
 pub const ENCODER_COMPLEXITY: i32 = 5;
 
 /// Expected loss for in-band FEC: libopus only spends bits on FEC when this is > 0. FEC (SILK
-/// LBRR) costs ≈ 20 % more encode CPU at complexity 5 (190 vs 160 µs per frame, measured on the
-/// dev machine under load, libopus 1.3.1); it is what lets the peer recover single losses.
+/// LBRR) costs ≈ 13 % more encode CPU at complexity 5 (201 vs 178 µs per frame) and ≈ 1 dB of
+/// round-trip SNR (bits moved to the redundancy); in exchange a single loss is rebuilt from the
+/// next packet (35 of 38 losses in tests/loss_and_reorder.rs).
 const ENCODER_EXPECTED_LOSS_PERCENT: i32 = 10;
 
 /// Opus can carry up to 120 ms per packet; a decode buffer of this many samples never truncates.
@@ -82,11 +94,17 @@ pub struct OpusEncoder {
 
 impl OpusEncoder {
     pub fn new() -> Result<Self, MediaError> {
+        Self::with_settings(ENCODER_COMPLEXITY, true)
+    }
+
+    /// VOIP, [`ENCODER_BITRATE_BPS`], with another complexity (0..=10) or FEC off: for
+    /// benchmarks and experiments; sessions use [`OpusEncoder::new`].
+    pub fn with_settings(complexity: i32, inband_fec: bool) -> Result<Self, MediaError> {
         let mut inner = opus::Encoder::new(48_000, Channels::Mono, Application::Voip)?;
         inner.set_bitrate(Bitrate::Bits(ENCODER_BITRATE_BPS))?;
-        inner.set_complexity(ENCODER_COMPLEXITY)?;
-        inner.set_inband_fec(true)?;
-        inner.set_packet_loss_perc(ENCODER_EXPECTED_LOSS_PERCENT)?;
+        inner.set_complexity(complexity)?;
+        inner.set_inband_fec(inband_fec)?;
+        inner.set_packet_loss_perc(if inband_fec { ENCODER_EXPECTED_LOSS_PERCENT } else { 0 })?;
         Ok(OpusEncoder { inner })
     }
 

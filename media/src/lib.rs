@@ -3,18 +3,23 @@
 //! detector, jitter buffer) or the audio workers that run those blocks on a 20 ms clock.
 //!
 //! # The run-loop contract
-//! 1. The tokio side calls [`WorkerPool::add_session`] and gets a [`SessionHandle`]: five bounded
+//! 1. The tokio side calls [`WorkerPool::add_session`] (Opus) or [`WorkerPool::add_session_with`]
+//!    ([`SessionOptions`]: codec — Opus, PCMU, PCMA — and VAD) and gets a [`SessionHandle`]: five bounded
 //!    SPSC rings of fixed-size frames plus shared [`SessionStats`]. Nothing else crosses threads.
 //! 2. Every 20 ms ([`FRAME_MS`]) the session's worker runs [`SessionChain::tick`] once, which
 //!    - drains `control` ([`Control`]);
-//!    - drains `ingress` ([`RtpIn`]) into the [`JitterBuffer`];
-//!    - once playout has started, takes one 20 ms frame: Opus decode (or PLC on loss) at 48 kHz,
+//!    - drains `ingress` ([`RtpIn`]) into the [`JitterBuffer`], stamped with the tick time (its
+//!      adaptive depth follows the measured jitter);
+//!    - once playout has started, takes one 20 ms frame: decode (Opus, or G.711 + 8→48 kHz; PLC
+//!      or FEC on loss) at 48 kHz,
 //!      resamples to 24 kHz for `uplink` ([`Uplink::Audio`]) and to 16 kHz for the [`Vad`], feeds
 //!      the [`TurnDetector`] with audio time and pushes [`Uplink::Event`]s as they happen
 //!      (barge-in cuts the playing response in this same tick);
-//!    - pops at most one [`AgentFrame::Audio`] (24 kHz), resamples to 48 kHz, Opus-encodes and
-//!      pushes an [`OpusOut`] to `egress`; when the agent is silent it pushes a precomputed
-//!      silence packet, so `egress` gets exactly one packet per tick.
+//!    - pops at most one [`AgentFrame::Audio`] (24 kHz), resamples to 48 kHz, mixes
+//!      ([`mix_48k`], soft limiter), encodes in the session's codec and pushes an [`OpusOut`]
+//!      (despite the name, it carries the codec's payload: 160 bytes for G.711) to `egress`; when
+//!      the agent is silent it pushes the codec's precomputed silence payload, so `egress` gets
+//!      exactly one packet per tick.
 //! 3. The worker never blocks on a ring: a full output ring drops the frame and counts it in
 //!    [`SessionStats::ring_overflows`]. Per tick there is no allocation, lock, syscall or log line;
 //!    everything is allocated when the session is created.
@@ -28,10 +33,15 @@
 //! # Module guide
 //! - `frames`   — the fixed-size values that travel through the rings, and frame constants.
 //! - `codec`    — thin Opus encoder/decoder wrappers (48 kHz mono) and the silence packet.
-//! - `resample` — allocation-free polyphase FIR resampler for integer ratios.
+//! - `g711`     — ITU-T G.711 mu-law / A-law companding.
+//! - `session_codec` — [`AudioCodec`]: one RTP payload <-> 48 kHz PCM for Opus or G.711, with
+//!   per-codec concealment and silence.
+//! - `resample` — allocation-free polyphase FIR resampler for integer ratios (48/24/16/8 kHz).
+//! - `mix`      — [`mix_48k`]: sums 48 kHz sources with a soft limiter.
 //! - `vad`      — the [`Vad`] trait, [`EarshotVad`] (neural, default) and [`EnergyVad`].
 //! - `turn`     — [`TurnDetector`], the speech/silence state machine with audio timestamps.
-//! - `jitter`   — [`JitterBuffer`], reorder/duplicate/late handling by RTP sequence number.
+//! - `jitter`   — [`JitterBuffer`], reorder/duplicate/late handling by RTP sequence number and
+//!   adaptive depth (20–200 ms) from the RFC 3550 jitter estimate.
 //! - `playback` — the agent-response lifecycle (started / finished / cleared, cancellations).
 //! - `chain`    — [`SessionChain`] + [`SessionHandle`]: the whole per-session per-tick DSP and its
 //!   rings, drivable without threads (tests, benches).
@@ -43,15 +53,18 @@ mod chain;
 mod codec;
 mod error;
 mod frames;
+mod g711;
 mod jitter;
+mod mix;
 mod playback;
 mod resample;
+mod session_codec;
 mod stats;
 mod turn;
 mod vad;
 mod worker;
 
-pub use chain::{Liveness, SessionChain, SessionHandle};
+pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
 pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder};
 pub use error::MediaError;
 pub use frames::{
@@ -59,8 +72,13 @@ pub use frames::{
     MAX_OPUS_PACKET, MediaEvent, OpusOut, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K,
     UPLINK_RING, Uplink,
 };
-pub use jitter::{JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, Pop};
+pub use g711::{G711_FRAME_BYTES, G711Law, linear_to_alaw, linear_to_ulaw};
+pub use jitter::{
+    JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, MAX_TARGET_FRAMES, MIN_TARGET_FRAMES, Pop,
+};
+pub use mix::{LIMITER_KNEE, mix_48k, soft_limit};
 pub use resample::{Resampler, SampleRate};
+pub use session_codec::AudioCodec;
 pub use stats::{SessionStats, StatsSnapshot};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};
 pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};

@@ -32,9 +32,16 @@ impl SampleRate {
 /// Filter taps per unit of the conversion factor: the filter spans 48 samples of the lower rate.
 const TAPS_PER_FACTOR: usize = 48;
 // dot2 and the vectorized dot assume whole chunks of 8 taps per phase.
+#[allow(clippy::manual_is_multiple_of)] // MSRV 1.85, as below
 const _: () = assert!(TAPS_PER_FACTOR % 8 == 0);
 /// Kaiser window β: ≈ 80 dB stop-band attenuation.
 const KAISER_BETA: f64 = 8.0;
+/// The analysis filter ([`Resampler::for_analysis`]): 16 taps per factor, β = 5 (≈ 50 dB stop
+/// band, wider transition). A third of the cost, for audio only a detector looks at.
+const ANALYSIS_TAPS_PER_FACTOR: usize = 16;
+const ANALYSIS_KAISER_BETA: f64 = 5.0;
+#[allow(clippy::manual_is_multiple_of)]
+const _: () = assert!(ANALYSIS_TAPS_PER_FACTOR % 8 == 0);
 /// Pass-band edge as a fraction of the lower rate's Nyquist frequency.
 const CUTOFF_FRACTION: f64 = 0.9;
 
@@ -64,8 +71,19 @@ pub struct Resampler {
 
 impl Resampler {
     /// A resampler for 20 ms frames from `from` to `to`; the ratio must be an integer either way.
-    #[allow(clippy::manual_is_multiple_of)] // `%` keeps the workspace's declared MSRV (1.85)
     pub fn new(from: SampleRate, to: SampleRate) -> Result<Self, MediaError> {
+        Self::design(from, to, TAPS_PER_FACTOR, KAISER_BETA)
+    }
+
+    /// A cheaper, shorter filter for audio that only a detector consumes (the VAD's 16 kHz
+    /// feed): ≈ 50 dB instead of ≈ 80 dB of alias rejection, a third of the multiply-adds and a
+    /// third of the delay. Never for audio a person or a provider hears.
+    pub fn for_analysis(from: SampleRate, to: SampleRate) -> Result<Self, MediaError> {
+        Self::design(from, to, ANALYSIS_TAPS_PER_FACTOR, ANALYSIS_KAISER_BETA)
+    }
+
+    #[allow(clippy::manual_is_multiple_of)] // `%` keeps the workspace's declared MSRV (1.85)
+    fn design(from: SampleRate, to: SampleRate, taps_per_factor: usize, beta: f64) -> Result<Self, MediaError> {
         let unsupported = MediaError::UnsupportedRate { from: from.0, to: to.0 };
         if from.0 == 0 || to.0 == 0 || from == to {
             return Err(unsupported);
@@ -82,8 +100,8 @@ impl Resampler {
         if in_len * 1000 != from.0 as usize * crate::FRAME_MS as usize {
             return Err(unsupported);
         }
-        let taps = TAPS_PER_FACTOR * factor;
-        let filter = design_lowpass(taps, CUTOFF_FRACTION * 0.5 / factor as f64);
+        let taps = taps_per_factor * factor;
+        let filter = design_lowpass(taps, CUTOFF_FRACTION * 0.5 / factor as f64, beta);
         let (coeffs, taps_per_phase) = match direction {
             Direction::Down => (filter, taps),
             Direction::Up => {
@@ -197,15 +215,15 @@ fn dot2(a: &[f32], b0: &[f32], b1: &[f32]) -> (f32, f32) {
 }
 
 /// Kaiser-windowed sinc low-pass with unity DC gain; `cutoff` in cycles per sample.
-fn design_lowpass(taps: usize, cutoff: f64) -> Vec<f32> {
+fn design_lowpass(taps: usize, cutoff: f64, beta: f64) -> Vec<f32> {
     let centre = (taps - 1) as f64 / 2.0;
-    let i0_beta = bessel_i0(KAISER_BETA);
+    let i0_beta = bessel_i0(beta);
     let mut h: Vec<f64> = (0..taps)
         .map(|n| {
             let x = n as f64 - centre;
             let sinc = if x == 0.0 { 2.0 * cutoff } else { (2.0 * std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * x) };
             let r = x / centre;
-            let window = bessel_i0(KAISER_BETA * (1.0 - r * r).max(0.0).sqrt()) / i0_beta;
+            let window = bessel_i0(beta * (1.0 - r * r).max(0.0).sqrt()) / i0_beta;
             sinc * window
         })
         .collect();
@@ -273,6 +291,9 @@ mod tests {
             (SampleRate::HZ_24K, SampleRate::HZ_48K),
             (SampleRate::HZ_16K, SampleRate::HZ_48K),
             (SampleRate::HZ_48K, SampleRate::HZ_8K),
+            (SampleRate::HZ_8K, SampleRate::HZ_48K),
+            (SampleRate::HZ_16K, SampleRate::HZ_8K),
+            (SampleRate::HZ_8K, SampleRate::HZ_16K),
         ];
         for (from, to) in pairs {
             let input = tone(from, 440.0, 10_000.0, 50);
@@ -298,6 +319,26 @@ mod tests {
         // 14 kHz would alias to 10 kHz at 24 kHz.
         let out = run(SampleRate::HZ_48K, SampleRate::HZ_24K, &tone(SampleRate::HZ_48K, 14_000.0, 10_000.0, 25));
         assert!(rms(&out[480..]) < 10.0, "aliased energy {}", rms(&out[480..]));
+    }
+
+    #[test]
+    fn the_analysis_filter_keeps_speech_band_tones_and_rejects_aliases_by_40_db() {
+        let mut r = Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
+        let mut out = [0i16; 320];
+        let mut all = Vec::new();
+        for f in tone(SampleRate::HZ_48K, 440.0, 10_000.0, 25).chunks(960) {
+            r.process(f, &mut out);
+            all.extend_from_slice(&out);
+        }
+        let ratio = rms(&all[320..]) / (10_000.0 / 2f64.sqrt());
+        assert!((ratio - 1.0).abs() < 0.02, "440 Hz rms ratio {ratio}");
+        let mut r = Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
+        let mut all = Vec::new();
+        for f in tone(SampleRate::HZ_48K, 11_000.0, 10_000.0, 25).chunks(960) {
+            r.process(f, &mut out);
+            all.extend_from_slice(&out);
+        }
+        assert!(rms(&all[320..]) < 70.0, "aliased energy {}", rms(&all[320..]));
     }
 
     #[test]

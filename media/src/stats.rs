@@ -33,8 +33,20 @@ counters! {
     packets_in,
     /// Opus packets decoded (not counting PLC).
     frames_decoded,
-    /// Frames synthesized by Opus packet-loss concealment or recovered from FEC.
+    /// Frames synthesized instead of decoded from their own packet: `concealed + recovered`.
     plc_frames,
+    /// Frames concealed (PLC, or fading repetition for G.711): lost, late or corrupt packets.
+    concealed,
+    /// Lost frames rebuilt from the next packet's in-band FEC (Opus).
+    recovered,
+    /// Sequence numbers never played: missing at playout time while later packets were here.
+    lost,
+    /// Ticks the jitter buffer held playout to grow its depth (each one also concealed).
+    underruns,
+    /// RFC 3550 interarrival jitter estimate, ms (rounded).
+    jitter_ms,
+    /// The jitter buffer's current target depth, ms.
+    jitter_target_ms,
     /// Packets that arrived after their playout time.
     late,
     /// Packets received twice.

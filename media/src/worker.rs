@@ -5,7 +5,7 @@
 //! channel drained with `try_recv`; the session Vec has its capacity reserved), or log per frame.
 //! The only syscall per tick is the sleep until the next deadline.
 
-use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, TurnConfig, VadKind, chain::Liveness};
+use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, TurnConfig, VadKind, chain::Liveness};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
@@ -60,12 +60,17 @@ impl WorkerPool {
         WorkerPool { workers, capacity_per_worker: sessions_per_worker, stop }
     }
 
-    /// Creates a session with the default VAD on the least loaded worker.
+    /// Creates an Opus session with the default VAD on the least loaded worker.
     pub fn add_session(&self, turn: TurnConfig) -> Result<SessionHandle, MediaError> {
-        self.add_session_with_vad(turn, VadKind::default())
+        self.add_session_with(turn, SessionOptions::default())
     }
 
     pub fn add_session_with_vad(&self, turn: TurnConfig, vad: VadKind) -> Result<SessionHandle, MediaError> {
+        self.add_session_with(turn, SessionOptions { vad, ..SessionOptions::default() })
+    }
+
+    /// Creates a session with the given codec (e.g. PCMU for the telephony bridge) and VAD.
+    pub fn add_session_with(&self, turn: TurnConfig, options: SessionOptions) -> Result<SessionHandle, MediaError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(MediaError::WorkerGone);
         }
@@ -75,7 +80,7 @@ impl WorkerPool {
             worker.load.fetch_sub(1, Ordering::Relaxed);
             return Err(MediaError::Full);
         }
-        let built = SessionChain::with_vad(turn, vad).and_then(|(chain, handle)| {
+        let built = SessionChain::with_options(turn, options).and_then(|(chain, handle)| {
             worker.new_sessions.send(chain).map_err(|_| MediaError::WorkerGone)?;
             Ok(handle)
         });

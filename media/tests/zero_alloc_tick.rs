@@ -1,6 +1,7 @@
 //! Proves the per-frame path does not allocate: after warm-up, `SessionChain::tick` with caller
 //! speech in (jitter, decode, PLC, resample, VAD, turn events) and agent speech out (resample,
-//! encode, playback events) makes zero heap allocations. A counting global allocator counts
+//! mix, encode, playback events) makes zero heap allocations — for an Opus session with earshot
+//! and a PCMU session with the energy VAD — and neither does the mixer with several sources. A counting global allocator counts
 //! allocations made on this test's thread only. (libopus allocates nothing per call either: it
 //! uses the stack; its C allocations would not pass through Rust's allocator anyway.)
 
@@ -10,7 +11,9 @@ use common::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use voxrelay_media::{AgentFrame, Control, SessionChain, TurnConfig};
+use voxrelay_media::{
+    AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnConfig, VadKind, mix_48k,
+};
 
 struct Counting;
 
@@ -47,12 +50,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn session_chain_tick_allocates_nothing_after_warm_up() {
-    // Built before counting: everything below is the per-tick path only.
-    let packets = rtp_packets(&speech_48k(), 60_000); // sequence numbers wrap mid-way
+/// Runs a session of `options` with caller speech in (`packets`) and agent speech out, counting
+/// allocations on this thread after a 50-tick warm-up. Returns (events seen, allocations).
+fn measure(options: SessionOptions, packets: &[RtpIn]) -> (usize, u64) {
     let agent = agent_tone(40);
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, mut handle) = SessionChain::with_options(TurnConfig::default(), options).unwrap();
 
     let mut run = |ticks: std::ops::Range<usize>| {
         let mut events = 0;
@@ -81,11 +83,40 @@ fn session_chain_tick_allocates_nothing_after_warm_up() {
     };
 
     run(0..50); // warm-up: playout start, first response
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
     COUNTING.with(|c| c.set(true));
     let events = run(50..packets.len());
     COUNTING.with(|c| c.set(false));
+    (events, ALLOCATIONS.load(Ordering::Relaxed) - before)
+}
 
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+#[test]
+fn session_chain_tick_allocates_nothing_after_warm_up() {
+    // Built before counting: everything measured is the per-tick path only.
+    let packets = rtp_packets(&speech_48k(), 60_000); // sequence numbers wrap mid-way
+    let (events, allocations) = measure(SessionOptions::default(), &packets);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
+}
+
+#[test]
+fn a_g711_session_tick_allocates_nothing_after_warm_up() {
+    let packets = g711_packets(&speech_48k(), G711Law::Mu, 65_000);
+    let options = SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Energy };
+    let (events, allocations) = measure(options, &packets);
+    assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
+    assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
+}
+
+#[test]
+fn mixing_several_sources_allocates_nothing() {
+    let a = speech_48k();
+    let mut out = [0i16; voxrelay_media::SAMPLES_48K];
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    for i in 0..a.len() - 2 {
+        mix_48k(&[&a[i], &a[i + 1], &a[i + 2]], &mut out);
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0);
 }

@@ -50,3 +50,38 @@ pub fn agent_tone(frames: usize) -> Vec<[i16; SAMPLES_24K]> {
         })
         .collect()
 }
+
+/// G.711-encodes 48 kHz frames (downsampled to 8 kHz) into 160-byte RTP payloads with
+/// consecutive sequence numbers from `first_seq` and an 8 kHz timestamp clock.
+pub fn g711_packets(frames: &[[i16; SAMPLES_48K]], law: voxrelay_media::G711Law, first_seq: u16) -> Vec<RtpIn> {
+    let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_8K).unwrap();
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut pcm8 = [0i16; 160];
+            down.process(f, &mut pcm8);
+            let mut payload = [0u8; 160];
+            law.encode(&pcm8, &mut payload);
+            RtpIn::new(first_seq.wrapping_add(i as u16), (i as u32) * 160, &payload).unwrap()
+        })
+        .collect()
+}
+
+/// A small deterministic PRNG (SplitMix64) so loss patterns and noise are reproducible.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
