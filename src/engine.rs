@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
-use voxrelay_media::{SessionHandle, WorkerPool};
+use voxrelay_media::{SessionHandle, SessionStats, StatsSnapshot, WorkerPool};
 use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, RtpCreated, SessionConfig};
 
@@ -33,6 +33,7 @@ struct CallEntry {
     /// Feeds the call task's event stream (to attach event sockets).
     inject: mpsc::UnboundedSender<PeerEvent>,
     plain_rtp: bool,
+    stats: Arc<SessionStats>,
 }
 
 /// What a new call's transport hands the engine.
@@ -55,6 +56,8 @@ pub struct VoxEngine {
     calls: Mutex<HashMap<String, CallEntry>>,
     draining: AtomicBool,
     max_calls: usize,
+    /// Media counters of calls that have ended (live calls are read from their sessions).
+    ended_media: Mutex<StatsSnapshot>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -67,6 +70,7 @@ impl VoxEngine {
             calls: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             max_calls,
+            ended_media: Mutex::new(StatsSnapshot::default()),
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -81,6 +85,15 @@ impl VoxEngine {
 
     pub fn media_sessions(&self) -> usize {
         self.pool.sessions()
+    }
+
+    /// Media counters summed over every call, live and ended.
+    pub fn media_totals(&self) -> StatsSnapshot {
+        let mut total = *self.ended_media.lock().unwrap_or_else(|p| p.into_inner());
+        for c in self.calls().values() {
+            total.add(&c.stats.snapshot());
+        }
+        total
     }
 
     /// Stops taking new calls, lets live ones finish for up to `grace`, then ends the rest.
@@ -172,7 +185,7 @@ impl VoxEngine {
             Ok(a) => a,
             Err(e) => return Err(close(t.peer, e).await),
         };
-        let SessionHandle { ingress, control, agent_out, egress, uplink, stats: _ } = media;
+        let SessionHandle { ingress, control, agent_out, egress, uplink, stats } = media;
         let mut tasks = t.tasks;
         let plain_rtp = matches!(t.sink, PacketSink::Udp { .. });
         let ingress = match &t.sink {
@@ -188,7 +201,7 @@ impl VoxEngine {
         let (done_tx, done_rx) = watch::channel(false);
         self.calls().insert(
             call_id.clone(),
-            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, plain_rtp },
+            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, plain_rtp, stats: stats.clone() },
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, %addr, "call started");
@@ -215,6 +228,7 @@ impl VoxEngine {
         tokio::spawn(async move {
             run_call(setup).await;
             engine.calls().remove(&id);
+            engine.ended_media.lock().unwrap_or_else(|p| p.into_inner()).add(&stats.snapshot());
             engine.metrics.calls_ended.fetch_add(1, Ordering::Relaxed);
             let _ = done_tx.send(true);
         });
@@ -325,9 +339,11 @@ impl Engine for EngineHandle {
 
     fn metrics_text(&self) -> String {
         let e = &self.0;
-        e.metrics.render(&[
+        let mut text = e.metrics.render(&[
             ("voxrelay_active_calls", "Live calls.", e.live_calls() as u64),
             ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
-        ])
+        ]);
+        text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
+        text
     }
 }

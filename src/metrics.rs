@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use voxrelay_media::MediaEvent;
+use std::sync::Arc;
+
+use voxrelay_media::{MediaEvent, StatsSnapshot, TICK_BUCKETS_US, WorkerStats};
 
 #[derive(Default)]
 pub struct Metrics {
@@ -71,4 +73,39 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The audio workers' side: per-session counters summed over all sessions (live and ended;
+/// per-session gauges in ms are left out, a sum of them means nothing) and each worker's
+/// per-tick DSP time histogram.
+pub fn render_media(totals: &StatsSnapshot, workers: &[Arc<WorkerStats>]) -> String {
+    let mut out = String::with_capacity(4096);
+    for (name, v) in totals.fields() {
+        if name.ends_with("_ms") {
+            continue;
+        }
+        let _ = writeln!(out, "# TYPE voxrelay_media_{name}_total counter\nvoxrelay_media_{name}_total {v}");
+    }
+    let name = "voxrelay_worker_tick_seconds";
+    let _ = writeln!(out, "# HELP {name} DSP time of one 20 ms tick of an audio worker (all its sessions).\n# TYPE {name} histogram");
+    for (i, w) in workers.iter().enumerate() {
+        let mut cumulative = 0;
+        for (b, bound) in TICK_BUCKETS_US.iter().enumerate() {
+            cumulative += w.buckets[b].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{worker=\"{i}\",le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        let ticks = w.ticks.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{worker=\"{i}\",le=\"+Inf\"}} {ticks}");
+        let _ = writeln!(out, "{name}_sum{{worker=\"{i}\"}} {}", w.busy_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{worker=\"{i}\"}} {ticks}");
+    }
+    let _ = writeln!(out, "# TYPE voxrelay_worker_late_ticks_total counter");
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(out, "voxrelay_worker_late_ticks_total{{worker=\"{i}\"}} {}", w.late_ticks.load(Relaxed));
+    }
+    let _ = writeln!(out, "# TYPE voxrelay_worker_sessions gauge");
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(out, "voxrelay_worker_sessions{{worker=\"{i}\"}} {}", w.sessions.load(Relaxed));
+    }
+    out
 }

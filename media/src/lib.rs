@@ -82,4 +82,4 @@ pub use session_codec::AudioCodec;
 pub use stats::{SessionStats, StatsSnapshot};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};
 pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};
-pub use worker::{DEFAULT_SESSIONS_PER_WORKER, WorkerPool};
+pub use worker::{DEFAULT_SESSIONS_PER_WORKER, TICK_BUCKETS_US, WorkerPool, WorkerStats};

@@ -25,6 +25,18 @@ macro_rules! counters {
                 StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
             }
         }
+
+        impl StatsSnapshot {
+            /// (name, value) of every counter, for exporters.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+
+            /// Adds another session's counters (for totals across sessions).
+            pub fn add(&mut self, other: &StatsSnapshot) {
+                $(self.$name += other.$name;)*
+            }
+        }
     };
 }
 

@@ -6,7 +6,7 @@
 //! The only syscall per tick is the sleep until the next deadline.
 
 use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, TurnConfig, VadKind, chain::Liveness};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -22,8 +22,35 @@ const MAX_CATCH_UP_TICKS: u32 = 3;
 
 const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
 
+/// Upper bounds (µs) of the per-tick DSP time histogram buckets; the last bucket is +Inf. A
+/// tick must finish well inside 20 000 µs or every session on the worker falls behind.
+pub const TICK_BUCKETS_US: [u64; 8] = [100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000];
+
+/// How long each tick's DSP took on one worker (all its sessions), as a histogram. Written by
+/// the worker with relaxed atomics (no locks), read by exporters.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Non-cumulative counts per bucket of [`TICK_BUCKETS_US`], then +Inf.
+    pub buckets: [AtomicU64; TICK_BUCKETS_US.len() + 1],
+    pub ticks: AtomicU64,
+    pub busy_us: AtomicU64,
+    /// Ticks that started after their deadline had already passed.
+    pub late_ticks: AtomicU64,
+    pub sessions: AtomicUsize,
+}
+
+impl WorkerStats {
+    fn record(&self, busy_us: u64) {
+        let i = TICK_BUCKETS_US.iter().position(|&b| busy_us <= b).unwrap_or(TICK_BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        self.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+    }
+}
+
 struct Worker {
     new_sessions: mpsc::Sender<SessionChain>,
+    stats: Arc<WorkerStats>,
     /// Sessions assigned to this worker and not yet freed.
     load: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
@@ -49,12 +76,13 @@ impl WorkerPool {
             .map(|n| {
                 let (tx, rx) = mpsc::channel();
                 let load = Arc::new(AtomicUsize::new(0));
-                let (thread_load, thread_stop) = (load.clone(), stop.clone());
+                let stats = Arc::new(WorkerStats::default());
+                let (thread_load, thread_stop, thread_stats) = (load.clone(), stop.clone(), stats.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("voxrelay-audio-{n}"))
-                    .spawn(move || run_worker(rx, thread_load, thread_stop, sessions_per_worker))
+                    .spawn(move || run_worker(rx, thread_load, thread_stop, thread_stats, sessions_per_worker))
                     .expect("spawning an audio worker thread");
-                Worker { new_sessions: tx, load, thread: Some(thread) }
+                Worker { new_sessions: tx, stats, load, thread: Some(thread) }
             })
             .collect();
         WorkerPool { workers, capacity_per_worker: sessions_per_worker, stop }
@@ -95,6 +123,11 @@ impl WorkerPool {
         self.workers.iter().map(|w| w.load.load(Ordering::Relaxed)).sum()
     }
 
+    /// Per-worker tick statistics, in worker order.
+    pub fn worker_stats(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.iter().map(|w| w.stats.clone()).collect()
+    }
+
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.workers.len()
@@ -121,10 +154,12 @@ impl Drop for WorkerPool {
     }
 }
 
-fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>, stop: Arc<AtomicBool>, capacity: usize) {
+fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>, stop: Arc<AtomicBool>, stats: Arc<WorkerStats>, capacity: usize) {
     let mut sessions: Vec<SessionChain> = Vec::with_capacity(capacity);
     let mut deadline = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // Instant::now() reads the vDSO clock: no syscall on Linux.
+        let started = Instant::now();
         while let Ok(chain) = new_sessions.try_recv() {
             sessions.push(chain);
         }
@@ -142,8 +177,13 @@ fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>
                 i += 1;
             }
         }
-        deadline += TICK;
         let now = Instant::now();
+        stats.record(now.duration_since(started).as_micros() as u64);
+        stats.sessions.store(sessions.len(), Ordering::Relaxed);
+        if started > deadline + TICK {
+            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        deadline += TICK;
         if now < deadline {
             std::thread::sleep(deadline - now);
         } else if now - deadline > TICK * MAX_CATCH_UP_TICKS {
