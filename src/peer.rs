@@ -47,7 +47,8 @@ pub enum PeerEvent {
     DataChannel(Arc<dyn DataChannel>),
     DataChannelOpen(Arc<dyn DataChannel>),
     DataChannelText(String),
-    DataChannelClosed,
+    /// A data channel closed; its label.
+    DataChannelClosed(String),
     /// An events WebSocket attached to the call (plain-RTP session events, operator watch):
     /// server events are sent to it; its client events arrive as `DataChannelText`.
     EventSocket(mpsc::UnboundedSender<String>),
@@ -82,6 +83,7 @@ impl PeerConnectionEventHandler for Handler {
 /// Forwards a data channel's events into the peer's event stream.
 pub fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<PeerEvent>) {
     tokio::spawn(async move {
+        let label = dc.label().await.unwrap_or_default();
         while let Some(event) = dc.poll().await {
             let sent = match event {
                 DataChannelEvent::OnOpen => tx.send(PeerEvent::DataChannelOpen(dc.clone())),
@@ -92,7 +94,7 @@ pub fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSe
                     tx.send(PeerEvent::DataChannelText(text))
                 }
                 DataChannelEvent::OnClose => {
-                    let _ = tx.send(PeerEvent::DataChannelClosed);
+                    let _ = tx.send(PeerEvent::DataChannelClosed(label));
                     break;
                 }
                 _ => Ok(()),

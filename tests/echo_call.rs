@@ -112,3 +112,20 @@ async fn two_calls_do_not_hear_each_other() {
     b.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_without_delete_frees_the_call() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+    c.expect("session.created").await;
+    assert_eq!(server.engine.live_calls(), 1);
+    // What a browser does when its tab closes or it calls pc.close(): no DELETE.
+    c.close().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.engine.live_calls() > 0 || server.engine.media_sessions() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "call still held after the peer hung up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}

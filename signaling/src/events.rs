@@ -45,9 +45,10 @@ pub fn server_event(dialect: Dialect, beta_type: &'static str, body: Value) -> V
     Value::Object(map)
 }
 
-/// The largest client event accepted on the data channel. Over WebRTC, audio comes on the track,
-/// so events are small; a bigger one is refused with an `error` event, not parsed.
-pub const MAX_CLIENT_EVENT_BYTES: usize = 256 * 1024;
+/// The largest client event accepted. Over WebRTC, audio comes on the track, so events are
+/// small; a bigger one is refused with an `error` event, not parsed. 64 KiB matches the
+/// `a=max-message-size:65536` our SDP answer advertises.
+pub const MAX_CLIENT_EVENT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub enum SessionUpdate {

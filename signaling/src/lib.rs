@@ -132,7 +132,9 @@ pub fn router(api: Arc<Api>) -> Router {
 /// Browsers call the API from their own pages. Credentials are bearer tokens, never cookies,
 /// so any origin may call: a page without a token gets nothing it could not get with curl.
 fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::header::{ETAG, LOCATION};
+    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
     use tower_http::cors::{Any, CorsLayer};
-    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any).expose_headers([LOCATION, ETAG])
+    // Headers listed, not `*`: per the Fetch spec a wildcard never covers Authorization, and
+    // Firefox/Safari enforce that.
+    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH]).expose_headers([LOCATION, ETAG])
 }

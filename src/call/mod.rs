@@ -127,6 +127,12 @@ pub async fn run_call(setup: CallSetup) {
                 }
             }
             Some(PeerEvent::EventSocket(tx)) => watchers.push(tx),
+            // A browser hanging up (pc.close(), a closed tab) closes the events channel and
+            // sends DTLS close_notify, but the connection state stays "connected" until ICE
+            // times out; the events channel closing is the prompt signal.
+            Some(PeerEvent::DataChannelClosed(label)) if label == EVENTS_LABEL && dc.is_some() => {
+                break End::PeerGone("the peer closed the events channel");
+            }
             Some(PeerEvent::DataChannelText(text)) => conversation.on_client_text(&text),
             Some(PeerEvent::State(state)) => match state {
                 RTCPeerConnectionState::Connected => {
