@@ -12,10 +12,10 @@ duration=${3:-20}
 port=18080
 out=bench-out/capacity
 mkdir -p "$out"
-cargo build --release --locked --bin voxrelay
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin voxrelay
 bin=target/release/voxrelay
 taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --api-key capacity-bench --audio-workers 1 \
-  --rtp-ingest --max-calls 5000 --log-level warn --data-dir "$out/data" &
+  --rtp-ingest --max-calls 5000 --log-level error --data-dir "$out/data" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done

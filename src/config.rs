@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+/// Default admission limit per core (see `max_calls`).
+pub const CALLS_PER_CORE: usize = 40;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -40,9 +43,11 @@ pub struct ServeConfig {
     /// Audio worker threads. Default: one per core.
     #[arg(long, env = "VOXRELAY_AUDIO_WORKERS")]
     pub audio_workers: Option<usize>,
-    /// Most concurrent calls; offers beyond it get 503.
-    #[arg(long, env = "VOXRELAY_MAX_CALLS", default_value_t = 500)]
-    pub max_calls: usize,
+    /// Most concurrent calls; offers beyond it get 503. Default: 40 per core, the load measured
+    /// to keep turn latency within 40 ms of idle on this project's reference machine
+    /// (BENCHMARKS.md); past saturation the real-time audio threads starve network I/O.
+    #[arg(long, env = "VOXRELAY_MAX_CALLS")]
+    pub max_calls: Option<usize>,
     /// On SIGTERM/Ctrl-C: seconds live calls may continue before they are ended.
     #[arg(long, env = "VOXRELAY_DRAIN_GRACE_SECS", default_value_t = 10)]
     pub drain_grace_secs: u64,
@@ -65,7 +70,7 @@ impl ServeConfig {
             rtp_ingest: false,
             rtp_ingest_ip: IpAddr::from([127, 0, 0, 1]),
             audio_workers: None,
-            max_calls: 500,
+            max_calls: None,
             drain_grace_secs: 10,
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -83,6 +88,10 @@ impl ServeConfig {
             Some(h) => PathBuf::from(h).join(".local/share/voxrelay"),
             None => PathBuf::from(".voxrelay"),
         }
+    }
+
+    pub fn max_calls(&self) -> usize {
+        self.max_calls.unwrap_or_else(|| CALLS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     pub fn rtc_ip(&self) -> IpAddr {

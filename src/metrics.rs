@@ -103,6 +103,10 @@ pub fn render_media(totals: &StatsSnapshot, workers: &[Arc<WorkerStats>]) -> Str
     for (i, w) in workers.iter().enumerate() {
         let _ = writeln!(out, "voxrelay_worker_late_ticks_total{{worker=\"{i}\"}} {}", w.late_ticks.load(Relaxed));
     }
+    let _ = writeln!(out, "# TYPE voxrelay_worker_realtime gauge");
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(out, "voxrelay_worker_realtime{{worker=\"{i}\"}} {}", u8::from(w.realtime.load(Relaxed)));
+    }
     let _ = writeln!(out, "# TYPE voxrelay_worker_sessions gauge");
     for (i, w) in workers.iter().enumerate() {
         let _ = writeln!(out, "voxrelay_worker_sessions{{worker=\"{i}\"}} {}", w.sessions.load(Relaxed));

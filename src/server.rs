@@ -52,11 +52,11 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let workers = cfg.audio_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = WorkerPool::new(workers.max(1));
     let rtp_ingest = cfg.rtp_ingest.then_some(cfg.rtp_ingest_ip);
-    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, cfg.max_calls);
+    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, cfg.max_calls());
     let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, rtc_ip = %cfg.rtc_ip(), audio_workers = workers, "voxrelay listening on http://{addr}");
+    info!(%addr, rtc_ip = %cfg.rtc_ip(), audio_workers = workers, max_calls = cfg.max_calls(), "voxrelay listening on http://{addr}");
 
     let shutdown = Arc::new(Notify::new());
     let http_stop = Arc::new(Notify::new());

@@ -144,3 +144,28 @@ async fn bad_events_get_error_events_and_the_call_goes_on() {
     c.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_beyond_max_calls_get_503_with_retry_after() {
+    let server = start_with(|c| c.max_calls = Some(1)).await;
+    let base = server.url();
+    let mut first = Call::connect(&base, "/v1/realtime", API_KEY).await;
+    first.expect("session.created").await;
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    let resp = http()
+        .post(format!("{base}/v1/realtime"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(code(&resp.json().await.unwrap()), "overloaded");
+    // The live call is untouched.
+    first.send(json!({"type": "response.create"})).await;
+    first.expect("response.created").await;
+    first.close().await;
+    server.shutdown().await;
+}

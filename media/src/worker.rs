@@ -37,6 +37,8 @@ pub struct WorkerStats {
     /// Ticks that started after their deadline had already passed.
     pub late_ticks: AtomicU64,
     pub sessions: AtomicUsize,
+    /// Whether the thread got real-time scheduling.
+    pub realtime: AtomicBool,
 }
 
 impl WorkerStats {
@@ -154,7 +156,33 @@ impl Drop for WorkerPool {
     }
 }
 
+/// SCHED_FIFO priority asked for audio threads: above every normal (SCHED_OTHER) thread, so
+/// tokio's network work cannot delay a tick, yet low in the 1..99 range so kernel threads and
+/// anything an operator marks as more urgent still win.
+pub const AUDIO_RT_PRIORITY: i32 = 10;
+
+/// Asks for real-time scheduling for the calling audio thread. Needs CAP_SYS_NICE (root, or
+/// `LimitRTPRIO` in systemd); without it the thread stays at normal priority and this returns
+/// false. `VOXRELAY_AUDIO_RT=0` opts out.
+fn request_realtime() -> bool {
+    if std::env::var("VOXRELAY_AUDIO_RT").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: AUDIO_RT_PRIORITY };
+        // SAFETY: pthread_self() is always a valid handle for the calling thread, and `param`
+        // outlives the call.
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>, stop: Arc<AtomicBool>, stats: Arc<WorkerStats>, capacity: usize) {
+    stats.realtime.store(request_realtime(), Ordering::Relaxed);
     let mut sessions: Vec<SessionChain> = Vec::with_capacity(capacity);
     let mut deadline = Instant::now();
     while !stop.load(Ordering::Relaxed) {
