@@ -9,6 +9,15 @@ use clap::{Args, ValueEnum};
 /// Default admission limit per core (see `max_calls`).
 pub const CALLS_PER_CORE: usize = 40;
 
+/// Which voice activity detector the turn detector listens to (BENCHMARKS.md: VAD quality).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VadChoice {
+    /// Neural (earshot): robust in steady noise down to 0 dB SNR; ≈ 40 ms detection latency.
+    Earshot,
+    /// Level with adaptive noise floor: as good on clean lines, near-zero latency and cost.
+    Energy,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -40,6 +49,9 @@ pub struct ServeConfig {
     /// the host unless the operator says so.
     #[arg(long, env = "VOXRELAY_RTP_INGEST_IP", default_value = "127.0.0.1")]
     pub rtp_ingest_ip: IpAddr,
+    /// Voice activity detector for server VAD turn detection.
+    #[arg(long, env = "VOXRELAY_VAD", value_enum, default_value_t = VadChoice::Earshot)]
+    pub vad: VadChoice,
     /// Audio worker threads. Default: one per core.
     #[arg(long, env = "VOXRELAY_AUDIO_WORKERS")]
     pub audio_workers: Option<usize>,
@@ -69,6 +81,7 @@ impl ServeConfig {
             rtc_ports: None,
             rtp_ingest: false,
             rtp_ingest_ip: IpAddr::from([127, 0, 0, 1]),
+            vad: VadChoice::Earshot,
             audio_workers: None,
             max_calls: None,
             drain_grace_secs: 10,

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
-use voxrelay_media::{SessionHandle, SessionStats, StatsSnapshot, WorkerPool};
+use voxrelay_media::{SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
 use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, RtpCreated, SessionConfig};
 
@@ -53,6 +53,7 @@ pub struct VoxEngine {
     ports: PortAllocator,
     /// Plain RTP ingest (PROTOCOL.md §7): the IP its sockets bind to, `None` when off.
     rtp_ingest: Option<IpAddr>,
+    vad: VadKind,
     calls: Mutex<HashMap<String, CallEntry>>,
     draining: AtomicBool,
     max_calls: usize,
@@ -62,11 +63,12 @@ pub struct VoxEngine {
 }
 
 impl VoxEngine {
-    pub fn new(pool: WorkerPool, ports: PortAllocator, rtp_ingest: Option<IpAddr>, max_calls: usize) -> Arc<Self> {
+    pub fn new(pool: WorkerPool, ports: PortAllocator, rtp_ingest: Option<IpAddr>, vad: VadKind, max_calls: usize) -> Arc<Self> {
         Arc::new(Self {
             pool,
             ports,
             rtp_ingest,
+            vad,
             calls: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             max_calls,
@@ -177,7 +179,8 @@ impl VoxEngine {
             }
             err
         };
-        let media = match self.pool.add_session(turn_config(&config)) {
+        let options = SessionOptions { vad: self.vad, ..SessionOptions::default() };
+        let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
             Err(e) => return Err(close(t.peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
         };

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::info;
-use voxrelay_media::WorkerPool;
+use voxrelay_media::{VadKind, WorkerPool};
 use voxrelay_signaling::{Api, Auth, router};
 
 use crate::config::ServeConfig;
@@ -52,7 +52,11 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let workers = cfg.audio_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = WorkerPool::new(workers.max(1));
     let rtp_ingest = cfg.rtp_ingest.then_some(cfg.rtp_ingest_ip);
-    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, cfg.max_calls());
+    let vad = match cfg.vad {
+        crate::config::VadChoice::Earshot => VadKind::Earshot,
+        crate::config::VadChoice::Energy => VadKind::Energy,
+    };
+    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls());
     let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;

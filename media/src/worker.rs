@@ -161,11 +161,13 @@ impl Drop for WorkerPool {
 /// anything an operator marks as more urgent still win.
 pub const AUDIO_RT_PRIORITY: i32 = 10;
 
-/// Asks for real-time scheduling for the calling audio thread. Needs CAP_SYS_NICE (root, or
-/// `LimitRTPRIO` in systemd); without it the thread stays at normal priority and this returns
-/// false. `VOXRELAY_AUDIO_RT=0` opts out.
+/// Asks for real-time scheduling for the calling audio thread when `VOXRELAY_AUDIO_RT=1`.
+/// Opt-in because measured worse by default (BENCHMARKS.md, capacity): a worker ticks all its
+/// sessions in one burst, and under SCHED_FIFO that burst blocks tokio's network work on the
+/// same core for its whole length (jitter p99 10.8 ms vs 1.9 ms at 50 plain-RTP sessions),
+/// where the normal scheduler interleaves them. Needs CAP_SYS_NICE; returns whether it took.
 fn request_realtime() -> bool {
-    if std::env::var("VOXRELAY_AUDIO_RT").is_ok_and(|v| v == "0") {
+    if !std::env::var("VOXRELAY_AUDIO_RT").is_ok_and(|v| v == "1") {
         return false;
     }
     #[cfg(target_os = "linux")]
