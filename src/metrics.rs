@@ -21,7 +21,14 @@ pub struct Metrics {
     pub turns_committed: AtomicU64,
     pub playbacks_cleared: AtomicU64,
     pub ring_overflows: AtomicU64,
+    /// Response created → first agent audio frame (non-cumulative bucket counts, then +Inf).
+    agent_latency_buckets: [AtomicU64; AGENT_LATENCY_BUCKETS_MS.len() + 1],
+    agent_latency_sum_us: AtomicU64,
 }
+
+/// Upper bounds (ms) of the agent latency histogram: the echo agent answers in well under a
+/// millisecond; network providers take hundreds.
+pub const AGENT_LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500];
 
 impl Metrics {
     pub fn rtp_in(&self, bytes: u64) {
@@ -32,6 +39,13 @@ impl Metrics {
     pub fn rtp_out(&self, bytes: u64) {
         self.rtp_packets_out.fetch_add(1, Relaxed);
         self.rtp_bytes_out.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn agent_latency(&self, d: std::time::Duration) {
+        let ms = d.as_millis() as u64;
+        let i = AGENT_LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b).unwrap_or(AGENT_LATENCY_BUCKETS_MS.len());
+        self.agent_latency_buckets[i].fetch_add(1, Relaxed);
+        self.agent_latency_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
 
     /// A tokio-side push into a full ring (the frame or command was dropped, never waited for).
@@ -71,6 +85,16 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let name = "voxrelay_agent_first_audio_seconds";
+        let _ = writeln!(out, "# HELP {name} Response created to the agent's first audio frame.\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in AGENT_LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.agent_latency_buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e3);
+        }
+        cumulative += self.agent_latency_buckets[AGENT_LATENCY_BUCKETS_MS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {cumulative}", self.agent_latency_sum_us.load(Relaxed) as f64 / 1e6);
         out
     }
 }

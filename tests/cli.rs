@@ -60,8 +60,9 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     call.expect("session.created").await;
 
     // SIGTERM: not ready, no new calls, then a clean exit once the grace period ends the call.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM delivered");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let ready = http().get(format!("{base}/readyz")).send().await.unwrap();

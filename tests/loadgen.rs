@@ -45,6 +45,7 @@ async fn loadgen_small_run_reports_answered_turns() {
     assert!(metric(&after, "voxrelay_turns_committed_total") >= sent as f64);
     assert!(metric(&after, "voxrelay_media_frames_decoded_total") > 100.0, "jitter/decoder counters exported");
     assert!(metric(&after, "voxrelay_media_voiced_out_total") > 0.0);
+    assert!(metric(&after, "voxrelay_agent_first_audio_seconds_count") >= sent as f64, "agent latency observed per response");
     let ticks = metric(&after, "voxrelay_worker_tick_seconds_count{worker=\"0\"}");
     assert!(ticks > 0.0 && metric(&after, "voxrelay_worker_tick_seconds_bucket{worker=\"0\",le=\"+Inf\"}") == ticks);
     server.shutdown().await;

@@ -25,6 +25,8 @@ struct Response {
     audio_frames_queued: u64,
     voiced_frames_sent: u64,
     transcript: String,
+    /// When the response was created, for the agent latency metric (not for any decision).
+    created_at: std::time::Instant,
 }
 
 pub struct Conversation {
@@ -45,6 +47,8 @@ pub struct Conversation {
     suppress_voiced: bool,
     /// Assistant items that can still be truncated: (item id, audio ms played).
     assistant_items: Vec<(String, u64)>,
+    /// Response created → first agent audio frame, for each response since last taken.
+    pub agent_latencies: Vec<std::time::Duration>,
 }
 
 pub fn turn_config(config: &SessionConfig) -> TurnConfig {
@@ -75,6 +79,7 @@ impl Conversation {
             responses_started: 0,
             suppress_voiced: false,
             assistant_items: Vec::new(),
+            agent_latencies: Vec::new(),
         }
     }
 
@@ -168,6 +173,7 @@ impl Conversation {
             audio_frames_queued: 0,
             voiced_frames_sent: 0,
             transcript: String::new(),
+            created_at: std::time::Instant::now(),
         };
         self.suppress_voiced = false;
         self.emit(
@@ -267,6 +273,9 @@ impl Conversation {
                     self.emit("response.audio_transcript.delta", body);
                 }
                 AgentOutput::Audio(pcm) => {
+                    if r.audio_frames_queued == 0 {
+                        self.agent_latencies.push(r.created_at.elapsed());
+                    }
                     r.audio_frames_queued += 1;
                     return Some(AgentFrame::Audio { response: num, pcm: *pcm });
                 }

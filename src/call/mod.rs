@@ -165,6 +165,9 @@ pub async fn run_call(setup: CallSetup) {
                     let Some(frame) = conversation.next_agent_frame() else { break };
                     let _ = agent_out.push(frame);
                 }
+                for d in conversation.agent_latencies.drain(..) {
+                    metrics.agent_latency(d);
+                }
                 while let Ok(frame) = egress.pop() {
                     if conversation.on_egress_frame(frame.voiced) && connected {
                         if sink.send(packetizer.packetize(&frame)).await {
