@@ -13,13 +13,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use voxrelay_media::{MAX_OPUS_PACKET, OPUS_SILENCE, OpusDecoder, OpusEncoder, SAMPLES_48K};
+use voxrelay_media::{
+    AudioCodec, G711_FRAME_BYTES, G711Law, MAX_OPUS_PACKET, OPUS_SILENCE, OpusDecoder, OpusEncoder, Resampler, SAMPLES_48K, SampleRate,
+};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::rtp::PacketSink;
-use crate::peer::{OPUS_PAYLOAD_TYPE, Peer, PeerEvent, build_peer, opus_track, spawn_data_channel_reader, wait_gathered};
+use crate::peer::{
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, audio_track, build_peer_with, default_payload_type, samples_per_frame, spawn_data_channel_reader,
+    wait_gathered,
+};
 
 /// A frame waiting to be sent.
 #[derive(Clone)]
@@ -73,11 +78,13 @@ pub struct ClientOptions {
     /// Decode received audio to measure its energy (costs a decoder per client).
     pub decode: bool,
     pub connect_timeout: Duration,
+    /// The only codec offered (browsers offer Opus; SIP gateways often G.711 only).
+    pub codec: AudioCodec,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { decode: true, connect_timeout: Duration::from_secs(20) }
+        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus }
     }
 }
 
@@ -152,8 +159,8 @@ impl Client {
         let begin = Instant::now();
         let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let peer = build_peer("127.0.0.1:0".parse().expect("literal"), tx.clone()).await.map_err(webrtc_err)?;
-        let (track, ssrc) = opus_track("client");
+        let peer = build_peer_with("127.0.0.1:0".parse().expect("literal"), tx.clone(), &[opts.codec]).await.map_err(webrtc_err)?;
+        let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;
         spawn_data_channel_reader(dc.clone(), tx);
@@ -184,7 +191,7 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), opts.decode));
+        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), opts.decode.then_some(opts.codec)));
         match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
             Ok(Ok(())) => {}
             _ => {
@@ -195,7 +202,8 @@ impl Client {
         let setup = SetupTimes { answer: answer_time, connected: begin.elapsed() };
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(send_loop(PacketSink::Track(track), ssrc, outbox.clone(), sent.clone()));
+        let pt = default_payload_type(opts.codec);
+        tokio::spawn(send_loop(PacketSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone()));
         Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, outbox, sent, received })
     }
 
@@ -278,7 +286,7 @@ impl Client {
         let peer = Arc::new(std::sync::OnceLock::new());
         let _ = peer.set(server);
         let sink = PacketSink::Udp { socket, peer };
-        tasks.push(tokio::spawn(send_loop_pt(sink, rand::random(), pt, outbox.clone(), sent.clone())));
+        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone())));
         let setup = SetupTimes { answer, connected: begin.elapsed() };
         Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, outbox, sent, received })
     }
@@ -347,7 +355,7 @@ async fn pump_peer_events(
     ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
     connected_tx: tokio::sync::oneshot::Sender<()>,
     received: Arc<Mutex<Vec<Received>>>,
-    decode: bool,
+    decode: Option<AudioCodec>,
 ) {
     let mut connected_tx = Some(connected_tx);
     let mut early = early.into_iter();
@@ -374,14 +382,10 @@ async fn pump_peer_events(
             PeerEvent::Track(remote) => {
                 let received = received.clone();
                 tokio::spawn(async move {
-                    let mut decoder = if decode { OpusDecoder::new().ok() } else { None };
-                    let mut pcm = vec![0i16; SAMPLES_48K * 6];
+                    let mut decoder = decode.and_then(FrameDecoder::new);
                     while let Some(ev) = remote.poll().await {
                         let TrackRemoteEvent::OnRtpPacket(p) = ev else { continue };
-                        let level = decoder.as_mut().map(|d| {
-                            let n = d.decode(&p.payload, &mut pcm).unwrap_or(0);
-                            rms(&pcm[..n])
-                        });
+                        let level = decoder.as_mut().map(|d| d.level(&p.payload));
                         received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
                             at: Instant::now(),
                             seq: p.header.sequence_number,
@@ -397,17 +401,87 @@ async fn pump_peer_events(
     }
 }
 
-async fn send_loop(sink: PacketSink, ssrc: u32, outbox: Arc<Mutex<Outbox>>, sent: Arc<Mutex<Vec<Sent>>>) {
-    send_loop_pt(sink, ssrc, OPUS_PAYLOAD_TYPE, outbox, sent).await
+/// Encodes the client's outgoing 48 kHz frames in the call's codec.
+enum FrameEncoder {
+    Opus(OpusEncoder),
+    G711 { law: G711Law, down: Resampler },
 }
 
-async fn send_loop_pt(sink: PacketSink, ssrc: u32, payload_type: u8, outbox: Arc<Mutex<Outbox>>, sent: Arc<Mutex<Vec<Sent>>>) {
-    let mut encoder = OpusEncoder::new().ok();
-    let mut buf = [0u8; MAX_OPUS_PACKET];
+impl FrameEncoder {
+    fn new(codec: AudioCodec) -> Option<Self> {
+        match codec {
+            AudioCodec::Opus => OpusEncoder::new().ok().map(FrameEncoder::Opus),
+            AudioCodec::Pcmu | AudioCodec::Pcma => Some(FrameEncoder::G711 {
+                law: if codec == AudioCodec::Pcmu { G711Law::Mu } else { G711Law::A },
+                down: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_8K).ok()?,
+            }),
+        }
+    }
+
+    fn encode(&mut self, pcm: &[i16; SAMPLES_48K]) -> Option<Bytes> {
+        match self {
+            FrameEncoder::Opus(enc) => {
+                let mut buf = [0u8; MAX_OPUS_PACKET];
+                let n = enc.encode(pcm, &mut buf).ok()?;
+                Some(Bytes::copy_from_slice(&buf[..n]))
+            }
+            FrameEncoder::G711 { law, down } => {
+                let mut pcm8 = [0i16; G711_FRAME_BYTES];
+                down.process(pcm, &mut pcm8);
+                let mut codes = [0u8; G711_FRAME_BYTES];
+                law.encode(&pcm8, &mut codes);
+                Some(Bytes::copy_from_slice(&codes))
+            }
+        }
+    }
+
+    /// What an idle client sends: Opus's 3-byte silence, or 20 ms of G.711 silence.
+    fn silence(&self) -> Bytes {
+        match self {
+            FrameEncoder::Opus(_) => Bytes::from_static(&OPUS_SILENCE),
+            FrameEncoder::G711 { law, .. } => Bytes::from(vec![law.silence_byte(); G711_FRAME_BYTES]),
+        }
+    }
+}
+
+/// Decodes received payloads to measure their level.
+enum FrameDecoder {
+    Opus(OpusDecoder, Vec<i16>),
+    G711(G711Law, Vec<i16>),
+}
+
+impl FrameDecoder {
+    fn new(codec: AudioCodec) -> Option<Self> {
+        match codec {
+            AudioCodec::Opus => OpusDecoder::new().ok().map(|d| FrameDecoder::Opus(d, vec![0; SAMPLES_48K * 6])),
+            AudioCodec::Pcmu => Some(FrameDecoder::G711(G711Law::Mu, vec![0; G711_FRAME_BYTES * 6])),
+            AudioCodec::Pcma => Some(FrameDecoder::G711(G711Law::A, vec![0; G711_FRAME_BYTES * 6])),
+        }
+    }
+
+    fn level(&mut self, payload: &[u8]) -> f64 {
+        match self {
+            FrameDecoder::Opus(d, pcm) => {
+                let n = d.decode(payload, pcm).unwrap_or(0);
+                rms(&pcm[..n])
+            }
+            FrameDecoder::G711(law, pcm) => {
+                let n = payload.len().min(pcm.len());
+                law.decode(&payload[..n], &mut pcm[..n]);
+                rms(&pcm[..n])
+            }
+        }
+    }
+}
+
+async fn send_loop(sink: PacketSink, ssrc: u32, payload_type: u8, codec: AudioCodec, outbox: Arc<Mutex<Outbox>>, sent: Arc<Mutex<Vec<Sent>>>) {
+    let Some(mut encoder) = FrameEncoder::new(codec) else { return };
+    let silence = encoder.silence();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut seq: u16 = rand::random();
     let mut ts: u32 = rand::random();
+    let ts_step = samples_per_frame(codec);
     loop {
         tick.tick().await;
         let frame = {
@@ -416,11 +490,11 @@ async fn send_loop_pt(sink: PacketSink, ssrc: u32, payload_type: u8, outbox: Arc
             o.queue.pop_front()
         };
         let (payload, voiced) = match frame {
-            None => (Bytes::from_static(&OPUS_SILENCE), false),
+            None => (silence.clone(), false),
             Some(OutFrame::Opus { payload, voiced }) => (payload, voiced),
-            Some(OutFrame::Pcm(pcm)) => match encoder.as_mut().and_then(|e| e.encode(&pcm, &mut buf).ok()) {
-                Some(n) => (Bytes::copy_from_slice(&buf[..n]), rms(&pcm[..]) > VOICED_RMS),
-                None => (Bytes::from_static(&OPUS_SILENCE), false),
+            Some(OutFrame::Pcm(pcm)) => match encoder.encode(&pcm) {
+                Some(bytes) => (bytes, rms(&pcm[..]) > VOICED_RMS),
+                None => (silence.clone(), false),
             },
         };
         let packet = rtc::rtp::Packet {
@@ -428,7 +502,7 @@ async fn send_loop_pt(sink: PacketSink, ssrc: u32, payload_type: u8, outbox: Arc
             payload,
         };
         seq = seq.wrapping_add(1);
-        ts = ts.wrapping_add(SAMPLES_48K as u32);
+        ts = ts.wrapping_add(ts_step);
         if !sink.send(packet).await {
             break;
         }

@@ -13,14 +13,14 @@ use std::sync::OnceLock;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
-use voxrelay_media::{SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
+use voxrelay_media::{AudioCodec, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
 use voxrelay_signaling::auth::random_id;
-use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, RtpCreated, SessionConfig};
+use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, RtpCreated, SessionConfig};
 
 use crate::agent;
 use crate::call::{CallSetup, Conversation, run_call, turn_config};
 use crate::metrics::Metrics;
-use crate::peer::{OPUS_PAYLOAD_TYPE, PeerEvent, PortAllocator, build_peer, opus_track, wait_gathered};
+use crate::peer::{OPUS_PAYLOAD_TYPE, PeerEvent, PortAllocator, audio_track, build_peer, wait_gathered};
 use crate::rtp::{PacketSink, read_plain_rtp};
 
 /// How long DELETE waits for the call's resources to be released before answering.
@@ -46,6 +46,7 @@ struct Transport {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ssrc: u32,
     payload_type: u8,
+    codec: AudioCodec,
 }
 
 pub struct VoxEngine {
@@ -130,7 +131,12 @@ impl VoxEngine {
             let _ = peer.close().await;
             err
         };
-        let (track, ssrc) = opus_track("voxrelay");
+        let codec = match req.summary.codec {
+            OfferedCodec::Opus => AudioCodec::Opus,
+            OfferedCodec::Pcmu => AudioCodec::Pcmu,
+            OfferedCodec::Pcma => AudioCodec::Pcma,
+        };
+        let (track, ssrc) = audio_track("voxrelay", codec);
         if let Err(e) = peer.add_track(track.clone()).await {
             return Err(fail(peer, ApiError::internal(format!("adding the outbound track: {e}"))).await);
         }
@@ -163,7 +169,8 @@ impl VoxEngine {
             sink: PacketSink::Track(track),
             tasks: Vec::new(),
             ssrc,
-            payload_type: req.summary.opus_payload_type,
+            payload_type: req.summary.payload_type,
+            codec,
         };
         let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr).await?;
         Ok(CallCreated { call_id, answer_sdp: local.sdp })
@@ -179,7 +186,7 @@ impl VoxEngine {
             }
             err
         };
-        let options = SessionOptions { vad: self.vad, ..SessionOptions::default() };
+        let options = SessionOptions { vad: self.vad, codec: t.codec };
         let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
             Err(e) => return Err(close(t.peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
@@ -217,6 +224,7 @@ impl VoxEngine {
             tasks,
             ssrc: t.ssrc,
             payload_type: t.payload_type,
+            codec: t.codec,
             ingress,
             control,
             agent_out,
@@ -255,6 +263,7 @@ impl VoxEngine {
             tasks: Vec::new(),
             ssrc: rand::random(),
             payload_type: OPUS_PAYLOAD_TYPE,
+            codec: AudioCodec::Opus,
         };
         let id = self.launch(transport, config, Dialect::Beta, session_id, addr).await?;
         Ok(RtpCreated { id, ip: addr.ip().to_string(), port: addr.port(), payload_type: OPUS_PAYLOAD_TYPE })

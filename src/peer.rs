@@ -11,7 +11,8 @@ use std::time::Duration;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine};
+use voxrelay_media::AudioCodec;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -37,6 +38,30 @@ pub fn opus_codec() -> RTCRtpCodec {
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: vec![],
     }
+}
+
+/// The audio codecs voxrelay negotiates (the media crate's names), with their RTP details.
+pub fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
+    let g711 = |mime: &str| RTCRtpCodec { mime_type: mime.to_owned(), clock_rate: 8_000, channels: 1, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
+    match codec {
+        AudioCodec::Opus => opus_codec(),
+        AudioCodec::Pcmu => g711(MIME_TYPE_PCMU),
+        AudioCodec::Pcma => g711(MIME_TYPE_PCMA),
+    }
+}
+
+/// The payload type we put in our own offers (RFC 3551 static types for G.711).
+pub fn default_payload_type(codec: AudioCodec) -> u8 {
+    match codec {
+        AudioCodec::Opus => OPUS_PAYLOAD_TYPE,
+        AudioCodec::Pcmu => 0,
+        AudioCodec::Pcma => 8,
+    }
+}
+
+/// RTP timestamp units in one 20 ms frame.
+pub fn samples_per_frame(codec: AudioCodec) -> u32 {
+    rtp_codec(codec).clock_rate / 50
 }
 
 /// What happened on a peer connection, in the order the library reported it.
@@ -143,13 +168,21 @@ impl PortAllocator {
 
 pub type Peer = Arc<dyn PeerConnection>;
 
-/// Builds a peer connection bound to `addr` that negotiates Opus and reports to `tx`.
+/// Builds a peer connection bound to `addr` that negotiates Opus, PCMU and PCMA (in that order
+/// of preference) and reports to `tx`.
 pub async fn build_peer(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
+    build_peer_with(addr, tx, &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).await
+}
+
+/// Like [`build_peer`], offering or accepting only `codecs`.
+pub async fn build_peer_with(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>, codecs: &[AudioCodec]) -> Result<Peer, webrtc::error::Error> {
     let mut media_engine = MediaEngine::default();
-    media_engine.register_codec(
-        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PAYLOAD_TYPE, ..Default::default() },
-        RtpCodecKind::Audio,
-    )?;
+    for &codec in codecs {
+        media_engine.register_codec(
+            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec), ..Default::default() },
+            RtpCodecKind::Audio,
+        )?;
+    }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(media_engine)
@@ -161,8 +194,8 @@ pub async fn build_peer(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>) 
     Ok(Arc::new(pc))
 }
 
-/// A local Opus track with a random SSRC, for sending audio we packetize ourselves.
-pub fn opus_track(label: &str) -> (Arc<TrackLocalStaticRTP>, u32) {
+/// A local audio track of `codec` with a random SSRC, for sending audio we packetize ourselves.
+pub fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
     let ssrc: u32 = rand::random();
     let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
         format!("{label}-stream"),
@@ -171,7 +204,7 @@ pub fn opus_track(label: &str) -> (Arc<TrackLocalStaticRTP>, u32) {
         RtpCodecKind::Audio,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: opus_codec(),
+            codec: rtp_codec(codec),
             ..Default::default()
         }],
     ));

@@ -129,3 +129,29 @@ async fn hang_up_without_delete_frees_the_call() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_only_offer_gets_a_g711_echo() {
+    let server = start_server().await;
+    let base = server.url();
+    let opts = ClientOptions { codec: voxrelay_media::AudioCodec::Pcmu, ..Default::default() };
+    let mut c = Call::connect_with(&base, "/v1/realtime", &client_secret(&base, json!({})).await, opts).await;
+    c.expect("session.created").await;
+    let speech = speech();
+    let start = c.say(&silence_ms(500)) as i64 + 500;
+    c.say(&speech);
+    c.say(&silence_ms(4500));
+    let started = c.expect("input_audio_buffer.speech_started").await;
+    let onset = started["audio_start_ms"].as_i64().unwrap();
+    assert!((onset - start).abs() <= 100, "G.711 speech_started at {onset} ms, speech at {start} ms");
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed");
+    // Echoed G.711 audio, decoded by the client, follows the speech envelope.
+    let received = c.levels();
+    let first = received.iter().position(|(_, r)| *r > VOICED_RMS).expect("echoed G.711 audio");
+    let echoed: Vec<f64> = received[first..].iter().map(|(_, r)| *r).take(speech.len() / 960).collect();
+    let corr = best_lag_correlation(&envelope(&speech), &echoed);
+    assert!(corr > 0.8, "G.711 echo envelope correlation {corr:.2}");
+    c.close().await;
+    server.shutdown().await;
+}

@@ -30,7 +30,7 @@ use axum::routing::{delete, get, post};
 pub use auth::Auth;
 pub use error::ApiError;
 pub use events::Dialect;
-pub use sdp::OfferSummary;
+pub use sdp::{OfferSummary, OfferedCodec};
 pub use wire::SessionConfig;
 
 /// Everything needed to start one call.

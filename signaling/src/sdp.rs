@@ -7,10 +7,22 @@ use crate::error::ApiError;
 /// SDP bodies above this are refused with 413 before parsing (PROTOCOL.md: 64 KiB).
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
+/// The audio codecs voxrelay answers with, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferedCodec {
+    Opus,
+    /// G.711 mu-law (RTP static payload type 0).
+    Pcmu,
+    /// G.711 A-law (RTP static payload type 8).
+    Pcma,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfferSummary {
-    /// Payload type the offer uses for Opus/48000 in its first audio m-line.
-    pub opus_payload_type: u8,
+    /// The codec the call will use: Opus when offered, else PCMU, else PCMA.
+    pub codec: OfferedCodec,
+    /// The payload type the offer uses for that codec in its first audio m-line.
+    pub payload_type: u8,
     pub has_data_channel: bool,
 }
 
@@ -24,6 +36,8 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
     let mut saw_audio = false;
     let mut has_data_channel = false;
     let mut opus = None;
+    // Static payload types count even without an a=rtpmap line (RFC 3551).
+    let (mut pcmu, mut pcma) = (None, None);
     for line in lines {
         let Some((kind, value)) = line.split_once('=') else {
             return Err(malformed(&format!("line {line:?} is not <type>=<value>")));
@@ -32,8 +46,18 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             return Err(malformed(&format!("line {line:?} has no one-letter type")));
         }
         if kind == "m" {
-            let media = value.split(' ').next().unwrap_or("");
+            let mut fields = value.split(' ');
+            let media = fields.next().unwrap_or("");
             in_audio = media == "audio" && !saw_audio;
+            if in_audio {
+                for fmt in fields.skip(2) {
+                    match fmt {
+                        "0" => pcmu = pcmu.or(Some(0)),
+                        "8" => pcma = pcma.or(Some(8)),
+                        _ => {}
+                    }
+                }
+            }
             saw_audio |= media == "audio";
             has_data_channel |= media == "application" && value.contains("DTLS/SCTP");
             continue;
@@ -41,8 +65,14 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
         if in_audio && kind == "a" {
             if let Some(rtpmap) = value.strip_prefix("rtpmap:") {
                 let (pt, codec) = rtpmap.split_once(' ').ok_or_else(|| malformed("bad a=rtpmap"))?;
-                if codec.to_ascii_lowercase().starts_with("opus/48000") && opus.is_none() {
-                    opus = Some(pt.parse::<u8>().map_err(|_| malformed("bad payload type in a=rtpmap"))?);
+                let pt = pt.parse::<u8>().map_err(|_| malformed("bad payload type in a=rtpmap"))?;
+                let codec = codec.to_ascii_lowercase();
+                if codec.starts_with("opus/48000") {
+                    opus = opus.or(Some(pt));
+                } else if codec.starts_with("pcmu/8000") {
+                    pcmu = pcmu.or(Some(pt));
+                } else if codec.starts_with("pcma/8000") {
+                    pcma = pcma.or(Some(pt));
                 }
             }
         }
@@ -50,10 +80,18 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
     if !saw_audio {
         return Err(ApiError::bad_request("offer_without_audio", "the SDP offer has no audio m-line"));
     }
-    let opus_payload_type = opus.ok_or_else(|| {
-        ApiError::bad_request("unsupported_codec", "the SDP offer's audio m-line does not offer opus/48000/2")
-    })?;
-    Ok(OfferSummary { opus_payload_type, has_data_channel })
+    let (codec, payload_type) = match (opus, pcmu, pcma) {
+        (Some(pt), _, _) => (OfferedCodec::Opus, pt),
+        (None, Some(pt), _) => (OfferedCodec::Pcmu, pt),
+        (None, None, Some(pt)) => (OfferedCodec::Pcma, pt),
+        _ => {
+            return Err(ApiError::bad_request(
+                "unsupported_codec",
+                "the SDP offer's audio m-line offers none of opus/48000/2, PCMU/8000, PCMA/8000",
+            ));
+        }
+    };
+    Ok(OfferSummary { codec, payload_type, has_data_channel })
 }
 
 #[cfg(test)]
@@ -65,7 +103,17 @@ mod tests {
     #[test]
     fn finds_opus_payload_type_and_data_channel() {
         let s = inspect_offer(OFFER).unwrap();
-        assert_eq!(s, OfferSummary { opus_payload_type: 111, has_data_channel: true });
+        assert_eq!(s, OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true });
+    }
+
+    #[test]
+    fn falls_back_to_g711_static_payload_types() {
+        let pcmu = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\n";
+        assert_eq!(inspect_offer(pcmu).unwrap().codec, OfferedCodec::Pcmu);
+        let pcma = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=rtpmap:8 PCMA/8000\r\n";
+        assert_eq!(inspect_offer(pcma).unwrap(), OfferSummary { codec: OfferedCodec::Pcma, payload_type: 8, has_data_channel: false });
+        let g722 = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 9\r\na=rtpmap:9 G722/8000\r\n";
+        assert_eq!(inspect_offer(g722).unwrap_err().code, "unsupported_codec");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
-use voxrelay_media::{AgentFrame, Control, OpusOut, RtpIn, Uplink};
+use voxrelay_media::{AgentFrame, AudioCodec, Control, OpusOut, RtpIn, Uplink};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -52,6 +52,7 @@ pub struct CallSetup {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub ssrc: u32,
     pub payload_type: u8,
+    pub codec: AudioCodec,
     /// The worker session's rings. `ingress` is taken by whoever reads the caller's RTP: the
     /// first WebRTC audio track, or the plain-RTP reader task (then it is already gone).
     pub ingress: Option<rtrb::Producer<RtpIn>>,
@@ -80,6 +81,7 @@ pub async fn run_call(setup: CallSetup) {
         tasks,
         ssrc,
         payload_type,
+        codec,
         mut ingress,
         mut control,
         mut agent_out,
@@ -89,7 +91,7 @@ pub async fn run_call(setup: CallSetup) {
         stop,
         metrics,
     } = setup;
-    let mut packetizer = RtpPacketizer::new(ssrc, payload_type);
+    let mut packetizer = RtpPacketizer::new(ssrc, payload_type, crate::peer::samples_per_frame(codec));
     let mut dc: Option<Arc<dyn DataChannel>> = None;
     // Event sockets: the plain-RTP session's events WebSocket and operators watching the call.
     let mut watchers: Vec<mpsc::UnboundedSender<String>> = Vec::new();

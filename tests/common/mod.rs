@@ -73,7 +73,11 @@ impl std::ops::Deref for Call {
 impl Call {
     /// Offers a call at `path` (`/v1/realtime` or `/v1/realtime/calls`) with `token`.
     pub async fn connect(base: &str, path: &str, token: &str) -> Call {
-        let client = Client::connect(&http(), &format!("{base}{path}"), token, ClientOptions::default()).await.expect("call connects");
+        Self::connect_with(base, path, token, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(base: &str, path: &str, token: &str, opts: ClientOptions) -> Call {
+        let client = Client::connect(&http(), &format!("{base}{path}"), token, opts).await.expect("call connects");
         Call { client, log: Vec::new() }
     }
 
