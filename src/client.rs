@@ -80,11 +80,14 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// The only codec offered (browsers offer Opus; SIP gateways often G.711 only).
     pub codec: AudioCodec,
+    /// Local address for ICE host candidates: loopback for a local server; a routable address
+    /// (or 0.0.0.0, every interface) for a remote one.
+    pub bind_ip: std::net::IpAddr,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus }
+        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus, bind_ip: std::net::Ipv4Addr::LOCALHOST.into() }
     }
 }
 
@@ -159,7 +162,7 @@ impl Client {
         let begin = Instant::now();
         let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let peer = build_peer_with("127.0.0.1:0".parse().expect("literal"), tx.clone(), &[opts.codec]).await.map_err(webrtc_err)?;
+        let peer = build_peer_with(std::net::SocketAddr::new(opts.bind_ip, 0), tx.clone(), &[opts.codec]).await.map_err(webrtc_err)?;
         let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;

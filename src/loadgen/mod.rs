@@ -66,6 +66,10 @@ pub struct LoadgenConfig {
     /// PID of the server, to report its CPU use over the run.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Local IP for the sessions' ICE candidates. Default: 127.0.0.1 when --url is on
+    /// loopback, else 0.0.0.0 (every interface).
+    #[arg(long)]
+    pub bind_ip: Option<std::net::IpAddr>,
     /// Print progress every second.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
@@ -84,6 +88,7 @@ impl LoadgenConfig {
             silence_ms: 500,
             json: None,
             server_pid: None,
+            bind_ip: None,
             progress: false,
         }
     }
@@ -150,6 +155,12 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     let spurt = Arc::new(Spurt::from_wav(&wav)?);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = cfg.url.trim_end_matches('/').to_string();
+    let mut cfg = cfg;
+    if cfg.bind_ip.is_none() {
+        let host = reqwest::Url::parse(&base)?.host_str().unwrap_or("").trim_matches(['[', ']']).to_string();
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        cfg.bind_ip = Some(if loopback { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() });
+    }
     let progress = Arc::new(Progress::default());
     let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
     let started = Instant::now();
@@ -214,7 +225,7 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     };
     let body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
     let connected = match cfg.transport {
-        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body).await,
+        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip).await,
         LoadTransport::Rtp => Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause()),
     };
     let (mut client, token) = match connected {
@@ -273,7 +284,7 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
 }
 
 /// Like a browser: the API key mints a short-lived secret, the secret makes the call.
-async fn connect_webrtc(http: &reqwest::Client, base: &str, api_key: &str, body: &Value) -> Result<(Client, String), String> {
+async fn connect_webrtc(http: &reqwest::Client, base: &str, api_key: &str, body: &Value, bind_ip: Option<std::net::IpAddr>) -> Result<(Client, String), String> {
     let secret = match http.post(format!("{base}/v1/realtime/sessions")).bearer_auth(api_key).json(body).send().await {
         Ok(r) if r.status().is_success() => match r.json::<Value>().await {
             Ok(v) => v["client_secret"]["value"].as_str().unwrap_or_default().to_string(),
@@ -282,7 +293,10 @@ async fn connect_webrtc(http: &reqwest::Client, base: &str, api_key: &str, body:
         Ok(r) => return Err(format!("secret: http_{}", r.status().as_u16())),
         Err(_) => return Err("secret: http".into()),
     };
-    let opts = ClientOptions { decode: false, ..Default::default() };
+    let mut opts = ClientOptions { decode: false, ..Default::default() };
+    if let Some(ip) = bind_ip {
+        opts.bind_ip = ip;
+    }
     let client = Client::connect(http, &format!("{base}/v1/realtime"), &secret, opts).await.map_err(|e| e.cause())?;
     Ok((client, secret))
 }
