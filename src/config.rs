@@ -16,6 +16,10 @@ pub enum VadChoice {
     Earshot,
     /// Level with adaptive noise floor: as good on clean lines, near-zero latency and cost.
     Energy,
+    /// Silero (tract): best in 10-20 dB steady noise, 4.7x earshot's cost (build with
+    /// `--features silero`).
+    #[cfg(feature = "silero")]
+    Silero,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -55,6 +55,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let vad = match cfg.vad {
         crate::config::VadChoice::Earshot => VadKind::Earshot,
         crate::config::VadChoice::Energy => VadKind::Energy,
+        #[cfg(feature = "silero")]
+        crate::config::VadChoice::Silero => VadKind::Silero,
     };
     let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls());
     let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))));

@@ -38,7 +38,8 @@
 //!   per-codec concealment and silence.
 //! - `resample` — allocation-free polyphase FIR resampler for integer ratios (48/24/16/8 kHz).
 //! - `mix`      — [`mix_48k`]: sums 48 kHz sources with a soft limiter.
-//! - `vad`      — the [`Vad`] trait, [`EarshotVad`] (neural, default) and [`EnergyVad`].
+//! - `vad`      — the [`Vad`] trait, [`EarshotVad`] (neural, default) and [`EnergyVad`]; with the
+//!   `silero` cargo feature also `SileroVad` (Silero v6 through tract; allocates per inference).
 //! - `turn`     — [`TurnDetector`], the speech/silence state machine with audio timestamps.
 //! - `jitter`   — [`JitterBuffer`], reorder/duplicate/late handling by RTP sequence number and
 //!   adaptive depth (20–200 ms) from the RFC 3550 jitter estimate.
@@ -81,5 +82,7 @@ pub use resample::{Resampler, SampleRate};
 pub use session_codec::AudioCodec;
 pub use stats::{SessionStats, StatsSnapshot};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};
+#[cfg(feature = "silero")]
+pub use vad::SileroVad;
 pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};
 pub use worker::{DEFAULT_SESSIONS_PER_WORKER, TICK_BUCKETS_US, WorkerPool, WorkerStats};

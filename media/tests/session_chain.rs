@@ -49,6 +49,20 @@ fn speech_timestamps_match_the_fixture_within_100_ms() {
     assert_eq!(events[stop_at + 1], MediaEvent::Committed { audio_end_ms: stopped[0] });
 }
 
+#[cfg(feature = "silero")]
+#[test]
+fn a_silero_session_times_speech_like_the_default() {
+    use voxrelay_media::{SessionOptions, VadKind};
+    let options = SessionOptions { vad: VadKind::Silero, ..SessionOptions::default() };
+    let (mut chain, mut handle) = SessionChain::with_options(TurnConfig::default(), options).unwrap();
+    let events = stream_fixture(&mut chain, &mut handle, 10);
+    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None }).collect();
+    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None }).collect();
+    assert_eq!((started.len(), stopped.len()), (1, 1), "one utterance: {events:?}");
+    assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
+    assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
+}
+
 /// Queues `frames` of agent audio for `response`, then its End.
 fn queue_response(handle: &mut SessionHandle, response: u64, frames: usize) {
     for pcm in agent_tone(frames) {

@@ -203,6 +203,8 @@ fn evaluate() -> Vec<Row> {
         }
     }
     let mut vads: Vec<(&'static str, Box<dyn Vad>)> = vec![("earshot", Box::new(EarshotVad::new())), ("energy", Box::new(EnergyVad::new()))];
+    #[cfg(feature = "silero")]
+    vads.push(("silero", Box::new(voxrelay_media::SileroVad::new())));
     let mut rows = Vec::new();
     for (kind, snr) in conditions {
         let audio = match snr {
@@ -270,10 +272,42 @@ fn min_quality_on_clean_and_10_db() {
         assert!(q.f1 >= min_f1, "{vad} {kind:?} {snr:?}: F1 {:.3} < {min_f1}", q.f1);
         assert!(q.onset_ms <= max_onset, "{vad} {kind:?} {snr:?}: onset delay {:.0} ms > {max_onset}", q.onset_ms);
     }
+    // Only with `--features silero`.
+    #[cfg(feature = "silero")]
+    for (kind, snr, min_f1, max_onset) in [
+        (Noise::Clean, None, 0.94, 80.0),        // [0.976, 37 ms]
+        (Noise::White, Some(10.0), 0.92, 100.0), // [0.963, 45 ms]
+        (Noise::Pink, Some(10.0), 0.90, 110.0),  // [0.944, 52 ms]
+        (Noise::Babble, Some(10.0), 0.75, 60.0), // [0.795, 0 ms]
+    ] {
+        let q = find(&rows, "silero", kind, snr);
+        assert!(q.f1 >= min_f1, "silero {kind:?} {snr:?}: F1 {:.3} < {min_f1}", q.f1);
+        assert!(q.onset_ms <= max_onset, "silero {kind:?} {snr:?}: onset delay {:.0} ms > {max_onset}", q.onset_ms);
+    }
 }
 
 #[test]
 #[ignore = "prints the full table: cargo test --release --test vad_quality -- --ignored --nocapture"]
 fn print_vad_quality_table() {
     println!("{}", table(&evaluate()));
+    // Per-frame cost on the clean stream (one stream, this machine; criterion has the careful numbers).
+    let clips: Vec<Vec<i16>> = CLIPS.iter().map(|c| load(c)).collect();
+    let (clean, _) = clean_stream(&clips);
+    let mut vads: Vec<(&'static str, Box<dyn Vad>)> = vec![("earshot", Box::new(EarshotVad::new())), ("energy", Box::new(EnergyVad::new()))];
+    #[cfg(feature = "silero")]
+    vads.push(("silero", Box::new(voxrelay_media::SileroVad::new())));
+    for (name, vad) in vads.iter_mut() {
+        let frames: Vec<&[i16; FRAME]> = clean.chunks_exact(FRAME).map(|f| f.try_into().unwrap()).collect();
+        let mut per_frame: Vec<f64> = Vec::with_capacity(frames.len());
+        let mut sink = 0.0f32;
+        for f in &frames {
+            let t = std::time::Instant::now();
+            sink += vad.frame_16k(f);
+            per_frame.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let mean = per_frame.iter().sum::<f64>() / per_frame.len() as f64;
+        per_frame.sort_by(f64::total_cmp);
+        let p99 = per_frame[per_frame.len() * 99 / 100];
+        println!("{name}: {mean:.1} µs per 20 ms frame (mean over {} frames), p99 {p99:.1} µs, max {:.1} µs [{sink:.0}]", frames.len(), per_frame[per_frame.len() - 1]);
+    }
 }

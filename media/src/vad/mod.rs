@@ -5,9 +5,13 @@
 
 mod earshot;
 mod energy;
+#[cfg(feature = "silero")]
+mod silero;
 
 pub use self::earshot::EarshotVad;
 pub use self::energy::EnergyVad;
+#[cfg(feature = "silero")]
+pub use self::silero::SileroVad;
 
 use crate::SAMPLES_16K;
 
@@ -34,6 +38,11 @@ pub enum VadKind {
     /// A level detector with an adaptive noise floor: ≈ 0.35 µs per frame, as good as earshot on
     /// clean speech, loses recall in steady noise below ≈ 10 dB SNR.
     Energy,
+    /// Silero VAD v6 through tract (only with `--features silero`): the quality reference, but
+    /// ≈ 58 µs per 20 ms frame, allocates per inference and costs a ≈ 8 min tract build
+    /// (BENCHMARKS.md "Default VAD").
+    #[cfg(feature = "silero")]
+    Silero,
 }
 
 impl VadKind {
@@ -41,6 +50,8 @@ impl VadKind {
         match self {
             VadKind::Earshot => Box::new(EarshotVad::new()),
             VadKind::Energy => Box::new(EnergyVad::new()),
+            #[cfg(feature = "silero")]
+            VadKind::Silero => Box::new(SileroVad::new()),
         }
     }
 }
