@@ -55,3 +55,34 @@ impl VadKind {
         }
     }
 }
+
+/// Shared by the VADs' unit tests: the 16 kHz speech fixture and a VAD's mean score inside its
+/// speech (1.1–3.7 s) and in its clear silence (before 0.9 s, after 4.0 s).
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::Vad;
+    use crate::SAMPLES_16K;
+
+    /// tests/fixtures/speech_16k.wav: silence, speech from 1.000 s to 3.829 s, silence.
+    pub fn speech_16k() -> Vec<i16> {
+        let mut reader = hound::WavReader::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech_16k.wav")).unwrap();
+        assert_eq!(reader.spec().sample_rate, 16_000);
+        reader.samples::<i16>().map(Result::unwrap).collect()
+    }
+
+    pub fn mean_scores(vad: &mut dyn Vad, samples: &[i16]) -> (f32, f32) {
+        let (mut speech_sum, mut speech_n, mut silence_sum, mut silence_n) = (0.0, 0, 0.0, 0);
+        for (i, frame) in samples.chunks_exact(SAMPLES_16K).enumerate() {
+            let p = vad.frame_16k(frame.try_into().unwrap());
+            let t_ms = i as u64 * 20;
+            if (1100..3700).contains(&t_ms) {
+                speech_sum += p;
+                speech_n += 1;
+            } else if !(900..4000).contains(&t_ms) {
+                silence_sum += p;
+                silence_n += 1;
+            }
+        }
+        (speech_sum / speech_n as f32, silence_sum / silence_n as f32)
+    }
+}

@@ -175,23 +175,9 @@ mod tests {
 
     #[test]
     fn speech_fixture_scores_high_inside_the_speech_and_low_outside() {
-        // tests/fixtures/speech_16k.wav: silence, speech from 1.000 s to 3.829 s, silence.
-        let mut reader = hound::WavReader::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech_16k.wav")).unwrap();
-        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        let samples = crate::vad::fixture::speech_16k();
         let mut vad = SileroVad::new();
-        let (mut speech_sum, mut speech_n, mut silence_sum, mut silence_n) = (0.0, 0, 0.0, 0);
-        for (i, frame) in samples.chunks_exact(SAMPLES_16K).enumerate() {
-            let p = vad.frame_16k(frame.try_into().unwrap());
-            let t_ms = i as u64 * 20;
-            if (1100..3700).contains(&t_ms) {
-                speech_sum += p;
-                speech_n += 1;
-            } else if !(900..4000).contains(&t_ms) {
-                silence_sum += p;
-                silence_n += 1;
-            }
-        }
-        let (speech, silence) = (speech_sum / speech_n as f32, silence_sum / silence_n as f32);
+        let (speech, silence) = crate::vad::fixture::mean_scores(&mut vad, &samples);
         eprintln!("silero mean speech {speech:.3}, silence {silence:.3}");
         assert!(speech > 0.7, "mean speech score {speech}");
         assert!(silence < 0.1, "mean silence score {silence}");
