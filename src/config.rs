@@ -2,9 +2,13 @@
 //! run a useful server with no configuration at all.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::agent::{Providers, ProvidersFile};
 
 /// Default admission limit per core (see `max_calls`).
 pub const CALLS_PER_CORE: usize = 40;
@@ -72,6 +76,29 @@ pub struct ServeConfig {
     pub log_level: String,
     #[arg(long, env = "VOXRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Config file (TOML; see voxrelay.example.toml). Today it holds the `[providers.*]`
+    /// sections: keys (from an environment variable or a file), models, voices, endpoints.
+    #[arg(long, env = "VOXRELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Providers given directly by an embedder (tests); then neither the config file's
+    /// providers nor the environment are read.
+    #[arg(skip)]
+    pub providers: Option<Providers>,
+}
+
+/// The config file's layout. Unknown keys are errors: a typo must not silently turn a provider off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub providers: ProvidersFile,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
 }
 
 impl ServeConfig {
@@ -91,6 +118,8 @@ impl ServeConfig {
             drain_grace_secs: 10,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            config: None,
+            providers: None,
         }
     }
 
@@ -109,6 +138,18 @@ impl ServeConfig {
 
     pub fn max_calls(&self) -> usize {
         self.max_calls.unwrap_or_else(|| CALLS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The AI providers: given, or from the config file's sections and the environment.
+    pub fn providers(&self) -> anyhow::Result<Providers> {
+        if let Some(p) = &self.providers {
+            return Ok(p.clone());
+        }
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        Providers::resolve(&file.providers)
     }
 
     pub fn rtc_ip(&self) -> IpAddr {

@@ -55,6 +55,8 @@ pub struct VoxEngine {
     /// Plain RTP ingest (PROTOCOL.md §7): the IP its sockets bind to, `None` when off.
     rtp_ingest: Option<IpAddr>,
     vad: VadKind,
+    /// AI providers this server may use (keys resolved at start).
+    providers: agent::Providers,
     calls: Mutex<HashMap<String, CallEntry>>,
     draining: AtomicBool,
     max_calls: usize,
@@ -64,12 +66,20 @@ pub struct VoxEngine {
 }
 
 impl VoxEngine {
-    pub fn new(pool: WorkerPool, ports: PortAllocator, rtp_ingest: Option<IpAddr>, vad: VadKind, max_calls: usize) -> Arc<Self> {
+    pub fn new(
+        pool: WorkerPool,
+        ports: PortAllocator,
+        rtp_ingest: Option<IpAddr>,
+        vad: VadKind,
+        max_calls: usize,
+        providers: agent::Providers,
+    ) -> Arc<Self> {
         Arc::new(Self {
             pool,
             ports,
             rtp_ingest,
             vad,
+            providers,
             calls: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             max_calls,
@@ -191,7 +201,7 @@ impl VoxEngine {
             Ok(m) => m,
             Err(e) => return Err(close(t.peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
         };
-        let agent = match agent::new_agent(&config.agent) {
+        let agent = match agent::new_agent(&self.providers, &config) {
             Ok(a) => a,
             Err(e) => return Err(close(t.peer, e).await),
         };
@@ -281,7 +291,7 @@ pub struct EngineHandle(pub Arc<VoxEngine>);
 #[async_trait::async_trait]
 impl Engine for EngineHandle {
     fn check_agent(&self, name: &str) -> Result<(), ApiError> {
-        agent::check_agent(name)
+        agent::check_agent(&self.0.providers, name)
     }
 
     async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError> {

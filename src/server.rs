@@ -58,7 +58,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         #[cfg(feature = "silero")]
         crate::config::VadChoice::Silero => VadKind::Silero,
     };
-    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls());
+    let providers = cfg.providers()?;
+    info!(agents = %providers.available().join(","), "agents available");
+    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls(), providers);
     let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;

@@ -48,7 +48,7 @@ impl Agent for EchoAgent {
         self.turn_start_ms = audio_start_ms;
     }
 
-    fn on_committed(&mut self, audio_end_ms: u64) {
+    fn on_committed(&mut self, audio_end_ms: u64, _item_id: &str) {
         self.committed = Some((self.turn_start_ms, audio_end_ms));
         self.turn_start_ms = audio_end_ms;
     }
@@ -57,7 +57,7 @@ impl Agent for EchoAgent {
         self.history.clear();
     }
 
-    fn on_text(&mut self, _text: &str) {}
+    fn on_text(&mut self, _item_id: &str, _text: &str) {}
 
     fn start_response(&mut self, _response: u64) {
         self.pending.clear();
@@ -74,7 +74,7 @@ impl Agent for EchoAgent {
         self.pending.push_back(AgentOutput::Done);
     }
 
-    fn cancel_response(&mut self, _response: u64) {
+    fn cancel_response(&mut self, _response: u64, _played_ms: u64) {
         self.pending.clear();
     }
 
@@ -94,7 +94,7 @@ mod tests {
             a.on_audio(i * 20, &[i as i16; SAMPLES_24K]);
         }
         a.on_speech_started(400);
-        a.on_committed(1000);
+        a.on_committed(1000, "item_1");
         a.start_response(1);
         let Some(AgentOutput::TranscriptDelta(t)) = a.poll_output() else { panic!("transcript first") };
         assert_eq!(t, "[echo 0.6 s]");
@@ -103,7 +103,7 @@ mod tests {
             match out {
                 AgentOutput::Audio(pcm) => firsts.push(pcm[0]),
                 AgentOutput::Done => break,
-                AgentOutput::TranscriptDelta(_) => panic!("one transcript"),
+                other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(firsts, (20..50).collect::<Vec<i16>>());

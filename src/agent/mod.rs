@@ -3,55 +3,88 @@
 //! It is driven by the call task on tokio and never touches the audio thread: its output goes
 //! through the call task into the worker's ring.
 //!
-//! Built in: `echo` (plays each committed turn back). Provider agents (OpenAI Realtime, Gemini
-//! Live, cascade) implement the same trait.
+//! Built in: `echo` (plays each committed turn back). Provider agents run their network side
+//! as a tokio task behind [`bridge::Bridge`], so the trait stays synchronous and pull-based.
 
+mod backoff;
+mod bridge;
 mod echo;
+pub mod openai;
+pub mod providers;
 
 pub use echo::EchoAgent;
+pub use providers::{Providers, ProvidersFile};
 
 use voxrelay_media::SAMPLES_24K;
-use voxrelay_signaling::ApiError;
+use voxrelay_signaling::{ApiError, SessionConfig};
 
 /// One step of a response, pulled by the call task.
+#[derive(Debug)]
 pub enum AgentOutput {
     TranscriptDelta(String),
     Audio(Box<[i16; SAMPLES_24K]>),
     /// The response has no more output.
     Done,
+    /// The response ended early because of the provider (it may have produced audio first).
+    Failed { code: String, message: String },
+}
+
+/// Something the agent reports outside any response.
+#[derive(Debug, PartialEq)]
+pub enum AgentNotice {
+    /// The caller's words for a committed user item (`input_audio_transcription`).
+    InputTranscript { item_id: String, transcript: String },
+    /// A provider problem the client should know about; the call goes on.
+    Error { code: String, message: String },
 }
 
 pub trait Agent: Send {
+    /// The session's settings (instructions, voice, turn detection); called at start and on
+    /// every `session.update`.
+    fn configure(&mut self, _config: &SessionConfig) {}
     /// Caller audio at 24 kHz; `start_ms` counts from the call's first inbound sample.
     fn on_audio(&mut self, start_ms: u64, pcm: &[i16; SAMPLES_24K]);
     fn on_speech_started(&mut self, audio_start_ms: u64);
-    /// The user turn ending at `audio_end_ms` is committed.
-    fn on_committed(&mut self, audio_end_ms: u64);
+    /// The user turn ending at `audio_end_ms` is committed as conversation item `item_id`.
+    fn on_committed(&mut self, audio_end_ms: u64, item_id: &str);
     fn on_input_cleared(&mut self);
-    fn on_text(&mut self, text: &str);
+    fn on_text(&mut self, item_id: &str, text: &str);
     fn start_response(&mut self, response: u64);
-    fn cancel_response(&mut self, response: u64);
+    /// Barge-in or client cancel: `played_ms` of the response's audio reached the caller.
+    fn cancel_response(&mut self, response: u64, played_ms: u64);
     /// Next output of the current response, if any is ready now.
     fn poll_output(&mut self) -> Option<AgentOutput>;
+    fn poll_notice(&mut self) -> Option<AgentNotice> {
+        None
+    }
 }
 
-pub const AGENTS: &[&str] = &["echo"];
-
-pub fn check_agent(name: &str) -> Result<(), ApiError> {
-    match name {
-        "echo" => Ok(()),
-        "openai-realtime" | "gemini-live" | "cascade" => Err(ApiError::bad_request(
+pub fn check_agent(providers: &Providers, name: &str) -> Result<(), ApiError> {
+    let available = providers.available();
+    if available.contains(&name) {
+        return Ok(());
+    }
+    match providers.why_missing(name) {
+        Some(why) => Err(ApiError::bad_request(
             "agent_not_configured",
-            format!("agent {name:?} is not configured on this server (available: {})", AGENTS.join(", ")),
+            format!("agent {name:?} is not configured on this server: {why} (available: {})", available.join(", ")),
         )),
-        other => Err(ApiError::bad_request(
+        None => Err(ApiError::bad_request(
             "unknown_agent",
-            format!("unknown agent {other:?} (available: {})", AGENTS.join(", ")),
+            format!("unknown agent {name:?} (available: {})", available.join(", ")),
         )),
     }
 }
 
-pub fn new_agent(name: &str) -> Result<Box<dyn Agent>, ApiError> {
-    check_agent(name)?;
-    Ok(Box::new(EchoAgent::new()))
+/// Builds the session's agent; provider agents start connecting at once (on the current tokio
+/// runtime) so the first turn does not wait for a handshake.
+pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dyn Agent>, ApiError> {
+    check_agent(providers, &config.agent)?;
+    Ok(match config.agent.as_str() {
+        "openai-realtime" => {
+            let (oa, session) = (providers.openai.clone().expect("checked above"), config.clone());
+            Box::new(bridge::Bridge::spawn(config, move |link| openai::run(oa, session, link)))
+        }
+        _ => Box::new(EchoAgent::new()),
+    })
 }

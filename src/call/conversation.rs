@@ -14,7 +14,7 @@ use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::events::{ClientEvent, Dialect, SessionUpdate, parse_client_event, server_event};
 use voxrelay_signaling::{ApiError, SessionConfig};
 
-use crate::agent::{Agent, AgentOutput};
+use crate::agent::{Agent, AgentNotice, AgentOutput};
 
 struct Response {
     num: u64,
@@ -25,6 +25,8 @@ struct Response {
     audio_frames_queued: u64,
     voiced_frames_sent: u64,
     transcript: String,
+    /// Set when the agent gave up on the response (provider failure): (code, message).
+    failed: Option<(String, String)>,
     /// When the response was created, for the agent latency metric (not for any decision).
     created_at: std::time::Instant,
 }
@@ -101,6 +103,24 @@ impl Conversation {
         );
     }
 
+    /// A problem on the server's side (a provider), not in anything the client sent.
+    fn server_error(&mut self, code: &str, message: &str) {
+        self.emit("error", json!({"error": {"type": "server_error", "code": code, "message": message, "param": null, "event_id": null}}));
+    }
+
+    /// What the agent reports outside responses (caller transcripts, provider errors).
+    pub fn poll_agent_notices(&mut self) {
+        while let Some(n) = self.agent.poll_notice() {
+            match n {
+                AgentNotice::InputTranscript { item_id, transcript } => self.emit(
+                    "conversation.item.input_audio_transcription.completed",
+                    json!({"item_id": item_id, "content_index": 0, "transcript": transcript}),
+                ),
+                AgentNotice::Error { code, message } => self.server_error(&code, &message),
+            }
+        }
+    }
+
     /// The data channel opened.
     pub fn on_open(&mut self) {
         let session = self.session_json();
@@ -146,7 +166,7 @@ impl Conversation {
     fn on_committed(&mut self, audio_end_ms: u64) {
         let item_id = self.input_item.take().unwrap_or_else(|| random_id("item_"));
         let previous = self.last_item.replace(item_id.clone());
-        self.agent.on_committed(audio_end_ms);
+        self.agent.on_committed(audio_end_ms, &item_id);
         self.emit("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id}));
         self.emit(
             "conversation.item.created",
@@ -173,6 +193,7 @@ impl Conversation {
             audio_frames_queued: 0,
             voiced_frames_sent: 0,
             transcript: String::new(),
+            failed: None,
             created_at: std::time::Instant::now(),
         };
         self.suppress_voiced = false;
@@ -206,7 +227,13 @@ impl Conversation {
         let mut part = ids;
         part["part"] = json!({"type": "audio", "transcript": r.transcript});
         self.emit("response.content_part.done", part);
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "assistant",
+        let (status, item_status, details) = match &r.failed {
+            None => ("completed", "completed", Value::Null),
+            Some((code, message)) => {
+                ("failed", "incomplete", json!({"type": "failed", "error": {"type": "server_error", "code": code, "message": message}}))
+            }
+        };
+        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": item_status, "role": "assistant",
             "content": [{"type": "audio", "transcript": r.transcript}]});
         self.emit("response.output_item.done", json!({"response_id": r.id, "output_index": 0, "item": item}));
         if r.playing {
@@ -214,17 +241,17 @@ impl Conversation {
         }
         self.emit(
             "response.done",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": "completed", "status_details": null, "output": [item], "usage": null}}),
+            json!({"response": {"id": r.id, "object": "realtime.response", "status": status, "status_details": details, "output": [item], "usage": null}}),
         );
         self.remember_item(r.item_id, r.voiced_frames_sent * u64::from(FRAME_MS));
     }
 
     fn cancel_response(&mut self, reason: &'static str) {
         let Some(r) = self.response.take() else { return };
-        self.controls.push(Control::CancelResponse(r.num));
-        self.agent.cancel_response(r.num);
-        self.suppress_voiced = true;
         let played_ms = r.voiced_frames_sent * u64::from(FRAME_MS);
+        self.controls.push(Control::CancelResponse(r.num));
+        self.agent.cancel_response(r.num, played_ms);
+        self.suppress_voiced = true;
         self.emit("output_audio_buffer.cleared", json!({"response_id": r.id}));
         self.emit("conversation.item.truncated", json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}));
         let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "incomplete", "role": "assistant",
@@ -279,6 +306,17 @@ impl Conversation {
                     r.audio_frames_queued += 1;
                     return Some(AgentFrame::Audio { response: num, pcm: *pcm });
                 }
+                AgentOutput::Failed { code, message } => {
+                    r.agent_done = true;
+                    r.failed = Some((code.clone(), message.clone()));
+                    let queued = r.audio_frames_queued;
+                    self.server_error(&code, &message);
+                    if queued == 0 {
+                        self.complete_response();
+                        return None;
+                    }
+                    return Some(AgentFrame::End { response: num });
+                }
                 AgentOutput::Done => {
                     r.agent_done = true;
                     if r.audio_frames_queued == 0 {
@@ -308,13 +346,14 @@ impl Conversation {
                     SessionUpdate::Beta(s) => next.apply_beta(s),
                     SessionUpdate::Ga(s) => next.apply_ga(s),
                 };
-                if let Err(e) = applied.and_then(|_| crate::agent::check_agent(&next.agent).map(|_| ())) {
+                if let Err(e) = applied {
                     return self.api_error(e, event_id);
                 }
                 if next.agent != self.config.agent {
                     return self.error("agent_change_unsupported", "the agent of a live call cannot change", event_id);
                 }
                 self.config = next;
+                self.agent.configure(&self.config);
                 self.controls.push(Control::SetTurn(turn_config(&self.config)));
                 let session = self.session_json();
                 self.emit("session.updated", json!({"session": session}));
@@ -329,7 +368,7 @@ impl Conversation {
             ClientEvent::ItemCreate { item_id, text } => {
                 let id = item_id.unwrap_or_else(|| random_id("item_"));
                 let previous = self.last_item.replace(id.clone());
-                self.agent.on_text(&text);
+                self.agent.on_text(&id, &text);
                 self.emit(
                     "conversation.item.created",
                     json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",

@@ -163,6 +163,7 @@ pub async fn run_call(setup: CallSetup) {
                         }
                     }
                 }
+                conversation.poll_agent_notices();
                 while agent_out.slots() > 0 {
                     let Some(frame) = conversation.next_agent_frame() else { break };
                     let _ = agent_out.push(frame);

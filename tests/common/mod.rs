@@ -24,6 +24,8 @@ pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> voxrelay::Runni
     cfg.api_key = Some(API_KEY.into());
     cfg.audio_workers = Some(2);
     cfg.drain_grace_secs = 1;
+    // Hermetic: a developer's OPENAI_API_KEY must not send test audio to a real provider.
+    cfg.providers = Some(voxrelay::agent::Providers::resolve_with(&Default::default(), &|_| None).unwrap());
     tweak(&mut cfg);
     voxrelay::start(cfg).await.expect("server starts")
 }

@@ -1,0 +1,208 @@
+//! The `openai-realtime` agent end to end: a real WebRTC client talks to voxrelay, whose real
+//! adapter talks to a local fake of OpenAI's Realtime WebSocket API (tests/fakes). Covers a full
+//! turn in both upstream dialects, barge-in, an upstream drop mid-response with recovery, and a
+//! refused key with the call kept alive.
+
+mod common;
+#[path = "fakes/openai_realtime.rs"]
+mod fake;
+
+use std::time::Duration;
+
+use common::*;
+use fake::{Behaviour, FakeOpenAi, REPLY_TRANSCRIPT};
+use serde_json::{Value, json};
+use voxrelay::agent::{Providers, ProvidersFile};
+
+const KEY: &str = "sk-test-fake";
+
+async fn server_for(fake: &FakeOpenAi, key: &str, dialect: &str) -> voxrelay::RunningServer {
+    let toml = format!("[providers.openai]\nbase_url = \"{}\"\ndialect = \"{dialect}\"\n", fake.url);
+    #[derive(serde::Deserialize)]
+    struct Top {
+        providers: ProvidersFile,
+    }
+    let file: Top = toml::from_str(&toml).unwrap();
+    let key = key.to_string();
+    let providers = Providers::resolve_with(&file.providers, &|n| (n == "OPENAI_API_KEY").then(|| key.clone())).unwrap();
+    start_with(|c| c.providers = Some(providers)).await
+}
+
+fn session_body() -> Value {
+    json!({"agent": "openai-realtime", "instructions": "You are a test.", "input_audio_transcription": {"model": "whisper-1"}})
+}
+
+async fn speak_one_turn(c: &mut Call) -> usize {
+    let speech = speech();
+    c.say(&silence_ms(1500));
+    c.say(&speech);
+    c.say(&silence_ms(2500));
+    speech.len() / 48
+}
+
+async fn full_turn(dialect: &str, path: &str) {
+    let fake = FakeOpenAi::start(KEY, Behaviour::default()).await;
+    let server = server_for(&fake, KEY, dialect).await;
+    let base = server.url();
+    let mut c = Call::connect(&base, path, &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    let speech_ms = speak_one_turn(&mut c).await;
+
+    let committed = c.expect("input_audio_buffer.committed").await;
+    let transcript = c.expect("conversation.item.input_audio_transcription.completed").await;
+    assert_eq!(transcript["item_id"], committed["item_id"], "the caller's transcript belongs to the committed item");
+    assert!(transcript["transcript"].as_str().unwrap().starts_with("user said"), "{transcript}");
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], REPLY_TRANSCRIPT);
+    let deltas: String = c
+        .log
+        .iter()
+        .filter(|(_, e)| e["type"].as_str().is_some_and(|t| t.ends_with("audio_transcript.delta")))
+        .map(|(_, e)| e["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deltas, REPLY_TRANSCRIPT);
+
+    // The provider's audio (the fake says the caller's turn back) reached the WebRTC client.
+    let voiced = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();
+    assert!(voiced * 20 >= speech_ms / 2, "{voiced} voiced frames back for {speech_ms} ms of speech");
+
+    // Upstream saw: settings first (its own VAD off, our instructions), then only the speech
+    // (the 1.5 s of leading silence stayed local), a commit and a response request.
+    let types = fake.types();
+    assert_eq!(types[0], "session.update", "{types:?}");
+    let update = &fake.events_of("session.update")[0]["session"];
+    assert_eq!(update["instructions"], "You are a test.");
+    let td = if dialect == "beta" { &update["turn_detection"] } else { &update["audio"]["input"]["turn_detection"] };
+    assert!(td.is_null(), "upstream turn detection is off: {update}");
+    let appended_ms = fake.log.lock().unwrap().appended_samples / 24;
+    assert!(
+        appended_ms >= speech_ms * 8 / 10 && appended_ms <= speech_ms + 1600,
+        "{appended_ms} ms appended for {speech_ms} ms of speech"
+    );
+    let pos = |t: &str| types.iter().position(|x| x == t).unwrap_or_else(|| panic!("{t} not sent: {types:?}"));
+    assert!(pos("input_audio_buffer.append") < pos("input_audio_buffer.commit"));
+    assert!(pos("input_audio_buffer.commit") < pos("response.create"));
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_turn_ga() {
+    full_turn("ga", "/v1/realtime/calls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_turn_beta_upstream() {
+    full_turn("beta", "/v1/realtime").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_cancels_and_truncates_upstream() {
+    let fake = FakeOpenAi::start(KEY, Behaviour { tone_ms: Some(20_000), ..Default::default() }).await;
+    let server = server_for(&fake, KEY, "ga").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    speak_one_turn(&mut c).await;
+    c.expect("output_audio_buffer.started").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count() < 25 {
+        assert!(tokio::time::Instant::now() < deadline, "provider audio never played");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.interrupt_with(&speech());
+    c.say(&silence_ms(2500));
+    let truncated = c.expect("conversation.item.truncated").await;
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "cancelled");
+    let played = truncated["audio_end_ms"].as_u64().unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.events_of("conversation.item.truncate").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no truncate upstream: {:?}", fake.types());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.events_of("response.cancel").len(), 1, "{:?}", fake.types());
+    let up = &fake.events_of("conversation.item.truncate")[0];
+    assert_eq!(up["audio_end_ms"].as_u64(), Some(played), "upstream truncated where the caller stopped hearing");
+    assert!(played >= 400, "{played}");
+    assert!(up["item_id"].as_str().unwrap().starts_with("item_fake"), "the provider's own item id: {up}");
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_drop_mid_response_then_recovery() {
+    let fake = FakeOpenAi::start(KEY, Behaviour { drop_after_deltas: Some(3), ..Default::default() }).await;
+    let server = server_for(&fake, KEY, "ga").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    speak_one_turn(&mut c).await;
+
+    let err = c.expect("error").await;
+    assert_eq!(err["error"]["code"], "provider_disconnected", "{err}");
+    assert_eq!(err["error"]["type"], "server_error");
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "failed", "{done}");
+    assert_eq!(done["response"]["status_details"]["error"]["code"], "provider_disconnected");
+
+    // The next turn runs on a new upstream connection that was given the dialogue so far.
+    c.wait_sent().await;
+    speak_one_turn(&mut c).await;
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert_eq!(fake.log.lock().unwrap().connections, 2);
+    let updates = fake.events_of("session.update");
+    assert_eq!(updates.len(), 2, "settings sent again after the reconnect");
+    let replayed = fake.events_of("conversation.item.create");
+    assert!(
+        replayed.iter().any(|e| e["item"]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("user said"))),
+        "the caller's first turn is replayed as context: {replayed:?}"
+    );
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_key_is_an_error_event_and_the_call_lives() {
+    let fake = FakeOpenAi::start(KEY, Behaviour::default()).await;
+    let server = server_for(&fake, "sk-wrong", "ga").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    let err = c.expect("error").await;
+    assert_eq!(err["error"]["code"], "provider_auth_failed", "{err}");
+    assert!(!err["error"]["message"].as_str().unwrap().contains("sk-wrong"), "never echo the key");
+    assert!(fake.log.lock().unwrap().rejected >= 1);
+
+    speak_one_turn(&mut c).await;
+    c.expect("input_audio_buffer.committed").await;
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "failed");
+    assert_eq!(done["response"]["status_details"]["error"]["code"], "provider_auth_failed");
+
+    // Still a working call: settings are answered and DELETE ends it normally.
+    c.send(json!({"type": "session.update", "session": {"instructions": "still here"}})).await;
+    c.expect("session.updated").await;
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unconfigured_provider_is_a_clear_400() {
+    let server = start_with(|c| c.providers = Some(Providers::resolve_with(&ProvidersFile::default(), &|_| None).unwrap())).await;
+    let resp = http()
+        .post(format!("{}/v1/realtime/sessions", server.url()))
+        .bearer_auth(API_KEY)
+        .json(&json!({"agent": "openai-realtime"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "agent_not_configured");
+    assert!(body["error"]["message"].as_str().unwrap().contains("OPENAI_API_KEY"), "{body}");
+    server.shutdown().await;
+}
