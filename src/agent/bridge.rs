@@ -33,6 +33,8 @@ pub const MAX_QUEUED_FRAMES: usize = 3000;
 #[derive(Debug)]
 pub enum Cmd {
     Configure(SessionConfig),
+    /// The caller started speaking; the pre-roll and live audio follow.
+    SpeechStarted,
     Audio { start_ms: u64, pcm: Box<[i16; SAMPLES_24K]> },
     Commit { item_id: String },
     ClearInput,
@@ -200,6 +202,7 @@ impl Agent for Bridge {
             return;
         }
         self.streaming = true;
+        self.send(Cmd::SpeechStarted);
         let from = audio_start_ms.saturating_sub(ONSET_MARGIN_MS);
         while let Some((start_ms, pcm)) = self.preroll.pop_front() {
             if start_ms + u64::from(FRAME_MS) > from {
@@ -276,6 +279,7 @@ mod tests {
             match c {
                 Cmd::Audio { start_ms, .. } => audio.push(start_ms),
                 Cmd::Commit { item_id } => commit = Some(item_id),
+                Cmd::SpeechStarted => assert!(audio.is_empty(), "announced before its audio"),
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -10,6 +10,7 @@ mod backoff;
 mod bridge;
 mod echo;
 pub mod openai;
+mod upstream;
 pub mod providers;
 
 pub use echo::EchoAgent;

@@ -76,6 +76,10 @@ impl Session {
         }
     }
 
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.cfg
+    }
+
     pub fn url(&self) -> String {
         let sep = if self.cfg.base_url.contains('?') { '&' } else { '?' };
         format!("{}{sep}model={}", self.cfg.base_url, self.cfg.model)
@@ -152,6 +156,7 @@ impl Session {
     pub fn on_cmd(&mut self, cmd: Cmd, link: &mut Link) -> Vec<String> {
         let v = match cmd {
             Cmd::Audio { pcm, .. } => return vec![audio_append(&pcm)],
+            Cmd::SpeechStarted => return Vec::new(),
             Cmd::Configure(s) => {
                 self.session = s;
                 self.session_update()
