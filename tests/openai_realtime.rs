@@ -18,26 +18,12 @@ const KEY: &str = "sk-test-fake";
 
 async fn server_for(fake: &FakeOpenAi, key: &str, dialect: &str) -> voxrelay::RunningServer {
     let toml = format!("[providers.openai]\nbase_url = \"{}\"\ndialect = \"{dialect}\"\n", fake.url);
-    #[derive(serde::Deserialize)]
-    struct Top {
-        providers: ProvidersFile,
-    }
-    let file: Top = toml::from_str(&toml).unwrap();
-    let key = key.to_string();
-    let providers = Providers::resolve_with(&file.providers, &|n| (n == "OPENAI_API_KEY").then(|| key.clone())).unwrap();
+    let providers = providers(&toml, &[("OPENAI_API_KEY", key)]);
     start_with(|c| c.providers = Some(providers)).await
 }
 
 fn session_body() -> Value {
     json!({"agent": "openai-realtime", "instructions": "You are a test.", "input_audio_transcription": {"model": "whisper-1"}})
-}
-
-async fn speak_one_turn(c: &mut Call) -> usize {
-    let speech = speech();
-    c.say(&silence_ms(1500));
-    c.say(&speech);
-    c.say(&silence_ms(2500));
-    speech.len() / 48
 }
 
 async fn full_turn(dialect: &str, path: &str) {
@@ -46,7 +32,7 @@ async fn full_turn(dialect: &str, path: &str) {
     let base = server.url();
     let mut c = Call::connect(&base, path, &client_secret(&base, session_body()).await).await;
     c.expect("session.created").await;
-    let speech_ms = speak_one_turn(&mut c).await;
+    let speech_ms = c.speak_turn(1500);
 
     let committed = c.expect("input_audio_buffer.committed").await;
     let transcript = c.expect("conversation.item.input_audio_transcription.completed").await;
@@ -104,13 +90,9 @@ async fn barge_in_cancels_and_truncates_upstream() {
     let base = server.url();
     let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
     c.expect("session.created").await;
-    speak_one_turn(&mut c).await;
+    c.speak_turn(1500);
     c.expect("output_audio_buffer.started").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count() < 25 {
-        assert!(tokio::time::Instant::now() < deadline, "provider audio never played");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.wait_voiced(25).await;
     c.interrupt_with(&speech());
     c.say(&silence_ms(2500));
     let truncated = c.expect("conversation.item.truncated").await;
@@ -139,7 +121,7 @@ async fn upstream_drop_mid_response_then_recovery() {
     let base = server.url();
     let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
     c.expect("session.created").await;
-    speak_one_turn(&mut c).await;
+    c.speak_turn(1500);
 
     let err = c.expect("error").await;
     assert_eq!(err["error"]["code"], "provider_disconnected", "{err}");
@@ -150,7 +132,7 @@ async fn upstream_drop_mid_response_then_recovery() {
 
     // The next turn runs on a new upstream connection that was given the dialogue so far.
     c.wait_sent().await;
-    speak_one_turn(&mut c).await;
+    c.speak_turn(1500);
     let done = c.expect("response.done").await;
     assert_eq!(done["response"]["status"], "completed", "{done}");
     assert_eq!(fake.log.lock().unwrap().connections, 2);
@@ -177,7 +159,7 @@ async fn refused_key_is_an_error_event_and_the_call_lives() {
     assert!(!err["error"]["message"].as_str().unwrap().contains("sk-wrong"), "never echo the key");
     assert!(fake.log.lock().unwrap().rejected >= 1);
 
-    speak_one_turn(&mut c).await;
+    c.speak_turn(1500);
     c.expect("input_audio_buffer.committed").await;
     let done = c.expect("response.done").await;
     assert_eq!(done["response"]["status"], "failed");

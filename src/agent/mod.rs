@@ -9,6 +9,7 @@
 mod backoff;
 mod bridge;
 mod echo;
+pub mod gemini;
 pub mod openai;
 mod upstream;
 pub mod providers;
@@ -85,6 +86,10 @@ pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dy
         "openai-realtime" => {
             let (oa, session) = (providers.openai.clone().expect("checked above"), config.clone());
             Box::new(bridge::Bridge::spawn(config, move |link| openai::run(oa, session, link)))
+        }
+        "gemini-live" => {
+            let (gm, session) = (providers.gemini.clone().expect("checked above"), config.clone());
+            Box::new(bridge::Bridge::spawn(config, move |link| gemini::run(gm, session, link)))
         }
         _ => Box::new(EchoAgent::new()),
     })

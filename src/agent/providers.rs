@@ -15,7 +15,42 @@ use serde::Deserialize;
 pub struct ProvidersFile {
     #[serde(default)]
     pub openai: Option<OpenAiSection>,
+    #[serde(default)]
+    pub gemini: Option<GeminiSection>,
 }
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeminiSection {
+    /// Environment variable holding the key (default `GEMINI_API_KEY`).
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<String>,
+    pub model: Option<String>,
+    pub voice: Option<String>,
+    pub base_url: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+/// A ready-to-use Gemini Live configuration.
+#[derive(Clone)]
+pub struct GeminiConfig {
+    pub api_key: String,
+    pub model: String,
+    pub voice: String,
+    pub base_url: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for GeminiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeminiConfig").field("model", &self.model).field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
+pub const GEMINI_URL: &str =
+    "wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+pub const GEMINI_MODEL: &str = "models/gemini-live-2.5-flash-preview";
+pub const GEMINI_VOICE: &str = "Puck";
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +106,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default)]
 pub struct Providers {
     pub openai: Option<OpenAiConfig>,
+    pub gemini: Option<GeminiConfig>,
     /// Why each unconfigured provider is off, for the 400 a session gets.
     pub missing: Vec<(&'static str, String)>,
 }
@@ -109,7 +145,25 @@ impl Providers {
             }
             Err(why) => p.missing.push(("openai-realtime", why)),
         }
-        p.missing.push(("gemini-live", "not implemented yet in this build".into()));
+        let gm = file.gemini.clone().unwrap_or_default();
+        match resolve_key("gemini", gm.api_key_env.as_deref().unwrap_or("GEMINI_API_KEY"), gm.api_key_file.as_deref(), env)? {
+            Ok(api_key) => {
+                let base_url = gm.base_url.unwrap_or_else(|| GEMINI_URL.into());
+                if !(base_url.starts_with("wss://") || base_url.starts_with("ws://")) {
+                    bail!("providers.gemini.base_url: expected a ws:// or wss:// URL, got {base_url:?}");
+                }
+                let model = gm.model.unwrap_or_else(|| GEMINI_MODEL.into());
+                p.gemini = Some(GeminiConfig {
+                    api_key,
+                    // The API wants the resource name.
+                    model: if model.starts_with("models/") { model } else { format!("models/{model}") },
+                    voice: gm.voice.unwrap_or_else(|| GEMINI_VOICE.into()),
+                    base_url,
+                    connect_timeout: gm.connect_timeout_secs.map_or(CONNECT_TIMEOUT, Duration::from_secs),
+                });
+            }
+            Err(why) => p.missing.push(("gemini-live", why)),
+        }
         p.missing.push(("cascade", "not implemented yet in this build".into()));
         Ok(p)
     }
@@ -119,6 +173,9 @@ impl Providers {
         let mut v = vec!["echo"];
         if self.openai.is_some() {
             v.push("openai-realtime");
+        }
+        if self.gemini.is_some() {
+            v.push("gemini-live");
         }
         v
     }

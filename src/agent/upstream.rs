@@ -63,6 +63,11 @@ pub trait Protocol: Send + 'static {
     }
     fn auth_failed(&self) -> bool;
     fn set_auth_failed(&mut self, failed: bool);
+    /// Checked after each command: a reason to replace the connection now (e.g. settings that
+    /// the provider only takes at setup).
+    fn wants_reconnect(&mut self) -> Option<String> {
+        None
+    }
 }
 
 enum ConnectError {
@@ -229,6 +234,10 @@ async fn serve<P: Protocol>(ws: Ws, p: &mut P, link: &mut Link, pending: &mut Ve
                     if let Err(e) = tx.send(Message::text(m)).await {
                         return Ended::Dropped("provider_disconnected", e.to_string());
                     }
+                }
+                if let Some(why) = p.wants_reconnect() {
+                    let _ = tx.send(Message::Close(None)).await;
+                    return Ended::Handover(why);
                 }
             }
             msg = rx.next() => {

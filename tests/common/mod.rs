@@ -122,6 +122,25 @@ impl Call {
         }
     }
 
+    /// Queues one spoken turn: `lead_ms` of silence, the speech fixture, then silence long
+    /// enough for the turn to commit. Returns the speech's length in ms.
+    pub fn speak_turn(&self, lead_ms: usize) -> usize {
+        let speech = speech();
+        self.say(&silence_ms(lead_ms));
+        self.say(&speech);
+        self.say(&silence_ms(2500));
+        speech.len() / 48
+    }
+
+    /// Waits until at least `n` voiced frames have been received.
+    pub async fn wait_voiced(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count() < n {
+            assert!(tokio::time::Instant::now() < deadline, "fewer than {n} voiced frames arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// RMS of received frames (the test client always decodes).
     pub fn levels(&self) -> Vec<(Instant, f64)> {
         self.client.received().iter().map(|r| (r.at, r.rms.unwrap_or(0.0))).collect()
@@ -136,4 +155,15 @@ pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
     let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
     cov / (va.sqrt() * vb.sqrt()).max(f64::EPSILON)
+}
+
+/// Providers from a `[providers.*]` TOML snippet, with `env` standing in for the environment.
+pub fn providers(toml_text: &str, env: &[(&str, &str)]) -> voxrelay::agent::Providers {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        providers: voxrelay::agent::ProvidersFile,
+    }
+    let file: Top = toml::from_str(toml_text).unwrap();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    voxrelay::agent::Providers::resolve_with(&file.providers, &|n| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())).unwrap()
 }

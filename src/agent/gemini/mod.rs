@@ -1,0 +1,453 @@
+//! The `gemini-live` agent: Google's Gemini Live API (`BidiGenerateContent` over WebSocket).
+//! The connection loop is [`crate::agent::upstream`]'s; this is the protocol mapping.
+//!
+//! Turns stay ours: automatic activity detection upstream is disabled and our turn detector
+//! drives `activityStart`/`activityEnd`; the model answers each activity end. Caller audio is
+//! resampled 24 → 16 kHz (`audio/pcm;rate=16000`), the model speaks pcm16 at 24 kHz. A barge-in's
+//! `activityStart` interrupts generation upstream (`activityHandling: START_OF_ACTIVITY_INTERRUPTS`).
+//! `goAway` is answered by reconnecting with the session-resumption handle once the current
+//! turn is done (or at once when idle), so the conversation survives the provider's connection
+//! limits. Messages are read tolerantly: camelCase or snake_case field names.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
+use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
+use voxrelay_signaling::SessionConfig;
+
+use super::bridge::{Cmd, Link};
+use super::providers::GeminiConfig;
+use super::upstream::{self, Protocol, Reply};
+use super::{AgentNotice, AgentOutput};
+
+/// Dialogue replayed when a connection is replaced without a resumption handle (characters).
+pub const HISTORY_BUDGET_CHARS: usize = 16_000;
+const SAMPLES_16K: usize = SAMPLES_24K * 2 / 3;
+
+pub async fn run(cfg: GeminiConfig, session: SessionConfig, link: Link) {
+    upstream::run(Gemini::new(cfg, session), link).await;
+}
+
+struct Active {
+    /// `None`: a turn nobody asked for (a response was cancelled before it began); dropped.
+    num: Option<u64>,
+    cancelled: bool,
+    transcript: String,
+}
+
+pub struct Gemini {
+    cfg: GeminiConfig,
+    session: SessionConfig,
+    /// `setupComplete` seen on this connection; until then messages wait in `outbox`.
+    ready: bool,
+    outbox: Vec<String>,
+    /// 24 → 16 kHz is 3:2; the media resampler does integer ratios, so via 48 kHz.
+    up_48k: Resampler,
+    down_16k: Resampler,
+    in_activity: bool,
+    /// The model was given a turn end (activity end or text) it has not answered yet.
+    triggered: bool,
+    awaiting: VecDeque<u64>,
+    active: Option<Active>,
+    user_item: Option<String>,
+    user_text: String,
+    handle: Option<String>,
+    go_away: bool,
+    /// Settings changed mid-call: Gemini takes them only at setup, so reconnect (resuming).
+    settings_changed: bool,
+    history: VecDeque<(&'static str, String)>,
+    partial: Vec<i16>,
+    odd_byte: Option<u8>,
+    bad_rate_reported: bool,
+    auth_failed: bool,
+}
+
+/// `v[camel]` or `v[snake]`: field names have changed between versions of the docs and SDKs.
+fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    v.get(camel).or_else(|| v.get(snake)).filter(|x| !x.is_null())
+}
+
+impl Gemini {
+    pub fn new(cfg: GeminiConfig, session: SessionConfig) -> Self {
+        Self {
+            cfg,
+            session,
+            ready: false,
+            outbox: Vec::new(),
+            up_48k: Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).expect("24 -> 48 kHz is supported"),
+            down_16k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).expect("48 -> 16 kHz is supported"),
+            in_activity: false,
+            triggered: false,
+            awaiting: VecDeque::new(),
+            active: None,
+            user_item: None,
+            user_text: String::new(),
+            handle: None,
+            go_away: false,
+            settings_changed: false,
+            history: VecDeque::new(),
+            partial: Vec::with_capacity(SAMPLES_24K),
+            odd_byte: None,
+            bad_rate_reported: false,
+            auth_failed: false,
+        }
+    }
+
+    fn voice(&self) -> &str {
+        if self.session.voice == SessionConfig::default().voice { &self.cfg.voice } else { &self.session.voice }
+    }
+
+    pub fn setup(&self) -> Value {
+        let mut setup = json!({
+            "model": self.cfg.model,
+            "generationConfig": {
+                "responseModalities": ["AUDIO"],
+                "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": self.voice()}}},
+            },
+            "realtimeInputConfig": {
+                "automaticActivityDetection": {"disabled": true},
+                "activityHandling": "START_OF_ACTIVITY_INTERRUPTS",
+            },
+            "outputAudioTranscription": {},
+            "sessionResumption": match &self.handle { Some(h) => json!({"handle": h}), None => json!({}) },
+        });
+        if !self.session.instructions.is_empty() {
+            setup["systemInstruction"] = json!({"parts": [{"text": self.session.instructions}]});
+        }
+        if self.session.input_audio_transcription.is_some() {
+            setup["inputAudioTranscription"] = json!({});
+        }
+        json!({"setup": setup})
+    }
+
+    fn remember(&mut self, role: &'static str, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        self.history.push_back((role, text.to_string()));
+        let mut total: usize = self.history.iter().map(|(_, t)| t.len()).sum();
+        while total > HISTORY_BUDGET_CHARS && self.history.len() > 1 {
+            total -= self.history.pop_front().map_or(0, |(_, t)| t.len());
+        }
+    }
+
+    fn replay(&self) -> Option<String> {
+        if self.history.is_empty() {
+            return None;
+        }
+        let turns: Vec<Value> = self
+            .history
+            .iter()
+            .map(|(role, text)| json!({"role": if *role == "user" { "user" } else { "model" }, "parts": [{"text": text}]}))
+            .collect();
+        Some(json!({"clientContent": {"turns": turns, "turnComplete": false}}).to_string())
+    }
+
+    fn audio(&mut self, pcm: &[i16; SAMPLES_24K]) -> String {
+        let mut wide = [0i16; SAMPLES_24K * 2];
+        let mut out = [0i16; SAMPLES_16K];
+        self.up_48k.process(pcm, &mut wide);
+        self.down_16k.process(&wide, &mut out);
+        let mut bytes = [0u8; SAMPLES_16K * 2];
+        for (b, s) in bytes.chunks_exact_mut(2).zip(out) {
+            b.copy_from_slice(&s.to_le_bytes());
+        }
+        json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": B64.encode(bytes)}}}).to_string()
+    }
+
+    fn activity_start(&mut self, out: &mut Vec<String>) {
+        if !self.in_activity {
+            self.in_activity = true;
+            out.push(json!({"realtimeInput": {"activityStart": {}}}).to_string());
+        }
+    }
+
+    fn translate(&mut self, cmd: Cmd, link: &mut Link) -> Vec<String> {
+        let mut out = Vec::new();
+        match cmd {
+            Cmd::Configure(s) => {
+                let changed = s.instructions != self.session.instructions
+                    || s.voice != self.session.voice
+                    || s.input_audio_transcription.is_some() != self.session.input_audio_transcription.is_some();
+                self.session = s;
+                self.settings_changed |= changed;
+            }
+            Cmd::SpeechStarted => self.activity_start(&mut out),
+            Cmd::Audio { pcm, .. } => {
+                self.activity_start(&mut out);
+                out.push(self.audio(&pcm));
+            }
+            Cmd::Commit { item_id } => {
+                if self.in_activity {
+                    self.in_activity = false;
+                    self.triggered = true;
+                    out.push(json!({"realtimeInput": {"activityEnd": {}}}).to_string());
+                }
+                self.user_item = Some(item_id);
+                self.user_text.clear();
+            }
+            // Gemini has no way to drop audio already sent in an activity; the turn it is in
+            // still ends at the next commit. Nothing is sent.
+            Cmd::ClearInput => {}
+            Cmd::Text { text, .. } => {
+                self.remember("user", &text);
+                self.triggered = true;
+                out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}).to_string());
+            }
+            Cmd::StartResponse(num) => {
+                if self.auth_failed {
+                    link.output(num, AgentOutput::Failed {
+                        code: "provider_auth_failed".into(),
+                        message: "the provider refused this server's API key".into(),
+                    });
+                    return out;
+                }
+                self.awaiting.push_back(num);
+                if !std::mem::take(&mut self.triggered) {
+                    // Nothing new to answer: ask for a model turn explicitly.
+                    out.push(json!({"clientContent": {"turnComplete": true}}).to_string());
+                }
+            }
+            Cmd::CancelResponse { response, .. } => {
+                // Generation upstream stops on the barge-in's activityStart; Gemini has no item
+                // truncation, so its context keeps the whole answer.
+                if let Some(a) = self.active.as_mut().filter(|a| a.num == Some(response)) {
+                    a.cancelled = true;
+                }
+                self.awaiting.retain(|n| *n != response);
+            }
+        }
+        out
+    }
+
+    fn finish_turn(&mut self, link: &mut Link) {
+        if let Some(item_id) = self.user_item.take() {
+            let transcript = std::mem::take(&mut self.user_text);
+            if !transcript.is_empty() {
+                self.remember("user", transcript.trim());
+                link.notice(AgentNotice::InputTranscript { item_id, transcript: transcript.trim().to_string() });
+            }
+        }
+        let Some(a) = self.active.take() else { return };
+        let partial = std::mem::take(&mut self.partial);
+        self.odd_byte = None;
+        if let (Some(num), false) = (a.num, a.cancelled) {
+            if !partial.is_empty() {
+                let mut frame = Box::new([0i16; SAMPLES_24K]);
+                frame[..partial.len()].copy_from_slice(&partial);
+                link.output(num, AgentOutput::Audio(frame));
+            }
+            link.output(num, AgentOutput::Done);
+        }
+        self.remember("model", &a.transcript);
+    }
+
+    /// The model turn output belongs to (bound on its first output).
+    fn active(&mut self) -> &mut Active {
+        if self.active.is_none() {
+            self.active = Some(Active { num: self.awaiting.pop_front(), cancelled: false, transcript: String::new() });
+        }
+        self.active.as_mut().expect("just set")
+    }
+
+    fn on_audio(&mut self, mime: &str, data: &str, link: &mut Link) {
+        let rate_ok = !mime.contains("rate=") || mime.contains("rate=24000");
+        if !rate_ok {
+            if !std::mem::replace(&mut self.bad_rate_reported, true) {
+                link.error("provider_protocol_error", format!("gemini-live sent audio as {mime}; expected 24 kHz pcm"));
+            }
+            return;
+        }
+        let Ok(bytes) = B64.decode(data) else {
+            link.error("provider_protocol_error", "gemini-live audio is not base64");
+            return;
+        };
+        let a = self.active();
+        let Some(num) = a.num.filter(|_| !a.cancelled) else { return };
+        let mut rest = bytes.as_slice();
+        if let (Some(lo), Some((&hi, tail))) = (self.odd_byte.take(), rest.split_first()) {
+            self.partial.push(i16::from_le_bytes([lo, hi]));
+            rest = tail;
+        }
+        let mut pairs = rest.chunks_exact(2);
+        for p in &mut pairs {
+            self.partial.push(i16::from_le_bytes([p[0], p[1]]));
+            if self.partial.len() == SAMPLES_24K {
+                let mut frame = Box::new([0i16; SAMPLES_24K]);
+                frame.copy_from_slice(&self.partial);
+                self.partial.clear();
+                link.output(num, AgentOutput::Audio(frame));
+            }
+        }
+        self.odd_byte = pairs.remainder().first().copied();
+    }
+
+    fn on_transcript(&mut self, text: &str, link: &mut Link) {
+        let a = self.active();
+        a.transcript.push_str(text);
+        if let Some(num) = a.num.filter(|_| !a.cancelled) {
+            link.output(num, AgentOutput::TranscriptDelta(text.to_string()));
+        }
+    }
+
+    pub fn on_server_message(&mut self, v: &Value, link: &mut Link) -> Reply {
+        let mut reply = Reply::default();
+        if field(v, "setupComplete", "setup_complete").is_some() {
+            self.ready = true;
+            reply.send = std::mem::take(&mut self.outbox);
+        }
+        if let Some(h) = field(v, "sessionResumptionUpdate", "session_resumption_update") {
+            let resumable = h.get("resumable").and_then(Value::as_bool).unwrap_or(true);
+            if let Some(handle) = field(h, "newHandle", "new_handle").and_then(Value::as_str).filter(|_| resumable) {
+                self.handle = Some(handle.to_string());
+            }
+        }
+        if let Some(sc) = field(v, "serverContent", "server_content") {
+            if let Some(parts) = field(sc, "modelTurn", "model_turn").and_then(|t| t.get("parts")).and_then(Value::as_array) {
+                for part in parts {
+                    if let Some(inline) = field(part, "inlineData", "inline_data") {
+                        let mime = field(inline, "mimeType", "mime_type").and_then(Value::as_str).unwrap_or("audio/pcm");
+                        let data = inline.get("data").and_then(Value::as_str).unwrap_or_default();
+                        if mime.starts_with("audio/") {
+                            self.on_audio(mime, data, link);
+                        }
+                    } else if let Some(text) = part.get("text").and_then(Value::as_str) {
+                        // Thoughts are not speech.
+                        if part.get("thought").and_then(Value::as_bool) != Some(true) {
+                            self.on_transcript(text, link);
+                        }
+                    }
+                }
+            }
+            if let Some(t) = field(sc, "outputTranscription", "output_transcription").and_then(|t| t.get("text")).and_then(Value::as_str) {
+                self.on_transcript(t, link);
+            }
+            if let Some(t) = field(sc, "inputTranscription", "input_transcription").and_then(|t| t.get("text")).and_then(Value::as_str) {
+                self.user_text.push_str(t);
+            }
+            let interrupted = sc.get("interrupted").and_then(Value::as_bool) == Some(true);
+            let complete = field(sc, "turnComplete", "turn_complete").and_then(Value::as_bool) == Some(true);
+            if interrupted || complete {
+                self.finish_turn(link);
+                if self.go_away {
+                    reply.reconnect = Some("the provider asked to move (goAway)".into());
+                }
+            }
+        }
+        if field(v, "toolCall", "tool_call").is_some() {
+            link.error("provider_error", "gemini-live asked for a function call; tools are not supported by this server yet");
+        }
+        if let Some(g) = field(v, "goAway", "go_away") {
+            let left = field(g, "timeLeft", "time_left").and_then(Value::as_str).unwrap_or("?");
+            if self.active.is_some() {
+                self.go_away = true;
+            } else {
+                reply.reconnect = Some(format!("the provider asked to move (goAway, {left} left)"));
+            }
+        }
+        reply
+    }
+}
+
+impl Protocol for Gemini {
+    const NAME: &'static str = "gemini-live";
+
+    fn request(&self) -> Result<Request<()>, String> {
+        let mut req = self.cfg.base_url.as_str().into_client_request().map_err(|e| format!("bad provider URL: {e}"))?;
+        // The header keeps the key out of URLs (and so out of proxies' logs).
+        let key = HeaderValue::from_str(&self.cfg.api_key).map_err(|_| "the API key has characters a header cannot carry".to_string())?;
+        req.headers_mut().insert("x-goog-api-key", key);
+        Ok(req)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.cfg.connect_timeout
+    }
+
+    fn opening(&mut self, reconnect: bool) -> Vec<String> {
+        self.ready = false;
+        self.in_activity = false;
+        self.go_away = false;
+        self.settings_changed = false;
+        self.outbox.clear();
+        if reconnect && self.handle.is_none() {
+            // Not resumable: give the new session the dialogue so far.
+            self.outbox.extend(self.replay());
+        }
+        vec![self.setup().to_string()]
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd, link: &mut Link) -> Vec<String> {
+        let out = self.translate(cmd, link);
+        if self.ready {
+            out
+        } else {
+            self.outbox.extend(out);
+            Vec::new()
+        }
+    }
+
+    fn on_message(&mut self, text: &str, link: &mut Link) -> Reply {
+        let mut reply = match serde_json::from_str::<Value>(text) {
+            Ok(v) => self.on_server_message(&v, link),
+            Err(e) => {
+                tracing::debug!("gemini-live: unparsable message: {e}");
+                Reply::default()
+            }
+        };
+        if reply.reconnect.is_none() {
+            reply.reconnect = self.wants_reconnect();
+        }
+        reply
+    }
+
+    fn wants_reconnect(&mut self) -> Option<String> {
+        let idle = self.ready && self.active.is_none() && self.awaiting.is_empty() && !self.in_activity;
+        (self.settings_changed && idle).then(|| "session settings changed (Gemini takes them at setup)".into())
+    }
+
+    fn on_disconnect(&mut self, link: &mut Link, code: &str, message: &str) {
+        if let Some(a) = self.active.take() {
+            if let (Some(num), false) = (a.num, a.cancelled) {
+                link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });
+            }
+        }
+        for num in self.awaiting.drain(..) {
+            link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });
+        }
+        self.partial.clear();
+        self.odd_byte = None;
+        self.triggered = false;
+    }
+
+    /// Gemini reports refusals in the close frame: 1008 with "API key not valid", quota as
+    /// "RESOURCE_EXHAUSTED"/"quota", bad requests as 1007.
+    fn close_code(&self, code: u16, reason: &str) -> Option<&'static str> {
+        let r = reason.to_ascii_lowercase();
+        if r.contains("api key") || r.contains("permission") || r.contains("unauthenticated") {
+            Some("provider_auth_failed")
+        } else if r.contains("quota") || r.contains("exhausted") || r.contains("rate") {
+            Some("provider_rate_limited")
+        } else if code == 1007 || code == 1008 || code == 1011 {
+            Some("provider_error")
+        } else {
+            None
+        }
+    }
+
+    fn auth_failed(&self) -> bool {
+        self.auth_failed
+    }
+
+    fn set_auth_failed(&mut self, failed: bool) {
+        self.auth_failed = failed;
+    }
+}
+
+#[cfg(test)]
+mod tests;

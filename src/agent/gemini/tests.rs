@@ -1,0 +1,156 @@
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::agent::bridge::Up;
+
+fn gemini() -> (Gemini, Link, mpsc::UnboundedReceiver<Up>) {
+    let (link, _tx, up) = Link::detached();
+    let cfg = GeminiConfig {
+        api_key: "k".into(),
+        model: "models/gemini-test".into(),
+        voice: "Kore".into(),
+        base_url: "ws://127.0.0.1:1/ws".into(),
+        connect_timeout: Duration::from_secs(1),
+    };
+    let mut s = SessionConfig::default();
+    s.instructions = "be brief".into();
+    s.input_audio_transcription = Some(json!({}));
+    (Gemini::new(cfg, s), link, up)
+}
+
+fn msg(g: &mut Gemini, link: &mut Link, v: Value) -> Reply {
+    g.on_message(&v.to_string(), link)
+}
+
+fn ready(g: &mut Gemini, link: &mut Link) {
+    g.opening(false);
+    msg(g, link, json!({"setupComplete": {}}));
+}
+
+fn parsed(out: &[String]) -> Vec<Value> {
+    out.iter().map(|m| serde_json::from_str(m).unwrap()).collect()
+}
+
+fn outputs(up: &mut mpsc::UnboundedReceiver<Up>) -> Vec<(u64, AgentOutput)> {
+    let mut v = Vec::new();
+    while let Ok(u) = up.try_recv() {
+        if let Up::Output { response, out } = u {
+            v.push((response, out));
+        }
+    }
+    v
+}
+
+fn audio_part(samples: usize) -> Value {
+    let bytes: Vec<u8> = (0..samples).flat_map(|i| (i as i16).to_le_bytes()).collect();
+    json!({"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": B64.encode(bytes)}})
+}
+
+#[test]
+fn setup_disables_upstream_activity_detection() {
+    let (mut g, ..) = gemini();
+    let setup = &parsed(&g.opening(false))[0]["setup"];
+    assert_eq!(setup["model"], "models/gemini-test");
+    assert_eq!(setup["realtimeInputConfig"]["automaticActivityDetection"]["disabled"], true);
+    assert_eq!(setup["systemInstruction"]["parts"][0]["text"], "be brief");
+    assert_eq!(setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"], "Kore");
+    assert!(setup["inputAudioTranscription"].is_object());
+    assert_eq!(setup["sessionResumption"], json!({}));
+}
+
+#[test]
+fn messages_wait_for_setup_complete_then_audio_is_16k_inside_an_activity() {
+    let (mut g, mut link, _up) = gemini();
+    g.opening(false);
+    assert!(g.on_cmd(Cmd::SpeechStarted, &mut link).is_empty(), "held until setupComplete");
+    g.on_cmd(Cmd::Audio { start_ms: 0, pcm: Box::new([100; SAMPLES_24K]) }, &mut link);
+    let sent = parsed(&msg(&mut g, &mut link, json!({"setupComplete": {}})).send);
+    assert_eq!(sent[0], json!({"realtimeInput": {"activityStart": {}}}));
+    let audio = &sent[1]["realtimeInput"]["audio"];
+    assert_eq!(audio["mimeType"], "audio/pcm;rate=16000");
+    assert_eq!(B64.decode(audio["data"].as_str().unwrap()).unwrap().len(), 640, "20 ms at 16 kHz");
+    let end = parsed(&g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link));
+    assert_eq!(end, [json!({"realtimeInput": {"activityEnd": {}}})]);
+    assert!(g.on_cmd(Cmd::StartResponse(1), &mut link).is_empty(), "the activity end already asks for an answer");
+}
+
+#[test]
+fn a_model_turn_becomes_frames_transcript_and_done_in_either_casing() {
+    for snake in [false, true] {
+        let (mut g, mut link, mut up) = gemini();
+        ready(&mut g, &mut link);
+        g.on_cmd(Cmd::SpeechStarted, &mut link);
+        g.on_cmd(Cmd::Commit { item_id: "item_u".into() }, &mut link);
+        g.on_cmd(Cmd::StartResponse(3), &mut link);
+        let content = if snake {
+            json!({"server_content": {"model_turn": {"parts": [audio_part(700)]}, "output_transcription": {"text": "hi"}, "input_transcription": {"text": "hello"}}})
+        } else {
+            json!({"serverContent": {"modelTurn": {"parts": [audio_part(700)]}, "outputTranscription": {"text": "hi"}, "inputTranscription": {"text": "hello"}}})
+        };
+        msg(&mut g, &mut link, content);
+        msg(&mut g, &mut link, json!({"serverContent": {"turnComplete": true}}));
+        let outs = outputs(&mut up);
+        assert!(outs.iter().all(|(n, _)| *n == 3));
+        assert_eq!(outs.iter().filter(|(_, o)| matches!(o, AgentOutput::Audio(_))).count(), 2, "a frame and the padded tail");
+        assert!(outs.iter().any(|(_, o)| matches!(o, AgentOutput::TranscriptDelta(t) if t == "hi")));
+        assert!(matches!(outs.last(), Some((_, AgentOutput::Done))));
+    }
+}
+
+#[test]
+fn cancelled_turns_are_dropped_and_unrequested_turns_too() {
+    let (mut g, mut link, mut up) = gemini();
+    ready(&mut g, &mut link);
+    g.on_cmd(Cmd::Text { item_id: "i".into(), text: "hi".into() }, &mut link);
+    g.on_cmd(Cmd::StartResponse(1), &mut link);
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
+    g.on_cmd(Cmd::CancelResponse { response: 1, played_ms: 20 }, &mut link);
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
+    msg(&mut g, &mut link, json!({"serverContent": {"interrupted": true}}));
+    assert_eq!(outputs(&mut up).len(), 1, "only the frame before the cancel");
+    // A model turn nobody asked for (client disabled create_response) is not played.
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
+    assert!(outputs(&mut up).is_empty());
+}
+
+#[test]
+fn go_away_reconnects_after_the_turn_with_the_resumption_handle() {
+    let (mut g, mut link, _up) = gemini();
+    ready(&mut g, &mut link);
+    msg(&mut g, &mut link, json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}));
+    g.on_cmd(Cmd::Text { item_id: "i".into(), text: "hi".into() }, &mut link);
+    g.on_cmd(Cmd::StartResponse(1), &mut link);
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
+    assert!(msg(&mut g, &mut link, json!({"goAway": {"timeLeft": "5s"}})).reconnect.is_none(), "not mid-turn");
+    assert!(msg(&mut g, &mut link, json!({"serverContent": {"turnComplete": true}})).reconnect.is_some());
+    let setup = &parsed(&g.opening(true))[0]["setup"];
+    assert_eq!(setup["sessionResumption"]["handle"], "h1");
+    assert!(g.outbox.is_empty(), "resumed: no replay needed");
+    // Idle: move at once.
+    ready(&mut g, &mut link);
+    assert!(msg(&mut g, &mut link, json!({"go_away": {"time_left": "1s"}})).reconnect.is_some());
+}
+
+#[test]
+fn without_a_handle_the_dialogue_is_replayed_after_setup() {
+    let (mut g, mut link, _up) = gemini();
+    ready(&mut g, &mut link);
+    g.on_cmd(Cmd::Text { item_id: "i".into(), text: "remember me".into() }, &mut link);
+    g.opening(true);
+    let sent = parsed(&msg(&mut g, &mut link, json!({"setupComplete": {}})).send);
+    assert_eq!(sent[0]["clientContent"]["turns"][0]["parts"][0]["text"], "remember me");
+    assert_eq!(sent[0]["clientContent"]["turnComplete"], false);
+}
+
+#[test]
+fn settings_changes_reconnect_when_idle_and_close_frames_map_to_codes() {
+    let (mut g, mut link, _up) = gemini();
+    ready(&mut g, &mut link);
+    let mut s = SessionConfig::default();
+    s.instructions = "new".into();
+    g.on_cmd(Cmd::Configure(s), &mut link);
+    assert!(g.wants_reconnect().is_some());
+    assert_eq!(g.close_code(1008, "API key not valid. Please pass a valid API key."), Some("provider_auth_failed"));
+    assert_eq!(g.close_code(1011, "Resource has been exhausted (e.g. check quota)."), Some("provider_rate_limited"));
+    assert_eq!(g.close_code(1000, ""), None);
+}
