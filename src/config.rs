@@ -166,3 +166,27 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     }
     Ok((lo, hi))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_file_is_valid() {
+        let file = ConfigFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/voxrelay.example.toml"))).unwrap();
+        let none = Providers::resolve_with(&file.providers, &|_| None).unwrap();
+        assert_eq!(none.available(), ["echo"]);
+        let all = Providers::resolve_with(&file.providers, &|_| Some("k".into())).unwrap();
+        assert_eq!(all.available(), ["echo", "openai-realtime", "gemini-live", "cascade"]);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = std::env::temp_dir().join(format!("voxrelay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[providers.openai]\nmodle = \"x\"\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("modle"), "{err}");
+    }
+}

@@ -25,4 +25,10 @@ pub mod server;
 pub mod turn;
 
 pub use config::ServeConfig;
+
+/// Picks ring as the TLS crypto provider for HTTPS/WSS clients (providers, the load generator).
+/// ring is already built for WebRTC; reqwest asks for an explicit choice. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use server::{RunningServer, start};

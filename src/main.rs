@@ -31,6 +31,7 @@ fn init_logging(cfg: &ServeConfig) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    voxrelay::install_tls_provider();
     match Cli::parse().command {
         Command::Serve(cfg) => {
             init_logging(&cfg);

@@ -42,6 +42,7 @@ impl RunningServer {
 }
 
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
+    crate::install_tls_provider();
     let data_dir = cfg.data_dir();
     let (api_key, generated) = crate::api_key::load_or_create(cfg.api_key.as_deref(), &data_dir)
         .with_context(|| format!("API key in data directory {}", data_dir.display()))?;

@@ -8,9 +8,11 @@
 
 mod backoff;
 mod bridge;
+pub mod cascade;
 mod echo;
 pub mod gemini;
 pub mod openai;
+mod pcm;
 mod upstream;
 pub mod providers;
 
@@ -86,6 +88,10 @@ pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dy
         "openai-realtime" => {
             let (oa, session) = (providers.openai.clone().expect("checked above"), config.clone());
             Box::new(bridge::Bridge::spawn(config, move |link| openai::run(oa, session, link)))
+        }
+        "cascade" => {
+            let (cc, session) = (providers.cascade.clone().expect("checked above"), config.clone());
+            Box::new(bridge::Bridge::spawn(config, move |link| cascade::run(cc, session, link)))
         }
         "gemini-live" => {
             let (gm, session) = (providers.gemini.clone().expect("checked above"), config.clone());

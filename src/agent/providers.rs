@@ -17,6 +17,14 @@ pub struct ProvidersFile {
     pub openai: Option<OpenAiSection>,
     #[serde(default)]
     pub gemini: Option<GeminiSection>,
+    #[serde(default)]
+    pub cascade: Option<crate::agent::cascade::CascadeSection>,
+    #[serde(default)]
+    pub deepgram: Option<crate::agent::cascade::ProviderSection>,
+    #[serde(default)]
+    pub anthropic: Option<crate::agent::cascade::ProviderSection>,
+    #[serde(default)]
+    pub elevenlabs: Option<crate::agent::cascade::ProviderSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -107,6 +115,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Providers {
     pub openai: Option<OpenAiConfig>,
     pub gemini: Option<GeminiConfig>,
+    pub cascade: Option<crate::agent::cascade::CascadeConfig>,
     /// Why each unconfigured provider is off, for the 400 a session gets.
     pub missing: Vec<(&'static str, String)>,
 }
@@ -164,7 +173,14 @@ impl Providers {
             }
             Err(why) => p.missing.push(("gemini-live", why)),
         }
-        p.missing.push(("cascade", "not implemented yet in this build".into()));
+        let openai_key = match &file.openai {
+            Some(oa) => resolve_key("openai", oa.api_key_env.as_deref().unwrap_or("OPENAI_API_KEY"), oa.api_key_file.as_deref(), env)?.ok(),
+            None => resolve_key("openai", "OPENAI_API_KEY", None, env)?.ok(),
+        };
+        match crate::agent::cascade::resolve_config(file, openai_key.as_deref(), env)? {
+            Ok(c) => p.cascade = Some(c),
+            Err(why) => p.missing.push(("cascade", why)),
+        }
         Ok(p)
     }
 
@@ -177,6 +193,9 @@ impl Providers {
         if self.gemini.is_some() {
             v.push("gemini-live");
         }
+        if self.cascade.is_some() {
+            v.push("cascade");
+        }
         v
     }
 
@@ -186,7 +205,7 @@ impl Providers {
 }
 
 /// `Ok(Ok(key))`, `Ok(Err(why not configured))`, or `Err` for a configuration mistake.
-fn resolve_key(
+pub(crate) fn resolve_key(
     section: &str,
     env_name: &str,
     file: Option<&str>,

@@ -153,6 +153,7 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
         None => DEFAULT_SPEECH.to_vec(),
     };
     let spurt = Arc::new(Spurt::from_wav(&wav)?);
+    crate::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = cfg.url.trim_end_matches('/').to_string();
     let mut cfg = cfg;

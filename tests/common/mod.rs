@@ -31,6 +31,7 @@ pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> voxrelay::Runni
 }
 
 pub fn http() -> reqwest::Client {
+    voxrelay::install_tls_provider();
     reqwest::Client::builder().timeout(WAIT).build().unwrap()
 }
 
@@ -161,6 +162,7 @@ pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
 pub fn providers(toml_text: &str, env: &[(&str, &str)]) -> voxrelay::agent::Providers {
     #[derive(serde::Deserialize)]
     struct Top {
+        #[serde(default)]
         providers: voxrelay::agent::ProvidersFile,
     }
     let file: Top = toml::from_str(toml_text).unwrap();

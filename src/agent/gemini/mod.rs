@@ -21,6 +21,7 @@ use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
 use voxrelay_signaling::SessionConfig;
 
 use super::bridge::{Cmd, Link};
+use super::pcm::Framer;
 use super::providers::GeminiConfig;
 use super::upstream::{self, Protocol, Reply};
 use super::{AgentNotice, AgentOutput};
@@ -61,8 +62,7 @@ pub struct Gemini {
     /// Settings changed mid-call: Gemini takes them only at setup, so reconnect (resuming).
     settings_changed: bool,
     history: VecDeque<(&'static str, String)>,
-    partial: Vec<i16>,
-    odd_byte: Option<u8>,
+    framer: Framer,
     bad_rate_reported: bool,
     auth_failed: bool,
 }
@@ -91,8 +91,7 @@ impl Gemini {
             go_away: false,
             settings_changed: false,
             history: VecDeque::new(),
-            partial: Vec::with_capacity(SAMPLES_24K),
-            odd_byte: None,
+            framer: Framer::default(),
             bad_rate_reported: false,
             auth_failed: false,
         }
@@ -234,12 +233,9 @@ impl Gemini {
             }
         }
         let Some(a) = self.active.take() else { return };
-        let partial = std::mem::take(&mut self.partial);
-        self.odd_byte = None;
+        let tail = self.framer.flush();
         if let (Some(num), false) = (a.num, a.cancelled) {
-            if !partial.is_empty() {
-                let mut frame = Box::new([0i16; SAMPLES_24K]);
-                frame[..partial.len()].copy_from_slice(&partial);
+            if let Some(frame) = tail {
                 link.output(num, AgentOutput::Audio(frame));
             }
             link.output(num, AgentOutput::Done);
@@ -269,22 +265,7 @@ impl Gemini {
         };
         let a = self.active();
         let Some(num) = a.num.filter(|_| !a.cancelled) else { return };
-        let mut rest = bytes.as_slice();
-        if let (Some(lo), Some((&hi, tail))) = (self.odd_byte.take(), rest.split_first()) {
-            self.partial.push(i16::from_le_bytes([lo, hi]));
-            rest = tail;
-        }
-        let mut pairs = rest.chunks_exact(2);
-        for p in &mut pairs {
-            self.partial.push(i16::from_le_bytes([p[0], p[1]]));
-            if self.partial.len() == SAMPLES_24K {
-                let mut frame = Box::new([0i16; SAMPLES_24K]);
-                frame.copy_from_slice(&self.partial);
-                self.partial.clear();
-                link.output(num, AgentOutput::Audio(frame));
-            }
-        }
-        self.odd_byte = pairs.remainder().first().copied();
+        self.framer.push(&bytes, |frame| link.output(num, AgentOutput::Audio(frame)));
     }
 
     fn on_transcript(&mut self, text: &str, link: &mut Link) {
@@ -420,8 +401,7 @@ impl Protocol for Gemini {
         for num in self.awaiting.drain(..) {
             link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });
         }
-        self.partial.clear();
-        self.odd_byte = None;
+        self.framer.clear();
         self.triggered = false;
     }
 

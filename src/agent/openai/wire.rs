@@ -14,6 +14,7 @@ use voxrelay_media::SAMPLES_24K;
 use voxrelay_signaling::SessionConfig;
 
 use crate::agent::bridge::{Cmd, Link};
+use crate::agent::pcm::Framer;
 use crate::agent::providers::{OpenAiConfig, OpenAiDialect};
 use crate::agent::{AgentNotice, AgentOutput};
 
@@ -44,9 +45,7 @@ pub struct Session {
     items: HashMap<String, String>,
     /// Dialogue as (role, text), oldest first, within HISTORY_BUDGET_CHARS.
     history: VecDeque<(&'static str, String)>,
-    /// Provider audio not yet a whole 20 ms frame, and a dangling odd byte.
-    partial: Vec<i16>,
-    odd_byte: Option<u8>,
+    framer: Framer,
     /// The provider refused our key (no point retrying fast).
     pub auth_failed: bool,
 }
@@ -70,8 +69,7 @@ impl Session {
             commits: VecDeque::new(),
             items: HashMap::new(),
             history: VecDeque::new(),
-            partial: Vec::with_capacity(SAMPLES_24K),
-            odd_byte: None,
+            framer: Framer::default(),
             auth_failed: false,
         }
     }
@@ -232,18 +230,13 @@ impl Session {
             }
         }
         self.commits.clear();
-        self.partial.clear();
-        self.odd_byte = None;
+        self.framer.clear();
     }
 
     fn flush_partial(&mut self, num: u64, link: &mut Link) {
-        if self.partial.is_empty() {
-            return;
+        if let Some(frame) = self.framer.flush() {
+            link.output(num, AgentOutput::Audio(frame));
         }
-        let mut frame = Box::new([0i16; SAMPLES_24K]);
-        frame[..self.partial.len()].copy_from_slice(&self.partial);
-        self.partial.clear();
-        link.output(num, AgentOutput::Audio(frame));
     }
 
     fn on_audio_delta(&mut self, num: u64, b64: &str, link: &mut Link) {
@@ -251,22 +244,7 @@ impl Session {
             link.error("provider_protocol_error", "audio delta is not base64");
             return;
         };
-        let mut rest = bytes.as_slice();
-        if let (Some(lo), Some((&hi, tail))) = (self.odd_byte.take(), rest.split_first()) {
-            self.partial.push(i16::from_le_bytes([lo, hi]));
-            rest = tail;
-        }
-        let mut pairs = rest.chunks_exact(2);
-        for p in &mut pairs {
-            self.partial.push(i16::from_le_bytes([p[0], p[1]]));
-            if self.partial.len() == SAMPLES_24K {
-                let mut frame = Box::new([0i16; SAMPLES_24K]);
-                frame.copy_from_slice(&self.partial);
-                self.partial.clear();
-                link.output(num, AgentOutput::Audio(frame));
-            }
-        }
-        self.odd_byte = pairs.remainder().first().copied();
+        self.framer.push(&bytes, |frame| link.output(num, AgentOutput::Audio(frame)));
     }
 
     /// One server event.
@@ -305,8 +283,7 @@ impl Session {
             "response.done" => {
                 let Some(a) = self.active.take() else { return };
                 if a.cancelled {
-                    self.partial.clear();
-                    self.odd_byte = None;
+                    self.framer.clear();
                     return;
                 }
                 self.flush_partial(a.num, link);

@@ -1,0 +1,229 @@
+//! The `cascade` agent: speech-to-text (Deepgram) → a language model over SSE (OpenAI chat
+//! completions or Anthropic messages) → text-to-speech (ElevenLabs), chained per turn.
+//!
+//! Our turn detector decides turns. At a commit the STT is asked to finalize; the response
+//! starts when the caller's final transcript is in (or after [`FINALIZE_WAIT`]). The dialogue is
+//! kept here, within [`HISTORY_BUDGET_CHARS`], and sent whole with each LLM request; a barge-in
+//! keeps only the part of the answer the caller heard (by the fraction of its audio played).
+
+mod config;
+mod deepgram;
+mod elevenlabs;
+mod llm;
+mod reply;
+mod sentences;
+
+pub use config::{CascadeConfig, CascadeSection, LlmDialect, ProviderSection, resolve as resolve_config};
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
+use voxrelay_signaling::SessionConfig;
+
+use self::deepgram::{SttIn, SttOut};
+use self::reply::RespMsg;
+use super::bridge::{Cmd, Link};
+use super::{AgentNotice, AgentOutput};
+
+/// How long a response waits for the caller's final transcript after the commit.
+pub const FINALIZE_WAIT: Duration = Duration::from_millis(1500);
+pub const HISTORY_BUDGET_CHARS: usize = 16_000;
+pub const DEFAULT_INSTRUCTIONS: &str =
+    "You are a helpful voice assistant. Your words will be spoken aloud: answer briefly, in plain sentences, without markup.";
+
+struct Running {
+    num: u64,
+    task: tokio::task::JoinHandle<()>,
+    text: String,
+    frames: u64,
+}
+
+struct Cascade {
+    cfg: Arc<CascadeConfig>,
+    http: reqwest::Client,
+    session: SessionConfig,
+    history: VecDeque<(&'static str, String)>,
+    turn_text: String,
+    /// The committed user item whose final transcript is awaited, and until when.
+    finalizing: Option<(String, Instant)>,
+    waiting_response: Option<u64>,
+    running: Option<Running>,
+    /// The last response the providers finished; its audio may still be playing, so a barge-in
+    /// can still shorten what it remembers.
+    finished: Option<Running>,
+    resp_tx: mpsc::UnboundedSender<RespMsg>,
+}
+
+pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
+    let cfg = Arc::new(cfg);
+    let (stt_tx, stt_in) = mpsc::channel(512);
+    let (stt_out_tx, mut stt_out) = mpsc::unbounded_channel();
+    let stt = tokio::spawn(deepgram::run(cfg.clone(), stt_in, stt_out_tx));
+    let (resp_tx, mut resp_rx) = mpsc::unbounded_channel();
+    let http = match reqwest::Client::builder().connect_timeout(cfg.connect_timeout).build() {
+        Ok(h) => h,
+        Err(e) => {
+            link.error("provider_error", format!("cascade: HTTP client: {e}"));
+            return;
+        }
+    };
+    let mut c = Cascade {
+        cfg,
+        http,
+        session,
+        history: VecDeque::new(),
+        turn_text: String::new(),
+        finalizing: None,
+        waiting_response: None,
+        running: None,
+        finished: None,
+        resp_tx,
+    };
+    let mut up = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).expect("24 -> 48 kHz");
+    let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).expect("48 -> 16 kHz");
+    loop {
+        let deadline = c.finalizing.as_ref().map(|(_, t)| *t);
+        tokio::select! {
+            cmd = link.cmds.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    Cmd::Audio { pcm, .. } => {
+                        let mut wide = [0i16; SAMPLES_24K * 2];
+                        let mut narrow = [0i16; SAMPLES_24K * 2 / 3];
+                        up.process(&pcm[..], &mut wide);
+                        down.process(&wide, &mut narrow);
+                        let bytes = narrow.iter().flat_map(|s| s.to_le_bytes()).collect();
+                        let _ = stt_tx.try_send(SttIn::Audio(bytes));
+                    }
+                    Cmd::Commit { item_id } => {
+                        let _ = stt_tx.try_send(SttIn::Finalize);
+                        c.finalizing = Some((item_id, Instant::now() + FINALIZE_WAIT));
+                    }
+                    other => c.on_cmd(other, &mut link),
+                }
+            }
+            ev = stt_out.recv() => match ev {
+                Some(SttOut::Final(text)) => {
+                    if !c.turn_text.is_empty() {
+                        c.turn_text.push(' ');
+                    }
+                    c.turn_text.push_str(&text);
+                }
+                Some(SttOut::Finalized) => c.user_turn_done(&mut link),
+                Some(SttOut::Error { code, message }) => link.error(code, message),
+                None => {}
+            },
+            Some(RespMsg::Out(num, out)) = resp_rx.recv() => c.on_output(num, out, &mut link),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => c.user_turn_done(&mut link),
+        }
+    }
+    if let Some(r) = c.running.take() {
+        r.task.abort();
+    }
+    drop(stt_tx);
+    let _ = stt.await;
+}
+
+impl Cascade {
+    fn remember(&mut self, role: &'static str, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        self.history.push_back((role, text.to_string()));
+        let mut total: usize = self.history.iter().map(|(_, t)| t.len()).sum();
+        while total > HISTORY_BUDGET_CHARS && self.history.len() > 1 {
+            total -= self.history.pop_front().map_or(0, |(_, t)| t.len());
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd, link: &mut Link) {
+        match cmd {
+            Cmd::Configure(s) => self.session = s,
+            Cmd::ClearInput => self.turn_text.clear(),
+            Cmd::Text { text, .. } => self.remember("user", &text),
+            Cmd::StartResponse(num) => {
+                if self.finalizing.is_some() {
+                    self.waiting_response = Some(num);
+                } else {
+                    self.start(num, link);
+                }
+            }
+            Cmd::CancelResponse { response, played_ms } => {
+                if self.waiting_response == Some(response) {
+                    self.waiting_response = None;
+                }
+                let r = match self.running.take_if(|r| r.num == response) {
+                    Some(r) => {
+                        r.task.abort();
+                        r
+                    }
+                    None => match self.finished.take_if(|r| r.num == response) {
+                        Some(r) => {
+                            // It was remembered whole when the providers finished.
+                            if self.history.back().is_some_and(|(role, t)| *role == "assistant" && t == r.text.trim()) {
+                                self.history.pop_back();
+                            }
+                            r
+                        }
+                        None => return,
+                    },
+                };
+                // Keep what the caller heard: the played fraction of the answer's audio.
+                let total_ms = (r.frames * 20).max(1);
+                let chars = r.text.chars().count() as u64 * played_ms.min(total_ms) / total_ms;
+                let heard: String = r.text.chars().take(chars as usize).collect();
+                if !heard.trim().is_empty() {
+                    self.remember("assistant", &format!("{}…", heard.trim_end()));
+                }
+            }
+            Cmd::SpeechStarted | Cmd::Audio { .. } | Cmd::Commit { .. } => {}
+        }
+    }
+
+    /// The caller's turn is transcribed (or the wait is over).
+    fn user_turn_done(&mut self, link: &mut Link) {
+        let Some((item_id, _)) = self.finalizing.take() else { return };
+        let text = std::mem::take(&mut self.turn_text);
+        if !text.trim().is_empty() {
+            self.remember("user", &text);
+            link.notice(AgentNotice::InputTranscript { item_id, transcript: text.trim().to_string() });
+        }
+        if let Some(num) = self.waiting_response.take() {
+            self.start(num, link);
+        }
+    }
+
+    fn start(&mut self, num: u64, link: &mut Link) {
+        if let Some(r) = self.running.take() {
+            r.task.abort();
+        }
+        // Nothing was understood since the last answer: say nothing rather than guess.
+        if self.history.back().is_none_or(|(role, _)| *role != "user") {
+            link.output(num, AgentOutput::Done);
+            return;
+        }
+        let system = if self.session.instructions.is_empty() { DEFAULT_INSTRUCTIONS.to_string() } else { self.session.instructions.clone() };
+        let turns: Vec<(&'static str, String)> = self.history.iter().cloned().collect();
+        let task = tokio::spawn(reply::respond(self.cfg.clone(), self.http.clone(), num, system, turns, self.resp_tx.clone()));
+        self.running = Some(Running { num, task, text: String::new(), frames: 0 });
+    }
+
+    fn on_output(&mut self, num: u64, out: AgentOutput, link: &mut Link) {
+        let Some(r) = self.running.as_mut().filter(|r| r.num == num) else { return };
+        match &out {
+            AgentOutput::TranscriptDelta(t) => r.text.push_str(t),
+            AgentOutput::Audio(_) => r.frames += 1,
+            AgentOutput::Done | AgentOutput::Failed { .. } => {
+                let r = self.running.take().expect("matched above");
+                self.remember("assistant", &r.text);
+                self.finished = Some(r);
+            }
+        }
+        link.output(num, out);
+    }
+}

@@ -1,0 +1,141 @@
+//! The `cascade` agent end to end: a real WebRTC client, voxrelay's real Deepgram, LLM (OpenAI
+//! chat / Anthropic, SSE) and ElevenLabs adapters, and local fakes of all three (tests/fakes).
+
+mod common;
+#[path = "fakes/cascade.rs"]
+mod fake;
+
+use common::*;
+use fake::{FakeCascade, Keys, reply_for};
+use serde_json::{Value, json};
+
+fn keys() -> Keys {
+    Keys { deepgram: "dg-key".into(), llm: "llm-key".into(), elevenlabs: "el-key".into() }
+}
+
+async fn server_for(fake: &FakeCascade, llm: &str, elevenlabs_key: &str) -> voxrelay::RunningServer {
+    let toml = format!(
+        "[providers.cascade]\nllm = \"{llm}\"\nllm_base_url = \"{}\"\nllm_model = \"test-model\"\n\
+         [providers.deepgram]\nbase_url = \"{}\"\n[providers.elevenlabs]\nbase_url = \"{}\"\nvoice = \"voice1\"\n",
+        fake.llm_url, fake.stt_url, fake.tts_url
+    );
+    let providers = providers(
+        &toml,
+        &[("DEEPGRAM_API_KEY", "dg-key"), ("OPENAI_API_KEY", "llm-key"), ("ANTHROPIC_API_KEY", "llm-key"), ("ELEVENLABS_API_KEY", elevenlabs_key)],
+    );
+    start_with(|c| c.providers = Some(providers)).await
+}
+
+fn body() -> Value {
+    json!({"agent": "cascade", "instructions": "Be a test.", "input_audio_transcription": {"model": "any"}})
+}
+
+async fn full_turn(llm: &str) {
+    let fake = FakeCascade::start(keys(), 20).await;
+    let server = server_for(&fake, llm, "el-key").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    let speech_ms = c.speak_turn(1500);
+
+    let committed = c.expect("input_audio_buffer.committed").await;
+    let heard = c.expect("conversation.item.input_audio_transcription.completed").await;
+    assert_eq!(heard["item_id"], committed["item_id"]);
+    let user_text = heard["transcript"].as_str().unwrap().to_string();
+    assert!(user_text.starts_with("heard "), "{heard}");
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], reply_for(&user_text));
+    let voiced = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();
+    assert!(voiced >= 20, "{voiced} voiced frames of synthesized speech");
+
+    let log = fake.log.lock().unwrap();
+    // Only the speech went to STT (16 kHz), not the leading silence.
+    let stt_ms = log.stt_samples / 16;
+    assert!(stt_ms >= speech_ms * 8 / 10 && stt_ms <= speech_ms + 1600, "{stt_ms} ms to STT for {speech_ms} ms of speech");
+    assert_eq!(log.finalizes, 1);
+    let req = &log.llm_requests[0];
+    assert_eq!(req["model"], "test-model");
+    let system = if llm == "anthropic" { req["system"].clone() } else { req["messages"][0]["content"].clone() };
+    assert_eq!(system, "Be a test.");
+    // Speech started on the first sentence, before the reply was complete.
+    let first_audio = log.tts_events.iter().position(|(k, _)| k == "audio-out").expect("audio");
+    let end = log.tts_events.iter().position(|(k, _)| k == "end").expect("end of input");
+    assert!(first_audio < end, "TTS spoke before the LLM finished: {:?}", log.tts_events);
+    let texts: Vec<&str> = log.tts_events.iter().filter(|(k, _)| k == "text").map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts.len(), 2, "one message per sentence: {texts:?}");
+    drop(log);
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_turn_openai_llm() {
+    full_turn("openai").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_turn_anthropic_llm() {
+    full_turn("anthropic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_keeps_only_what_was_heard() {
+    // 300 ms of speech per character: a reply far longer than the interruption.
+    let fake = FakeCascade::start(keys(), 300).await;
+    let server = server_for(&fake, "openai", "el-key").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    c.speak_turn(1500);
+    c.expect("output_audio_buffer.started").await;
+    c.wait_voiced(25).await;
+    c.interrupt_with(&speech());
+    c.say(&silence_ms(2500));
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "cancelled");
+    let next = c.expect("response.created").await;
+    assert!(next["response"]["id"].is_string());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.log.lock().unwrap().llm_requests.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no second LLM request");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let second = fake.log.lock().unwrap().llm_requests[1].clone();
+    let assistant = second["messages"].as_array().unwrap().iter().find(|m| m["role"] == "assistant").expect("the first answer is in the context");
+    let said = assistant["content"].as_str().unwrap();
+    let full = reply_for(second["messages"][1]["content"].as_str().unwrap());
+    assert!(said.ends_with('…') && said.len() < full.len(), "only the heard part is remembered: {said:?} of {full:?}");
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tts_key_fails_the_response_and_the_call_lives() {
+    let fake = FakeCascade::start(keys(), 20).await;
+    let server = server_for(&fake, "openai", "wrong").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    c.speak_turn(500);
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "failed", "{done}");
+    assert_eq!(done["response"]["status_details"]["error"]["code"], "provider_auth_failed");
+    assert!(c.types().contains(&"error".to_string()));
+    assert_eq!(fake.log.lock().unwrap().tts_rejected, 1);
+    c.send(json!({"type": "session.update", "session": {"instructions": "still here"}})).await;
+    c.expect("session.updated").await;
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn cascade_names_every_missing_key() {
+    let server = start_with(|c| c.providers = Some(providers("", &[("DEEPGRAM_API_KEY", "x")]))).await;
+    let resp = http().post(format!("{}/v1/realtime/sessions", server.url())).bearer_auth(API_KEY).json(&json!({"agent": "cascade"})).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("ELEVENLABS_API_KEY") && msg.contains("OPENAI_API_KEY") && !msg.contains("DEEPGRAM"), "{msg}");
+    server.shutdown().await;
+}
