@@ -238,6 +238,8 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
         ("E2E_SCREENSHOT", shot.display().to_string()),
         ("CHROMIUM", chromium.display().to_string()),
         ("E2E_TIMEOUT_MS", (BROWSER_BUDGET.as_millis() - 10_000).to_string()),
+        // Lets the script drop the call server-side mid-way, to see the page reconnect.
+        ("VOXRELAY_API_KEY", API_KEY.to_string()),
     ];
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_node(&dir, &env, BROWSER_BUDGET)).await.unwrap();
     let s: Value = serde_json::from_str(&stdout)
@@ -291,6 +293,17 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
     assert_eq!(call["error"], Value::Null, "{}", ctx());
     assert!(call["horizontal_overflow_px"].as_i64().unwrap() <= 0, "the page scrolls sideways on a phone-sized viewport");
 
+    // The server dropped the call: the page said so and started a new call by itself.
+    assert_eq!(s["server_drop"]["status"], 200, "{}", ctx());
+    let phases: Vec<&str> = s["phases"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let first_up = phases.iter().position(|p| *p == "connected").unwrap_or_else(|| panic!("never connected: {phases:?}"));
+    let retry = first_up + phases[first_up..].iter().position(|p| *p == "reconnecting").unwrap_or_else(|| panic!("no reconnect: {phases:?}"));
+    assert!(phases[retry..].contains(&"connected"), "not connected again after the drop: {phases:?}");
+    assert_eq!(s["peer_connections"], 2, "one new peer connection for the reconnect");
+    let notes: Vec<&str> = s["after_reconnect"]["conversation"].as_array().unwrap().iter().filter(|e| e["role"] == "note").filter_map(|e| e["text"].as_str()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("Call dropped")) && notes.iter().any(|n| n.starts_with("Reconnected")), "{notes:?}");
+    assert_eq!(s["after_reconnect"]["status"]["phase"], "connected");
+
     // A deliberate hang-up shows no error (Chrome's "User-Initiated Abort" is not one) and ends
     // the call on the server.
     let after = &s["after_disconnect"];
@@ -300,14 +313,25 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
         assert!(tokio::time::Instant::now() < deadline, "the call is still live after the page hung up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // An agent the server has not configured: a clear error, no retrying.
+    let bad = &s["unconfigured_agent"];
+    assert_eq!(bad["status"]["phase"], "error", "{}", ctx());
+    let msg = bad["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("openai-realtime") && msg.contains("not configured"), "error shown: {msg:?}");
+    assert_eq!(phases.last(), Some(&"error"), "the page retried an unconfigured agent: {phases:?}");
+
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
 
     let t = &s["timing_ms"];
     eprintln!(
         "browser page: Chromium {}, page weight {PAGE_WEIGHT_BYTES} bytes, Connect → session.created {} ms, \
-         speech_stopped → first agent audio in getStats {} ms, screenshot {}",
-        s["chromium"], t["click_to_session_created"], t["speech_stopped_to_first_agent_audio"], shot.display()
+         speech_stopped → first agent audio in getStats {} ms, server drop → reconnected session.created {} ms, screenshot {}",
+        s["chromium"],
+        t["click_to_session_created"],
+        t["speech_stopped_to_first_agent_audio"],
+        t["server_drop_to_session_created"],
+        shot.display()
     );
     server.shutdown().await;
 }

@@ -34,6 +34,7 @@ let attempt = 0;      // failed attempts since the last stable call
 let retryTimer = null;
 let cachedSecret = null;
 let audioCtx = null;
+let droppedBefore = false;  // the next session.created is a reconnect
 
 /** A failure to show the user: `retry` when trying again later may help. */
 class CallError extends Error {
@@ -192,6 +193,7 @@ async function startCall() {
   const c = { agent, closing: false, timers: [], stopMeter: () => {} };
   call = c;
   setPhase(attempt ? 'reconnecting' : 'connecting', attempt ? `Reconnecting (attempt ${attempt + 1})…` : 'Connecting…');
+  resetStats();
   try {
     c.mic = await getMic();
     if (call !== c) return teardown(c);
@@ -271,6 +273,7 @@ function dropped(c, why) {
   if (call !== c || c.closing) return;
   teardown(c);
   note(`Call dropped: ${why}.`);
+  droppedBefore = true;
   if (want) scheduleRetry(`Call dropped: ${why}`);
 }
 
@@ -375,6 +378,8 @@ function onServerEvent(c, data) {
     case 'session.created':
       setPhase('connected', `Connected to the ${c.agent} agent. Speak, then pause.`);
       c.stableTimer = setTimeout(() => { attempt = 0; }, STABLE_CALL_MS);
+      if (droppedBefore) note('Reconnected (a new call: voxrelay calls take no ICE restart).');
+      droppedBefore = false;
       break;
     case 'input_audio_buffer.speech_started':
       setTurn('speaking');
@@ -440,6 +445,13 @@ function onServerEvent(c, data) {
 }
 
 // ---- stats ----------------------------------------------------------------------------------
+
+function resetStats() {
+  for (const el of [ui.rtt, ui.jitter, ui.loss, ui.bitrate, ui.agentLevel, ui.codec]) {
+    el.textContent = '–';
+    delete el.dataset.value;
+  }
+}
 
 function show(el, text, value) {
   el.textContent = text;

@@ -12,6 +12,8 @@
 //   E2E_SCREENSHOT   where to save a screenshot of the page mid-call (default: none)
 //   CHROMIUM         browser binary (default /usr/bin/chromium; never downloaded)
 //   E2E_TIMEOUT_MS   overall budget (default 60000); the browser is killed when it runs out
+//   VOXRELAY_API_KEY when set, the server drops the call mid-way (DELETE with the API key, as an
+//                    operator or a restart would) and the page must reconnect by itself
 // Fake microphone: tests/fixtures/speech.wav framed as 1 s silence + speech + 3 s silence
 // (written to a temp dir; Chromium loops it), so the echo agent answers in the silence.
 // Exit: 0 the run completed (whatever it observed), 1 it did not (timeout, page error), 2 setup.
@@ -27,6 +29,7 @@ const BASE = (process.env.VOXRELAY_URL || 'http://127.0.0.1:8080').replace(/\/+$
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 60000);
 const SHOT = process.env.E2E_SCREENSHOT || null;
+const KEY = process.env.VOXRELAY_API_KEY || null;
 const PHONE = { width: 390, height: 844 };  // a phone-sized viewport
 
 const summary = { completed: false, server: BASE, chromium: null, viewport: PHONE, errors: [], console: [] };
@@ -67,7 +70,13 @@ function micWav(pre, post) {
 
 // Runs in the page before its own scripts: records, never changes behaviour.
 function observe() {
-  const E = (window.__e2e = { pcs: [], marks: [], energy: [], micMax: 0 });
+  const E = (window.__e2e = { pcs: [], marks: [], energy: [], micMax: 0, locations: [] });
+  const nativeFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const r = await nativeFetch(...args);
+    if (r.headers.get('Location')) E.locations.push(r.headers.get('Location'));
+    return r;
+  };
   const Native = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends Native {
     constructor(...args) { super(...args); E.pcs.push(this); }
@@ -89,7 +98,7 @@ function observe() {
       if (!pc || pc.connectionState === 'closed') return;
       (await pc.getStats()).forEach((s) => {
         if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-          E.energy.push({ t: performance.now(), energy: s.totalAudioEnergy || 0, level: s.audioLevel || 0, packets: s.packetsReceived || 0 });
+          E.energy.push({ pc: E.pcs.length - 1, t: performance.now(), energy: s.totalAudioEnergy || 0, level: s.audioLevel || 0, packets: s.packetsReceived || 0 });
         }
       });
     }, 50);
@@ -155,6 +164,19 @@ try {
     summary.screenshot = SHOT;
   }
 
+  // The server drops the call: the page must notice and start a new call by itself.
+  if (KEY) {
+    const loc = await page.evaluate(() => window.__e2e.locations[window.__e2e.locations.length - 1]);
+    const dropAt = await page.evaluate(() => performance.now());
+    const r = await fetch(new URL(loc, BASE), { method: 'DELETE', headers: { Authorization: `Bearer ${KEY}` } });
+    summary.server_drop = { location: loc, status: r.status, at: Math.round(dropAt) };
+    try {
+      await page.waitForFunction((t) => window.__e2e.marks.some((m) => m.t > t && m.what === 'event' && m.value === 'session.created'),
+        dropAt, { timeout: 15000, polling: 100 });
+    } catch (e) { summary.errors.push(`waiting for the reconnect: ${e.message.split('\n')[0]}`); }
+    summary.after_reconnect = await page.evaluate(readPage);
+  }
+
   // Disconnect (keyboard again); a deliberate hang-up must not show an error.
   await page.focus('#disconnect');
   await page.keyboard.press('Enter');
@@ -162,8 +184,15 @@ try {
   await page.waitForTimeout(1000);  // let a late "User-Initiated Abort" surface if the page were to show it
   summary.after_disconnect = await page.evaluate(readPage);
 
+  // An agent this server has not configured: the page says so and does not retry.
+  await page.selectOption('#agent', 'openai-realtime');
+  await page.click('#connect');
+  await page.waitForFunction(() => document.getElementById('status').dataset.phase === 'error', null, { timeout: 10000 })
+    .catch((e) => summary.errors.push(`waiting for the agent error: ${e.message.split('\n')[0]}`));
+  summary.unconfigured_agent = await page.evaluate(readPage);
+
   const rec = await page.evaluate(() => ({ marks: window.__e2e.marks, energy: window.__e2e.energy, micMax: window.__e2e.micMax,
-    pcs: window.__e2e.pcs.length, location: location.href }));
+    pcs: window.__e2e.pcs.length }));
   const first = (what, value) => rec.marks.find((m) => m.what === what && (value === undefined || m.value === value));
   summary.marks = rec.marks.map((m) => ({ t: Math.round(m.t), what: m.what, value: m.value ?? null }));
   summary.event_types = [...new Set(rec.marks.filter((m) => m.what === 'event').map((m) => m.value))];
@@ -171,9 +200,10 @@ try {
   summary.agent_speaking = rec.marks.filter((m) => m.what === 'speaking').map((m) => m.value);
   summary.mic_meter_max = rec.micMax;
   summary.peer_connections = rec.pcs;
+  summary.phases = rec.marks.filter((m) => m.what === 'phase').map((m) => m.value);
 
-  // getStats(): inbound audio energy from the agent, before and after the first response.
-  const E = rec.energy;
+  // getStats() of the first call: inbound audio energy from the agent, before and after the echo.
+  const E = rec.energy.filter((s) => s.pc === 0);
   const stopped = first('turn', 'stopped'), created = first('event', 'response.created');
   const energyAt = (t) => { let e = 0; for (const s of E) if (s.t <= t) e = s.energy; return e; };
   const startE = stopped ? energyAt(stopped.t) : null;
@@ -190,6 +220,10 @@ try {
   summary.timing_ms = {
     click_to_session_created: submit && session ? Math.round(session.t - submit.t) : null,
     speech_stopped_to_first_agent_audio: heard ? Math.round(heard.t - stopped.t) : null,
+    server_drop_to_session_created: summary.server_drop ? (() => {
+      const again = rec.marks.find((m) => m.t > summary.server_drop.at && m.what === 'event' && m.value === 'session.created');
+      return again ? Math.round(again.t - summary.server_drop.at) : null;
+    })() : null,
     speech_stopped_to_speaking_indicator: stopped && first('speaking', 'true') ? Math.round(first('speaking', 'true').t - stopped.t) : null,
   };
   summary.completed = true;
