@@ -171,8 +171,13 @@ fn browser_tooling(dir: &Path) -> Result<PathBuf, String> {
     if !chromium.is_file() {
         missing.push(format!("Chromium at {} (Debian package `chromium`; or set CHROMIUM)", chromium.display()));
     }
-    if Command::new("node").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-        missing.push("`node` on PATH (Debian packages `nodejs npm`)".into());
+    let node = Command::new("node").arg("--version").output().ok().filter(|o| o.status.success());
+    let major = node.as_ref().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').split('.').next()?.parse::<u32>().ok());
+    match major {
+        None => missing.push("`node` on PATH (Debian packages `nodejs npm`)".into()),
+        // playwright-core's `engines`; Debian 12's own nodejs is 18 (NodeSource or Debian 13 have 20+).
+        Some(m) if m < 20 => missing.push(format!("Node.js >= 20 for playwright-core (found {m})")),
+        Some(_) => {}
     }
     if !dir.join("node_modules/playwright-core/package.json").is_file() {
         missing.push(format!("npm playwright-core in {}/node_modules (`npm ci` there)", dir.display()));
