@@ -257,14 +257,27 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
     let turns: Vec<&str> = s["turn_states"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     let at = |state: &str| turns.iter().position(|t| *t == state).unwrap_or_else(|| panic!("turn state {state} never shown: {turns:?}"));
     assert!(at("speaking") < at("stopped") && at("stopped") < at("committed"), "{turns:?}");
+    assert!(turns.iter().filter(|t| **t == "committed").count() >= 2, "two turns expected: {turns:?}");
     let types: Vec<&str> = s["event_types"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    for t in ["session.created", "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "response.done"] {
+    for t in [
+        "session.created",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "response.done",
+        "output_audio_buffer.cleared",
+        "conversation.item.truncated",
+    ] {
         assert!(types.contains(&t), "{t} not in the page's event log: {types:?}");
     }
 
-    // The conversation: the user's turn and the agent's "[echo N s]" with N the fixture's length.
+    // The conversation: the caller spoke again while the first echo played (page_e2e.mjs's fake
+    // microphone), so the first answer is shown interrupted, and the second completes with
+    // "[echo N s]", N the fixture's length.
     let call = &s["during_call"];
     let conv = call["conversation"].as_array().unwrap();
+    let barged = conv.iter().position(|e| e["role"] == "agent" && e["status"] == "cancelled").unwrap_or_else(|| panic!("no interrupted answer{}", ctx()));
+    assert_eq!(conv[barged]["meta"], "interrupted (barge-in)");
+    assert!(conv[barged + 1..].iter().any(|e| e["role"] == "agent" && e["status"] == "completed"), "no answer after the barge-in{}", ctx());
     let user = conv.iter().find(|e| e["role"] == "user" && e["status"] == "committed").unwrap_or_else(|| panic!("no committed user turn{}", ctx()));
     let user_secs: f64 = user["meta"].as_str().unwrap().trim_end_matches(" s").parse().unwrap();
     let agent = conv.iter().find(|e| e["role"] == "agent" && e["status"] == "completed").unwrap_or_else(|| panic!("no completed agent turn{}", ctx()));

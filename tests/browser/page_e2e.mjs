@@ -31,6 +31,10 @@ const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 60000);
 const SHOT = process.env.E2E_SCREENSHOT || null;
 const KEY = process.env.VOXRELAY_API_KEY || null;
 const PHONE = { width: 390, height: 844 };  // a phone-sized viewport
+// The fake microphone (Chromium loops it): the caller speaks again 1.2 s after the first turn,
+// while the echo of that turn plays (barge-in), then stays silent long enough for the second
+// echo to play out.
+const SPEECH = [1, 'speech', 1.2, 'speech', 4];
 
 const summary = { completed: false, server: BASE, chromium: null, viewport: PHONE, errors: [], console: [] };
 let browser = null;
@@ -44,8 +48,8 @@ function finish(code) {
 }
 setTimeout(() => { summary.errors.push(`overall timeout of ${TIMEOUT} ms`); finish(1); }, TIMEOUT).unref();
 
-/** 16-bit mono PCM WAV with `pre` and `post` seconds of silence around the fixture's samples. */
-function micWav(pre, post) {
+/** 16-bit mono PCM WAV: `parts` are seconds of silence or 'speech' (the fixture's samples). */
+function micWav(parts) {
   const src = readFileSync(join(here, '..', 'fixtures', 'speech.wav'));
   let off = 12, rate = 0, data = null;
   while (off + 8 <= src.length) {
@@ -58,7 +62,7 @@ function micWav(pre, post) {
     off += 8 + len + (len & 1);
   }
   if (!rate || !data) throw new Error('speech.wav has no fmt/data chunk');
-  const pcm = Buffer.concat([Buffer.alloc(Math.round(pre * rate) * 2), data, Buffer.alloc(Math.round(post * rate) * 2)]);
+  const pcm = Buffer.concat(parts.map((p) => (p === 'speech' ? data : Buffer.alloc(Math.round(p * rate) * 2))));
   const h = Buffer.alloc(44);
   h.write('RIFF', 0); h.writeUInt32LE(36 + pcm.length, 4); h.write('WAVE', 8); h.write('fmt ', 12);
   h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(1, 22); h.writeUInt32LE(rate, 24);
@@ -128,7 +132,7 @@ const echoDone = () => [...document.querySelectorAll('#conversation li[data-role
 
 try {
   let wav;
-  try { wav = micWav(1, 3); } catch (e) { summary.errors.push(`fake mic WAV: ${e.message}`); finish(2); }
+  try { wav = micWav(SPEECH); } catch (e) { summary.errors.push(`fake mic WAV: ${e.message}`); finish(2); }
   const args = ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
     '--disable-sync', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     `--use-file-for-fake-audio-capture=${wav}`, '--autoplay-policy=no-user-gesture-required'];
