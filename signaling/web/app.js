@@ -38,9 +38,9 @@ let droppedBefore = false;  // the next session.created is a reconnect
 
 /** A failure to show the user: `retry` when trying again later may help. */
 class CallError extends Error {
-  constructor(code, message, { retry = false, retryAfterS = null, askSecret = false } = {}) {
+  constructor(code, message, { retry = false, retryAfterS = null, askSecret = false, staleSecret = false } = {}) {
     super(message);
-    Object.assign(this, { code, retry, retryAfterS, askSecret });
+    Object.assign(this, { code, retry, retryAfterS, askSecret, staleSecret });
   }
 }
 
@@ -83,9 +83,10 @@ async function api(path, init) {
   if (r.status === 429) throw new CallError(err.code || 'rate_limited', `Rate limited: ${message}`, { retry: true, retryAfterS });
   if (r.status === 503) throw new CallError(err.code || 'overloaded', `The server is busy: ${message}`, { retry: true, retryAfterS });
   if (r.status >= 500) throw new CallError(err.code || 'server_error', `Server error: ${message}`, { retry: true });
-  if (err.code === 'expired_client_secret' && !ui.secret.value.trim()) {
+  if (r.status === 401 && !ui.secret.value.trim() && helperOn) {
+    // Our minted secret expired, or the server restarted and forgot it: mint another.
     cachedSecret = null;
-    throw new CallError(err.code, 'The client secret expired; getting a new one.', { retry: true });
+    throw new CallError(err.code || 'unauthorized', 'The client secret is no longer valid; getting a new one', { retry: true, staleSecret: true });
   }
   if (err.code === 'web_session_disabled') {
     helperOn = false;
@@ -102,7 +103,7 @@ async function getSecret(agent) {
   const own = ui.secret.value.trim();
   if (own) return { value: own };
   const now = Date.now() / 1000;
-  if (cachedSecret && cachedSecret.agent === agent && cachedSecret.expiresAt - now > SECRET_MARGIN_S) return cachedSecret;
+  if (cachedSecret && cachedSecret.agent === agent && cachedSecret.expiresAt - now > SECRET_MARGIN_S) return { ...cachedSecret, fresh: false };
   if (!helperOn) {
     throw new CallError('secret_required', 'This server does not mint client secrets for this page (its session helper is off). ' +
       'Paste a client secret minted with the API key under "Use your own client secret".', { askSecret: true });
@@ -113,7 +114,7 @@ async function getSecret(agent) {
   });
   const s = await r.json();
   cachedSecret = { value: s.client_secret.value, expiresAt: s.client_secret.expires_at, agent, iceServers: s.ice_servers };
-  return cachedSecret;
+  return { ...cachedSecret, fresh: true };
 }
 
 // ---- microphone -----------------------------------------------------------------------------
@@ -202,6 +203,7 @@ async function startCall() {
     const secret = await getSecret(agent);
     if (call !== c) return teardown(c);
     c.secret = secret.value;
+    c.freshSecret = !!secret.fresh;
     const pc = new RTCPeerConnection(secret.iceServers ? { iceServers: secret.iceServers } : undefined);
     c.pc = pc;
     pc.addTrack(c.mic.getAudioTracks()[0], c.mic);
@@ -263,6 +265,8 @@ function failed(c, err) {
   if (call !== c) return;
   teardown(c);
   if (err.askSecret) { ui.secretBox.open = true; ui.secret.focus(); }
+  // A cached secret the server no longer knows (it restarted): mint one and retry at once.
+  if (want && err.staleSecret && !c.freshSecret) return startCall();
   if (want && err.retry) return scheduleRetry(err.message, err.retryAfterS);
   want = false;
   showError(err.message);
@@ -286,7 +290,7 @@ function backoffMs(n) {
 function scheduleRetry(why, retryAfterS) {
   const delay = Math.max(backoffMs(attempt), (retryAfterS || 0) * 1000);
   attempt += 1;
-  setPhase('reconnecting', `${why}. Retrying in ${Math.ceil(delay / 1000)} s (attempt ${attempt + 1})…`);
+  setPhase('reconnecting', `${why}${/[.?!]$/.test(why) ? '' : '.'} Retrying in ${Math.ceil(delay / 1000)} s (attempt ${attempt + 1})…`);
   clearTimeout(retryTimer);
   retryTimer = setTimeout(startCall, delay);
 }
