@@ -338,6 +338,11 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
     assert!(msg.contains("openai-realtime") && msg.contains("not configured"), "error shown: {msg:?}");
     assert_eq!(phases.last(), Some(&"error"), "the page retried an unconfigured agent: {phases:?}");
 
+    // Microphone permission denied: said so, not retried.
+    let denied = &s["mic_denied"];
+    assert_eq!(denied["status"]["phase"], "error", "{}", ctx());
+    assert!(denied["error"].as_str().unwrap_or_default().starts_with("Microphone access was denied"), "{}", denied["error"]);
+
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
 

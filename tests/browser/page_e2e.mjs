@@ -195,6 +195,19 @@ try {
     .catch((e) => summary.errors.push(`waiting for the agent error: ${e.message.split('\n')[0]}`));
   summary.unconfigured_agent = await page.evaluate(readPage);
 
+  // Microphone permission denied: a second browser without the flag that auto-accepts the
+  // permission prompt (headless Chromium then denies it).
+  const denyArgs = args.filter((a) => a !== '--use-fake-ui-for-media-stream');
+  const denying = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: denyArgs, timeout: 20000 });
+  try {
+    const p2 = await (await denying.newContext({ viewport: PHONE })).newPage();
+    await p2.goto(`${BASE}/`);
+    await p2.click('#connect');
+    await p2.waitForFunction(() => document.getElementById('status').dataset.phase === 'error', null, { timeout: 10000 })
+      .catch((e) => summary.errors.push(`waiting for the mic-denied error: ${e.message.split('\n')[0]}`));
+    summary.mic_denied = await p2.evaluate(readPage);
+  } finally { await denying.close().catch(() => {}); }
+
   const rec = await page.evaluate(() => ({ marks: window.__e2e.marks, energy: window.__e2e.energy, micMax: window.__e2e.micMax,
     pcs: window.__e2e.pcs.length }));
   const first = (what, value) => rec.marks.find((m) => m.what === what && (value === undefined || m.value === value));
