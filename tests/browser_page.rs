@@ -124,6 +124,16 @@ async fn session_helper_mints_a_working_secret() {
         .await
         .unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // ... while the API itself still answers preflights from any origin.
+    let resp = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/realtime/calls"))
+        .header("origin", "http://elsewhere.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("*"));
     server.shutdown().await;
 }
 
