@@ -71,6 +71,12 @@ pub struct ServeConfig {
     /// On SIGTERM/Ctrl-C: seconds live calls may continue before they are ended.
     #[arg(long, env = "VOXRELAY_DRAIN_GRACE_SECS", default_value_t = 10)]
     pub drain_grace_secs: u64,
+    /// The web page's session helper (`POST /web/session`): mints client secrets for the page at
+    /// `GET /` without an API key. On by default since the default listen address is loopback;
+    /// a warning is logged when it is on beyond loopback. `false`: the page asks for a secret.
+    #[arg(long, env = "VOXRELAY_WEB_SESSION", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub web_session: bool,
     /// Log filter (tracing syntax: `info`, `debug`, `voxrelay=debug,webrtc=warn`).
     #[arg(long, env = "VOXRELAY_LOG", default_value = "info")]
     pub log_level: String,
@@ -116,6 +122,7 @@ impl ServeConfig {
             audio_workers: None,
             max_calls: None,
             drain_grace_secs: 10,
+            web_session: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             config: None,

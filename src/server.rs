@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::info;
 use voxrelay_media::{VadKind, WorkerPool};
+use voxrelay_signaling::web::WebSettings;
 use voxrelay_signaling::{Api, Auth, router};
 
 use crate::config::ServeConfig;
@@ -62,7 +63,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let providers = cfg.providers()?;
     info!(agents = %providers.available().join(","), "agents available");
     let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls(), providers);
-    let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))));
+    let web = WebSettings { session_helper: cfg.web_session, max_pending: cfg.max_calls(), loopback_only: cfg.listen.ip().is_loopback() };
+    let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))).with_web(web));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, rtc_ip = %cfg.rtc_ip(), audio_workers = workers, max_calls = cfg.max_calls(), "voxrelay listening on http://{addr}");

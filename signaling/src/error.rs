@@ -55,6 +55,12 @@ impl ApiError {
         e.retry_after = Some(1);
         e
     }
+    /// 429 with `Retry-After: seconds`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", message);
+        e.retry_after = Some(retry_after_s.max(1));
+        e
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
     }

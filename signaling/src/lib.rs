@@ -20,6 +20,7 @@ mod realtime;
 mod rtp;
 mod watch;
 pub mod sdp;
+pub mod web;
 pub mod wire;
 
 use std::sync::Arc;
@@ -89,11 +90,18 @@ pub struct Api {
     pub engine: Arc<dyn Engine>,
     /// API errors answered, by code (exported at `/metrics`).
     pub errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// The browser page's session helper (off unless [`Api::with_web`] turns it on).
+    pub web: web::WebState,
 }
 
 impl Api {
     pub fn new(auth: Auth, engine: Arc<dyn Engine>) -> Self {
-        Self { auth, engine, errors: Default::default() }
+        Self { auth, engine, errors: Default::default(), web: web::WebState::new(web::WebSettings::disabled()) }
+    }
+
+    pub fn with_web(mut self, settings: web::WebSettings) -> Self {
+        self.web = web::WebState::new(settings);
+        self
     }
 }
 
@@ -124,9 +132,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rtp/{id}", delete(rtp::end))
         .route("/v1/rtp/{id}/events", get(watch::rtp_events))
         .fallback(realtime::not_found)
+        .layer(cors())
+        // The page and its helper stay outside the CORS layer: same-origin only.
+        .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(api.clone(), count_errors))
         .with_state(api)
-        .layer(cors())
 }
 
 /// Browsers call the API from their own pages. Credentials are bearer tokens, never cookies,

@@ -22,6 +22,12 @@ use crate::{Api, CallRequest};
 pub async fn create_session(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     api.auth.require_api_key(&headers)?;
     let req: BetaSession = read_json(&headers, body).await?;
+    mint_beta_session(&api, req).map(Json)
+}
+
+/// The beta session object with a fresh `client_secret` (also what the web page's helper
+/// answers, [`crate::web`]).
+pub(crate) fn mint_beta_session(api: &Api, req: BetaSession) -> Result<Value, ApiError> {
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
     api.engine.check_agent(&config.agent)?;
@@ -29,8 +35,8 @@ pub async fn create_session(State(api): State<Arc<Api>>, headers: HeaderMap, bod
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), BETA_SECRET_TTL_S)?;
     let mut out = config.beta_json(&id);
     out["client_secret"] = json!({"value": value, "expires_at": expires_at});
-    add_ice_servers(&api, &id, &mut out);
-    Ok(Json(out))
+    add_ice_servers(api, &id, &mut out);
+    Ok(out)
 }
 
 pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {

@@ -1,0 +1,370 @@
+//! The embedded web page (`GET /`) and its session helper (`POST /web/session`): HTTP checks
+//! from Rust, and a real headless Chromium driving the page (tests/browser/page_e2e.mjs through
+//! npm playwright-core and Debian's /usr/bin/chromium) against the echo agent with a fake
+//! microphone. Missing browser tooling fails the test with install instructions;
+//! `VOXRELAY_SKIP_BROWSER=1` skips only the Chromium part, saying so.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use voxrelay_signaling::web::PAGE_WEIGHT_BYTES;
+
+/// The whole browser run (Chromium start, one echo turn, hang-up) is bounded by this.
+const BROWSER_BUDGET: Duration = Duration::from_secs(90);
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or_else(|| panic!("JSON error body expected, got {v}"))
+}
+
+/// POSTs `body` to the helper as the page would (same-origin `Origin`), with extra headers.
+async fn helper(base: &str, content_type: &str, body: &str, extra: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = http().post(format!("{base}/web/session")).header("content-type", content_type).body(body.to_string());
+    if !extra.iter().any(|(k, _)| *k == "origin") {
+        req = req.header("origin", base);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A same-origin-looking POST to the helper addressed to `host`, as a DNS-rebinding page would
+/// send it (raw HTTP/1.1: reqwest sets `Host` from the URL).
+async fn post_with_host(addr: std::net::SocketAddr, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /web/session HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_is_served_with_security_headers() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut total = 0;
+    for (path, content_type) in [("/", "text/html"), ("/web/app.js", "text/javascript"), ("/web/style.css", "text/css")] {
+        let resp = http().get(format!("{base}{path}")).header("origin", "http://elsewhere.example").send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers();
+        let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(header("content-type").starts_with(content_type), "{path}: {}", header("content-type"));
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(header("access-control-allow-origin").is_empty(), "{path} must not be readable cross-origin");
+        total += resp.bytes().await.unwrap().len();
+    }
+    assert_eq!(total, PAGE_WEIGHT_BYTES);
+    let cfg: Value = http().get(format!("{base}/web/config")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cfg["session_helper"], true);
+    // The API keeps its CORS for pages on other origins.
+    let resp = http().get(format!("{base}/healthz")).header("origin", "http://elsewhere.example").send().await.unwrap();
+    assert_eq!(resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("*"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_helper_mints_a_working_secret() {
+    let server = start_server().await;
+    let base = server.url();
+    let (status, headers, v) = helper(&base, "application/json", r#"{"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}"#, &[]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    let secret = v["client_secret"]["value"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("ek_"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expires_at = v["client_secret"]["expires_at"].as_u64().unwrap();
+    assert!((now + 50..=now + 61).contains(&expires_at), "beta secrets live 60 s: {expires_at} vs now {now}");
+    assert_eq!((v["object"].as_str(), v["agent"].as_str()), (Some("realtime.session"), Some("echo")));
+    assert_eq!(v["turn_detection"]["silence_duration_ms"], 400);
+    assert!(v.get("api_key").is_none() && !v.to_string().contains(API_KEY), "the API key never leaves the server");
+
+    // The secret places a call, with the settings it was minted with.
+    let mut c = Call::connect(&base, "/v1/realtime/calls", &secret).await;
+    let created = c.expect("session.created").await;
+    assert_eq!(created["session"]["audio"]["input"]["turn_detection"]["silence_duration_ms"], 400);
+    c.close().await;
+
+    // Mistakes get JSON errors.
+    let (s, _, v) = helper(&base, "application/json", "{nope", &[]).await;
+    assert_eq!((s, code(&v)), (400, "invalid_json"));
+    let (s, _, v) = helper(&base, "application/json", r#"{"agent": "openai-realtime"}"#, &[]).await;
+    assert_eq!((s, code(&v)), (400, "agent_not_configured"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("openai-realtime"));
+    // A cross-site form can post text/plain without a preflight: refused.
+    let (s, _, v) = helper(&base, "text/plain", "{}", &[]).await;
+    assert_eq!((s, code(&v)), (415, "unsupported_content_type"));
+    // Same-origin only: another page's Origin, a cross-site fetch, a DNS-rebinding host name.
+    let (s, _, v) = helper(&base, "application/json", "{}", &[("origin", "http://127.0.0.1:1")]).await;
+    assert_eq!((s, code(&v)), (403, "cross_origin"));
+    let (s, _, v) = helper(&base, "application/json", "{}", &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!((s, code(&v)), (403, "cross_origin"));
+    let answer = post_with_host(server.addr, &format!("rebound.example:{}", server.addr.port())).await;
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("cross_origin"), "{answer}");
+    // No CORS preflight answer for the helper, so browsers never send it cross-origin.
+    let resp = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/web/session"))
+        .header("origin", "http://elsewhere.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // ... while the API itself still answers preflights from any origin.
+    let resp = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/realtime/calls"))
+        .header("origin", "http://elsewhere.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("*"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_helper_is_bounded_by_the_call_limit() {
+    let server = start_with(|c| c.max_calls = Some(2)).await;
+    let base = server.url();
+    for _ in 0..2 {
+        let (s, _, v) = helper(&base, "application/json", "{}", &[]).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, headers, v) = helper(&base, "application/json", "{}", &[]).await;
+    assert_eq!((s, code(&v)), (429, "rate_limited"));
+    let retry: u64 = headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}: until the oldest helper secret expires");
+    // The API key's own minting is not limited by the page's helper.
+    client_secret(&base, json!({})).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_session_helper_answers_404_and_the_page_still_loads() {
+    let server = start_with(|c| c.web_session = false).await;
+    let base = server.url();
+    let (s, _, v) = helper(&base, "application/json", "{}", &[]).await;
+    assert_eq!((s, code(&v)), (404, "web_session_disabled"));
+    let resp = http().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("id=\"secret\""), "the page can take a client secret instead");
+    let cfg: Value = http().get(format!("{base}/web/config")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cfg["session_helper"], false);
+    server.shutdown().await;
+}
+
+// ---- the real browser ---------------------------------------------------------------------------
+
+const INSTALL: &str = "install them with `.ci/run` (does all of this), or by hand: \
+     `apt-get install -y chromium nodejs npm && (cd tests/browser && npm ci)`; \
+     or set VOXRELAY_SKIP_BROWSER=1 to skip the browser test (it is then NOT run)";
+
+/// Chromium, node and playwright-core, or a message saying which are missing.
+fn browser_tooling(dir: &Path) -> Result<PathBuf, String> {
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let mut missing = Vec::new();
+    if !chromium.is_file() {
+        missing.push(format!("Chromium at {} (Debian package `chromium`; or set CHROMIUM)", chromium.display()));
+    }
+    let node = Command::new("node").arg("--version").output().ok().filter(|o| o.status.success());
+    let major = node.as_ref().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').split('.').next()?.parse::<u32>().ok());
+    match major {
+        None => missing.push("`node` on PATH (Debian packages `nodejs npm`)".into()),
+        // playwright-core's `engines`; Debian 12's own nodejs is 18 (NodeSource or Debian 13 have 20+).
+        Some(m) if m < 20 => missing.push(format!("Node.js >= 20 for playwright-core (found {m})")),
+        Some(_) => {}
+    }
+    if !dir.join("node_modules/playwright-core/package.json").is_file() {
+        missing.push(format!("npm playwright-core in {}/node_modules (`npm ci` there)", dir.display()));
+    }
+    if missing.is_empty() { Ok(chromium) } else { Err(format!("browser test prerequisites missing: {}; {INSTALL}", missing.join(", "))) }
+}
+
+/// Runs the node script in its own process group; kills the group (node and Chromium) if it
+/// overruns `budget`. Returns (exit code, stdout, stderr).
+fn run_node(dir: &Path, env: &[(&str, String)], budget: Duration) -> (Option<i32>, String, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("node");
+    cmd.arg("page_e2e.mjs").current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("node starts");
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().unwrap()));
+    let err = pipe(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + budget;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on the process group we created for the child.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, out.join().unwrap_or_default(), err.join().unwrap_or_default())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
+    if std::env::var("VOXRELAY_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("NOTICE: VOXRELAY_SKIP_BROWSER=1: the real-browser test of the web page is SKIPPED");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = browser_tooling(&dir).unwrap_or_else(|msg| panic!("{msg}"));
+    // <target>/test-artifacts, next to <target>/tmp.
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("test-artifacts");
+    let shot = artifacts.join("browser-call.png");
+    let _ = std::fs::remove_file(&shot);
+
+    let server = start_server().await;
+    let env = vec![
+        ("VOXRELAY_URL", server.url()),
+        ("E2E_SCREENSHOT", shot.display().to_string()),
+        ("CHROMIUM", chromium.display().to_string()),
+        ("E2E_TIMEOUT_MS", (BROWSER_BUDGET.as_millis() - 10_000).to_string()),
+        // Lets the script drop the call server-side mid-way, to see the page reconnect.
+        ("VOXRELAY_API_KEY", API_KEY.to_string()),
+    ];
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_node(&dir, &env, BROWSER_BUDGET)).await.unwrap();
+    let s: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("page_e2e.mjs printed no JSON summary ({e}); exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let ctx = || format!("\nsummary: {}", serde_json::to_string_pretty(&s).unwrap());
+    assert_eq!(status, Some(0), "page_e2e.mjs did not complete{}", ctx());
+    assert_eq!(s["errors"], json!([]), "{}", ctx());
+
+    // Voice activity as the page showed it: speaking, then stopped, then committed.
+    let turns: Vec<&str> = s["turn_states"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let at = |state: &str| turns.iter().position(|t| *t == state).unwrap_or_else(|| panic!("turn state {state} never shown: {turns:?}"));
+    assert!(at("speaking") < at("stopped") && at("stopped") < at("committed"), "{turns:?}");
+    assert!(turns.iter().filter(|t| **t == "committed").count() >= 2, "two turns expected: {turns:?}");
+    let types: Vec<&str> = s["event_types"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for t in [
+        "session.created",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "response.done",
+        "output_audio_buffer.cleared",
+        "conversation.item.truncated",
+    ] {
+        assert!(types.contains(&t), "{t} not in the page's event log: {types:?}");
+    }
+
+    // The conversation: the caller spoke again while the first echo played (page_e2e.mjs's fake
+    // microphone), so the first answer is shown interrupted, and the second completes with
+    // "[echo N s]", N the fixture's length.
+    let call = &s["during_call"];
+    let conv = call["conversation"].as_array().unwrap();
+    let barged = conv.iter().position(|e| e["role"] == "agent" && e["status"] == "cancelled").unwrap_or_else(|| panic!("no interrupted answer{}", ctx()));
+    assert_eq!(conv[barged]["meta"], "interrupted (barge-in)");
+    assert!(conv[barged + 1..].iter().any(|e| e["role"] == "agent" && e["status"] == "completed"), "no answer after the barge-in{}", ctx());
+    let user = conv.iter().find(|e| e["role"] == "user" && e["status"] == "committed").unwrap_or_else(|| panic!("no committed user turn{}", ctx()));
+    let user_secs: f64 = user["meta"].as_str().unwrap().trim_end_matches(" s").parse().unwrap();
+    let agent = conv.iter().find(|e| e["role"] == "agent" && e["status"] == "completed").unwrap_or_else(|| panic!("no completed agent turn{}", ctx()));
+    let echo_secs: f64 = agent["text"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("[echo ")?.strip_suffix(" s]")?.parse().ok())
+        .unwrap_or_else(|| panic!("agent text {} is not \"[echo N s]\"", agent["text"]));
+    // speech.wav is 2.78 s of speech; the turn holds it plus VAD padding.
+    assert!((2.5..=4.0).contains(&echo_secs) && (2.5..=4.0).contains(&user_secs), "echo {echo_secs} s, user turn {user_secs} s");
+
+    // The agent-speaking indicator went on, then off.
+    let speaking: Vec<&str> = s["agent_speaking"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let on = speaking.iter().position(|v| *v == "true").unwrap_or_else(|| panic!("agent never shown speaking: {speaking:?}"));
+    assert!(speaking[on..].contains(&"false"), "agent never shown silent again: {speaking:?}");
+
+    // getStats(): the agent's audio reached the browser after the turn (silent before it).
+    let g = &s["getstats"];
+    assert!(f(&g["total_audio_energy_end"]) > f(&g["total_audio_energy_at_speech_stopped"]) + 1e-3, "no inbound audio energy from the agent: {g}");
+    assert!(f(&g["audio_level_max"]) > 0.01, "{g}");
+    assert!(s["mic_meter_max"].as_f64().unwrap() > 0.0, "the input level meter never moved");
+
+    // The page's stats panel shows numbers.
+    let st = &call["stats"];
+    for key in ["rtt_ms", "jitter_ms", "loss_pct", "bitrate_in_kbps", "agent_level"] {
+        assert!(f(&st[key]["value"]).is_finite() && f(&st[key]["value"]) >= 0.0, "stats panel {key}: {}", st[key]);
+    }
+    assert!(f(&st["bitrate_in_kbps"]["value"]) > 0.0 && f(&st["bitrate_out_kbps"]) > 0.0 && f(&st["agent_energy"]) > 0.0, "{st}");
+    assert!((0.0..=100.0).contains(&f(&st["loss_pct"]["value"])), "{st}");
+    assert!(st["codec"].as_str().unwrap().contains("opus"), "{st}");
+    assert_eq!(call["status"]["phase"], "connected", "{}", ctx());
+    assert_eq!(call["error"], Value::Null, "{}", ctx());
+    assert!(call["horizontal_overflow_px"].as_i64().unwrap() <= 0, "the page scrolls sideways on a phone-sized viewport");
+
+    // The server dropped the call: the page said so and started a new call by itself.
+    assert_eq!(s["server_drop"]["status"], 200, "{}", ctx());
+    let phases: Vec<&str> = s["phases"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let first_up = phases.iter().position(|p| *p == "connected").unwrap_or_else(|| panic!("never connected: {phases:?}"));
+    let retry = first_up + phases[first_up..].iter().position(|p| *p == "reconnecting").unwrap_or_else(|| panic!("no reconnect: {phases:?}"));
+    assert!(phases[retry..].contains(&"connected"), "not connected again after the drop: {phases:?}");
+    assert_eq!(s["peer_connections"], 2, "one new peer connection for the reconnect");
+    let notes: Vec<&str> = s["after_reconnect"]["conversation"].as_array().unwrap().iter().filter(|e| e["role"] == "note").filter_map(|e| e["text"].as_str()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("Call dropped")) && notes.iter().any(|n| n.starts_with("Reconnected")), "{notes:?}");
+    assert_eq!(s["after_reconnect"]["status"]["phase"], "connected");
+
+    // A deliberate hang-up shows no error (Chrome's "User-Initiated Abort" is not one) and ends
+    // the call on the server.
+    let after = &s["after_disconnect"];
+    assert_eq!((after["status"]["phase"].as_str(), &after["error"]), (Some("idle"), &Value::Null), "{}", ctx());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.engine.live_calls() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the call is still live after the page hung up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An agent the server has not configured: a clear error, no retrying.
+    let bad = &s["unconfigured_agent"];
+    assert_eq!(bad["status"]["phase"], "error", "{}", ctx());
+    let msg = bad["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("openai-realtime") && msg.contains("not configured"), "error shown: {msg:?}");
+    assert_eq!(phases.last(), Some(&"error"), "the page retried an unconfigured agent: {phases:?}");
+
+    // Microphone permission denied: said so, not retried.
+    let denied = &s["mic_denied"];
+    assert_eq!(denied["status"]["phase"], "error", "{}", ctx());
+    assert!(denied["error"].as_str().unwrap_or_default().starts_with("Microphone access was denied"), "{}", denied["error"]);
+
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display()));
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+
+    let t = &s["timing_ms"];
+    eprintln!(
+        "browser page: Chromium {}, page weight {PAGE_WEIGHT_BYTES} bytes, Connect → session.created {} ms, \
+         speech_stopped → first agent audio in getStats {} ms, server drop → reconnected session.created {} ms, screenshot {}",
+        s["chromium"],
+        t["click_to_session_created"],
+        t["speech_stopped_to_first_agent_audio"],
+        t["server_drop_to_session_created"],
+        shot.display()
+    );
+    server.shutdown().await;
+}
