@@ -67,6 +67,9 @@ pub struct ServeConfig {
     /// On SIGTERM/Ctrl-C: seconds live calls may continue before they are ended.
     #[arg(long, env = "VOXRELAY_DRAIN_GRACE_SECS", default_value_t = 10)]
     pub drain_grace_secs: u64,
+    /// Embedded TURN server configuration (turn.conf, coturn's vocabulary); off when unset.
+    #[arg(long, env = "VOXRELAY_TURN_CONFIG")]
+    pub turn_config: Option<PathBuf>,
     /// Log filter (tracing syntax: `info`, `debug`, `voxrelay=debug,webrtc=warn`).
     #[arg(long, env = "VOXRELAY_LOG", default_value = "info")]
     pub log_level: String,
@@ -89,6 +92,7 @@ impl ServeConfig {
             audio_workers: None,
             max_calls: None,
             drain_grace_secs: 10,
+            turn_config: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }

@@ -61,6 +61,8 @@ pub struct VoxEngine {
     /// Media counters of calls that have ended (live calls are read from their sessions).
     ended_media: Mutex<StatsSnapshot>,
     pub metrics: Arc<Metrics>,
+    /// The embedded TURN server's advertisement, set at start when TURN is configured.
+    pub turn: OnceLock<crate::turn::IceAdvert>,
 }
 
 impl VoxEngine {
@@ -75,6 +77,7 @@ impl VoxEngine {
             max_calls,
             ended_media: Mutex::new(StatsSnapshot::default()),
             metrics: Arc::new(Metrics::default()),
+            turn: OnceLock::new(),
         })
     }
 
@@ -347,6 +350,13 @@ impl Engine for EngineHandle {
 
     fn is_ready(&self) -> bool {
         !self.0.draining.load(Ordering::SeqCst)
+    }
+
+    fn ice_servers(&self, session_id: &str) -> Vec<serde_json::Value> {
+        match self.0.turn.get() {
+            Some(advert) => advert.ice_servers(session_id, crate::turn::core::Now::system().unix),
+            None => Vec::new(),
+        }
     }
 
     fn metrics_text(&self) -> String {
