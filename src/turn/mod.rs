@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod framing;
 pub mod policy;
+pub mod probe;
 pub mod ratelimit;
 pub mod server;
 
