@@ -3,44 +3,20 @@
 //! CreatePermission/ChannelBind and on every send, max-bps, and malformed input dropped while
 //! the server keeps answering.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use voxrelay::turn::TurnConfig;
 use voxrelay::turn::auth::mint_rest;
-use voxrelay::turn::core::{ClientKey, Now, RelayId, RelayIo, TurnCore, TurnStats, Via};
+use voxrelay::turn::core::{ClientKey, Now, RelayId, TurnCore, TurnStats, Via};
 use voxrelay::turn::probe::*;
-
-#[derive(Default)]
-struct FakeIo {
-    next: u64,
-    to_client: Vec<(ClientKey, Vec<u8>)>,
-    to_peer: Vec<(RelayId, SocketAddr, Vec<u8>)>,
-    closed: Vec<RelayId>,
-}
-
-impl RelayIo for FakeIo {
-    fn bind_relay(&mut self, ip: IpAddr) -> std::io::Result<(RelayId, SocketAddr)> {
-        self.next += 1;
-        Ok((RelayId(self.next), SocketAddr::new(ip, 50_000 + self.next as u16)))
-    }
-    fn close_relay(&mut self, relay: RelayId) {
-        self.closed.push(relay);
-    }
-    fn send_to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]) {
-        self.to_peer.push((relay, peer, data.to_vec()));
-    }
-    fn send_to_client(&mut self, client: ClientKey, data: &[u8]) {
-        self.to_client.push((client, data.to_vec()));
-    }
-}
 
 const SECRET: &str = "s3cret";
 const REALM: &str = "voxrelay";
 
 struct Harness {
     core: TurnCore,
-    io: FakeIo,
+    io: RecordingIo,
     now: Now,
 }
 
@@ -61,7 +37,7 @@ fn client(n: u16) -> ClientKey {
 
 impl Harness {
     fn new(cfg: TurnConfig) -> Harness {
-        Harness { core: TurnCore::new(&cfg, "192.0.2.100".parse().unwrap()), io: FakeIo::default(), now: Now::system() }
+        Harness { core: TurnCore::new(&cfg, "192.0.2.100".parse().unwrap()), io: RecordingIo::default(), now: Now::system() }
     }
 
     fn advance(&mut self, secs: u64) {

@@ -145,3 +145,29 @@ pub fn parse(bytes: &[u8]) -> Option<Answer> {
         data: data.get_from(&m).ok().map(|_| data.0),
     })
 }
+
+/// A [`RelayIo`](super::core::RelayIo) that binds nothing and records what the core sends:
+/// for driving [`TurnCore`](super::core::TurnCore) without sockets (tests, fuzzing).
+#[derive(Default)]
+pub struct RecordingIo {
+    next: u64,
+    pub to_client: Vec<(super::core::ClientKey, Vec<u8>)>,
+    pub to_peer: Vec<(super::core::RelayId, SocketAddr, Vec<u8>)>,
+    pub closed: Vec<super::core::RelayId>,
+}
+
+impl super::core::RelayIo for RecordingIo {
+    fn bind_relay(&mut self, ip: std::net::IpAddr) -> std::io::Result<(super::core::RelayId, SocketAddr)> {
+        self.next += 1;
+        Ok((super::core::RelayId(self.next), SocketAddr::new(ip, 50_000u16.wrapping_add(self.next as u16))))
+    }
+    fn close_relay(&mut self, relay: super::core::RelayId) {
+        self.closed.push(relay);
+    }
+    fn send_to_peer(&mut self, relay: super::core::RelayId, peer: SocketAddr, data: &[u8]) {
+        self.to_peer.push((relay, peer, data.to_vec()));
+    }
+    fn send_to_client(&mut self, client: super::core::ClientKey, data: &[u8]) {
+        self.to_client.push((client, data.to_vec()));
+    }
+}
