@@ -1,6 +1,7 @@
 //! The embedded TURN server against an independent client, coturn's `turnutils_uclient`
 //! (Debian package `coturn`, installed by `.ci/run`), on 127.0.0.1: two clients allocate with
-//! REST credentials and relay to each other (`-y`) over UDP and TCP. With `allow-loopback-peers`
+//! REST credentials and relay to each other (`-y`) over UDP, TCP and TLS (self-signed
+//! certificate made at test time). With `allow-loopback-peers`
 //! every packet arrives; with the default policy the loopback relay addresses are refused with
 //! 403 and nothing is relayed. Also: `serve --turn-config` hands each session working
 //! `ice_servers` credentials.
@@ -112,6 +113,25 @@ async fn uclient_relays_over_tcp_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_relays_with_send_indications_without_loss() {
     relays_without_loss(&["-s"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_relays_over_tls_without_loss() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-turn-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("turn.crt"), dir.join("turn.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let cfg = TurnConfig { cert: Some(cert_path), pkey: Some(key_path), no_tls: false, tls_listening_port: 0, ..test_config(true) };
+    let server = TurnServer::start(&cfg, None).await.unwrap();
+    let tls_port = server.tls_addrs[0].port();
+    let mut args = vec!["-t", "-S", "-W", SECRET, "-u", "alice"];
+    args.extend(LOAD);
+    let r = uclient_async(tls_port, &args).await;
+    assert_eq!((r.sent, r.received, r.lost), (100, 100, Some(0)), "server {:?}\nuclient output:\n{}", server.stats, r.output);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

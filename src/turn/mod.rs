@@ -1,7 +1,7 @@
 //! Embedded TURN (issue 8): configuration from `turn.conf` in coturn's vocabulary, the relay
 //! peer policy (deny private/loopback/metadata by default), REST and long-term credentials, and
 //! the server: a sans-IO core ([`core`], on webrtc-rs's `rtc::stun`/`rtc::turn::proto` codecs)
-//! driven by tokio sockets ([`server`]: UDP, TCP). TURN over TLS is not implemented yet.
+//! driven by tokio sockets ([`server`]: UDP, TCP, TLS via [`tls`]).
 
 pub mod auth;
 pub mod config;
@@ -11,6 +11,7 @@ pub mod policy;
 pub mod probe;
 pub mod ratelimit;
 pub mod server;
+pub mod tls;
 
 pub use config::TurnConfig;
 pub use policy::{IpRange, PeerPolicy};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -122,6 +122,7 @@ pub struct TurnServer {
     stop: watch::Sender<bool>,
     pub udp_addrs: Vec<SocketAddr>,
     pub tcp_addrs: Vec<SocketAddr>,
+    pub tls_addrs: Vec<SocketAddr>,
     pub stats: Arc<TurnStats>,
     advert: IceAdvert,
 }
@@ -156,14 +157,23 @@ impl TurnServer {
                 tcp.push(l);
             }
         }
-        if cfg.cert.is_some() && !cfg.no_tls {
-            warn!("TURN over TLS (turns:) is not implemented yet; tls-listening-port is ignored");
+        let mut tls = Vec::new();
+        let tls_config = match (&cfg.cert, &cfg.pkey, cfg.no_tls) {
+            (Some(cert), Some(pkey), false) => Some(super::tls::server_config(cert, pkey)?),
+            _ => None,
+        };
+        if tls_config.is_some() {
+            for ip in &ips {
+                let port = cfg.tls_listening_port;
+                tls.push(TcpListener::bind((*ip, port)).await.with_context(|| format!("TURN TLS on {ip}:{port}"))?);
+            }
         }
         let relay_ip = cfg.relay_ips.first().copied().or_else(|| ips.iter().copied().find(|ip| !ip.is_unspecified())).or(fallback_host).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let core = TurnCore::new(cfg, relay_ip);
         let stats = core.stats.clone();
         let udp_addrs: Vec<SocketAddr> = udp.iter().filter_map(|s| s.local_addr().ok()).collect();
         let tcp_addrs: Vec<SocketAddr> = tcp.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let tls_addrs: Vec<SocketAddr> = tls.iter().filter_map(|l| l.local_addr().ok()).collect();
         let state = Arc::new_cyclic(|weak| {
             Mutex::new(State {
                 core,
@@ -177,7 +187,10 @@ impl TurnServer {
         }
         let next_conn = Arc::new(std::sync::atomic::AtomicU64::new(1));
         for l in tcp {
-            tasks.push(tokio::spawn(accept_loop(l, state.clone(), next_conn.clone(), stopped.clone())));
+            tasks.push(tokio::spawn(accept_loop(l, None, state.clone(), next_conn.clone(), stopped.clone())));
+        }
+        for l in tls {
+            tasks.push(tokio::spawn(accept_loop(l, tls_config.clone(), state.clone(), next_conn.clone(), stopped.clone())));
         }
         tasks.push(tokio::spawn(tick_loop(state.clone())));
         let advertised_ip = cfg.external_ips.first().map(|(public, _)| *public).or_else(|| ips.iter().copied().find(|ip| !ip.is_unspecified())).or(fallback_host);
@@ -186,11 +199,11 @@ impl TurnServer {
             port: udp_addrs.first().or(tcp_addrs.first()).map(|a| a.port()),
             udp: !udp_addrs.is_empty(),
             tcp: !tcp_addrs.is_empty(),
-            tls_port: None,
+            tls_port: tls_addrs.first().map(|a| a.port()),
             secret: cfg.use_auth_secret.then(|| cfg.static_auth_secrets.first().cloned()).flatten(),
         };
-        info!(udp = ?udp_addrs, tcp = ?tcp_addrs, %relay_ip, realm = %cfg.realm, "TURN listening");
-        Ok(TurnServer { state, tasks, stop, udp_addrs, tcp_addrs, stats, advert })
+        info!(udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, %relay_ip, realm = %cfg.realm, "TURN listening");
+        Ok(TurnServer { state, tasks, stop, udp_addrs, tcp_addrs, tls_addrs, stats, advert })
     }
 
     pub fn advert(&self) -> IceAdvert {
@@ -273,7 +286,13 @@ async fn tick_loop(state: Arc<Mutex<State>>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, next: Arc<std::sync::atomic::AtomicU64>, stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: Arc<Mutex<State>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+    stopped: watch::Receiver<bool>,
+) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -284,13 +303,23 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, next: Arc<
             }
         };
         let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(serve_stream(id, stream, addr, state.clone(), stopped.clone()));
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => drop(tokio::spawn(serve_stream(id, stream, addr, state.clone(), stopped.clone()))),
+            Some(config) => match super::tls::accept(stream, config.clone()) {
+                Ok(plain) => drop(tokio::spawn(serve_stream(id, plain, addr, state.clone(), stopped.clone()))),
+                Err(e) => debug!("TURN TLS accept: {e}"),
+            },
+        }
     }
 }
 
-async fn serve_stream(id: u64, stream: TcpStream, addr: SocketAddr, state: Arc<Mutex<State>>, mut stopped: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+/// One TCP or TLS (already decrypted) client connection.
+async fn serve_stream<S>(id: u64, stream: S, addr: SocketAddr, state: Arc<Mutex<State>>, mut stopped: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
     lock(&state).io.streams.insert(id, tx);
     let writer = tokio::spawn(async move {
