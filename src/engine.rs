@@ -366,6 +366,9 @@ impl Engine for EngineHandle {
             ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
         ]);
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
+        if let Some(turn) = e.turn.get() {
+            text.push_str(&turn.stats.prometheus());
+        }
         text
     }
 }

@@ -106,6 +106,27 @@ pub struct TurnStats {
 }
 
 impl TurnStats {
+    /// Prometheus text exposition (appended to `/metrics` when TURN runs in-process).
+    pub fn prometheus(&self) -> String {
+        let rows: [(&str, &str, &AtomicU64); 10] = [
+            ("allocations", "gauge", &self.allocations),
+            ("malformed_total", "counter", &self.malformed),
+            ("unauthorized_total", "counter", &self.unauthorized),
+            ("forbidden_peer_total", "counter", &self.forbidden_peer),
+            ("quota_refused_total", "counter", &self.quota_refused),
+            ("dropped_policy_total", "counter", &self.dropped_policy),
+            ("dropped_no_permission_total", "counter", &self.dropped_no_permission),
+            ("dropped_rate_total", "counter", &self.dropped_rate),
+            ("relayed_to_peer_total", "counter", &self.relayed_to_peer),
+            ("relayed_to_client_total", "counter", &self.relayed_to_client),
+        ];
+        let mut out = String::new();
+        for (name, kind, value) in rows {
+            out.push_str(&format!("# TYPE voxrelay_turn_{name} {kind}\nvoxrelay_turn_{name} {}\n", Self::get(value)));
+        }
+        out
+    }
+
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

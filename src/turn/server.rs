@@ -136,6 +136,8 @@ pub struct IceAdvert {
     tcp: bool,
     tls_port: Option<u16>,
     secret: Option<String>,
+    /// The server's counters, for `/metrics`.
+    pub stats: Arc<TurnStats>,
 }
 
 impl TurnServer {
@@ -201,6 +203,7 @@ impl TurnServer {
             tcp: !tcp_addrs.is_empty(),
             tls_port: tls_addrs.first().map(|a| a.port()),
             secret: cfg.use_auth_secret.then(|| cfg.static_auth_secrets.first().cloned()).flatten(),
+            stats: stats.clone(),
         };
         info!(udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, %relay_ip, realm = %cfg.realm, "TURN listening");
         Ok(TurnServer { state, tasks, stop, udp_addrs, tcp_addrs, tls_addrs, stats, advert })
