@@ -258,6 +258,15 @@ fn malformed_messages_are_dropped_and_the_server_keeps_answering() {
 }
 
 #[test]
+fn external_ip_is_advertised_as_the_relayed_address() {
+    let cfg = TurnConfig { external_ips: vec![("203.0.113.7".parse().unwrap(), Some("192.0.2.100".parse().unwrap()))], ..config() };
+    let mut h = Harness::new(cfg);
+    let mut p = h.rest("sess_1", 600);
+    let a = h.allocate(client(1), &mut p, &[]);
+    assert_eq!(a.relayed, Some("203.0.113.7:50001".parse().unwrap()), "public address, relay socket's port");
+}
+
+#[test]
 fn a_stale_nonce_gets_438_and_a_fresh_one() {
     let mut h = Harness::new(config());
     let mut p = h.rest("sess_1", 7200);
