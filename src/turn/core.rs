@@ -13,12 +13,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rtc::stun::attributes::*;
 use rtc::stun::error_code::*;
-use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::*;
 use rtc::stun::textattrs::TextAttribute;
@@ -34,7 +33,9 @@ use rtc::turn::proto::{PROTO_UDP, Protocol};
 
 use super::auth::{Authenticator, Credential, Refusal};
 use super::policy::PeerPolicy;
+use super::answer::{error, finish, integrity_is_last, reply};
 use super::ratelimit::TokenBucket;
+pub use super::stats::TurnStats;
 use super::TurnConfig;
 
 /// Allocation lifetime when the client asks for none (RFC 5766 §2.2: 10 minutes).
@@ -47,7 +48,6 @@ const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// A nonce is good for this long; then 438 Stale Nonce makes the client retry with a new one.
 const NONCE_LIFETIME_SECS: u64 = 3600;
 const ATTR_REQUESTED_ADDRESS_FAMILY: AttrType = AttrType(0x0017);
-const SOFTWARE: &str = "voxrelay";
 
 /// Which listener/connection a client speaks through. Datagram listeners are shared by many
 /// clients; a stream connection (TCP/TLS) belongs to one.
@@ -88,51 +88,6 @@ pub trait RelayIo {
     fn close_relay(&mut self, relay: RelayId);
     fn send_to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]);
     fn send_to_client(&mut self, client: ClientKey, data: &[u8]);
-}
-
-/// Counters exported at `/metrics` and asserted by tests.
-#[derive(Debug, Default)]
-pub struct TurnStats {
-    pub allocations: AtomicU64,
-    pub malformed: AtomicU64,
-    pub unauthorized: AtomicU64,
-    pub forbidden_peer: AtomicU64,
-    pub quota_refused: AtomicU64,
-    pub dropped_policy: AtomicU64,
-    pub dropped_no_permission: AtomicU64,
-    pub dropped_rate: AtomicU64,
-    pub relayed_to_peer: AtomicU64,
-    pub relayed_to_client: AtomicU64,
-}
-
-impl TurnStats {
-    /// Prometheus text exposition (appended to `/metrics` when TURN runs in-process).
-    pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 10] = [
-            ("allocations", "gauge", &self.allocations),
-            ("malformed_total", "counter", &self.malformed),
-            ("unauthorized_total", "counter", &self.unauthorized),
-            ("forbidden_peer_total", "counter", &self.forbidden_peer),
-            ("quota_refused_total", "counter", &self.quota_refused),
-            ("dropped_policy_total", "counter", &self.dropped_policy),
-            ("dropped_no_permission_total", "counter", &self.dropped_no_permission),
-            ("dropped_rate_total", "counter", &self.dropped_rate),
-            ("relayed_to_peer_total", "counter", &self.relayed_to_peer),
-            ("relayed_to_client_total", "counter", &self.relayed_to_client),
-        ];
-        let mut out = String::new();
-        for (name, kind, value) in rows {
-            out.push_str(&format!("# TYPE voxrelay_turn_{name} {kind}\nvoxrelay_turn_{name} {}\n", Self::get(value)));
-        }
-        out
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
 }
 
 struct Allocation {
@@ -615,56 +570,4 @@ impl TurnCore {
         TurnStats::bump(&self.stats.relayed_to_peer);
         io.send_to_peer(a.relay, peer, data);
     }
-}
-
-/// MESSAGE-INTEGRITY must be the last attribute but for FINGERPRINT (RFC 5389 §15.4).
-fn integrity_is_last(m: &Message) -> bool {
-    let attrs = &m.attributes.0;
-    match attrs.iter().position(|a| a.typ == ATTR_MESSAGE_INTEGRITY) {
-        Some(i) => attrs[i + 1..].iter().all(|a| a.typ == ATTR_FINGERPRINT),
-        None => false,
-    }
-}
-
-fn reply(req: &Message, class: MessageClass) -> Message {
-    let mut m = Message::new();
-    m.set_type(MessageType::new(req.typ.method, class));
-    m.transaction_id = req.transaction_id;
-    m.write_header();
-    m
-}
-
-/// SOFTWARE, MESSAGE-INTEGRITY (when authenticated) and FINGERPRINT (when the request had one).
-fn finish(mut m: Message, key: Option<&[u8]>, req: &Message) -> Vec<u8> {
-    let _ = TextAttribute::new(ATTR_SOFTWARE, SOFTWARE.into()).add_to(&mut m);
-    if let Some(key) = key {
-        let crypto = super::auth::crypto_provider();
-        let _ = MessageIntegrity::new_raw_integrity_with_provider(key.to_vec(), crypto.crypto()).add_to(&mut m);
-    }
-    if req.contains(ATTR_FINGERPRINT) {
-        let _ = FINGERPRINT.add_to(&mut m);
-    }
-    m.raw
-}
-
-fn error(req: &Message, code: ErrorCode, key: Option<&[u8]>, extra: &[TextAttribute]) -> Vec<u8> {
-    let mut m = reply(req, CLASS_ERROR_RESPONSE);
-    let reason = match code.0 {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        486 => "Allocation Quota Reached",
-        508 => "Insufficient Capacity",
-        _ => "Error",
-    };
-    let _ = ErrorCodeAttribute { code, reason: reason.as_bytes().to_vec() }.add_to(&mut m);
-    for attr in extra {
-        let _ = attr.add_to(&mut m);
-    }
-    finish(m, key, req)
 }

@@ -3,6 +3,7 @@
 //! the server: a sans-IO core ([`core`], on webrtc-rs's `rtc::stun`/`rtc::turn::proto` codecs)
 //! driven by tokio sockets ([`server`]: UDP, TCP, TLS via [`tls`]).
 
+mod answer;
 pub mod auth;
 pub mod config;
 pub mod core;
@@ -11,6 +12,7 @@ pub mod policy;
 pub mod probe;
 pub mod ratelimit;
 pub mod server;
+pub mod stats;
 pub mod tls;
 
 pub use config::TurnConfig;
