@@ -18,11 +18,11 @@ use voxrelay_media::{
 };
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
-use webrtc::peer_connection::RTCPeerConnectionState;
+use webrtc::peer_connection::{RTCConfigurationBuilder, RTCIceTransportPolicy, RTCPeerConnectionState};
 
 use crate::rtp::PacketSink;
 use crate::peer::{
-    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, audio_track, build_peer_with, default_payload_type, samples_per_frame, spawn_data_channel_reader,
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, audio_track, build_peer_configured, default_payload_type, samples_per_frame, spawn_data_channel_reader,
     wait_gathered,
 };
 
@@ -83,11 +83,14 @@ pub struct ClientOptions {
     /// Local address for ICE host candidates: loopback for a local server; a routable address
     /// (or 0.0.0.0, every interface) for a remote one.
     pub bind_ip: std::net::IpAddr,
+    /// ICE servers (e.g. the session's `ice_servers`) and whether to use only their relays.
+    pub ice_servers: Vec<webrtc::peer_connection::RTCIceServer>,
+    pub relay_only: bool,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus, bind_ip: std::net::Ipv4Addr::LOCALHOST.into() }
+        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus, bind_ip: std::net::Ipv4Addr::LOCALHOST.into(), ice_servers: Vec::new(), relay_only: false }
     }
 }
 
@@ -162,7 +165,12 @@ impl Client {
         let begin = Instant::now();
         let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let peer = build_peer_with(std::net::SocketAddr::new(opts.bind_ip, 0), tx.clone(), &[opts.codec]).await.map_err(webrtc_err)?;
+        let mut config = RTCConfigurationBuilder::new().with_ice_servers(opts.ice_servers.clone());
+        if opts.relay_only {
+            config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+        }
+        let config = config.build();
+        let peer = build_peer_configured(std::net::SocketAddr::new(opts.bind_ip, 0), tx.clone(), &[opts.codec], config).await.map_err(webrtc_err)?;
         let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;

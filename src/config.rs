@@ -77,6 +77,9 @@ pub struct ServeConfig {
     #[arg(long, env = "VOXRELAY_WEB_SESSION", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub web_session: bool,
+    /// Embedded TURN server configuration (turn.conf, coturn's vocabulary); off when unset.
+    #[arg(long, env = "VOXRELAY_TURN_CONFIG")]
+    pub turn_config: Option<PathBuf>,
     /// Log filter (tracing syntax: `info`, `debug`, `voxrelay=debug,webrtc=warn`).
     #[arg(long, env = "VOXRELAY_LOG", default_value = "info")]
     pub log_level: String,
@@ -123,6 +126,7 @@ impl ServeConfig {
             max_calls: None,
             drain_grace_secs: 10,
             web_session: true,
+            turn_config: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             config: None,

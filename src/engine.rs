@@ -63,6 +63,8 @@ pub struct VoxEngine {
     /// Media counters of calls that have ended (live calls are read from their sessions).
     ended_media: Mutex<StatsSnapshot>,
     pub metrics: Arc<Metrics>,
+    /// The embedded TURN server's advertisement, set at start when TURN is configured.
+    pub turn: OnceLock<crate::turn::IceAdvert>,
 }
 
 impl VoxEngine {
@@ -85,6 +87,7 @@ impl VoxEngine {
             max_calls,
             ended_media: Mutex::new(StatsSnapshot::default()),
             metrics: Arc::new(Metrics::default()),
+            turn: OnceLock::new(),
         })
     }
 
@@ -359,6 +362,13 @@ impl Engine for EngineHandle {
         !self.0.draining.load(Ordering::SeqCst)
     }
 
+    fn ice_servers(&self, session_id: &str) -> Vec<serde_json::Value> {
+        match self.0.turn.get() {
+            Some(advert) => advert.ice_servers(session_id, crate::turn::core::Now::system().unix),
+            None => Vec::new(),
+        }
+    }
+
     fn metrics_text(&self) -> String {
         let e = &self.0;
         let mut text = e.metrics.render(&[
@@ -366,6 +376,9 @@ impl Engine for EngineHandle {
             ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
         ]);
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
+        if let Some(turn) = e.turn.get() {
+            text.push_str(&turn.stats.prometheus());
+        }
         text
     }
 }

@@ -15,6 +15,12 @@ enum Command {
     Serve(ServeConfig),
     /// Load a running server with N concurrent WebRTC calls and measure turn latency, loss, jitter.
     Loadgen(voxrelay::loadgen::LoadgenConfig),
+    /// Run only the embedded TURN server from a turn.conf (coturn's vocabulary).
+    Turn {
+        /// turn.conf path.
+        #[arg(long, env = "VOXRELAY_TURN_CONFIG", default_value = "turn.conf")]
+        config: std::path::PathBuf,
+    },
 }
 
 fn init_logging(cfg: &ServeConfig) {
@@ -51,6 +57,16 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(130);
             });
             server.shutdown().await;
+        }
+        Command::Turn { config } => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("VOXRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
+            let turn = voxrelay::turn::start_from_file(&config, None).await?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            turn.shutdown().await;
         }
         Command::Loadgen(cfg) => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();

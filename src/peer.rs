@@ -176,6 +176,16 @@ pub async fn build_peer(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>) 
 
 /// Like [`build_peer`], offering or accepting only `codecs`.
 pub async fn build_peer_with(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>, codecs: &[AudioCodec]) -> Result<Peer, webrtc::error::Error> {
+    build_peer_configured(addr, tx, codecs, webrtc::peer_connection::RTCConfiguration::default()).await
+}
+
+/// Like [`build_peer_with`], with an RTC configuration (ICE servers, relay-only policy).
+pub async fn build_peer_configured(
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<PeerEvent>,
+    codecs: &[AudioCodec],
+    configuration: webrtc::peer_connection::RTCConfiguration,
+) -> Result<Peer, webrtc::error::Error> {
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
         media_engine.register_codec(
@@ -185,6 +195,7 @@ pub async fn build_peer_with(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEve
     }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { tx }))

@@ -63,6 +63,14 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let providers = cfg.providers()?;
     info!(agents = %providers.available().join(","), "agents available");
     let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls(), providers);
+    let turn = match &cfg.turn_config {
+        Some(path) => {
+            let turn = crate::turn::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;
+            let _ = engine.turn.set(turn.advert());
+            Some(turn)
+        }
+        None => None,
+    };
     let web = WebSettings { session_helper: cfg.web_session, max_pending: cfg.max_calls(), loopback_only: cfg.listen.ip().is_loopback() };
     let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))).with_web(web));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
@@ -78,6 +86,10 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
             shutdown.notified().await;
             info!(calls = engine.live_calls(), "draining: no new calls, {}s grace", grace.as_secs());
             engine.drain(grace).await;
+            // TURN goes last: relayed calls keep their relay through the drain.
+            if let Some(turn) = turn {
+                turn.shutdown().await;
+            }
             http_stop.notify_one();
         });
     }

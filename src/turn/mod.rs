@@ -1,10 +1,20 @@
-//! Embedded TURN (issue 8, in progress): configuration from `turn.conf` in coturn's vocabulary
-//! and the relay peer policy (deny private/loopback/metadata by default). The server itself —
-//! built on webrtc-rs's sans-IO TURN (`rtc::turn`), credentials checked on every request, quotas
-//! and `max-bps` — comes next; nothing listens yet.
+//! Embedded TURN (issue 8): configuration from `turn.conf` in coturn's vocabulary, the relay
+//! peer policy (deny private/loopback/metadata by default), REST and long-term credentials, and
+//! the server: a sans-IO core ([`core`], on webrtc-rs's `rtc::stun`/`rtc::turn::proto` codecs)
+//! driven by tokio sockets ([`server`]: UDP, TCP, TLS via [`tls`]).
 
+mod answer;
+pub mod auth;
 pub mod config;
+pub mod core;
+pub mod framing;
 pub mod policy;
+pub mod probe;
+pub mod ratelimit;
+pub mod server;
+pub mod stats;
+pub mod tls;
 
 pub use config::TurnConfig;
 pub use policy::{IpRange, PeerPolicy};
+pub use server::{IceAdvert, TurnServer, start_from_file};

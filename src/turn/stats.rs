@@ -1,0 +1,48 @@
+//! The TURN server's counters: exported at `/metrics` (`voxrelay_turn_*`) and asserted by tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct TurnStats {
+    pub allocations: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub forbidden_peer: AtomicU64,
+    pub quota_refused: AtomicU64,
+    pub dropped_policy: AtomicU64,
+    pub dropped_no_permission: AtomicU64,
+    pub dropped_rate: AtomicU64,
+    pub relayed_to_peer: AtomicU64,
+    pub relayed_to_client: AtomicU64,
+}
+
+impl TurnStats {
+    /// Prometheus text exposition (appended to `/metrics` when TURN runs in-process).
+    pub fn prometheus(&self) -> String {
+        let rows: [(&str, &str, &AtomicU64); 10] = [
+            ("allocations", "gauge", &self.allocations),
+            ("malformed_total", "counter", &self.malformed),
+            ("unauthorized_total", "counter", &self.unauthorized),
+            ("forbidden_peer_total", "counter", &self.forbidden_peer),
+            ("quota_refused_total", "counter", &self.quota_refused),
+            ("dropped_policy_total", "counter", &self.dropped_policy),
+            ("dropped_no_permission_total", "counter", &self.dropped_no_permission),
+            ("dropped_rate_total", "counter", &self.dropped_rate),
+            ("relayed_to_peer_total", "counter", &self.relayed_to_peer),
+            ("relayed_to_client_total", "counter", &self.relayed_to_client),
+        ];
+        let mut out = String::new();
+        for (name, kind, value) in rows {
+            out.push_str(&format!("# TYPE voxrelay_turn_{name} {kind}\nvoxrelay_turn_{name} {}\n", Self::get(value)));
+        }
+        out
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
