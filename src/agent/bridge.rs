@@ -80,9 +80,8 @@ impl Link {
         self.notice(AgentNotice::Error { code: code.into(), message: message.into() });
     }
 
-    /// A link with no bridge behind it, for protocol tests: the command sender and what the
-    /// task sends up.
-    #[cfg(test)]
+    /// A link with no bridge behind it, for protocol tests and benchmarks: the command sender
+    /// and what the task sends up.
     pub fn detached() -> (Self, mpsc::Sender<Cmd>, mpsc::UnboundedReceiver<Up>) {
         let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
         let (up_tx, up_rx) = mpsc::unbounded_channel();

@@ -7,13 +7,13 @@
 //! as a tokio task behind [`bridge::Bridge`], so the trait stays synchronous and pull-based.
 
 mod backoff;
-mod bridge;
+pub mod bridge;
 pub mod cascade;
 mod echo;
 pub mod gemini;
 pub mod openai;
 mod pcm;
-mod upstream;
+pub mod upstream;
 pub mod providers;
 
 pub use echo::EchoAgent;

@@ -85,7 +85,7 @@ enum Ended {
 
 async fn connect<P: Protocol>(p: &P) -> Result<Ws, ConnectError> {
     let req = p.request().map_err(ConnectError::Other)?;
-    match tokio::time::timeout(p.connect_timeout(), tokio_tungstenite::connect_async(req)).await {
+    match tokio::time::timeout(p.connect_timeout(), tokio_tungstenite::connect_async_with_config(req, None, true)).await {
         Err(_) => Err(ConnectError::Other(format!("no answer within {} s", p.connect_timeout().as_secs()))),
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(WsError::Http(resp))) => {

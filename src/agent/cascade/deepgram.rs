@@ -83,7 +83,7 @@ pub async fn run(cfg: Arc<CascadeConfig>, mut rx: mpsc::Receiver<SttIn>, tx: mps
                 return;
             }
         }
-        let connected = tokio::time::timeout(cfg.connect_timeout, tokio_tungstenite::connect_async(req)).await;
+        let connected = tokio::time::timeout(cfg.connect_timeout, tokio_tungstenite::connect_async_with_config(req, None, true)).await;
         let error = match connected {
             Ok(Ok((ws, _))) => {
                 backoff.reset();

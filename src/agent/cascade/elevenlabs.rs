@@ -65,7 +65,7 @@ pub async fn connect(cfg: &CascadeConfig) -> Result<Ws, LlmError> {
     let mut req = url(cfg).into_client_request().map_err(|e| LlmError { code: "provider_error", message: format!("bad TTS URL: {e}") })?;
     let key = HeaderValue::from_str(&cfg.tts_key).map_err(|_| LlmError { code: "provider_auth_failed", message: "elevenlabs key is not a valid header".into() })?;
     req.headers_mut().insert("xi-api-key", key);
-    match tokio::time::timeout(cfg.connect_timeout, tokio_tungstenite::connect_async(req)).await {
+    match tokio::time::timeout(cfg.connect_timeout, tokio_tungstenite::connect_async_with_config(req, None, true)).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
             let code = if r.status() == 401 || r.status() == 403 { "provider_auth_failed" } else { "provider_error" };
