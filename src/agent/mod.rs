@@ -10,6 +10,7 @@ mod backoff;
 pub mod bridge;
 pub mod cascade;
 mod echo;
+pub mod history;
 pub mod gemini;
 pub mod openai;
 mod pcm;

@@ -73,7 +73,14 @@ pub async fn run(cfg: Arc<CascadeConfig>, mut rx: mpsc::Receiver<SttIn>, tx: mps
     let mut held: VecDeque<Vec<u8>> = VecDeque::new();
     let mut reported = false;
     loop {
-        let mut req = url(&cfg).into_client_request().expect("URL checked at start");
+        // Model and language come from the config file: a value a URL cannot carry is an error.
+        let mut req = match url(&cfg).into_client_request() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(SttOut::Error { code: "provider_error", message: format!("deepgram URL from the config: {e}") });
+                return;
+            }
+        };
         match HeaderValue::from_str(&format!("Token {}", cfg.stt_key)) {
             Ok(v) => {
                 req.headers_mut().insert("authorization", v);

@@ -3,7 +3,7 @@
 //!
 //! Our turn detector decides turns. At a commit the STT is asked to finalize; the response
 //! starts when the caller's final transcript is in (or after [`FINALIZE_WAIT`]). The dialogue is
-//! kept here, within [`HISTORY_BUDGET_CHARS`], and sent whole with each LLM request; a barge-in
+//! kept here, within [`HISTORY_BUDGET_CHARS`](super::history::HISTORY_BUDGET_CHARS), and sent whole with each LLM request; a barge-in
 //! keeps only the part of the answer the caller heard (by the fraction of its audio played).
 
 mod config;
@@ -15,7 +15,6 @@ mod sentences;
 
 pub use config::{CascadeConfig, CascadeSection, LlmDialect, ProviderSection, resolve as resolve_config};
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +26,11 @@ use voxrelay_signaling::SessionConfig;
 use self::deepgram::{SttIn, SttOut};
 use self::reply::RespMsg;
 use super::bridge::{Cmd, Link};
+use super::history::Dialogue;
 use super::{AgentNotice, AgentOutput};
 
 /// How long a response waits for the caller's final transcript after the commit.
 pub const FINALIZE_WAIT: Duration = Duration::from_millis(1500);
-pub const HISTORY_BUDGET_CHARS: usize = 16_000;
 pub const DEFAULT_INSTRUCTIONS: &str =
     "You are a helpful voice assistant. Your words will be spoken aloud: answer briefly, in plain sentences, without markup.";
 
@@ -46,7 +45,7 @@ struct Cascade {
     cfg: Arc<CascadeConfig>,
     http: reqwest::Client,
     session: SessionConfig,
-    history: VecDeque<(&'static str, String)>,
+    history: Dialogue,
     turn_text: String,
     /// The committed user item whose final transcript is awaited, and until when.
     finalizing: Option<(String, Instant)>,
@@ -75,7 +74,7 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
         cfg,
         http,
         session,
-        history: VecDeque::new(),
+        history: Dialogue::default(),
         turn_text: String::new(),
         finalizing: None,
         waiting_response: None,
@@ -129,23 +128,11 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
 }
 
 impl Cascade {
-    fn remember(&mut self, role: &'static str, text: &str) {
-        let text = text.trim();
-        if text.is_empty() {
-            return;
-        }
-        self.history.push_back((role, text.to_string()));
-        let mut total: usize = self.history.iter().map(|(_, t)| t.len()).sum();
-        while total > HISTORY_BUDGET_CHARS && self.history.len() > 1 {
-            total -= self.history.pop_front().map_or(0, |(_, t)| t.len());
-        }
-    }
-
     fn on_cmd(&mut self, cmd: Cmd, link: &mut Link) {
         match cmd {
             Cmd::Configure(s) => self.session = s,
             Cmd::ClearInput => self.turn_text.clear(),
-            Cmd::Text { text, .. } => self.remember("user", &text),
+            Cmd::Text { text, .. } => self.history.push("user", &text),
             Cmd::StartResponse(num) => {
                 if self.finalizing.is_some() {
                     self.waiting_response = Some(num);
@@ -165,9 +152,7 @@ impl Cascade {
                     None => match self.finished.take_if(|r| r.num == response) {
                         Some(r) => {
                             // It was remembered whole when the providers finished.
-                            if self.history.back().is_some_and(|(role, t)| *role == "assistant" && t == r.text.trim()) {
-                                self.history.pop_back();
-                            }
+                            self.history.replace_last("assistant", &r.text, "");
                             r
                         }
                         None => return,
@@ -178,7 +163,7 @@ impl Cascade {
                 let chars = r.text.chars().count() as u64 * played_ms.min(total_ms) / total_ms;
                 let heard: String = r.text.chars().take(chars as usize).collect();
                 if !heard.trim().is_empty() {
-                    self.remember("assistant", &format!("{}…", heard.trim_end()));
+                    self.history.push("assistant", &format!("{}…", heard.trim_end()));
                 }
             }
             Cmd::SpeechStarted | Cmd::Audio { .. } | Cmd::Commit { .. } => {}
@@ -190,7 +175,7 @@ impl Cascade {
         let Some((item_id, _)) = self.finalizing.take() else { return };
         let text = std::mem::take(&mut self.turn_text);
         if !text.trim().is_empty() {
-            self.remember("user", &text);
+            self.history.push("user", &text);
             link.notice(AgentNotice::InputTranscript { item_id, transcript: text.trim().to_string() });
         }
         if let Some(num) = self.waiting_response.take() {
@@ -203,12 +188,12 @@ impl Cascade {
             r.task.abort();
         }
         // Nothing was understood since the last answer: say nothing rather than guess.
-        if self.history.back().is_none_or(|(role, _)| *role != "user") {
+        if self.history.turns().back().is_none_or(|(role, _)| *role != "user") {
             link.output(num, AgentOutput::Done);
             return;
         }
         let system = if self.session.instructions.is_empty() { DEFAULT_INSTRUCTIONS.to_string() } else { self.session.instructions.clone() };
-        let turns: Vec<(&'static str, String)> = self.history.iter().cloned().collect();
+        let turns: Vec<(&'static str, String)> = self.history.turns().iter().cloned().collect();
         let task = tokio::spawn(reply::respond(self.cfg.clone(), self.http.clone(), num, system, turns, self.resp_tx.clone()));
         self.running = Some(Running { num, task, text: String::new(), frames: 0 });
     }
@@ -220,7 +205,7 @@ impl Cascade {
             AgentOutput::Audio(_) => r.frames += 1,
             AgentOutput::Done | AgentOutput::Failed { .. } => {
                 let r = self.running.take().expect("matched above");
-                self.remember("assistant", &r.text);
+                self.history.push("assistant", &r.text);
                 self.finished = Some(r);
             }
         }

@@ -21,13 +21,12 @@ use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
 use voxrelay_signaling::SessionConfig;
 
 use super::bridge::{Cmd, Link};
+use super::history::Dialogue;
 use super::pcm::Framer;
 use super::providers::GeminiConfig;
 use super::upstream::{self, Protocol, Reply};
 use super::{AgentNotice, AgentOutput};
 
-/// Dialogue replayed when a connection is replaced without a resumption handle (characters).
-pub const HISTORY_BUDGET_CHARS: usize = 16_000;
 const SAMPLES_16K: usize = SAMPLES_24K * 2 / 3;
 
 pub async fn run(cfg: GeminiConfig, session: SessionConfig, link: Link) {
@@ -61,7 +60,7 @@ pub struct Gemini {
     go_away: bool,
     /// Settings changed mid-call: Gemini takes them only at setup, so reconnect (resuming).
     settings_changed: bool,
-    history: VecDeque<(&'static str, String)>,
+    history: Dialogue,
     framer: Framer,
     bad_rate_reported: bool,
     auth_failed: bool,
@@ -90,7 +89,7 @@ impl Gemini {
             handle: None,
             go_away: false,
             settings_changed: false,
-            history: VecDeque::new(),
+            history: Dialogue::default(),
             framer: Framer::default(),
             bad_rate_reported: false,
             auth_failed: false,
@@ -124,23 +123,13 @@ impl Gemini {
         json!({"setup": setup})
     }
 
-    fn remember(&mut self, role: &'static str, text: &str) {
-        if text.trim().is_empty() {
-            return;
-        }
-        self.history.push_back((role, text.to_string()));
-        let mut total: usize = self.history.iter().map(|(_, t)| t.len()).sum();
-        while total > HISTORY_BUDGET_CHARS && self.history.len() > 1 {
-            total -= self.history.pop_front().map_or(0, |(_, t)| t.len());
-        }
-    }
-
     fn replay(&self) -> Option<String> {
-        if self.history.is_empty() {
+        if self.history.turns().is_empty() {
             return None;
         }
         let turns: Vec<Value> = self
             .history
+            .turns()
             .iter()
             .map(|(role, text)| json!({"role": if *role == "user" { "user" } else { "model" }, "parts": [{"text": text}]}))
             .collect();
@@ -194,7 +183,7 @@ impl Gemini {
             // still ends at the next commit. Nothing is sent.
             Cmd::ClearInput => {}
             Cmd::Text { text, .. } => {
-                self.remember("user", &text);
+                self.history.push("user", &text);
                 self.triggered = true;
                 out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}).to_string());
             }
@@ -228,7 +217,7 @@ impl Gemini {
         if let Some(item_id) = self.user_item.take() {
             let transcript = std::mem::take(&mut self.user_text);
             if !transcript.is_empty() {
-                self.remember("user", transcript.trim());
+                self.history.push("user", transcript.trim());
                 link.notice(AgentNotice::InputTranscript { item_id, transcript: transcript.trim().to_string() });
             }
         }
@@ -240,7 +229,7 @@ impl Gemini {
             }
             link.output(num, AgentOutput::Done);
         }
-        self.remember("model", &a.transcript);
+        self.history.push("model", &a.transcript);
     }
 
     /// The model turn output belongs to (bound on its first output).

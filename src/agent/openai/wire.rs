@@ -14,12 +14,11 @@ use voxrelay_media::SAMPLES_24K;
 use voxrelay_signaling::SessionConfig;
 
 use crate::agent::bridge::{Cmd, Link};
+use crate::agent::history::Dialogue;
+pub use crate::agent::history::HISTORY_BUDGET_CHARS;
 use crate::agent::pcm::Framer;
 use crate::agent::providers::{OpenAiConfig, OpenAiDialect};
 use crate::agent::{AgentNotice, AgentOutput};
-
-/// Dialogue kept to replay after a reconnect, in characters (≈ 4 per token: ~4k tokens).
-pub const HISTORY_BUDGET_CHARS: usize = 16_000;
 
 struct Active {
     num: u64,
@@ -43,8 +42,7 @@ pub struct Session {
     commits: VecDeque<String>,
     /// Upstream user item id → our item id (for transcripts).
     items: HashMap<String, String>,
-    /// Dialogue as (role, text), oldest first, within HISTORY_BUDGET_CHARS.
-    history: VecDeque<(&'static str, String)>,
+    history: Dialogue,
     framer: Framer,
     /// The provider refused our key (no point retrying fast).
     pub auth_failed: bool,
@@ -68,7 +66,7 @@ impl Session {
             finished: None,
             commits: VecDeque::new(),
             items: HashMap::new(),
-            history: VecDeque::new(),
+            history: Dialogue::default(),
             framer: Framer::default(),
             auth_failed: false,
         }
@@ -127,6 +125,7 @@ impl Session {
     pub fn replay(&self) -> Vec<Value> {
         let beta = self.beta();
         self.history
+            .turns()
             .iter()
             .map(|(role, text)| {
                 let kind = match (*role, beta) {
@@ -137,17 +136,6 @@ impl Session {
                 json!({"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}})
             })
             .collect()
-    }
-
-    fn remember(&mut self, role: &'static str, text: &str) {
-        if text.trim().is_empty() {
-            return;
-        }
-        self.history.push_back((role, text.to_string()));
-        let mut total: usize = self.history.iter().map(|(_, t)| t.len()).sum();
-        while total > HISTORY_BUDGET_CHARS && self.history.len() > 1 {
-            total -= self.history.pop_front().map_or(0, |(_, t)| t.len());
-        }
     }
 
     /// Messages to send for a command (audio is sent by the caller with [`audio_append`]).
@@ -165,7 +153,7 @@ impl Session {
             }
             Cmd::ClearInput => json!({"type": "input_audio_buffer.clear"}),
             Cmd::Text { text, .. } => {
-                self.remember("user", &text);
+                self.history.push("user", &text);
                 json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
             }
             Cmd::StartResponse(num) => {
@@ -195,7 +183,7 @@ impl Session {
             // What the caller heard of it is what the model should remember saying.
             let heard = std::mem::take(&mut a.transcript);
             if played_ms > 0 {
-                self.remember("assistant", &heard);
+                self.history.push("assistant", &heard);
             }
         } else if let Some((_, item, transcript)) = self.finished.take().filter(|(n, ..)| *n == num) {
             if played_ms > 0 {
@@ -205,12 +193,8 @@ impl Session {
                 );
             }
             // The whole answer was remembered at response.done; keep only what was heard.
-            if self.history.back().is_some_and(|(role, t)| *role == "assistant" && *t == transcript) {
-                self.history.pop_back();
-            }
-            if played_ms > 0 {
-                self.remember("assistant", &transcript);
-            }
+            let heard = if played_ms > 0 { transcript.as_str() } else { "" };
+            self.history.replace_last("assistant", &transcript, heard);
         } else if let Some(entry) = self.awaiting.iter_mut().find(|(n, _)| *n == num) {
             entry.1 = true;
             out.push(json!({"type": "response.cancel"}).to_string());
@@ -296,7 +280,7 @@ impl Session {
                 } else {
                     link.output(a.num, AgentOutput::Done);
                 }
-                self.remember("assistant", &a.transcript);
+                self.history.push("assistant", &a.transcript);
                 self.finished = a.item_id.map(|item| (a.num, item, a.transcript));
             }
             "input_audio_buffer.committed" => {
@@ -311,7 +295,7 @@ impl Session {
                 let transcript = ev["transcript"].as_str().unwrap_or_default().to_string();
                 let upstream = ev["item_id"].as_str().unwrap_or_default();
                 if let Some(item_id) = self.items.remove(upstream) {
-                    self.remember("user", &transcript);
+                    self.history.push("user", &transcript);
                     link.notice(AgentNotice::InputTranscript { item_id, transcript });
                 }
             }
