@@ -22,7 +22,7 @@ use webrtc::peer_connection::{RTCConfigurationBuilder, RTCIceTransportPolicy, RT
 
 use crate::rtp::PacketSink;
 use crate::peer::{
-    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, audio_track, build_peer_configured, default_payload_type, samples_per_frame, spawn_data_channel_reader,
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, Sockets, audio_track, build_peer_configured, default_payload_type, samples_per_frame, spawn_data_channel_reader,
     wait_gathered,
 };
 
@@ -86,11 +86,14 @@ pub struct ClientOptions {
     /// ICE servers (e.g. the session's `ice_servers`) and whether to use only their relays.
     pub ice_servers: Vec<webrtc::peer_connection::RTCIceServer>,
     pub relay_only: bool,
+    /// ICE over TCP only (no UDP sockets), as a client behind a UDP-blocking firewall; needs
+    /// a server with `--rtc-tcp`.
+    pub tcp_only: bool,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus, bind_ip: std::net::Ipv4Addr::LOCALHOST.into(), ice_servers: Vec::new(), relay_only: false }
+        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus, bind_ip: std::net::Ipv4Addr::LOCALHOST.into(), ice_servers: Vec::new(), relay_only: false, tcp_only: false }
     }
 }
 
@@ -170,7 +173,9 @@ impl Client {
             config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
         }
         let config = config.build();
-        let peer = build_peer_configured(std::net::SocketAddr::new(opts.bind_ip, 0), tx.clone(), &[opts.codec], config).await.map_err(webrtc_err)?;
+        let local = std::net::SocketAddr::new(opts.bind_ip, 0);
+        let sockets = if opts.tcp_only { Sockets { udp: None, tcp: Some(local) } } else { Sockets::udp(local) };
+        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config).await.map_err(webrtc_err)?;
         let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;
@@ -196,8 +201,16 @@ impl Client {
             return Err(ClientError::Refused(status, body));
         }
         let answer_time = posted.elapsed();
-        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body).map_err(webrtc_err)?;
+        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body.clone()).map_err(webrtc_err)?;
         peer.set_remote_description(answer).await.map_err(webrtc_err)?;
+        if opts.tcp_only {
+            // webrtc-rs dials a passive TCP candidate only when it arrives through
+            // add_ice_candidate, not from the SDP.
+            for line in body.lines().filter(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" tcp ") && l.contains("tcptype passive")) {
+                let candidate = webrtc::peer_connection::RTCIceCandidateInit { candidate: line.trim_start_matches("a=").to_string(), ..Default::default() };
+                peer.add_ice_candidate(candidate).await.map_err(webrtc_err)?;
+            }
+        }
 
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -133,10 +133,11 @@ impl VoxEngine {
     }
 
     async fn start_call(self: &Arc<Self>, req: CallRequest) -> Result<CallCreated, ApiError> {
-        let addr = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+        let sockets = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+        let addr = sockets.udp.expect("the server always listens on UDP");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let inject = tx.clone();
-        let peer = build_peer(addr, tx).await.map_err(|e| {
+        let peer = build_peer(sockets, tx).await.map_err(|e| {
             warn!("building peer connection on {addr}: {e}");
             ApiError::overloaded("could not open a media socket")
         })?;

@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use voxrelay::config::{LogFormat, ServeConfig};
 
@@ -9,17 +9,33 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (defaults: HTTP on 127.0.0.1:8080, the built-in echo agent).
     Serve(ServeConfig),
     /// Load a running server with N concurrent WebRTC calls and measure turn latency, loss, jitter.
     Loadgen(voxrelay::loadgen::LoadgenConfig),
+    /// Configuration file tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Run only the embedded TURN server from a turn.conf (coturn's vocabulary).
     Turn {
         /// turn.conf path.
         #[arg(long, env = "VOXRELAY_TURN_CONFIG", default_value = "turn.conf")]
         config: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate a voxrelay.toml (and the turn.conf it names) without starting; exit 1 on error.
+    Check {
+        /// The config file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -38,8 +54,12 @@ fn init_logging(cfg: &ServeConfig) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     voxrelay::install_tls_provider();
-    match Cli::parse().command {
-        Command::Serve(cfg) => {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Serve(_) => {
+            let sub = matches.subcommand_matches("serve").expect("the serve subcommand matched");
+            let cfg = ServeConfig::from_matches(sub)?;
             init_logging(&cfg);
             let server = voxrelay::start(cfg).await?;
             let stop = async {
@@ -51,13 +71,29 @@ async fn main() -> anyhow::Result<()> {
                 Ok::<_, std::io::Error>(())
             };
             stop.await?;
-            // A second signal during the drain exits at once.
-            tokio::spawn(async {
-                let _ = tokio::signal::ctrl_c().await;
-                std::process::exit(130);
+            // A second signal during the drain ends at once (exit status as if killed by it).
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {
+                        tracing::warn!("second SIGTERM: exiting without waiting for live calls");
+                        std::process::exit(143);
+                    }
+                    _ = tokio::signal::ctrl_c() => {
+                        tracing::warn!("second interrupt: exiting without waiting for live calls");
+                        std::process::exit(130);
+                    }
+                }
             });
             server.shutdown().await;
         }
+        Command::Config { action: ConfigAction::Check { file } } => match voxrelay::config::check(&file) {
+            Ok(summary) => print!("{summary}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        },
         Command::Turn { config } => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("VOXRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
             let turn = voxrelay::turn::start_from_file(&config, None).await?;

@@ -136,12 +136,33 @@ pub fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSe
 pub struct PortAllocator {
     ip: IpAddr,
     range: Option<(u16, u16)>,
+    /// Also listen for ICE-TCP (passive host candidates, RFC 6544) on the same port number.
+    tcp: bool,
     next: AtomicU32,
+}
+
+/// Where one peer connection's ICE host candidates live.
+#[derive(Clone, Copy, Debug)]
+pub struct Sockets {
+    pub udp: Option<SocketAddr>,
+    /// Passive ICE-TCP: the peer connects to it, so calls work where UDP is blocked.
+    pub tcp: Option<SocketAddr>,
+}
+
+impl Sockets {
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self { udp: Some(addr), tcp: None }
+    }
 }
 
 impl PortAllocator {
     pub fn new(ip: IpAddr, range: Option<(u16, u16)>) -> Self {
-        Self { ip, range, next: AtomicU32::new(0) }
+        Self { ip, range, tcp: false, next: AtomicU32::new(0) }
+    }
+
+    pub fn with_tcp(mut self, tcp: bool) -> Self {
+        self.tcp = tcp;
+        self
     }
 
     pub fn ip(&self) -> IpAddr {
@@ -150,16 +171,19 @@ impl PortAllocator {
 
     /// An address whose port was free a moment ago (the peer connection binds it right after;
     /// a lost race shows up as a build error, which the caller reports as 503).
-    pub fn allocate(&self) -> Option<SocketAddr> {
+    /// With ICE-TCP on, the TCP port has the same number as the UDP one, so an operator opens
+    /// one range for both protocols.
+    pub fn allocate(&self) -> Option<Sockets> {
         let Some((lo, hi)) = self.range else {
-            return Some(SocketAddr::new(self.ip, 0));
+            let any = SocketAddr::new(self.ip, 0);
+            return Some(Sockets { udp: Some(any), tcp: self.tcp.then_some(any) });
         };
         let span = u32::from(hi - lo) + 1;
         for _ in 0..span {
             let offset = self.next.fetch_add(1, Ordering::Relaxed) % span;
             let addr = SocketAddr::new(self.ip, lo + offset as u16);
-            if UdpSocket::bind(addr).is_ok() {
-                return Some(addr);
+            if UdpSocket::bind(addr).is_ok() && (!self.tcp || std::net::TcpListener::bind(addr).is_ok()) {
+                return Some(Sockets { udp: Some(addr), tcp: self.tcp.then_some(addr) });
             }
         }
         None
@@ -170,18 +194,18 @@ pub type Peer = Arc<dyn PeerConnection>;
 
 /// Builds a peer connection bound to `addr` that negotiates Opus, PCMU and PCMA (in that order
 /// of preference) and reports to `tx`.
-pub async fn build_peer(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
-    build_peer_with(addr, tx, &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).await
+pub async fn build_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
+    build_peer_with(sockets, tx, &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).await
 }
 
 /// Like [`build_peer`], offering or accepting only `codecs`.
-pub async fn build_peer_with(addr: SocketAddr, tx: mpsc::UnboundedSender<PeerEvent>, codecs: &[AudioCodec]) -> Result<Peer, webrtc::error::Error> {
-    build_peer_configured(addr, tx, codecs, webrtc::peer_connection::RTCConfiguration::default()).await
+pub async fn build_peer_with(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>, codecs: &[AudioCodec]) -> Result<Peer, webrtc::error::Error> {
+    build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default()).await
 }
 
 /// Like [`build_peer_with`], with an RTC configuration (ICE servers, relay-only policy).
 pub async fn build_peer_configured(
-    addr: SocketAddr,
+    sockets: Sockets,
     tx: mpsc::UnboundedSender<PeerEvent>,
     codecs: &[AudioCodec],
     configuration: webrtc::peer_connection::RTCConfiguration,
@@ -194,14 +218,20 @@ pub async fn build_peer_configured(
         )?;
     }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { tx }))
-        .with_udp_addrs(vec![addr])
-        .build()
-        .await?;
+        .with_udp_addrs(sockets.udp.into_iter().collect())
+        .with_tcp_addrs(sockets.tcp.into_iter().collect());
+    if sockets.udp.is_none() {
+        // TCP only (a client behind a UDP-blocking firewall): no UDP candidates at all.
+        use rtc::ice::network_type::NetworkType;
+        let settings = webrtc::peer_connection::SettingEngineBuilder::new().with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]).build();
+        builder = builder.with_setting_engine(settings);
+    }
+    let pc = builder.build().await?;
     Ok(Arc::new(pc))
 }
 

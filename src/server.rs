@@ -62,7 +62,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let providers = cfg.providers()?;
     info!(agents = %providers.available().join(","), "agents available");
-    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports), rtp_ingest, vad, cfg.max_calls(), providers);
+    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp), rtp_ingest, vad, cfg.max_calls(), providers);
     let turn = match &cfg.turn_config {
         Some(path) => {
             let turn = crate::turn::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;

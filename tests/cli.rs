@@ -103,3 +103,96 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     call.close().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `voxrelay serve` with `args` and extra environment; returns the child, its base URL and
+/// the `voxrelay listening` log line (JSON).
+async fn serve(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
+    cmd.arg("serve").args(args).args(["--log-format", "json"]).stdout(Stdio::piped());
+    for var in ["VOXRELAY_API_KEY", "VOXRELAY_LISTEN", "VOXRELAY_CONFIG", "VOXRELAY_MAX_CALLS", "VOXRELAY_DRAIN_GRACE"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("voxrelay binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(addr) = v["fields"]["addr"].as_str()
+        {
+            return (child, format!("http://{addr}"), v);
+        }
+    }
+}
+
+fn wait_exit(mut child: std::process::Child) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0, "SIGTERM delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_the_drain_at_once() {
+    let (child, base, _) = serve(&["--listen", "127.0.0.1:0", "--api-key", API_KEY, "--drain-grace", "10m"], &[]).await;
+    let mut call = Call::connect(&base, "/v1/realtime", API_KEY).await;
+    call.expect("session.created").await;
+    sigterm(&child);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http().get(format!("{base}/readyz")).send().await.unwrap().status() != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "never started draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(&child);
+    // The grace period is 10 minutes; only the second signal can end the process within WAIT.
+    let status = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().expect("exits on the second SIGTERM");
+    assert_eq!(status.code(), Some(143), "{status}");
+    call.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_sits_under_environment_and_flags() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("voxrelay.toml");
+    // A listen address this machine does not have: only the flag can make the server start.
+    std::fs::write(&file, "listen = \"192.0.2.1:8080\"\napi_key = \"sk_from_file\"\nmax_calls = 3\n").unwrap();
+    let (mut child, base, listening) =
+        serve(&["--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"], &[("VOXRELAY_API_KEY", "sk_from_env")]).await;
+    assert_eq!(listening["fields"]["max_calls"], 3, "file over default: {listening}");
+    let session = |key: &'static str| http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(key).json(&json!({})).send();
+    assert_eq!(session("sk_from_env").await.unwrap().status(), 200, "env over file");
+    assert_eq!(session("sk_from_file").await.unwrap().status(), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // `config check` finds the same mistakes without starting anything.
+    let check = |path: &std::path::Path| Command::new(env!("CARGO_BIN_EXE_voxrelay")).args(["config", "check"]).arg(path).output().unwrap();
+    let ok = check(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/voxrelay.example.toml")));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
+    std::fs::write(&file, "max_calls = 3\nrtc_ports = \"20000-10000\"\n").unwrap();
+    let bad = check(&file);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("voxrelay.toml") && err.contains("rtc_ports"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -99,6 +99,12 @@ impl Api {
         Self { auth, engine, errors: Default::default(), web: web::WebState::new(web::WebSettings::disabled()) }
     }
 
+    /// New sessions are refused while the server drains (503 + Retry-After: a load balancer or
+    /// client retries elsewhere; live calls are not affected).
+    pub(crate) fn admit(&self) -> Result<(), ApiError> {
+        if self.engine.is_ready() { Ok(()) } else { Err(ApiError::overloaded("the server is draining and takes no new sessions")) }
+    }
+
     pub fn with_web(mut self, settings: web::WebSettings) -> Self {
         self.web = web::WebState::new(settings);
         self

@@ -28,6 +28,7 @@ pub async fn create_session(State(api): State<Arc<Api>>, headers: HeaderMap, bod
 /// The beta session object with a fresh `client_secret` (also what the web page's helper
 /// answers, [`crate::web`]).
 pub(crate) fn mint_beta_session(api: &Api, req: BetaSession) -> Result<Value, ApiError> {
+    api.admit()?;
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
     api.engine.check_agent(&config.agent)?;
@@ -41,6 +42,7 @@ pub(crate) fn mint_beta_session(api: &Api, req: BetaSession) -> Result<Value, Ap
 
 pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     api.auth.require_api_key(&headers)?;
+    api.admit()?;
     let req: ClientSecretRequest = read_json(&headers, body).await?;
     let ttl = match req.expires_after {
         None => GA_SECRET_TTL_S,

@@ -126,9 +126,7 @@ async fn session(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) ->
     }
     check_same_origin(&headers, web.settings.loopback_only)?;
     require_content_type(&headers, "application/json")?;
-    if !api.engine.is_ready() {
-        return Err(ApiError::overloaded("the server is draining and takes no new sessions"));
-    }
+    api.admit()?;
     let req: BetaSession = read_json(&headers, body).await?;
     // Held across the mint so concurrent requests cannot both take the last slot.
     let mut pending = web.pending.lock().unwrap_or_else(|p| p.into_inner());

@@ -41,6 +41,11 @@ pub struct Conversation {
     /// Commands for the audio worker, in order.
     pub controls: Vec<Control>,
     input_item: Option<String>,
+    /// Manual commits sent to the worker and not yet confirmed: the audio thread commits
+    /// asynchronously, and a `response.create` right after `input_audio_buffer.commit` (the
+    /// usual push-to-talk sequence) must answer that turn, not the one before it.
+    commits_in_flight: u32,
+    response_after_commit: bool,
     last_item: Option<String>,
     response: Option<Response>,
     responses_started: u64,
@@ -76,6 +81,8 @@ impl Conversation {
             out: Vec::new(),
             controls: Vec::new(),
             input_item: None,
+            commits_in_flight: 0,
+            response_after_commit: false,
             last_item: None,
             response: None,
             responses_started: 0,
@@ -175,8 +182,10 @@ impl Conversation {
                 "content": [{"type": "input_audio", "transcript": null}],
             }}),
         );
+        self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
-        if auto && self.response.is_none() {
+        let requested = self.commits_in_flight == 0 && std::mem::take(&mut self.response_after_commit);
+        if (auto || requested) && self.response.is_none() {
             self.start_response();
         }
     }
@@ -262,6 +271,12 @@ impl Conversation {
                 "status_details": {"type": "cancelled", "reason": reason}, "output": [item], "usage": null}}),
         );
         self.remember_item(r.item_id, played_ms);
+    }
+
+    /// The server ends the call: a running response is cancelled (`response.done`, status
+    /// `cancelled`, reason `call_ended`) so clients and watchers see every response finish.
+    pub fn end_of_call(&mut self) {
+        self.cancel_response("call_ended");
     }
 
     fn remember_item(&mut self, id: String, played_ms: u64) {
@@ -359,7 +374,10 @@ impl Conversation {
                 self.emit("session.updated", json!({"session": session}));
             }
             ClientEvent::InputAudioAppend => {}
-            ClientEvent::InputAudioCommit => self.controls.push(Control::CommitInput),
+            ClientEvent::InputAudioCommit => {
+                self.commits_in_flight += 1;
+                self.controls.push(Control::CommitInput);
+            }
             ClientEvent::InputAudioClear => {
                 self.input_item = None;
                 self.agent.on_input_cleared();
@@ -392,7 +410,11 @@ impl Conversation {
                         event_id,
                     );
                 }
-                self.start_response();
+                if self.commits_in_flight > 0 {
+                    self.response_after_commit = true;
+                } else {
+                    self.start_response();
+                }
             }
             ClientEvent::ResponseCancel { .. } => {
                 if self.response.is_none() {
@@ -474,6 +496,22 @@ mod tests {
         assert_eq!(trunc["audio_end_ms"], 20);
         assert!(matches!(c.controls.last(), Some(Control::CancelResponse(1))));
         assert!(!c.on_egress_frame(true), "stale voiced frames are dropped after a cancel");
+    }
+
+    #[test]
+    fn response_create_right_after_a_manual_commit_answers_that_turn() {
+        let mut c = conv();
+        c.on_client_text(r#"{"type":"session.update","session":{"turn_detection":null}}"#);
+        c.on_client_text(r#"{"type":"input_audio_buffer.commit"}"#);
+        c.on_client_text(r#"{"type":"response.create"}"#);
+        assert!(!types(&mut c).contains(&"response.created".to_string()), "waits for the worker's commit");
+        c.on_media(MediaEvent::Committed { audio_end_ms: 2000 });
+        let t = types(&mut c);
+        let (committed, created) = (t.iter().position(|x| x == "input_audio_buffer.committed"), t.iter().position(|x| x == "response.created"));
+        assert!(committed.is_some() && created > committed, "{t:?}");
+        assert!(matches!(c.next_agent_frame(), Some(AgentFrame::Audio { response: 1, .. })));
+        let delta = c.out.iter().find(|e| e["type"] == "response.audio_transcript.delta").expect("transcript");
+        assert_eq!(delta["delta"], "[echo 2.0 s]", "the echo covers the committed 2 s");
     }
 
     #[test]

@@ -200,17 +200,19 @@ pub async fn run_call(setup: CallSetup) {
             pending.drain(..pending.len() - MAX_PENDING_EVENTS);
         }
         if opened && !pending.is_empty() {
-            for ev in pending.drain(..) {
-                let text = ev.to_string();
-                if let Some(channel) = &dc {
-                    if let Err(e) = channel.send_text(&text).await {
-                        debug!(call = %call_id, "data channel send failed: {e}");
-                    }
-                }
-                watchers.retain(|w| w.send(text.clone()).is_ok());
-            }
+            deliver(&call_id, dc.as_deref(), &mut watchers, pending.drain(..)).await;
         }
     };
+    if matches!(end, End::Stopped) && opened {
+        // Ended by the server side (DELETE, or the drain's grace ran out): a running response
+        // is closed properly so the client's state machine does not wait for it forever.
+        conversation.end_of_call();
+        let last = std::mem::take(&mut conversation.out);
+        deliver(&call_id, dc.as_deref(), &mut watchers, last.into_iter()).await;
+        if let Some(channel) = &dc {
+            flush(channel.as_ref()).await;
+        }
+    }
     match end {
         End::Stopped => info!(call = %call_id, "call ended by request"),
         End::PeerGone(why) => info!(call = %call_id, "call ended: {why}"),
@@ -223,6 +225,29 @@ pub async fn run_call(setup: CallSetup) {
         if let Err(e) = peer.close().await {
             debug!(call = %call_id, "closing peer: {e}");
         }
+    }
+}
+
+/// Sends events to the data channel and every watcher, dropping watchers that went away.
+async fn deliver(call_id: &str, dc: Option<&dyn DataChannel>, watchers: &mut Vec<mpsc::UnboundedSender<String>>, events: impl Iterator<Item = Value>) {
+    for ev in events {
+        let text = ev.to_string();
+        if let Some(channel) = dc {
+            if let Err(e) = channel.send_text(&text).await {
+                debug!(call = %call_id, "data channel send failed: {e}");
+            }
+        }
+        watchers.retain(|w| w.send(text.clone()).is_ok());
+    }
+}
+
+/// Closing the peer aborts SCTP at once; the last events are worth a short wait until the peer
+/// has acknowledged them (bounded: a gone peer never acknowledges).
+async fn flush(channel: &dyn DataChannel) {
+    const FLUSH_WAIT: Duration = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+    while channel.outstanding_bytes().await.is_ok_and(|n| n > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -2,19 +2,22 @@
 //! run a useful server with no configuration at all.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::agent::{Providers, ProvidersFile};
+use crate::agent::Providers;
+
+mod file;
+pub use file::{ConfigFile, check};
 
 /// Default admission limit per core (see `max_calls`).
 pub const CALLS_PER_CORE: usize = 40;
 
 /// Which voice activity detector the turn detector listens to (BENCHMARKS.md: VAD quality).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VadChoice {
     /// Neural (earshot): robust in steady noise down to 0 dB SNR; ≈ 40 ms detection latency.
     Earshot,
@@ -26,7 +29,8 @@ pub enum VadChoice {
     Silero,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -50,6 +54,12 @@ pub struct ServeConfig {
     /// UDP port range for media, e.g. 10000-20000 (one port per call). Default: OS-assigned.
     #[arg(long, env = "VOXRELAY_RTC_PORTS", value_parser = parse_port_range)]
     pub rtc_ports: Option<(u16, u16)>,
+    /// Also offer passive ICE-TCP host candidates (RFC 6544) on the media IP, so calls connect
+    /// where UDP is blocked even without TURN (peers prefer UDP when both work). Each call then
+    /// listens on a TCP port too, with the same number as its UDP port.
+    #[arg(long, env = "VOXRELAY_RTC_TCP", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rtc_tcp: bool,
     /// Enable plain RTP ingest (POST /v1/rtp): unencrypted RTP for load testing and gateways.
     #[arg(long, env = "VOXRELAY_RTP_INGEST")]
     pub rtp_ingest: bool,
@@ -68,8 +78,10 @@ pub struct ServeConfig {
     /// (BENCHMARKS.md); past saturation the real-time audio threads starve network I/O.
     #[arg(long, env = "VOXRELAY_MAX_CALLS")]
     pub max_calls: Option<usize>,
-    /// On SIGTERM/Ctrl-C: seconds live calls may continue before they are ended.
-    #[arg(long, env = "VOXRELAY_DRAIN_GRACE_SECS", default_value_t = 10)]
+    /// On SIGTERM/Ctrl-C: how long live calls may go on before they are ended, in seconds
+    /// ("30" or "30s"; "2m" for minutes). A second signal ends at once.
+    #[arg(long = "drain-grace", alias = "drain-grace-secs", env = "VOXRELAY_DRAIN_GRACE", default_value = "30",
+          value_parser = parse_seconds)]
     pub drain_grace_secs: u64,
     /// The web page's session helper (`POST /web/session`): mints client secrets for the page at
     /// `GET /` without an API key. On by default since the default listen address is loopback;
@@ -85,29 +97,14 @@ pub struct ServeConfig {
     pub log_level: String,
     #[arg(long, env = "VOXRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Config file (TOML; see voxrelay.example.toml). Today it holds the `[providers.*]`
-    /// sections: keys (from an environment variable or a file), models, voices, endpoints.
+    /// Config file (TOML; see voxrelay.example.toml): any of these settings (flag name with `_`
+    /// for `-`) and the `[providers.*]` sections. Flags and environment variables win over it.
     #[arg(long, env = "VOXRELAY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Providers given directly by an embedder (tests); then neither the config file's
     /// providers nor the environment are read.
     #[arg(skip)]
     pub providers: Option<Providers>,
-}
-
-/// The config file's layout. Unknown keys are errors: a typo must not silently turn a provider off.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    #[serde(default)]
-    pub providers: ProvidersFile,
-}
-
-impl ConfigFile {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-    }
 }
 
 impl ServeConfig {
@@ -119,12 +116,13 @@ impl ServeConfig {
             data_dir: None,
             rtc_ip: None,
             rtc_ports: None,
+            rtc_tcp: true,
             rtp_ingest: false,
             rtp_ingest_ip: IpAddr::from([127, 0, 0, 1]),
             vad: VadChoice::Earshot,
             audio_workers: None,
             max_calls: None,
-            drain_grace_secs: 10,
+            drain_grace_secs: 30,
             web_session: true,
             turn_config: None,
             log_level: "info".into(),
@@ -168,6 +166,16 @@ impl ServeConfig {
     }
 }
 
+/// Seconds as "30", "30s" or "2m".
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.strip_suffix('m') {
+        Some(n) => (n, 60),
+        None => (s.strip_suffix('s').unwrap_or(s), 1),
+    };
+    num.trim().parse::<u64>().map(|n| n * mul).map_err(|_| format!("expected seconds like 30, 30s or 2m, got {s:?}"))
+}
+
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 10000-20000")?;
     let lo: u16 = lo.trim().parse().map_err(|_| format!("bad port {lo:?}"))?;
@@ -180,7 +188,75 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("voxrelay-cfg-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `voxrelay serve ARGS` as clap parses it, the file layered under it. The environment
+    /// cannot be set safely from a multi-threaded test; tests/config_file.rs covers env > file.
+    fn serve(args: &[&str]) -> anyhow::Result<ServeConfig> {
+        use clap::Args as _;
+        let cmd = ServeConfig::augment_args(clap::Command::new("serve").no_binary_name(true));
+        let matches = cmd.try_get_matches_from(args)?;
+        ServeConfig::from_matches(&matches)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let path = temp_file(
+            "layer.toml",
+            "listen = \"127.0.0.1:9000\"\nmax_calls = 7\ndrain_grace = 5\nvad = \"energy\"\nrtc_ports = \"20000-20100\"\n\
+             turn_config = \"turn.conf\"\nlog_format = \"json\"\nweb_session = false\n",
+        );
+        let p = path.to_str().unwrap();
+        let cfg = serve(&["--config", p, "--max-calls", "3", "--drain-grace", "2m"]).unwrap();
+        assert_eq!(cfg.max_calls, Some(3), "flag beats file");
+        assert_eq!(cfg.drain_grace_secs, 120, "flag beats file");
+        assert_eq!(cfg.listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap(), "file beats default");
+        assert_eq!(cfg.vad, VadChoice::Energy);
+        assert_eq!(cfg.rtc_ports, Some((20000, 20100)));
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert!(!cfg.web_session);
+        assert_eq!(cfg.turn_config.as_deref(), Some(path.parent().unwrap().join("turn.conf").as_path()), "relative to the file");
+        let plain = serve(&[]).unwrap();
+        assert_eq!((plain.listen.port(), plain.drain_grace_secs, plain.max_calls), (8080, 30, None), "defaults without a file");
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_the_key() {
+        for (text, needle) in [
+            ("rtc_ports = \"9-1\"\n", "rtc_ports"),
+            ("max_calls = 0\n", "max_calls"),
+            ("listen = \"nowhere\"\n", "listen"),
+            ("vad = \"loud\"\n", "vad"),
+            ("drain_grace = \"soon\"\n", "drain_grace"),
+            ("lisen = \"127.0.0.1:1\"\n", "lisen"),
+        ] {
+            let path = temp_file("bad-value.toml", text);
+            let err = format!("{:#}", serve(&["--config", path.to_str().unwrap()]).unwrap_err());
+            assert!(err.contains("bad-value.toml") && err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn config_check_reports_agents_and_the_turn_file() {
+        let dir = temp_file("check.toml", "").parent().unwrap().to_path_buf();
+        std::fs::write(dir.join("turn.conf"), "realm=example.org\nuse-auth-secret\nstatic-auth-secret=s3cret\nfrobnicate=1\n").unwrap();
+        std::fs::write(dir.join("check.toml"), "turn_config = \"turn.conf\"\n").unwrap();
+        let out = check(&dir.join("check.toml")).unwrap();
+        assert!(out.contains("OK") && out.contains("echo") && out.contains("frobnicate"), "{out}");
+        std::fs::write(dir.join("turn.conf"), "listening-port=none\n").unwrap();
+        let err = format!("{:#}", check(&dir.join("check.toml")).unwrap_err());
+        assert!(err.contains("turn.conf:1"), "{err}");
+    }
 
     #[test]
     fn the_example_config_file_is_valid() {
@@ -189,6 +265,22 @@ mod tests {
         assert_eq!(none.available(), ["echo"]);
         let all = Providers::resolve_with(&file.providers, &|_| Some("k".into())).unwrap();
         assert_eq!(all.available(), ["echo", "openai-realtime", "gemini-live", "cascade"]);
+    }
+
+    #[test]
+    fn every_setting_documented_in_the_example_is_a_valid_key() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/voxrelay.example.toml")).unwrap();
+        let head = &text[..text.find("[providers").unwrap()];
+        let uncommented: String = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.lines().count() >= 16, "{uncommented}");
+        let path = temp_file("example-head.toml", &uncommented);
+        let file = ConfigFile::load(&path).unwrap();
+        assert_eq!(file.drain_grace, Some(30));
     }
 
     #[test]
