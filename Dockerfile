@@ -24,8 +24,10 @@ USER voxrelay
 ENV VOXRELAY_LISTEN=0.0.0.0:8080 \
     VOXRELAY_DATA_DIR=/var/lib/voxrelay \
     VOXRELAY_RTC_PORTS=10000-10100
-# HTTP API and web page; media (one UDP port per call); embedded TURN when configured.
-EXPOSE 8080/tcp 10000-10100/udp 3478/udp 3478/tcp 5349/tcp
+# HTTP API and web page; media (one UDP port per call, the same TCP port for ICE-TCP);
+# embedded TURN when configured. SIGTERM drains for --drain-grace (30 s): stop with
+# `docker stop -t 35` so Docker does not SIGKILL live calls after its default 10 s.
+EXPOSE 8080/tcp 10000-10100/udp 10000-10100/tcp 3478/udp 3478/tcp 5349/tcp
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["voxrelay"]
 CMD ["serve"]
