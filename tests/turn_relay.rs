@@ -206,3 +206,64 @@ async fn sessions_get_ice_servers_that_work_with_the_embedded_turn() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A STUN Binding request (RFC 5389 §6): type 0x0001, no attributes.
+fn binding_request(txid: u8) -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    m.extend([txid; 12]);
+    m
+}
+
+/// Reads one STUN message over TCP and returns its type.
+async fn read_stun_type(s: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 20];
+    s.read_exact(&mut header).await.unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[2], header[3]]))];
+    s.read_exact(&mut body).await.unwrap();
+    u16::from_be_bytes([header[0], header[1]])
+}
+
+/// Reads until the server closes the connection (EOF or reset); false if it stays open.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(tokio::time::timeout(common::WAIT, s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_capped_and_silent_ones_closed() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    const BINDING_SUCCESS: u16 = 0x0101;
+    let cfg = TurnConfig { max_tcp_connections: 2, tcp_hello_timeout: Duration::from_millis(500), ..test_config(false) };
+    let server = TurnServer::start(&cfg, None).await.unwrap();
+    let addr = server.tcp_addrs[0];
+
+    // Two clients: one talks (and keeps its slot), one stays silent.
+    let mut talker = TcpStream::connect(addr).await.unwrap();
+    talker.write_all(&binding_request(1)).await.unwrap();
+    assert_eq!(read_stun_type(&mut talker).await, BINDING_SUCCESS);
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // The third is over the cap and is closed at once.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_server(&mut third).await, "a connection beyond max-tcp-connections is closed");
+    assert_eq!(TurnStats::get(&server.stats.tcp_refused), 1);
+
+    // The silent one is closed after the hello timeout, which frees its slot.
+    assert!(closed_by_server(&mut silent).await, "a silent connection is closed");
+    assert_eq!(TurnStats::get(&server.stats.tcp_silent_closed), 1);
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while TurnStats::get(&server.stats.tcp_connections) != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the silent connection's slot was not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    next.write_all(&binding_request(2)).await.unwrap();
+    assert_eq!(read_stun_type(&mut next).await, BINDING_SUCCESS, "a freed slot serves a new client");
+
+    // The talker was past its hello and is still served.
+    talker.write_all(&binding_request(3)).await.unwrap();
+    assert_eq!(read_stun_type(&mut talker).await, BINDING_SUCCESS);
+    server.shutdown().await;
+}

@@ -42,7 +42,17 @@ pub struct TurnConfig {
     pub no_udp: bool,
     pub no_tcp: bool,
     pub no_tls: bool,
+    /// Open TCP + TLS client connections at most (voxrelay's key `max-tcp-connections`; coturn
+    /// has none). Each costs a task and a file descriptor; beyond it new ones are closed at once.
+    pub max_tcp_connections: usize,
+    /// A TCP/TLS connection that has not sent one complete STUN message by then is closed, so
+    /// silent connections cannot hold the slots above (not in the file: tests shorten it).
+    pub tcp_hello_timeout: std::time::Duration,
 }
+
+/// Default for `max-tcp-connections`: well under the common 1024 soft file-descriptor limit
+/// minus the media sockets.
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 512;
 
 impl Default for TurnConfig {
     fn default() -> Self {
@@ -70,6 +80,8 @@ impl Default for TurnConfig {
             no_udp: false,
             no_tcp: false,
             no_tls: false,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
+            tcp_hello_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -153,6 +165,9 @@ impl TurnConfig {
                 "user-quota" => c.user_quota = u32::try_from(number()?).map_err(|_| at("user-quota is too large".into()))?,
                 "total-quota" => c.total_quota = u32::try_from(number()?).map_err(|_| at("total-quota is too large".into()))?,
                 "max-bps" => c.max_bps = number()?,
+                "max-tcp-connections" => {
+                    c.max_tcp_connections = usize::try_from(number()?).ok().filter(|n| *n > 0).ok_or_else(|| at("max-tcp-connections must be at least 1".into()))?
+                }
                 "no-udp" => c.no_udp = flag()?,
                 "no-tcp" => c.no_tcp = flag()?,
                 "no-tls" => c.no_tls = flag()?,

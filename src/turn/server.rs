@@ -187,12 +187,17 @@ impl TurnServer {
         for (i, sock) in udp.into_iter().enumerate() {
             tasks.push(tokio::spawn(udp_loop(i as u32, sock, state.clone())));
         }
-        let next_conn = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let streams = StreamLimits {
+            next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_tcp_connections)),
+            hello_timeout: cfg.tcp_hello_timeout,
+            stats: stats.clone(),
+        };
         for l in tcp {
-            tasks.push(tokio::spawn(accept_loop(l, None, state.clone(), next_conn.clone(), stopped.clone())));
+            tasks.push(tokio::spawn(accept_loop(l, None, state.clone(), streams.clone(), stopped.clone())));
         }
         for l in tls {
-            tasks.push(tokio::spawn(accept_loop(l, tls_config.clone(), state.clone(), next_conn.clone(), stopped.clone())));
+            tasks.push(tokio::spawn(accept_loop(l, tls_config.clone(), state.clone(), streams.clone(), stopped.clone())));
         }
         tasks.push(tokio::spawn(tick_loop(state.clone())));
         let advertised_ip = cfg.external_ips.first().map(|(public, _)| *public).or_else(|| ips.iter().copied().find(|ip| !ip.is_unspecified())).or(fallback_host);
@@ -289,11 +294,20 @@ async fn tick_loop(state: Arc<Mutex<State>>) {
     }
 }
 
+/// What every TCP/TLS listener shares: connection ids and the connection cap.
+#[derive(Clone)]
+struct StreamLimits {
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+    slots: Arc<tokio::sync::Semaphore>,
+    hello_timeout: Duration,
+    stats: Arc<TurnStats>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<Mutex<State>>,
-    next: Arc<std::sync::atomic::AtomicU64>,
+    limits: StreamLimits,
     stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -305,23 +319,44 @@ async fn accept_loop(
                 continue;
             }
         };
-        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(slot) = limits.slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it: cheaper than any answer, and a TURN client
+            // treats it like an unreachable server and tries its next URL.
+            TurnStats::bump(&limits.stats.tcp_refused);
+            debug!(%addr, "TURN TCP connection refused: max-tcp-connections reached");
+            continue;
+        };
+        let id = limits.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        let conn = Conn { id, addr, slot, hello_timeout: limits.hello_timeout, stats: limits.stats.clone() };
         match &tls {
-            None => drop(tokio::spawn(serve_stream(id, stream, addr, state.clone(), stopped.clone()))),
+            None => drop(tokio::spawn(serve_stream(conn, stream, state.clone(), stopped.clone()))),
             Some(config) => match super::tls::accept(stream, config.clone()) {
-                Ok(plain) => drop(tokio::spawn(serve_stream(id, plain, addr, state.clone(), stopped.clone()))),
+                Ok(plain) => drop(tokio::spawn(serve_stream(conn, plain, state.clone(), stopped.clone()))),
                 Err(e) => debug!("TURN TLS accept: {e}"),
             },
         }
     }
 }
 
+/// One accepted connection and the slot it holds until it closes.
+struct Conn {
+    id: u64,
+    addr: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    hello_timeout: Duration,
+    stats: Arc<TurnStats>,
+}
+
 /// One TCP or TLS (already decrypted) client connection.
-async fn serve_stream<S>(id: u64, stream: S, addr: SocketAddr, state: Arc<Mutex<State>>, mut stopped: watch::Receiver<bool>)
+async fn serve_stream<S>(conn: Conn, stream: S, state: Arc<Mutex<State>>, mut stopped: watch::Receiver<bool>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
+    let Conn { id, addr, slot: _slot, hello_timeout, stats } = conn;
+    stats.tcp_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let hello_deadline = tokio::time::Instant::now() + hello_timeout;
+    let mut greeted = false;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
     lock(&state).io.streams.insert(id, tx);
@@ -339,12 +374,18 @@ where
         let n = tokio::select! {
             r = rd.read(&mut chunk) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
             _ = stopped.changed() => break,
+            _ = tokio::time::sleep_until(hello_deadline), if !greeted => {
+                TurnStats::bump(&stats.tcp_silent_closed);
+                debug!(%addr, "TURN TCP connection closed: no STUN message within {hello_timeout:?}");
+                break;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut used = 0;
         loop {
             match next_frame(&buf[used..]) {
                 Frame::Complete { message, consumed } => {
+                    greeted = true;
                     let mut guard = lock(&state);
                     let State { core, io } = &mut *guard;
                     core.on_client(key, &buf[used..used + message], Now::system(), io);
@@ -363,6 +404,7 @@ where
         io.streams.remove(&id);
         core.on_stream_closed(id, io);
     }
+    stats.tcp_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let _ = writer.await;
 }
 

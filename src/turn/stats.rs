@@ -14,12 +14,18 @@ pub struct TurnStats {
     pub dropped_rate: AtomicU64,
     pub relayed_to_peer: AtomicU64,
     pub relayed_to_client: AtomicU64,
+    /// Open TCP/TLS client connections.
+    pub tcp_connections: AtomicU64,
+    /// TCP/TLS connections closed at once because `max-tcp-connections` were open.
+    pub tcp_refused: AtomicU64,
+    /// TCP/TLS connections closed for sending nothing within the hello timeout.
+    pub tcp_silent_closed: AtomicU64,
 }
 
 impl TurnStats {
     /// Prometheus text exposition (appended to `/metrics` when TURN runs in-process).
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &AtomicU64); 13] = [
             ("allocations", "gauge", &self.allocations),
             ("malformed_total", "counter", &self.malformed),
             ("unauthorized_total", "counter", &self.unauthorized),
@@ -30,6 +36,9 @@ impl TurnStats {
             ("dropped_rate_total", "counter", &self.dropped_rate),
             ("relayed_to_peer_total", "counter", &self.relayed_to_peer),
             ("relayed_to_client_total", "counter", &self.relayed_to_client),
+            ("tcp_connections", "gauge", &self.tcp_connections),
+            ("tcp_refused_total", "counter", &self.tcp_refused),
+            ("tcp_silent_closed_total", "counter", &self.tcp_silent_closed),
         ];
         let mut out = String::new();
         for (name, kind, value) in rows {
