@@ -16,7 +16,7 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     let data_dir = std::env::temp_dir().join(format!("voxrelay-cli-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_voxrelay"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--drain-grace-secs", "2", "--log-format", "json"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-grace-secs", "60", "--log-format", "json"])
         .arg("--data-dir")
         .arg(&data_dir)
         .env_remove("VOXRELAY_API_KEY")
@@ -83,6 +83,14 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"]["code"], "overloaded");
 
+    // The live call keeps its audio: a turn spoken after SIGTERM is answered to its end.
+    call.speak_turn(300);
+    let done = call.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    call.wait_voiced(50).await;
+    // Hanging up ends the drain: with a 60 s grace only that lets the process exit within WAIT.
+    call.close().await;
+
     let exited = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
@@ -98,9 +106,8 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     })
     .await
     .unwrap();
-    let status = exited.expect("server exits after the drain");
+    let status = exited.expect("server exits once its last call ended");
     assert!(status.success(), "clean exit, got {status}");
-    call.close().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
