@@ -59,10 +59,8 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     let mut call = Call::connect(&base, "/v1/realtime", &key).await;
     call.expect("session.created").await;
 
-    // SIGTERM: not ready, no new calls, then a clean exit once the grace period ends the call.
-    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
-    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0, "SIGTERM delivered");
+    // SIGTERM: not ready, no new calls; the live call goes on, and the process exits 0 once it ends.
+    sigterm(&child);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let ready = http().get(format!("{base}/readyz")).send().await.unwrap();
@@ -91,21 +89,7 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     // Hanging up ends the drain: with a 60 s grace only that lets the process exit within WAIT.
     call.close().await;
 
-    let exited = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    let exited = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap();
     let status = exited.expect("server exits once its last call ended");
     assert!(status.success(), "clean exit, got {status}");
     let _ = std::fs::remove_dir_all(&data_dir);
