@@ -5,7 +5,11 @@
 //!   `from_finalize: true` whose transcript is "heard <ms> ms"); `KeepAlive`, `CloseStream`.
 //! - OpenAI chat completions and Anthropic messages over SSE (`/v1/chat/completions` with
 //!   Bearer, `/v1/messages` with `x-api-key` + `anthropic-version`): the reply "You said: <last
-//!   user text>. That is all." one word per event, 20 ms apart.
+//!   user text>. That is all." one word per event, 20 ms apart. When the request declares
+//!   tools and does not end with a tool result, the reply is a call of the first tool with
+//!   [`TOOL_ARGS`] instead (OpenAI `delta.tool_calls` chunks, `finish_reason: "tool_calls"`;
+//!   Anthropic a `tool_use` block with `input_json_delta`s, `stop_reason: "tool_use"`); after
+//!   a tool result it is [`reply_for_tool`] of the result.
 //! - ElevenLabs stream-input (`/v1/text-to-speech/<voice>/stream-input`, `xi-api-key`;
 //!   a bad key gets an error message and close 1008): each flushed text becomes 20 ms of 24 kHz
 //!   tone per character (base64 pcm16 `audio` messages), `{"text": ""}` ends with `isFinal`.
@@ -46,6 +50,30 @@ pub struct Keys {
     pub deepgram: String,
     pub llm: String,
     pub elevenlabs: String,
+}
+
+pub const TOOL_ARGS: &str = r#"{"city":"Oslo"}"#;
+pub const OPENAI_CALL_ID: &str = "call_fake1";
+pub const ANTHROPIC_CALL_ID: &str = "toolu_fake1";
+
+/// Reply text of the fake model after a tool result.
+pub fn reply_for_tool(result: &str) -> String {
+    format!("The tool said {result}. That is all.")
+}
+
+/// The result the request ends with, if it ends with one (either API's shape).
+fn tool_result(body: &Value) -> Option<String> {
+    let last = body["messages"].as_array()?.last()?;
+    if last["role"] == "tool" {
+        return last["content"].as_str().map(String::from);
+    }
+    let blocks = last["content"].as_array()?;
+    blocks.iter().find(|b| b["type"] == "tool_result").and_then(|b| b["content"].as_str()).map(String::from)
+}
+
+/// Thirds of the arguments, as a model streams them.
+fn args_pieces() -> [&'static str; 3] {
+    [&TOOL_ARGS[..3], &TOOL_ARGS[3..8], &TOOL_ARGS[8..]]
 }
 
 /// Reply text of the fake model for a user message.
@@ -181,7 +209,27 @@ async fn openai_chat(State((key, log)): State<(String, Arc<Mutex<Log>>)>, header
     }
     assert_eq!(body["stream"], true);
     log.lock().unwrap().llm_requests.push(body.0.clone());
-    let mut events: Vec<String> = words(&reply_for(&last_user_text(&body)))
+    let chunk = |delta: Value, finish: Value| {
+        format!("data: {}\n\n", json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    let result = tool_result(&body);
+    if let (Some(name), None) = (body["tools"][0]["function"]["name"].as_str(), &result) {
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": OPENAI_CALL_ID, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        )];
+        for piece in args_pieces() {
+            events.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("tool_calls")));
+        events.push("data: [DONE]\n\n".into());
+        return sse(events);
+    }
+    let text = match result {
+        Some(r) => reply_for_tool(&r),
+        None => reply_for(&last_user_text(&body)),
+    };
+    let mut events: Vec<String> = words(&text)
         .into_iter()
         .map(|w| format!("data: {}\n\n", json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]})))
         .collect();
@@ -197,12 +245,32 @@ async fn anthropic(State((key, log)): State<(String, Arc<Mutex<Log>>)>, headers:
     assert_eq!(body["messages"][0]["role"], "user", "Anthropic conversations start with the user");
     log.lock().unwrap().llm_requests.push(body.0.clone());
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let start = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}}));
+    let result = tool_result(&body);
+    if let (Some(name), None) = (body["tools"][0]["name"].as_str(), &result) {
+        let mut events = vec![
+            start,
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": ANTHROPIC_CALL_ID, "name": name, "input": {}}})),
+        ];
+        for piece in args_pieces() {
+            events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+        }
+        events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        events.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 10}})));
+        events.push(ev("message_stop", json!({"type": "message_stop"})));
+        return sse(events);
+    }
+    let text = match result {
+        Some(r) => reply_for_tool(&r),
+        None => reply_for(&last_user_text(&body)),
+    };
     let mut events = vec![
-        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}})),
+        start,
         ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
         ev("ping", json!({"type": "ping"})),
     ];
-    for w in words(&reply_for(&last_user_text(&body))) {
+    for w in words(&text) {
         events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
     }
     events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
