@@ -3,6 +3,11 @@
 //! - Deepgram live (`/v1/listen`, `Authorization: Token`, HTTP 401 otherwise): binary linear16
 //!   16 kHz in; `Results` out (interim every 500 ms of audio; on `Finalize` a final one with
 //!   `from_finalize: true` whose transcript is "heard <ms> ms"); `KeepAlive`, `CloseStream`.
+//! - AssemblyAI Universal-Streaming v3 (`/v3/ws`, the bare key in `Authorization`, else close
+//!   1008): `Begin` first; binary pcm_s16le 16 kHz frames, each 50-1000 ms (shorter or longer
+//!   ones are counted as violations); a partial `Turn` every 500 ms of audio; `ForceEndpoint`
+//!   ends the turn with an unformatted then a formatted `Turn` ("Heard <ms> ms."); `Terminate`
+//!   is answered with `Termination` and a close.
 //! - OpenAI chat completions and Anthropic messages over SSE (`/v1/chat/completions` with
 //!   Bearer, `/v1/messages` with `x-api-key` + `anthropic-version`): the reply "You said: <last
 //!   user text>. That is all." one word per event, 20 ms apart. When the request declares
@@ -43,11 +48,17 @@ pub struct Log {
     /// ElevenLabs messages in order, as ("text"|"audio-out"|"end"|"final-out", detail).
     pub tts_events: Vec<(String, String)>,
     pub tts_rejected: usize,
+    /// AssemblyAI: audio messages, those outside 50-1000 ms, endpoints forced, sessions ended.
+    pub aai_frames: usize,
+    pub aai_bad_frames: usize,
+    pub aai_force_endpoints: usize,
+    pub aai_terminated: usize,
 }
 
 #[derive(Clone)]
 pub struct Keys {
     pub deepgram: String,
+    pub assemblyai: String,
     pub llm: String,
     pub elevenlabs: String,
 }
@@ -83,6 +94,7 @@ pub fn reply_for(user: &str) -> String {
 
 pub struct FakeCascade {
     pub stt_url: String,
+    pub assemblyai_url: String,
     pub llm_url: String,
     pub tts_url: String,
     pub log: Arc<Mutex<Log>>,
@@ -95,6 +107,14 @@ impl FakeCascade {
         let stt = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tts = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let llm = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let aai = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let assemblyai_url = format!("ws://{}/v3/ws", aai.local_addr().unwrap());
+        let (k, l) = (keys.clone(), log.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = aai.accept().await {
+                tokio::spawn(assemblyai(tcp, k.assemblyai.clone(), l.clone()));
+            }
+        });
         let (stt_url, tts_url, llm_url) = (
             format!("ws://{}/v1/listen", stt.local_addr().unwrap()),
             format!("ws://{}", tts.local_addr().unwrap()),
@@ -117,7 +137,7 @@ impl FakeCascade {
             .route("/v1/messages", post(anthropic))
             .with_state((keys.llm.clone(), log.clone()));
         tokio::spawn(async move { axum::serve(llm, app).await.unwrap() });
-        Self { stt_url, llm_url, tts_url, log }
+        Self { stt_url, assemblyai_url, llm_url, tts_url, log }
     }
 }
 
@@ -171,6 +191,83 @@ async fn deepgram(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>)
         };
         if tx.send(Message::text(out.to_string())).await.is_err() {
             return;
+        }
+    }
+}
+
+async fn assemblyai(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>) {
+    let mut key_ok = false;
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        key_ok = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(key.as_str());
+        let q = req.uri().query().unwrap_or_default();
+        assert_eq!(req.uri().path(), "/v3/ws");
+        assert!(q.contains("sample_rate=16000") && q.contains("encoding=pcm_s16le") && q.contains("speech_model="), "query {q}");
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, check).await else { return };
+    let (mut tx, mut rx) = ws.split();
+    if !key_ok {
+        let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "Unauthorized connection: Invalid API key".into() }))).await;
+        return;
+    }
+    let begin = json!({"type": "Begin", "id": "fake-session", "expires_at": 4_000_000_000u64});
+    if tx.send(Message::text(begin.to_string())).await.is_err() {
+        return;
+    }
+    let mut samples = 0usize;
+    let mut since_partial = 0usize;
+    let mut turn_order = 0;
+    let turn = |order: i32, text: String, end: bool, formatted: bool| {
+        json!({"type": "Turn", "turn_order": order, "turn_is_formatted": formatted, "end_of_turn": end, "transcript": text,
+            "end_of_turn_confidence": if end { 0.9 } else { 0.1 }, "words": [], "utterance": ""})
+    };
+    while let Some(Ok(msg)) = rx.next().await {
+        let out = match msg {
+            Message::Binary(b) => {
+                let ms = b.len() / 32;
+                {
+                    let mut l = log.lock().unwrap();
+                    l.aai_frames += 1;
+                    l.stt_samples += b.len() / 2;
+                    if !(50..=1000).contains(&ms) {
+                        l.aai_bad_frames += 1;
+                    }
+                }
+                samples += b.len() / 2;
+                since_partial += b.len() / 2;
+                if since_partial < 8000 {
+                    continue;
+                }
+                since_partial = 0;
+                vec![turn(turn_order, format!("heard {}", samples / 16), false, false)]
+            }
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("ForceEndpoint") => {
+                        log.lock().unwrap().aai_force_endpoints += 1;
+                        let ms = samples / 16;
+                        samples = 0;
+                        let order = turn_order;
+                        turn_order += 1;
+                        vec![turn(order, format!("heard {ms} ms"), true, false), turn(order, format!("Heard {ms} ms."), true, true)]
+                    }
+                    Some("Terminate") => {
+                        log.lock().unwrap().aai_terminated += 1;
+                        let end = json!({"type": "Termination", "audio_duration_seconds": 1, "session_duration_seconds": 1});
+                        let _ = tx.send(Message::text(end.to_string())).await;
+                        let _ = tx.send(Message::Close(None)).await;
+                        return;
+                    }
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        for m in out {
+            if tx.send(Message::text(m.to_string())).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -375,6 +375,7 @@ mod tests {
 
     fn cfg(llm: LlmDialect) -> CascadeConfig {
         CascadeConfig {
+            stt: super::super::SttProvider::Deepgram,
             stt_key: String::new(),
             stt_model: String::new(),
             stt_url: String::new(),

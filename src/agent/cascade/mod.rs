@@ -1,4 +1,4 @@
-//! The `cascade` agent: speech-to-text (Deepgram) → a language model over SSE (OpenAI chat
+//! The `cascade` agent: speech-to-text (Deepgram or AssemblyAI) → a language model over SSE (OpenAI chat
 //! completions or Anthropic messages) → text-to-speech (ElevenLabs), chained per turn.
 //!
 //! Our turn detector decides turns. At a commit the STT is asked to finalize; the response
@@ -6,14 +6,16 @@
 //! kept here, within [`HISTORY_BUDGET_CHARS`](super::history::HISTORY_BUDGET_CHARS), and sent whole with each LLM request; a barge-in
 //! keeps only the part of the answer the caller heard (by the fraction of its audio played).
 
+mod assemblyai;
 mod config;
 mod deepgram;
 mod elevenlabs;
 mod llm;
 mod reply;
 mod sentences;
+mod stt;
 
-pub use config::{CascadeConfig, CascadeSection, LlmDialect, ProviderSection, resolve as resolve_config};
+pub use config::{CascadeConfig, CascadeSection, LlmDialect, ProviderSection, SttProvider, resolve as resolve_config};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
 use voxrelay_signaling::SessionConfig;
 
-use self::deepgram::{SttIn, SttOut};
+use self::stt::{SttIn, SttOut};
 use self::reply::RespMsg;
 use super::bridge::{Cmd, Link};
 use super::history::Dialogue;
@@ -63,7 +65,7 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
     let cfg = Arc::new(cfg);
     let (stt_tx, stt_in) = mpsc::channel(512);
     let (stt_out_tx, mut stt_out) = mpsc::unbounded_channel();
-    let stt = tokio::spawn(deepgram::run(cfg.clone(), stt_in, stt_out_tx));
+    let stt = stt::spawn(cfg.clone(), stt_in, stt_out_tx);
     let (resp_tx, mut resp_rx) = mpsc::unbounded_channel();
     let http = match reqwest::Client::builder().connect_timeout(cfg.connect_timeout).build() {
         Ok(h) => h,
