@@ -10,7 +10,7 @@ mod fake;
 use std::time::Duration;
 
 use common::*;
-use fake::{Behaviour, FakeOpenAi, REPLY_TRANSCRIPT, TOOL_ARGUMENTS};
+use fake::{Behaviour, FakeOpenAi, REPLY_TRANSCRIPT, TOOL_ARGUMENTS, rate_limits};
 use serde_json::{Value, json};
 use voxrelay::agent::{Providers, ProvidersFile};
 
@@ -48,6 +48,8 @@ async fn full_turn(dialect: &str, path: &str) {
         .map(|(_, e)| e["delta"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(deltas, REPLY_TRANSCRIPT);
+    let limits = c.log.iter().find(|(_, e)| e["type"] == "rate_limits.updated").map(|(_, e)| e.clone()).expect("rate limits passed on");
+    assert_eq!(limits["rate_limits"], rate_limits());
 
     // The provider's audio (the fake says the caller's turn back) reached the WebRTC client.
     let voiced = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();

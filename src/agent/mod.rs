@@ -44,6 +44,9 @@ pub enum AgentNotice {
     InputTranscript { item_id: String, transcript: String },
     /// A provider problem the client should know about; the call goes on.
     Error { code: String, message: String },
+    /// The provider's current limits, passed on as `rate_limits.updated` (OpenAI's list of
+    /// `{"name","limit","remaining","reset_seconds"}`).
+    RateLimits(serde_json::Value),
 }
 
 pub trait Agent: Send {

@@ -123,6 +123,7 @@ impl Conversation {
                     json!({"item_id": item_id, "content_index": 0, "transcript": transcript}),
                 ),
                 AgentNotice::Error { code, message } => self.server_error(&code, &message),
+                AgentNotice::RateLimits(limits) => self.emit("rate_limits.updated", json!({"rate_limits": limits})),
             }
         }
     }

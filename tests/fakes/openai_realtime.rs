@@ -278,6 +278,12 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
     }
 }
 
+/// What the fake reports after each spoken response, as the Realtime API does.
+pub fn rate_limits() -> Value {
+    json!([{"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+        {"name": "tokens", "limit": 50000, "remaining": 49000, "reset_seconds": 1.2}])
+}
+
 /// A whole response that is one function call, as the Realtime API streams it.
 fn function_call(c: &mut Conn, id: &str, item_id: &str, name: &str) -> Vec<Message> {
     let call_id = c.id("call");
@@ -343,5 +349,6 @@ fn stream_step(c: &mut Conn) -> Vec<Message> {
         c.event("response.output_item.done", json!({"response_id": id, "output_index": 0, "item": item})),
         c.event("response.done", json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
             "output": [item], "usage": {"total_tokens": 0}}})),
+        c.event("rate_limits.updated", json!({"rate_limits": rate_limits()})),
     ]
 }

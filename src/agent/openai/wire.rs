@@ -302,6 +302,12 @@ impl Session {
                 self.history.push("assistant", &a.transcript);
                 self.finished = a.item_id.map(|item| (a.num, item, a.transcript));
             }
+            // The client budgets by these; they are the provider account's, so passed on as-is.
+            "rate_limits.updated" => {
+                if let Some(limits) = ev.get("rate_limits").filter(|l| l.is_array()) {
+                    link.notice(AgentNotice::RateLimits(limits.clone()));
+                }
+            }
             "input_audio_buffer.committed" => {
                 if let (Some(local), Some(upstream)) = (self.commits.pop_front(), ev["item_id"].as_str()) {
                     if self.items.len() >= 64 {

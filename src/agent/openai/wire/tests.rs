@@ -250,3 +250,13 @@ fn tools_go_upstream_and_function_calls_come_back() {
     let v: Value = serde_json::from_str(&sent[0]).unwrap();
     assert_eq!(v, json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_9", "output": "{\"c\":21}"}}));
 }
+
+#[test]
+fn rate_limits_are_passed_on() {
+    let (mut s, mut link, mut up) = session();
+    let limits = json!([{"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60}]);
+    ev(&mut s, &mut link, json!({"type": "rate_limits.updated", "rate_limits": limits}));
+    ev(&mut s, &mut link, json!({"type": "rate_limits.updated", "rate_limits": "garbage"}));
+    let notices: Vec<AgentNotice> = drain(&mut up).into_iter().filter_map(|u| if let Up::Notice(n) = u { Some(n) } else { None }).collect();
+    assert_eq!(notices, [AgentNotice::RateLimits(limits)]);
+}
