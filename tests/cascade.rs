@@ -154,32 +154,33 @@ async fn tool_call(llm: &str) {
     let done = c.log.iter().rev().find(|(_, e)| e["type"] == "response.done").map(|(_, e)| e.clone()).unwrap();
     assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], reply_for_tool(output), "the model continued from the result");
 
-    let log = fake.log.lock().unwrap();
-    assert_eq!(log.llm_requests.len(), 2, "one request per response");
-    let (first, second) = (&log.llm_requests[0], &log.llm_requests[1]);
-    let tool = weather_tool();
-    let messages = second["messages"].as_array().unwrap();
-    if llm == "anthropic" {
-        assert_eq!(first["tools"], json!([{"name": "get_weather", "description": tool["description"], "input_schema": tool["parameters"]}]));
-        assert_eq!(first["tool_choice"], json!({"type": "auto"}));
-        let call = &messages[messages.len() - 2];
-        assert_eq!(call["role"], "assistant");
-        assert_eq!(call["content"], json!([{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Oslo"}}]));
-        let result = messages.last().unwrap();
-        assert_eq!(result["role"], "user");
-        assert_eq!(result["content"], json!([{"type": "tool_result", "tool_use_id": call_id, "content": output}]), "the output, exactly");
-    } else {
-        assert_eq!(first["tools"], json!([{"type": "function", "function": {"name": "get_weather", "description": tool["description"], "parameters": tool["parameters"]}}]));
-        assert_eq!(first["tool_choice"], "auto");
-        let call = &messages[messages.len() - 2];
-        assert_eq!(call["role"], "assistant");
-        assert_eq!(call["tool_calls"], json!([{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGS}}]));
-        assert_eq!(messages.last().unwrap(), &json!({"role": "tool", "tool_call_id": call_id, "content": output}), "the output, exactly");
+    {
+        let log = fake.log.lock().unwrap();
+        assert_eq!(log.llm_requests.len(), 2, "one request per response");
+        let (first, second) = (&log.llm_requests[0], &log.llm_requests[1]);
+        let tool = weather_tool();
+        let messages = second["messages"].as_array().unwrap();
+        if llm == "anthropic" {
+            assert_eq!(first["tools"], json!([{"name": "get_weather", "description": tool["description"], "input_schema": tool["parameters"]}]));
+            assert_eq!(first["tool_choice"], json!({"type": "auto"}));
+            let call = &messages[messages.len() - 2];
+            assert_eq!(call["role"], "assistant");
+            assert_eq!(call["content"], json!([{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Oslo"}}]));
+            let result = messages.last().unwrap();
+            assert_eq!(result["role"], "user");
+            assert_eq!(result["content"], json!([{"type": "tool_result", "tool_use_id": call_id, "content": output}]), "the output, exactly");
+        } else {
+            assert_eq!(first["tools"], json!([{"type": "function", "function": {"name": "get_weather", "description": tool["description"], "parameters": tool["parameters"]}}]));
+            assert_eq!(first["tool_choice"], "auto");
+            let call = &messages[messages.len() - 2];
+            assert_eq!(call["role"], "assistant");
+            assert_eq!(call["tool_calls"], json!([{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGS}}]));
+            assert_eq!(messages.last().unwrap(), &json!({"role": "tool", "tool_call_id": call_id, "content": output}), "the output, exactly");
+        }
+        // The call itself was not spoken: every text sent to speech belongs to the follow-up.
+        let spoken: String = log.tts_events.iter().filter(|(k, _)| k == "text").map(|(_, t)| t.as_str()).collect();
+        assert_eq!(spoken.trim(), reply_for_tool(output), "{:?}", log.tts_events);
     }
-    // The call itself was not spoken: every text sent to speech belongs to the follow-up.
-    let spoken: String = log.tts_events.iter().filter(|(k, _)| k == "text").map(|(_, t)| t.as_str()).collect();
-    assert_eq!(spoken.trim(), reply_for_tool(output), "{:?}", log.tts_events);
-    drop(log);
     c.close().await;
     server.shutdown().await;
 }

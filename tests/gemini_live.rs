@@ -139,17 +139,18 @@ async fn tool_call_round_trip() {
     let parsed: serde_json::Value = serde_json::from_str(args["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(parsed, tool_args(), "toolCall args as a JSON string");
 
-    let log = fake.log.lock().unwrap();
-    // The tools change reconnected (Gemini takes settings at setup); the last setup has them.
-    let decl = &log.setups.last().unwrap()["tools"][0]["functionDeclarations"][0];
-    assert_eq!((&decl["name"], &decl["parameters"]), (&weather_tool()["name"], &weather_tool()["parameters"]));
-    let responses: Vec<&serde_json::Value> = log.messages.iter().filter(|m| m.get("toolResponse").is_some()).collect();
-    assert_eq!(
-        responses,
-        [&json!({"toolResponse": {"functionResponses": [{"id": TOOL_CALL_ID, "name": "get_weather", "response": {"output": output}}]}})],
-        "a plain-text output is wrapped as {{\"output\": ...}}"
-    );
-    drop(log);
+    {
+        let log = fake.log.lock().unwrap();
+        // The tools change reconnected (Gemini takes settings at setup); the last setup has them.
+        let decl = &log.setups.last().unwrap()["tools"][0]["functionDeclarations"][0];
+        assert_eq!((&decl["name"], &decl["parameters"]), (&weather_tool()["name"], &weather_tool()["parameters"]));
+        let responses: Vec<&serde_json::Value> = log.messages.iter().filter(|m| m.get("toolResponse").is_some()).collect();
+        assert_eq!(
+            responses,
+            [&json!({"toolResponse": {"functionResponses": [{"id": TOOL_CALL_ID, "name": "get_weather", "response": {"output": output}}]}})],
+            "a plain-text output is wrapped as {{\"output\": ...}}"
+        );
+    }
     c.close().await;
     server.shutdown().await;
 }

@@ -63,7 +63,14 @@ pub struct CallEvents {
 
 /// The events of one call at `output_index` of response `response_id`; `previous_item_id` is
 /// the conversation item it follows.
-pub fn call_events(response_id: &str, output_index: usize, previous_item_id: Option<&str>, call_id: &str, name: &str, arguments: &str) -> CallEvents {
+pub fn call_events(
+    response_id: &str,
+    output_index: usize,
+    previous_item_id: Option<&str>,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+) -> CallEvents {
     let item_id = random_id("item_");
     let added = call_item(&item_id, call_id, name, "", "in_progress");
     let done = call_item(&item_id, call_id, name, arguments, "completed");
@@ -91,13 +98,16 @@ mod tests {
     fn a_call_is_announced_streamed_and_closed_once() {
         let c = call_events("resp_1", 1, Some("item_0"), "call_a", "get_weather", r#"{"city":"Oslo"}"#);
         let types: Vec<&str> = c.events.iter().map(|(t, _)| *t).collect();
-        assert_eq!(types, [
-            "response.output_item.added",
-            "conversation.item.created",
-            "response.function_call_arguments.delta",
-            "response.function_call_arguments.done",
-            "response.output_item.done"
-        ]);
+        assert_eq!(
+            types,
+            [
+                "response.output_item.added",
+                "conversation.item.created",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done"
+            ]
+        );
         assert_eq!(c.events[0].1["item"]["arguments"], "");
         assert_eq!(c.events[2].1["delta"], r#"{"city":"Oslo"}"#);
         assert_eq!(c.events[3].1["name"], "get_weather");
@@ -151,7 +161,8 @@ mod tests {
         let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut c = conversation(Box::new(Caller { pending: VecDeque::new(), outputs: outputs.clone() }));
         c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#);
-        let updated = c.out.drain(..).last().unwrap();
+        let updated = c.out.pop().unwrap();
+        c.out.clear();
         assert_eq!(updated["session"]["tools"][0]["name"], "f", "{updated}");
         c.on_client_text(r#"{"type":"response.create"}"#);
         assert!(c.next_agent_frame().is_none(), "no audio: the response completes at once");
@@ -163,9 +174,15 @@ mod tests {
         assert_eq!(done["response"]["output"][1]["type"], "function_call");
         assert_eq!(done["response"]["output"][1]["call_id"], "call_x");
 
-        c.on_client_text(r#"{"type":"conversation.item.create","event_id":"e1","item":{"type":"function_call_output","call_id":"nope","output":"x"}}"#);
-        c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"{\"ok\":true}"}}"#);
-        c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"again"}}"#);
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","event_id":"e1","item":{"type":"function_call_output","call_id":"nope","output":"x"}}"#,
+        );
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"{\"ok\":true}"}}"#,
+        );
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"again"}}"#,
+        );
         let events: Vec<Value> = c.out.drain(..).collect();
         assert_eq!(events[0]["error"]["code"], "unknown_call_id");
         assert_eq!(events[0]["error"]["event_id"], "e1");

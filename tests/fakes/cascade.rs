@@ -195,6 +195,8 @@ async fn deepgram(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>)
     }
 }
 
+// The handshake callback's error type is tungstenite's, large or not.
+#[allow(clippy::result_large_err)]
 async fn assemblyai(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>) {
     let mut key_ok = false;
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {

@@ -48,8 +48,10 @@ impl SttWire for AssemblyAi {
     const NAME: &'static str = "assemblyai";
 
     fn request(&self) -> Result<Request<()>, (&'static str, String)> {
-        let mut req = url(&self.cfg).into_client_request().map_err(|e| ("provider_error", format!("assemblyai URL from the config: {e}")))?;
-        let key = HeaderValue::from_str(&self.cfg.stt_key).map_err(|_| ("provider_auth_failed", "assemblyai key is not a valid header".to_string()))?;
+        let mut req =
+            url(&self.cfg).into_client_request().map_err(|e| ("provider_error", format!("assemblyai URL from the config: {e}")))?;
+        let key = HeaderValue::from_str(&self.cfg.stt_key)
+            .map_err(|_| ("provider_auth_failed", "assemblyai key is not a valid header".to_string()))?;
         req.headers_mut().insert("authorization", key);
         Ok(req)
     }
@@ -118,7 +120,11 @@ impl SttWire for AssemblyAi {
     /// AssemblyAI closes with 1008 (or a 4xxx code whose reason says so) for a refused key.
     fn close_code(&self, code: u16, reason: &str) -> &'static str {
         let r = reason.to_ascii_lowercase();
-        if code == 1008 || r.contains("unauthori") || r.contains("invalid api key") { "provider_auth_failed" } else { "provider_disconnected" }
+        if code == 1008 || r.contains("unauthori") || r.contains("invalid api key") {
+            "provider_auth_failed"
+        } else {
+            "provider_disconnected"
+        }
     }
 }
 
@@ -155,7 +161,10 @@ mod tests {
         let req = a.request().unwrap();
         assert_eq!(req.headers()["authorization"], "aai", "the bare key");
         let q = req.uri().query().unwrap();
-        assert!(q.contains("sample_rate=16000") && q.contains("encoding=pcm_s16le") && q.contains("speech_model=universal-streaming-english"), "{q}");
+        assert!(
+            q.contains("sample_rate=16000") && q.contains("encoding=pcm_s16le") && q.contains("speech_model=universal-streaming-english"),
+            "{q}"
+        );
         let frame = vec![1u8; 640];
         assert!(a.on_input(SttIn::Audio(frame.clone())).is_empty());
         assert!(a.on_input(SttIn::Audio(frame.clone())).is_empty());

@@ -33,7 +33,10 @@ pub enum SttOut {
     Final(String),
     /// Everything sent before the last `Finalize` has been transcribed.
     Finalized,
-    Error { code: &'static str, message: String },
+    Error {
+        code: &'static str,
+        message: String,
+    },
 }
 
 /// One provider's wire protocol.

@@ -220,9 +220,7 @@ fn weather_tool() -> voxrelay_signaling::wire::Tool {
 
 #[test]
 fn tools_go_upstream_and_function_calls_come_back() {
-    let mut sc = SessionConfig::default();
-    sc.tools = vec![weather_tool()];
-    sc.tool_choice = json!("required");
+    let sc = SessionConfig { tools: vec![weather_tool()], tool_choice: json!("required"), ..SessionConfig::default() };
     for dialect in [OpenAiDialect::Ga, OpenAiDialect::Beta] {
         let update = Session::new(cfg(dialect), sc.clone()).session_update();
         assert_eq!(update["session"]["tools"][0], json!({"type": "function", "name": "get_weather", "description": "Weather now",
