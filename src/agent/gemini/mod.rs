@@ -33,6 +33,9 @@ use super::upstream::{self, Protocol, Reply};
 use super::{AgentNotice, AgentOutput};
 
 const SAMPLES_16K: usize = SAMPLES_24K * 2 / 3;
+/// Calls remembered for their `toolResponse`; a client that never answers must not grow
+/// memory, so past this many the book starts over (late outputs are then refused).
+const MAX_OPEN_CALLS: usize = 64;
 
 pub async fn run(cfg: GeminiConfig, session: SessionConfig, link: Link) {
     upstream::run(Gemini::new(cfg, session), link).await;
@@ -311,7 +314,7 @@ impl Gemini {
             let id = call.get("id").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("call_{}", self.calls_made));
             let arguments = call.get("args").filter(|a| !a.is_null()).cloned().unwrap_or_else(|| json!({})).to_string();
             let Some(num) = target else { continue };
-            if self.open_calls.len() >= 64 {
+            if self.open_calls.len() >= MAX_OPEN_CALLS {
                 self.open_calls.clear();
             }
             self.open_calls.insert(id.clone(), name.to_string());
