@@ -146,6 +146,43 @@ async fn bad_events_get_error_events_and_the_call_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tools_and_function_outputs_get_error_events_on_an_echo_call() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", API_KEY).await;
+    c.expect("session.created").await;
+    let tool = json!({"type": "function", "name": "lookup", "parameters": {"type": "object"}});
+    for (i, bad) in [
+        json!({"type": "session.update", "session": {"tools": [{"type": "function", "name": "no spaces allowed"}]}}),
+        json!({"type": "session.update", "session": {"tools": [{"type": "function", "name": "f", "parameters": []}]}}),
+        json!({"type": "session.update", "session": {"tools": [{"type": "retrieval"}]}}),
+        json!({"type": "session.update", "session": {"tools": [tool], "tool_choice": {"type": "function", "name": "other"}}}),
+        json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "output": "no call id"}}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut ev = bad;
+        ev["event_id"] = json!(format!("evt_{i}"));
+        c.send(ev).await;
+        let e = c.expect("error").await;
+        assert_eq!((e["error"]["code"].as_str(), e["error"]["event_id"].as_str()), (Some("invalid_value"), Some(format!("evt_{i}").as_str())), "{e}");
+    }
+    // The echo agent calls no functions, so no output can be expected from the client.
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_1", "output": "{}"}})).await;
+    assert_eq!(c.expect("error").await["error"]["code"], "unknown_call_id");
+    // Nothing was half-applied, a valid declaration is echoed, and the call still answers turns.
+    c.send(json!({"type": "session.update", "session": {"tools": [tool], "tool_choice": "required"}})).await;
+    let updated = c.expect("session.updated").await;
+    assert_eq!(updated["session"]["tools"], json!([{"type": "function", "name": "lookup", "description": "", "parameters": {"type": "object"}}]));
+    assert_eq!(updated["session"]["tool_choice"], "required");
+    c.speak_turn(500);
+    assert_eq!(c.expect("response.done").await["response"]["status"], "completed");
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_beyond_max_calls_get_503_with_retry_after() {
     let server = start_with(|c| c.max_calls = Some(1)).await;
     let base = server.url();

@@ -6,11 +6,11 @@ mod common;
 mod fake;
 
 use common::*;
-use fake::{FakeCascade, Keys, reply_for};
+use fake::{ANTHROPIC_CALL_ID, FakeCascade, Keys, OPENAI_CALL_ID, TOOL_ARGS, reply_for, reply_for_tool};
 use serde_json::{Value, json};
 
 fn keys() -> Keys {
-    Keys { deepgram: "dg-key".into(), llm: "llm-key".into(), elevenlabs: "el-key".into() }
+    Keys { deepgram: "dg-key".into(), assemblyai: "aai-key".into(), llm: "llm-key".into(), elevenlabs: "el-key".into() }
 }
 
 async fn server_for(fake: &FakeCascade, llm: &str, elevenlabs_key: &str) -> voxrelay::RunningServer {
@@ -137,5 +137,104 @@ async fn cascade_names_every_missing_key() {
     let body: Value = resp.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("ELEVENLABS_API_KEY") && msg.contains("OPENAI_API_KEY") && !msg.contains("DEEPGRAM"), "{msg}");
+    server.shutdown().await;
+}
+
+async fn tool_call(llm: &str) {
+    let fake = FakeCascade::start(keys(), 20).await;
+    let server = server_for(&fake, llm, "el-key").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime/calls", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    let output = r#"{"temp_c":21}"#;
+    let args = function_call_round_trip(&mut c, output).await;
+    assert_eq!(args["arguments"], TOOL_ARGS, "streamed argument chunks assembled");
+    let call_id = if llm == "anthropic" { ANTHROPIC_CALL_ID } else { OPENAI_CALL_ID };
+    assert_eq!(args["call_id"], call_id);
+    let done = c.log.iter().rev().find(|(_, e)| e["type"] == "response.done").map(|(_, e)| e.clone()).unwrap();
+    assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], reply_for_tool(output), "the model continued from the result");
+
+    {
+        let log = fake.log.lock().unwrap();
+        assert_eq!(log.llm_requests.len(), 2, "one request per response");
+        let (first, second) = (&log.llm_requests[0], &log.llm_requests[1]);
+        let tool = weather_tool();
+        let messages = second["messages"].as_array().unwrap();
+        if llm == "anthropic" {
+            assert_eq!(first["tools"], json!([{"name": "get_weather", "description": tool["description"], "input_schema": tool["parameters"]}]));
+            assert_eq!(first["tool_choice"], json!({"type": "auto"}));
+            let call = &messages[messages.len() - 2];
+            assert_eq!(call["role"], "assistant");
+            assert_eq!(call["content"], json!([{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Oslo"}}]));
+            let result = messages.last().unwrap();
+            assert_eq!(result["role"], "user");
+            assert_eq!(result["content"], json!([{"type": "tool_result", "tool_use_id": call_id, "content": output}]), "the output, exactly");
+        } else {
+            assert_eq!(first["tools"], json!([{"type": "function", "function": {"name": "get_weather", "description": tool["description"], "parameters": tool["parameters"]}}]));
+            assert_eq!(first["tool_choice"], "auto");
+            let call = &messages[messages.len() - 2];
+            assert_eq!(call["role"], "assistant");
+            assert_eq!(call["tool_calls"], json!([{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGS}}]));
+            assert_eq!(messages.last().unwrap(), &json!({"role": "tool", "tool_call_id": call_id, "content": output}), "the output, exactly");
+        }
+        // The call itself was not spoken: every text sent to speech belongs to the follow-up.
+        let spoken: String = log.tts_events.iter().filter(|(k, _)| k == "text").map(|(_, t)| t.as_str()).collect();
+        assert_eq!(spoken.trim(), reply_for_tool(output), "{:?}", log.tts_events);
+    }
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_round_trip_openai_llm() {
+    tool_call("openai").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_round_trip_anthropic_llm() {
+    tool_call("anthropic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_turn_with_assemblyai_stt() {
+    let fake = FakeCascade::start(keys(), 20).await;
+    let toml = format!(
+        "[providers.cascade]\nstt = \"assemblyai\"\nllm = \"anthropic\"\nllm_base_url = \"{}\"\nllm_model = \"test-model\"\n\
+         [providers.assemblyai]\nbase_url = \"{}\"\n[providers.elevenlabs]\nbase_url = \"{}\"\nvoice = \"voice1\"\n",
+        fake.llm_url, fake.assemblyai_url, fake.tts_url
+    );
+    // No Deepgram key: AssemblyAI's is all the STT needs.
+    let providers = providers(&toml, &[("ASSEMBLYAI_API_KEY", "aai-key"), ("ANTHROPIC_API_KEY", "llm-key"), ("ELEVENLABS_API_KEY", "el-key")]);
+    let server = start_with(|c| c.providers = Some(providers)).await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    let speech_ms = c.speak_turn(1500);
+
+    let committed = c.expect("input_audio_buffer.committed").await;
+    let heard = c.expect("conversation.item.input_audio_transcription.completed").await;
+    assert_eq!(heard["item_id"], committed["item_id"]);
+    let user_text = heard["transcript"].as_str().unwrap().to_string();
+    assert!(user_text.starts_with("Heard ") && user_text.ends_with(" ms."), "the formatted end of turn: {heard}");
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], reply_for(&user_text));
+    let voiced = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();
+    assert!(voiced >= 20, "{voiced} voiced frames of synthesized speech");
+    {
+        let log = fake.log.lock().unwrap();
+        let stt_ms = log.stt_samples / 16;
+        assert!(stt_ms >= speech_ms * 8 / 10 && stt_ms <= speech_ms + 1600, "{stt_ms} ms to STT for {speech_ms} ms of speech");
+        assert!(log.aai_frames > 0 && log.aai_bad_frames == 0, "{} of {} audio messages outside 50-1000 ms", log.aai_bad_frames, log.aai_frames);
+        assert_eq!(log.aai_force_endpoints, 1, "our commit ended the turn");
+        assert_eq!(log.llm_requests[0]["messages"][0]["content"], user_text.as_str(), "the transcript went to the LLM");
+    }
+    c.close().await;
+    // The session is ended politely, so AssemblyAI stops billing it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.log.lock().unwrap().aai_terminated == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no Terminate sent at the end of the call");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     server.shutdown().await;
 }

@@ -8,7 +8,7 @@ mod common;
 mod fake;
 
 use common::*;
-use fake::{Behaviour, FakeGemini, REPLY_TRANSCRIPT};
+use fake::{Behaviour, FakeGemini, REPLY_TRANSCRIPT, TOOL_CALL_ID, tool_args};
 use serde_json::json;
 
 const KEY: &str = "gm-test-key";
@@ -122,6 +122,35 @@ async fn refused_key_is_an_error_event_and_the_call_lives() {
     assert_eq!(done["response"]["status"], "failed");
     c.send(json!({"type": "session.update", "session": {"instructions": "still here"}})).await;
     c.expect("session.updated").await;
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_call_round_trip() {
+    let fake = FakeGemini::start(KEY, Behaviour::default()).await;
+    let server = server_for(&fake, KEY).await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime/calls", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    let output = "Sunny, 21 degrees";
+    let args = function_call_round_trip(&mut c, output).await;
+    assert_eq!(args["call_id"], TOOL_CALL_ID);
+    let parsed: serde_json::Value = serde_json::from_str(args["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(parsed, tool_args(), "toolCall args as a JSON string");
+
+    {
+        let log = fake.log.lock().unwrap();
+        // The tools change reconnected (Gemini takes settings at setup); the last setup has them.
+        let decl = &log.setups.last().unwrap()["tools"][0]["functionDeclarations"][0];
+        assert_eq!((&decl["name"], &decl["parameters"]), (&weather_tool()["name"], &weather_tool()["parameters"]));
+        let responses: Vec<&serde_json::Value> = log.messages.iter().filter(|m| m.get("toolResponse").is_some()).collect();
+        assert_eq!(
+            responses,
+            [&json!({"toolResponse": {"functionResponses": [{"id": TOOL_CALL_ID, "name": "get_weather", "response": {"output": output}}]}})],
+            "a plain-text output is wrapped as {{\"output\": ...}}"
+        );
+    }
     c.close().await;
     server.shutdown().await;
 }

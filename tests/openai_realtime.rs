@@ -10,7 +10,7 @@ mod fake;
 use std::time::Duration;
 
 use common::*;
-use fake::{Behaviour, FakeOpenAi, REPLY_TRANSCRIPT};
+use fake::{Behaviour, FakeOpenAi, REPLY_TRANSCRIPT, TOOL_ARGUMENTS, rate_limits};
 use serde_json::{Value, json};
 use voxrelay::agent::{Providers, ProvidersFile};
 
@@ -48,6 +48,8 @@ async fn full_turn(dialect: &str, path: &str) {
         .map(|(_, e)| e["delta"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(deltas, REPLY_TRANSCRIPT);
+    let limits = c.log.iter().find(|(_, e)| e["type"] == "rate_limits.updated").map(|(_, e)| e.clone()).expect("rate limits passed on");
+    assert_eq!(limits["rate_limits"], rate_limits());
 
     // The provider's audio (the fake says the caller's turn back) reached the WebRTC client.
     let voiced = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();
@@ -81,6 +83,38 @@ async fn full_turn_ga() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_turn_beta_upstream() {
     full_turn("beta", "/v1/realtime").await;
+}
+
+async fn function_call_round_trip_with(dialect: &str) {
+    let fake = FakeOpenAi::start(KEY, Behaviour::default()).await;
+    let server = server_for(&fake, KEY, dialect).await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime/calls", &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    let output = r#"{"temp_c": 21, "sky": "clear"}"#;
+    let args = function_call_round_trip(&mut c, output).await;
+    assert_eq!(args["arguments"], TOOL_ARGUMENTS, "the provider's arguments, unchanged");
+    assert!(args["call_id"].as_str().unwrap().starts_with("call_fake"), "the provider's call id: {args}");
+
+    let update = fake.events_of("session.update").pop().unwrap();
+    assert_eq!(update["session"]["tools"][0], weather_tool(), "the tool reached the provider as declared");
+    let outputs: Vec<Value> = fake.events_of("conversation.item.create").into_iter().map(|e| e["item"].clone()).collect();
+    assert_eq!(outputs, [json!({"type": "function_call_output", "call_id": args["call_id"], "output": output})], "the output went upstream exactly");
+    let types = fake.types();
+    let last = |t: &str| types.iter().rposition(|x| x == t).unwrap();
+    assert!(last("conversation.item.create") < last("response.create"), "output first, then the follow-up response: {types:?}");
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_round_trip_ga() {
+    function_call_round_trip_with("ga").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_round_trip_beta_upstream() {
+    function_call_round_trip_with("beta").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,9 @@ pub enum ClientEvent {
     InputAudioClear,
     /// A text message from the user (`conversation.item.create`).
     ItemCreate { item_id: Option<String>, text: String },
+    /// The result of a function the model called (`conversation.item.create` with an item of
+    /// type `function_call_output`); `output` is passed on as the client wrote it.
+    FunctionCallOutput { item_id: Option<String>, call_id: String, output: String },
     ItemTruncate { item_id: String, audio_end_ms: u64 },
     ResponseCreate,
     ResponseCancel { response_id: Option<String> },
@@ -116,6 +119,29 @@ pub fn parse_client_event(text: &str) -> Result<Parsed, EventError> {
         "conversation.item.create" => {
             let item = obj.get("item").ok_or_else(|| bad("conversation.item.create needs an \"item\"".into()))?;
             let item_id = item.get("id").and_then(Value::as_str).map(String::from);
+            match item.get("type").and_then(Value::as_str) {
+                None | Some("message") => {}
+                Some("function_call_output") => {
+                    let call_id = item
+                        .get("call_id")
+                        .and_then(Value::as_str)
+                        .filter(|c| !c.is_empty())
+                        .ok_or_else(|| err("invalid_value", "a function_call_output item needs a string \"call_id\"".into(), event_id.clone()))?;
+                    let output = item
+                        .get("output")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| err("invalid_value", "a function_call_output item needs a string \"output\"".into(), event_id.clone()))?;
+                    let event = ClientEvent::FunctionCallOutput { item_id, call_id: call_id.into(), output: output.into() };
+                    return Ok(Parsed { event_id, event });
+                }
+                Some(other) => {
+                    return Err(err(
+                        "invalid_value",
+                        format!("conversation.item.create: item type {other:?} is not supported (\"message\" or \"function_call_output\")"),
+                        event_id,
+                    ));
+                }
+            }
             let text = item
                 .get("content")
                 .and_then(Value::as_array)
@@ -168,5 +194,22 @@ mod tests {
         assert_eq!((e.code, e.event_id.as_deref()), ("unknown_event_type", Some("e1")));
         assert_eq!(parse_client_event("{not json").err().unwrap().code, "invalid_json");
         assert!(matches!(parse_client_event(r#"{"type":"response.create"}"#).unwrap().event, ClientEvent::ResponseCreate));
+    }
+
+    #[test]
+    fn function_call_output_items_are_parsed_and_checked() {
+        let ok = r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"{\"t\":21}"}}"#;
+        match parse_client_event(ok).unwrap().event {
+            ClientEvent::FunctionCallOutput { call_id, output, .. } => assert_eq!((call_id.as_str(), output.as_str()), ("call_1", r#"{"t":21}"#)),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"type":"conversation.item.create","event_id":"e","item":{"type":"function_call_output","output":"x"}}"#,
+            r#"{"type":"conversation.item.create","event_id":"e","item":{"type":"function_call_output","call_id":"c","output":7}}"#,
+            r#"{"type":"conversation.item.create","event_id":"e","item":{"type":"function_call","call_id":"c"}}"#,
+        ] {
+            let e = parse_client_event(bad).err().unwrap();
+            assert_eq!((e.code, e.event_id.as_deref()), ("invalid_value", Some("e")), "{bad}");
+        }
     }
 }

@@ -16,6 +16,83 @@ pub const DEFAULT_MODEL: &str = "voxrelay-echo";
 /// (milliseconds given as seconds * 1000 * 1000) cannot stall a turn for hours.
 pub const MAX_TURN_MS: u32 = 10_000;
 pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;
+/// Function tools a session may declare. Providers cap theirs at about this (OpenAI: 128); the
+/// cap keeps one `session.update` from making every provider request huge.
+pub const MAX_TOOLS: usize = 128;
+/// A tool's `name`, as OpenAI and Gemini accept it: `^[a-zA-Z0-9_-]{1,64}$`.
+pub const MAX_TOOL_NAME: usize = 64;
+
+/// A function the model may call (`session.tools[i]`, OpenAI Realtime's shape). The client
+/// runs it; voxrelay only carries the call and its output between the client and the provider.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: Value,
+}
+
+impl Tool {
+    /// The OpenAI Realtime tool object (also what `session.updated` echoes).
+    pub fn to_json(&self) -> Value {
+        json!({"type": "function", "name": self.name, "description": self.description, "parameters": self.parameters})
+    }
+}
+
+/// Validates `session.tools`. Errors name the offending index, OpenAI style (`invalid_value`).
+pub fn parse_tools(tools: &[Value]) -> Result<Vec<Tool>, ApiError> {
+    if tools.len() > MAX_TOOLS {
+        return Err(ApiError::bad_request("invalid_value", format!("session.tools: at most {MAX_TOOLS} tools")));
+    }
+    let mut out: Vec<Tool> = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        let bad = |why: &str| ApiError::bad_request("invalid_value", format!("session.tools[{i}]: {why}"));
+        let obj = t.as_object().ok_or_else(|| bad("must be an object"))?;
+        match obj.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            _ => return Err(bad("type must be \"function\" (the only kind of tool a voice agent here can call)")),
+        }
+        let name = obj.get("name").and_then(Value::as_str).ok_or_else(|| bad("needs a string \"name\""))?;
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_TOOL_NAME
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(bad("name must be 1-64 characters of a-z, A-Z, 0-9, _ or -"));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(bad(&format!("duplicate tool name {name:?}")));
+        }
+        let description = match obj.get("description") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(d)) => d.clone(),
+            Some(_) => return Err(bad("description must be a string")),
+        };
+        let parameters = match obj.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => return Err(bad("parameters must be a JSON Schema object")),
+        };
+        out.push(Tool { name: name.to_string(), description, parameters });
+    }
+    Ok(out)
+}
+
+/// Validates `session.tool_choice`: `"auto"`, `"none"`, `"required"` or
+/// `{"type":"function","name":...}` naming a declared tool.
+pub fn parse_tool_choice(choice: &Value, tools: &[Tool]) -> Result<Value, ApiError> {
+    let bad = |why: String| ApiError::bad_request("invalid_value", format!("session.tool_choice: {why}"));
+    match choice {
+        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => Ok(choice.clone()),
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = o.get("name").and_then(Value::as_str).ok_or_else(|| bad("a function choice needs a \"name\"".into()))?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(bad(format!("{name:?} is not one of the session's tools")));
+            }
+            Ok(json!({"type": "function", "name": name}))
+        }
+        _ => Err(bad("must be \"auto\", \"none\", \"required\" or {\"type\":\"function\",\"name\":...}".into())),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct TurnDetection {
@@ -127,6 +204,10 @@ pub struct SessionConfig {
     pub turn_detection: Option<TurnDetection>,
     pub input_audio_transcription: Option<Value>,
     pub agent: String,
+    /// Functions the model may call; the client runs them.
+    pub tools: Vec<Tool>,
+    /// `"auto"`, `"none"`, `"required"` or `{"type":"function","name":...}` (validated).
+    pub tool_choice: Value,
 }
 
 impl Default for SessionConfig {
@@ -139,6 +220,8 @@ impl Default for SessionConfig {
             turn_detection: Some(TurnDetection::default()),
             input_audio_transcription: None,
             agent: DEFAULT_AGENT.into(),
+            tools: Vec::new(),
+            tool_choice: json!("auto"),
         }
     }
 }
@@ -159,6 +242,27 @@ impl SessionConfig {
             self.instructions = text;
         }
         Ok(())
+    }
+
+    /// `tools` replaces the list (as OpenAI does); a `tool_choice` must name a tool of the
+    /// resulting list. Nothing changes unless both are valid.
+    fn set_tools(&mut self, tools: Option<Vec<Value>>, choice: Option<Value>) -> Result<(), ApiError> {
+        let tools = match tools {
+            Some(t) => parse_tools(&t)?,
+            None => self.tools.clone(),
+        };
+        let choice = match choice {
+            Some(c) => parse_tool_choice(&c, &tools)?,
+            // A forced function that no longer exists falls back to the default.
+            None => parse_tool_choice(&self.tool_choice, &tools).unwrap_or_else(|_| json!("auto")),
+        };
+        self.tools = tools;
+        self.tool_choice = choice;
+        Ok(())
+    }
+
+    pub fn tools_json(&self) -> Value {
+        Value::Array(self.tools.iter().map(Tool::to_json).collect())
     }
 
     fn set_turn(&mut self, td: Option<Option<TurnDetectionPatch>>) -> Result<(), ApiError> {
@@ -192,6 +296,7 @@ impl SessionConfig {
             self.agent = a;
         }
         self.set_instructions(req.instructions)?;
+        self.set_tools(req.tools, req.tool_choice)?;
         self.set_turn(req.turn_detection)
     }
 
@@ -213,6 +318,7 @@ impl SessionConfig {
             self.agent = a;
         }
         self.set_instructions(req.instructions)?;
+        self.set_tools(req.tools, req.tool_choice)?;
         if let Some(audio) = req.audio {
             if let Some(v) = audio.output.and_then(|o| o.voice) {
                 self.voice = v;
@@ -240,8 +346,8 @@ impl SessionConfig {
             "output_audio_format": "pcm16",
             "input_audio_transcription": self.input_audio_transcription,
             "turn_detection": self.turn_detection_json(),
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": self.tools_json(),
+            "tool_choice": self.tool_choice,
             "agent": self.agent,
         })
     }
@@ -263,6 +369,8 @@ impl SessionConfig {
                 },
                 "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice},
             },
+            "tools": self.tools_json(),
+            "tool_choice": self.tool_choice,
             "agent": self.agent,
         })
     }
@@ -279,6 +387,8 @@ pub struct BetaSession {
     #[serde(default, deserialize_with = "nullable")]
     pub input_audio_transcription: Option<Option<Value>>,
     pub agent: Option<String>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +400,8 @@ pub struct GaSession {
     pub output_modalities: Option<Vec<String>>,
     pub audio: Option<GaAudio>,
     pub agent: Option<String>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,6 +456,35 @@ mod tests {
         let mut c = SessionConfig::default();
         let err = c.apply_beta(serde_json::from_str(r#"{"turn_detection":{"threshold":1.5}}"#).unwrap()).unwrap_err();
         assert_eq!(err.code, "invalid_turn_detection");
+    }
+
+    #[test]
+    fn tools_are_validated_echoed_and_replaced_whole() {
+        let mut c = SessionConfig::default();
+        let weather = r#"{"type":"function","name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}"#;
+        c.apply_beta(serde_json::from_str(&format!(r#"{{"tools":[{weather}],"tool_choice":"required"}}"#)).unwrap()).unwrap();
+        assert_eq!(c.tools[0].name, "get_weather");
+        assert_eq!(c.beta_json("s")["tools"][0]["parameters"]["properties"]["city"]["type"], "string");
+        assert_eq!(c.ga_json("s")["tool_choice"], "required");
+        for (body, why) in [
+            (r#"{"tools":[{"type":"code_interpreter"}]}"#, "type"),
+            (r#"{"tools":[{"type":"function","name":"has space"}]}"#, "name"),
+            (r#"{"tools":[{"type":"function","name":"f","parameters":"x"}]}"#, "parameters"),
+            (r#"{"tools":[{"type":"function","name":"f"},{"type":"function","name":"f"}]}"#, "duplicate"),
+            (r#"{"tools":"f"}"#, "not a list"),
+            (r#"{"tool_choice":{"type":"function","name":"nope"}}"#, "choice"),
+            (r#"{"tool_choice":"sometimes"}"#, "choice"),
+        ] {
+            let parsed: Result<BetaSession, _> = serde_json::from_str(body);
+            if let Ok(s) = parsed {
+                let before = c.clone();
+                assert_eq!(c.apply_beta(s).unwrap_err().code, "invalid_value", "{why}");
+                assert_eq!(c, before, "a refused update changes nothing ({why})");
+            }
+        }
+        c.apply_beta(serde_json::from_str(r#"{"tools":[]}"#).unwrap()).unwrap();
+        assert!(c.tools.is_empty());
+        assert_eq!(c.tool_choice, "required");
     }
 
     #[test]

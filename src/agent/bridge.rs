@@ -39,6 +39,7 @@ pub enum Cmd {
     Commit { item_id: String },
     ClearInput,
     Text { item_id: String, text: String },
+    FunctionOutput { call_id: String, output: String },
     StartResponse(u64),
     CancelResponse { response: u64, played_ms: u64 },
 }
@@ -223,6 +224,10 @@ impl Agent for Bridge {
 
     fn on_text(&mut self, item_id: &str, text: &str) {
         self.send(Cmd::Text { item_id: item_id.into(), text: text.into() });
+    }
+
+    fn on_function_output(&mut self, call_id: &str, output: &str) {
+        self.send(Cmd::FunctionOutput { call_id: call_id.into(), output: output.into() });
     }
 
     fn start_response(&mut self, response: u64) {

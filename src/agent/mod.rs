@@ -28,6 +28,9 @@ use voxrelay_signaling::{ApiError, SessionConfig};
 pub enum AgentOutput {
     TranscriptDelta(String),
     Audio(Box<[i16; SAMPLES_24K]>),
+    /// The model calls one of the session's tools; `arguments` is a JSON string. The client
+    /// runs it and answers with [`Agent::on_function_output`]. A response may hold several.
+    FunctionCall { call_id: String, name: String, arguments: String },
     /// The response has no more output.
     Done,
     /// The response ended early because of the provider (it may have produced audio first).
@@ -41,6 +44,9 @@ pub enum AgentNotice {
     InputTranscript { item_id: String, transcript: String },
     /// A provider problem the client should know about; the call goes on.
     Error { code: String, message: String },
+    /// The provider's current limits, passed on as `rate_limits.updated` (OpenAI's list of
+    /// `{"name","limit","remaining","reset_seconds"}`).
+    RateLimits(serde_json::Value),
 }
 
 pub trait Agent: Send {
@@ -54,6 +60,9 @@ pub trait Agent: Send {
     fn on_committed(&mut self, audio_end_ms: u64, item_id: &str);
     fn on_input_cleared(&mut self);
     fn on_text(&mut self, item_id: &str, text: &str);
+    /// The client's result for function call `call_id` (only ids this agent issued get here).
+    /// The model uses it in the next response the client asks for.
+    fn on_function_output(&mut self, _call_id: &str, _output: &str) {}
     fn start_response(&mut self, response: u64);
     /// Barge-in or client cancel: `played_ms` of the response's audio reached the caller.
     fn cancel_response(&mut self, response: u64, played_ms: u64);

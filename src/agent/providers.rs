@@ -22,6 +22,8 @@ pub struct ProvidersFile {
     #[serde(default)]
     pub deepgram: Option<crate::agent::cascade::ProviderSection>,
     #[serde(default)]
+    pub assemblyai: Option<crate::agent::cascade::ProviderSection>,
+    #[serde(default)]
     pub anthropic: Option<crate::agent::cascade::ProviderSection>,
     #[serde(default)]
     pub elevenlabs: Option<crate::agent::cascade::ProviderSection>,

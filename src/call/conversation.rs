@@ -14,6 +14,7 @@ use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::events::{ClientEvent, Dialect, SessionUpdate, parse_client_event, server_event};
 use voxrelay_signaling::{ApiError, SessionConfig};
 
+use super::tools::{self, OpenCalls};
 use crate::agent::{Agent, AgentNotice, AgentOutput};
 
 struct Response {
@@ -27,6 +28,8 @@ struct Response {
     transcript: String,
     /// Set when the agent gave up on the response (provider failure): (code, message).
     failed: Option<(String, String)>,
+    /// Function calls the agent made in this response (completed items, after the message).
+    calls: Vec<Value>,
     /// When the response was created, for the agent latency metric (not for any decision).
     created_at: std::time::Instant,
 }
@@ -56,6 +59,8 @@ pub struct Conversation {
     assistant_items: Vec<(String, u64)>,
     /// Response created → first agent audio frame, for each response since last taken.
     pub agent_latencies: Vec<std::time::Duration>,
+    /// Function calls waiting for the client's output.
+    open_calls: OpenCalls,
 }
 
 pub fn turn_config(config: &SessionConfig) -> TurnConfig {
@@ -89,6 +94,7 @@ impl Conversation {
             suppress_voiced: false,
             assistant_items: Vec::new(),
             agent_latencies: Vec::new(),
+            open_calls: OpenCalls::default(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Conversation {
                     json!({"item_id": item_id, "content_index": 0, "transcript": transcript}),
                 ),
                 AgentNotice::Error { code, message } => self.server_error(&code, &message),
+                AgentNotice::RateLimits(limits) => self.emit("rate_limits.updated", json!({"rate_limits": limits})),
             }
         }
     }
@@ -203,6 +210,7 @@ impl Conversation {
             voiced_frames_sent: 0,
             transcript: String::new(),
             failed: None,
+            calls: Vec::new(),
             created_at: std::time::Instant::now(),
         };
         self.suppress_voiced = false;
@@ -245,12 +253,13 @@ impl Conversation {
         let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": item_status, "role": "assistant",
             "content": [{"type": "audio", "transcript": r.transcript}]});
         self.emit("response.output_item.done", json!({"response_id": r.id, "output_index": 0, "item": item}));
+        let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
         if r.playing {
             self.emit("output_audio_buffer.stopped", json!({"response_id": r.id}));
         }
         self.emit(
             "response.done",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": status, "status_details": details, "output": [item], "usage": null}}),
+            json!({"response": {"id": r.id, "object": "realtime.response", "status": status, "status_details": details, "output": output, "usage": null}}),
         );
         self.remember_item(r.item_id, r.voiced_frames_sent * u64::from(FRAME_MS));
     }
@@ -265,10 +274,11 @@ impl Conversation {
         self.emit("conversation.item.truncated", json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}));
         let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "incomplete", "role": "assistant",
             "content": [{"type": "audio", "transcript": r.transcript}]});
+        let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
         self.emit(
             "response.done",
             json!({"response": {"id": r.id, "object": "realtime.response", "status": "cancelled",
-                "status_details": {"type": "cancelled", "reason": reason}, "output": [item], "usage": null}}),
+                "status_details": {"type": "cancelled", "reason": reason}, "output": output, "usage": null}}),
         );
         self.remember_item(r.item_id, played_ms);
     }
@@ -313,6 +323,17 @@ impl Conversation {
                     let mut body = Self::part_ids(r);
                     body["delta"] = json!(delta);
                     self.emit("response.audio_transcript.delta", body);
+                }
+                AgentOutput::FunctionCall { call_id, name, arguments } => {
+                    // After the message item (output 0), in the order the model made them.
+                    let index = 1 + r.calls.len();
+                    let call = tools::call_events(&r.id, index, self.last_item.as_deref(), &call_id, &name, &arguments);
+                    r.calls.push(call.item);
+                    self.last_item = Some(call.item_id);
+                    self.open_calls.open(&call_id);
+                    for (ty, body) in call.events {
+                        self.emit(ty, body);
+                    }
                 }
                 AgentOutput::Audio(pcm) => {
                     if r.audio_frames_queued == 0 {
@@ -392,6 +413,16 @@ impl Conversation {
                     json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",
                         "status": "completed", "role": "user", "content": [{"type": "input_text", "text": text}]}}),
                 );
+            }
+            ClientEvent::FunctionCallOutput { item_id, call_id, output } => {
+                if !self.open_calls.close(&call_id) {
+                    let message = format!("no function call {call_id:?} is waiting for output");
+                    return self.error("unknown_call_id", &message, event_id);
+                }
+                let id = item_id.unwrap_or_else(|| random_id("item_"));
+                let previous = self.last_item.replace(id.clone());
+                self.agent.on_function_output(&call_id, &output);
+                self.emit("conversation.item.created", json!({"previous_item_id": previous, "item": tools::output_item(&id, &call_id, &output)}));
             }
             ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
                 match self.assistant_items.iter().find(|(id, _)| *id == item_id) {

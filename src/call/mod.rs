@@ -8,6 +8,7 @@
 
 mod conversation;
 mod rtp_out;
+mod tools;
 
 pub use conversation::{Conversation, turn_config};
 pub use rtp_out::RtpPacketizer;

@@ -169,3 +169,53 @@ pub fn providers(toml_text: &str, env: &[(&str, &str)]) -> voxrelay::agent::Prov
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     voxrelay::agent::Providers::resolve_with(&file.providers, &|n| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())).unwrap()
 }
+
+/// The tool the function-calling tests declare.
+pub fn weather_tool() -> Value {
+    serde_json::json!({"type": "function", "name": "get_weather", "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}})
+}
+
+/// The client's side of one function call, on a call started at `/v1/realtime/calls` (GA
+/// names): declares [`weather_tool`], speaks a turn, checks the call's events (output item,
+/// argument deltas adding up to `.done`, the call in `response.done`), answers with `output`,
+/// asks for the next response and waits for it to finish with speech. Returns the
+/// `.function_call_arguments.done` event.
+pub async fn function_call_round_trip(c: &mut Call, output: &str) -> Value {
+    use serde_json::json;
+    c.send(json!({"type": "session.update", "session": {"type": "realtime", "tools": [weather_tool()], "tool_choice": "auto"}})).await;
+    let updated = c.expect("session.updated").await;
+    assert_eq!(updated["session"]["tools"][0], weather_tool(), "tools are echoed");
+    c.speak_turn(1500);
+    let args = c.expect("response.function_call_arguments.done").await;
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    let call_id = args["call_id"].as_str().expect("call_id").to_string();
+    assert_eq!(args["name"], "get_weather");
+    let deltas: String = c
+        .log
+        .iter()
+        .filter(|(_, e)| e["type"] == "response.function_call_arguments.delta" && e["call_id"] == call_id.as_str())
+        .map(|(_, e)| e["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deltas, args["arguments"].as_str().unwrap(), "the deltas add up to the arguments");
+    assert!(
+        c.log.iter().any(|(_, e)| e["type"] == "response.output_item.added" && e["item"]["type"] == "function_call" && e["item"]["call_id"] == call_id.as_str()),
+        "the call's item was announced: {:?}",
+        c.types()
+    );
+    let in_output = done["response"]["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").expect("call in response.done");
+    assert_eq!((&in_output["call_id"], &in_output["arguments"]), (&args["call_id"], &args["arguments"]));
+    let voiced_before = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();
+
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_unknown", "output": "x"}})).await;
+    assert_eq!(c.expect("error").await["error"]["code"], "unknown_call_id");
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}})).await;
+    let added = c.expect("conversation.item.added").await;
+    assert_eq!((&added["item"]["type"], &added["item"]["output"]), (&json!("function_call_output"), &json!(output)));
+    c.send(json!({"type": "response.create"})).await;
+    let next = c.expect("response.done").await;
+    assert_eq!(next["response"]["status"], "completed", "{next}");
+    c.wait_voiced(voiced_before + 10).await;
+    args
+}

@@ -3,9 +3,18 @@
 //! - Deepgram live (`/v1/listen`, `Authorization: Token`, HTTP 401 otherwise): binary linear16
 //!   16 kHz in; `Results` out (interim every 500 ms of audio; on `Finalize` a final one with
 //!   `from_finalize: true` whose transcript is "heard <ms> ms"); `KeepAlive`, `CloseStream`.
+//! - AssemblyAI Universal-Streaming v3 (`/v3/ws`, the bare key in `Authorization`, else close
+//!   1008): `Begin` first; binary pcm_s16le 16 kHz frames, each 50-1000 ms (shorter or longer
+//!   ones are counted as violations); a partial `Turn` every 500 ms of audio; `ForceEndpoint`
+//!   ends the turn with an unformatted then a formatted `Turn` ("Heard <ms> ms."); `Terminate`
+//!   is answered with `Termination` and a close.
 //! - OpenAI chat completions and Anthropic messages over SSE (`/v1/chat/completions` with
 //!   Bearer, `/v1/messages` with `x-api-key` + `anthropic-version`): the reply "You said: <last
-//!   user text>. That is all." one word per event, 20 ms apart.
+//!   user text>. That is all." one word per event, 20 ms apart. When the request declares
+//!   tools and does not end with a tool result, the reply is a call of the first tool with
+//!   [`TOOL_ARGS`] instead (OpenAI `delta.tool_calls` chunks, `finish_reason: "tool_calls"`;
+//!   Anthropic a `tool_use` block with `input_json_delta`s, `stop_reason: "tool_use"`); after
+//!   a tool result it is [`reply_for_tool`] of the result.
 //! - ElevenLabs stream-input (`/v1/text-to-speech/<voice>/stream-input`, `xi-api-key`;
 //!   a bad key gets an error message and close 1008): each flushed text becomes 20 ms of 24 kHz
 //!   tone per character (base64 pcm16 `audio` messages), `{"text": ""}` ends with `isFinal`.
@@ -39,13 +48,43 @@ pub struct Log {
     /// ElevenLabs messages in order, as ("text"|"audio-out"|"end"|"final-out", detail).
     pub tts_events: Vec<(String, String)>,
     pub tts_rejected: usize,
+    /// AssemblyAI: audio messages, those outside 50-1000 ms, endpoints forced, sessions ended.
+    pub aai_frames: usize,
+    pub aai_bad_frames: usize,
+    pub aai_force_endpoints: usize,
+    pub aai_terminated: usize,
 }
 
 #[derive(Clone)]
 pub struct Keys {
     pub deepgram: String,
+    pub assemblyai: String,
     pub llm: String,
     pub elevenlabs: String,
+}
+
+pub const TOOL_ARGS: &str = r#"{"city":"Oslo"}"#;
+pub const OPENAI_CALL_ID: &str = "call_fake1";
+pub const ANTHROPIC_CALL_ID: &str = "toolu_fake1";
+
+/// Reply text of the fake model after a tool result.
+pub fn reply_for_tool(result: &str) -> String {
+    format!("The tool said {result}. That is all.")
+}
+
+/// The result the request ends with, if it ends with one (either API's shape).
+fn tool_result(body: &Value) -> Option<String> {
+    let last = body["messages"].as_array()?.last()?;
+    if last["role"] == "tool" {
+        return last["content"].as_str().map(String::from);
+    }
+    let blocks = last["content"].as_array()?;
+    blocks.iter().find(|b| b["type"] == "tool_result").and_then(|b| b["content"].as_str()).map(String::from)
+}
+
+/// Thirds of the arguments, as a model streams them.
+fn args_pieces() -> [&'static str; 3] {
+    [&TOOL_ARGS[..3], &TOOL_ARGS[3..8], &TOOL_ARGS[8..]]
 }
 
 /// Reply text of the fake model for a user message.
@@ -55,6 +94,7 @@ pub fn reply_for(user: &str) -> String {
 
 pub struct FakeCascade {
     pub stt_url: String,
+    pub assemblyai_url: String,
     pub llm_url: String,
     pub tts_url: String,
     pub log: Arc<Mutex<Log>>,
@@ -67,6 +107,14 @@ impl FakeCascade {
         let stt = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tts = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let llm = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let aai = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let assemblyai_url = format!("ws://{}/v3/ws", aai.local_addr().unwrap());
+        let (k, l) = (keys.clone(), log.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = aai.accept().await {
+                tokio::spawn(assemblyai(tcp, k.assemblyai.clone(), l.clone()));
+            }
+        });
         let (stt_url, tts_url, llm_url) = (
             format!("ws://{}/v1/listen", stt.local_addr().unwrap()),
             format!("ws://{}", tts.local_addr().unwrap()),
@@ -89,7 +137,7 @@ impl FakeCascade {
             .route("/v1/messages", post(anthropic))
             .with_state((keys.llm.clone(), log.clone()));
         tokio::spawn(async move { axum::serve(llm, app).await.unwrap() });
-        Self { stt_url, llm_url, tts_url, log }
+        Self { stt_url, assemblyai_url, llm_url, tts_url, log }
     }
 }
 
@@ -147,6 +195,85 @@ async fn deepgram(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>)
     }
 }
 
+// The handshake callback's error type is tungstenite's, large or not.
+#[allow(clippy::result_large_err)]
+async fn assemblyai(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>) {
+    let mut key_ok = false;
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        key_ok = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(key.as_str());
+        let q = req.uri().query().unwrap_or_default();
+        assert_eq!(req.uri().path(), "/v3/ws");
+        assert!(q.contains("sample_rate=16000") && q.contains("encoding=pcm_s16le") && q.contains("speech_model="), "query {q}");
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, check).await else { return };
+    let (mut tx, mut rx) = ws.split();
+    if !key_ok {
+        let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "Unauthorized connection: Invalid API key".into() }))).await;
+        return;
+    }
+    let begin = json!({"type": "Begin", "id": "fake-session", "expires_at": 4_000_000_000u64});
+    if tx.send(Message::text(begin.to_string())).await.is_err() {
+        return;
+    }
+    let mut samples = 0usize;
+    let mut since_partial = 0usize;
+    let mut turn_order = 0;
+    let turn = |order: i32, text: String, end: bool, formatted: bool| {
+        json!({"type": "Turn", "turn_order": order, "turn_is_formatted": formatted, "end_of_turn": end, "transcript": text,
+            "end_of_turn_confidence": if end { 0.9 } else { 0.1 }, "words": [], "utterance": ""})
+    };
+    while let Some(Ok(msg)) = rx.next().await {
+        let out = match msg {
+            Message::Binary(b) => {
+                let ms = b.len() / 32;
+                {
+                    let mut l = log.lock().unwrap();
+                    l.aai_frames += 1;
+                    l.stt_samples += b.len() / 2;
+                    if !(50..=1000).contains(&ms) {
+                        l.aai_bad_frames += 1;
+                    }
+                }
+                samples += b.len() / 2;
+                since_partial += b.len() / 2;
+                if since_partial < 8000 {
+                    continue;
+                }
+                since_partial = 0;
+                vec![turn(turn_order, format!("heard {}", samples / 16), false, false)]
+            }
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("ForceEndpoint") => {
+                        log.lock().unwrap().aai_force_endpoints += 1;
+                        let ms = samples / 16;
+                        samples = 0;
+                        let order = turn_order;
+                        turn_order += 1;
+                        vec![turn(order, format!("heard {ms} ms"), true, false), turn(order, format!("Heard {ms} ms."), true, true)]
+                    }
+                    Some("Terminate") => {
+                        log.lock().unwrap().aai_terminated += 1;
+                        let end = json!({"type": "Termination", "audio_duration_seconds": 1, "session_duration_seconds": 1});
+                        let _ = tx.send(Message::text(end.to_string())).await;
+                        let _ = tx.send(Message::Close(None)).await;
+                        return;
+                    }
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        for m in out {
+            if tx.send(Message::text(m.to_string())).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn results(text: &str, is_final: bool, from_finalize: bool) -> Value {
     json!({"type": "Results", "channel_index": [0, 1], "duration": 1.0, "start": 0.0, "is_final": is_final,
         "speech_final": is_final, "from_finalize": from_finalize,
@@ -181,7 +308,27 @@ async fn openai_chat(State((key, log)): State<(String, Arc<Mutex<Log>>)>, header
     }
     assert_eq!(body["stream"], true);
     log.lock().unwrap().llm_requests.push(body.0.clone());
-    let mut events: Vec<String> = words(&reply_for(&last_user_text(&body)))
+    let chunk = |delta: Value, finish: Value| {
+        format!("data: {}\n\n", json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    let result = tool_result(&body);
+    if let (Some(name), None) = (body["tools"][0]["function"]["name"].as_str(), &result) {
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": OPENAI_CALL_ID, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        )];
+        for piece in args_pieces() {
+            events.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("tool_calls")));
+        events.push("data: [DONE]\n\n".into());
+        return sse(events);
+    }
+    let text = match result {
+        Some(r) => reply_for_tool(&r),
+        None => reply_for(&last_user_text(&body)),
+    };
+    let mut events: Vec<String> = words(&text)
         .into_iter()
         .map(|w| format!("data: {}\n\n", json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]})))
         .collect();
@@ -197,12 +344,32 @@ async fn anthropic(State((key, log)): State<(String, Arc<Mutex<Log>>)>, headers:
     assert_eq!(body["messages"][0]["role"], "user", "Anthropic conversations start with the user");
     log.lock().unwrap().llm_requests.push(body.0.clone());
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let start = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}}));
+    let result = tool_result(&body);
+    if let (Some(name), None) = (body["tools"][0]["name"].as_str(), &result) {
+        let mut events = vec![
+            start,
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": ANTHROPIC_CALL_ID, "name": name, "input": {}}})),
+        ];
+        for piece in args_pieces() {
+            events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+        }
+        events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        events.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 10}})));
+        events.push(ev("message_stop", json!({"type": "message_stop"})));
+        return sse(events);
+    }
+    let text = match result {
+        Some(r) => reply_for_tool(&r),
+        None => reply_for(&last_user_text(&body)),
+    };
     let mut events = vec![
-        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}})),
+        start,
         ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
         ev("ping", json!({"type": "ping"})),
     ];
-    for w in words(&reply_for(&last_user_text(&body))) {
+    for w in words(&text) {
         events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
     }
     events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));

@@ -7,6 +7,10 @@
 //! `inputTranscription`, `interrupted`, `turnComplete`, plus `sessionResumptionUpdate` and
 //! `goAway`. Its "model" says the caller's last activity back (upsampled to 24 kHz), or a
 //! tone, paced at 5x real time.
+//!
+//! Function calling: when `setup.tools[0].functionDeclarations` is given, an activity's end is
+//! answered with a `toolCall` of the first function (args [`TOOL_ARGS`]) and no speech; the
+//! model speaks (the activity back) once the matching `toolResponse` arrives.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub const PATH: &str = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 pub const REPLY_TRANSCRIPT: &str = "fake gemini reply";
 const CHUNK_24K: usize = 2400;
+pub const TOOL_CALL_ID: &str = "fc_fake1";
+pub fn tool_args() -> Value {
+    json!({"city": "Oslo"})
+}
 const CHUNK_EVERY: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Default)]
@@ -120,6 +128,8 @@ async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, be
     let mut in_activity = false;
     let mut activity: Vec<i16> = Vec::new();
     let mut transcribe_input = false;
+    let mut tool: Option<String> = None;
+    let mut waiting_tool = false;
     let mut speaking: Option<Speaking> = None;
     let mut turns = 0;
     let mut answers = 0;
@@ -147,6 +157,7 @@ async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, be
                     }
                     setup_done = true;
                     transcribe_input = m["setup"].get("inputAudioTranscription").is_some();
+                    tool = m["setup"]["tools"][0]["functionDeclarations"][0]["name"].as_str().map(String::from);
                     log.lock().unwrap().setups.push(m["setup"].clone());
                     if tx.send(Message::text(json!({"setupComplete": {}}).to_string())).await.is_err() {
                         return;
@@ -176,11 +187,25 @@ async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, be
                             let t = json!({"serverContent": {"inputTranscription": {"text": format!("user said {} ms", activity.len() / 16)}}});
                             let _ = tx.send(Message::text(t.to_string())).await;
                         }
+                        if let Some(name) = tool.clone() {
+                            waiting_tool = true;
+                            let call = json!({"toolCall": {"functionCalls": [{"id": TOOL_CALL_ID, "name": name, "args": tool_args()}]}});
+                            let _ = tx.send(Message::text(call.to_string())).await;
+                            continue;
+                        }
                         answers += 1;
                         let audio = match behaviour.tone_ms.filter(|_| answers == 1) {
                             Some(ms) => tone(ms),
                             None => activity.iter().flat_map(|&s| [s, s, s]).step_by(2).collect(),
                         };
+                        speaking = Some(Speaking { audio, pos: 0, chunks: 0 });
+                    }
+                    "toolResponse" => {
+                        let r = &m["toolResponse"]["functionResponses"][0];
+                        assert!(waiting_tool && r["id"] == TOOL_CALL_ID, "a response to the call made: {m}");
+                        assert!(r["response"].is_object(), "a function response is an object");
+                        waiting_tool = false;
+                        let audio = activity.iter().flat_map(|&s| [s, s, s]).step_by(2).collect();
                         speaking = Some(Speaking { audio, pos: 0, chunks: 0 });
                     }
                     "clientContent" => {

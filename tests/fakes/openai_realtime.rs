@@ -6,6 +6,11 @@
 //! 24 kHz both ways. Its "model" answers each response by saying the last committed user audio
 //! back (so tests can check the audio path end to end), paced at 5x real time, with the
 //! transcript "fake reply".
+//!
+//! Function calling: when the session declares tools, a response that does not follow a
+//! `function_call_output` item is a call of the first tool with [`TOOL_ARGUMENTS`] (streamed as
+//! two `response.function_call_arguments.delta`s, then `.done`, the item's
+//! `response.output_item.done`, and `response.done` with the function_call item as output).
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,8 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
 pub const REPLY_TRANSCRIPT: &str = "fake reply";
+/// The arguments of the fake model's function calls.
+pub const TOOL_ARGUMENTS: &str = r#"{"city":"Oslo"}"#;
 /// Audio per `response.output_audio.delta`: 100 ms at 24 kHz.
 const DELTA_SAMPLES: usize = 2400;
 /// A delta every 20 ms: five times real time, as providers stream faster than playback.
@@ -82,6 +89,8 @@ struct Conn {
     input: Vec<i16>,
     last_user_audio: Vec<i16>,
     last_item: Option<String>,
+    /// `type` of the last item the client created (`message`, `function_call_output`).
+    last_created: Option<String>,
     counter: u64,
     /// The response being streamed: (id, item id, remaining audio, deltas sent, transcript sent).
     streaming: Option<Streaming>,
@@ -135,7 +144,7 @@ async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, be
     };
     log.lock().unwrap().connections += 1;
     let (mut tx, mut rx) = ws.split();
-    let mut c = Conn { beta, session: json!({}), input: Vec::new(), last_user_audio: Vec::new(), last_item: None, counter: 0, streaming: None };
+    let mut c = Conn { beta, session: json!({}), input: Vec::new(), last_user_audio: Vec::new(), last_item: None, last_created: None, counter: 0, streaming: None };
     let session_id = c.id("sess");
     let created = c.event("session.created", json!({"session": {"id": session_id, "object": "realtime.session", "type": "realtime", "model": "gpt-realtime"}}));
     tx.send(created).await.unwrap();
@@ -228,6 +237,7 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
             let item_id = c.id("item");
             let mut item = ev["item"].clone();
             item["id"] = json!(item_id);
+            c.last_created = item["type"].as_str().map(String::from);
             let previous = c.last_item.replace(item_id);
             vec![c.event(c.name("conversation.item.added", "conversation.item.created"), json!({"previous_item_id": previous, "item": item}))]
         }
@@ -240,6 +250,10 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
                     "message": "active response in progress", "param": null, "event_id": ev["event_id"]}}))];
             }
             let (id, item_id) = (c.id("resp"), c.id("item"));
+            let tool = c.session["tools"].as_array().and_then(|t| t.first()).and_then(|t| t["name"].as_str()).map(String::from);
+            if let Some(name) = tool.filter(|_| c.last_created.as_deref() != Some("function_call_output")) {
+                return function_call(c, &id, &item_id, &name);
+            }
             let audio = match behaviour.tone_ms {
                 Some(ms) => (0..ms * 24).map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 24_000.0).sin() * 8000.0) as i16).collect(),
                 None => c.last_user_audio.clone(),
@@ -262,6 +276,40 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
         },
         _ => Vec::new(),
     }
+}
+
+/// What the fake reports after each spoken response, as the Realtime API does.
+pub fn rate_limits() -> Value {
+    json!([{"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+        {"name": "tokens", "limit": 50000, "remaining": 49000, "reset_seconds": 1.2}])
+}
+
+/// A whole response that is one function call, as the Realtime API streams it.
+fn function_call(c: &mut Conn, id: &str, item_id: &str, name: &str) -> Vec<Message> {
+    let call_id = c.id("call");
+    c.last_item = Some(item_id.to_string());
+    let item = |status: &str, args: &str| {
+        json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": status, "name": name, "call_id": call_id, "arguments": args})
+    };
+    let ids = json!({"response_id": id, "item_id": item_id, "output_index": 0, "call_id": call_id});
+    let (head, tail) = TOOL_ARGUMENTS.split_at(5);
+    let mut out = vec![
+        c.event("response.created", json!({"response": {"id": id, "object": "realtime.response", "status": "in_progress", "output": []}})),
+        c.event("response.output_item.added", json!({"response_id": id, "output_index": 0, "item": item("in_progress", "")})),
+    ];
+    for part in [head, tail] {
+        let mut d = ids.clone();
+        d["delta"] = json!(part);
+        out.push(c.event("response.function_call_arguments.delta", d));
+    }
+    let mut done = ids;
+    done["name"] = json!(name);
+    done["arguments"] = json!(TOOL_ARGUMENTS);
+    out.push(c.event("response.function_call_arguments.done", done));
+    out.push(c.event("response.output_item.done", json!({"response_id": id, "output_index": 0, "item": item("completed", TOOL_ARGUMENTS)})));
+    out.push(c.event("response.done", json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
+        "output": [item("completed", TOOL_ARGUMENTS)], "usage": {"total_tokens": 0}}})));
+    out
 }
 
 fn stream_step(c: &mut Conn) -> Vec<Message> {
@@ -301,5 +349,6 @@ fn stream_step(c: &mut Conn) -> Vec<Message> {
         c.event("response.output_item.done", json!({"response_id": id, "output_index": 0, "item": item})),
         c.event("response.done", json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
             "output": [item], "usage": {"total_tokens": 0}}})),
+        c.event("rate_limits.updated", json!({"rate_limits": rate_limits()})),
     ]
 }

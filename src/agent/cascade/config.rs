@@ -1,5 +1,6 @@
 //! Settings of the `cascade` agent: which speech-to-text, language model and text-to-speech
-//! providers it chains, and theirs (`[providers.cascade]`, `[providers.deepgram]`,
+//! providers it chains, and theirs (`[providers.cascade]`, `[providers.deepgram]` or
+//! `[providers.assemblyai]`,
 //! `[providers.anthropic]`, `[providers.elevenlabs]`; the OpenAI LLM reuses `[providers.openai]`'s key).
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::agent::providers::{CONNECT_TIMEOUT, ProvidersFile, resolve_key};
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CascadeSection {
-    /// `deepgram` (the only one in this build).
+    /// `deepgram` (the default) or `assemblyai`.
     pub stt: Option<String>,
     /// `openai` (chat completions, SSE) or `anthropic` (messages, SSE).
     pub llm: Option<String>,
@@ -36,8 +37,14 @@ pub struct ProviderSection {
     pub base_url: Option<String>,
     /// ElevenLabs voice id.
     pub voice: Option<String>,
-    /// Deepgram language (BCP-47).
+    /// Deepgram language (BCP-47); AssemblyAI picks the language by its `model`.
     pub language: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SttProvider {
+    Deepgram,
+    AssemblyAi,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +55,7 @@ pub enum LlmDialect {
 
 #[derive(Clone)]
 pub struct CascadeConfig {
+    pub stt: SttProvider,
     pub stt_key: String,
     pub stt_model: String,
     pub stt_url: String,
@@ -67,7 +75,7 @@ pub struct CascadeConfig {
 impl std::fmt::Debug for CascadeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CascadeConfig")
-            .field("stt", &self.stt_url)
+            .field("stt", &(self.stt, &self.stt_url))
             .field("llm", &(self.llm, &self.llm_model, &self.llm_base_url))
             .field("tts", &(&self.tts_base_url, &self.tts_voice))
             .finish_non_exhaustive()
@@ -76,6 +84,9 @@ impl std::fmt::Debug for CascadeConfig {
 
 pub const DEEPGRAM_URL: &str = "wss://api.deepgram.com/v1/listen";
 pub const DEEPGRAM_MODEL: &str = "nova-3";
+pub const ASSEMBLYAI_URL: &str = "wss://streaming.assemblyai.com/v3/ws";
+/// Universal-Streaming requires a model; this is its English one.
+pub const ASSEMBLYAI_MODEL: &str = "universal-streaming-english";
 pub const OPENAI_CHAT_URL: &str = "https://api.openai.com/v1";
 pub const OPENAI_CHAT_MODEL: &str = "gpt-4o-mini";
 pub const ANTHROPIC_URL: &str = "https://api.anthropic.com/v1";
@@ -95,10 +106,11 @@ fn ws_url(name: &str, url: String) -> anyhow::Result<String> {
 /// `Ok(Ok(config))`, `Ok(Err(why not configured))`, or `Err` for a configuration mistake.
 pub fn resolve(file: &ProvidersFile, openai_key: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Result<CascadeConfig, String>> {
     let c = file.cascade.clone().unwrap_or_default();
-    let stt = c.stt.as_deref().unwrap_or("deepgram");
-    if stt != "deepgram" {
-        bail!("providers.cascade.stt: {stt:?} is not supported by this build (supported: \"deepgram\")");
-    }
+    let stt = match c.stt.as_deref().unwrap_or("deepgram") {
+        "deepgram" => SttProvider::Deepgram,
+        "assemblyai" => SttProvider::AssemblyAi,
+        other => bail!("providers.cascade.stt: expected \"deepgram\" or \"assemblyai\", got {other:?}"),
+    };
     let llm = match c.llm.as_deref().unwrap_or("openai") {
         "openai" => LlmDialect::OpenAi,
         "anthropic" => LlmDialect::Anthropic,
@@ -108,11 +120,15 @@ pub fn resolve(file: &ProvidersFile, openai_key: Option<&str>, env: &dyn Fn(&str
     if tts != "elevenlabs" {
         bail!("providers.cascade.tts: {tts:?} is not supported (supported: \"elevenlabs\")");
     }
-    let dg = file.deepgram.clone().unwrap_or_default();
+    let (stt_name, stt_env, stt_section, stt_url, stt_model) = match stt {
+        SttProvider::Deepgram => ("deepgram", "DEEPGRAM_API_KEY", file.deepgram.clone(), DEEPGRAM_URL, DEEPGRAM_MODEL),
+        SttProvider::AssemblyAi => ("assemblyai", "ASSEMBLYAI_API_KEY", file.assemblyai.clone(), ASSEMBLYAI_URL, ASSEMBLYAI_MODEL),
+    };
+    let dg = stt_section.unwrap_or_default();
     let el = file.elevenlabs.clone().unwrap_or_default();
     let an = file.anthropic.clone().unwrap_or_default();
     let mut missing = Vec::new();
-    let stt_key = resolve_key("deepgram", dg.api_key_env.as_deref().unwrap_or("DEEPGRAM_API_KEY"), dg.api_key_file.as_deref(), env)?
+    let stt_key = resolve_key(stt_name, dg.api_key_env.as_deref().unwrap_or(stt_env), dg.api_key_file.as_deref(), env)?
         .map_err(|why| missing.push(why))
         .ok();
     let tts_key = resolve_key("elevenlabs", el.api_key_env.as_deref().unwrap_or("ELEVENLABS_API_KEY"), el.api_key_file.as_deref(), env)?
@@ -141,9 +157,10 @@ pub fn resolve(file: &ProvidersFile, openai_key: Option<&str>, env: &dyn Fn(&str
         bail!("providers.cascade.llm_base_url: expected an http(s):// URL, got {llm_base_url:?}");
     }
     Ok(Ok(CascadeConfig {
+        stt,
         stt_key,
-        stt_model: dg.model.unwrap_or_else(|| DEEPGRAM_MODEL.into()),
-        stt_url: ws_url("deepgram", dg.base_url.unwrap_or_else(|| DEEPGRAM_URL.into()))?,
+        stt_model: dg.model.unwrap_or_else(|| stt_model.into()),
+        stt_url: ws_url(stt_name, dg.base_url.unwrap_or_else(|| stt_url.into()))?,
         stt_language: dg.language.unwrap_or_else(|| "en".into()),
         llm,
         llm_key,

@@ -1,4 +1,4 @@
-//! The `cascade` agent: speech-to-text (Deepgram) → a language model over SSE (OpenAI chat
+//! The `cascade` agent: speech-to-text (Deepgram or AssemblyAI) → a language model over SSE (OpenAI chat
 //! completions or Anthropic messages) → text-to-speech (ElevenLabs), chained per turn.
 //!
 //! Our turn detector decides turns. At a commit the STT is asked to finalize; the response
@@ -6,14 +6,16 @@
 //! kept here, within [`HISTORY_BUDGET_CHARS`](super::history::HISTORY_BUDGET_CHARS), and sent whole with each LLM request; a barge-in
 //! keeps only the part of the answer the caller heard (by the fraction of its audio played).
 
+mod assemblyai;
 mod config;
 mod deepgram;
 mod elevenlabs;
 mod llm;
 mod reply;
 mod sentences;
+mod stt;
 
-pub use config::{CascadeConfig, CascadeSection, LlmDialect, ProviderSection, resolve as resolve_config};
+pub use config::{CascadeConfig, CascadeSection, LlmDialect, ProviderSection, SttProvider, resolve as resolve_config};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
 use voxrelay_signaling::SessionConfig;
 
-use self::deepgram::{SttIn, SttOut};
+use self::stt::{SttIn, SttOut};
 use self::reply::RespMsg;
 use super::bridge::{Cmd, Link};
 use super::history::Dialogue;
@@ -39,6 +41,8 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
     text: String,
     frames: u64,
+    /// Function calls of this response, as dialogue turns (remembered after its text).
+    calls: Vec<String>,
 }
 
 struct Cascade {
@@ -61,7 +65,7 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
     let cfg = Arc::new(cfg);
     let (stt_tx, stt_in) = mpsc::channel(512);
     let (stt_out_tx, mut stt_out) = mpsc::unbounded_channel();
-    let stt = tokio::spawn(deepgram::run(cfg.clone(), stt_in, stt_out_tx));
+    let stt = stt::spawn(cfg.clone(), stt_in, stt_out_tx);
     let (resp_tx, mut resp_rx) = mpsc::unbounded_channel();
     let http = match reqwest::Client::builder().connect_timeout(cfg.connect_timeout).build() {
         Ok(h) => h,
@@ -133,6 +137,8 @@ impl Cascade {
             Cmd::Configure(s) => self.session = s,
             Cmd::ClearInput => self.turn_text.clear(),
             Cmd::Text { text, .. } => self.history.push("user", &text),
+            // The next response continues from the result.
+            Cmd::FunctionOutput { call_id, output } => self.history.push(llm::OUTPUT, &llm::output_turn(&call_id, &output)),
             Cmd::StartResponse(num) => {
                 if self.finalizing.is_some() {
                     self.waiting_response = Some(num);
@@ -187,15 +193,21 @@ impl Cascade {
         if let Some(r) = self.running.take() {
             r.task.abort();
         }
-        // Nothing was understood since the last answer: say nothing rather than guess.
-        if self.history.turns().back().is_none_or(|(role, _)| *role != "user") {
+        // Nothing was understood (nor any function result came) since the last answer: say
+        // nothing rather than guess.
+        if self.history.turns().back().is_none_or(|(role, _)| *role != "user" && *role != llm::OUTPUT) {
             link.output(num, AgentOutput::Done);
             return;
         }
         let system = if self.session.instructions.is_empty() { DEFAULT_INSTRUCTIONS.to_string() } else { self.session.instructions.clone() };
-        let turns: Vec<(&'static str, String)> = self.history.turns().iter().cloned().collect();
-        let task = tokio::spawn(reply::respond(self.cfg.clone(), self.http.clone(), num, system, turns, self.resp_tx.clone()));
-        self.running = Some(Running { num, task, text: String::new(), frames: 0 });
+        let prompt = reply::Prompt {
+            system,
+            turns: self.history.turns().iter().cloned().collect(),
+            tools: self.session.tools.clone(),
+            tool_choice: self.session.tool_choice.clone(),
+        };
+        let task = tokio::spawn(reply::respond(self.cfg.clone(), self.http.clone(), num, prompt, self.resp_tx.clone()));
+        self.running = Some(Running { num, task, text: String::new(), frames: 0, calls: Vec::new() });
     }
 
     fn on_output(&mut self, num: u64, out: AgentOutput, link: &mut Link) {
@@ -203,9 +215,16 @@ impl Cascade {
         match &out {
             AgentOutput::TranscriptDelta(t) => r.text.push_str(t),
             AgentOutput::Audio(_) => r.frames += 1,
+            AgentOutput::FunctionCall { call_id, name, arguments } => {
+                let call = llm::ToolCall { id: call_id.clone(), name: name.clone(), arguments: arguments.clone() };
+                r.calls.push(call.turn());
+            }
             AgentOutput::Done | AgentOutput::Failed { .. } => {
-                let r = self.running.take().expect("matched above");
+                let mut r = self.running.take().expect("matched above");
                 self.history.push("assistant", &r.text);
+                for call in r.calls.drain(..) {
+                    self.history.push(llm::CALL, &call);
+                }
                 self.finished = Some(r);
             }
         }

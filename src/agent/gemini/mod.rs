@@ -8,8 +8,13 @@
 //! `goAway` is answered by reconnecting with the session-resumption handle once the current
 //! turn is done (or at once when idle), so the conversation survives the provider's connection
 //! limits. Messages are read tolerantly: camelCase or snake_case field names.
+//!
+//! Function calling: the session's tools go in `setup.tools[0].functionDeclarations`. A
+//! `toolCall` ends our response with its function calls (the model waits for the results); the
+//! client's output goes back as `toolResponse`, and the model's continuation answers the
+//! client's next `response.create`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -28,6 +33,9 @@ use super::upstream::{self, Protocol, Reply};
 use super::{AgentNotice, AgentOutput};
 
 const SAMPLES_16K: usize = SAMPLES_24K * 2 / 3;
+/// Calls remembered for their `toolResponse`; a client that never answers must not grow
+/// memory, so past this many the book starts over (late outputs are then refused).
+const MAX_OPEN_CALLS: usize = 64;
 
 pub async fn run(cfg: GeminiConfig, session: SessionConfig, link: Link) {
     upstream::run(Gemini::new(cfg, session), link).await;
@@ -64,6 +72,10 @@ pub struct Gemini {
     framer: Framer,
     bad_rate_reported: bool,
     auth_failed: bool,
+    /// Function calls the model made that wait for the client: call id → function name
+    /// (`toolResponse` names the function again).
+    open_calls: HashMap<String, String>,
+    calls_made: u64,
 }
 
 /// `v[camel]` or `v[snake]`: field names have changed between versions of the docs and SDKs.
@@ -93,6 +105,8 @@ impl Gemini {
             framer: Framer::default(),
             bad_rate_reported: false,
             auth_failed: false,
+            open_calls: HashMap::new(),
+            calls_made: 0,
         }
     }
 
@@ -119,6 +133,16 @@ impl Gemini {
         }
         if self.session.input_audio_transcription.is_some() {
             setup["inputAudioTranscription"] = json!({});
+        }
+        // Live has no per-session tool choice: "none" is no tools declared.
+        if !self.session.tools.is_empty() && self.session.tool_choice != "none" {
+            let declarations: Vec<Value> = self
+                .session
+                .tools
+                .iter()
+                .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
+                .collect();
+            setup["tools"] = json!([{"functionDeclarations": declarations}]);
         }
         json!({"setup": setup})
     }
@@ -161,7 +185,9 @@ impl Gemini {
             Cmd::Configure(s) => {
                 let changed = s.instructions != self.session.instructions
                     || s.voice != self.session.voice
-                    || s.input_audio_transcription.is_some() != self.session.input_audio_transcription.is_some();
+                    || s.input_audio_transcription.is_some() != self.session.input_audio_transcription.is_some()
+                    || s.tools != self.session.tools
+                    || s.tool_choice != self.session.tool_choice;
                 self.session = s;
                 self.settings_changed |= changed;
             }
@@ -187,6 +213,15 @@ impl Gemini {
                 self.triggered = true;
                 out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}).to_string());
             }
+            Cmd::FunctionOutput { call_id, output } => match self.open_calls.remove(&call_id) {
+                Some(name) => {
+                    // The model continues from the results; the next response.create must not
+                    // add an empty user turn.
+                    self.triggered = true;
+                    out.push(tool_response(&call_id, &name, &output).to_string());
+                }
+                None => link.error("unknown_call_id", format!("gemini-live no longer waits for function call {call_id:?} (cancelled)")),
+            },
             Cmd::StartResponse(num) => {
                 if self.auth_failed {
                     link.output(num, AgentOutput::Failed {
@@ -265,6 +300,29 @@ impl Gemini {
         }
     }
 
+    /// The model calls functions: they end the current response (Gemini waits for the results).
+    fn on_tool_call(&mut self, tc: &Value, link: &mut Link) {
+        let calls = field(tc, "functionCalls", "function_calls").and_then(Value::as_array).cloned().unwrap_or_default();
+        let a = self.active();
+        let target = a.num.filter(|_| !a.cancelled);
+        for call in calls {
+            let Some(name) = call.get("name").and_then(Value::as_str) else {
+                link.error("provider_protocol_error", "gemini-live sent a function call without a name");
+                continue;
+            };
+            self.calls_made += 1;
+            let id = call.get("id").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("call_{}", self.calls_made));
+            let arguments = call.get("args").filter(|a| !a.is_null()).cloned().unwrap_or_else(|| json!({})).to_string();
+            let Some(num) = target else { continue };
+            if self.open_calls.len() >= MAX_OPEN_CALLS {
+                self.open_calls.clear();
+            }
+            self.open_calls.insert(id.clone(), name.to_string());
+            link.output(num, AgentOutput::FunctionCall { call_id: id, name: name.into(), arguments });
+        }
+        self.finish_turn(link);
+    }
+
     pub fn on_server_message(&mut self, v: &Value, link: &mut Link) -> Reply {
         let mut reply = Reply::default();
         if field(v, "setupComplete", "setup_complete").is_some() {
@@ -309,8 +367,15 @@ impl Gemini {
                 }
             }
         }
-        if field(v, "toolCall", "tool_call").is_some() {
-            link.error("provider_error", "gemini-live asked for a function call; tools are not supported by this server yet");
+        if let Some(tc) = field(v, "toolCall", "tool_call") {
+            self.on_tool_call(tc, link);
+        }
+        if let Some(tc) = field(v, "toolCallCancellation", "tool_call_cancellation") {
+            for id in tc.get("ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                if self.open_calls.remove(id).is_some() {
+                    link.error("function_call_cancelled", format!("gemini-live cancelled function call {id:?}; its output will not be used"));
+                }
+            }
         }
         if let Some(g) = field(v, "goAway", "go_away") {
             let left = field(g, "timeLeft", "time_left").and_then(Value::as_str).unwrap_or("?");
@@ -322,6 +387,16 @@ impl Gemini {
         }
         reply
     }
+}
+
+/// `toolResponse` for one call: an output that is a JSON object is the response itself; any
+/// other output is wrapped as `{"output": ...}` (Gemini wants an object).
+pub fn tool_response(call_id: &str, name: &str, output: &str) -> Value {
+    let response = match serde_json::from_str::<Value>(output) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({"output": output}),
+    };
+    json!({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}})
 }
 
 impl Protocol for Gemini {

@@ -154,3 +154,43 @@ fn settings_changes_reconnect_when_idle_and_close_frames_map_to_codes() {
     assert_eq!(g.close_code(1011, "Resource has been exhausted (e.g. check quota)."), Some("provider_rate_limited"));
     assert_eq!(g.close_code(1000, ""), None);
 }
+
+#[test]
+fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
+    let (mut g, mut link, mut up) = gemini();
+    g.session.tools = vec![voxrelay_signaling::wire::Tool {
+        name: "get_weather".into(),
+        description: "Weather now".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    }];
+    let setup = &parsed(&g.opening(false))[0]["setup"];
+    assert_eq!(setup["tools"], json!([{"functionDeclarations": [{"name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}]));
+    msg(&mut g, &mut link, json!({"setupComplete": {}}));
+
+    g.on_cmd(Cmd::Text { item_id: "i".into(), text: "weather?".into() }, &mut link);
+    g.on_cmd(Cmd::StartResponse(1), &mut link);
+    msg(&mut g, &mut link, json!({"toolCall": {"functionCalls": [{"id": "fc_1", "name": "get_weather", "args": {"city": "Oslo"}}]}}));
+    let outs = outputs(&mut up);
+    match &outs[..] {
+        [(1, AgentOutput::FunctionCall { call_id, name, arguments }), (1, AgentOutput::Done)] => {
+            assert_eq!((call_id.as_str(), name.as_str()), ("fc_1", "get_weather"));
+            assert_eq!(serde_json::from_str::<Value>(arguments).unwrap(), json!({"city": "Oslo"}));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A JSON object output is the response; anything else is wrapped.
+    let sent = parsed(&g.on_cmd(Cmd::FunctionOutput { call_id: "fc_1".into(), output: r#"{"temp_c":21}"#.into() }, &mut link));
+    assert_eq!(sent, [json!({"toolResponse": {"functionResponses": [{"id": "fc_1", "name": "get_weather", "response": {"temp_c": 21}}]}})]);
+    assert_eq!(tool_response("x", "f", "sunny")["toolResponse"]["functionResponses"][0]["response"], json!({"output": "sunny"}));
+    assert!(g.on_cmd(Cmd::StartResponse(2), &mut link).is_empty(), "the model continues from the result: no empty user turn");
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
+    assert!(outputs(&mut up).iter().all(|(n, _)| *n == 2));
+
+    // A cancelled call's late output is not sent.
+    g.on_cmd(Cmd::StartResponse(3), &mut link);
+    msg(&mut g, &mut link, json!({"tool_call": {"function_calls": [{"id": "fc_2", "name": "get_weather", "args": {}}]}}));
+    msg(&mut g, &mut link, json!({"toolCallCancellation": {"ids": ["fc_2"]}}));
+    assert!(g.on_cmd(Cmd::FunctionOutput { call_id: "fc_2".into(), output: "{}".into() }, &mut link).is_empty());
+}

@@ -118,6 +118,10 @@ impl Session {
                 },
             })
         };
+        let mut session = session;
+        // Same place and shape in both dialects; the client's declarations pass through as-is.
+        session["tools"] = self.session.tools_json();
+        session["tool_choice"] = self.session.tool_choice.clone();
         json!({"type": "session.update", "session": session})
     }
 
@@ -155,6 +159,9 @@ impl Session {
             Cmd::Text { text, .. } => {
                 self.history.push("user", &text);
                 json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+            }
+            Cmd::FunctionOutput { call_id, output } => {
+                json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
             }
             Cmd::StartResponse(num) => {
                 if self.auth_failed {
@@ -247,6 +254,18 @@ impl Session {
                     }
                 }
             }
+            // The finished item carries call id, name and arguments in both dialects (beta's
+            // `response.function_call_arguments.done` may lack the name).
+            "response.output_item.done" if ev["item"]["type"] == "function_call" => {
+                let Some(a) = self.active.as_ref().filter(|a| !a.cancelled) else { return };
+                let item = &ev["item"];
+                let (Some(call_id), Some(name)) = (item["call_id"].as_str(), item["name"].as_str()) else {
+                    link.error("provider_protocol_error", "openai-realtime: a function_call item without call_id or name");
+                    return;
+                };
+                let arguments = item["arguments"].as_str().unwrap_or("{}").to_string();
+                link.output(a.num, AgentOutput::FunctionCall { call_id: call_id.into(), name: name.into(), arguments });
+            }
             "response.output_audio.delta" | "response.audio.delta" => {
                 let Some(a) = self.active.as_mut().filter(|a| !a.cancelled) else { return };
                 if a.item_id.is_none() {
@@ -282,6 +301,12 @@ impl Session {
                 }
                 self.history.push("assistant", &a.transcript);
                 self.finished = a.item_id.map(|item| (a.num, item, a.transcript));
+            }
+            // The client budgets by these; they are the provider account's, so passed on as-is.
+            "rate_limits.updated" => {
+                if let Some(limits) = ev.get("rate_limits").filter(|l| l.is_array()) {
+                    link.notice(AgentNotice::RateLimits(limits.clone()));
+                }
             }
             "input_audio_buffer.committed" => {
                 if let (Some(local), Some(upstream)) = (self.commits.pop_front(), ev["item_id"].as_str()) {

@@ -209,3 +209,52 @@ fn barge_in_after_the_provider_finished_truncates_only() {
     assert_eq!(v, json!({"type": "conversation.item.truncate", "item_id": "item_up", "content_index": 0, "audio_end_ms": 300}));
     assert_eq!(s.replay().len(), 1);
 }
+
+fn weather_tool() -> voxrelay_signaling::wire::Tool {
+    voxrelay_signaling::wire::Tool {
+        name: "get_weather".into(),
+        description: "Weather now".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    }
+}
+
+#[test]
+fn tools_go_upstream_and_function_calls_come_back() {
+    let sc = SessionConfig { tools: vec![weather_tool()], tool_choice: json!("required"), ..SessionConfig::default() };
+    for dialect in [OpenAiDialect::Ga, OpenAiDialect::Beta] {
+        let update = Session::new(cfg(dialect), sc.clone()).session_update();
+        assert_eq!(update["session"]["tools"][0], json!({"type": "function", "name": "get_weather", "description": "Weather now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}));
+        assert_eq!(update["session"]["tool_choice"], "required");
+    }
+
+    let (mut s, mut link, mut up) = session();
+    s.on_cmd(Cmd::StartResponse(4), &mut link);
+    ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "resp_u"}}));
+    let item = json!({"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"});
+    ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": ""}}));
+    ev(&mut s, &mut link, json!({"type": "response.function_call_arguments.delta", "item_id": "item_f", "call_id": "call_9", "delta": "{\"city\""}));
+    ev(&mut s, &mut link, json!({"type": "response.output_item.done", "item": item}));
+    ev(&mut s, &mut link, json!({"type": "response.done", "response": {"id": "resp_u", "status": "completed", "output": [item]}}));
+    let outs: Vec<AgentOutput> = drain(&mut up).into_iter().filter_map(|u| if let Up::Output { response: 4, out } = u { Some(out) } else { None }).collect();
+    match &outs[..] {
+        [AgentOutput::FunctionCall { call_id, name, arguments }, AgentOutput::Done] => {
+            assert_eq!((call_id.as_str(), name.as_str(), arguments.as_str()), ("call_9", "get_weather", "{\"city\":\"Oslo\"}"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let sent = s.on_cmd(Cmd::FunctionOutput { call_id: "call_9".into(), output: "{\"c\":21}".into() }, &mut link);
+    let v: Value = serde_json::from_str(&sent[0]).unwrap();
+    assert_eq!(v, json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_9", "output": "{\"c\":21}"}}));
+}
+
+#[test]
+fn rate_limits_are_passed_on() {
+    let (mut s, mut link, mut up) = session();
+    let limits = json!([{"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60}]);
+    ev(&mut s, &mut link, json!({"type": "rate_limits.updated", "rate_limits": limits}));
+    ev(&mut s, &mut link, json!({"type": "rate_limits.updated", "rate_limits": "garbage"}));
+    let notices: Vec<AgentNotice> = drain(&mut up).into_iter().filter_map(|u| if let Up::Notice(n) = u { Some(n) } else { None }).collect();
+    assert_eq!(notices, [AgentNotice::RateLimits(limits)]);
+}

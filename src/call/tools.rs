@@ -1,0 +1,203 @@
+//! Function calling as the client sees it (OpenAI Realtime's shapes): the server events for a
+//! call the agent made, and the book of calls still waiting for the client's
+//! `function_call_output`. Pure data, no I/O; [`super::Conversation`] emits what this builds.
+//!
+//! A call's arguments reach us whole from every provider adapter, so they go out as one
+//! `response.function_call_arguments.delta` followed by `.done`: the event sequence a client
+//! expects, without pretending to stream what was not streamed to us.
+
+use std::collections::VecDeque;
+
+use serde_json::{Value, json};
+use voxrelay_signaling::auth::random_id;
+
+/// Calls remembered for their output. A client that never answers must not grow memory;
+/// the oldest unanswered call is forgotten first (its late output is then `unknown_call_id`).
+pub const MAX_OPEN_CALLS: usize = 64;
+
+/// Calls the agent made that the client has not answered yet.
+#[derive(Default)]
+pub struct OpenCalls {
+    ids: VecDeque<String>,
+}
+
+impl OpenCalls {
+    pub fn open(&mut self, call_id: &str) {
+        if self.ids.len() == MAX_OPEN_CALLS {
+            self.ids.pop_front();
+        }
+        self.ids.push_back(call_id.to_string());
+    }
+
+    /// Whether `call_id` was open; it is closed now (one output per call).
+    pub fn close(&mut self, call_id: &str) -> bool {
+        match self.ids.iter().position(|c| c == call_id) {
+            Some(i) => {
+                self.ids.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The `function_call` conversation item.
+pub fn call_item(item_id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": status,
+        "call_id": call_id, "name": name, "arguments": arguments})
+}
+
+/// The `function_call_output` conversation item the client created.
+pub fn output_item(item_id: &str, call_id: &str, output: &str) -> Value {
+    json!({"id": item_id, "object": "realtime.item", "type": "function_call_output", "call_id": call_id, "output": output})
+}
+
+/// A function call in a response, as the client sees it.
+pub struct CallEvents {
+    pub item_id: String,
+    /// (beta event type, body), in order.
+    pub events: Vec<(&'static str, Value)>,
+    /// The completed item, for `response.done`'s `output`.
+    pub item: Value,
+}
+
+/// The events of one call at `output_index` of response `response_id`; `previous_item_id` is
+/// the conversation item it follows.
+pub fn call_events(
+    response_id: &str,
+    output_index: usize,
+    previous_item_id: Option<&str>,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+) -> CallEvents {
+    let item_id = random_id("item_");
+    let added = call_item(&item_id, call_id, name, "", "in_progress");
+    let done = call_item(&item_id, call_id, name, arguments, "completed");
+    let ids = json!({"response_id": response_id, "item_id": item_id, "output_index": output_index, "call_id": call_id});
+    let mut delta = ids.clone();
+    delta["delta"] = json!(arguments);
+    let mut args_done = ids;
+    args_done["name"] = json!(name);
+    args_done["arguments"] = json!(arguments);
+    let events = vec![
+        ("response.output_item.added", json!({"response_id": response_id, "output_index": output_index, "item": added})),
+        ("conversation.item.created", json!({"previous_item_id": previous_item_id, "item": added})),
+        ("response.function_call_arguments.delta", delta),
+        ("response.function_call_arguments.done", args_done),
+        ("response.output_item.done", json!({"response_id": response_id, "output_index": output_index, "item": done})),
+    ];
+    CallEvents { item_id, events, item: done }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_announced_streamed_and_closed_once() {
+        let c = call_events("resp_1", 1, Some("item_0"), "call_a", "get_weather", r#"{"city":"Oslo"}"#);
+        let types: Vec<&str> = c.events.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            types,
+            [
+                "response.output_item.added",
+                "conversation.item.created",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done"
+            ]
+        );
+        assert_eq!(c.events[0].1["item"]["arguments"], "");
+        assert_eq!(c.events[2].1["delta"], r#"{"city":"Oslo"}"#);
+        assert_eq!(c.events[3].1["name"], "get_weather");
+        assert_eq!(c.events[3].1["item_id"], c.item_id.as_str());
+        assert_eq!(c.item["status"], "completed");
+
+        let mut open = OpenCalls::default();
+        open.open("call_a");
+        assert!(open.close("call_a"));
+        assert!(!open.close("call_a"), "one output per call");
+        for i in 0..=MAX_OPEN_CALLS {
+            open.open(&format!("c{i}"));
+        }
+        assert!(!open.close("c0"), "the oldest unanswered call is forgotten first");
+        assert!(open.close(&format!("c{MAX_OPEN_CALLS}")));
+    }
+
+    /// An agent whose every response is one function call, and which records outputs.
+    struct Caller {
+        pending: VecDeque<crate::agent::AgentOutput>,
+        outputs: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    }
+
+    impl crate::agent::Agent for Caller {
+        fn on_audio(&mut self, _: u64, _: &[i16; voxrelay_media::SAMPLES_24K]) {}
+        fn on_speech_started(&mut self, _: u64) {}
+        fn on_committed(&mut self, _: u64, _: &str) {}
+        fn on_input_cleared(&mut self) {}
+        fn on_text(&mut self, _: &str, _: &str) {}
+        fn on_function_output(&mut self, call_id: &str, output: &str) {
+            self.outputs.lock().unwrap().push((call_id.into(), output.into()));
+        }
+        fn start_response(&mut self, _: u64) {
+            let call = crate::agent::AgentOutput::FunctionCall { call_id: "call_x".into(), name: "f".into(), arguments: "{}".into() };
+            self.pending.extend([call, crate::agent::AgentOutput::Done]);
+        }
+        fn cancel_response(&mut self, _: u64, _: u64) {}
+        fn poll_output(&mut self) -> Option<crate::agent::AgentOutput> {
+            self.pending.pop_front()
+        }
+    }
+
+    fn conversation(agent: Box<dyn crate::agent::Agent>) -> super::super::Conversation {
+        use voxrelay_signaling::SessionConfig;
+        use voxrelay_signaling::events::Dialect;
+        super::super::Conversation::new(Dialect::Ga, "sess".into(), SessionConfig::default(), agent)
+    }
+
+    #[test]
+    fn a_response_ends_with_the_call_and_only_its_output_is_accepted() {
+        let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut c = conversation(Box::new(Caller { pending: VecDeque::new(), outputs: outputs.clone() }));
+        c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#);
+        let updated = c.out.pop().unwrap();
+        c.out.clear();
+        assert_eq!(updated["session"]["tools"][0]["name"], "f", "{updated}");
+        c.on_client_text(r#"{"type":"response.create"}"#);
+        assert!(c.next_agent_frame().is_none(), "no audio: the response completes at once");
+        let events: Vec<Value> = c.out.drain(..).collect();
+        let args = events.iter().find(|e| e["type"] == "response.function_call_arguments.done").expect("arguments done");
+        assert_eq!((args["call_id"].as_str(), args["output_index"].as_u64()), (Some("call_x"), Some(1)));
+        let done = events.last().unwrap();
+        assert_eq!(done["type"], "response.done");
+        assert_eq!(done["response"]["output"][1]["type"], "function_call");
+        assert_eq!(done["response"]["output"][1]["call_id"], "call_x");
+
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","event_id":"e1","item":{"type":"function_call_output","call_id":"nope","output":"x"}}"#,
+        );
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"{\"ok\":true}"}}"#,
+        );
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"again"}}"#,
+        );
+        let events: Vec<Value> = c.out.drain(..).collect();
+        assert_eq!(events[0]["error"]["code"], "unknown_call_id");
+        assert_eq!(events[0]["error"]["event_id"], "e1");
+        assert_eq!(events[1]["type"], "conversation.item.added");
+        assert_eq!(events[1]["item"]["type"], "function_call_output");
+        assert_eq!(events[2]["error"]["code"], "unknown_call_id", "one output per call");
+        assert_eq!(*outputs.lock().unwrap(), [("call_x".to_string(), r#"{"ok":true}"#.to_string())]);
+    }
+
+    #[test]
+    fn the_echo_agent_makes_no_calls_so_any_output_is_an_error() {
+        let mut c = conversation(Box::new(crate::agent::EchoAgent::new()));
+        c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"x"}}"#);
+        c.on_client_text(r#"{"type":"session.update","session":{"tools":[{"type":"function","name":"bad name"}]}}"#);
+        let codes: Vec<&str> = c.out.iter().map(|e| e["error"]["code"].as_str().unwrap_or("-")).collect();
+        assert_eq!(codes, ["unknown_call_id", "invalid_value"]);
+    }
+}
