@@ -8,6 +8,9 @@
 //! what the caller has heard, so a barge-in during playback is a cancellation with an exact
 //! truncation point.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::{Value, json};
 use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnConfig};
 use voxrelay_signaling::auth::random_id;
@@ -24,6 +27,9 @@ struct Response {
     agent_done: bool,
     audio_frames_queued: u64,
     voiced_frames_sent: u64,
+    /// The call's voiced-frame count when this response's first frame went out (marks index
+    /// frames call-wide; see `heard`).
+    first_voiced: Option<u64>,
     transcript: String,
     /// Set when the agent gave up on the response (provider failure): (code, message).
     failed: Option<(String, String)>,
@@ -51,6 +57,15 @@ pub struct Conversation {
     assistant_items: Vec<(String, u64)>,
     /// Response created → first agent audio frame, for each response since last taken.
     pub agent_latencies: Vec<std::time::Duration>,
+    /// Voiced frames sent over the whole call.
+    voiced_total: u64,
+    /// Transports that learn what the caller actually heard (phone marks) count it here, in
+    /// call-wide voiced frames; a cancelled response is truncated there instead of at what was
+    /// sent, so the history holds only what the caller heard.
+    heard: Option<Arc<AtomicU64>>,
+    /// Set when the transport must drop audio it has buffered for the caller (a phone carrier
+    /// plays from its own buffer); the call task takes it.
+    pub flush_transport: bool,
 }
 
 pub fn turn_config(config: &SessionConfig) -> TurnConfig {
@@ -82,7 +97,33 @@ impl Conversation {
             suppress_voiced: false,
             assistant_items: Vec::new(),
             agent_latencies: Vec::new(),
+            voiced_total: 0,
+            heard: None,
+            flush_transport: false,
         }
+    }
+
+    /// Truncate cancelled responses at what `heard` says the caller heard (see the field).
+    pub fn with_heard(mut self, heard: Arc<AtomicU64>) -> Self {
+        self.heard = Some(heard);
+        self
+    }
+
+    /// A DTMF digit from the caller's keypad (phone transports), named as OpenAI's SIP calls do.
+    pub fn on_dtmf(&mut self, digit: char) {
+        let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.emit("input_audio_buffer.dtmf_event_received", json!({"event": digit.to_string(), "received_at": received_at}));
+    }
+
+    /// Audio of response `r` the caller heard, in ms: what marks acknowledged when the transport
+    /// has them, else what was sent.
+    fn played_ms(&self, r: &Response) -> u64 {
+        let frames = match (&self.heard, r.first_voiced) {
+            (Some(heard), Some(first)) => heard.load(Ordering::Relaxed).saturating_sub(first).min(r.voiced_frames_sent),
+            (Some(_), None) => 0,
+            (None, _) => r.voiced_frames_sent,
+        };
+        frames * u64::from(FRAME_MS)
     }
 
     fn emit(&mut self, beta_type: &'static str, body: Value) {
@@ -192,6 +233,7 @@ impl Conversation {
             agent_done: false,
             audio_frames_queued: 0,
             voiced_frames_sent: 0,
+            first_voiced: None,
             transcript: String::new(),
             failed: None,
             created_at: std::time::Instant::now(),
@@ -248,7 +290,8 @@ impl Conversation {
 
     fn cancel_response(&mut self, reason: &'static str) {
         let Some(r) = self.response.take() else { return };
-        let played_ms = r.voiced_frames_sent * u64::from(FRAME_MS);
+        let played_ms = self.played_ms(&r);
+        self.flush_transport = true;
         self.controls.push(Control::CancelResponse(r.num));
         self.agent.cancel_response(r.num, played_ms);
         self.suppress_voiced = true;
@@ -281,8 +324,10 @@ impl Conversation {
             return false;
         }
         if let Some(r) = self.response.as_mut() {
+            r.first_voiced.get_or_insert(self.voiced_total);
             r.voiced_frames_sent += 1;
         }
+        self.voiced_total += 1;
         true
     }
 
@@ -402,6 +447,7 @@ impl Conversation {
             }
             ClientEvent::OutputAudioClear => {
                 self.controls.push(Control::ClearOutput);
+                self.flush_transport = true;
                 if self.response.is_some() {
                     self.cancel_response("client_cancelled");
                 } else {
