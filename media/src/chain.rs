@@ -7,7 +7,7 @@
 //! blocks on a ring: a full output ring drops the frame and counts it.
 
 use crate::codec::MAX_DECODED_48K;
-use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy};
+use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, rms};
 use crate::mix::mix_48k;
 use crate::playback::Playback;
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
@@ -242,7 +242,7 @@ impl SessionChain {
         }
         let mut pcm16 = [0i16; SAMPLES_16K];
         self.to_16k.process(&frame, &mut pcm16);
-        let (verdict, prob) = self.echo_guard.judge(energy(&frame), self.vad.frame_16k(&pcm16));
+        let (verdict, prob) = self.echo_guard.judge(rms(&frame), self.vad.frame_16k(&pcm16));
         if verdict == Verdict::Echo {
             self.echo_frames += 1;
         }
@@ -333,7 +333,7 @@ impl SessionChain {
             self.to_48k.process(&next.pcm, &mut agent48);
             let mut pcm48 = [0i16; SAMPLES_48K];
             mix_48k(&[&agent48], &mut pcm48);
-            sent_energy = energy(&pcm48);
+            sent_energy = rms(&pcm48);
             match self.encoder.encode(&pcm48, &mut packet.data) {
                 Ok(len) => {
                     packet.len = len as u16;

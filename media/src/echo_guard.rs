@@ -70,21 +70,50 @@ pub enum Verdict {
 
 pub struct EchoGuard {
     config: EchoGuardConfig,
-    /// Mean-square energy of the frame sent at each tick, a ring indexed by tick.
+    /// RMS of the frame sent at each tick, a ring indexed by tick.
     sent: [f32; MAX_LAG_FRAMES],
     pos: usize,
     lag_frames: usize,
-    /// `echo_return_db` + margin as a power ratio.
-    gain: f32,
+    /// `echo_return_db` + margin as an amplitude ratio: the fallback before the echo path is
+    /// learned.
+    assumed_gain: f32,
+    /// Per lag (ticks back), decayed sums of inbound × sent and sent² (RMS domain): the
+    /// least-squares echo gain of that lag is `xy / yy`, its fit `xy / sqrt(xx · yy)`.
+    xy: [f32; MAX_LAG_FRAMES],
+    yy: [f32; MAX_LAG_FRAMES],
+    xx: f32,
+    /// Frames learned from (agent audio in the window): the learned path is only trusted after
+    /// [`MIN_LEARN_TICKS`] (a fit over a few frames is chance).
+    active_ticks: u32,
 }
 
-/// Mean square of a frame (the unit both sides are compared in).
+/// RMS of a frame (the unit both sides are compared in).
+pub fn rms(pcm: &[i16]) -> f32 {
+    energy(pcm).sqrt()
+}
+
+/// Mean square of a frame.
 pub fn energy(pcm: &[i16]) -> f32 {
     if pcm.is_empty() {
         return 0.0;
     }
     pcm.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>() / pcm.len() as f32
 }
+
+/// Per-learned-frame decay of the echo-path sums: ≈ 0.7 s of agent audio of memory, so a
+/// changed delay (the jitter buffer grew) is relearned within a second of agent speech.
+const DECAY: f32 = 0.97;
+/// The learned path is trusted once the fit at the best lag reaches this correlation…
+const MIN_FIT: f32 = 0.7;
+/// …after this many frames (0.5 s) of agent audio in the window.
+const MIN_LEARN_TICKS: u32 = 25;
+/// …and the agent has sent at least ≈ 10 frames at −40 dBFS worth of reference (yy, decayed).
+const MIN_REFERENCE: f32 = 10.0 * 330.0 * 330.0;
+/// Lags on either side of the best one also count (the jitter buffer moves the echo by a
+/// frame or two when it grows or shrinks).
+const LAG_SLACK: usize = 2;
+/// Headroom over the learned echo, dB (frame energies fluctuate around the fit).
+const LEARNED_MARGIN_DB: f32 = 3.0;
 
 impl EchoGuard {
     pub fn new(config: EchoGuardConfig) -> Self {
@@ -93,8 +122,12 @@ impl EchoGuard {
             config,
             sent: [0.0; MAX_LAG_FRAMES],
             pos: 0,
-            lag_frames: lag_frames.clamp(1, MAX_LAG_FRAMES),
-            gain: 10f32.powf((config.echo_return_db + MARGIN_DB) / 10.0),
+            lag_frames: lag_frames.clamp(1, MAX_LAG_FRAMES - 1),
+            assumed_gain: 10f32.powf((config.echo_return_db + MARGIN_DB) / 20.0),
+            xy: [0.0; MAX_LAG_FRAMES],
+            yy: [0.0; MAX_LAG_FRAMES],
+            xx: 0.0,
+            active_ticks: 0,
         }
     }
 
@@ -102,36 +135,85 @@ impl EchoGuard {
         self.config
     }
 
-    /// Once per tick, after the outbound frame: its energy (0 when silence went out).
-    pub fn on_sent(&mut self, energy: f32) {
+    /// Once per tick, after the outbound frame: its RMS (0 when silence went out).
+    pub fn on_sent(&mut self, rms: f32) {
         self.pos = (self.pos + 1) % MAX_LAG_FRAMES;
-        self.sent[self.pos] = energy;
+        self.sent[self.pos] = rms;
     }
 
-    /// The worst-case echo energy for a frame arriving now.
+    /// What was sent `back` ticks ago (1 = the previous tick's outbound frame).
+    fn sent_ago(&self, back: usize) -> f32 {
+        self.sent[(self.pos + 1 + MAX_LAG_FRAMES - back) % MAX_LAG_FRAMES]
+    }
+
+    /// The worst-case echo RMS for a frame arriving now: from the learned echo path when it
+    /// fits, else the loudest frame of the window times the assumed echo return.
     pub fn echo_estimate(&self) -> f32 {
-        // The current slot is the frame sent in the previous tick's outbound stage.
         let mut loudest = 0.0f32;
-        for back in 0..self.lag_frames {
-            loudest = loudest.max(self.sent[(self.pos + MAX_LAG_FRAMES - back) % MAX_LAG_FRAMES]);
+        let (mut best, mut best_fit) = (0, 0.0f32);
+        for back in 1..=self.lag_frames {
+            loudest = loudest.max(self.sent_ago(back));
+            let (xy, yy) = (self.xy[back], self.yy[back]);
+            if yy >= MIN_REFERENCE && self.xx > 0.0 {
+                let fit = xy / (self.xx * yy).sqrt();
+                if fit > best_fit {
+                    (best, best_fit) = (back, fit);
+                }
+            }
         }
-        loudest * self.gain
+        if loudest == 0.0 {
+            return 0.0;
+        }
+        if best_fit >= MIN_FIT && self.active_ticks >= MIN_LEARN_TICKS {
+            let gain = self.xy[best] / self.yy[best] * 10f32.powf(LEARNED_MARGIN_DB / 20.0);
+            let lo = best.saturating_sub(LAG_SLACK).max(1);
+            let hi = (best + LAG_SLACK).min(self.lag_frames);
+            let aligned = (lo..=hi).map(|b| self.sent_ago(b)).fold(0.0f32, f32::max);
+            return gain * aligned;
+        }
+        // Not learned yet (or no echo to learn): the assumption, unless the line has been
+        // measurably quieter than it for a while (no echo at all on this line).
+        let measured = (1..=self.lag_frames).filter(|&b| self.yy[b] >= MIN_REFERENCE).map(|b| self.xy[b] / self.yy[b]).fold(None, |m: Option<f32>, g| Some(m.map_or(g, |m| m.max(g))));
+        let gain = match measured {
+            Some(g) if self.active_ticks >= MIN_LEARN_TICKS => (g * 10f32.powf(LEARNED_MARGIN_DB / 20.0)).min(self.assumed_gain),
+            _ => self.assumed_gain,
+        };
+        loudest * gain
     }
 
-    /// Judges one inbound frame of energy `inbound_energy`; returns the verdict and the speech
-    /// probability the turn detector may use.
-    pub fn judge(&self, inbound_energy: f32, prob: f32) -> (Verdict, f32) {
+    /// Judges one inbound frame of RMS `inbound_rms` with VAD probability `prob`; returns the
+    /// verdict and the probability the turn detector may use. Learns the echo path as it goes.
+    pub fn judge(&mut self, inbound_rms: f32, prob: f32) -> (Verdict, f32) {
         if !self.config.enabled {
             return (Verdict::Clear, prob);
         }
         let echo = self.echo_estimate();
         if echo <= 0.0 {
+            // Nothing the agent sent can echo now: nothing to learn either, so the learned path
+            // carries over to the next response (a call's echo path does not change).
             return (Verdict::Clear, prob);
         }
-        if inbound_energy <= echo {
+        if inbound_rms <= echo {
+            self.learn(inbound_rms);
             return (Verdict::Echo, 0.0);
         }
-        (Verdict::Caller, if prob >= self.config.speaking_threshold { prob } else { 0.0 })
+        if prob >= self.config.speaking_threshold {
+            // The caller talking over the echo: learning from it would raise the echo estimate
+            // until the caller is suppressed too.
+            return (Verdict::Caller, prob);
+        }
+        self.learn(inbound_rms);
+        (Verdict::Caller, 0.0)
+    }
+
+    fn learn(&mut self, x: f32) {
+        self.active_ticks = self.active_ticks.saturating_add(1);
+        self.xx = self.xx * DECAY + x * x;
+        for back in 1..=self.lag_frames {
+            let y = self.sent_ago(back);
+            self.xy[back] = self.xy[back] * DECAY + x * y;
+            self.yy[back] = self.yy[back] * DECAY + y * y;
+        }
     }
 }
 
@@ -143,6 +225,43 @@ mod tests {
         (0..n).map(|i| (amplitude * (i as f32 * 0.3).sin()) as i16).collect()
     }
 
+    /// Speech-like envelope: syllables at ≈ 4 per second, 24 dB between peaks and valleys.
+    fn level(i: usize) -> f32 {
+        500.0 + 8000.0 * (i as f32 * 0.25).sin().abs()
+    }
+
+    #[test]
+    fn the_echo_path_is_learned_so_a_caller_at_the_agents_level_gets_through() {
+        let mut g = EchoGuard::new(EchoGuardConfig::DEFAULT);
+        let delay = 7; // ticks
+        let echo_gain = 10f32.powf(-10.0 / 20.0);
+        let mut sent_hist = Vec::new();
+        // 2 s of agent speech echoed at -10 dB: all judged echo once learned, never caller.
+        for i in 0..100 {
+            let x = if i >= delay { sent_hist[i - delay] * echo_gain } else { 0.0 };
+            let (v, _) = g.judge(x, 0.95);
+            assert_ne!(v, Verdict::Caller, "frame {i}: echo taken for the caller");
+            let s = level(i) / 2f32.sqrt();
+            sent_hist.push(s);
+            g.on_sent(s);
+        }
+        // The caller speaks at the agent's own level over the echo: most frames get through,
+        // including ones far quieter than the agent's loudest.
+        let mut through = 0;
+        for i in 100..150 {
+            let echo = sent_hist[i - delay] * echo_gain;
+            let caller = level(i + 5) / 2f32.sqrt();
+            let (v, _) = g.judge((echo * echo + caller * caller).sqrt(), 0.95);
+            through += usize::from(v == Verdict::Caller);
+            let s = level(i) / 2f32.sqrt();
+            sent_hist.push(s);
+            g.on_sent(s);
+        }
+        // The quiet valleys between syllables stay below the echo; the turn detector's dip
+        // tolerance bridges them.
+        assert!(through >= 30, "only {through} of 50 caller frames got through");
+    }
+
     fn db(x: f32) -> f32 {
         10f32.powf(x / 20.0)
     }
@@ -151,24 +270,22 @@ mod tests {
     fn echo_at_minus_10_db_within_the_window_is_not_the_caller() {
         let mut g = EchoGuard::new(EchoGuardConfig::DEFAULT);
         let sent = tone(8000.0, 960);
-        for _ in 0..5 {
-            g.on_sent(energy(&sent));
-        }
-        // The line returns it 10 dB down, a few ticks later.
+        g.on_sent(rms(&sent));
+        // Before anything is learned, the line returns it 10 dB down: the assumption covers it.
         let echo = tone(8000.0 * db(-10.0), 960);
-        assert_eq!(g.judge(energy(&echo), 0.95), (Verdict::Echo, 0.0));
+        assert_eq!(g.judge(rms(&echo), 0.95), (Verdict::Echo, 0.0));
         // Louder than any echo: the caller, if the VAD is confident.
         let caller = tone(8000.0 * db(-3.0), 960);
-        assert_eq!(g.judge(energy(&caller), 0.9).0, Verdict::Caller);
-        assert_eq!(g.judge(energy(&caller), 0.9).1, 0.9);
-        assert_eq!(g.judge(energy(&caller), 0.6).1, 0.0, "raised threshold while the agent speaks");
+        assert_eq!(g.judge(rms(&caller), 0.9).0, Verdict::Caller);
+        assert_eq!(g.judge(rms(&caller), 0.9).1, 0.9);
+        assert_eq!(g.judge(rms(&caller), 0.6).1, 0.0, "raised threshold while the agent speaks");
     }
 
     #[test]
     fn the_window_ends_max_lag_after_the_agent_stops() {
         let cfg = EchoGuardConfig { max_lag_ms: 200, ..EchoGuardConfig::DEFAULT };
         let mut g = EchoGuard::new(cfg);
-        g.on_sent(energy(&tone(8000.0, 960)));
+        g.on_sent(rms(&tone(8000.0, 960)));
         for _ in 0..9 {
             g.on_sent(0.0);
         }

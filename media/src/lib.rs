@@ -70,7 +70,7 @@ mod worker;
 
 pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
 pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder};
-pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy};
+pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};
 pub use error::MediaError;
 pub use frames::{
     AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING,

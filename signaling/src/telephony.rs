@@ -66,10 +66,18 @@ impl TelephonySettings {
         format!("{proto}://{host}")
     }
 
-    fn check(&self, headers: &HeaderMap, uri: &Uri, params: &[(String, String)]) -> Result<(), ApiError> {
+    /// The WebSocket base (wss:// for https://) for this request.
+    fn ws_base(&self, headers: &HeaderMap) -> String {
+        self.base(headers).replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
+    }
+
+    /// Checks the signature over this request's public URL (the wss:// one for the stream
+    /// upgrade: Twilio signs the URL it was given in the TwiML).
+    fn check(&self, headers: &HeaderMap, uri: &Uri, params: &[(String, String)], websocket: bool) -> Result<(), ApiError> {
         let Some(token) = &self.twilio_auth_token else { return Ok(()) };
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        let url = format!("{}{path}", self.base(headers));
+        let base = if websocket { self.ws_base(headers) } else { self.base(headers) };
+        let url = format!("{base}{path}");
         let expected = twilio_signature(token, &url, params);
         let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
         if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
@@ -97,13 +105,12 @@ pub async fn twilio_voice(State(api): State<Arc<Api>>, headers: HeaderMap, uri: 
         _ if bytes.is_empty() => Vec::new(),
         _ => return Err(ApiError::unsupported_media_type("application/x-www-form-urlencoded")),
     };
-    api.telephony.check(&headers, &uri, &params)?;
+    api.telephony.check(&headers, &uri, &params, false)?;
     let query = form_pairs(uri.query().unwrap_or("").as_bytes())?;
     if let Some((_, agent)) = query.iter().find(|(k, _)| k == "agent") {
         api.engine.check_agent(agent)?;
     }
-    let base = api.telephony.base(&headers);
-    let ws_base = base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+    let ws_base = api.telephony.ws_base(&headers);
     let mut twiml = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{}">"#,
         xml_escape(&format!("{ws_base}{STREAM_PATH}"))
@@ -117,7 +124,7 @@ pub async fn twilio_voice(State(api): State<Arc<Api>>, headers: HeaderMap, uri: 
 
 /// `GET /v1/telephony/twilio`: the Media Streams WebSocket (signature over the URL alone).
 pub async fn twilio_stream(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
-    api.telephony.check(&headers, &uri, &[])?;
+    api.telephony.check(&headers, &uri, &[], true)?;
     let channel = api.engine.open_phone_stream()?;
     Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel)))
 }
