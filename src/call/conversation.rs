@@ -523,6 +523,28 @@ mod tests {
     }
 
     #[test]
+    fn with_marks_a_cancel_truncates_at_what_the_caller_heard_and_flushes_the_transport() {
+        let heard = Arc::new(AtomicU64::new(0));
+        let mut c = conv().with_heard(heard.clone());
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 });
+        c.on_media(MediaEvent::Committed { audio_end_ms: 600 });
+        for _ in 0..10 {
+            let _ = c.next_agent_frame();
+            assert!(c.on_egress_frame(true));
+        }
+        // 10 frames sent, marks came back for 4 of them.
+        heard.store(4, Ordering::Relaxed);
+        c.out.clear();
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 });
+        let trunc = c.out.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
+        assert_eq!(trunc["audio_end_ms"], 80);
+        assert!(c.flush_transport);
+        c.on_dtmf('#');
+        assert_eq!(c.out.last().unwrap()["type"], "input_audio_buffer.dtmf_event_received");
+        assert_eq!(c.out.last().unwrap()["event"], "#");
+    }
+
+    #[test]
     fn bad_client_events_answer_with_error_events() {
         let mut c = conv();
         c.on_client_text("{oops");
