@@ -259,16 +259,17 @@ async fn caller_speech_during_playback_clears_the_line_and_truncates_at_the_last
     assert_eq!(done["response"]["status"], "cancelled", "{done}");
     let truncated = events.log.iter().find(|e| e["type"] == "conversation.item.truncated").cloned().expect("item truncated");
     until(&line, "clear", |l| !l.clears.is_empty()).await;
-    let log = line.log.lock().unwrap();
-    let clear_at = log.clears[0];
-    let played_before_clear = log.played.iter().filter(|(t, _)| *t <= clear_at).count() as u64;
-    let heard_ms = truncated["audio_end_ms"].as_u64().unwrap();
-    // Truncated at what marks acknowledged: never more than the line played, and not far behind.
-    assert!(heard_ms <= played_before_clear * 20, "truncated at {heard_ms} ms, the line played {} ms", played_before_clear * 20);
-    assert!(heard_ms + 200 >= played_before_clear * 20, "truncated at {heard_ms} ms, the line played {} ms", played_before_clear * 20);
-    let media_after_clear = log.messages.iter().filter(|(t, m)| *t > clear_at && m["event"] == "media").count();
-    assert!(media_after_clear <= 1, "{media_after_clear} media frames after the clear");
-    drop(log);
+    {
+        let log = line.log.lock().unwrap();
+        let clear_at = log.clears[0];
+        let played_before_clear = log.played.iter().filter(|(t, _)| *t <= clear_at).count() as u64;
+        let heard_ms = truncated["audio_end_ms"].as_u64().unwrap();
+        // Truncated at what marks acknowledged: never more than the line played, and not far behind.
+        assert!(heard_ms <= played_before_clear * 20, "truncated at {heard_ms} ms, the line played {} ms", played_before_clear * 20);
+        assert!(heard_ms + 200 >= played_before_clear * 20, "truncated at {heard_ms} ms, the line played {} ms", played_before_clear * 20);
+        let media_after_clear = log.messages.iter().filter(|(t, m)| *t > clear_at && m["event"] == "media").count();
+        assert!(media_after_clear <= 1, "{media_after_clear} media frames after the clear");
+    }
     server.shutdown().await;
 }
 

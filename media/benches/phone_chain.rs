@@ -4,6 +4,7 @@
 //!   8 -> 48 kHz, 48 -> 24 kHz uplink, 48 -> 16 kHz, earshot VAD, echo guard, turn detector);
 //! - outbound: an agent frame (24 kHz) -> worker tick (24 -> 48 kHz, mix, 48 -> 8 kHz, mu-law)
 //!   -> base64 into the `media` message text and the `mark` after it.
+//!
 //! The JSON parse of the inbound message (src/telephony/twilio.rs, tokio side) is not included:
 //! this crate has no JSON. Numbers in BENCHMARKS.md ("Telephony bridge");
 //! `cargo bench -p voxrelay-media --bench phone_chain`.
