@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
-use voxrelay_media::{AudioCodec, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
+use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
 use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, RtpCreated, SessionConfig};
 
@@ -32,21 +32,59 @@ struct CallEntry {
     done: watch::Receiver<bool>,
     /// Feeds the call task's event stream (to attach event sockets).
     inject: mpsc::UnboundedSender<PeerEvent>,
-    plain_rtp: bool,
+    kind: TransportKind,
     stats: Arc<SessionStats>,
 }
 
+/// How a call reaches the server (ids, `/metrics` labels, which events URL may attach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    WebRtc,
+    PlainRtp,
+    Twilio,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 3] = [TransportKind::WebRtc, TransportKind::PlainRtp, TransportKind::Twilio];
+
+    /// The `/metrics` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::WebRtc => "webrtc",
+            TransportKind::PlainRtp => "rtp",
+            TransportKind::Twilio => "twilio",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            TransportKind::WebRtc => "rtc_",
+            TransportKind::PlainRtp => "rtp_",
+            TransportKind::Twilio => "tel_",
+        }
+    }
+}
+
+/// A transport that reads the caller's audio itself (plain RTP, phone streams): given the
+/// session's ingress ring, it spawns its reader task.
+pub(crate) type Ingest = Box<dyn FnOnce(String, rtrb::Producer<voxrelay_media::RtpIn>) -> tokio::task::JoinHandle<()> + Send>;
+
 /// What a new call's transport hands the engine.
-struct Transport {
-    peer: Option<crate::peer::Peer>,
-    events: mpsc::UnboundedReceiver<PeerEvent>,
-    inject: mpsc::UnboundedSender<PeerEvent>,
-    early_events: Vec<PeerEvent>,
-    sink: PacketSink,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    ssrc: u32,
-    payload_type: u8,
-    codec: AudioCodec,
+pub(crate) struct Transport {
+    pub(crate) peer: Option<crate::peer::Peer>,
+    pub(crate) events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub(crate) inject: mpsc::UnboundedSender<PeerEvent>,
+    pub(crate) early_events: Vec<PeerEvent>,
+    pub(crate) sink: PacketSink,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) ssrc: u32,
+    pub(crate) payload_type: u8,
+    pub(crate) codec: AudioCodec,
+    pub(crate) kind: TransportKind,
+    /// Set for transports that read their own input; WebRTC hands ingress to its track reader.
+    pub(crate) ingest: Option<Ingest>,
+    /// Phone transports: frames the caller has heard, per marks (see `Conversation::with_heard`).
+    pub(crate) heard: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 pub struct VoxEngine {
@@ -65,6 +103,10 @@ pub struct VoxEngine {
     pub metrics: Arc<Metrics>,
     /// The embedded TURN server's advertisement, set at start when TURN is configured.
     pub turn: OnceLock<crate::turn::IceAdvert>,
+    /// Phone streams upgraded but not started yet (they count toward `max_calls`).
+    pub(crate) phone_pending: std::sync::atomic::AtomicUsize,
+    /// Echo guard of phone sessions (lines without echo cancellation); set before serving.
+    pub phone_echo_guard: EchoGuardConfig,
 }
 
 impl VoxEngine {
@@ -88,6 +130,8 @@ impl VoxEngine {
             ended_media: Mutex::new(StatsSnapshot::default()),
             metrics: Arc::new(Metrics::default()),
             turn: OnceLock::new(),
+            phone_pending: std::sync::atomic::AtomicUsize::new(0),
+            phone_echo_guard: EchoGuardConfig::DEFAULT,
         })
     }
 
@@ -97,6 +141,41 @@ impl VoxEngine {
 
     pub fn live_calls(&self) -> usize {
         self.calls().len()
+    }
+
+    /// Ids of the live calls of one transport (operators and tests find phone calls this way).
+    pub fn call_ids(&self, kind: TransportKind) -> Vec<String> {
+        self.calls().iter().filter(|(_, c)| c.kind == kind).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Live calls plus phone streams waiting for their `start`: what admission counts.
+    pub(crate) fn admitted(&self) -> usize {
+        self.live_calls() + self.phone_pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether one more call may start now (`max_calls`, drain).
+    pub(crate) fn admit(&self) -> Result<(), ApiError> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::overloaded("the server is draining and takes no new calls"));
+        }
+        if self.admitted() >= self.max_calls {
+            self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::overloaded(format!("the server is at its limit of {} calls", self.max_calls)));
+        }
+        Ok(())
+    }
+
+    /// Live calls by transport, as one labelled gauge.
+    fn render_by_transport(&self) -> String {
+        let calls = self.calls();
+        let name = "voxrelay_active_calls_by_transport";
+        let mut out = format!("# HELP {name} Live calls by transport.\n# TYPE {name} gauge\n");
+        for kind in TransportKind::ALL {
+            let n = calls.values().filter(|c| c.kind == kind).count();
+            out.push_str(&format!("{name}{{transport=\"{}\"}} {n}\n", kind.label()));
+        }
+        out
     }
 
     pub fn media_sessions(&self) -> usize {
@@ -185,6 +264,9 @@ impl VoxEngine {
             ssrc,
             payload_type: req.summary.payload_type,
             codec,
+            kind: TransportKind::WebRtc,
+            ingest: None,
+            heard: None,
         };
         let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr).await?;
         Ok(CallCreated { call_id, answer_sdp: local.sdp })
@@ -193,14 +275,18 @@ impl VoxEngine {
 
 impl VoxEngine {
     /// Starts the worker session, the agent and the call task for a ready transport.
-    async fn launch(self: &Arc<Self>, t: Transport, config: SessionConfig, dialect: Dialect, session_id: String, addr: SocketAddr) -> Result<String, ApiError> {
+    pub(crate) async fn launch(self: &Arc<Self>, t: Transport, config: SessionConfig, dialect: Dialect, session_id: String, addr: SocketAddr) -> Result<String, ApiError> {
         let close = |peer: Option<crate::peer::Peer>, err: ApiError| async move {
             if let Some(p) = peer {
                 let _ = p.close().await;
             }
             err
         };
-        let options = SessionOptions { vad: self.vad, codec: t.codec };
+        let echo_guard = match t.kind {
+            TransportKind::Twilio => self.phone_echo_guard,
+            _ => EchoGuardConfig::OFF,
+        };
+        let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard };
         let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
             Err(e) => return Err(close(t.peer, ApiError::overloaded(format!("audio workers: {e}"))).await),
@@ -211,24 +297,32 @@ impl VoxEngine {
         };
         let SessionHandle { ingress, control, agent_out, egress, uplink, stats } = media;
         let mut tasks = t.tasks;
-        let plain_rtp = matches!(t.sink, PacketSink::Udp { .. });
-        let ingress = match &t.sink {
-            PacketSink::Udp { socket, peer } => {
+        let call_id = random_id(t.kind.id_prefix());
+        let ingress = match (t.ingest, &t.sink) {
+            (Some(ingest), _) => {
+                tasks.push(ingest(call_id.clone(), ingress));
+                None
+            }
+            (None, PacketSink::Udp { socket, peer }) => {
                 let reader = read_plain_rtp(socket.clone(), peer.clone(), ingress, t.payload_type, self.metrics.clone(), t.inject.clone());
                 tasks.push(tokio::spawn(reader));
                 None
             }
-            PacketSink::Track(_) => Some(ingress),
+            (None, _) => Some(ingress),
         };
-        let call_id = random_id(if plain_rtp { "rtp_" } else { "rtc_" });
+        let kind = t.kind;
         let stop = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);
         self.calls().insert(
             call_id.clone(),
-            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, plain_rtp, stats: stats.clone() },
+            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, kind, stats: stats.clone() },
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
-        info!(call = %call_id, session = %session_id, agent = %config.agent, %addr, "call started");
+        info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
+        let mut conversation = Conversation::new(dialect, session_id, config, agent);
+        if let Some(heard) = t.heard {
+            conversation = conversation.with_heard(heard);
+        }
         let setup = CallSetup {
             call_id: call_id.clone(),
             peer: t.peer,
@@ -244,7 +338,7 @@ impl VoxEngine {
             agent_out,
             egress,
             uplink,
-            conversation: Conversation::new(dialect, session_id, config, agent),
+            conversation,
             stop,
             metrics: self.metrics.clone(),
         };
@@ -278,6 +372,9 @@ impl VoxEngine {
             ssrc: rand::random(),
             payload_type: OPUS_PAYLOAD_TYPE,
             codec: AudioCodec::Opus,
+            kind: TransportKind::PlainRtp,
+            ingest: None,
+            heard: None,
         };
         let id = self.launch(transport, config, Dialect::Beta, session_id, addr).await?;
         Ok(RtpCreated { id, ip: addr.ip().to_string(), port: addr.port(), payload_type: OPUS_PAYLOAD_TYPE })
@@ -304,7 +401,7 @@ impl Engine for EngineHandle {
             engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::overloaded("the server is draining and takes no new calls"));
         }
-        if engine.live_calls() >= engine.max_calls {
+        if engine.admitted() >= engine.max_calls {
             engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::overloaded(format!("the server is at its limit of {} calls", engine.max_calls)));
         }
@@ -314,7 +411,7 @@ impl Engine for EngineHandle {
     async fn create_rtp_session(&self, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError> {
         let engine = &self.0;
         engine.rtp_ingest.ok_or_else(rtp_disabled)?;
-        if engine.draining.load(Ordering::SeqCst) || engine.live_calls() >= engine.max_calls {
+        if engine.draining.load(Ordering::SeqCst) || engine.admitted() >= engine.max_calls {
             engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::overloaded("the server takes no new sessions right now"));
         }
@@ -325,7 +422,9 @@ impl Engine for EngineHandle {
         let calls = self.0.calls();
         let entry = calls
             .get(call_id)
-            .filter(|c| c.plain_rtp == plain_rtp)
+            // `/v1/rtp/<id>/events` attaches plain-RTP sessions only; `/v1/calls/<id>/events`
+            // any other call (WebRTC, phone).
+            .filter(|c| (c.kind == TransportKind::PlainRtp) == plain_rtp)
             .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {call_id:?}")))?;
         let (to_client_tx, to_client) = mpsc::unbounded_channel();
         let (from_client, mut from_client_rx) = mpsc::unbounded_channel::<String>();
@@ -359,6 +458,10 @@ impl Engine for EngineHandle {
         Ok(())
     }
 
+    fn open_phone_stream(&self) -> Result<voxrelay_signaling::PhoneChannel, ApiError> {
+        crate::telephony::open_twilio_stream(&self.0)
+    }
+
     fn is_ready(&self) -> bool {
         !self.0.draining.load(Ordering::SeqCst)
     }
@@ -376,6 +479,7 @@ impl Engine for EngineHandle {
             ("voxrelay_active_calls", "Live calls.", e.live_calls() as u64),
             ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
         ]);
+        text.push_str(&e.render_by_transport());
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
         if let Some(turn) = e.turn.get() {
             text.push_str(&turn.stats.prometheus());

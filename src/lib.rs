@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod peer;
 pub mod rtp;
 pub mod server;
+pub mod telephony;
 pub mod turn;
 
 pub use config::ServeConfig;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub turns_committed: AtomicU64,
     pub playbacks_cleared: AtomicU64,
     pub ring_overflows: AtomicU64,
+    /// Phone stream messages refused (malformed, unknown, out of place).
+    pub phone_bad_messages: AtomicU64,
     /// Response created → first agent audio frame (non-cumulative bucket counts, then +Inf).
     agent_latency_buckets: [AtomicU64; AGENT_LATENCY_BUCKETS_MS.len() + 1],
     agent_latency_sum_us: AtomicU64,
@@ -66,7 +68,7 @@ impl Metrics {
     /// Prometheus text exposition; `gauges` are (name, help, value) read at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::with_capacity(2048);
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             ("voxrelay_calls_started_total", "Calls accepted.", &self.calls_started),
             ("voxrelay_calls_ended_total", "Calls torn down.", &self.calls_ended),
             ("voxrelay_calls_rejected_total", "Call offers refused (overload or draining).", &self.calls_rejected),
@@ -78,6 +80,7 @@ impl Metrics {
             ("voxrelay_turns_committed_total", "User turns committed.", &self.turns_committed),
             ("voxrelay_barge_ins_total", "Agent playbacks cut by the caller or client.", &self.playbacks_cleared),
             ("voxrelay_ring_overflows_total", "Frames or commands dropped at a full tokio->worker ring.", &self.ring_overflows),
+            ("voxrelay_phone_bad_messages_total", "Phone stream messages refused (logged, call unaffected).", &self.phone_bad_messages),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));

@@ -77,6 +77,8 @@ pub enum PeerEvent {
     /// An events WebSocket attached to the call (plain-RTP session events, operator watch):
     /// server events are sent to it; its client events arrive as `DataChannelText`.
     EventSocket(mpsc::UnboundedSender<String>),
+    /// DTMF and refused messages of a phone stream (telephony).
+    Phone(crate::telephony::PhoneEvent),
 }
 
 struct Handler {

@@ -27,6 +27,8 @@ pub enum PacketSink {
     Track(Arc<TrackLocalStaticRTP>),
     /// `peer` is unset until the far end is known (comedia); until then packets are dropped.
     Udp { socket: Arc<UdpSocket>, peer: Arc<OnceLock<SocketAddr>> },
+    /// A carrier media stream (telephony): the payload goes out as a `media` + `mark` pair.
+    Phone(Arc<crate::telephony::PhoneLine>),
 }
 
 impl PacketSink {
@@ -41,6 +43,20 @@ impl PacketSink {
                     Err(_) => false,
                 }
             }
+            PacketSink::Phone(line) => line.send_frame(&packet.payload),
+        }
+    }
+
+    /// Whether silent frames are sent too. RTP streams stay continuous; a carrier plays silence
+    /// by itself when nothing is queued, so the phone line only gets the agent's speech.
+    pub fn sends_silence(&self) -> bool {
+        !matches!(self, PacketSink::Phone(_))
+    }
+
+    /// Drops audio the far end has buffered but not played yet (only carriers buffer).
+    pub fn flush(&self) {
+        if let PacketSink::Phone(line) = self {
+            line.clear();
         }
     }
 }

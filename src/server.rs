@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::info;
 use voxrelay_media::{VadKind, WorkerPool};
+use voxrelay_signaling::telephony::TelephonySettings;
 use voxrelay_signaling::web::WebSettings;
 use voxrelay_signaling::{Api, Auth, router};
 
@@ -62,7 +63,10 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let providers = cfg.providers()?;
     info!(agents = %providers.available().join(","), "agents available");
-    let engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp), rtp_ingest, vad, cfg.max_calls(), providers);
+    let mut engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp), rtp_ingest, vad, cfg.max_calls(), providers);
+    // Nothing holds the new engine yet, so the setting cannot be silently lost.
+    Arc::get_mut(&mut engine).expect("no other handle to a new engine").phone_echo_guard =
+        voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
     let turn = match &cfg.turn_config {
         Some(path) => {
             let turn = crate::turn::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;
@@ -72,7 +76,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         None => None,
     };
     let web = WebSettings { session_helper: cfg.web_session, max_pending: cfg.max_calls(), loopback_only: cfg.listen.ip().is_loopback() };
-    let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))).with_web(web));
+    let telephony = TelephonySettings { public_url: cfg.public_url.clone(), twilio_auth_token: cfg.twilio_auth_token.clone() };
+    let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))).with_web(web).with_telephony(telephony));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, rtc_ip = %cfg.rtc_ip(), audio_workers = workers, max_calls = cfg.max_calls(), "voxrelay listening on http://{addr}");

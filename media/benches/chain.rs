@@ -253,7 +253,7 @@ fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Ve
         ("session_tick_full_duplex_opus_energy", AudioCodec::Opus, VadKind::Energy),
         ("session_tick_full_duplex_pcmu_energy", AudioCodec::Pcmu, VadKind::Energy),
     ] {
-        let (mut chain, mut handle) = SessionChain::with_options(turn, SessionOptions { codec, vad }).unwrap();
+        let (mut chain, mut handle) = SessionChain::with_options(turn, SessionOptions { codec, vad, ..SessionOptions::default() }).unwrap();
         let mut k = 0usize;
         c.bench_function(name, |b| {
             b.iter(|| {

@@ -7,6 +7,7 @@
 //! blocks on a ring: a full output ring drops the frame and counts it.
 
 use crate::codec::MAX_DECODED_48K;
+use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, rms};
 use crate::mix::mix_48k;
 use crate::playback::Playback;
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
@@ -31,11 +32,13 @@ pub struct SessionHandle {
     pub stats: Arc<SessionStats>,
 }
 
-/// How a session is built: its RTP codec (both directions) and its VAD.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a session is built: its RTP codec (both directions), its VAD, and its echo guard (on
+/// for phone lines, which have no echo canceller).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SessionOptions {
     pub codec: AudioCodec,
     pub vad: VadKind,
+    pub echo_guard: EchoGuardConfig,
 }
 
 /// Whether a session should keep its worker slot.
@@ -64,6 +67,9 @@ pub struct SessionChain {
     to_24k: Resampler,
     vad: Box<dyn Vad>,
     turn: TurnDetector,
+    echo_guard: EchoGuard,
+    /// Inbound frames the echo guard judged to be echo of the agent.
+    echo_frames: u64,
     /// Inbound 20 ms frames processed since the first packet; audio time = this × 20 ms.
     frames_in: u64,
     packets_in: u64,
@@ -95,7 +101,7 @@ impl SessionChain {
     }
 
     pub fn with_options(turn: TurnConfig, options: SessionOptions) -> Result<(SessionChain, SessionHandle), MediaError> {
-        let SessionOptions { codec, vad } = options;
+        let SessionOptions { codec, vad, echo_guard } = options;
         let (ingress_tx, ingress) = RingBuffer::new(INGRESS_RING);
         let (control_tx, control) = RingBuffer::new(CONTROL_RING);
         let (agent_tx, agent_in) = RingBuffer::new(AGENT_RING);
@@ -119,6 +125,8 @@ impl SessionChain {
             to_24k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K)?,
             vad: vad.build(),
             turn: TurnDetector::new(turn),
+            echo_guard: EchoGuard::new(echo_guard),
+            echo_frames: 0,
             frames_in: 0,
             packets_in: 0,
             playback: Playback::default(),
@@ -234,7 +242,10 @@ impl SessionChain {
         }
         let mut pcm16 = [0i16; SAMPLES_16K];
         self.to_16k.process(&frame, &mut pcm16);
-        let prob = self.vad.frame_16k(&pcm16);
+        let (verdict, prob) = self.echo_guard.judge(rms(&frame), self.vad.frame_16k(&pcm16));
+        if verdict == Verdict::Echo {
+            self.echo_frames += 1;
+        }
         // Shift detector time back by the VAD's lag so timestamps point at the audio.
         let vad_time = start_ms.saturating_sub(self.vad.latency_ms() as u64);
         match self.turn.on_frame(prob, vad_time) {
@@ -311,6 +322,7 @@ impl SessionChain {
         packet.data[..silence.len()].copy_from_slice(silence);
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next = self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+        let mut sent_energy = 0.0;
         if let Some(next) = next {
             if next.after_silence {
                 // A fresh start so the previous response's tail does not leak into this one.
@@ -321,6 +333,7 @@ impl SessionChain {
             self.to_48k.process(&next.pcm, &mut agent48);
             let mut pcm48 = [0i16; SAMPLES_48K];
             mix_48k(&[&agent48], &mut pcm48);
+            sent_energy = rms(&pcm48);
             match self.encoder.encode(&pcm48, &mut packet.data) {
                 Ok(len) => {
                     packet.len = len as u16;
@@ -334,6 +347,7 @@ impl SessionChain {
                 }
             }
         }
+        self.echo_guard.on_sent(sent_energy);
         self.frames_out += 1;
         push(&mut self.egress, &mut self.overflows, packet);
     }
@@ -367,6 +381,7 @@ impl SessionChain {
         SessionStats::set(&s.frames_out, self.frames_out);
         SessionStats::set(&s.voiced_out, self.voiced_out);
         SessionStats::set(&s.agent_frames_dropped, self.agent_dropped);
+        SessionStats::set(&s.echo_frames, self.echo_frames);
         SessionStats::add(&s.ticks, 1);
     }
 }

@@ -40,6 +40,8 @@
 //! - `mix`      — [`mix_48k`]: sums 48 kHz sources with a soft limiter.
 //! - `vad`      — the [`Vad`] trait, [`EarshotVad`] (neural, default) and [`EnergyVad`]; with the
 //!   `silero` cargo feature also `SileroVad` (Silero v6 through tract; allocates per inference).
+//! - `echo_guard` — [`EchoGuard`]: keeps a phone line's echo of the agent from counting as
+//!   caller speech (reference energy over a lag window; raised threshold while the agent talks).
 //! - `turn`     — [`TurnDetector`], the speech/silence state machine with audio timestamps.
 //! - `jitter`   — [`JitterBuffer`], reorder/duplicate/late handling by RTP sequence number and
 //!   adaptive depth (20–200 ms) from the RFC 3550 jitter estimate.
@@ -52,6 +54,7 @@
 
 mod chain;
 mod codec;
+mod echo_guard;
 mod error;
 mod frames;
 mod g711;
@@ -67,6 +70,7 @@ mod worker;
 
 pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
 pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder};
+pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};
 pub use error::MediaError;
 pub use frames::{
     AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING,

@@ -77,6 +77,8 @@ counters! {
     agent_frames_dropped,
     /// Worker ticks run for this session.
     ticks,
+    /// Inbound frames the echo guard judged to be the line's echo of the agent (phone calls).
+    echo_frames,
 }
 
 impl SessionStats {

@@ -18,6 +18,7 @@ pub mod events;
 mod health;
 mod realtime;
 mod rtp;
+pub mod telephony;
 mod watch;
 pub mod sdp;
 pub mod web;
@@ -63,6 +64,22 @@ pub struct EventChannel {
     pub from_client: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
+/// One message a carrier's media-stream WebSocket delivered (PROTOCOL.md §5). Binary frames are
+/// not part of any supported dialect; only their size is passed on, to be refused and logged.
+#[derive(Debug)]
+pub enum CarrierMessage {
+    Text(String),
+    Binary(usize),
+}
+
+/// Both directions of an upgraded carrier media stream: messages for the carrier (text), and a
+/// sender for what the carrier sends. Dropping `to_carrier`'s sender (the call ended) closes the
+/// socket.
+pub struct PhoneChannel {
+    pub to_carrier: tokio::sync::mpsc::UnboundedReceiver<String>,
+    pub from_carrier: tokio::sync::mpsc::UnboundedSender<CarrierMessage>,
+}
+
 /// What the edge needs from the server; the root crate implements it.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync + 'static {
@@ -77,6 +94,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Attaches an events socket to a live call (`plain_rtp` selects which kind of id).
     fn attach_events(&self, call_id: &str, plain_rtp: bool) -> Result<EventChannel, ApiError>;
     fn is_ready(&self) -> bool;
+    /// Telephony (PROTOCOL.md §5): accepts a Twilio Media Streams WebSocket; the call starts at
+    /// its `start` message. 503 at `max_calls` or while draining.
+    fn open_phone_stream(&self) -> Result<PhoneChannel, ApiError> {
+        Err(ApiError::not_found("telephony_disabled", "telephony is not available on this server"))
+    }
     /// ICE servers (TURN credentials) to hand a client for this session; empty without TURN.
     fn ice_servers(&self, _session_id: &str) -> Vec<serde_json::Value> {
         Vec::new()
@@ -92,11 +114,24 @@ pub struct Api {
     pub errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// The browser page's session helper (off unless [`Api::with_web`] turns it on).
     pub web: web::WebState,
+    /// Telephony webhook settings: public URL, carrier signature secret.
+    pub telephony: telephony::TelephonySettings,
 }
 
 impl Api {
     pub fn new(auth: Auth, engine: Arc<dyn Engine>) -> Self {
-        Self { auth, engine, errors: Default::default(), web: web::WebState::new(web::WebSettings::disabled()) }
+        Self {
+            auth,
+            engine,
+            errors: Default::default(),
+            web: web::WebState::new(web::WebSettings::disabled()),
+            telephony: telephony::TelephonySettings::default(),
+        }
+    }
+
+    pub fn with_telephony(mut self, settings: telephony::TelephonySettings) -> Self {
+        self.telephony = settings;
+        self
     }
 
     /// New sessions are refused while the server drains (503 + Retry-After: a load balancer or
@@ -137,6 +172,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rtp", post(rtp::create))
         .route("/v1/rtp/{id}", delete(rtp::end))
         .route("/v1/rtp/{id}/events", get(watch::rtp_events))
+        .route("/v1/telephony/twilio/voice", post(telephony::twilio_voice))
+        .route("/v1/telephony/twilio", get(telephony::twilio_stream))
         .fallback(realtime::not_found)
         .layer(cors())
         // The page and its helper stay outside the CORS layer: same-origin only.

@@ -8,6 +8,9 @@
 //! what the caller has heard, so a barge-in during playback is a cancellation with an exact
 //! truncation point.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::{Value, json};
 use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnConfig};
 use voxrelay_signaling::auth::random_id;
@@ -25,6 +28,9 @@ struct Response {
     agent_done: bool,
     audio_frames_queued: u64,
     voiced_frames_sent: u64,
+    /// The call's voiced-frame count when this response's first frame went out (marks index
+    /// frames call-wide; see `heard`).
+    first_voiced: Option<u64>,
     transcript: String,
     /// Set when the agent gave up on the response (provider failure): (code, message).
     failed: Option<(String, String)>,
@@ -61,6 +67,15 @@ pub struct Conversation {
     pub agent_latencies: Vec<std::time::Duration>,
     /// Function calls waiting for the client's output.
     open_calls: OpenCalls,
+    /// Voiced frames sent over the whole call.
+    voiced_total: u64,
+    /// Transports that learn what the caller actually heard (phone marks) count it here, in
+    /// call-wide voiced frames; a cancelled response is truncated there instead of at what was
+    /// sent, so the history holds only what the caller heard.
+    heard: Option<Arc<AtomicU64>>,
+    /// Set when the transport must drop audio it has buffered for the caller (a phone carrier
+    /// plays from its own buffer); the call task takes it.
+    pub flush_transport: bool,
 }
 
 pub fn turn_config(config: &SessionConfig) -> TurnConfig {
@@ -95,7 +110,33 @@ impl Conversation {
             assistant_items: Vec::new(),
             agent_latencies: Vec::new(),
             open_calls: OpenCalls::default(),
+            voiced_total: 0,
+            heard: None,
+            flush_transport: false,
         }
+    }
+
+    /// Truncate cancelled responses at what `heard` says the caller heard (see the field).
+    pub fn with_heard(mut self, heard: Arc<AtomicU64>) -> Self {
+        self.heard = Some(heard);
+        self
+    }
+
+    /// A DTMF digit from the caller's keypad (phone transports), named as OpenAI's SIP calls do.
+    pub fn on_dtmf(&mut self, digit: char) {
+        let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.emit("input_audio_buffer.dtmf_event_received", json!({"event": digit.to_string(), "received_at": received_at}));
+    }
+
+    /// Audio of response `r` the caller heard, in ms: what marks acknowledged when the transport
+    /// has them, else what was sent.
+    fn played_ms(&self, r: &Response) -> u64 {
+        let frames = match (&self.heard, r.first_voiced) {
+            (Some(heard), Some(first)) => heard.load(Ordering::Relaxed).saturating_sub(first).min(r.voiced_frames_sent),
+            (Some(_), None) => 0,
+            (None, _) => r.voiced_frames_sent,
+        };
+        frames * u64::from(FRAME_MS)
     }
 
     fn emit(&mut self, beta_type: &'static str, body: Value) {
@@ -208,6 +249,7 @@ impl Conversation {
             agent_done: false,
             audio_frames_queued: 0,
             voiced_frames_sent: 0,
+            first_voiced: None,
             transcript: String::new(),
             failed: None,
             calls: Vec::new(),
@@ -266,7 +308,8 @@ impl Conversation {
 
     fn cancel_response(&mut self, reason: &'static str) {
         let Some(r) = self.response.take() else { return };
-        let played_ms = r.voiced_frames_sent * u64::from(FRAME_MS);
+        let played_ms = self.played_ms(&r);
+        self.flush_transport = true;
         self.controls.push(Control::CancelResponse(r.num));
         self.agent.cancel_response(r.num, played_ms);
         self.suppress_voiced = true;
@@ -306,8 +349,10 @@ impl Conversation {
             return false;
         }
         if let Some(r) = self.response.as_mut() {
+            r.first_voiced.get_or_insert(self.voiced_total);
             r.voiced_frames_sent += 1;
         }
+        self.voiced_total += 1;
         true
     }
 
@@ -455,6 +500,7 @@ impl Conversation {
             }
             ClientEvent::OutputAudioClear => {
                 self.controls.push(Control::ClearOutput);
+                self.flush_transport = true;
                 if self.response.is_some() {
                     self.cancel_response("client_cancelled");
                 } else {
@@ -543,6 +589,28 @@ mod tests {
         assert!(matches!(c.next_agent_frame(), Some(AgentFrame::Audio { response: 1, .. })));
         let delta = c.out.iter().find(|e| e["type"] == "response.audio_transcript.delta").expect("transcript");
         assert_eq!(delta["delta"], "[echo 2.0 s]", "the echo covers the committed 2 s");
+    }
+
+    #[test]
+    fn with_marks_a_cancel_truncates_at_what_the_caller_heard_and_flushes_the_transport() {
+        let heard = Arc::new(AtomicU64::new(0));
+        let mut c = conv().with_heard(heard.clone());
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 });
+        c.on_media(MediaEvent::Committed { audio_end_ms: 600 });
+        for _ in 0..10 {
+            let _ = c.next_agent_frame();
+            assert!(c.on_egress_frame(true));
+        }
+        // 10 frames sent, marks came back for 4 of them.
+        heard.store(4, Ordering::Relaxed);
+        c.out.clear();
+        c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 });
+        let trunc = c.out.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
+        assert_eq!(trunc["audio_end_ms"], 80);
+        assert!(c.flush_transport);
+        c.on_dtmf('#');
+        assert_eq!(c.out.last().unwrap()["type"], "input_audio_buffer.dtmf_event_received");
+        assert_eq!(c.out.last().unwrap()["event"], "#");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 use crate::metrics::Metrics;
 use crate::peer::{Peer, PeerEvent};
 use crate::rtp::PacketSink;
+use crate::telephony::PhoneEvent;
 
 /// How often the call task moves frames and events. The worker produces one frame per 20 ms;
 /// polling twice as often keeps the added latency at ≤ 10 ms without a wakeup per frame.
@@ -137,6 +138,8 @@ pub async fn run_call(setup: CallSetup) {
                 break End::PeerGone("the peer closed the events channel");
             }
             Some(PeerEvent::DataChannelText(text)) => conversation.on_client_text(&text),
+            Some(PeerEvent::Phone(PhoneEvent::Dtmf(digit))) => conversation.on_dtmf(digit),
+            Some(PeerEvent::Phone(PhoneEvent::Error { code, message })) => conversation.error(code, &message, None),
             Some(PeerEvent::State(state)) => match state {
                 RTCPeerConnectionState::Connected => {
                     connected = true;
@@ -173,13 +176,17 @@ pub async fn run_call(setup: CallSetup) {
                     metrics.agent_latency(d);
                 }
                 while let Ok(frame) = egress.pop() {
-                    if conversation.on_egress_frame(frame.voiced) && connected {
+                    if conversation.on_egress_frame(frame.voiced) && connected && (frame.voiced || sink.sends_silence()) {
                         if sink.send(packetizer.packetize(&frame)).await {
                             metrics.rtp_out(frame.len as u64);
                         }
                     }
                 }
             }
+        }
+        // Barge-in: the carrier's buffered audio goes too, as soon as the cancel is decided.
+        if std::mem::take(&mut conversation.flush_transport) {
+            sink.flush();
         }
         for c in conversation.controls.drain(..) {
             if control.push(c).is_err() {

@@ -34,6 +34,10 @@ pub struct ConfigFile {
     pub turn_config: Option<PathBuf>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub public_url: Option<String>,
+    pub twilio_auth_token: Option<String>,
+    /// dB relative to what was sent (negative).
+    pub phone_echo_return_db: Option<f32>,
     #[serde(default)]
     pub providers: ProvidersFile,
 }
@@ -64,6 +68,16 @@ impl ConfigFile {
         }
         if self.max_calls == Some(0) {
             return Err("max_calls: must be at least 1 (stop the server to take no calls)".into());
+        }
+        if let Some(db) = self.phone_echo_return_db
+            && !(-60.0..=0.0).contains(&db)
+        {
+            return Err(format!("phone_echo_return_db: {db} dB is outside -60..0 (an echo is quieter than what was sent)"));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!("public_url: {url:?} must start with https:// (or http:// behind a TLS proxy)"));
         }
         if let Some(level) = &self.log_level {
             tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log_level {level:?}: {e}"))?;
@@ -117,6 +131,9 @@ impl ServeConfig {
         take!(turn_config, Some);
         take!(log_level);
         take!(log_format);
+        take!(public_url, Some);
+        take!(twilio_auth_token, Some);
+        take!(phone_echo_return_db);
     }
 
     /// Settings from flags and environment as clap parsed them, then the config file (when one

@@ -105,6 +105,22 @@ pub struct ServeConfig {
     /// providers nor the environment are read.
     #[arg(skip)]
     pub providers: Option<Providers>,
+    // --- Telephony (PROTOCOL.md §5) ---
+    /// The server's public base URL as carriers reach it (e.g. https://voice.example.com): the
+    /// stream URL in the TwiML answer and the URL Twilio signatures are computed over.
+    /// Default: the request's Host header, over https/wss.
+    #[arg(long, env = "VOXRELAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Twilio auth token: when set, the TwiML webhook and the Media Streams upgrade require a
+    /// valid X-Twilio-Signature (403 otherwise). Set it whenever the server is reachable from
+    /// the internet.
+    #[arg(long, env = "VOXRELAY_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// Phone echo guard: the loudest echo of the agent's own voice a phone line is assumed to
+    /// return, in dB relative to what was sent. Inbound audio below that (plus margin) while the
+    /// agent speaks is not taken for the caller. Default chosen by tests/twilio_bridge.rs.
+    #[arg(long, env = "VOXRELAY_PHONE_ECHO_RETURN_DB", default_value_t = voxrelay_media::EchoGuardConfig::DEFAULT.echo_return_db)]
+    pub phone_echo_return_db: f32,
 }
 
 impl ServeConfig {
@@ -129,6 +145,9 @@ impl ServeConfig {
             log_format: LogFormat::Text,
             config: None,
             providers: None,
+            public_url: None,
+            twilio_auth_token: None,
+            phone_echo_return_db: voxrelay_media::EchoGuardConfig::DEFAULT.echo_return_db,
         }
     }
 

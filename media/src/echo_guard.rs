@@ -1,0 +1,344 @@
+//! Echo guard for lines without an echo canceller (phone calls): keeps the agent's own voice,
+//! reflected back by the line, from being taken for the caller and cutting the agent off.
+//! Owns: the reference (the energy of every frame the session sent, per tick) and the decision,
+//! per inbound frame, whether its VAD probability may count.
+//! Must never: allocate or lock after `new` (runs on the audio thread), read a clock (ticks are
+//! time), or touch frames that are not in an echo window (the agent silent long enough).
+//!
+//! # How
+//! The server knows exactly what it sent and when. A line echo is that signal, attenuated
+//! (echo return loss, ≥ 6 dB on real lines) and delayed (carrier buffer + line + network +
+//! jitter buffer: tens to hundreds of ms). So for each inbound frame the guard looks at the
+//! loudest frame sent in the lag window (1 tick .. `max_lag_ms` ago) and computes the loudest
+//! echo it could produce: that energy × `echo_return_db`. An inbound frame no louder than that
+//! (× [`MARGIN_DB`]) can be pure echo, so its speech probability is dropped to 0. Louder frames
+//! contain something the agent did not send (the caller); while the agent is in the window
+//! they still need `speaking_threshold` (raised from the session's threshold) to count, so only
+//! clear speech interrupts. Energies add for uncorrelated signals, so a caller talking over the
+//! echo passes as soon as the sum exceeds the worst-case echo — at natural levels, the loud
+//! parts of each syllable do, and the turn detector's dip tolerance bridges the rest.
+//!
+//! This is a suppressor, not a canceller: it never changes the audio the agent hears (providers
+//! get the raw line), only what the turn detector may treat as the caller.
+
+use crate::FRAME_MS;
+
+/// Extra headroom over the worst-case echo estimate, dB: mu-law quantization and the
+/// resamplers move a frame's energy by a fraction of a dB.
+pub const MARGIN_DB: f32 = 1.0;
+/// Longest lag window the ring can hold: 64 ticks = 1.28 s.
+pub const MAX_LAG_FRAMES: usize = 64;
+
+/// Settings of a session's echo guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EchoGuardConfig {
+    pub enabled: bool,
+    /// The loudest echo assumed, in dB relative to the sent signal (negative).
+    pub echo_return_db: f32,
+    /// How long after a frame was sent its echo may still arrive, ms (≤ 1280).
+    pub max_lag_ms: u32,
+    /// VAD probability a frame louder than the echo estimate needs while the agent's audio is
+    /// in the window (the session's own threshold applies otherwise).
+    pub speaking_threshold: f32,
+    /// While the agent's audio is in the window, confident caller frames only count once they
+    /// form a run this long (ms): a drifting echo path pokes above the estimate for a frame or
+    /// a few, a caller talks for longer. Delays barge-in onsets by up to this much.
+    pub min_barge_in_ms: u32,
+}
+
+impl EchoGuardConfig {
+    /// Phone defaults, chosen by tests/twilio_bridge.rs (echo at −10 dB, 40–120 ms line delay,
+    /// 100 ms bursts on the carrier side): −6 dB assumed (4 dB above the test's echo, the G.168
+    /// minimum echo return loss), 640 ms of lag, threshold 0.7, runs of 60 ms.
+    pub const DEFAULT: EchoGuardConfig =
+        EchoGuardConfig { enabled: true, echo_return_db: -6.0, max_lag_ms: 640, speaking_threshold: 0.7, min_barge_in_ms: 60 };
+    /// No guard (WebRTC: browsers cancel echo themselves).
+    pub const OFF: EchoGuardConfig = EchoGuardConfig { enabled: false, ..Self::DEFAULT };
+}
+
+impl Default for EchoGuardConfig {
+    fn default() -> Self {
+        Self::OFF
+    }
+}
+
+/// What the guard decided for one inbound frame (for stats and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing the agent sent can echo now: the frame is untouched.
+    Clear,
+    /// No louder than the worst-case echo: not the caller.
+    Echo,
+    /// Louder than any echo could be: the caller (if the VAD is confident enough).
+    Caller,
+}
+
+pub struct EchoGuard {
+    config: EchoGuardConfig,
+    /// RMS of the frame sent at each tick, a ring indexed by tick.
+    sent: [f32; MAX_LAG_FRAMES],
+    pos: usize,
+    lag_frames: usize,
+    /// `echo_return_db` + margin as an amplitude ratio: the fallback before the echo path is
+    /// learned.
+    assumed_gain: f32,
+    /// Per lag (ticks back), decayed sums of inbound × sent and sent² (RMS domain): the
+    /// least-squares echo gain of that lag is `xy / yy`, its fit `xy / sqrt(xx · yy)`.
+    xy: [f32; MAX_LAG_FRAMES],
+    yy: [f32; MAX_LAG_FRAMES],
+    xx: f32,
+    /// Confident caller frames in the current run (short gaps allowed), and the current gap.
+    run: u32,
+    gap: u32,
+    /// `min_barge_in_ms` in frames.
+    min_run: u32,
+    /// Frames learned from (agent audio in the window): the learned path is only trusted after
+    /// [`MIN_LEARN_TICKS`] (a fit over a few frames is chance).
+    active_ticks: u32,
+}
+
+/// RMS of a frame (the unit both sides are compared in).
+pub fn rms(pcm: &[i16]) -> f32 {
+    energy(pcm).sqrt()
+}
+
+/// Mean square of a frame.
+pub fn energy(pcm: &[i16]) -> f32 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    pcm.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>() / pcm.len() as f32
+}
+
+/// Per-learned-frame decay of the echo-path sums: ≈ 0.7 s of agent audio of memory, so a
+/// changed delay (the jitter buffer grew) is relearned within a second of agent speech.
+const DECAY: f32 = 0.97;
+/// The learned path is trusted once the fit at the best lag reaches this correlation…
+const MIN_FIT: f32 = 0.7;
+/// …after this many frames (0.5 s) of agent audio in the window.
+const MIN_LEARN_TICKS: u32 = 25;
+/// …and the agent has sent at least ≈ 10 frames at −40 dBFS worth of reference (yy, decayed).
+const MIN_REFERENCE: f32 = 10.0 * 330.0 * 330.0;
+/// Lags on either side of the best one also count (the jitter buffer moves the echo by a
+/// few frames when it grows or shrinks under bursty arrival).
+const LAG_SLACK: usize = 3;
+/// Headroom over the learned echo, dB (frame energies fluctuate around the fit).
+const LEARNED_MARGIN_DB: f32 = 3.0;
+/// Non-caller frames (100 ms, the turn detector's dip tolerance) a caller run survives.
+const MAX_RUN_GAP: u32 = 5;
+
+impl EchoGuard {
+    pub fn new(config: EchoGuardConfig) -> Self {
+        let lag_frames = (config.max_lag_ms / FRAME_MS) as usize;
+        EchoGuard {
+            config,
+            sent: [0.0; MAX_LAG_FRAMES],
+            pos: 0,
+            lag_frames: lag_frames.clamp(1, MAX_LAG_FRAMES - 1),
+            assumed_gain: 10f32.powf((config.echo_return_db + MARGIN_DB) / 20.0),
+            xy: [0.0; MAX_LAG_FRAMES],
+            yy: [0.0; MAX_LAG_FRAMES],
+            xx: 0.0,
+            active_ticks: 0,
+            run: 0,
+            gap: 0,
+            min_run: (config.min_barge_in_ms / FRAME_MS).max(1),
+        }
+    }
+
+    pub fn config(&self) -> EchoGuardConfig {
+        self.config
+    }
+
+    /// Once per tick, after the outbound frame: its RMS (0 when silence went out).
+    pub fn on_sent(&mut self, rms: f32) {
+        self.pos = (self.pos + 1) % MAX_LAG_FRAMES;
+        self.sent[self.pos] = rms;
+    }
+
+    /// What was sent `back` ticks ago (1 = the previous tick's outbound frame).
+    fn sent_ago(&self, back: usize) -> f32 {
+        self.sent[(self.pos + 1 + MAX_LAG_FRAMES - back) % MAX_LAG_FRAMES]
+    }
+
+    /// The worst-case echo RMS for a frame arriving now: from the learned echo path when it
+    /// fits, else the loudest frame of the window times the assumed echo return.
+    pub fn echo_estimate(&self) -> f32 {
+        let mut loudest = 0.0f32;
+        let (mut best, mut best_fit) = (0, 0.0f32);
+        for back in 1..=self.lag_frames {
+            loudest = loudest.max(self.sent_ago(back));
+            let (xy, yy) = (self.xy[back], self.yy[back]);
+            if yy >= MIN_REFERENCE && self.xx > 0.0 {
+                let fit = xy / (self.xx * yy).sqrt();
+                if fit > best_fit {
+                    (best, best_fit) = (back, fit);
+                }
+            }
+        }
+        if loudest == 0.0 {
+            return 0.0;
+        }
+        if best_fit >= MIN_FIT && self.active_ticks >= MIN_LEARN_TICKS {
+            let gain = self.xy[best] / self.yy[best] * 10f32.powf(LEARNED_MARGIN_DB / 20.0);
+            let lo = best.saturating_sub(LAG_SLACK).max(1);
+            let hi = (best + LAG_SLACK).min(self.lag_frames);
+            let aligned = (lo..=hi).map(|b| self.sent_ago(b)).fold(0.0f32, f32::max);
+            return gain * aligned;
+        }
+        // Not learned yet (or no echo to learn): the assumption, unless the line has been
+        // measurably quieter than it for a while (no echo at all on this line).
+        let measured = (1..=self.lag_frames).filter(|&b| self.yy[b] >= MIN_REFERENCE).map(|b| self.xy[b] / self.yy[b]).fold(None, |m: Option<f32>, g| Some(m.map_or(g, |m| m.max(g))));
+        let gain = match measured {
+            Some(g) if self.active_ticks >= MIN_LEARN_TICKS => (g * 10f32.powf(LEARNED_MARGIN_DB / 20.0)).min(self.assumed_gain),
+            _ => self.assumed_gain,
+        };
+        loudest * gain
+    }
+
+    /// Judges one inbound frame of RMS `inbound_rms` with VAD probability `prob`; returns the
+    /// verdict and the probability the turn detector may use. Learns the echo path as it goes.
+    pub fn judge(&mut self, inbound_rms: f32, prob: f32) -> (Verdict, f32) {
+        if !self.config.enabled {
+            return (Verdict::Clear, prob);
+        }
+        let echo = self.echo_estimate();
+        if echo <= 0.0 {
+            // Nothing the agent sent can echo now: nothing to learn either, so the learned path
+            // carries over to the next response (a call's echo path does not change).
+            return (Verdict::Clear, prob);
+        }
+        if inbound_rms <= echo {
+            self.note_not_caller();
+            self.learn(inbound_rms);
+            return (Verdict::Echo, 0.0);
+        }
+        if prob < self.config.speaking_threshold {
+            self.note_not_caller();
+            self.learn(inbound_rms);
+            return (Verdict::Caller, 0.0);
+        }
+        self.gap = 0;
+        self.run = self.run.saturating_add(1);
+        if self.run < self.min_run {
+            // Too short to be the caller yet: a few frames above the estimate are what a drifting
+            // echo path produces, so they still teach the path.
+            self.learn(inbound_rms);
+            return (Verdict::Caller, 0.0);
+        }
+        // The caller talking over the echo: learning from it would raise the echo estimate
+        // until the caller is suppressed too.
+        (Verdict::Caller, prob)
+    }
+
+    /// A frame that is not confident caller speech: the caller run survives short dips (the
+    /// valleys between syllables fall below the echo estimate).
+    fn note_not_caller(&mut self) {
+        self.gap = self.gap.saturating_add(1);
+        if self.gap > MAX_RUN_GAP {
+            self.run = 0;
+        }
+    }
+
+    fn learn(&mut self, x: f32) {
+        self.active_ticks = self.active_ticks.saturating_add(1);
+        self.xx = self.xx * DECAY + x * x;
+        for back in 1..=self.lag_frames {
+            let y = self.sent_ago(back);
+            self.xy[back] = self.xy[back] * DECAY + x * y;
+            self.yy[back] = self.yy[back] * DECAY + y * y;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(amplitude: f32, n: usize) -> Vec<i16> {
+        (0..n).map(|i| (amplitude * (i as f32 * 0.3).sin()) as i16).collect()
+    }
+
+    /// Speech-like envelope: syllables at ≈ 4 per second, 24 dB between peaks and valleys.
+    fn level(i: usize) -> f32 {
+        500.0 + 8000.0 * (i as f32 * 0.25).sin().abs()
+    }
+
+    #[test]
+    fn the_echo_path_is_learned_so_a_caller_at_the_agents_level_gets_through() {
+        let mut g = EchoGuard::new(EchoGuardConfig::DEFAULT);
+        let delay = 7; // ticks
+        let echo_gain = 10f32.powf(-10.0 / 20.0);
+        let mut sent_hist = Vec::new();
+        // 2 s of agent speech echoed at -10 dB: all judged echo once learned, never caller.
+        for i in 0..100 {
+            let x = if i >= delay { sent_hist[i - delay] * echo_gain } else { 0.0 };
+            let (v, _) = g.judge(x, 0.95);
+            assert_ne!(v, Verdict::Caller, "frame {i}: echo taken for the caller");
+            let s = level(i) / 2f32.sqrt();
+            sent_hist.push(s);
+            g.on_sent(s);
+        }
+        // The caller speaks at the agent's own level over the echo: most frames get through,
+        // including ones far quieter than the agent's loudest.
+        let mut through = 0;
+        for i in 100..150 {
+            let echo = sent_hist[i - delay] * echo_gain;
+            let caller = level(i + 5) / 2f32.sqrt();
+            let (_, p) = g.judge((echo * echo + caller * caller).sqrt(), 0.95);
+            through += usize::from(p > 0.0);
+            let s = level(i) / 2f32.sqrt();
+            sent_hist.push(s);
+            g.on_sent(s);
+        }
+        // This envelope is harsh (valleys 24 dB deep, as long as the syllables): the valleys stay
+        // below the echo and restart the run. Real speech over a real echo is asserted end to
+        // end (tests/twilio_bridge.rs: barge-in over a -10 dB echo).
+        assert!(through >= 10, "only {through} of 50 caller frames got through");
+    }
+
+    fn db(x: f32) -> f32 {
+        10f32.powf(x / 20.0)
+    }
+
+    #[test]
+    fn echo_at_minus_10_db_within_the_window_is_not_the_caller() {
+        let mut g = EchoGuard::new(EchoGuardConfig::DEFAULT);
+        let sent = tone(8000.0, 960);
+        g.on_sent(rms(&sent));
+        // Before anything is learned, the line returns it 10 dB down: the assumption covers it.
+        let echo = tone(8000.0 * db(-10.0), 960);
+        assert_eq!(g.judge(rms(&echo), 0.95), (Verdict::Echo, 0.0));
+        // Louder than any echo: the caller, if the VAD is confident.
+        let caller = tone(8000.0 * db(-3.0), 960);
+        for _ in 1..3 {
+            assert_eq!(g.judge(rms(&caller), 0.9), (Verdict::Caller, 0.0), "shorter than min_barge_in_ms");
+        }
+        assert_eq!(g.judge(rms(&caller), 0.9), (Verdict::Caller, 0.9));
+        for _ in 0..6 {
+            g.judge(rms(&caller), 0.6);
+        }
+        assert_eq!(g.judge(rms(&caller), 0.9).1, 0.0, "raised threshold while the agent speaks; the run restarts after a gap");
+    }
+
+    #[test]
+    fn the_window_ends_max_lag_after_the_agent_stops() {
+        let cfg = EchoGuardConfig { max_lag_ms: 200, ..EchoGuardConfig::DEFAULT };
+        let mut g = EchoGuard::new(cfg);
+        g.on_sent(rms(&tone(8000.0, 960)));
+        for _ in 0..9 {
+            g.on_sent(0.0);
+        }
+        assert!(g.echo_estimate() > 0.0, "still within 200 ms");
+        g.on_sent(0.0);
+        assert_eq!(g.echo_estimate(), 0.0);
+        assert_eq!(g.judge(1.0, 0.6), (Verdict::Clear, 0.6), "outside any echo window nothing changes");
+    }
+
+    #[test]
+    fn off_changes_nothing() {
+        let mut g = EchoGuard::new(EchoGuardConfig::OFF);
+        g.on_sent(1e8);
+        assert_eq!(g.judge(1.0, 0.8), (Verdict::Clear, 0.8));
+    }
+}
