@@ -242,7 +242,8 @@ impl SessionChain {
         }
         let mut pcm16 = [0i16; SAMPLES_16K];
         self.to_16k.process(&frame, &mut pcm16);
-        let (verdict, prob) = self.echo_guard.judge(rms(&frame), self.vad.frame_16k(&pcm16));
+        let level = if self.echo_guard.is_on() { rms(&frame) } else { 0.0 };
+        let (verdict, prob) = self.echo_guard.judge(level, self.vad.frame_16k(&pcm16));
         if verdict == Verdict::Echo {
             self.echo_frames += 1;
         }
@@ -333,7 +334,9 @@ impl SessionChain {
             self.to_48k.process(&next.pcm, &mut agent48);
             let mut pcm48 = [0i16; SAMPLES_48K];
             mix_48k(&[&agent48], &mut pcm48);
-            sent_energy = rms(&pcm48);
+            if self.echo_guard.is_on() {
+                sent_energy = rms(&pcm48);
+            }
             match self.encoder.encode(&pcm48, &mut packet.data) {
                 Ok(len) => {
                     packet.len = len as u16;

@@ -150,6 +150,12 @@ impl EchoGuard {
         self.config
     }
 
+    /// Off for lines with their own echo canceller (WebRTC): the chain then skips measuring
+    /// levels for it.
+    pub fn is_on(&self) -> bool {
+        self.config.enabled
+    }
+
     /// Once per tick, after the outbound frame: its RMS (0 when silence went out).
     pub fn on_sent(&mut self, rms: f32) {
         self.pos = (self.pos + 1) % MAX_LAG_FRAMES;
