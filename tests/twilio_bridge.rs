@@ -319,20 +319,21 @@ async fn line_echo_of_the_agent_never_interrupts_it_but_the_caller_still_can() {
     // agent's reply is the caller's own sentence, and that sentence again, in step with the
     // reply, would be indistinguishable from a 0 dB echo.
     let other: Vec<i16> = speech.iter().rev().copied().collect();
+    // Half a second into this reply (the count is the call's: earlier replies played too, and
+    // their `output_audio_buffer.started` may still be unread).
+    let voiced_before = line.log.lock().unwrap().voiced_played();
     line.say(&silence_8k(300));
     line.say(&speech);
     line.say(&silence_8k(700));
-    events.expect("output_audio_buffer.started").await;
-    until(&line, "the reply to be heard", |l| l.voiced_played() >= 25).await;
-    line.say(&other);
-    let said = *line.log.lock().unwrap().said_at_ms.last().unwrap() as i64;
+    until(&line, "the reply to be heard", |l| l.voiced_played() >= voiced_before + 25).await;
+    let said = line.say_located(&other).await as i64;
     let truth = said + voiced_span_ms(&other).0;
     let started = events.expect_where("barge-in speech_started", |e| {
         e["type"] == "input_audio_buffer.speech_started" && e["audio_start_ms"].as_i64().unwrap() + 500 > truth
     })
     .await;
     let onset = started["audio_start_ms"].as_i64().unwrap();
-    eprintln!("BARGE_IN_ONSET_ERROR_MS={}", onset - truth);
+    eprintln!("BARGE_IN_ONSET_ERROR_MS={} truth={truth} onset={onset}", onset - truth);
     assert!(onset - truth <= 500, "barge-in detected {} ms after the caller's onset", onset - truth);
     let done = events.expect("response.done").await;
     assert_eq!(done["response"]["status"], "cancelled", "{done}");

@@ -181,6 +181,21 @@ impl FakeLine {
         let _ = self.commands.send(Command::Say(pcm8.to_vec()));
     }
 
+    /// Queues 8 kHz caller audio and returns where it starts in stream time (ms), once the
+    /// line has taken it (`say` is asynchronous: reading `said_at_ms` right after it races).
+    pub async fn say_located(&self, pcm8: &[i16]) -> u64 {
+        let before = self.log.lock().unwrap().said_at_ms.len();
+        self.say(pcm8);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(&at) = self.log.lock().unwrap().said_at_ms.get(before) {
+                return at;
+            }
+            assert!(Instant::now() < deadline, "the line never took the audio");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn dtmf(&self, digit: char) {
         let _ = self.commands.send(Command::Dtmf(digit));
     }
