@@ -3,7 +3,7 @@
 # session count. Writes bench-out/capacity/<transport>-<N>.json and prints a markdown table;
 # scripts/plot_capacity.py turns the JSON files into docs/capacity.svg.
 #
-#   scripts/capacity.sh [webrtc|rtp] "10 25 50 100" [duration_s]
+#   scripts/capacity.sh [webrtc|rtp|twilio] "10 25 50 100" [duration_s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-webrtc}

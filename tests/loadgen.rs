@@ -1,11 +1,12 @@
 //! The load generator against a real server: a few full WebRTC sessions, each answered by the
 //! echo agent; its JSON report shows every session connected and every turn answered, and the
-//! server's /metrics moved with the traffic.
+//! server's /metrics moved with the traffic. The same for simulated phone calls over Twilio
+//! Media Streams (`--transport twilio`).
 
 mod common;
 
 use common::*;
-use voxrelay::loadgen::{LoadgenConfig, run};
+use voxrelay::loadgen::{LoadTransport, LoadgenConfig, run};
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -49,4 +50,37 @@ async fn loadgen_small_run_reports_answered_turns() {
     let ticks = metric(&after, "voxrelay_worker_tick_seconds_count{worker=\"0\"}");
     assert!(ticks > 0.0 && metric(&after, "voxrelay_worker_tick_seconds_bucket{worker=\"0\",le=\"+Inf\"}") == ticks);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_phone_calls_are_answered_over_twilio_media_streams() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut cfg = LoadgenConfig::new(&base, API_KEY, 2, 6.0);
+    cfg.transport = LoadTransport::Twilio;
+    let report = run(cfg).await.expect("loadgen runs");
+    eprintln!("{}", report.summary());
+    let v = serde_json::to_value(&report).unwrap();
+    assert_eq!(v["sessions_connected"], 2, "{}", report.summary());
+    assert_eq!(v["sessions_failed"], 0, "{}", report.summary());
+    let sent = v["turns_sent"].as_u64().unwrap();
+    assert!(sent >= 2, "at least one turn per call");
+    assert_eq!(v["turns_answered"].as_u64().unwrap(), sent, "every turn echoed: {}", report.summary());
+    assert!(v["turn_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    // Every voiced frame the bridge sent came with its mark, and every mark was returned.
+    let media = v["events_by_type"]["media"].as_u64().unwrap();
+    assert!(media >= sent * 100, "{media} media frames for {sent} turns of 2.8 s");
+    assert_eq!(v["events_by_type"]["mark"].as_u64().unwrap(), media);
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&metrics, "voxrelay_turns_committed_total") >= sent as f64);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn loadgen_phone_calls_refuse_a_silence_the_bridge_cannot_set() {
+    let mut cfg = LoadgenConfig::new("http://127.0.0.1:9", API_KEY, 1, 1.0);
+    cfg.transport = LoadTransport::Twilio;
+    cfg.silence_ms = 800;
+    let err = run(cfg).await.err().expect("refused before dialling");
+    assert!(err.to_string().contains("--silence-ms"), "{err}");
 }

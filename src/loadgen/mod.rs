@@ -1,5 +1,6 @@
 //! `voxrelay loadgen`: N concurrent WebRTC calls (full ICE/DTLS/SRTP through
-//! [`crate::client`]) against a running server, ramped, for a bounded duration. Each call
+//! [`crate::client`]), plain-RTP sessions, or phone calls over Twilio Media Streams
+//! ([`phone`]) against a running server, ramped, for a bounded duration. Each call
 //! speaks talk spurts separated by silences longer than `silence_duration_ms`, so the echo
 //! agent answers each one, and measures setup times, turn latency, loss, jitter and events.
 //!
@@ -7,7 +8,10 @@
 //! Opus-encoded once and shared by every call, silence is the 3-byte Opus silence packet, and
 //! received audio is classified voiced/silent by packet size instead of being decoded.
 
+mod phone;
 mod report;
+
+pub use phone::{PhoneSpurt, pacing_jitter_ms};
 
 pub use report::{Dist, Report, SessionResult, loss_and_jitter, turn_latencies};
 
@@ -33,6 +37,9 @@ pub enum LoadTransport {
     /// Plain RTP to the server's opt-in ingest (POST /v1/rtp): loads the DSP path without
     /// encryption cost. The server must run with --rtp-ingest.
     Rtp,
+    /// Phone calls: Twilio Media Streams (mu-law 8 kHz in base64 JSON over WebSocket) to
+    /// /v1/telephony/twilio, as a Twilio number would send them.
+    Twilio,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -70,6 +77,9 @@ pub struct LoadgenConfig {
     /// loopback, else 0.0.0.0 (every interface).
     #[arg(long)]
     pub bind_ip: Option<std::net::IpAddr>,
+    /// The server's Twilio auth token, when it checks X-Twilio-Signature (--transport twilio).
+    #[arg(long, env = "VOXRELAY_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
     /// Print progress every second.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
@@ -89,6 +99,7 @@ impl LoadgenConfig {
             json: None,
             server_pid: None,
             bind_ip: None,
+            twilio_auth_token: None,
             progress: false,
         }
     }
@@ -101,17 +112,10 @@ pub struct Spurt {
 
 impl Spurt {
     pub fn from_wav(bytes: &[u8]) -> anyhow::Result<Spurt> {
-        let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes))?;
-        let spec = reader.spec();
-        anyhow::ensure!(
-            spec.sample_rate == 48_000 && spec.channels == 1 && spec.bits_per_sample == 16,
-            "talk spurt WAV must be 48 kHz mono 16-bit (got {} Hz, {} channels, {} bits)",
-            spec.sample_rate,
-            spec.channels,
-            spec.bits_per_sample
-        );
-        let pcm: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
-        anyhow::ensure!(pcm.len() >= SAMPLES_48K * 10, "talk spurt WAV is shorter than 200 ms");
+        Self::from_pcm48(&read_wav(bytes)?)
+    }
+
+    pub fn from_pcm48(pcm: &[i16]) -> anyhow::Result<Spurt> {
         let mut enc = OpusEncoder::new()?;
         let mut buf = [0u8; MAX_OPUS_PACKET];
         let mut frames = Vec::new();
@@ -127,6 +131,22 @@ impl Spurt {
     pub fn duration_ms(&self) -> u64 {
         self.frames.len() as u64 * 20
     }
+}
+
+/// A talk spurt WAV (48 kHz mono 16-bit, at least 200 ms) as PCM.
+pub fn read_wav(bytes: &[u8]) -> anyhow::Result<Vec<i16>> {
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes))?;
+    let spec = reader.spec();
+    anyhow::ensure!(
+        spec.sample_rate == 48_000 && spec.channels == 1 && spec.bits_per_sample == 16,
+        "talk spurt WAV must be 48 kHz mono 16-bit (got {} Hz, {} channels, {} bits)",
+        spec.sample_rate,
+        spec.channels,
+        spec.bits_per_sample
+    );
+    let pcm: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
+    anyhow::ensure!(pcm.len() >= SAMPLES_48K * 10, "talk spurt WAV is shorter than 200 ms");
+    Ok(pcm)
 }
 
 /// Live counters for the progress line.
@@ -152,7 +172,17 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
         Some(p) => std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
         None => DEFAULT_SPEECH.to_vec(),
     };
-    let spurt = Arc::new(Spurt::from_wav(&wav)?);
+    let pcm = read_wav(&wav)?;
+    if cfg.transport == LoadTransport::Twilio {
+        // customParameters cannot set turn detection: phone calls get the server's default.
+        let default_silence = voxrelay_media::TurnConfig::default().silence_duration_ms;
+        anyhow::ensure!(
+            cfg.silence_ms == default_silence,
+            "--transport twilio: phone calls use the server's silence_duration_ms ({default_silence} ms); --silence-ms cannot change it"
+        );
+    }
+    let spurt = Arc::new(Spurt::from_pcm48(&pcm)?);
+    let phone_spurt = Arc::new(PhoneSpurt::from_pcm48(&pcm)?);
     crate::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = cfg.url.trim_end_matches('/').to_string();
@@ -173,7 +203,13 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
             tokio::time::sleep(ramp_gap).await;
         }
         let (http, base, key, spurt, progress, cfg) = (http.clone(), base.clone(), api_key.clone(), spurt.clone(), progress.clone(), cfg.clone());
-        tasks.push(tokio::spawn(async move { run_session(index, &http, &base, &key, &spurt, &cfg, &progress).await }));
+        let phone_spurt = phone_spurt.clone();
+        tasks.push(tokio::spawn(async move {
+            match cfg.transport {
+                LoadTransport::Twilio => phone::run_session(index, &phone_spurt, &cfg, &progress).await,
+                _ => run_session(index, &http, &base, &key, &spurt, &cfg, &progress).await,
+            }
+        }));
     }
     let reporter = cfg.progress.then(|| {
         let (progress, total) = (progress.clone(), cfg.sessions);
@@ -194,6 +230,7 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     });
     let mut report = Report {
         url: base.clone(),
+        transport: format!("{:?}", cfg.transport).to_lowercase(),
         sessions_requested: cfg.sessions,
         duration_s: cfg.duration,
         silence_duration_ms: cfg.silence_ms,
@@ -228,6 +265,7 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     let connected = match cfg.transport {
         LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip).await,
         LoadTransport::Rtp => Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause()),
+        LoadTransport::Twilio => Err("phone calls run in phone::run_session".into()),
     };
     let (mut client, token) = match connected {
         Ok(c) => c,

@@ -94,6 +94,8 @@ pub fn loss_and_jitter(received: &[Received], clock_hz: f64) -> (u64, f64, f64) 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub url: String,
+    /// `webrtc`, `rtp` or `twilio`.
+    pub transport: String,
     pub sessions_requested: usize,
     pub sessions_connected: usize,
     pub sessions_failed: usize,
@@ -154,7 +156,7 @@ impl Report {
         let _ = writeln!(out, "{:<34} {:>8} {:>8} {:>8} {:>8} {:>7}", "metric", "p50", "p95", "p99", "max", "n");
         for (name, d) in [
             ("time to answer (ms)", self.answer_ms),
-            ("time to ICE/DTLS connected (ms)", self.connected_ms),
+            (if self.transport == "twilio" { "time to stream upgraded (ms)" } else { "time to ICE/DTLS connected (ms)" }, self.connected_ms),
             ("time to first inbound audio (ms)", self.first_audio_ms),
             ("turn latency - silence (ms)", self.turn_latency_ms),
             ("inbound loss (%)", self.loss_pct),
