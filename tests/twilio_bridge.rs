@@ -1,12 +1,15 @@
 //! The Twilio Media Streams bridge (PROTOCOL.md §5) against a fake phone line that speaks
 //! Twilio's messages byte for byte with real mu-law speech (the speech fixture): full turns
 //! with marks, barge-in with `clear`, no self-interruption from line echo, bursty and
-//! reordered media, bad input, and request signatures.
+//! reordered media, bad input, request signatures, and keypad digits reaching a provider
+//! agent (the real OpenAI Realtime adapter against its local fake).
 //!
 //! `VOXRELAY_SELF_INTERRUPT_TURNS` sets the agent turns of the self-interruption test (default
-//! 6 to keep CI short; the acceptance run is 20: see BENCHMARKS.md "Telephony bridge").
+//! 5 to keep CI short; the acceptance runs are 100: see BENCHMARKS.md "Telephony bridge").
 
 mod common;
+#[path = "fakes/openai_realtime.rs"]
+mod openai_fake;
 #[path = "fakes/phone_line.rs"]
 mod phone_line;
 
@@ -473,5 +476,39 @@ async fn wrong_twilio_signature_is_refused_on_the_webhook_and_the_upgrade() {
     let (ws, _) = tokio_tungstenite::connect_async(request(&sig)).await.expect("signed upgrade");
     let _line = FakeLine::run(ws, json!({}), Impairments::default()).await;
     phone_call_id(&server).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypad_digits_reach_the_provider_agent_and_the_event_stream() {
+    let fake = openai_fake::FakeOpenAi::start("sk-test-fake", openai_fake::Behaviour::default()).await;
+    let toml = format!("[providers.openai]\nbase_url = \"{}\"\n", fake.url);
+    let providers = providers(&toml, &[("OPENAI_API_KEY", "sk-test-fake")]);
+    let server = start_with(|c| c.providers = Some(providers)).await;
+    let line = FakeLine::connect(&format!("{}/v1/telephony/twilio", ws_base(&server)), json!({"agent": "openai-realtime"}), Impairments::default()).await;
+    let id = phone_call_id(&server).await;
+    let mut events = Events::attach(&server, &id).await;
+    for digit in ['4', '#'] {
+        line.dtmf(digit);
+        let dtmf = events.expect("input_audio_buffer.dtmf_event_received").await;
+        assert_eq!(dtmf["event"], digit.to_string());
+        let item = events.expect("conversation.item.created").await;
+        assert_eq!(item["item"]["content"][0]["text"], format!("[The caller pressed {digit} on the phone keypad]"));
+    }
+    // Upstream, each digit is a user text item in OpenAI's own shape.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let texts = loop {
+        let texts: Vec<Value> = fake.events_of("conversation.item.create").iter().map(|e| e["item"]["content"][0]["text"].clone()).collect();
+        if texts.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break texts;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(texts, vec![json!("[The caller pressed 4 on the phone keypad]"), json!("[The caller pressed # on the phone keypad]")]);
+    let created = &fake.events_of("conversation.item.create")[0]["item"];
+    assert_eq!(created["type"], "message");
+    assert_eq!(created["role"], "user");
+    assert_eq!(created["content"][0]["type"], "input_text");
+    line.stop();
     server.shutdown().await;
 }

@@ -122,10 +122,25 @@ impl Conversation {
         self
     }
 
-    /// A DTMF digit from the caller's keypad (phone transports), named as OpenAI's SIP calls do.
+    /// A DTMF digit from the caller's keypad (phone transports): announced as OpenAI's SIP calls
+    /// do, and added to the conversation as a user text item, so every agent gets it the way
+    /// it gets typed text (in the history the model answers from; Gemini Live answers it at
+    /// once, as it does any text turn).
     pub fn on_dtmf(&mut self, digit: char) {
         let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.emit("input_audio_buffer.dtmf_event_received", json!({"event": digit.to_string(), "received_at": received_at}));
+        self.add_text_item(random_id("item_"), &dtmf_text(digit));
+    }
+
+    /// A user text item: to the agent, then announced.
+    fn add_text_item(&mut self, id: String, text: &str) {
+        let previous = self.last_item.replace(id.clone());
+        self.agent.on_text(&id, text);
+        self.emit(
+            "conversation.item.created",
+            json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",
+                "status": "completed", "role": "user", "content": [{"type": "input_text", "text": text}]}}),
+        );
     }
 
     /// Audio of response `r` the caller heard, in ms: what marks acknowledged when the transport
@@ -449,16 +464,7 @@ impl Conversation {
                 self.agent.on_input_cleared();
                 self.controls.push(Control::ClearInput);
             }
-            ClientEvent::ItemCreate { item_id, text } => {
-                let id = item_id.unwrap_or_else(|| random_id("item_"));
-                let previous = self.last_item.replace(id.clone());
-                self.agent.on_text(&id, &text);
-                self.emit(
-                    "conversation.item.created",
-                    json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",
-                        "status": "completed", "role": "user", "content": [{"type": "input_text", "text": text}]}}),
-                );
-            }
+            ClientEvent::ItemCreate { item_id, text } => self.add_text_item(item_id.unwrap_or_else(|| random_id("item_")), &text),
             ClientEvent::FunctionCallOutput { item_id, call_id, output } => {
                 if !self.open_calls.close(&call_id) {
                     let message = format!("no function call {call_id:?} is waiting for output");
@@ -513,6 +519,11 @@ impl Conversation {
     fn api_error(&mut self, e: ApiError, event_id: Option<String>) {
         self.error(e.code, &e.message, event_id);
     }
+}
+
+/// How a keypad digit reads to a model: a sentence any LLM understands, with the key as sent.
+pub fn dtmf_text(digit: char) -> String {
+    format!("[The caller pressed {digit} on the phone keypad]")
 }
 
 #[cfg(test)]

@@ -91,9 +91,14 @@ fn with_marks_a_cancel_truncates_at_what_the_caller_heard_and_flushes_the_transp
     let trunc = c.out.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
     assert_eq!(trunc["audio_end_ms"], 80);
     assert!(c.flush_transport);
+    c.out.clear();
     c.on_dtmf('#');
-    assert_eq!(c.out.last().unwrap()["type"], "input_audio_buffer.dtmf_event_received");
-    assert_eq!(c.out.last().unwrap()["event"], "#");
+    assert_eq!(c.out[0]["type"], "input_audio_buffer.dtmf_event_received");
+    assert_eq!(c.out[0]["event"], "#");
+    // The digit joins the conversation as a user text item (what the agent is given).
+    assert_eq!(c.out[1]["type"], "conversation.item.created");
+    assert_eq!(c.out[1]["item"]["role"], "user");
+    assert_eq!(c.out[1]["item"]["content"][0]["text"], super::dtmf_text('#'));
 }
 
 #[test]
