@@ -16,7 +16,17 @@
 //! they still need `speaking_threshold` (raised from the session's threshold) to count, so only
 //! clear speech interrupts. Energies add for uncorrelated signals, so a caller talking over the
 //! echo passes as soon as the sum exceeds the worst-case echo — at natural levels, the loud
-//! parts of each syllable do, and the turn detector's dip tolerance bridges the rest.
+//! parts of each syllable do.
+//!
+//! Once half a second of agent audio has been heard back, the echo path is learned: the lag
+//! (frame correlation of inbound and sent energies) and the gain at it (least squares); the
+//! estimate is then that gain plus 3 dB, times the loudest sent frame at that lag ± 1 (± 3
+//! while the fit is loose). Double talk is kept out of the learning: a confident frame above the estimate
+//! holds it for 300 ms ([`HOLD_FRAMES`]; learning from the caller over the echo raised the
+//! gain by 6 dB within a second and locked the caller out). And once the caller has held the
+//! floor for 100 ms, their valleys down to 3 dB under the estimate count too
+//! ([`BRIDGE_RUN`], [`BRIDGE_GAIN`]): echo alone stays under the estimate by its margin, and
+//! without the bridge a talker's syllables split into runs too short for the turn detector.
 //!
 //! This is a suppressor, not a canceller: it never changes the audio the agent hears (providers
 //! get the raw line), only what the turn detector may treat as the caller.
@@ -47,8 +57,8 @@ pub struct EchoGuardConfig {
 }
 
 impl EchoGuardConfig {
-    /// Phone defaults, chosen by tests/twilio_bridge.rs (echo at −10 dB, 40–120 ms line delay,
-    /// 100 ms bursts on the carrier side): −6 dB assumed (4 dB above the test's echo, the G.168
+    /// Phone defaults, chosen by tests/twilio_bridge.rs (echo at −20, −10 and −6 dB, 40–120 ms
+    /// line delay; BENCHMARKS.md "Self-interruption"): −6 dB assumed until learned (the G.168
     /// minimum echo return loss), 640 ms of lag, threshold 0.7, runs of 60 ms.
     pub const DEFAULT: EchoGuardConfig =
         EchoGuardConfig { enabled: true, echo_return_db: -6.0, max_lag_ms: 640, speaking_threshold: 0.7, min_barge_in_ms: 60 };
@@ -95,6 +105,10 @@ pub struct EchoGuard {
     /// Frames learned from (agent audio in the window): the learned path is only trusted after
     /// [`MIN_LEARN_TICKS`] (a fit over a few frames is chance).
     active_ticks: u32,
+    /// Double talk: frames left during which nothing is learned, and how long learning has
+    /// been held so far.
+    hold: u32,
+    held_for: u32,
 }
 
 /// RMS of a frame (the unit both sides are compared in).
@@ -126,6 +140,22 @@ const LAG_SLACK: usize = 3;
 const LEARNED_MARGIN_DB: f32 = 3.0;
 /// Non-caller frames (100 ms, the turn detector's dip tolerance) a caller run survives.
 const MAX_RUN_GAP: u32 = 5;
+/// A path that fits this well (correlation) is trusted to the frame: the estimate then looks
+/// only [`TIGHT_SLACK`] lags either side of the best one instead of [`LAG_SLACK`].
+const TIGHT_FIT: f32 = 0.9;
+const TIGHT_SLACK: usize = 1;
+/// Learning stops for this long (300 ms) after a confident speech frame louder than the echo
+/// estimate: a double-talk hangover, as in line echo cancellers. Learning from the caller
+/// talking over the echo raised the learned gain by 6 dB within a second and locked the
+/// caller out (tests/twilio_bridge.rs, barge-in 900 ms into a reply).
+const HOLD_FRAMES: u32 = 15;
+/// A caller run this long (100 ms of confident frames above the estimate) bridges its valleys…
+const BRIDGE_RUN: u32 = 5;
+/// …down to this fraction of the estimate (−3 dB, amplitude).
+const BRIDGE_GAIN: f32 = 0.708;
+/// Held longer than this (2 s) without the caller winning a barge-in, the "double talk" is a
+/// changed echo path (the line delay jumped): learn again.
+const MAX_HOLD_FRAMES: u32 = 100;
 
 impl EchoGuard {
     pub fn new(config: EchoGuardConfig) -> Self {
@@ -140,6 +170,8 @@ impl EchoGuard {
             yy: [0.0; MAX_LAG_FRAMES],
             xx: 0.0,
             active_ticks: 0,
+            hold: 0,
+            held_for: 0,
             run: 0,
             gap: 0,
             min_run: (config.min_barge_in_ms / FRAME_MS).max(1),
@@ -187,8 +219,9 @@ impl EchoGuard {
         }
         if best_fit >= MIN_FIT && self.active_ticks >= MIN_LEARN_TICKS {
             let gain = self.xy[best] / self.yy[best] * 10f32.powf(LEARNED_MARGIN_DB / 20.0);
-            let lo = best.saturating_sub(LAG_SLACK).max(1);
-            let hi = (best + LAG_SLACK).min(self.lag_frames);
+            let slack = if best_fit >= TIGHT_FIT { TIGHT_SLACK } else { LAG_SLACK };
+            let lo = best.saturating_sub(slack).max(1);
+            let hi = (best + slack).min(self.lag_frames);
             let aligned = (lo..=hi).map(|b| self.sent_ago(b)).fold(0.0f32, f32::max);
             return gain * aligned;
         }
@@ -211,29 +244,44 @@ impl EchoGuard {
         let echo = self.echo_estimate();
         if echo <= 0.0 {
             // Nothing the agent sent can echo now: nothing to learn either, so the learned path
-            // carries over to the next response (a call's echo path does not change).
+            // carries over to the next response (a call's echo path does not change much, and
+            // the decayed sums follow what does within a second of agent speech).
+            self.hold = 0;
             return (Verdict::Clear, prob);
+        }
+        let confident = prob >= self.config.speaking_threshold;
+        // Once the caller has held the floor for BRIDGE_RUN frames, their quieter syllables
+        // (within BRIDGE_DB of the estimate) count too: echo alone sits below the estimate by
+        // its margin, and a talker's valleys would otherwise split the turn into runs too short
+        // for the turn detector.
+        let bridging = confident && self.run >= BRIDGE_RUN && self.gap < MAX_RUN_GAP && inbound_rms > echo * BRIDGE_GAIN;
+        if bridging && inbound_rms <= echo {
+            self.hold = HOLD_FRAMES;
+            self.held_for = self.held_for.saturating_add(1);
+            return (Verdict::Caller, prob);
+        }
+        if confident && inbound_rms > echo {
+            self.hold = HOLD_FRAMES;
+        } else {
+            self.hold = self.hold.saturating_sub(1);
+        }
+        self.held_for = if self.hold > 0 { self.held_for.saturating_add(1) } else { 0 };
+        if self.hold == 0 || self.held_for > MAX_HOLD_FRAMES {
+            self.learn(inbound_rms);
         }
         if inbound_rms <= echo {
             self.note_not_caller();
-            self.learn(inbound_rms);
             return (Verdict::Echo, 0.0);
         }
-        if prob < self.config.speaking_threshold {
+        if !confident {
             self.note_not_caller();
-            self.learn(inbound_rms);
             return (Verdict::Caller, 0.0);
         }
         self.gap = 0;
         self.run = self.run.saturating_add(1);
         if self.run < self.min_run {
-            // Too short to be the caller yet: a few frames above the estimate are what a drifting
-            // echo path produces, so they still teach the path.
-            self.learn(inbound_rms);
             return (Verdict::Caller, 0.0);
         }
-        // The caller talking over the echo: learning from it would raise the echo estimate
-        // until the caller is suppressed too.
         (Verdict::Caller, prob)
     }
 
@@ -339,6 +387,50 @@ mod tests {
         g.on_sent(0.0);
         assert_eq!(g.echo_estimate(), 0.0);
         assert_eq!(g.judge(1.0, 0.6), (Verdict::Clear, 0.6), "outside any echo window nothing changes");
+    }
+
+    #[test]
+    fn the_caller_talking_over_the_echo_does_not_teach_the_path() {
+        let mut g = EchoGuard::new(EchoGuardConfig::DEFAULT);
+        let delay = 4;
+        let echo_gain = db(-10.0);
+        let mut sent_hist = Vec::new();
+        for i in 0..100 {
+            let x = if i >= delay { sent_hist[i - delay] * echo_gain } else { 0.0 };
+            g.judge(x, 0.95);
+            let s = level(i) / 2f32.sqrt();
+            sent_hist.push(s);
+            g.on_sent(s);
+        }
+        let learned = g.echo_estimate() / sent_hist[99 + 1 - delay..].iter().fold(0.0f32, |m, &s| m.max(s));
+        // Two seconds of a loud caller over the echo: nothing of it is learned.
+        for i in 100..200 {
+            let echo = sent_hist[i - delay] * echo_gain;
+            let caller = 2.0 * level(i + 7) / 2f32.sqrt();
+            g.judge((echo * echo + caller * caller).sqrt(), 0.95);
+            let s = level(i) / 2f32.sqrt();
+            sent_hist.push(s);
+            g.on_sent(s);
+        }
+        let after = g.echo_estimate() / sent_hist[199 + 1 - delay..].iter().fold(0.0f32, |m, &s| m.max(s));
+        assert!(after <= learned * 1.05, "the estimate rose from {learned} to {after} of the sent level");
+    }
+
+    #[test]
+    fn an_established_caller_run_bridges_valleys_just_under_the_estimate() {
+        let mut g = EchoGuard::new(EchoGuardConfig::DEFAULT);
+        g.on_sent(rms(&tone(8000.0, 960)));
+        let echo = g.echo_estimate();
+        // Echo alone just under the estimate: never the caller, however confident the VAD.
+        assert_eq!(g.judge(echo * 0.9, 0.95), (Verdict::Echo, 0.0));
+        for _ in 0..BRIDGE_RUN {
+            g.on_sent(rms(&tone(8000.0, 960)));
+            g.judge(echo * 2.0, 0.95);
+        }
+        g.on_sent(rms(&tone(8000.0, 960)));
+        assert_eq!(g.judge(echo * 0.9, 0.95), (Verdict::Caller, 0.95), "a valley inside the caller's run");
+        g.on_sent(rms(&tone(8000.0, 960)));
+        assert_eq!(g.judge(echo * 0.5, 0.95), (Verdict::Echo, 0.0), "too far under the estimate");
     }
 
     #[test]
