@@ -532,3 +532,26 @@ async fn keypad_digits_reach_the_provider_agent_and_the_event_stream() {
     line.stop();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dialect_parameter_picks_ga_event_names_and_a_bad_one_is_refused() {
+    let _one_at_a_time = REAL_TIME.lock().await;
+    let server = start_server().await;
+    let url = format!("{}/v1/telephony/twilio", ws_base(&server));
+    let bad = FakeLine::connect(&url, json!({"dialect": "klingon"}), Impairments::default()).await;
+    until(&bad, "the stream with a bad dialect to be closed", |l| l.closed).await;
+    assert!(server.engine.call_ids(TransportKind::Twilio).is_empty());
+
+    let line = FakeLine::connect(&url, json!({"dialect": "ga"}), Impairments::default()).await;
+    let id = phone_call_id(&server).await;
+    let mut events = Events::attach(&server, &id).await;
+    let created = events.expect("session.created").await;
+    assert_eq!(created["session"]["type"], "realtime", "GA session shape: {created}");
+    line.say(&silence_8k(300));
+    line.say(&speech_8k());
+    line.say(&silence_8k(1000));
+    events.expect("response.output_audio_transcript.delta").await;
+    events.expect("response.done").await;
+    assert_eq!(events.count("response.audio_transcript.delta"), 0, "beta names on a GA call: {:?}", events.types());
+    server.shutdown().await;
+}

@@ -28,8 +28,9 @@ pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 /// The stream path, appended to the public URL in the TwiML answer.
 pub const STREAM_PATH: &str = "/v1/telephony/twilio";
 /// Query parameters of the webhook URL passed on to the stream as `<Parameter>`s (how a number
-/// picks its agent: `.../voice?agent=cascade&instructions=...`).
-pub const FORWARDED_PARAMETERS: [&str; 3] = ["agent", "instructions", "voice"];
+/// picks its agent: `.../voice?agent=cascade&instructions=...`; `dialect=ga` gives the call's
+/// event watchers OpenAI's GA event names instead of the beta ones).
+pub const FORWARDED_PARAMETERS: [&str; 4] = ["agent", "instructions", "voice", "dialect"];
 
 #[derive(Clone, Debug, Default)]
 pub struct TelephonySettings {

@@ -78,6 +78,7 @@ async fn start_call(
 ) -> Result<String, ApiError> {
     engine.admit()?;
     let config = session_config(&start.custom_parameters)?;
+    let dialect = events_dialect(&start.custom_parameters)?;
     let line = Arc::new(PhoneLine::new(start.stream_sid, to_carrier));
     let (inject, events) = mpsc::unbounded_channel();
     let (reader_line, reader_events, metrics) = (line.clone(), inject.clone(), engine.metrics.clone());
@@ -99,5 +100,15 @@ async fn start_call(
     };
     // No media socket of our own: the stream rides the HTTP connection.
     let addr = SocketAddr::from(([0, 0, 0, 0], 0));
-    engine.launch(transport, config, Dialect::Beta, random_id("sess_"), addr).await
+    engine.launch(transport, config, dialect, random_id("sess_"), addr).await
+}
+
+/// The event names a phone call's watchers get (`GET /v1/calls/<id>/events`): OpenAI's beta
+/// names by default, the GA ones with the `dialect=ga` parameter.
+pub fn events_dialect(params: &std::collections::BTreeMap<String, String>) -> Result<Dialect, ApiError> {
+    match params.get("dialect").map(String::as_str) {
+        None | Some("beta") => Ok(Dialect::Beta),
+        Some("ga") => Ok(Dialect::Ga),
+        Some(other) => Err(ApiError::bad_request("invalid_parameters", format!("dialect must be \"ga\" or \"beta\", not {other:?}"))),
+    }
 }
