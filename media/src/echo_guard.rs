@@ -83,6 +83,7 @@ pub enum Verdict {
     Caller,
 }
 
+#[derive(Clone)]
 pub struct EchoGuard {
     config: EchoGuardConfig,
     /// RMS of the frame sent at each tick, a ring indexed by tick.
@@ -109,6 +110,11 @@ pub struct EchoGuard {
     /// been held so far.
     hold: u32,
     held_for: u32,
+    /// Frames learned from since the agent's audio last entered an empty window. Each response
+    /// starts the line's playout buffer afresh (a `clear` empties it), so the echo can come
+    /// back a frame or two earlier than in the previous one: the tight lag is trusted only once
+    /// this response has confirmed it ([`CONFIRM_TICKS`]).
+    period_ticks: u32,
 }
 
 /// RMS of a frame (the unit both sides are compared in).
@@ -153,9 +159,12 @@ const HOLD_FRAMES: u32 = 15;
 const BRIDGE_RUN: u32 = 5;
 /// …down to this fraction of the estimate (−3 dB, amplitude).
 const BRIDGE_GAIN: f32 = 0.708;
-/// Held longer than this (2 s) without the caller winning a barge-in, the "double talk" is a
-/// changed echo path (the line delay jumped): learn again.
-const MAX_HOLD_FRAMES: u32 = 100;
+/// Frames (200 ms) of a response's echo learned before its lag counts as confirmed (the decayed
+/// sums have then taken in a shift of the playout depth).
+const CONFIRM_TICKS: u32 = 10;
+/// Held longer than this (1 s) without the caller winning a barge-in (which takes ≈ 0.3 s),
+/// the "double talk" is a changed echo path (the line delay jumped): learn again.
+const MAX_HOLD_FRAMES: u32 = 50;
 
 impl EchoGuard {
     pub fn new(config: EchoGuardConfig) -> Self {
@@ -172,6 +181,7 @@ impl EchoGuard {
             active_ticks: 0,
             hold: 0,
             held_for: 0,
+            period_ticks: 0,
             run: 0,
             gap: 0,
             min_run: (config.min_barge_in_ms / FRAME_MS).max(1),
@@ -202,6 +212,13 @@ impl EchoGuard {
     /// The worst-case echo RMS for a frame arriving now: from the learned echo path when it
     /// fits, else the loudest frame of the window times the assumed echo return.
     pub fn echo_estimate(&self) -> f32 {
+        self.estimates().0
+    }
+
+    /// (the echo estimate, the double-talk threshold): the threshold is the tight estimate
+    /// whenever the path fits well, even while this response has not confirmed its lag yet, so
+    /// a caller talking right from the start of a reply is not learned from.
+    fn estimates(&self) -> (f32, f32) {
         let mut loudest = 0.0f32;
         let (mut best, mut best_fit) = (0, 0.0f32);
         for back in 1..=self.lag_frames {
@@ -215,15 +232,21 @@ impl EchoGuard {
             }
         }
         if loudest == 0.0 {
-            return 0.0;
+            return (0.0, 0.0);
         }
         if best_fit >= MIN_FIT && self.active_ticks >= MIN_LEARN_TICKS {
             let gain = self.xy[best] / self.yy[best] * 10f32.powf(LEARNED_MARGIN_DB / 20.0);
-            let slack = if best_fit >= TIGHT_FIT { TIGHT_SLACK } else { LAG_SLACK };
-            let lo = best.saturating_sub(slack).max(1);
-            let hi = (best + slack).min(self.lag_frames);
-            let aligned = (lo..=hi).map(|b| self.sent_ago(b)).fold(0.0f32, f32::max);
-            return gain * aligned;
+            let aligned = |slack: usize| {
+                let lo = best.saturating_sub(slack).max(1);
+                let hi = (best + slack).min(self.lag_frames);
+                gain * (lo..=hi).map(|b| self.sent_ago(b)).fold(0.0f32, f32::max)
+            };
+            let (tight, wide) = (aligned(TIGHT_SLACK), aligned(LAG_SLACK));
+            if best_fit < TIGHT_FIT {
+                return (wide, wide);
+            }
+            let confirmed = self.period_ticks >= CONFIRM_TICKS;
+            return (if confirmed { tight } else { wide }, tight);
         }
         // Not learned yet (or no echo to learn): the assumption, unless the line has been
         // measurably quieter than it for a while (no echo at all on this line).
@@ -232,7 +255,7 @@ impl EchoGuard {
             Some(g) if self.active_ticks >= MIN_LEARN_TICKS => (g * 10f32.powf(LEARNED_MARGIN_DB / 20.0)).min(self.assumed_gain),
             _ => self.assumed_gain,
         };
-        loudest * gain
+        (loudest * gain, loudest * gain)
     }
 
     /// Judges one inbound frame of RMS `inbound_rms` with VAD probability `prob`; returns the
@@ -241,12 +264,13 @@ impl EchoGuard {
         if !self.config.enabled {
             return (Verdict::Clear, prob);
         }
-        let echo = self.echo_estimate();
+        let (echo, double_talk) = self.estimates();
         if echo <= 0.0 {
             // Nothing the agent sent can echo now: nothing to learn either, so the learned path
             // carries over to the next response (a call's echo path does not change much, and
             // the decayed sums follow what does within a second of agent speech).
             self.hold = 0;
+            self.period_ticks = 0;
             return (Verdict::Clear, prob);
         }
         let confident = prob >= self.config.speaking_threshold;
@@ -260,7 +284,7 @@ impl EchoGuard {
             self.held_for = self.held_for.saturating_add(1);
             return (Verdict::Caller, prob);
         }
-        if confident && inbound_rms > echo {
+        if confident && inbound_rms > double_talk {
             self.hold = HOLD_FRAMES;
         } else {
             self.hold = self.hold.saturating_sub(1);
@@ -296,6 +320,7 @@ impl EchoGuard {
 
     fn learn(&mut self, x: f32) {
         self.active_ticks = self.active_ticks.saturating_add(1);
+        self.period_ticks = self.period_ticks.saturating_add(1);
         self.xx = self.xx * DECAY + x * x;
         for back in 1..=self.lag_frames {
             let y = self.sent_ago(back);
@@ -402,9 +427,17 @@ mod tests {
             sent_hist.push(s);
             g.on_sent(s);
         }
-        let learned = g.echo_estimate() / sent_hist[99 + 1 - delay..].iter().fold(0.0f32, |m, &s| m.max(s));
-        // Two seconds of a loud caller over the echo: nothing of it is learned.
-        for i in 100..200 {
+        // The estimate for a steady sent level: the learned gain (with its margin), nothing else.
+        let gain_of = |g: &EchoGuard| {
+            let mut probe = g.clone();
+            for _ in 0..MAX_LAG_FRAMES {
+                probe.on_sent(1000.0);
+            }
+            probe.echo_estimate() / 1000.0
+        };
+        let learned = gain_of(&g);
+        // 0.8 s of a loud caller over the echo (a barge-in takes ≈ 0.3 s): nothing is learned.
+        for i in 100..140 {
             let echo = sent_hist[i - delay] * echo_gain;
             let caller = 2.0 * level(i + 7) / 2f32.sqrt();
             g.judge((echo * echo + caller * caller).sqrt(), 0.95);
@@ -412,7 +445,7 @@ mod tests {
             sent_hist.push(s);
             g.on_sent(s);
         }
-        let after = g.echo_estimate() / sent_hist[199 + 1 - delay..].iter().fold(0.0f32, |m, &s| m.max(s));
+        let after = gain_of(&g);
         assert!(after <= learned * 1.05, "the estimate rose from {learned} to {after} of the sent level");
     }
 
