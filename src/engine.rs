@@ -117,6 +117,7 @@ impl VoxEngine {
         vad: VadKind,
         max_calls: usize,
         providers: agent::Providers,
+        phone_echo_guard: EchoGuardConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             pool,
@@ -131,7 +132,7 @@ impl VoxEngine {
             metrics: Arc::new(Metrics::default()),
             turn: OnceLock::new(),
             phone_pending: std::sync::atomic::AtomicUsize::new(0),
-            phone_echo_guard: EchoGuardConfig::DEFAULT,
+            phone_echo_guard,
         })
     }
 

@@ -63,10 +63,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let providers = cfg.providers()?;
     info!(agents = %providers.available().join(","), "agents available");
-    let mut engine = VoxEngine::new(pool, PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp), rtp_ingest, vad, cfg.max_calls(), providers);
-    // Nothing holds the new engine yet, so the setting cannot be silently lost.
-    Arc::get_mut(&mut engine).expect("no other handle to a new engine").phone_echo_guard =
-        voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
+    let phone_echo_guard = voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
+    let ports = PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp);
+    let engine = VoxEngine::new(pool, ports, rtp_ingest, vad, cfg.max_calls(), providers, phone_echo_guard);
     let turn = match &cfg.turn_config {
         Some(path) => {
             let turn = crate::turn::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;
