@@ -24,7 +24,7 @@
 //! while the fit is loose). Double talk is kept out of the learning: a confident frame above the estimate
 //! holds it for 300 ms ([`HOLD_FRAMES`]; learning from the caller over the echo raised the
 //! gain by 6 dB within a second and locked the caller out). And once the caller has held the
-//! floor for 100 ms, their valleys down to 3 dB under the estimate count too
+//! floor for 60 ms, their valleys down to 3 dB under the estimate count too
 //! ([`BRIDGE_RUN`], [`BRIDGE_GAIN`]): echo alone stays under the estimate by its margin, and
 //! without the bridge a talker's syllables split into runs too short for the turn detector.
 //!
@@ -155,8 +155,11 @@ const TIGHT_SLACK: usize = 1;
 /// talking over the echo raised the learned gain by 6 dB within a second and locked the
 /// caller out (tests/twilio_bridge.rs, barge-in 900 ms into a reply).
 const HOLD_FRAMES: u32 = 15;
-/// A caller run this long (100 ms of confident frames above the estimate) bridges its valleys…
-const BRIDGE_RUN: u32 = 5;
+/// A caller run this long (60 ms of confident frames above the estimate, the default
+/// `min_barge_in_ms`) bridges its valleys… At 100 ms, a caller over a −6 dB echo split into
+/// runs the turn detector never joined: the valleys after the first 60 ms outlasted its
+/// 100 ms dip tolerance (traced in tests/twilio_bridge.rs, barge-ins missed by 1–2 s).
+const BRIDGE_RUN: u32 = 3;
 /// …down to this fraction of the estimate (−3 dB, amplitude).
 const BRIDGE_GAIN: f32 = 0.708;
 /// Frames (200 ms) of a response's echo learned before its lag counts as confirmed (the decayed
