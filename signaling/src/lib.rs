@@ -20,6 +20,7 @@ mod realtime;
 mod rtp;
 pub mod telephony;
 mod watch;
+mod ws_pump;
 pub mod sdp;
 pub mod web;
 pub mod wire;

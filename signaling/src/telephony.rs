@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,8 @@ use sha1::Sha1;
 use crate::auth::constant_time_eq;
 use crate::body::{content_type, read_limited};
 use crate::error::ApiError;
-use crate::{Api, CarrierMessage, PhoneChannel};
+use crate::ws_pump::pump;
+use crate::{Api, CarrierMessage};
 
 /// Largest message accepted on a media stream. Twilio's largest, `start`, is a few KiB (custom
 /// parameters included); a media message carries 216 base64 characters. A bigger message is a
@@ -129,40 +130,15 @@ pub async fn twilio_voice(State(api): State<Arc<Api>>, headers: HeaderMap, uri: 
 pub async fn twilio_stream(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
     api.telephony.check(&headers, &uri, &[], true)?;
     let channel = api.engine.open_phone_stream()?;
-    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel)))
+    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel.to_carrier, channel.from_carrier, from_carrier, "phone stream")))
 }
 
-async fn pump(mut socket: WebSocket, mut channel: PhoneChannel) {
-    loop {
-        tokio::select! {
-            out = channel.to_carrier.recv() => match out {
-                Some(text) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
-                // The call ended (or was refused at `start`).
-                None => {
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
-                }
-            },
-            inbound = socket.recv() => {
-                let msg = match inbound {
-                    Some(Ok(Message::Text(text))) => CarrierMessage::Text(text.to_string()),
-                    Some(Ok(Message::Binary(b))) => CarrierMessage::Binary(b.len()),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        tracing::info!("phone stream socket error: {e}");
-                        break;
-                    }
-                    None => break,
-                };
-                if channel.from_carrier.send(msg).is_err() {
-                    break;
-                }
-            }
-        }
+/// Binary frames are in no supported dialect: only their size goes on, to be refused and logged.
+fn from_carrier(msg: Message) -> Option<CarrierMessage> {
+    match msg {
+        Message::Text(text) => Some(CarrierMessage::Text(text.to_string())),
+        Message::Binary(b) => Some(CarrierMessage::Binary(b.len())),
+        _ => None,
     }
 }
 

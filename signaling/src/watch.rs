@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::{Api, EventChannel};
+use crate::ws_pump::pump;
+use crate::Api;
 
 /// A client message larger than this closes the socket (client events are small; audio never
 /// travels here).
@@ -27,36 +28,15 @@ pub async fn call_events(state: State<Arc<Api>>, headers: HeaderMap, id: Path<St
 async fn upgrade(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>, ws: WebSocketUpgrade, plain_rtp: bool) -> Result<Response, ApiError> {
     api.auth.require_api_key(&headers)?;
     let channel = api.engine.attach_events(&id, plain_rtp)?;
-    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel)))
+    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel.to_client, channel.from_client, from_client, "events")))
 }
 
-async fn pump(mut socket: WebSocket, mut channel: EventChannel) {
-    loop {
-        tokio::select! {
-            out = channel.to_client.recv() => match out {
-                Some(text) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
-                // The call ended.
-                None => {
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
-                }
-            },
-            inbound = socket.recv() => match inbound {
-                Some(Ok(Message::Text(text))) => {
-                    if channel.from_client.send(text.to_string()).is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    let _ = channel.from_client.send("\u{0}binary".into());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            },
-        }
+/// Text is a client event; a binary frame becomes a marker the call answers with an `error`
+/// event (audio never travels here).
+fn from_client(msg: Message) -> Option<String> {
+    match msg {
+        Message::Text(text) => Some(text.to_string()),
+        Message::Binary(_) => Some("\u{0}binary".into()),
+        _ => None,
     }
 }
