@@ -47,6 +47,16 @@ pub enum TransportKind {
 impl TransportKind {
     pub const ALL: [TransportKind; 3] = [TransportKind::WebRtc, TransportKind::PlainRtp, TransportKind::Twilio];
 
+    /// What one call of this kind costs against `max_calls`, in quarter calls: an Opus call
+    /// (WebRTC, plain RTP) a whole one, a G.711 phone call a quarter (BENCHMARKS.md: ≈ 200
+    /// phone calls per core against ≈ 50 WebRTC calls by the same turn-latency criterion).
+    pub fn cost_quarters(self) -> usize {
+        match self {
+            TransportKind::WebRtc | TransportKind::PlainRtp => 4,
+            TransportKind::Twilio => 1,
+        }
+    }
+
     /// The `/metrics` label.
     pub fn label(self) -> &'static str {
         match self {
@@ -103,7 +113,7 @@ pub struct VoxEngine {
     pub metrics: Arc<Metrics>,
     /// The embedded TURN server's advertisement, set at start when TURN is configured.
     pub turn: OnceLock<crate::turn::IceAdvert>,
-    /// Phone streams upgraded but not started yet (they count toward `max_calls`).
+    /// Phone streams upgraded but not started yet (they count toward `max_calls`, as phone calls).
     pub(crate) phone_pending: std::sync::atomic::AtomicUsize,
     /// Echo guard of phone sessions (lines without echo cancellation); set before serving.
     pub phone_echo_guard: EchoGuardConfig,
@@ -149,20 +159,23 @@ impl VoxEngine {
         self.calls().iter().filter(|(_, c)| c.kind == kind).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Live calls plus phone streams waiting for their `start`: what admission counts.
-    pub(crate) fn admitted(&self) -> usize {
-        self.live_calls() + self.phone_pending.load(Ordering::SeqCst)
+    /// Live calls plus phone streams waiting for their `start`, in quarter calls
+    /// ([`TransportKind::cost_quarters`]): what admission counts.
+    fn admitted_quarters(&self) -> usize {
+        let live: usize = self.calls().values().map(|c| c.kind.cost_quarters()).sum();
+        live + self.phone_pending.load(Ordering::SeqCst) * TransportKind::Twilio.cost_quarters()
     }
 
-    /// Whether one more call may start now (`max_calls`, drain).
-    pub(crate) fn admit(&self) -> Result<(), ApiError> {
+    /// Whether one more call of `kind` may start now (`max_calls`, drain).
+    pub(crate) fn admit(&self, kind: TransportKind) -> Result<(), ApiError> {
         if self.draining.load(Ordering::SeqCst) {
             self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::overloaded("the server is draining and takes no new calls"));
         }
-        if self.admitted() >= self.max_calls {
+        if self.admitted_quarters() + kind.cost_quarters() > self.max_calls.saturating_mul(4) {
             self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::overloaded(format!("the server is at its limit of {} calls", self.max_calls)));
+            let limit = format!("the server is at its limit of {} calls (a phone call counts as a quarter)", self.max_calls);
+            return Err(ApiError::overloaded(limit));
         }
         Ok(())
     }
@@ -398,24 +411,14 @@ impl Engine for EngineHandle {
 
     async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError> {
         let engine = &self.0;
-        if engine.draining.load(Ordering::SeqCst) {
-            engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::overloaded("the server is draining and takes no new calls"));
-        }
-        if engine.admitted() >= engine.max_calls {
-            engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::overloaded(format!("the server is at its limit of {} calls", engine.max_calls)));
-        }
+        engine.admit(TransportKind::WebRtc)?;
         engine.start_call(req).await
     }
 
     async fn create_rtp_session(&self, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError> {
         let engine = &self.0;
         engine.rtp_ingest.ok_or_else(rtp_disabled)?;
-        if engine.draining.load(Ordering::SeqCst) || engine.admitted() >= engine.max_calls {
-            engine.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::overloaded("the server takes no new sessions right now"));
-        }
+        engine.admit(TransportKind::PlainRtp)?;
         engine.start_rtp_session(config, session_id).await
     }
 

@@ -75,7 +75,8 @@ pub struct ServeConfig {
     pub audio_workers: Option<usize>,
     /// Most concurrent calls; offers beyond it get 503. Default: 40 per core, the load measured
     /// to keep turn latency within 40 ms of idle on this project's reference machine
-    /// (BENCHMARKS.md); past saturation the real-time audio threads starve network I/O.
+    /// (BENCHMARKS.md); past saturation the real-time audio threads starve network I/O. A phone
+    /// call counts as a quarter (G.711 at 8 kHz: ≈ 200 per core by the same criterion).
     #[arg(long, env = "VOXRELAY_MAX_CALLS")]
     pub max_calls: Option<usize>,
     /// On SIGTERM/Ctrl-C: how long live calls may go on before they are ended, in seconds

@@ -8,7 +8,8 @@
 //! - `bridge` — the transport: waiting for `start`, audio into the worker's ring, marks (what
 //!   the caller heard), `media` + `mark` out, `clear` on barge-in.
 //!
-//! Limits: a stream counts toward `max_calls` from its upgrade (a stream that never starts is
+//! Limits: a stream counts toward `max_calls` from its upgrade, as a quarter of a call
+//! ([`TransportKind::cost_quarters`]; a stream that never starts is
 //! closed after [`bridge::START_TIMEOUT`]); a message is at most
 //! `voxrelay_signaling::telephony::MAX_MESSAGE_BYTES`, a media payload at most
 //! [`twilio::MAX_MEDIA_PAYLOAD_BYTES`] decoded.
@@ -37,7 +38,7 @@ const SESSION_PARAMETERS: [&str; 3] = ["agent", "instructions", "voice"];
 
 /// Accepts a Twilio media stream: admission now, the call once `start` arrives.
 pub fn open_twilio_stream(engine: &Arc<VoxEngine>) -> Result<PhoneChannel, ApiError> {
-    engine.admit()?;
+    engine.admit(TransportKind::Twilio)?;
     engine.phone_pending.fetch_add(1, Ordering::SeqCst);
     let (to_carrier, to_rx) = mpsc::unbounded_channel();
     let (from_tx, mut from_carrier) = mpsc::unbounded_channel();
@@ -76,7 +77,7 @@ async fn start_call(
     from_carrier: mpsc::UnboundedReceiver<CarrierMessage>,
     to_carrier: mpsc::UnboundedSender<String>,
 ) -> Result<String, ApiError> {
-    engine.admit()?;
+    engine.admit(TransportKind::Twilio)?;
     let config = session_config(&start.custom_parameters)?;
     let dialect = events_dialect(&start.custom_parameters)?;
     let line = Arc::new(PhoneLine::new(start.stream_sid, to_carrier));
