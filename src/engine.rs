@@ -115,7 +115,7 @@ pub struct VoxEngine {
     pub turn: OnceLock<crate::turn::IceAdvert>,
     /// Phone streams upgraded but not started yet (they count toward `max_calls`, as phone calls).
     pub(crate) phone_pending: std::sync::atomic::AtomicUsize,
-    /// Echo guard of phone sessions (lines without echo cancellation); set before serving.
+    /// Echo guard of phone sessions (lines without echo cancellation).
     pub phone_echo_guard: EchoGuardConfig,
 }
 

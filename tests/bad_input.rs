@@ -188,12 +188,11 @@ async fn offers_beyond_max_calls_get_503_with_retry_after() {
     let base = server.url();
     let mut first = Call::connect(&base, "/v1/realtime", API_KEY).await;
     first.expect("session.created").await;
-    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
     let resp = http()
         .post(format!("{base}/v1/realtime"))
         .bearer_auth(API_KEY)
         .header("content-type", "application/sdp")
-        .body(offer)
+        .body(MINIMAL_OFFER)
         .send()
         .await
         .unwrap();

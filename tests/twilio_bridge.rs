@@ -63,17 +63,22 @@ async fn until(line: &FakeLine, what: &str, cond: impl Fn(&phone_line::LineLog) 
     }
 }
 
-/// The only live phone call's id.
-async fn phone_call_id(server: &voxrelay::RunningServer) -> String {
+/// Waits until exactly `n` phone calls are live; returns their ids.
+async fn phone_calls(server: &voxrelay::RunningServer, n: usize) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let ids = server.engine.call_ids(TransportKind::Twilio);
-        if ids.len() == 1 {
-            return ids[0].clone();
+        if ids.len() == n {
+            return ids;
         }
-        assert!(tokio::time::Instant::now() < deadline, "phone call never started ({ids:?})");
+        assert!(tokio::time::Instant::now() < deadline, "never {n} live phone calls ({ids:?})");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The only live phone call's id.
+async fn phone_call_id(server: &voxrelay::RunningServer) -> String {
+    phone_calls(server, 1).await.remove(0)
 }
 
 /// An operator's events socket on a call (`GET /v1/calls/<id>/events`).
@@ -563,35 +568,24 @@ async fn the_dialect_parameter_picks_ga_event_names_and_a_bad_one_is_refused() {
 async fn a_phone_call_counts_as_a_quarter_of_max_calls() {
     let server = start_with(|c| c.max_calls = Some(1)).await;
     let url = format!("{}/v1/telephony/twilio", ws_base(&server));
-    let live = || server.engine.call_ids(TransportKind::Twilio).len();
-    let deadline = tokio::time::Instant::now() + WAIT;
     let mut lines = Vec::new();
     for _ in 0..4 {
         lines.push(FakeLine::connect(&url, json!({}), Impairments::default()).await);
     }
-    while live() < 4 {
-        assert!(tokio::time::Instant::now() < deadline, "four phone calls never went live");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    phone_calls(&server, 4).await;
     match tokio_tungstenite::connect_async(url.as_str()).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
         other => panic!("a fifth phone stream must be refused with 503, got {:?}", other.map(|(_, r)| r.status())),
     }
-    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
-    let resp = http().post(format!("{}/v1/realtime", server.url())).bearer_auth(API_KEY).header("content-type", "application/sdp").body(offer).send().await.unwrap();
+    let resp =
+        http().post(format!("{}/v1/realtime", server.url())).bearer_auth(API_KEY).header("content-type", "application/sdp").body(MINIMAL_OFFER).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
 
     lines.pop().unwrap().stop();
-    while live() > 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the hung-up call never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    phone_calls(&server, 3).await;
     lines.push(FakeLine::connect(&url, json!({}), Impairments::default()).await);
-    while live() < 4 {
-        assert!(tokio::time::Instant::now() < deadline, "the freed slot was not taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    phone_calls(&server, 4).await;
     server.shutdown().await;
 }

@@ -24,8 +24,8 @@
 //! while the fit is loose). Double talk is kept out of the learning: a confident frame above the estimate
 //! holds it for 300 ms ([`HOLD_FRAMES`]; learning from the caller over the echo raised the
 //! gain by 6 dB within a second and locked the caller out). And once the caller has held the
-//! floor for 60 ms, their valleys down to 3 dB under the estimate count too
-//! ([`BRIDGE_RUN`], [`BRIDGE_GAIN`]): echo alone stays under the estimate by its margin, and
+//! floor for `min_barge_in_ms`, their valleys down to 3 dB under the estimate count too
+//! ([`BRIDGE_GAIN`]): echo alone stays under the estimate by its margin, and
 //! without the bridge a talker's syllables split into runs too short for the turn detector.
 //!
 //! This is a suppressor, not a canceller: it never changes the audio the agent hears (providers
@@ -155,12 +155,11 @@ const TIGHT_SLACK: usize = 1;
 /// talking over the echo raised the learned gain by 6 dB within a second and locked the
 /// caller out (tests/twilio_bridge.rs, barge-in 900 ms into a reply).
 const HOLD_FRAMES: u32 = 15;
-/// A caller run this long (60 ms of confident frames above the estimate, the default
-/// `min_barge_in_ms`) bridges its valleys… At 100 ms, a caller over a −6 dB echo split into
-/// runs the turn detector never joined: the valleys after the first 60 ms outlasted its
-/// 100 ms dip tolerance (traced in tests/twilio_bridge.rs, barge-ins missed by 1–2 s).
-const BRIDGE_RUN: u32 = 3;
-/// …down to this fraction of the estimate (−3 dB, amplitude).
+/// A caller run that has reached `min_barge_in_ms` bridges its valleys down to this fraction
+/// of the estimate (−3 dB, amplitude). Bridging only after a longer run (100 ms against the
+/// default 60) left a caller over a −6 dB echo split into runs the turn detector never joined:
+/// the valleys outlasted its 100 ms dip tolerance (traced in tests/twilio_bridge.rs, barge-ins
+/// missed by 1–2 s).
 const BRIDGE_GAIN: f32 = 0.708;
 /// Frames (200 ms) of a response's echo learned before its lag counts as confirmed (the decayed
 /// sums have then taken in a shift of the playout depth).
@@ -277,11 +276,11 @@ impl EchoGuard {
             return (Verdict::Clear, prob);
         }
         let confident = prob >= self.config.speaking_threshold;
-        // Once the caller has held the floor for BRIDGE_RUN frames, their quieter syllables
-        // (within BRIDGE_DB of the estimate) count too: echo alone sits below the estimate by
+        // Once the caller's run counts as a barge-in (min_run frames), their quieter syllables
+        // (within BRIDGE_GAIN of the estimate) count too: echo alone sits below the estimate by
         // its margin, and a talker's valleys would otherwise split the turn into runs too short
         // for the turn detector.
-        let bridging = confident && self.run >= BRIDGE_RUN && self.gap < MAX_RUN_GAP && inbound_rms > echo * BRIDGE_GAIN;
+        let bridging = confident && self.run >= self.min_run && self.gap < MAX_RUN_GAP && inbound_rms > echo * BRIDGE_GAIN;
         if bridging && inbound_rms <= echo {
             self.hold = HOLD_FRAMES;
             self.held_for = self.held_for.saturating_add(1);
@@ -459,7 +458,7 @@ mod tests {
         let echo = g.echo_estimate();
         // Echo alone just under the estimate: never the caller, however confident the VAD.
         assert_eq!(g.judge(echo * 0.9, 0.95), (Verdict::Echo, 0.0));
-        for _ in 0..BRIDGE_RUN {
+        for _ in 0..g.min_run {
             g.on_sent(rms(&tone(8000.0, 960)));
             g.judge(echo * 2.0, 0.95);
         }

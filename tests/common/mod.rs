@@ -13,6 +13,9 @@ pub const API_KEY: &str = "sk_test_voxrelay";
 /// Every wait in these tests is bounded by this, so a broken server fails a test instead of
 /// hanging CI.
 pub const WAIT: Duration = Duration::from_secs(20);
+/// The smallest SDP offer the server parses (Opus, no ICE candidates): enough for tests that
+/// only need the offer to be admitted or refused.
+pub const MINIMAL_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
 
 pub async fn start_server() -> voxrelay::RunningServer {
     start_with(|_| {}).await
