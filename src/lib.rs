@@ -2,28 +2,32 @@
 //!
 //! The tree reads edge → domain → media:
 //! - `voxrelay-signaling` (the `signaling/` crate): HTTP API, wire types, auth, errors.
-//! - this crate: orchestration. [`server`] starts everything; [`engine`] creates calls;
-//!   [`call`] runs one call on tokio (peer connection, data channel, protocol state);
-//!   [`peer`] is the webrtc-rs glue; [`agent`] holds what answers the caller.
+//! - this crate: orchestration. [`server`] starts everything; [`engine`] starts calls after
+//!   [`admission`] lets them in; [`transport`] carries a person's audio and control in and out
+//!   (WebRTC, plain RTP, phone streams; the only place that knows a wire); [`call`] runs one
+//!   call on tokio over any transport (protocol state in `call::Conversation`); [`agent`] holds
+//!   what answers the caller; [`relay`] is the embedded TURN server.
 //! - `voxrelay-media` (the `media/` crate): real-time audio on dedicated worker threads.
 //!
-//! Data path of one call: peer RTP → [`call`]'s track reader → ring → audio worker (jitter
-//! buffer, Opus decode, resample, VAD, turn detection) → ring → call task → agent; agent
-//! speech → ring → worker (resample, encode) → ring → call task → RTP to the peer.
+//! Data path of one call: transport reader → ring → audio worker (jitter buffer, decode,
+//! resample, VAD, turn detection) → ring → call task → agent; agent speech → ring → worker
+//! (resample, mix, encode) → ring → call task → the transport's packet sink.
+//! ARCHITECTURE.md has the picture.
 
+pub mod admission;
 pub mod agent;
 pub mod api_key;
 pub mod call;
-pub mod client;
 pub mod config;
 pub mod engine;
 pub mod loadgen;
 pub mod metrics;
-pub mod peer;
-pub mod rtp;
+pub mod relay;
 pub mod server;
-pub mod telephony;
-pub mod turn;
+pub mod transport;
+
+/// The WebRTC client (the load generator's and the tests' peer).
+pub use transport::webrtc::client;
 
 pub use config::ServeConfig;
 

@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Turn { config } => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("VOXRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
-            let turn = voxrelay::turn::start_from_file(&config, None).await?;
+            let turn = voxrelay::relay::start_from_file(&config, None).await?;
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = term.recv() => {}

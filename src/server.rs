@@ -16,7 +16,7 @@ use voxrelay_signaling::{Api, Auth, router};
 
 use crate::config::ServeConfig;
 use crate::engine::{EngineHandle, VoxEngine};
-use crate::peer::PortAllocator;
+use crate::transport::webrtc::PortAllocator;
 
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -68,8 +68,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let engine = VoxEngine::new(pool, ports, rtp_ingest, vad, cfg.max_calls(), providers, phone_echo_guard);
     let turn = match &cfg.turn_config {
         Some(path) => {
-            let turn = crate::turn::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;
-            let _ = engine.turn.set(turn.advert());
+            let turn = crate::relay::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;
+            let _ = engine.relay.set(turn.advert());
             Some(turn)
         }
         None => None,

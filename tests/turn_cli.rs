@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voxrelay::turn::probe::{CLASS_SUCCESS_RESPONSE, METHOD_BINDING, Probe, parse};
+use voxrelay::relay::probe::{CLASS_SUCCESS_RESPONSE, METHOD_BINDING, Probe, parse};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use voxrelay::turn::TurnConfig;
-use voxrelay::turn::auth::mint_rest;
-use voxrelay::turn::core::{ClientKey, Now, RelayId, TurnCore, TurnStats, Via};
-use voxrelay::turn::probe::*;
+use voxrelay::relay::RelayConfig;
+use voxrelay::relay::auth::mint_rest;
+use voxrelay::relay::core::{ClientKey, Now, RelayId, TurnCore, TurnStats, Via};
+use voxrelay::relay::probe::*;
 
 const SECRET: &str = "s3cret";
 const REALM: &str = "voxrelay";
@@ -20,14 +20,14 @@ struct Harness {
     now: Now,
 }
 
-fn config() -> TurnConfig {
-    TurnConfig {
+fn config() -> RelayConfig {
+    RelayConfig {
         use_auth_secret: true,
         static_auth_secrets: vec![SECRET.into()],
         lt_cred_mech: true,
         users: vec![("alice".into(), "pw".into())],
         realm: REALM.into(),
-        ..TurnConfig::default()
+        ..RelayConfig::default()
     }
 }
 
@@ -36,7 +36,7 @@ fn client(n: u16) -> ClientKey {
 }
 
 impl Harness {
-    fn new(cfg: TurnConfig) -> Harness {
+    fn new(cfg: RelayConfig) -> Harness {
         Harness { core: TurnCore::new(&cfg, "192.0.2.100".parse().unwrap()), io: RecordingIo::default(), now: Now::system() }
     }
 
@@ -125,7 +125,7 @@ fn wrong_password_is_refused() {
 
 #[test]
 fn user_quota_and_total_quota_answer_486() {
-    let mut h = Harness::new(TurnConfig { user_quota: 2, total_quota: 3, ..config() });
+    let mut h = Harness::new(RelayConfig { user_quota: 2, total_quota: 3, ..config() });
     let mut p = h.rest("leaked", 600);
     assert!(ok(&h.allocate(client(1), &mut p, &[])));
     assert!(ok(&h.allocate(client(2), &mut p, &[])));
@@ -204,7 +204,7 @@ fn permitted_peers_relay_both_ways_by_send_indication_and_channel_data() {
 
 #[test]
 fn max_bps_drops_over_rate_packets() {
-    let mut h = Harness::new(TurnConfig { max_bps: 1000, ..config() });
+    let mut h = Harness::new(RelayConfig { max_bps: 1000, ..config() });
     let mut p = h.rest("sess_1", 600);
     assert!(ok(&h.allocate(client(1), &mut p, &[])));
     let peer: SocketAddr = "8.8.8.8:5000".parse().unwrap();
@@ -259,7 +259,7 @@ fn malformed_messages_are_dropped_and_the_server_keeps_answering() {
 
 #[test]
 fn external_ip_is_advertised_as_the_relayed_address() {
-    let cfg = TurnConfig { external_ips: vec![("203.0.113.7".parse().unwrap(), Some("192.0.2.100".parse().unwrap()))], ..config() };
+    let cfg = RelayConfig { external_ips: vec![("203.0.113.7".parse().unwrap(), Some("192.0.2.100".parse().unwrap()))], ..config() };
     let mut h = Harness::new(cfg);
     let mut p = h.rest("sess_1", 600);
     let a = h.allocate(client(1), &mut p, &[]);

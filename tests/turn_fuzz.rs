@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use voxrelay::turn::TurnConfig;
-use voxrelay::turn::auth::mint_rest;
-use voxrelay::turn::core::{ClientKey, Now, TurnCore, Via};
-use voxrelay::turn::framing::{Frame, next_frame};
-use voxrelay::turn::probe::*;
+use voxrelay::relay::RelayConfig;
+use voxrelay::relay::auth::mint_rest;
+use voxrelay::relay::core::{ClientKey, Now, TurnCore, Via};
+use voxrelay::relay::framing::{Frame, next_frame};
+use voxrelay::relay::probe::*;
 
 const REALM: &str = "voxrelay";
 
@@ -87,7 +87,7 @@ fn mutate(rng: &mut StdRng, seed: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
 fn mutated_stun_messages_never_panic_the_core() {
     let iterations: u64 = std::env::var("VOXRELAY_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let seed: u64 = std::env::var("VOXRELAY_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_7075);
-    let cfg = TurnConfig {
+    let cfg = RelayConfig {
         use_auth_secret: true,
         static_auth_secrets: vec!["s".into()],
         lt_cred_mech: true,
@@ -96,7 +96,7 @@ fn mutated_stun_messages_never_panic_the_core() {
         user_quota: 1_000_000,
         max_bps: 1_000_000,
         allow_loopback_peers: true,
-        ..TurnConfig::default()
+        ..RelayConfig::default()
     };
     let mut core = TurnCore::new(&cfg, "127.0.0.1".parse().unwrap());
     let mut io = RecordingIo::default();
@@ -134,7 +134,7 @@ fn mutated_stun_messages_never_panic_the_core() {
         core.on_client(from, &mutated, now, &mut io);
         let _ = matches!(next_frame(&mutated), Frame::Complete { .. });
         if i % 64 == 0 {
-            core.on_peer(voxrelay::turn::core::RelayId(1), peer, &mutated, now, &mut io);
+            core.on_peer(voxrelay::relay::core::RelayId(1), peer, &mutated, now, &mut io);
         }
         if i % 1024 == 0 {
             io.to_client.clear();

@@ -12,15 +12,15 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voxrelay::turn::core::TurnStats;
-use voxrelay::turn::{TurnConfig, TurnServer};
+use voxrelay::relay::core::TurnStats;
+use voxrelay::relay::{RelayConfig, RelayServer};
 
 const SECRET: &str = "relay-test-secret";
 /// uclient sends every 20 ms; 50 messages per client take ~1 s, setup a few more.
 const UCLIENT_DEADLINE: Duration = Duration::from_secs(60);
 
-fn test_config(allow_loopback: bool) -> TurnConfig {
-    TurnConfig {
+fn test_config(allow_loopback: bool) -> RelayConfig {
+    RelayConfig {
         listening_ips: vec!["127.0.0.1".parse().unwrap()],
         listening_port: 0, // OS-assigned (the file parser refuses 0; the library accepts it)
         min_port: 0,
@@ -29,7 +29,7 @@ fn test_config(allow_loopback: bool) -> TurnConfig {
         static_auth_secrets: vec![SECRET.into()],
         allow_loopback_peers: allow_loopback,
         no_tls: true,
-        ..TurnConfig::default()
+        ..RelayConfig::default()
     }
 }
 
@@ -88,7 +88,7 @@ async fn uclient_async(port: u16, args: &[&str]) -> Uclient {
 const LOAD: [&str; 10] = ["-y", "-c", "-n", "50", "-m", "2", "-l", "160", "-e", "127.0.0.1"];
 
 async fn relays_without_loss(transport: &[&str]) {
-    let server = TurnServer::start(&test_config(true), None).await.unwrap();
+    let server = RelayServer::start(&test_config(true), None).await.unwrap();
     let port = server.udp_addrs[0].port();
     assert_eq!(server.tcp_addrs[0].port(), port);
     let mut args = transport.to_vec();
@@ -123,8 +123,8 @@ async fn uclient_relays_over_tls_without_loss() {
     let (cert_path, key_path) = (dir.join("turn.crt"), dir.join("turn.key"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let cfg = TurnConfig { cert: Some(cert_path), pkey: Some(key_path), no_tls: false, tls_listening_port: 0, ..test_config(true) };
-    let server = TurnServer::start(&cfg, None).await.unwrap();
+    let cfg = RelayConfig { cert: Some(cert_path), pkey: Some(key_path), no_tls: false, tls_listening_port: 0, ..test_config(true) };
+    let server = RelayServer::start(&cfg, None).await.unwrap();
     let tls_port = server.tls_addrs[0].port();
     let mut args = vec!["-t", "-S", "-W", SECRET, "-u", "alice"];
     args.extend(LOAD);
@@ -136,7 +136,7 @@ async fn uclient_relays_over_tls_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_policy_refuses_loopback_peers_with_403() {
-    let server = TurnServer::start(&test_config(false), None).await.unwrap();
+    let server = RelayServer::start(&test_config(false), None).await.unwrap();
     let port = server.udp_addrs[0].port();
     for transport in [&[][..], &["-t"][..]] {
         let mut args = transport.to_vec();
@@ -153,7 +153,7 @@ async fn default_policy_refuses_loopback_peers_with_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_rest_secret_cannot_allocate() {
-    let server = TurnServer::start(&test_config(true), None).await.unwrap();
+    let server = RelayServer::start(&test_config(true), None).await.unwrap();
     let port = server.udp_addrs[0].port();
     let r = uclient_async(port, &["-W", "not-the-secret", "-u", "eve", "-y", "-c", "-n", "5", "-e", "127.0.0.1"]).await;
     assert_eq!(r.received, 0, "{}", r.output);
@@ -236,8 +236,8 @@ async fn tcp_connections_are_capped_and_silent_ones_closed() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
     const BINDING_SUCCESS: u16 = 0x0101;
-    let cfg = TurnConfig { max_tcp_connections: 2, tcp_hello_timeout: Duration::from_millis(500), ..test_config(false) };
-    let server = TurnServer::start(&cfg, None).await.unwrap();
+    let cfg = RelayConfig { max_tcp_connections: 2, tcp_hello_timeout: Duration::from_millis(500), ..test_config(false) };
+    let server = RelayServer::start(&cfg, None).await.unwrap();
     let addr = server.tcp_addrs[0];
 
     // Two clients: one talks (and keeps its slot), one stays silent.

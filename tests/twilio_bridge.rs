@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use phone_line::{FakeLine, Impairments, to_8k};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use voxrelay::engine::TransportKind;
+use voxrelay::transport::TransportKind;
 
 fn ws_base(server: &voxrelay::RunningServer) -> String {
     server.url().replacen("http", "ws", 1)

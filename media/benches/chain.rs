@@ -9,7 +9,7 @@ use std::hint::black_box;
 use voxrelay_media::{
     AgentFrame, AudioCodec, EarshotVad, EnergyVad, G711Law, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET,
     OpusDecoder, OpusEncoder, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionChain,
-    SessionOptions, TurnConfig, Vad, VadKind, mix_48k,
+    SessionOptions, TurnDetectConfig, Vad, VadKind, mix_48k,
 };
 
 /// The fixture as 20 ms frames at 48 kHz.
@@ -247,7 +247,7 @@ fn outbound(c: &mut Criterion, frames24: &[[i16; SAMPLES_24K]]) {
 fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>], frames24: &[[i16; SAMPLES_24K]]) {
     let n = frames.len();
     let frames8: Vec<[i16; 160]> = resample_all(frames, SampleRate::HZ_8K);
-    let turn = TurnConfig { interrupt_response: false, ..TurnConfig::default() };
+    let turn = TurnDetectConfig { interrupt_response: false, ..TurnDetectConfig::default() };
     for (name, codec, vad) in [
         ("session_tick_full_duplex_opus_earshot", AudioCodec::Opus, VadKind::Earshot),
         ("session_tick_full_duplex_opus_energy", AudioCodec::Opus, VadKind::Energy),

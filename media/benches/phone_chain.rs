@@ -14,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use voxrelay_media::{
     AgentFrame, AudioCodec, EarshotVad, EchoGuardConfig, G711Law, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K,
-    SAMPLES_48K, SampleRate, SessionChain, SessionOptions, TurnConfig, Uplink, Vad, VadKind, linear_to_ulaw,
+    SAMPLES_48K, SampleRate, SessionChain, SessionOptions, TurnDetectConfig, Uplink, Vad, VadKind, linear_to_ulaw,
 };
 
 /// The 48 kHz speech fixture as 20 ms mu-law frames at 8 kHz.
@@ -37,7 +37,7 @@ const SID: &str = "MZ00000000000000000000000000000001";
 
 fn phone_session() -> (SessionChain, voxrelay_media::SessionHandle) {
     let options = SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Earshot, echo_guard: EchoGuardConfig::DEFAULT };
-    SessionChain::with_options(TurnConfig::default(), options).unwrap()
+    SessionChain::with_options(TurnDetectConfig::default(), options).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

@@ -14,8 +14,8 @@ use crate::session_codec::{AudioCodec, Decoder, Encoder};
 use crate::vad::VadKind;
 use crate::{
     AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING, JitterBuffer, MAX_OPUS_PACKET,
-    MediaError, MediaEvent, OpusOut, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate,
-    SessionStats, TurnConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
+    MediaError, MediaEvent, EncodedFrame, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate,
+    SessionStats, TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
 };
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub struct SessionHandle {
     pub ingress: Producer<RtpIn>,
     pub control: Producer<Control>,
     pub agent_out: Producer<AgentFrame>,
-    pub egress: Consumer<OpusOut>,
+    pub egress: Consumer<EncodedFrame>,
     pub uplink: Consumer<Uplink>,
     pub stats: Arc<SessionStats>,
 }
@@ -53,7 +53,7 @@ pub struct SessionChain {
     ingress: Consumer<RtpIn>,
     control: Consumer<Control>,
     agent_in: Consumer<AgentFrame>,
-    egress: Producer<OpusOut>,
+    egress: Producer<EncodedFrame>,
     uplink: Producer<Uplink>,
     stats: Arc<SessionStats>,
 
@@ -92,15 +92,15 @@ pub struct SessionChain {
 impl SessionChain {
     /// An Opus session with the default VAD. Returns the chain (worker side) and its handle
     /// (tokio side). Everything the per-tick path needs is allocated here.
-    pub fn new(turn: TurnConfig) -> Result<(SessionChain, SessionHandle), MediaError> {
+    pub fn new(turn: TurnDetectConfig) -> Result<(SessionChain, SessionHandle), MediaError> {
         Self::with_options(turn, SessionOptions::default())
     }
 
-    pub fn with_vad(turn: TurnConfig, vad: VadKind) -> Result<(SessionChain, SessionHandle), MediaError> {
+    pub fn with_vad(turn: TurnDetectConfig, vad: VadKind) -> Result<(SessionChain, SessionHandle), MediaError> {
         Self::with_options(turn, SessionOptions { vad, ..SessionOptions::default() })
     }
 
-    pub fn with_options(turn: TurnConfig, options: SessionOptions) -> Result<(SessionChain, SessionHandle), MediaError> {
+    pub fn with_options(turn: TurnDetectConfig, options: SessionOptions) -> Result<(SessionChain, SessionHandle), MediaError> {
         let SessionOptions { codec, vad, echo_guard } = options;
         let (ingress_tx, ingress) = RingBuffer::new(INGRESS_RING);
         let (control_tx, control) = RingBuffer::new(CONTROL_RING);
@@ -154,7 +154,7 @@ impl SessionChain {
         self.codec
     }
 
-    pub fn turn_config(&self) -> TurnConfig {
+    pub fn turn_config(&self) -> TurnDetectConfig {
         self.turn.config()
     }
 
@@ -319,7 +319,7 @@ impl SessionChain {
     /// music, room participants) join the same `sources` array.
     fn outbound(&mut self) {
         let silence = self.codec.silence();
-        let mut packet = OpusOut { frame_index: self.frames_out, voiced: false, len: silence.len() as u16, data: [0; MAX_OPUS_PACKET] };
+        let mut packet = EncodedFrame { frame_index: self.frames_out, voiced: false, len: silence.len() as u16, data: [0; MAX_OPUS_PACKET] };
         packet.data[..silence.len()].copy_from_slice(silence);
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next = self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);

@@ -29,13 +29,36 @@ pub const EGRESS_RING: usize = 16;
 /// Uplink audio + events: 64 entries ≈ 1.2 s of caller audio.
 pub const UPLINK_RING: usize = 64;
 
-/// One inbound RTP payload (Opus), tokio -> worker.
+/// An RFC 6464 audio level: the sender's level of this packet's audio in -dBov (0 = loudest,
+/// 127 = silence), and its voice-activity flag. Rooms rank active speakers by it without
+/// decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioLevel {
+    /// -dBov, 0..=127.
+    pub minus_dbov: u8,
+    pub voice: bool,
+}
+
+impl AudioLevel {
+    /// Parses the one-byte extension element (`V` bit, then 7 bits of level).
+    pub fn from_extension(data: &[u8]) -> Option<Self> {
+        let &b = data.first()?;
+        Some(AudioLevel { minus_dbov: b & 0x7f, voice: b & 0x80 != 0 })
+    }
+}
+
+/// One inbound media payload with its source, tokio -> worker: RTP, or a carrier chunk given
+/// RTP-like numbering by its transport.
 #[derive(Clone, Copy)]
 pub struct RtpIn {
     /// RTP sequence number; the jitter buffer orders by it.
     pub seq: u16,
     /// RTP timestamp (48 kHz clock for Opus). Carried for diagnostics; playout is seq-driven.
     pub timestamp: u32,
+    /// The stream the packet belongs to (0 where the wire has none: carrier streams).
+    pub ssrc: u32,
+    /// The sender's audio level, when the wire carries it (RFC 6464).
+    pub audio_level: Option<AudioLevel>,
     /// Valid bytes in `payload`.
     pub len: u16,
     pub payload: [u8; MAX_OPUS_PACKET],
@@ -47,9 +70,16 @@ impl RtpIn {
         if payload.len() > MAX_OPUS_PACKET {
             return None;
         }
-        let mut frame = RtpIn { seq, timestamp, len: payload.len() as u16, payload: [0; MAX_OPUS_PACKET] };
+        let mut frame = RtpIn { seq, timestamp, ssrc: 0, audio_level: None, len: payload.len() as u16, payload: [0; MAX_OPUS_PACKET] };
         frame.payload[..payload.len()].copy_from_slice(payload);
         Some(frame)
+    }
+
+    /// Tags the frame with its stream and level.
+    pub fn with_source(mut self, ssrc: u32, audio_level: Option<AudioLevel>) -> Self {
+        self.ssrc = ssrc;
+        self.audio_level = audio_level;
+        self
     }
 
     /// The valid payload bytes.
@@ -60,7 +90,13 @@ impl RtpIn {
 
 impl std::fmt::Debug for RtpIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RtpIn").field("seq", &self.seq).field("timestamp", &self.timestamp).field("len", &self.len).finish()
+        f.debug_struct("RtpIn")
+            .field("seq", &self.seq)
+            .field("timestamp", &self.timestamp)
+            .field("ssrc", &self.ssrc)
+            .field("audio_level", &self.audio_level)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -68,7 +104,7 @@ impl std::fmt::Debug for RtpIn {
 #[derive(Clone, Copy, Debug)]
 pub enum Control {
     /// Replace the turn-detection settings; a speech run in progress is discarded.
-    SetTurn(crate::TurnConfig),
+    SetTurn(crate::TurnDetectConfig),
     /// Manual commit (push-to-talk): the worker emits [`MediaEvent::Committed`] at the current
     /// audio time.
     CommitInput,
@@ -133,7 +169,7 @@ pub enum MediaEvent {
 /// Encoded outbound frame, worker -> tokio RTP writer. Exactly one per 20 ms tick per session
 /// (the Opus silence packet while the agent is not speaking, so the stream stays continuous).
 #[derive(Clone, Copy)]
-pub struct OpusOut {
+pub struct EncodedFrame {
     /// Counts ticks of this session from 0; the RTP writer derives seq and timestamp from it.
     pub frame_index: u64,
     /// True when this carries agent speech, false for the silence packet.
@@ -142,15 +178,15 @@ pub struct OpusOut {
     pub data: [u8; MAX_OPUS_PACKET],
 }
 
-impl OpusOut {
+impl EncodedFrame {
     /// The valid packet bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.data[..self.len as usize]
     }
 }
 
-impl std::fmt::Debug for OpusOut {
+impl std::fmt::Debug for EncodedFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpusOut").field("frame_index", &self.frame_index).field("voiced", &self.voiced).field("len", &self.len).finish()
+        f.debug_struct("EncodedFrame").field("frame_index", &self.frame_index).field("voiced", &self.voiced).field("len", &self.len).finish()
     }
 }

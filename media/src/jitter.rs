@@ -169,7 +169,7 @@ impl JitterBuffer {
 
     /// A buffer whose packets carry RTP timestamps at `clock` (8 kHz for G.711).
     pub fn with_clock_rate(clock: SampleRate) -> Self {
-        let empty = Slot { present: false, packet: RtpIn { seq: 0, timestamp: 0, len: 0, payload: [0; crate::MAX_OPUS_PACKET] } };
+        let empty = Slot { present: false, packet: RtpIn { seq: 0, timestamp: 0, ssrc: 0, audio_level: None, len: 0, payload: [0; crate::MAX_OPUS_PACKET] } };
         JitterBuffer {
             slots: vec![empty; JITTER_CAPACITY],
             seen_first: false,

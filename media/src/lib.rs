@@ -16,8 +16,8 @@
 //!      the [`TurnDetector`] with audio time and pushes [`Uplink::Event`]s as they happen
 //!      (barge-in cuts the playing response in this same tick);
 //!    - pops at most one [`AgentFrame::Audio`] (24 kHz), resamples to 48 kHz, mixes
-//!      ([`mix_48k`], soft limiter), encodes in the session's codec and pushes an [`OpusOut`]
-//!      (despite the name, it carries the codec's payload: 160 bytes for G.711) to `egress`; when
+//!      ([`mix_48k`], soft limiter), encodes in the session's codec and pushes an [`EncodedFrame`]
+//!      (the codec's payload: an Opus packet, or 160 bytes of G.711) to `egress`; when
 //!      the agent is silent it pushes the codec's precomputed silence payload, so `egress` gets
 //!      exactly one packet per tick.
 //! 3. The worker never blocks on a ring: a full output ring drops the frame and counts it in
@@ -64,7 +64,7 @@ mod playback;
 mod resample;
 mod session_codec;
 mod stats;
-mod turn;
+mod turn_detect;
 mod vad;
 mod worker;
 
@@ -73,8 +73,8 @@ pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED
 pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};
 pub use error::MediaError;
 pub use frames::{
-    AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING,
-    MAX_OPUS_PACKET, MediaEvent, OpusOut, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K,
+    AGENT_RING, AgentFrame, AudioLevel, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING,
+    MAX_OPUS_PACKET, MediaEvent, EncodedFrame, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K,
     UPLINK_RING, Uplink,
 };
 pub use g711::{G711_FRAME_BYTES, G711Law, linear_to_alaw, linear_to_ulaw};
@@ -85,7 +85,7 @@ pub use mix::{LIMITER_KNEE, mix_48k, soft_limit};
 pub use resample::{Resampler, SampleRate};
 pub use session_codec::AudioCodec;
 pub use stats::{SessionStats, StatsSnapshot};
-pub use turn::{TurnConfig, TurnDetector, TurnEvent};
+pub use turn_detect::{TurnDetectConfig, TurnDetector, TurnEvent};
 #[cfg(feature = "silero")]
 pub use vad::SileroVad;
 pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};

@@ -5,7 +5,7 @@
 //! channel drained with `try_recv`; the session Vec has its capacity reserved), or log per frame.
 //! The only syscall per tick is the sleep until the next deadline.
 
-use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, TurnConfig, VadKind, chain::Liveness};
+use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, TurnDetectConfig, VadKind, chain::Liveness};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
@@ -91,16 +91,16 @@ impl WorkerPool {
     }
 
     /// Creates an Opus session with the default VAD on the least loaded worker.
-    pub fn add_session(&self, turn: TurnConfig) -> Result<SessionHandle, MediaError> {
+    pub fn add_session(&self, turn: TurnDetectConfig) -> Result<SessionHandle, MediaError> {
         self.add_session_with(turn, SessionOptions::default())
     }
 
-    pub fn add_session_with_vad(&self, turn: TurnConfig, vad: VadKind) -> Result<SessionHandle, MediaError> {
+    pub fn add_session_with_vad(&self, turn: TurnDetectConfig, vad: VadKind) -> Result<SessionHandle, MediaError> {
         self.add_session_with(turn, SessionOptions { vad, ..SessionOptions::default() })
     }
 
     /// Creates a session with the given codec (e.g. PCMU for the telephony bridge) and VAD.
-    pub fn add_session_with(&self, turn: TurnConfig, options: SessionOptions) -> Result<SessionHandle, MediaError> {
+    pub fn add_session_with(&self, turn: TurnDetectConfig, options: SessionOptions) -> Result<SessionHandle, MediaError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(MediaError::WorkerGone);
         }
@@ -242,8 +242,8 @@ mod tests {
     #[test]
     fn a_session_gets_one_packet_per_tick_and_is_freed_when_its_handle_drops() {
         let pool = WorkerPool::new(2);
-        let mut a = pool.add_session(TurnConfig::default()).unwrap();
-        let b = pool.add_session(TurnConfig::default()).unwrap();
+        let mut a = pool.add_session(TurnDetectConfig::default()).unwrap();
+        let b = pool.add_session(TurnDetectConfig::default()).unwrap();
         assert_eq!(pool.sessions(), 2);
         let start = Instant::now();
         assert!(wait_until(|| a.egress.slots() >= 10));
@@ -267,8 +267,8 @@ mod tests {
     #[test]
     fn capacity_is_enforced() {
         let pool = WorkerPool::with_capacity(1, 1);
-        let _a = pool.add_session(TurnConfig::default()).unwrap();
-        assert!(matches!(pool.add_session(TurnConfig::default()), Err(MediaError::Full)));
+        let _a = pool.add_session(TurnDetectConfig::default()).unwrap();
+        assert!(matches!(pool.add_session(TurnDetectConfig::default()), Err(MediaError::Full)));
     }
 
     #[test]

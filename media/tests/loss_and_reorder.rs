@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use voxrelay_media::{SAMPLES_24K, SAMPLES_48K, SessionChain, StatsSnapshot, TurnConfig, Uplink};
+use voxrelay_media::{SAMPLES_24K, SAMPLES_48K, SessionChain, StatsSnapshot, TurnDetectConfig, Uplink};
 
 /// Delivery plan: for each packet, the tick it arrives at, or None if the network drops it.
 fn plan(packets: usize, seed: u64) -> Vec<Option<usize>> {
@@ -28,7 +28,7 @@ fn plan(packets: usize, seed: u64) -> Vec<Option<usize>> {
 /// Runs the packets through a chain with the given delivery plan; returns the uplink audio as
 /// (start_ms, pcm) in order, and the final stats.
 fn run(packets: &[voxrelay_media::RtpIn], delivery: &[Option<usize>]) -> (Vec<(u64, [i16; SAMPLES_24K])>, StatsSnapshot, u64) {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig { server_vad: false, ..TurnConfig::default() }).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig { server_vad: false, ..TurnDetectConfig::default() }).unwrap();
     let last_tick = delivery.iter().flatten().max().copied().unwrap_or(0) + 15;
     let mut audio = Vec::new();
     for tick in 0..=last_tick {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use voxrelay_media::{
-    AgentFrame, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnConfig, Uplink,
+    AgentFrame, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnDetectConfig, Uplink,
 };
 
 /// Ticks once; collects the events and the number of uplink audio frames.
@@ -37,7 +37,7 @@ fn stream_fixture(chain: &mut SessionChain, handle: &mut SessionHandle, extra: u
 
 #[test]
 fn speech_timestamps_match_the_fixture_within_100_ms() {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
     let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None }).collect();
     let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None }).collect();
@@ -54,7 +54,7 @@ fn speech_timestamps_match_the_fixture_within_100_ms() {
 fn a_silero_session_times_speech_like_the_default() {
     use voxrelay_media::{SessionOptions, VadKind};
     let options = SessionOptions { vad: VadKind::Silero, ..SessionOptions::default() };
-    let (mut chain, mut handle) = SessionChain::with_options(TurnConfig::default(), options).unwrap();
+    let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
     let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None }).collect();
     let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None }).collect();
@@ -73,7 +73,7 @@ fn queue_response(handle: &mut SessionHandle, response: u64, frames: usize) {
 
 #[test]
 fn egress_gets_one_packet_per_tick_silence_or_voiced() {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let mut events = Vec::new();
     for _ in 0..3 {
         tick(&mut chain, &mut handle, &mut events);
@@ -99,7 +99,7 @@ fn egress_gets_one_packet_per_tick_silence_or_voiced() {
 
 #[test]
 fn barge_in_cancels_response() {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     // 10 s of agent audio queued; the caller starts talking at 1.0 s of the fixture.
     queue_response(&mut handle, 7, 400);
     let packets = rtp_packets(&speech_48k(), 0);
@@ -128,7 +128,7 @@ fn barge_in_cancels_response() {
 
 #[test]
 fn without_interrupt_response_the_agent_keeps_talking() {
-    let turn = TurnConfig { interrupt_response: false, ..TurnConfig::default() };
+    let turn = TurnDetectConfig { interrupt_response: false, ..TurnDetectConfig::default() };
     let (mut chain, mut handle) = SessionChain::new(turn).unwrap();
     queue_response(&mut handle, 1, 400);
     let events = stream_fixture(&mut chain, &mut handle, 0);
@@ -138,7 +138,7 @@ fn without_interrupt_response_the_agent_keeps_talking() {
 
 #[test]
 fn push_to_talk_commits_only_on_command() {
-    let turn = TurnConfig { server_vad: false, ..TurnConfig::default() };
+    let turn = TurnDetectConfig { server_vad: false, ..TurnDetectConfig::default() };
     let (mut chain, mut handle) = SessionChain::new(turn).unwrap();
     let mut events = stream_fixture(&mut chain, &mut handle, 0);
     assert!(events.is_empty(), "push-to-talk emits no speech events: {events:?}");
@@ -151,16 +151,16 @@ fn push_to_talk_commits_only_on_command() {
 
 #[test]
 fn set_turn_switches_to_server_vad_mid_call() {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig { server_vad: false, ..TurnConfig::default() }).unwrap();
-    handle.control.push(Control::SetTurn(TurnConfig::default())).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig { server_vad: false, ..TurnDetectConfig::default() }).unwrap();
+    handle.control.push(Control::SetTurn(TurnDetectConfig::default())).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
     assert!(events.iter().any(|e| matches!(e, MediaEvent::Committed { .. })), "{events:?}");
-    assert_eq!(chain.turn_config(), TurnConfig::default());
+    assert_eq!(chain.turn_config(), TurnDetectConfig::default());
 }
 
 #[test]
 fn cancel_response_and_clear_output_cut_playback() {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let mut events = Vec::new();
     queue_response(&mut handle, 1, 50);
     for _ in 0..3 {
@@ -188,7 +188,7 @@ fn cancel_response_and_clear_output_cut_playback() {
 
 #[test]
 fn lost_packets_are_concealed_and_audio_time_keeps_running() {
-    let (mut chain, mut handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let packets = rtp_packets(&speech_48k()[..50], 100);
     let mut events = Vec::new();
     let mut audio_frames = 0;
@@ -212,7 +212,7 @@ fn lost_packets_are_concealed_and_audio_time_keeps_running() {
 
 #[test]
 fn a_full_output_ring_drops_and_counts_instead_of_blocking() {
-    let (mut chain, handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     for _ in 0..40 {
         chain.tick(); // nobody drains egress (16 slots)
     }
@@ -222,7 +222,7 @@ fn a_full_output_ring_drops_and_counts_instead_of_blocking() {
 
 #[test]
 fn dropping_the_handle_abandons_the_session() {
-    let (mut chain, handle) = SessionChain::new(TurnConfig::default()).unwrap();
+    let (mut chain, handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let SessionHandle { ingress, control, agent_out, egress, uplink, stats: _ } = handle;
     drop((ingress, control, agent_out, egress));
     assert_eq!(chain.tick(), Liveness::Alive, "one ring end still held");

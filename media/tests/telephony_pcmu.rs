@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use voxrelay_media::{AgentFrame, AudioCodec, G711Law, MediaEvent, SessionChain, SessionOptions, TurnConfig, Uplink};
+use voxrelay_media::{AgentFrame, AudioCodec, G711Law, MediaEvent, SessionChain, SessionOptions, TurnDetectConfig, Uplink};
 
 fn run_speech(codec: AudioCodec, law: G711Law) {
     let options = SessionOptions { codec, ..SessionOptions::default() };
-    let (mut chain, mut handle) = SessionChain::with_options(TurnConfig::default(), options).unwrap();
+    let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
     assert_eq!(chain.codec(), codec);
     let packets = g711_packets(&speech_48k(), law, 1234);
     let mut events = Vec::new();

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use voxrelay_media::{
-    AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnConfig, VadKind, mix_48k,
+    AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnDetectConfig, VadKind, mix_48k,
 };
 
 struct Counting;
@@ -54,7 +54,7 @@ static GLOBAL: Counting = Counting;
 /// allocations on this thread after a 50-tick warm-up. Returns (events seen, allocations).
 fn measure(options: SessionOptions, packets: &[RtpIn]) -> (usize, u64) {
     let agent = agent_tone(40);
-    let (mut chain, mut handle) = SessionChain::with_options(TurnConfig::default(), options).unwrap();
+    let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
 
     let mut run = |ticks: std::ops::Range<usize>| {
         let mut events = 0;

@@ -173,7 +173,7 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
     if let Some(turn) = &cfg.turn_config {
         let text = std::fs::read_to_string(turn).with_context(|| format!("turn_config: reading {}", turn.display()))?;
         let name = turn.display().to_string();
-        let parsed = crate::turn::config::TurnConfig::parse(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let parsed = crate::relay::config::RelayConfig::parse(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
         for w in &parsed.warnings {
             out.push_str(&format!("  warning       {w}\n"));
         }

@@ -175,7 +175,7 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     let pcm = read_wav(&wav)?;
     if cfg.transport == LoadTransport::Twilio {
         // customParameters cannot set turn detection: phone calls get the server's default.
-        let default_silence = voxrelay_media::TurnConfig::default().silence_duration_ms;
+        let default_silence = voxrelay_media::TurnDetectConfig::default().silence_duration_ms;
         anyhow::ensure!(
             cfg.silence_ms == default_silence,
             "--transport twilio: phone calls use the server's silence_duration_ms ({default_silence} ms); --silence-ms cannot change it"

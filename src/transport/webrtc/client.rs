@@ -20,18 +20,22 @@ use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{RTCConfigurationBuilder, RTCIceTransportPolicy, RTCPeerConnectionState};
 
-use crate::rtp::PacketSink;
-use crate::peer::{
-    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, Sockets, audio_track, build_peer_configured, default_payload_type, samples_per_frame, spawn_data_channel_reader,
-    wait_gathered,
+use super::peer::{
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, Sockets, audio_track, build_peer_configured, default_payload_type, samples_per_frame,
+    spawn_data_channel_reader, wait_gathered,
 };
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 /// A frame waiting to be sent.
 #[derive(Clone)]
 pub enum OutFrame {
     Pcm(Box<[i16; SAMPLES_48K]>),
     /// Already encoded; `voiced` says whether it carries speech (for latency measurement).
-    Opus { payload: Bytes, voiced: bool },
+    Opus {
+        payload: Bytes,
+        voiced: bool,
+    },
 }
 
 #[derive(Default)]
@@ -93,7 +97,15 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { decode: true, connect_timeout: Duration::from_secs(20), codec: AudioCodec::Opus, bind_ip: std::net::Ipv4Addr::LOCALHOST.into(), ice_servers: Vec::new(), relay_only: false, tcp_only: false }
+        Self {
+            decode: true,
+            connect_timeout: Duration::from_secs(20),
+            codec: AudioCodec::Opus,
+            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            ice_servers: Vec::new(),
+            relay_only: false,
+            tcp_only: false,
+        }
     }
 }
 
@@ -142,9 +154,15 @@ pub struct SetupTimes {
 
 /// How the client reaches the server.
 enum Transport {
-    WebRtc { peer: Peer, dc: Arc<dyn DataChannel> },
+    WebRtc {
+        peer: Peer,
+        dc: Arc<dyn DataChannel>,
+    },
     /// Plain RTP (PROTOCOL.md §7) with its events WebSocket.
-    Rtp { ws_out: mpsc::UnboundedSender<String>, tasks: Vec<tokio::task::JoinHandle<()>> },
+    Rtp {
+        ws_out: mpsc::UnboundedSender<String>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    },
 }
 
 pub struct Client {
@@ -174,8 +192,17 @@ impl Client {
         }
         let config = config.build();
         let local = std::net::SocketAddr::new(opts.bind_ip, 0);
-        let sockets = if opts.tcp_only { Sockets { udp: None, tcp: Some(local) } } else { Sockets::udp(local) };
-        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config).await.map_err(webrtc_err)?;
+        let sockets = if opts.tcp_only {
+            Sockets {
+                udp: None,
+                tcp: Some(local),
+            }
+        } else {
+            Sockets::udp(local)
+        };
+        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config)
+            .await
+            .map_err(webrtc_err)?;
         let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;
@@ -183,7 +210,11 @@ impl Client {
         let offer = peer.create_offer(None).await.map_err(webrtc_err)?;
         peer.set_local_description(offer).await.map_err(webrtc_err)?;
         let early = wait_gathered(&mut rx).await.map_err(ClientError::Timeout)?;
-        let offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
+        let offer_sdp = peer
+            .local_description()
+            .await
+            .ok_or(ClientError::Timeout("no local description"))?
+            .sdp;
         let posted = Instant::now();
         let resp = http
             .post(url)
@@ -194,7 +225,12 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
-        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let body = resp.text().await.map_err(|e| ClientError::Http(e.to_string()))?;
         if status != 201 {
             let _ = peer.close().await;
@@ -206,8 +242,14 @@ impl Client {
         if opts.tcp_only {
             // webrtc-rs dials a passive TCP candidate only when it arrives through
             // add_ice_candidate, not from the SDP.
-            for line in body.lines().filter(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" tcp ") && l.contains("tcptype passive")) {
-                let candidate = webrtc::peer_connection::RTCIceCandidateInit { candidate: line.trim_start_matches("a=").to_string(), ..Default::default() };
+            for line in body
+                .lines()
+                .filter(|l| l.starts_with("a=candidate:") && l.to_ascii_lowercase().contains(" tcp ") && l.contains("tcptype passive"))
+            {
+                let candidate = webrtc::peer_connection::RTCIceCandidateInit {
+                    candidate: line.trim_start_matches("a=").to_string(),
+                    ..Default::default()
+                };
                 peer.add_ice_candidate(candidate).await.map_err(webrtc_err)?;
             }
         }
@@ -215,7 +257,14 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), opts.decode.then_some(opts.codec)));
+        tokio::spawn(pump_peer_events(
+            early,
+            rx,
+            ev_tx,
+            connected_tx,
+            received.clone(),
+            opts.decode.then_some(opts.codec),
+        ));
         match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
             Ok(Ok(())) => {}
             _ => {
@@ -223,12 +272,30 @@ impl Client {
                 return Err(ClientError::Timeout("ICE/DTLS did not connect"));
             }
         }
-        let setup = SetupTimes { answer: answer_time, connected: begin.elapsed() };
+        let setup = SetupTimes {
+            answer: answer_time,
+            connected: begin.elapsed(),
+        };
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let pt = default_payload_type(opts.codec);
-        tokio::spawn(send_loop(PacketSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone()));
-        Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, outbox, sent, received })
+        tokio::spawn(send_loop(
+            ClientSink::Track(track),
+            ssrc,
+            pt,
+            opts.codec,
+            outbox.clone(),
+            sent.clone(),
+        ));
+        Ok(Client {
+            transport: Transport::WebRtc { peer, dc },
+            events: ev_rx,
+            location,
+            setup,
+            outbox,
+            sent,
+            received,
+        })
     }
 
     /// Starts a plain-RTP session (`POST {base}/v1/rtp`, API key) and attaches to its events
@@ -249,21 +316,35 @@ impl Client {
         }
         let answer = begin.elapsed();
         let v: Value = serde_json::from_str(&body).map_err(|e| ClientError::Http(format!("bad JSON: {e}")))?;
-        let ip: std::net::IpAddr = v["rtp"]["ip"].as_str().and_then(|s| s.parse().ok()).ok_or(ClientError::Http("no rtp.ip".into()))?;
-        let port = v["rtp"]["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(ClientError::Http("no rtp.port".into()))?;
+        let ip: std::net::IpAddr = v["rtp"]["ip"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or(ClientError::Http("no rtp.ip".into()))?;
+        let port = v["rtp"]["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or(ClientError::Http("no rtp.port".into()))?;
         let pt = v["payload_type"].as_u64().unwrap_or(u64::from(OPUS_PAYLOAD_TYPE)) as u8;
         let location = v["location"].as_str().unwrap_or("").to_string();
         let id = v["id"].as_str().unwrap_or("").to_string();
         let server = std::net::SocketAddr::new(ip, port);
         let local: std::net::SocketAddr = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-        let socket = Arc::new(tokio::net::UdpSocket::bind(local).await.map_err(|e| ClientError::WebRtc(e.to_string()))?);
+        let socket = Arc::new(
+            tokio::net::UdpSocket::bind(local)
+                .await
+                .map_err(|e| ClientError::WebRtc(e.to_string()))?,
+        );
 
         let ws_url = format!("{}/v1/rtp/{id}/events", base.replacen("http", "ws", 1));
         let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str())
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let auth = format!("Bearer {api_key}").parse().map_err(|_| ClientError::Http("bad API key".into()))?;
+        let auth = format!("Bearer {api_key}")
+            .parse()
+            .map_err(|_| ClientError::Http("bad API key".into()))?;
         request.headers_mut().insert("authorization", auth);
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ClientError::Http(format!("events socket: {e}")))?;
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| ClientError::Http(format!("events socket: {e}")))?;
         let (mut ws_sink, mut ws_stream) = futures_util::StreamExt::split(ws);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (ws_out, mut ws_out_rx) = mpsc::unbounded_channel::<String>();
@@ -280,7 +361,11 @@ impl Client {
         tasks.push(tokio::spawn(async move {
             use futures_util::SinkExt;
             while let Some(text) = ws_out_rx.recv().await {
-                if ws_sink.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.is_err() {
+                if ws_sink
+                    .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -294,7 +379,9 @@ impl Client {
                     if from != server {
                         continue;
                     }
-                    let Some(p) = crate::rtp::parse(&buf[..n]) else { continue };
+                    let Some(p) = crate::transport::plain_rtp::parse(&buf[..n]) else {
+                        continue;
+                    };
                     received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
                         at: Instant::now(),
                         seq: p.header.sequence_number,
@@ -307,12 +394,28 @@ impl Client {
         }
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
-        let peer = Arc::new(std::sync::OnceLock::new());
-        let _ = peer.set(server);
-        let sink = PacketSink::Udp { socket, peer };
-        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone())));
-        let setup = SetupTimes { answer, connected: begin.elapsed() };
-        Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, outbox, sent, received })
+        let sink = ClientSink::Udp { socket, to: server };
+        tasks.push(tokio::spawn(send_loop(
+            sink,
+            rand::random(),
+            pt,
+            AudioCodec::Opus,
+            outbox.clone(),
+            sent.clone(),
+        )));
+        let setup = SetupTimes {
+            answer,
+            connected: begin.elapsed(),
+        };
+        Ok(Client {
+            transport: Transport::Rtp { ws_out, tasks },
+            events: ev_rx,
+            location,
+            setup,
+            outbox,
+            sent,
+            received,
+        })
     }
 
     /// Queues frames after what is already queued; returns the audio time (ms since the call's
@@ -359,7 +462,9 @@ impl Client {
     pub async fn send_text(&self, text: &str) -> Result<(), ClientError> {
         match &self.transport {
             Transport::WebRtc { dc, .. } => dc.send_text(text).await.map_err(|e| ClientError::WebRtc(e.to_string())),
-            Transport::Rtp { ws_out, .. } => ws_out.send(text.to_string()).map_err(|_| ClientError::Http("events socket closed".into())),
+            Transport::Rtp { ws_out, .. } => ws_out
+                .send(text.to_string())
+                .map_err(|_| ClientError::Http("events socket closed".into())),
         }
     }
 
@@ -400,7 +505,8 @@ async fn pump_peer_events(
             PeerEvent::State(RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed) => break,
             PeerEvent::DataChannelText(text) => {
                 // A non-JSON server event is a server bug; surface it rather than drop it.
-                let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));
+                let v = serde_json::from_str::<Value>(&text)
+                    .unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));
                 let _ = ev_tx.send((Instant::now(), v));
             }
             PeerEvent::Track(remote) => {
@@ -498,7 +604,36 @@ impl FrameDecoder {
     }
 }
 
-async fn send_loop(sink: PacketSink, ssrc: u32, payload_type: u8, codec: AudioCodec, outbox: Arc<Mutex<Outbox>>, sent: Arc<Mutex<Vec<Sent>>>) {
+/// Where the client's packets go: its outbound track (SRTP by the stack) or a plain UDP socket.
+enum ClientSink {
+    Track(Arc<TrackLocalStaticRTP>),
+    Udp {
+        socket: Arc<tokio::net::UdpSocket>,
+        to: std::net::SocketAddr,
+    },
+}
+
+impl ClientSink {
+    async fn send(&self, packet: rtc::rtp::Packet) -> bool {
+        use rtc::shared::marshal::Marshal;
+        match self {
+            ClientSink::Track(track) => track.write_rtp(packet).await.is_ok(),
+            ClientSink::Udp { socket, to } => match packet.marshal() {
+                Ok(bytes) => socket.send_to(&bytes, to).await.is_ok(),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+async fn send_loop(
+    sink: ClientSink,
+    ssrc: u32,
+    payload_type: u8,
+    codec: AudioCodec,
+    outbox: Arc<Mutex<Outbox>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
+) {
     let Some(mut encoder) = FrameEncoder::new(codec) else { return };
     let silence = encoder.silence();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -522,7 +657,14 @@ async fn send_loop(sink: PacketSink, ssrc: u32, payload_type: u8, codec: AudioCo
             },
         };
         let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header { version: 2, payload_type, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc,
+                ..Default::default()
+            },
             payload,
         };
         seq = seq.wrapping_add(1);
@@ -530,6 +672,9 @@ async fn send_loop(sink: PacketSink, ssrc: u32, payload_type: u8, codec: AudioCo
         if !sink.send(packet).await {
             break;
         }
-        sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { at: Instant::now(), voiced });
+        sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent {
+            at: Instant::now(),
+            voiced,
+        });
     }
 }

@@ -1,6 +1,6 @@
 //! Turn detection: turns per-frame speech probabilities into "speech started" and "speech
 //! stopped" with audio timestamps (PROTOCOL.md §2, server VAD).
-//! Owns: `TurnConfig` and the idle -> speaking -> idle state machine.
+//! Owns: `TurnDetectConfig` and the idle -> speaking -> idle state machine.
 //! Must never: read a clock (time is the `now_ms` argument: audio time of the frame's start),
 //! allocate, or know how the probability was computed.
 
@@ -8,7 +8,7 @@ use crate::FRAME_MS;
 
 /// The `turn_detection` settings of a session.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TurnConfig {
+pub struct TurnDetectConfig {
     /// false = push-to-talk (`turn_detection: null`): no automatic speech/commit events.
     pub server_vad: bool,
     /// Speech probability at or above which a frame counts as voiced, 0..1.
@@ -21,9 +21,9 @@ pub struct TurnConfig {
     pub interrupt_response: bool,
 }
 
-impl Default for TurnConfig {
+impl Default for TurnDetectConfig {
     fn default() -> Self {
-        TurnConfig { server_vad: true, threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500, interrupt_response: true }
+        TurnDetectConfig { server_vad: true, threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500, interrupt_response: true }
     }
 }
 
@@ -58,21 +58,21 @@ struct Run {
 /// The server-VAD state machine. Feed it one probability per 20 ms frame, in order.
 #[derive(Clone, Debug)]
 pub struct TurnDetector {
-    config: TurnConfig,
+    config: TurnDetectConfig,
     state: State,
 }
 
 impl TurnDetector {
-    pub fn new(config: TurnConfig) -> Self {
+    pub fn new(config: TurnDetectConfig) -> Self {
         TurnDetector { config, state: State::Idle { run: None } }
     }
 
-    pub fn config(&self) -> TurnConfig {
+    pub fn config(&self) -> TurnDetectConfig {
         self.config
     }
 
     /// Replace the settings; any run or speech in progress is forgotten.
-    pub fn set_config(&mut self, config: TurnConfig) {
+    pub fn set_config(&mut self, config: TurnDetectConfig) {
         self.config = config;
         self.reset();
     }
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn speech_starts_after_prefix_padding_and_reports_the_onset() {
-        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut det = TurnDetector::new(TurnDetectConfig::default());
         let mut probs = frames(1000, 0.1);
         probs.extend(frames(2000, 0.9));
         let events = feed(&mut det, 0, &probs);
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn speech_stops_after_silence_duration_and_reports_where_silence_began() {
-        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut det = TurnDetector::new(TurnDetectConfig::default());
         let mut probs = frames(400, 0.9);
         probs.extend(frames(1000, 0.0));
         let events = feed(&mut det, 2000, &probs);
@@ -178,14 +178,14 @@ mod tests {
 
     #[test]
     fn short_dips_do_not_restart_the_onset_but_long_ones_do() {
-        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut det = TurnDetector::new(TurnDetectConfig::default());
         // 200 ms voiced, 60 ms dip, 100 ms voiced: 300 ms voiced in one run starting at 0.
         let mut probs = frames(200, 0.8);
         probs.extend(frames(60, 0.2));
         probs.extend(frames(100, 0.8));
         assert_eq!(feed(&mut det, 0, &probs), vec![(340, TurnEvent::SpeechStarted { audio_start_ms: 0 })]);
 
-        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut det = TurnDetector::new(TurnDetectConfig::default());
         // 200 ms voiced, 200 ms gap: the run restarts at 400.
         let mut probs = frames(200, 0.8);
         probs.extend(frames(200, 0.2));
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn pauses_shorter_than_silence_duration_keep_the_turn_open() {
-        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut det = TurnDetector::new(TurnDetectConfig::default());
         let mut probs = frames(400, 0.9);
         probs.extend(frames(400, 0.0)); // < 500 ms
         probs.extend(frames(400, 0.9));
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn threshold_and_durations_come_from_the_config() {
-        let config = TurnConfig { threshold: 0.8, prefix_padding_ms: 100, silence_duration_ms: 200, ..TurnConfig::default() };
+        let config = TurnDetectConfig { threshold: 0.8, prefix_padding_ms: 100, silence_duration_ms: 200, ..TurnDetectConfig::default() };
         let mut det = TurnDetector::new(config);
         let mut probs = frames(200, 0.7); // below 0.8: not voiced
         probs.extend(frames(100, 0.85));
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn push_to_talk_never_emits() {
-        let mut det = TurnDetector::new(TurnConfig { server_vad: false, ..TurnConfig::default() });
+        let mut det = TurnDetector::new(TurnDetectConfig { server_vad: false, ..TurnDetectConfig::default() });
         let mut probs = frames(1000, 0.9);
         probs.extend(frames(1000, 0.0));
         assert!(feed(&mut det, 0, &probs).is_empty());
@@ -230,9 +230,9 @@ mod tests {
 
     #[test]
     fn set_config_forgets_a_run_in_progress() {
-        let mut det = TurnDetector::new(TurnConfig::default());
+        let mut det = TurnDetector::new(TurnDetectConfig::default());
         feed(&mut det, 0, &frames(200, 0.9));
-        det.set_config(TurnConfig::default());
+        det.set_config(TurnDetectConfig::default());
         // Needs a fresh 300 ms run, onset at 200.
         assert_eq!(feed(&mut det, 200, &frames(300, 0.9)), vec![(480, TurnEvent::SpeechStarted { audio_start_ms: 200 })]);
     }

@@ -1,4 +1,4 @@
-//! One carrier media stream as a call transport: the caller's mu-law chunks go into the session's
+//! One carrier media stream after `start`: the caller's mu-law chunks go into the session's
 //! ingress ring (the worker's jitter buffer reorders them by chunk number and conceals gaps, as
 //! for RTP), and the worker's PCMU egress frames go back as `media` + `mark` pairs.
 //! Owns: the stream's life before `start` (nothing is allocated for a stream that never starts),
@@ -14,25 +14,16 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use voxrelay_media::RtpIn;
 use voxrelay_signaling::CarrierMessage;
-use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::twilio::{self, DialectError, Inbound, Start};
 use crate::metrics::Metrics;
-use crate::peer::PeerEvent;
+use crate::transport::TransportEvent;
 
 /// A stream that has not sent `start` this long after the upgrade is closed.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bad messages logged at warn level per stream; later ones at debug (a broken or hostile
 /// client must not flood the log). All of them still reach the call's event stream.
 const LOGGED_ERRORS: u32 = 10;
-
-/// What the transport tells the call task besides audio.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PhoneEvent {
-    Dtmf(char),
-    /// A refused message, for the call's `error` events.
-    Error { code: &'static str, message: String },
-}
 
 /// The outbound half of a stream, shared by the call task (which sends) and the reader (which
 /// sees marks come back).
@@ -47,7 +38,12 @@ pub struct PhoneLine {
 
 impl PhoneLine {
     pub fn new(stream_sid: String, to_carrier: mpsc::UnboundedSender<String>) -> Self {
-        Self { stream_sid, to_carrier, sent: AtomicU64::new(0), heard: Arc::new(AtomicU64::new(0)) }
+        Self {
+            stream_sid,
+            to_carrier,
+            sent: AtomicU64::new(0),
+            heard: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Sends one 20 ms mu-law frame and the mark that acknowledges it. False once the socket is gone.
@@ -88,8 +84,18 @@ pub async fn await_start(from: &mut mpsc::UnboundedReceiver<CarrierMessage>, met
                 Ok(Inbound::Start(start)) => return Some(start),
                 Ok(Inbound::Connected) => {}
                 Ok(Inbound::Stop) => return None,
-                Ok(Inbound::Media(_)) => log_error(&mut errors, metrics, "-", &twilio_err("media_before_start", "media before start: dropped")),
-                Ok(_) => log_error(&mut errors, metrics, "-", &twilio_err("unexpected_event", "event before start: ignored")),
+                Ok(Inbound::Media(_)) => log_error(
+                    &mut errors,
+                    metrics,
+                    "-",
+                    &twilio_err("media_before_start", "media before start: dropped"),
+                ),
+                Ok(_) => log_error(
+                    &mut errors,
+                    metrics,
+                    "-",
+                    &twilio_err("unexpected_event", "event before start: ignored"),
+                ),
                 Err(e) => log_error(&mut errors, metrics, "-", &e),
             }
         }
@@ -105,11 +111,17 @@ pub async fn await_start(from: &mut mpsc::UnboundedReceiver<CarrierMessage>, met
 }
 
 fn twilio_err(code: &'static str, message: &str) -> DialectError {
-    DialectError { code, message: message.into() }
+    DialectError {
+        code,
+        message: message.into(),
+    }
 }
 
 fn binary_error(len: usize) -> DialectError {
-    twilio_err("binary_frame", &format!("binary frame of {len} bytes: Media Streams messages are JSON text"))
+    twilio_err(
+        "binary_frame",
+        &format!("binary frame of {len} bytes: Media Streams messages are JSON text"),
+    )
 }
 
 fn log_error(errors: &mut u32, metrics: &Metrics, call: &str, e: &DialectError) {
@@ -123,16 +135,16 @@ fn log_error(errors: &mut u32, metrics: &Metrics, call: &str, e: &DialectError) 
 }
 
 /// The stream after `start`: audio into the worker, marks into the line, DTMF and errors to the
-/// call task. Ends (reporting the peer closed) on `stop` or when the socket goes away.
+/// call task. Ends (reporting the stream closed) on `stop` or when the socket goes away.
 pub async fn read_stream(
     call_id: String,
     mut from: mpsc::UnboundedReceiver<CarrierMessage>,
     mut ingress: rtrb::Producer<RtpIn>,
     line: Arc<PhoneLine>,
-    events: mpsc::UnboundedSender<PeerEvent>,
+    events: mpsc::UnboundedSender<TransportEvent>,
     metrics: Arc<Metrics>,
 ) {
-    let _ = events.send(PeerEvent::State(RTCPeerConnectionState::Connected));
+    let _ = events.send(TransportEvent::Connected);
     let mut errors = 0;
     while let Some(msg) = from.recv().await {
         let result = match msg {
@@ -161,7 +173,7 @@ pub async fn read_stream(
                 None
             }
             Ok(Inbound::Dtmf { digit }) => {
-                let _ = events.send(PeerEvent::Phone(PhoneEvent::Dtmf(digit)));
+                let _ = events.send(TransportEvent::Dtmf(digit));
                 None
             }
             Ok(Inbound::Stop) => break,
@@ -171,9 +183,12 @@ pub async fn read_stream(
         };
         if let Some(e) = refused {
             log_error(&mut errors, &metrics, &call_id, &e);
-            let _ = events.send(PeerEvent::Phone(PhoneEvent::Error { code: e.code, message: e.message }));
+            let _ = events.send(TransportEvent::Refused {
+                code: e.code,
+                message: e.message,
+            });
         }
     }
     debug!(call = %call_id, "phone stream ended");
-    let _ = events.send(PeerEvent::State(RTCPeerConnectionState::Closed));
+    let _ = events.send(TransportEvent::Closed("the carrier stream ended"));
 }

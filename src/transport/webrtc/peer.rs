@@ -1,7 +1,7 @@
-//! WebRTC glue over webrtc-rs 0.21: builds peer connections that speak Opus audio and data
-//! channels, and turns the library's callbacks into one ordered stream of [`PeerEvent`]s for
-//! the task that owns the call. Used by the server (answerer) and by the load generator and
-//! tests (offerer), so both sides negotiate exactly the same way.
+//! Peer connections over webrtc-rs 0.21: builds peer connections that speak Opus (or G.711)
+//! audio and data channels, and turns the library's callbacks into one ordered stream of
+//! [`PeerEvent`]s. Used by the server (answerer) and by the client (offerer), so both sides
+//! negotiate exactly the same way.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -12,11 +12,11 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine};
-use voxrelay_media::AudioCodec;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
+use voxrelay_media::AudioCodec;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -30,7 +30,7 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Host candidates on a known interface gather at once; this bounds a broken network setup.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn opus_codec() -> RTCRtpCodec {
+pub(crate) fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
         clock_rate: 48_000,
@@ -41,8 +41,14 @@ pub fn opus_codec() -> RTCRtpCodec {
 }
 
 /// The audio codecs voxrelay negotiates (the media crate's names), with their RTP details.
-pub fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
-    let g711 = |mime: &str| RTCRtpCodec { mime_type: mime.to_owned(), clock_rate: 8_000, channels: 1, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] };
+pub(crate) fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
+    let g711 = |mime: &str| RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate: 8_000,
+        channels: 1,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    };
     match codec {
         AudioCodec::Opus => opus_codec(),
         AudioCodec::Pcmu => g711(MIME_TYPE_PCMU),
@@ -65,20 +71,14 @@ pub fn samples_per_frame(codec: AudioCodec) -> u32 {
 }
 
 /// What happened on a peer connection, in the order the library reported it.
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     GatheringComplete,
     State(RTCPeerConnectionState),
     Track(Arc<dyn TrackRemote>),
-    DataChannel(Arc<dyn DataChannel>),
     DataChannelOpen(Arc<dyn DataChannel>),
     DataChannelText(String),
     /// A data channel closed; its label.
     DataChannelClosed(String),
-    /// An events WebSocket attached to the call (plain-RTP session events, operator watch):
-    /// server events are sent to it; its client events arrive as `DataChannelText`.
-    EventSocket(mpsc::UnboundedSender<String>),
-    /// DTMF and refused messages of a phone stream (telephony).
-    Phone(crate::telephony::PhoneEvent),
 }
 
 struct Handler {
@@ -102,13 +102,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.tx.send(PeerEvent::DataChannel(dc.clone()));
         spawn_data_channel_reader(dc, self.tx.clone());
     }
 }
 
 /// Forwards a data channel's events into the peer's event stream.
-pub fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<PeerEvent>) {
+pub(crate) fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<PeerEvent>) {
     tokio::spawn(async move {
         let label = dc.label().await.unwrap_or_default();
         while let Some(event) = dc.poll().await {
@@ -153,13 +152,21 @@ pub struct Sockets {
 
 impl Sockets {
     pub fn udp(addr: SocketAddr) -> Self {
-        Self { udp: Some(addr), tcp: None }
+        Self {
+            udp: Some(addr),
+            tcp: None,
+        }
     }
 }
 
 impl PortAllocator {
     pub fn new(ip: IpAddr, range: Option<(u16, u16)>) -> Self {
-        Self { ip, range, tcp: false, next: AtomicU32::new(0) }
+        Self {
+            ip,
+            range,
+            tcp: false,
+            next: AtomicU32::new(0),
+        }
     }
 
     pub fn with_tcp(mut self, tcp: bool) -> Self {
@@ -178,35 +185,45 @@ impl PortAllocator {
     pub fn allocate(&self) -> Option<Sockets> {
         let Some((lo, hi)) = self.range else {
             let any = SocketAddr::new(self.ip, 0);
-            return Some(Sockets { udp: Some(any), tcp: self.tcp.then_some(any) });
+            return Some(Sockets {
+                udp: Some(any),
+                tcp: self.tcp.then_some(any),
+            });
         };
         let span = u32::from(hi - lo) + 1;
         for _ in 0..span {
             let offset = self.next.fetch_add(1, Ordering::Relaxed) % span;
             let addr = SocketAddr::new(self.ip, lo + offset as u16);
             if UdpSocket::bind(addr).is_ok() && (!self.tcp || std::net::TcpListener::bind(addr).is_ok()) {
-                return Some(Sockets { udp: Some(addr), tcp: self.tcp.then_some(addr) });
+                return Some(Sockets {
+                    udp: Some(addr),
+                    tcp: self.tcp.then_some(addr),
+                });
             }
         }
         None
     }
 }
 
-pub type Peer = Arc<dyn PeerConnection>;
+pub(crate) type Peer = Arc<dyn PeerConnection>;
 
 /// Builds a peer connection bound to `addr` that negotiates Opus, PCMU and PCMA (in that order
 /// of preference) and reports to `tx`.
-pub async fn build_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
+pub(crate) async fn build_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
     build_peer_with(sockets, tx, &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).await
 }
 
 /// Like [`build_peer`], offering or accepting only `codecs`.
-pub async fn build_peer_with(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>, codecs: &[AudioCodec]) -> Result<Peer, webrtc::error::Error> {
+pub(crate) async fn build_peer_with(
+    sockets: Sockets,
+    tx: mpsc::UnboundedSender<PeerEvent>,
+    codecs: &[AudioCodec],
+) -> Result<Peer, webrtc::error::Error> {
     build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default()).await
 }
 
 /// Like [`build_peer_with`], with an RTC configuration (ICE servers, relay-only policy).
-pub async fn build_peer_configured(
+pub(crate) async fn build_peer_configured(
     sockets: Sockets,
     tx: mpsc::UnboundedSender<PeerEvent>,
     codecs: &[AudioCodec],
@@ -215,7 +232,11 @@ pub async fn build_peer_configured(
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
         media_engine.register_codec(
-            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec), ..Default::default() },
+            RTCRtpCodecParameters {
+                rtp_codec: rtp_codec(codec),
+                payload_type: default_payload_type(codec),
+                ..Default::default()
+            },
             RtpCodecKind::Audio,
         )?;
     }
@@ -230,7 +251,9 @@ pub async fn build_peer_configured(
     if sockets.udp.is_none() {
         // TCP only (a client behind a UDP-blocking firewall): no UDP candidates at all.
         use rtc::ice::network_type::NetworkType;
-        let settings = webrtc::peer_connection::SettingEngineBuilder::new().with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]).build();
+        let settings = webrtc::peer_connection::SettingEngineBuilder::new()
+            .with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6])
+            .build();
         builder = builder.with_setting_engine(settings);
     }
     let pc = builder.build().await?;
@@ -238,7 +261,7 @@ pub async fn build_peer_configured(
 }
 
 /// A local audio track of `codec` with a random SSRC, for sending audio we packetize ourselves.
-pub fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
+pub(crate) fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
     let ssrc: u32 = rand::random();
     let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
         format!("{label}-stream"),
@@ -246,7 +269,10 @@ pub fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStaticRTP>,
         format!("{label} audio"),
         RtpCodecKind::Audio,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
             codec: rtp_codec(codec),
             ..Default::default()
         }],
@@ -256,7 +282,7 @@ pub fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStaticRTP>,
 
 /// Waits for ICE gathering to complete (we do not trickle: the answer carries all candidates).
 /// Other events seen meanwhile are returned so the caller can replay them.
-pub async fn wait_gathered(rx: &mut mpsc::UnboundedReceiver<PeerEvent>) -> Result<Vec<PeerEvent>, &'static str> {
+pub(crate) async fn wait_gathered(rx: &mut mpsc::UnboundedReceiver<PeerEvent>) -> Result<Vec<PeerEvent>, &'static str> {
     let mut seen = Vec::new();
     let wait = async {
         while let Some(ev) = rx.recv().await {

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{ClientKey, Now, RelayId, RelayIo, TurnCore, TurnStats, Via};
 use super::framing::{Frame, next_frame};
-use super::{TurnConfig, auth};
+use super::{RelayConfig, auth};
 
 /// How long the REST credentials handed to a session stay valid. An allocation never outlives
 /// its credential, so this bounds how long a relayed call can last without new credentials.
@@ -115,8 +115,8 @@ async fn relay_reader(id: RelayId, sock: Arc<UdpSocket>, state: Weak<Mutex<State
     }
 }
 
-/// A running TURN server. Dropping it does not stop it; call [`TurnServer::shutdown`].
-pub struct TurnServer {
+/// A running TURN server. Dropping it does not stop it; call [`RelayServer::shutdown`].
+pub struct RelayServer {
     state: Arc<Mutex<State>>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -140,10 +140,10 @@ pub struct IceAdvert {
     pub stats: Arc<TurnStats>,
 }
 
-impl TurnServer {
+impl RelayServer {
     /// Binds every listener and starts serving. `fallback_host`: the address to advertise when
     /// neither `external-ip` nor a specific `listening-ip` names one.
-    pub async fn start(cfg: &TurnConfig, fallback_host: Option<IpAddr>) -> anyhow::Result<TurnServer> {
+    pub async fn start(cfg: &RelayConfig, fallback_host: Option<IpAddr>) -> anyhow::Result<RelayServer> {
         let ips: Vec<IpAddr> = if cfg.listening_ips.is_empty() { vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)] } else { cfg.listening_ips.clone() };
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -211,7 +211,7 @@ impl TurnServer {
             stats: stats.clone(),
         };
         info!(udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, %relay_ip, realm = %cfg.realm, "TURN listening");
-        Ok(TurnServer { state, tasks, stop, udp_addrs, tcp_addrs, tls_addrs, stats, advert })
+        Ok(RelayServer { state, tasks, stop, udp_addrs, tcp_addrs, tls_addrs, stats, advert })
     }
 
     pub fn advert(&self) -> IceAdvert {
@@ -409,12 +409,12 @@ where
 }
 
 /// Reads and validates a turn.conf (warnings are logged, errors name the line) and starts.
-pub async fn start_from_file(path: &std::path::Path, fallback_host: Option<IpAddr>) -> anyhow::Result<TurnServer> {
+pub async fn start_from_file(path: &std::path::Path, fallback_host: Option<IpAddr>) -> anyhow::Result<RelayServer> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
-    let parsed = TurnConfig::parse(&name, &text).map_err(|e| anyhow::anyhow!(e))?;
+    let parsed = RelayConfig::parse(&name, &text).map_err(|e| anyhow::anyhow!(e))?;
     for w in &parsed.warnings {
         warn!("{w}");
     }
-    TurnServer::start(&parsed.config, fallback_host).await
+    RelayServer::start(&parsed.config, fallback_host).await
 }

@@ -36,7 +36,7 @@ use super::policy::PeerPolicy;
 use super::answer::{error, finish, integrity_is_last, reply};
 use super::ratelimit::TokenBucket;
 pub use super::stats::TurnStats;
-use super::TurnConfig;
+use super::RelayConfig;
 
 /// Allocation lifetime when the client asks for none (RFC 5766 §2.2: 10 minutes).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
@@ -140,7 +140,7 @@ struct Authed {
 
 impl TurnCore {
     /// `relay_ip`: the address relay sockets bind to (`relay-ip`, else the listening IP).
-    pub fn new(cfg: &TurnConfig, relay_ip: IpAddr) -> TurnCore {
+    pub fn new(cfg: &RelayConfig, relay_ip: IpAddr) -> TurnCore {
         let mut nonce_secret = [0u8; 16];
         let _ = super::auth::crypto_provider().random().fill(&mut nonce_secret);
         TurnCore {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use rtc::crypto::{HashAlgorithm, HmacAlgorithm, RTCCryptoProvider};
 
-use super::TurnConfig;
+use super::RelayConfig;
 
 /// The REST scheme's separator between expiry and user (coturn's default, `-C` in uclient).
 pub const REST_SEPARATOR: char = ':';
@@ -40,7 +40,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(cfg: &TurnConfig) -> Authenticator {
+    pub fn new(cfg: &RelayConfig) -> Authenticator {
         Authenticator {
             crypto: crypto_provider(),
             realm: cfg.realm.clone(),
@@ -116,8 +116,8 @@ pub fn mint_rest(secret: &str, user: &str, expires_unix: u64) -> (String, String
 mod tests {
     use super::*;
 
-    fn rest_config() -> TurnConfig {
-        TurnConfig { use_auth_secret: true, static_auth_secrets: vec!["old".into(), "new".into()], ..TurnConfig::default() }
+    fn rest_config() -> RelayConfig {
+        RelayConfig { use_auth_secret: true, static_auth_secrets: vec!["old".into(), "new".into()], ..RelayConfig::default() }
     }
 
     #[test]
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn static_users_have_no_expiry() {
-        let cfg = TurnConfig { lt_cred_mech: true, users: vec![("alice".into(), "pw".into())], ..TurnConfig::default() };
+        let cfg = RelayConfig { lt_cred_mech: true, users: vec![("alice".into(), "pw".into())], ..RelayConfig::default() };
         let keys = Authenticator::new(&cfg).candidates("alice", 0).unwrap();
         assert_eq!(keys[0].expires_unix, None);
         assert_eq!(keys[0].key.len(), 16);

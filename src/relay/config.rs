@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::policy::{IpRange, PeerPolicy};
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct TurnConfig {
+pub struct RelayConfig {
     pub listening_ips: Vec<IpAddr>,
     pub listening_port: u16,
     pub tls_listening_port: u16,
@@ -54,9 +54,9 @@ pub struct TurnConfig {
 /// minus the media sockets.
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 512;
 
-impl Default for TurnConfig {
+impl Default for RelayConfig {
     fn default() -> Self {
-        TurnConfig {
+        RelayConfig {
             listening_ips: Vec::new(),
             listening_port: 3478,
             tls_listening_port: 5349,
@@ -89,18 +89,18 @@ impl Default for TurnConfig {
 /// A parsed file and the warnings it produced (unknown keys).
 #[derive(Debug)]
 pub struct Parsed {
-    pub config: TurnConfig,
+    pub config: RelayConfig,
     pub warnings: Vec<String>,
 }
 
-impl TurnConfig {
+impl RelayConfig {
     pub fn peer_policy(&self) -> PeerPolicy {
         PeerPolicy::new(self.denied_peer_ips.clone(), self.allowed_peer_ips.clone(), self.allow_loopback_peers)
     }
 
     /// Parses the text of a config file; `name` is used in messages (`turn.conf:12: ...`).
     pub fn parse(name: &str, text: &str) -> Result<Parsed, String> {
-        let mut c = TurnConfig::default();
+        let mut c = RelayConfig::default();
         let mut warnings = Vec::new();
         for (idx, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("").trim();
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn the_repository_turn_conf_parses() {
         let text = include_str!("../../turn.conf");
-        let parsed = TurnConfig::parse("turn.conf", text).unwrap();
+        let parsed = RelayConfig::parse("turn.conf", text).unwrap();
         assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
         assert!(parsed.config.use_auth_secret);
         assert_eq!(parsed.config.listening_port, 3478);
@@ -220,7 +220,7 @@ mod tests {
         let text = "# comment\nlistening-port=3479\nrealm example.org\nuse-auth-secret\nstatic-auth-secret=s3cret\n\
                     lt-cred-mech\nuser=alice:pw\nexternal-ip=203.0.113.7/10.0.0.7\ndenied-peer-ip=8.8.8.0-8.8.8.255\n\
                     allowed-peer-ip=10.0.0.0/24\nuser-quota=3\nno-tls\n--max-bps=64000\n";
-        let c = TurnConfig::parse("t.conf", text).unwrap().config;
+        let c = RelayConfig::parse("t.conf", text).unwrap().config;
         assert_eq!((c.listening_port, c.realm.as_str(), c.user_quota, c.max_bps), (3479, "example.org", 3, 64000));
         assert_eq!(c.users, vec![("alice".to_string(), "pw".to_string())]);
         assert_eq!(c.external_ips[0].1, Some("10.0.0.7".parse().unwrap()));
@@ -233,13 +233,13 @@ mod tests {
     #[test]
     fn bad_values_name_the_line_and_unknown_keys_warn() {
         let base = "use-auth-secret\nstatic-auth-secret=x\n";
-        let err = TurnConfig::parse("turn.conf", &format!("{base}listening-port=99999\n")).unwrap_err();
+        let err = RelayConfig::parse("turn.conf", &format!("{base}listening-port=99999\n")).unwrap_err();
         assert_eq!(err, "turn.conf:3: listening-port: \"99999\" is not a port (1-65535)");
-        let err = TurnConfig::parse("turn.conf", &format!("{base}denied-peer-ip=1.2.3\n")).unwrap_err();
+        let err = RelayConfig::parse("turn.conf", &format!("{base}denied-peer-ip=1.2.3\n")).unwrap_err();
         assert!(err.starts_with("turn.conf:3: denied-peer-ip:"), "{err}");
-        let parsed = TurnConfig::parse("turn.conf", &format!("{base}fingerprint\n")).unwrap();
+        let parsed = RelayConfig::parse("turn.conf", &format!("{base}fingerprint\n")).unwrap();
         assert_eq!(parsed.warnings, vec!["turn.conf:3: unknown key \"fingerprint\" ignored".to_string()]);
-        assert!(TurnConfig::parse("turn.conf", "realm=x\n").unwrap_err().contains("open relay"));
-        assert!(TurnConfig::parse("turn.conf", "use-auth-secret\n").unwrap_err().contains("static-auth-secret"));
+        assert!(RelayConfig::parse("turn.conf", "realm=x\n").unwrap_err().contains("open relay"));
+        assert!(RelayConfig::parse("turn.conf", "use-auth-secret\n").unwrap_err().contains("static-auth-secret"));
     }
 }

@@ -15,6 +15,6 @@ pub mod server;
 pub mod stats;
 pub mod tls;
 
-pub use config::TurnConfig;
+pub use config::RelayConfig;
 pub use policy::{IpRange, PeerPolicy};
-pub use server::{IceAdvert, TurnServer, start_from_file};
+pub use server::{IceAdvert, RelayServer, start_from_file};

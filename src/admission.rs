@@ -1,0 +1,116 @@
+//! Admission: whether a new call may start now. The one place that knows the drain state, the
+//! call limit (`--max-calls`) and what each transport costs against it; the HTTP layer, the
+//! engine and the phone streams all ask here.
+//!
+//! Costs are counted in quarter calls: an Opus call (WebRTC, plain RTP) costs a whole call, a
+//! G.711 phone call a quarter (BENCHMARKS.md: ≈ 200 phone calls per core against ≈ 50 WebRTC
+//! calls by the same turn-latency criterion). A phone stream counts from its upgrade, before
+//! its `start` arrives, so a flood of idle upgrades cannot get past the limit.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use voxrelay_signaling::ApiError;
+
+use crate::transport::TransportKind;
+
+pub struct Admission {
+    max_calls: usize,
+    draining: AtomicBool,
+    /// Phone streams upgraded whose `start` has not arrived yet.
+    phone_pending: AtomicUsize,
+}
+
+impl Admission {
+    pub fn new(max_calls: usize) -> Self {
+        Self {
+            max_calls,
+            draining: AtomicBool::new(false),
+            phone_pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// What one call of `kind` costs against `max_calls`, in quarter calls.
+    pub fn cost_quarters(kind: TransportKind) -> usize {
+        match kind {
+            TransportKind::WebRtc | TransportKind::PlainRtp => 4,
+            TransportKind::Twilio => 1,
+        }
+    }
+
+    /// Whether one more call of `kind` may start, given the kinds of the calls now live.
+    pub fn admit(&self, kind: TransportKind, live: impl IntoIterator<Item = TransportKind>) -> Result<(), ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::overloaded("the server is draining and takes no new calls"));
+        }
+        let live: usize = live.into_iter().map(Self::cost_quarters).sum();
+        let pending = self.phone_pending.load(Ordering::SeqCst) * Self::cost_quarters(TransportKind::Twilio);
+        if live + pending + Self::cost_quarters(kind) > self.max_calls.saturating_mul(4) {
+            let limit = format!(
+                "the server is at its limit of {} calls (a phone call counts as a quarter)",
+                self.max_calls
+            );
+            return Err(ApiError::overloaded(limit));
+        }
+        Ok(())
+    }
+
+    /// Holds a phone stream's place from its upgrade until its call starts or it goes away.
+    pub fn hold_phone_stream(&self) -> PendingPhone<'_> {
+        self.phone_pending.fetch_add(1, Ordering::SeqCst);
+        PendingPhone(self)
+    }
+
+    /// No new calls from now on (SIGTERM).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// A phone stream waiting for its `start`; dropping it gives the place back.
+pub struct PendingPhone<'a>(&'a Admission);
+
+impl Drop for PendingPhone<'_> {
+    fn drop(&mut self) {
+        self.0.phone_pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TransportKind::{PlainRtp, Twilio, WebRtc};
+
+    #[test]
+    fn a_phone_call_costs_a_quarter_of_the_limit() {
+        let a = Admission::new(2);
+        assert!(a.admit(WebRtc, [WebRtc]).is_ok());
+        assert!(a.admit(WebRtc, [WebRtc, WebRtc]).is_err());
+        assert!(a.admit(Twilio, [WebRtc, Twilio, Twilio, Twilio]).is_ok());
+        assert!(a.admit(Twilio, [WebRtc, Twilio, Twilio, Twilio, Twilio]).is_err());
+        assert!(a.admit(PlainRtp, [Twilio, Twilio, Twilio, Twilio]).is_ok());
+    }
+
+    #[test]
+    fn waiting_phone_streams_count_until_released() {
+        let a = Admission::new(1);
+        let held: Vec<_> = (0..3).map(|_| a.hold_phone_stream()).collect();
+        assert!(a.admit(Twilio, []).is_ok());
+        assert!(a.admit(WebRtc, []).is_err(), "3 quarters held + 4 > 4");
+        drop(held);
+        assert!(a.admit(WebRtc, []).is_ok());
+    }
+
+    #[test]
+    fn draining_refuses_every_kind() {
+        let a = Admission::new(10);
+        a.start_draining();
+        for kind in TransportKind::ALL {
+            let e = a.admit(kind, []).unwrap_err();
+            assert_eq!(e.status.as_u16(), 503);
+        }
+    }
+}

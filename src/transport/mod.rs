@@ -1,0 +1,156 @@
+//! Transports: every way a person's audio reaches the server and goes back. Each transport knows
+//! its wire and nothing else; the call task above it sees the same three things whatever the
+//! wire is:
+//!
+//! 1. **media in**: the transport's reader pushes the person's packets, tagged with their source
+//!    (SSRC, sequence, timestamp, audio level; [`RtpIn`]), into the worker session's ingress
+//!    ring; it never waits on the ring (a full ring drops and counts).
+//! 2. **media out**: a [`PacketSink`] takes the worker's encoded frames and puts them on the
+//!    wire (RTP over SRTP, plain RTP, carrier `media` messages).
+//! 3. **lifecycle and control**: one ordered stream of [`TransportEvent`]s (connected,
+//!    interrupted, closed with a reason, client events, keypad digits, refused input).
+//!
+//! - `webrtc` — peer connections over webrtc-rs (the only module that knows its types): offer
+//!   → answer, the track reader, the `oai-events` data channel; also the client side
+//!   (`webrtc::client`) the load generator and tests use.
+//! - `plain_rtp` — RTP over UDP without DTLS/SRTP (PROTOCOL.md §7), comedia.
+//! - `phone` — carrier media streams (Twilio Media Streams; PROTOCOL.md §5).
+//! - `packetizer` — encoded frames → RTP packets (timestamps from the worker's frame index).
+
+pub mod packetizer;
+pub mod phone;
+pub mod plain_rtp;
+pub mod webrtc;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::mpsc;
+use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+
+use crate::metrics::Metrics;
+
+/// How a call reaches the server (ids, `/metrics` labels, admission cost, which events URL may
+/// attach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    WebRtc,
+    PlainRtp,
+    Twilio,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 3] = [TransportKind::WebRtc, TransportKind::PlainRtp, TransportKind::Twilio];
+
+    /// The `/metrics` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::WebRtc => "webrtc",
+            TransportKind::PlainRtp => "rtp",
+            TransportKind::Twilio => "twilio",
+        }
+    }
+
+    /// The prefix of a call id on this transport.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            TransportKind::WebRtc => "rtc_",
+            TransportKind::PlainRtp => "rtp_",
+            TransportKind::Twilio => "tel_",
+        }
+    }
+}
+
+/// Where a call's server events (JSON text, one event per message) are sent: the data channel,
+/// an events WebSocket, an operator's watch socket.
+pub type EventOutlet = mpsc::UnboundedSender<String>;
+
+/// What happened on a transport, in order.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// Media can flow (ICE + DTLS up; a plain-RTP peer's first packet; a phone stream started).
+    Connected,
+    /// Connectivity was lost but may come back (ICE "disconnected": often a Wi-Fi blip).
+    Interrupted,
+    /// The far end is gone; the call ends. The reason is logged.
+    Closed(&'static str),
+    /// A place to send the call's events opened. The first one opening starts the session
+    /// (`session.created`).
+    EventsOpened(EventOutlet),
+    /// A Realtime client event (JSON text) from any of the call's event channels.
+    ClientText(String),
+    /// A keypad digit (phone transports).
+    Dtmf(char),
+    /// Input the transport refused (a malformed carrier message), for the call's `error` events.
+    Refused { code: &'static str, message: String },
+}
+
+/// The outbound side of a call's audio. An enum, not a trait object: the per-frame send is a
+/// match, and each wire keeps its own state (packetizer, peer address).
+pub enum PacketSink {
+    WebRtc(self::webrtc::TrackSink),
+    PlainRtp(plain_rtp::UdpSink),
+    Phone(Arc<phone::PhoneLine>),
+}
+
+impl PacketSink {
+    /// Sends one encoded frame; false when it could not be sent (no peer yet, socket gone).
+    pub async fn send(&mut self, frame: &EncodedFrame) -> bool {
+        match self {
+            PacketSink::WebRtc(track) => track.send(frame).await,
+            PacketSink::PlainRtp(udp) => udp.send(frame).await,
+            PacketSink::Phone(line) => line.send_frame(frame.bytes()),
+        }
+    }
+
+    /// Whether silent frames are sent too. RTP streams stay continuous; a carrier plays silence
+    /// by itself when nothing is queued, so the phone line only gets the agent's speech.
+    pub fn sends_silence(&self) -> bool {
+        !matches!(self, PacketSink::Phone(_))
+    }
+
+    /// Drops audio the far end has buffered but not played yet (only carriers buffer).
+    pub fn flush(&self) {
+        if let PacketSink::Phone(line) = self {
+            line.clear();
+        }
+    }
+}
+
+/// Starts the transport's media reader once the worker session exists: gets the session's
+/// ingress ring, returns the tasks that end with the call.
+pub type StartReader = Box<dyn FnOnce(&str, rtrb::Producer<RtpIn>, Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> + Send>;
+
+/// A transport ready to carry a call: what the engine needs to start the worker session and
+/// the call task.
+pub struct Transport {
+    pub kind: TransportKind,
+    pub codec: AudioCodec,
+    pub events: mpsc::UnboundedReceiver<TransportEvent>,
+    /// Feeds `events` from outside the transport (event sockets attached to the call).
+    pub inject: mpsc::UnboundedSender<TransportEvent>,
+    pub sink: PacketSink,
+    /// Phone transports: frames the caller has heard, per marks (see `Conversation::with_heard`).
+    pub heard: Option<Arc<AtomicU64>>,
+    pub start_reader: StartReader,
+    pub closer: Closer,
+}
+
+/// How a transport is taken down at the end of a call.
+pub enum Closer {
+    /// Nothing to close beyond the tasks (plain RTP, phone streams: dropping the call's ends
+    /// closes them).
+    Nothing,
+    WebRtc(self::webrtc::PeerCloser),
+}
+
+impl Closer {
+    /// Closes the transport. `flush_events`: the call ended on the server's side, so the last
+    /// events are worth a short, bounded wait for the peer to receive them.
+    pub async fn close(self, call_id: &str, flush_events: bool) {
+        match self {
+            Closer::Nothing => {}
+            Closer::WebRtc(peer) => peer.close(call_id, flush_events).await,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Plain RTP over UDP (PROTOCOL.md §7: no DTLS/SRTP, for load testing and gateways). The peer
+//! is learned from its first packet (comedia) and packets from any other address are ignored,
+//! so a stray sender cannot inject audio into, or steal the audio of, a session whose 5-tuple
+//! it does not own.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+use rtc::rtp::Packet;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::warn;
+use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+use voxrelay_signaling::ApiError;
+
+use super::packetizer::RtpPacketizer;
+use super::webrtc::{OPUS_PAYLOAD_TYPE, samples_per_frame};
+use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind};
+use crate::metrics::Metrics;
+
+/// Largest datagram read; RTP over UDP stays under the path MTU, 1500 covers Ethernet.
+const MAX_DATAGRAM: usize = 1500;
+
+/// Parses one datagram as RTP version 2.
+pub fn parse(datagram: &[u8]) -> Option<Packet> {
+    let mut buf = datagram;
+    Packet::unmarshal(&mut buf).ok().filter(|p| p.header.version == 2)
+}
+
+/// Opens a plain-RTP session's socket on `ip` (Opus, payload type 111). Returns the transport
+/// and the address the peer must send to.
+pub async fn open(ip: IpAddr) -> Result<(Transport, SocketAddr), ApiError> {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| {
+        warn!("binding a plain RTP socket on {ip}: {e}");
+        ApiError::overloaded("could not open a media socket")
+    })?;
+    let addr = socket.local_addr().map_err(|e| ApiError::internal(e.to_string()))?;
+    let (socket, peer) = (Arc::new(socket), Arc::new(OnceLock::new()));
+    let (inject, events) = mpsc::unbounded_channel();
+    let codec = AudioCodec::Opus;
+    let packetizer = RtpPacketizer::new(rand::random(), OPUS_PAYLOAD_TYPE, samples_per_frame(codec));
+    let sink = UdpSink {
+        socket: socket.clone(),
+        peer: peer.clone(),
+        packetizer,
+    };
+    let to_call = inject.clone();
+    let transport = Transport {
+        kind: TransportKind::PlainRtp,
+        codec,
+        events,
+        inject,
+        sink: PacketSink::PlainRtp(sink),
+        heard: None,
+        start_reader: Box::new(move |_call_id, ingress, metrics| {
+            vec![tokio::spawn(read(socket, peer, ingress, OPUS_PAYLOAD_TYPE, metrics, to_call))]
+        }),
+        closer: Closer::Nothing,
+    };
+    Ok((transport, addr))
+}
+
+/// The session's outbound side: packets go to the peer once its address is known.
+pub struct UdpSink {
+    socket: Arc<UdpSocket>,
+    /// Unset until the far end is known (comedia); until then packets are dropped.
+    peer: Arc<OnceLock<SocketAddr>>,
+    packetizer: RtpPacketizer,
+}
+
+impl UdpSink {
+    pub async fn send(&mut self, frame: &EncodedFrame) -> bool {
+        let Some(to) = self.peer.get() else { return false };
+        match self.packetizer.packetize(frame).marshal() {
+            Ok(bytes) => self.socket.send_to(&bytes, to).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Reads the peer's packets into the worker's ring. The first packet fixes the peer address and
+/// reports the session as connected.
+async fn read(
+    socket: Arc<UdpSocket>,
+    peer: Arc<OnceLock<SocketAddr>>,
+    mut ingress: rtrb::Producer<RtpIn>,
+    payload_type: u8,
+    metrics: Arc<Metrics>,
+    events: mpsc::UnboundedSender<TransportEvent>,
+) {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else { break };
+        match peer.get() {
+            None => {
+                let _ = peer.set(from);
+                let _ = events.send(TransportEvent::Connected);
+            }
+            Some(known) if *known != from => continue,
+            Some(_) => {}
+        }
+        let Some(packet) = parse(&buf[..n]) else { continue };
+        metrics.rtp_in(packet.payload.len() as u64);
+        let h = &packet.header;
+        if h.payload_type != payload_type {
+            continue;
+        }
+        if let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload) {
+            if ingress.push(frame.with_source(h.ssrc, None)).is_err() {
+                metrics.ring_overflow();
+            }
+        }
+    }
+}

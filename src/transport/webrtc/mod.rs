@@ -1,0 +1,247 @@
+//! The WebRTC transport over webrtc-rs 0.21: the only module that knows webrtc-rs types.
+//!
+//! A call's peer connection is answered here ([`answer`]); a driver task then turns the library's
+//! callbacks ([`PeerEvent`]) into [`TransportEvent`]s, reads the caller's first audio track
+//! into the worker's ingress ring, and writes the call's events to the `oai-events` data
+//! channel. [`TrackSink`] sends the worker's frames as RTP on the outbound track (SRTP by the
+//! stack); [`PeerCloser`] takes it all down.
+//!
+//! - `peer` — building peer connections (codecs, sockets, ICE-TCP), shared by both sides.
+//! - `client` — the offering side: the client the load generator and the tests use.
+
+pub mod client;
+mod peer;
+
+pub use peer::{GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, default_payload_type, samples_per_frame};
+use peer::{Peer, PeerEvent, audio_track, build_peer, wait_gathered};
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+use voxrelay_signaling::ApiError;
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use super::packetizer::RtpPacketizer;
+use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind};
+use crate::metrics::Metrics;
+
+/// The data channel that carries the Realtime events (PROTOCOL.md §2).
+pub const EVENTS_LABEL: &str = "oai-events";
+/// Closing the peer aborts SCTP at once; the last events get this long to be acknowledged.
+const FLUSH_WAIT: Duration = Duration::from_millis(500);
+
+/// Answers `offer` on a new peer connection bound to `sockets`, sending `codec` with the
+/// offer's `payload_type`. Returns the transport and the answer SDP (all candidates gathered:
+/// we do not trickle).
+pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, payload_type: u8) -> Result<(Transport, String), ApiError> {
+    let addr = sockets.udp.expect("the server always listens on UDP");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let peer = build_peer(sockets, tx).await.map_err(|e| {
+        warn!("building peer connection on {addr}: {e}");
+        ApiError::overloaded("could not open a media socket")
+    })?;
+    let fail = |peer: Peer, err: ApiError| async move {
+        let _ = peer.close().await;
+        err
+    };
+    let (track, ssrc) = audio_track("voxrelay", codec);
+    if let Err(e) = peer.add_track(track.clone()).await {
+        return Err(fail(peer, ApiError::internal(format!("adding the outbound track: {e}"))).await);
+    }
+    let offer = match rtc::peer_connection::sdp::RTCSessionDescription::offer(offer) {
+        Ok(o) => o,
+        Err(e) => return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}"))).await),
+    };
+    if let Err(e) = peer.set_remote_description(offer).await {
+        return Err(fail(
+            peer,
+            ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}")),
+        )
+        .await);
+    }
+    let answer = match peer.create_answer(None).await {
+        Ok(a) => a,
+        Err(e) => {
+            return Err(fail(
+                peer,
+                ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")),
+            )
+            .await);
+        }
+    };
+    if let Err(e) = peer.set_local_description(answer).await {
+        return Err(fail(peer, ApiError::internal(format!("setting the local description: {e}"))).await);
+    }
+    let early = match wait_gathered(&mut rx).await {
+        Ok(ev) => ev,
+        Err(e) => return Err(fail(peer, ApiError::internal(e)).await),
+    };
+    let Some(local) = peer.local_description().await else {
+        return Err(fail(peer, ApiError::internal("no local description after gathering")).await);
+    };
+    let (inject, events) = mpsc::unbounded_channel();
+    let closer = PeerCloser {
+        peer: peer.clone(),
+        events_channel: Arc::new(Mutex::new(None)),
+    };
+    let (to_call, channel) = (inject.clone(), closer.events_channel.clone());
+    let transport = Transport {
+        kind: TransportKind::WebRtc,
+        codec,
+        events,
+        inject,
+        sink: PacketSink::WebRtc(TrackSink {
+            track,
+            packetizer: RtpPacketizer::new(ssrc, payload_type, samples_per_frame(codec)),
+        }),
+        heard: None,
+        start_reader: Box::new(move |_call_id, ingress, metrics| {
+            vec![tokio::spawn(drive(early, rx, to_call, channel, ingress, payload_type, metrics))]
+        }),
+        closer: Closer::WebRtc(closer),
+    };
+    Ok((transport, local.sdp))
+}
+
+/// The events data channel and the task writing to it, once it opened.
+type EventsChannel = Arc<Mutex<Option<(Arc<dyn DataChannel>, tokio::task::JoinHandle<()>)>>>;
+
+/// Turns the peer connection's events into transport events, for the life of the call.
+async fn drive(
+    early: Vec<PeerEvent>,
+    mut raw: mpsc::UnboundedReceiver<PeerEvent>,
+    to_call: mpsc::UnboundedSender<TransportEvent>,
+    events_channel: EventsChannel,
+    ingress: rtrb::Producer<RtpIn>,
+    payload_type: u8,
+    metrics: Arc<Metrics>,
+) {
+    let mut ingress = Some(ingress);
+    let mut early = early.into_iter();
+    let mut events_open = false;
+    loop {
+        let ev = match early.next() {
+            Some(ev) => ev,
+            None => match raw.recv().await {
+                Some(ev) => ev,
+                None => {
+                    let _ = to_call.send(TransportEvent::Closed("peer connection dropped"));
+                    return;
+                }
+            },
+        };
+        let event = match ev {
+            // The caller's first audio track is the call's input; later ones are ignored.
+            PeerEvent::Track(remote) => {
+                if let Some(producer) = ingress.take() {
+                    tokio::spawn(read_track(remote, producer, payload_type, metrics.clone()));
+                }
+                None
+            }
+            PeerEvent::DataChannelOpen(channel) => {
+                if events_open || !channel.label().await.is_ok_and(|l| l == EVENTS_LABEL) {
+                    continue;
+                }
+                events_open = true;
+                let (outlet, texts) = mpsc::unbounded_channel();
+                let writer = tokio::spawn(write_events(channel.clone(), texts));
+                *events_channel.lock().unwrap_or_else(|p| p.into_inner()) = Some((channel, writer));
+                Some(TransportEvent::EventsOpened(outlet))
+            }
+            PeerEvent::DataChannelText(text) => Some(TransportEvent::ClientText(text)),
+            // A browser hanging up (pc.close(), a closed tab) closes the events channel and
+            // sends DTLS close_notify, but the connection state stays "connected" until ICE
+            // times out; the events channel closing is the prompt signal.
+            PeerEvent::DataChannelClosed(label) if label == EVENTS_LABEL && events_open => {
+                Some(TransportEvent::Closed("the peer closed the events channel"))
+            }
+            PeerEvent::State(state) => match state {
+                RTCPeerConnectionState::Connected => Some(TransportEvent::Connected),
+                RTCPeerConnectionState::Disconnected => Some(TransportEvent::Interrupted),
+                RTCPeerConnectionState::Failed => Some(TransportEvent::Closed("ICE/DTLS failed")),
+                RTCPeerConnectionState::Closed => Some(TransportEvent::Closed("peer closed")),
+                _ => None,
+            },
+            PeerEvent::GatheringComplete | PeerEvent::DataChannelClosed(_) => None,
+        };
+        if let Some(event) = event {
+            if to_call.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the call's events to the data channel, in order, until the call drops its outlet.
+async fn write_events(channel: Arc<dyn DataChannel>, mut texts: mpsc::UnboundedReceiver<String>) {
+    while let Some(text) = texts.recv().await {
+        if let Err(e) = channel.send_text(&text).await {
+            debug!("data channel send failed: {e}");
+        }
+    }
+}
+
+/// Reads the caller's RTP and hands payloads to the worker. Never blocks: a full ring drops
+/// the packet and counts it (the jitter buffer conceals the gap).
+async fn read_track(track: Arc<dyn TrackRemote>, mut ingress: rtrb::Producer<RtpIn>, payload_type: u8, metrics: Arc<Metrics>) {
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+        metrics.rtp_in(packet.payload.len() as u64);
+        if packet.header.payload_type != payload_type {
+            continue;
+        }
+        let h = &packet.header;
+        let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload) else {
+            continue;
+        };
+        if ingress.push(frame.with_source(h.ssrc, None)).is_err() {
+            metrics.ring_overflow();
+        }
+    }
+}
+
+/// The call's outbound track: frames become RTP packets the stack encrypts and sends.
+pub struct TrackSink {
+    track: Arc<TrackLocalStaticRTP>,
+    packetizer: RtpPacketizer,
+}
+
+impl TrackSink {
+    pub async fn send(&mut self, frame: &EncodedFrame) -> bool {
+        self.track.write_rtp(self.packetizer.packetize(frame)).await.is_ok()
+    }
+}
+
+/// Closes a call's peer connection, after the last events when asked.
+pub struct PeerCloser {
+    peer: Peer,
+    events_channel: EventsChannel,
+}
+
+impl PeerCloser {
+    pub async fn close(self, call_id: &str, flush_events: bool) {
+        let opened = self.events_channel.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((channel, writer)) = opened {
+            if flush_events {
+                // The call has dropped its outlet: the writer ends once it has sent everything.
+                let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+                let _ = tokio::time::timeout_at(deadline, writer).await;
+                while channel.outstanding_bytes().await.is_ok_and(|n| n > 0) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } else {
+                writer.abort();
+            }
+        }
+        if let Err(e) = self.peer.close().await {
+            debug!(call = %call_id, "closing peer: {e}");
+        }
+    }
+}
