@@ -22,11 +22,7 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(max_calls: usize) -> Self {
-        Self {
-            max_calls,
-            draining: AtomicBool::new(false),
-            phone_pending: AtomicUsize::new(0),
-        }
+        Self { max_calls, draining: AtomicBool::new(false), phone_pending: AtomicUsize::new(0) }
     }
 
     /// What one call of `kind` costs against `max_calls`, in quarter calls.
@@ -45,10 +41,7 @@ impl Admission {
         let live: usize = live.into_iter().map(Self::cost_quarters).sum();
         let pending = self.phone_pending.load(Ordering::SeqCst) * Self::cost_quarters(TransportKind::Twilio);
         if live + pending + Self::cost_quarters(kind) > self.max_calls.saturating_mul(4) {
-            let limit = format!(
-                "the server is at its limit of {} calls (a phone call counts as a quarter)",
-                self.max_calls
-            );
+            let limit = format!("the server is at its limit of {} calls (a phone call counts as a quarter)", self.max_calls);
             return Err(ApiError::overloaded(limit));
         }
         Ok(())

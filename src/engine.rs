@@ -92,11 +92,7 @@ impl VoxEngine {
 
     /// Ids of the live calls of one transport (operators and tests find phone calls this way).
     pub fn call_ids(&self, kind: TransportKind) -> Vec<String> {
-        self.calls()
-            .iter()
-            .filter(|(_, c)| c.kind == kind)
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.calls().iter().filter(|(_, c)| c.kind == kind).map(|(id, _)| id.clone()).collect()
     }
 
     /// Whether one more call of `kind` may start now ([`Admission`] decides; refusals counted).
@@ -153,10 +149,7 @@ impl VoxEngine {
     }
 
     async fn start_webrtc_call(self: &Arc<Self>, req: CallRequest) -> Result<CallCreated, ApiError> {
-        let sockets = self
-            .ports
-            .allocate()
-            .ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+        let sockets = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
         let addr = sockets.udp.expect("the server always listens on UDP");
         let codec = match req.summary.codec {
             OfferedCodec::Opus => AudioCodec::Opus,
@@ -172,12 +165,7 @@ impl VoxEngine {
         let ip = self.rtp_ingest.ok_or_else(rtp_disabled)?;
         let (transport, addr) = plain_rtp::open(ip).await?;
         let id = self.launch(transport, config, Dialect::Beta, session_id, addr).await?;
-        Ok(RtpCreated {
-            id,
-            ip: addr.ip().to_string(),
-            port: addr.port(),
-            payload_type: OPUS_PAYLOAD_TYPE,
-        })
+        Ok(RtpCreated { id, ip: addr.ip().to_string(), port: addr.port(), payload_type: OPUS_PAYLOAD_TYPE })
     }
 
     /// Accepts a phone stream: admission now (its place is held until `start`), the call once
@@ -199,9 +187,7 @@ impl VoxEngine {
                 let accepted = phone::accept(start, from_carrier, to_carrier)?;
                 // No media socket of our own: the stream rides the HTTP connection.
                 let addr = SocketAddr::from(([0, 0, 0, 0], 0));
-                engine
-                    .launch(accepted.transport, accepted.config, accepted.dialect, random_id("sess_"), addr)
-                    .await
+                engine.launch(accepted.transport, accepted.config, accepted.dialect, random_id("sess_"), addr).await
             };
             match started.await {
                 Ok(id) => info!(call = %id, stream = %stream, twilio_call = %call, "phone stream bridged"),
@@ -209,10 +195,7 @@ impl VoxEngine {
                 Err(e) => warn!(stream = %stream, "phone stream refused: {e}"),
             }
         });
-        Ok(PhoneChannel {
-            to_carrier: to_rx,
-            from_carrier: from_tx,
-        })
+        Ok(PhoneChannel { to_carrier: to_rx, from_carrier: from_tx })
     }
 
     /// Starts the worker session, the agent and the call task for a ready transport.
@@ -228,11 +211,7 @@ impl VoxEngine {
             TransportKind::Twilio => self.phone_echo_guard,
             _ => EchoGuardConfig::OFF,
         };
-        let options = SessionOptions {
-            vad: self.vad,
-            codec: t.codec,
-            echo_guard,
-        };
+        let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard };
         let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
             Err(e) => return Err(refuse(t, "", ApiError::overloaded(format!("audio workers: {e}"))).await),
@@ -241,14 +220,7 @@ impl VoxEngine {
             Ok(a) => a,
             Err(e) => return Err(refuse(t, "", e).await),
         };
-        let SessionHandle {
-            ingress,
-            control,
-            agent_out,
-            egress,
-            uplink,
-            stats,
-        } = media;
+        let SessionHandle { ingress, control, agent_out, egress, uplink, stats } = media;
         let kind = t.kind;
         let call_id = random_id(kind.id_prefix());
         let tasks = (t.start_reader)(&call_id, ingress, self.metrics.clone());
@@ -256,14 +228,7 @@ impl VoxEngine {
         let (done_tx, done_rx) = watch::channel(false);
         self.calls().insert(
             call_id.clone(),
-            CallEntry {
-                session_id: session_id.clone(),
-                stop: stop.clone(),
-                done: done_rx,
-                inject: t.inject,
-                kind,
-                stats: stats.clone(),
-            },
+            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, kind, stats: stats.clone() },
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
@@ -305,10 +270,7 @@ async fn refuse(t: Transport, call_id: &str, err: ApiError) -> ApiError {
 }
 
 fn rtp_disabled() -> ApiError {
-    ApiError::not_found(
-        "rtp_ingest_disabled",
-        "plain RTP ingest is off on this server (start it with --rtp-ingest)",
-    )
+    ApiError::not_found("rtp_ingest_disabled", "plain RTP ingest is off on this server (start it with --rtp-ingest)")
 }
 
 /// The signaling crate holds the engine as `Arc<dyn Engine>`; this wrapper gives the trait
@@ -392,11 +354,7 @@ impl Engine for EngineHandle {
         let e = &self.0;
         let mut text = e.metrics.render(&[
             ("voxrelay_active_calls", "Live calls.", e.live_calls() as u64),
-            (
-                "voxrelay_media_sessions",
-                "Sessions held by the audio workers.",
-                e.media_sessions() as u64,
-            ),
+            ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
         ]);
         text.push_str(&e.render_by_transport());
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));

@@ -24,12 +24,7 @@ fn sources() -> Vec<(String, String)> {
     files.sort();
     files
         .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/"),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
+        .map(|p| (p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/"), std::fs::read_to_string(&p).unwrap()))
         .collect()
 }
 
@@ -123,18 +118,12 @@ fn top_level_modules_form_no_cycle() {
         if state.get(m.as_str()).copied().unwrap_or(0) == 0 {
             let mut path = Vec::new();
             if let Some(cycle) = visit(m, &graph, &mut state, &mut path) {
-                panic!(
-                    "top-level modules depend on each other in a cycle: {}\nthe whole graph: {graph:#?}",
-                    cycle.join(" -> ")
-                );
+                panic!("top-level modules depend on each other in a cycle: {}\nthe whole graph: {graph:#?}", cycle.join(" -> "));
             }
         }
     }
     // The graph is not trivially empty (the scan found the engine's dependencies).
-    assert!(
-        graph["engine"].contains("transport") && graph["engine"].contains("call"),
-        "{graph:#?}"
-    );
+    assert!(graph["engine"].contains("transport") && graph["engine"].contains("call"), "{graph:#?}");
 }
 
 /// Whether code (not comments) names the crate `krate` as a path root (`krate::`). Our own
@@ -144,35 +133,27 @@ fn names_crate(text: &str, krate: &str) -> bool {
     let needle = format!("{krate}::");
     text.lines().any(|line| {
         let code = line.split("//").next().unwrap();
-        code.match_indices(&needle)
-            .any(|(i, _)| !code[..i].chars().next_back().is_some_and(|c| is_ident(c) || c == ':'))
+        code.match_indices(&needle).any(|(i, _)| !code[..i].chars().next_back().is_some_and(|c| is_ident(c) || c == ':'))
     })
+}
+
+/// Source files outside `allowed` (path prefixes under `src/`) that name `krate`.
+fn naming_outside(krate: &str, allowed: &[&str]) -> Vec<String> {
+    sources()
+        .into_iter()
+        .filter(|(rel, text)| !allowed.iter().any(|a| rel.starts_with(a)) && names_crate(text, krate))
+        .map(|(rel, _)| rel)
+        .collect()
 }
 
 #[test]
 fn only_the_webrtc_transport_knows_webrtc_rs() {
-    let offenders: Vec<String> = sources()
-        .into_iter()
-        .filter(|(rel, _)| !rel.starts_with("transport/webrtc/"))
-        .filter(|(_, text)| names_crate(text, "webrtc"))
-        .map(|(rel, _)| rel)
-        .collect();
-    assert!(
-        offenders.is_empty(),
-        "webrtc-rs types used outside src/transport/webrtc: {offenders:?}"
-    );
+    let offenders = naming_outside("webrtc", &["transport/webrtc/"]);
+    assert!(offenders.is_empty(), "webrtc-rs types used outside src/transport/webrtc: {offenders:?}");
     // The RTP/STUN codecs of the sans-IO core (`rtc::`) are wire formats: transports and the
     // TURN relay only.
-    let offenders: Vec<String> = sources()
-        .into_iter()
-        .filter(|(rel, _)| !rel.starts_with("transport/") && !rel.starts_with("relay/"))
-        .filter(|(_, text)| names_crate(text, "rtc"))
-        .map(|(rel, _)| rel)
-        .collect();
-    assert!(
-        offenders.is_empty(),
-        "rtc wire types used outside src/transport and src/relay: {offenders:?}"
-    );
+    let offenders = naming_outside("rtc", &["transport/", "relay/"]);
+    assert!(offenders.is_empty(), "rtc wire types used outside src/transport and src/relay: {offenders:?}");
 }
 
 #[test]

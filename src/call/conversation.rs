@@ -87,10 +87,7 @@ pub fn turn_config(config: &SessionConfig) -> TurnDetectConfig {
             silence_duration_ms: td.silence_duration_ms,
             interrupt_response: td.interrupt_response,
         },
-        None => TurnDetectConfig {
-            server_vad: false,
-            ..TurnDetectConfig::default()
-        },
+        None => TurnDetectConfig { server_vad: false, ..TurnDetectConfig::default() },
     }
 }
 
@@ -130,13 +127,8 @@ impl Conversation {
     /// it gets typed text (in the history the model answers from; Gemini Live answers it at
     /// once, as it does any text turn).
     pub fn on_dtmf(&mut self, digit: char) {
-        let received_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.emit(
-            "input_audio_buffer.dtmf_event_received",
-            json!({"event": digit.to_string(), "received_at": received_at}),
-        );
+        let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.emit("input_audio_buffer.dtmf_event_received", json!({"event": digit.to_string(), "received_at": received_at}));
         self.add_text_item(random_id("item_"), &dtmf_text(digit));
     }
 
@@ -182,10 +174,7 @@ impl Conversation {
 
     /// A problem on the server's side (a provider), not in anything the client sent.
     fn server_error(&mut self, code: &str, message: &str) {
-        self.emit(
-            "error",
-            json!({"error": {"type": "server_error", "code": code, "message": message, "param": null, "event_id": null}}),
-        );
+        self.emit("error", json!({"error": {"type": "server_error", "code": code, "message": message, "param": null, "event_id": null}}));
     }
 
     /// What the agent reports outside responses (caller transcripts, provider errors).
@@ -214,10 +203,7 @@ impl Conversation {
                 let item_id = random_id("item_");
                 self.input_item = Some(item_id.clone());
                 self.agent.on_speech_started(audio_start_ms);
-                self.emit(
-                    "input_audio_buffer.speech_started",
-                    json!({"audio_start_ms": audio_start_ms, "item_id": item_id}),
-                );
+                self.emit("input_audio_buffer.speech_started", json!({"audio_start_ms": audio_start_ms, "item_id": item_id}));
                 let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
                 if interrupt && self.response.is_some() {
                     self.cancel_response("turn_detected");
@@ -225,10 +211,7 @@ impl Conversation {
             }
             MediaEvent::SpeechStopped { audio_end_ms } => {
                 let item_id = self.input_item.clone();
-                self.emit(
-                    "input_audio_buffer.speech_stopped",
-                    json!({"audio_end_ms": audio_end_ms, "item_id": item_id}),
-                );
+                self.emit("input_audio_buffer.speech_stopped", json!({"audio_end_ms": audio_end_ms, "item_id": item_id}));
             }
             MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms),
             MediaEvent::Cleared => self.emit("input_audio_buffer.cleared", json!({})),
@@ -254,10 +237,7 @@ impl Conversation {
         let item_id = self.input_item.take().unwrap_or_else(|| random_id("item_"));
         let previous = self.last_item.replace(item_id.clone());
         self.agent.on_committed(audio_end_ms, &item_id);
-        self.emit(
-            "input_audio_buffer.committed",
-            json!({"previous_item_id": previous, "item_id": item_id}),
-        );
+        self.emit("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id}));
         self.emit(
             "conversation.item.created",
             json!({"previous_item_id": previous, "item": {
@@ -296,14 +276,8 @@ impl Conversation {
             json!({"response": {"id": r.id, "object": "realtime.response", "status": "in_progress", "status_details": null, "output": [], "usage": null}}),
         );
         let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
-        self.emit(
-            "response.output_item.added",
-            json!({"response_id": r.id, "output_index": 0, "item": item}),
-        );
-        self.emit(
-            "conversation.item.created",
-            json!({"previous_item_id": self.last_item, "item": item}),
-        );
+        self.emit("response.output_item.added", json!({"response_id": r.id, "output_index": 0, "item": item}));
+        self.emit("conversation.item.created", json!({"previous_item_id": self.last_item, "item": item}));
         self.emit(
             "response.content_part.added",
             json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}}),
@@ -329,18 +303,13 @@ impl Conversation {
         self.emit("response.content_part.done", part);
         let (status, item_status, details) = match &r.failed {
             None => ("completed", "completed", Value::Null),
-            Some((code, message)) => (
-                "failed",
-                "incomplete",
-                json!({"type": "failed", "error": {"type": "server_error", "code": code, "message": message}}),
-            ),
+            Some((code, message)) => {
+                ("failed", "incomplete", json!({"type": "failed", "error": {"type": "server_error", "code": code, "message": message}}))
+            }
         };
         let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": item_status, "role": "assistant",
             "content": [{"type": "audio", "transcript": r.transcript}]});
-        self.emit(
-            "response.output_item.done",
-            json!({"response_id": r.id, "output_index": 0, "item": item}),
-        );
+        self.emit("response.output_item.done", json!({"response_id": r.id, "output_index": 0, "item": item}));
         let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
         if r.playing {
             self.emit("output_audio_buffer.stopped", json!({"response_id": r.id}));
@@ -360,10 +329,7 @@ impl Conversation {
         self.agent.cancel_response(r.num, played_ms);
         self.suppress_voiced = true;
         self.emit("output_audio_buffer.cleared", json!({"response_id": r.id}));
-        self.emit(
-            "conversation.item.truncated",
-            json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}),
-        );
+        self.emit("conversation.item.truncated", json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}));
         let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "incomplete", "role": "assistant",
             "content": [{"type": "audio", "transcript": r.transcript}]});
         let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
@@ -507,21 +473,17 @@ impl Conversation {
                 let id = item_id.unwrap_or_else(|| random_id("item_"));
                 let previous = self.last_item.replace(id.clone());
                 self.agent.on_function_output(&call_id, &output);
-                self.emit(
-                    "conversation.item.created",
-                    json!({"previous_item_id": previous, "item": tools::output_item(&id, &call_id, &output)}),
-                );
+                self.emit("conversation.item.created", json!({"previous_item_id": previous, "item": tools::output_item(&id, &call_id, &output)}));
             }
-            ClientEvent::ItemTruncate { item_id, audio_end_ms } => match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
-                Some((_, played)) if audio_end_ms <= *played => {
-                    self.emit(
-                        "conversation.item.truncated",
-                        json!({"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}),
-                    );
+            ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
+                match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
+                    Some((_, played)) if audio_end_ms <= *played => {
+                        self.emit("conversation.item.truncated", json!({"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}));
+                    }
+                    Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
+                    None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
                 }
-                Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
-                None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
-            },
+            }
             ClientEvent::ResponseCreate => {
                 if self.response.is_some() {
                     return self.error(

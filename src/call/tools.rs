@@ -81,26 +81,13 @@ pub fn call_events(
     args_done["name"] = json!(name);
     args_done["arguments"] = json!(arguments);
     let events = vec![
-        (
-            "response.output_item.added",
-            json!({"response_id": response_id, "output_index": output_index, "item": added}),
-        ),
-        (
-            "conversation.item.created",
-            json!({"previous_item_id": previous_item_id, "item": added}),
-        ),
+        ("response.output_item.added", json!({"response_id": response_id, "output_index": output_index, "item": added})),
+        ("conversation.item.created", json!({"previous_item_id": previous_item_id, "item": added})),
         ("response.function_call_arguments.delta", delta),
         ("response.function_call_arguments.done", args_done),
-        (
-            "response.output_item.done",
-            json!({"response_id": response_id, "output_index": output_index, "item": done}),
-        ),
+        ("response.output_item.done", json!({"response_id": response_id, "output_index": output_index, "item": done})),
     ];
-    CallEvents {
-        item_id,
-        events,
-        item: done,
-    }
+    CallEvents { item_id, events, item: done }
 }
 
 #[cfg(test)]
@@ -154,11 +141,7 @@ mod tests {
             self.outputs.lock().unwrap().push((call_id.into(), output.into()));
         }
         fn start_response(&mut self, _: u64) {
-            let call = crate::agent::AgentOutput::FunctionCall {
-                call_id: "call_x".into(),
-                name: "f".into(),
-                arguments: "{}".into(),
-            };
+            let call = crate::agent::AgentOutput::FunctionCall { call_id: "call_x".into(), name: "f".into(), arguments: "{}".into() };
             self.pending.extend([call, crate::agent::AgentOutput::Done]);
         }
         fn cancel_response(&mut self, _: u64, _: u64) {}
@@ -176,10 +159,7 @@ mod tests {
     #[test]
     fn a_response_ends_with_the_call_and_only_its_output_is_accepted() {
         let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut c = conversation(Box::new(Caller {
-            pending: VecDeque::new(),
-            outputs: outputs.clone(),
-        }));
+        let mut c = conversation(Box::new(Caller { pending: VecDeque::new(), outputs: outputs.clone() }));
         c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#);
         let updated = c.out.pop().unwrap();
         c.out.clear();
@@ -187,10 +167,7 @@ mod tests {
         c.on_client_text(r#"{"type":"response.create"}"#);
         assert!(c.next_agent_frame().is_none(), "no audio: the response completes at once");
         let events: Vec<Value> = c.out.drain(..).collect();
-        let args = events
-            .iter()
-            .find(|e| e["type"] == "response.function_call_arguments.done")
-            .expect("arguments done");
+        let args = events.iter().find(|e| e["type"] == "response.function_call_arguments.done").expect("arguments done");
         assert_eq!((args["call_id"].as_str(), args["output_index"].as_u64()), (Some("call_x"), Some(1)));
         let done = events.last().unwrap();
         assert_eq!(done["type"], "response.done");

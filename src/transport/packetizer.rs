@@ -18,23 +18,14 @@ pub struct RtpPacketizer {
 
 impl RtpPacketizer {
     pub fn new(ssrc: u32, payload_type: u8, samples_per_frame: u32) -> Self {
-        Self {
-            ssrc,
-            payload_type,
-            seq: rand::random(),
-            ts_base: rand::random(),
-            samples_per_frame,
-            last_voiced: false,
-        }
+        Self { ssrc, payload_type, seq: rand::random(), ts_base: rand::random(), samples_per_frame, last_voiced: false }
     }
 
     pub fn packetize(&mut self, frame: &EncodedFrame) -> Packet {
         self.seq = self.seq.wrapping_add(1);
         let marker = frame.voiced && !self.last_voiced;
         self.last_voiced = frame.voiced;
-        let timestamp = self
-            .ts_base
-            .wrapping_add((frame.frame_index as u32).wrapping_mul(self.samples_per_frame));
+        let timestamp = self.ts_base.wrapping_add((frame.frame_index as u32).wrapping_mul(self.samples_per_frame));
         Packet {
             header: Header {
                 version: 2,

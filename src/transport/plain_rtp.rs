@@ -40,11 +40,7 @@ pub async fn open(ip: IpAddr) -> Result<(Transport, SocketAddr), ApiError> {
     let (inject, events) = mpsc::unbounded_channel();
     let codec = AudioCodec::Opus;
     let packetizer = RtpPacketizer::new(rand::random(), OPUS_PAYLOAD_TYPE, samples_per_frame(codec));
-    let sink = UdpSink {
-        socket: socket.clone(),
-        peer: peer.clone(),
-        packetizer,
-    };
+    let sink = UdpSink { socket: socket.clone(), peer: peer.clone(), packetizer };
     let to_call = inject.clone();
     let transport = Transport {
         kind: TransportKind::PlainRtp,

@@ -34,10 +34,7 @@ fn committed_turn_starts_a_response_that_completes_after_playback() {
     assert_eq!(frames, 20);
     assert!(types(&mut c).contains(&"response.audio_transcript.delta".to_string()));
     c.on_media(MediaEvent::PlaybackStarted { response: 1 });
-    c.on_media(MediaEvent::PlaybackFinished {
-        response: 1,
-        played_ms: 400,
-    });
+    c.on_media(MediaEvent::PlaybackFinished { response: 1, played_ms: 400 });
     let t = types(&mut c);
     assert_eq!(t.last().unwrap(), "response.done");
     assert!(t.contains(&"output_audio_buffer.stopped".to_string()));
@@ -67,23 +64,13 @@ fn response_create_right_after_a_manual_commit_answers_that_turn() {
     c.on_client_text(r#"{"type":"session.update","session":{"turn_detection":null}}"#);
     c.on_client_text(r#"{"type":"input_audio_buffer.commit"}"#);
     c.on_client_text(r#"{"type":"response.create"}"#);
-    assert!(
-        !types(&mut c).contains(&"response.created".to_string()),
-        "waits for the worker's commit"
-    );
+    assert!(!types(&mut c).contains(&"response.created".to_string()), "waits for the worker's commit");
     c.on_media(MediaEvent::Committed { audio_end_ms: 2000 });
     let t = types(&mut c);
-    let (committed, created) = (
-        t.iter().position(|x| x == "input_audio_buffer.committed"),
-        t.iter().position(|x| x == "response.created"),
-    );
+    let (committed, created) = (t.iter().position(|x| x == "input_audio_buffer.committed"), t.iter().position(|x| x == "response.created"));
     assert!(committed.is_some() && created > committed, "{t:?}");
     assert!(matches!(c.next_agent_frame(), Some(AgentFrame::Audio { response: 1, .. })));
-    let delta = c
-        .out
-        .iter()
-        .find(|e| e["type"] == "response.audio_transcript.delta")
-        .expect("transcript");
+    let delta = c.out.iter().find(|e| e["type"] == "response.audio_transcript.delta").expect("transcript");
     assert_eq!(delta["delta"], "[echo 2.0 s]", "the echo covers the committed 2 s");
 }
 

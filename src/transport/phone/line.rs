@@ -38,12 +38,7 @@ pub struct PhoneLine {
 
 impl PhoneLine {
     pub fn new(stream_sid: String, to_carrier: mpsc::UnboundedSender<String>) -> Self {
-        Self {
-            stream_sid,
-            to_carrier,
-            sent: AtomicU64::new(0),
-            heard: Arc::new(AtomicU64::new(0)),
-        }
+        Self { stream_sid, to_carrier, sent: AtomicU64::new(0), heard: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Sends one 20 ms mu-law frame and the mark that acknowledges it. False once the socket is gone.
@@ -84,18 +79,10 @@ pub async fn await_start(from: &mut mpsc::UnboundedReceiver<CarrierMessage>, met
                 Ok(Inbound::Start(start)) => return Some(start),
                 Ok(Inbound::Connected) => {}
                 Ok(Inbound::Stop) => return None,
-                Ok(Inbound::Media(_)) => log_error(
-                    &mut errors,
-                    metrics,
-                    "-",
-                    &twilio_err("media_before_start", "media before start: dropped"),
-                ),
-                Ok(_) => log_error(
-                    &mut errors,
-                    metrics,
-                    "-",
-                    &twilio_err("unexpected_event", "event before start: ignored"),
-                ),
+                Ok(Inbound::Media(_)) => {
+                    log_error(&mut errors, metrics, "-", &twilio_err("media_before_start", "media before start: dropped"))
+                }
+                Ok(_) => log_error(&mut errors, metrics, "-", &twilio_err("unexpected_event", "event before start: ignored")),
                 Err(e) => log_error(&mut errors, metrics, "-", &e),
             }
         }
@@ -111,17 +98,11 @@ pub async fn await_start(from: &mut mpsc::UnboundedReceiver<CarrierMessage>, met
 }
 
 fn twilio_err(code: &'static str, message: &str) -> DialectError {
-    DialectError {
-        code,
-        message: message.into(),
-    }
+    DialectError { code, message: message.into() }
 }
 
 fn binary_error(len: usize) -> DialectError {
-    twilio_err(
-        "binary_frame",
-        &format!("binary frame of {len} bytes: Media Streams messages are JSON text"),
-    )
+    twilio_err("binary_frame", &format!("binary frame of {len} bytes: Media Streams messages are JSON text"))
 }
 
 fn log_error(errors: &mut u32, metrics: &Metrics, call: &str, e: &DialectError) {
@@ -183,10 +164,7 @@ pub async fn read_stream(
         };
         if let Some(e) = refused {
             log_error(&mut errors, &metrics, &call_id, &e);
-            let _ = events.send(TransportEvent::Refused {
-                code: e.code,
-                message: e.message,
-            });
+            let _ = events.send(TransportEvent::Refused { code: e.code, message: e.message });
         }
     }
     debug!(call = %call_id, "phone stream ended");

@@ -55,22 +55,11 @@ pub fn accept(
         heard: Some(line.heard()),
         sink: PacketSink::Phone(line),
         start_reader: Box::new(move |call_id, ingress, metrics| {
-            vec![tokio::spawn(line::read_stream(
-                call_id.to_string(),
-                from_carrier,
-                ingress,
-                reader_line,
-                to_call,
-                metrics,
-            ))]
+            vec![tokio::spawn(line::read_stream(call_id.to_string(), from_carrier, ingress, reader_line, to_call, metrics))]
         }),
         closer: Closer::Nothing,
     };
-    Ok(Accepted {
-        transport,
-        config,
-        dialect,
-    })
+    Ok(Accepted { transport, config, dialect })
 }
 
 /// The session settings a stream asks for through its `customParameters`.
@@ -93,9 +82,6 @@ pub fn events_dialect(params: &std::collections::BTreeMap<String, String>) -> Re
     match params.get("dialect").map(String::as_str) {
         None | Some("beta") => Ok(Dialect::Beta),
         Some("ga") => Ok(Dialect::Ga),
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_parameters",
-            format!("dialect must be \"ga\" or \"beta\", not {other:?}"),
-        )),
+        Some(other) => Err(ApiError::bad_request("invalid_parameters", format!("dialect must be \"ga\" or \"beta\", not {other:?}"))),
     }
 }

@@ -31,13 +31,9 @@ pub enum Inbound {
     Connected,
     Start(Start),
     Media(Media),
-    Dtmf {
-        digit: char,
-    },
+    Dtmf { digit: char },
     /// A mark the server sent came back: the audio before it has played (or was cleared).
-    Mark {
-        name: String,
-    },
+    Mark { name: String },
     Stop,
 }
 
@@ -71,10 +67,7 @@ pub struct DialectError {
 }
 
 fn err(code: &'static str, message: impl Into<String>) -> DialectError {
-    DialectError {
-        code,
-        message: message.into(),
-    }
+    DialectError { code, message: message.into() }
 }
 
 /// A number Twilio may send as a string or as a number.
@@ -161,11 +154,7 @@ struct RawMark {
 /// whole 20 ms frames or larger than [`MAX_MEDIA_PAYLOAD_BYTES`] are errors.
 pub fn parse(text: &str) -> Result<Inbound, DialectError> {
     let value: Value = serde_json::from_str(text).map_err(|e| err("invalid_json", format!("not JSON: {e}")))?;
-    let event = value
-        .get("event")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err("missing_event", "message has no \"event\""))?
-        .to_string();
+    let event = value.get("event").and_then(Value::as_str).ok_or_else(|| err("missing_event", "message has no \"event\""))?.to_string();
     if !matches!(event.as_str(), "connected" | "start" | "media" | "dtmf" | "mark" | "stop") {
         return Err(err("unknown_event", format!("unknown event {:?}", truncate(&event))));
     }
@@ -178,10 +167,7 @@ pub fn parse(text: &str) -> Result<Inbound, DialectError> {
                 if f.encoding != ENCODING_MULAW || rate != Some(8000) || channels != Some(1) {
                     return Err(err(
                         "unsupported_media_format",
-                        format!(
-                            "only {ENCODING_MULAW}, 8000 Hz, mono is supported (got {:?}, {rate:?} Hz, {channels:?} channels)",
-                            truncate(&f.encoding)
-                        ),
+                        format!("only {ENCODING_MULAW}, 8000 Hz, mono is supported (got {:?}, {rate:?} Hz, {channels:?} channels)", truncate(&f.encoding)),
                     ));
                 }
             }
@@ -205,42 +191,24 @@ pub fn parse(text: &str) -> Result<Inbound, DialectError> {
             })
         }
         Raw::Media { sequence_number, media } => {
-            let sequence_number = sequence_number
-                .get()
-                .ok_or_else(|| err("invalid_message", "sequenceNumber is not a number"))?;
+            let sequence_number = sequence_number.get().ok_or_else(|| err("invalid_message", "sequenceNumber is not a number"))?;
             if media.track.as_deref().is_some_and(|t| t != "inbound") {
                 return Err(err("unsupported_track", "only the inbound track is bridged"));
             }
             // Refuse by encoded size before decoding: base64 is 4 chars per 3 bytes.
             if media.payload.len() > MAX_MEDIA_PAYLOAD_BYTES.div_ceil(3) * 4 {
-                return Err(err(
-                    "payload_too_large",
-                    format!("media payload larger than {MAX_MEDIA_PAYLOAD_BYTES} bytes"),
-                ));
+                return Err(err("payload_too_large", format!("media payload larger than {MAX_MEDIA_PAYLOAD_BYTES} bytes")));
             }
-            let payload = B64
-                .decode(media.payload.as_bytes())
-                .map_err(|e| err("invalid_base64", format!("media payload: {e}")))?;
+            let payload = B64.decode(media.payload.as_bytes()).map_err(|e| err("invalid_base64", format!("media payload: {e}")))?;
             if payload.is_empty() || payload.len() % G711_FRAME_BYTES != 0 {
                 return Err(err(
                     "invalid_payload_length",
-                    format!(
-                        "media payload of {} bytes is not a whole number of 20 ms frames ({G711_FRAME_BYTES} bytes)",
-                        payload.len()
-                    ),
+                    format!("media payload of {} bytes is not a whole number of 20 ms frames ({G711_FRAME_BYTES} bytes)", payload.len()),
                 ));
             }
             let timestamp_ms = media.timestamp.and_then(|t| t.get()).unwrap_or(0);
-            let chunk = media
-                .chunk
-                .and_then(|c| c.get())
-                .unwrap_or(timestamp_ms / u64::from(voxrelay_media::FRAME_MS));
-            Inbound::Media(Media {
-                sequence_number,
-                chunk,
-                timestamp_ms,
-                payload,
-            })
+            let chunk = media.chunk.and_then(|c| c.get()).unwrap_or(timestamp_ms / u64::from(voxrelay_media::FRAME_MS));
+            Inbound::Media(Media { sequence_number, chunk, timestamp_ms, payload })
         }
         Raw::Dtmf { dtmf } => {
             let mut chars = dtmf.digit.chars();
@@ -264,20 +232,12 @@ fn truncate(s: &str) -> &str {
 
 /// Outbound `media`: one 20 ms frame of mu-law for the caller.
 pub fn media_message(stream_sid: &str, mulaw: &[u8]) -> String {
-    format!(
-        r#"{{"event":"media","streamSid":{},"media":{{"payload":"{}"}}}}"#,
-        json_str(stream_sid),
-        B64.encode(mulaw)
-    )
+    format!(r#"{{"event":"media","streamSid":{},"media":{{"payload":"{}"}}}}"#, json_str(stream_sid), B64.encode(mulaw))
 }
 
 /// Outbound `mark`: Twilio sends it back once the audio queued before it has played.
 pub fn mark_message(stream_sid: &str, name: &str) -> String {
-    format!(
-        r#"{{"event":"mark","streamSid":{},"mark":{{"name":{}}}}}"#,
-        json_str(stream_sid),
-        json_str(name)
-    )
+    format!(r#"{{"event":"mark","streamSid":{},"mark":{{"name":{}}}}}"#, json_str(stream_sid), json_str(name))
 }
 
 /// Outbound `clear`: Twilio drops the audio it has buffered (and returns the pending marks).
@@ -295,24 +255,16 @@ mod tests {
 
     #[test]
     fn parses_twilios_documented_messages() {
-        assert_eq!(
-            parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#).unwrap(),
-            Inbound::Connected
-        );
+        assert_eq!(parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#).unwrap(), Inbound::Connected);
         let start = r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1",
             "tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
             "customParameters":{"agent":"echo","instructions":"be brief"}},"streamSid":"MZ1"}"#;
         let Inbound::Start(s) = parse(start).unwrap() else { panic!() };
-        assert_eq!(
-            (s.stream_sid.as_str(), s.call_sid.as_str(), s.account_sid.as_str()),
-            ("MZ1", "CA1", "AC1")
-        );
+        assert_eq!((s.stream_sid.as_str(), s.call_sid.as_str(), s.account_sid.as_str()), ("MZ1", "CA1", "AC1"));
         assert_eq!(s.custom_parameters["instructions"], "be brief");
         let media = r#"{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"1","timestamp":"5","payload":"#;
         let payload = B64.encode([0xFFu8; 160]);
-        let Inbound::Media(m) = parse(&format!(r#"{media}"{payload}"}},"streamSid":"MZ1"}}"#)).unwrap() else {
-            panic!()
-        };
+        let Inbound::Media(m) = parse(&format!(r#"{media}"{payload}"}},"streamSid":"MZ1"}}"#)).unwrap() else { panic!() };
         assert_eq!((m.sequence_number, m.chunk, m.timestamp_ms, m.payload.len()), (3, 1, 5, 160));
         let dtmf = r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#;
         assert_eq!(parse(dtmf).unwrap(), Inbound::Dtmf { digit: '1' });
@@ -324,8 +276,7 @@ mod tests {
 
     #[test]
     fn bad_messages_have_stable_codes() {
-        let media =
-            |p: &str| format!(r#"{{"event":"media","sequenceNumber":"3","media":{{"track":"inbound","timestamp":"5","payload":"{p}"}}}}"#);
+        let media = |p: &str| format!(r#"{{"event":"media","sequenceNumber":"3","media":{{"track":"inbound","timestamp":"5","payload":"{p}"}}}}"#);
         let cases = [
             ("{oops".to_string(), "invalid_json"),
             (r#"{"event":"dance"}"#.to_string(), "unknown_event"),
@@ -333,14 +284,10 @@ mod tests {
             (media("!!!!"), "invalid_base64"),
             (media(&B64.encode([0u8; 100])), "invalid_payload_length"),
             (media(&B64.encode(vec![0u8; 64 * 1024])), "payload_too_large"),
-            (
-                r#"{"event":"media","sequenceNumber":"x","media":{"payload":""}}"#.to_string(),
-                "invalid_message",
-            ),
+            (r#"{"event":"media","sequenceNumber":"x","media":{"payload":""}}"#.to_string(), "invalid_message"),
             (r#"{"event":"dtmf","dtmf":{"digit":"12"}}"#.to_string(), "invalid_dtmf"),
             (
-                r#"{"event":"start","start":{"streamSid":"MZ","mediaFormat":{"encoding":"audio/l16","sampleRate":16000,"channels":1}}}"#
-                    .to_string(),
+                r#"{"event":"start","start":{"streamSid":"MZ","mediaFormat":{"encoding":"audio/l16","sampleRate":16000,"channels":1}}}"#.to_string(),
                 "unsupported_media_format",
             ),
         ];
@@ -351,14 +298,8 @@ mod tests {
 
     #[test]
     fn outbound_messages_match_twilios_shapes_byte_for_byte() {
-        assert_eq!(
-            media_message("MZ1", &[0xFF, 0x7F, 0x00]),
-            r#"{"event":"media","streamSid":"MZ1","media":{"payload":"/38A"}}"#
-        );
-        assert_eq!(
-            mark_message("MZ1", "f1"),
-            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"f1"}}"#
-        );
+        assert_eq!(media_message("MZ1", &[0xFF, 0x7F, 0x00]), r#"{"event":"media","streamSid":"MZ1","media":{"payload":"/38A"}}"#);
+        assert_eq!(mark_message("MZ1", "f1"), r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"f1"}}"#);
         assert_eq!(clear_message("MZ\"1"), r#"{"event":"clear","streamSid":"MZ\"1"}"#);
     }
 }

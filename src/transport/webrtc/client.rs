@@ -192,17 +192,8 @@ impl Client {
         }
         let config = config.build();
         let local = std::net::SocketAddr::new(opts.bind_ip, 0);
-        let sockets = if opts.tcp_only {
-            Sockets {
-                udp: None,
-                tcp: Some(local),
-            }
-        } else {
-            Sockets::udp(local)
-        };
-        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config)
-            .await
-            .map_err(webrtc_err)?;
+        let sockets = if opts.tcp_only { Sockets { udp: None, tcp: Some(local) } } else { Sockets::udp(local) };
+        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config).await.map_err(webrtc_err)?;
         let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;
@@ -210,11 +201,7 @@ impl Client {
         let offer = peer.create_offer(None).await.map_err(webrtc_err)?;
         peer.set_local_description(offer).await.map_err(webrtc_err)?;
         let early = wait_gathered(&mut rx).await.map_err(ClientError::Timeout)?;
-        let offer_sdp = peer
-            .local_description()
-            .await
-            .ok_or(ClientError::Timeout("no local description"))?
-            .sdp;
+        let offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
         let posted = Instant::now();
         let resp = http
             .post(url)
@@ -225,12 +212,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let body = resp.text().await.map_err(|e| ClientError::Http(e.to_string()))?;
         if status != 201 {
             let _ = peer.close().await;
@@ -257,14 +239,7 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(pump_peer_events(
-            early,
-            rx,
-            ev_tx,
-            connected_tx,
-            received.clone(),
-            opts.decode.then_some(opts.codec),
-        ));
+        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), opts.decode.then_some(opts.codec)));
         match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
             Ok(Ok(())) => {}
             _ => {
@@ -272,30 +247,12 @@ impl Client {
                 return Err(ClientError::Timeout("ICE/DTLS did not connect"));
             }
         }
-        let setup = SetupTimes {
-            answer: answer_time,
-            connected: begin.elapsed(),
-        };
+        let setup = SetupTimes { answer: answer_time, connected: begin.elapsed() };
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let pt = default_payload_type(opts.codec);
-        tokio::spawn(send_loop(
-            ClientSink::Track(track),
-            ssrc,
-            pt,
-            opts.codec,
-            outbox.clone(),
-            sent.clone(),
-        ));
-        Ok(Client {
-            transport: Transport::WebRtc { peer, dc },
-            events: ev_rx,
-            location,
-            setup,
-            outbox,
-            sent,
-            received,
-        })
+        tokio::spawn(send_loop(ClientSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone()));
+        Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, outbox, sent, received })
     }
 
     /// Starts a plain-RTP session (`POST {base}/v1/rtp`, API key) and attaches to its events
@@ -316,35 +273,21 @@ impl Client {
         }
         let answer = begin.elapsed();
         let v: Value = serde_json::from_str(&body).map_err(|e| ClientError::Http(format!("bad JSON: {e}")))?;
-        let ip: std::net::IpAddr = v["rtp"]["ip"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or(ClientError::Http("no rtp.ip".into()))?;
-        let port = v["rtp"]["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .ok_or(ClientError::Http("no rtp.port".into()))?;
+        let ip: std::net::IpAddr = v["rtp"]["ip"].as_str().and_then(|s| s.parse().ok()).ok_or(ClientError::Http("no rtp.ip".into()))?;
+        let port = v["rtp"]["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or(ClientError::Http("no rtp.port".into()))?;
         let pt = v["payload_type"].as_u64().unwrap_or(u64::from(OPUS_PAYLOAD_TYPE)) as u8;
         let location = v["location"].as_str().unwrap_or("").to_string();
         let id = v["id"].as_str().unwrap_or("").to_string();
         let server = std::net::SocketAddr::new(ip, port);
         let local: std::net::SocketAddr = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-        let socket = Arc::new(
-            tokio::net::UdpSocket::bind(local)
-                .await
-                .map_err(|e| ClientError::WebRtc(e.to_string()))?,
-        );
+        let socket = Arc::new(tokio::net::UdpSocket::bind(local).await.map_err(|e| ClientError::WebRtc(e.to_string()))?);
 
         let ws_url = format!("{}/v1/rtp/{id}/events", base.replacen("http", "ws", 1));
         let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str())
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let auth = format!("Bearer {api_key}")
-            .parse()
-            .map_err(|_| ClientError::Http("bad API key".into()))?;
+        let auth = format!("Bearer {api_key}").parse().map_err(|_| ClientError::Http("bad API key".into()))?;
         request.headers_mut().insert("authorization", auth);
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| ClientError::Http(format!("events socket: {e}")))?;
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ClientError::Http(format!("events socket: {e}")))?;
         let (mut ws_sink, mut ws_stream) = futures_util::StreamExt::split(ws);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (ws_out, mut ws_out_rx) = mpsc::unbounded_channel::<String>();
@@ -361,11 +304,7 @@ impl Client {
         tasks.push(tokio::spawn(async move {
             use futures_util::SinkExt;
             while let Some(text) = ws_out_rx.recv().await {
-                if ws_sink
-                    .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
-                    .await
-                    .is_err()
-                {
+                if ws_sink.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.is_err() {
                     break;
                 }
             }
@@ -395,27 +334,9 @@ impl Client {
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = ClientSink::Udp { socket, to: server };
-        tasks.push(tokio::spawn(send_loop(
-            sink,
-            rand::random(),
-            pt,
-            AudioCodec::Opus,
-            outbox.clone(),
-            sent.clone(),
-        )));
-        let setup = SetupTimes {
-            answer,
-            connected: begin.elapsed(),
-        };
-        Ok(Client {
-            transport: Transport::Rtp { ws_out, tasks },
-            events: ev_rx,
-            location,
-            setup,
-            outbox,
-            sent,
-            received,
-        })
+        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone())));
+        let setup = SetupTimes { answer, connected: begin.elapsed() };
+        Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, outbox, sent, received })
     }
 
     /// Queues frames after what is already queued; returns the audio time (ms since the call's
@@ -462,9 +383,7 @@ impl Client {
     pub async fn send_text(&self, text: &str) -> Result<(), ClientError> {
         match &self.transport {
             Transport::WebRtc { dc, .. } => dc.send_text(text).await.map_err(|e| ClientError::WebRtc(e.to_string())),
-            Transport::Rtp { ws_out, .. } => ws_out
-                .send(text.to_string())
-                .map_err(|_| ClientError::Http("events socket closed".into())),
+            Transport::Rtp { ws_out, .. } => ws_out.send(text.to_string()).map_err(|_| ClientError::Http("events socket closed".into())),
         }
     }
 
@@ -607,10 +526,7 @@ impl FrameDecoder {
 /// Where the client's packets go: its outbound track (SRTP by the stack) or a plain UDP socket.
 enum ClientSink {
     Track(Arc<TrackLocalStaticRTP>),
-    Udp {
-        socket: Arc<tokio::net::UdpSocket>,
-        to: std::net::SocketAddr,
-    },
+    Udp { socket: Arc<tokio::net::UdpSocket>, to: std::net::SocketAddr },
 }
 
 impl ClientSink {
@@ -657,14 +573,7 @@ async fn send_loop(
             },
         };
         let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header {
-                version: 2,
-                payload_type,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc,
-                ..Default::default()
-            },
+            header: rtc::rtp::Header { version: 2, payload_type, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
             payload,
         };
         seq = seq.wrapping_add(1);
@@ -672,9 +581,6 @@ async fn send_loop(
         if !sink.send(packet).await {
             break;
         }
-        sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent {
-            at: Instant::now(),
-            voiced,
-        });
+        sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { at: Instant::now(), voiced });
     }
 }

@@ -60,20 +60,12 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, payload_
         Err(e) => return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}"))).await),
     };
     if let Err(e) = peer.set_remote_description(offer).await {
-        return Err(fail(
-            peer,
-            ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}")),
-        )
-        .await);
+        return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}"))).await);
     }
     let answer = match peer.create_answer(None).await {
         Ok(a) => a,
         Err(e) => {
-            return Err(fail(
-                peer,
-                ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")),
-            )
-            .await);
+            return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}"))).await);
         }
     };
     if let Err(e) = peer.set_local_description(answer).await {
@@ -87,20 +79,14 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, payload_
         return Err(fail(peer, ApiError::internal("no local description after gathering")).await);
     };
     let (inject, events) = mpsc::unbounded_channel();
-    let closer = PeerCloser {
-        peer: peer.clone(),
-        events_channel: Arc::new(Mutex::new(None)),
-    };
+    let closer = PeerCloser { peer: peer.clone(), events_channel: Arc::new(Mutex::new(None)) };
     let (to_call, channel) = (inject.clone(), closer.events_channel.clone());
     let transport = Transport {
         kind: TransportKind::WebRtc,
         codec,
         events,
         inject,
-        sink: PacketSink::WebRtc(TrackSink {
-            track,
-            packetizer: RtpPacketizer::new(ssrc, payload_type, samples_per_frame(codec)),
-        }),
+        sink: PacketSink::WebRtc(TrackSink { track, packetizer: RtpPacketizer::new(ssrc, payload_type, samples_per_frame(codec)) }),
         heard: None,
         start_reader: Box::new(move |_call_id, ingress, metrics| {
             vec![tokio::spawn(drive(early, rx, to_call, channel, ingress, payload_type, metrics))]

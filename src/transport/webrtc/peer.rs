@@ -152,21 +152,13 @@ pub struct Sockets {
 
 impl Sockets {
     pub fn udp(addr: SocketAddr) -> Self {
-        Self {
-            udp: Some(addr),
-            tcp: None,
-        }
+        Self { udp: Some(addr), tcp: None }
     }
 }
 
 impl PortAllocator {
     pub fn new(ip: IpAddr, range: Option<(u16, u16)>) -> Self {
-        Self {
-            ip,
-            range,
-            tcp: false,
-            next: AtomicU32::new(0),
-        }
+        Self { ip, range, tcp: false, next: AtomicU32::new(0) }
     }
 
     pub fn with_tcp(mut self, tcp: bool) -> Self {
@@ -185,20 +177,14 @@ impl PortAllocator {
     pub fn allocate(&self) -> Option<Sockets> {
         let Some((lo, hi)) = self.range else {
             let any = SocketAddr::new(self.ip, 0);
-            return Some(Sockets {
-                udp: Some(any),
-                tcp: self.tcp.then_some(any),
-            });
+            return Some(Sockets { udp: Some(any), tcp: self.tcp.then_some(any) });
         };
         let span = u32::from(hi - lo) + 1;
         for _ in 0..span {
             let offset = self.next.fetch_add(1, Ordering::Relaxed) % span;
             let addr = SocketAddr::new(self.ip, lo + offset as u16);
             if UdpSocket::bind(addr).is_ok() && (!self.tcp || std::net::TcpListener::bind(addr).is_ok()) {
-                return Some(Sockets {
-                    udp: Some(addr),
-                    tcp: self.tcp.then_some(addr),
-                });
+                return Some(Sockets { udp: Some(addr), tcp: self.tcp.then_some(addr) });
             }
         }
         None
@@ -232,11 +218,7 @@ pub(crate) async fn build_peer_configured(
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
         media_engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: rtp_codec(codec),
-                payload_type: default_payload_type(codec),
-                ..Default::default()
-            },
+            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec), ..Default::default() },
             RtpCodecKind::Audio,
         )?;
     }
@@ -251,9 +233,8 @@ pub(crate) async fn build_peer_configured(
     if sockets.udp.is_none() {
         // TCP only (a client behind a UDP-blocking firewall): no UDP candidates at all.
         use rtc::ice::network_type::NetworkType;
-        let settings = webrtc::peer_connection::SettingEngineBuilder::new()
-            .with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6])
-            .build();
+        let settings =
+            webrtc::peer_connection::SettingEngineBuilder::new().with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]).build();
         builder = builder.with_setting_engine(settings);
     }
     let pc = builder.build().await?;
@@ -269,10 +250,7 @@ pub(crate) fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStat
         format!("{label} audio"),
         RtpCodecKind::Audio,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
             codec: rtp_codec(codec),
             ..Default::default()
         }],
