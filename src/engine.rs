@@ -12,10 +12,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
-use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::{
-    ApiError, CallCreated, CallRequest, CarrierMessage, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RtpCreated,
-    SessionConfig,
+    ApiError, CallCreated, CallId, CallRequest, CarrierMessage, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RtpCreated,
+    SessionConfig, SessionId,
 };
 
 use crate::admission::Admission;
@@ -29,7 +28,7 @@ use crate::transport::{Transport, TransportEvent, TransportKind, phone, plain_rt
 const END_WAIT: Duration = Duration::from_secs(3);
 
 struct CallEntry {
-    session_id: String,
+    session_id: SessionId,
     stop: Arc<Notify>,
     done: watch::Receiver<bool>,
     /// Feeds the call task's event stream (to attach event sockets).
@@ -46,7 +45,7 @@ pub struct VoxEngine {
     vad: VadKind,
     /// AI providers this server may use (keys resolved at start).
     providers: agent::Providers,
-    calls: Mutex<HashMap<String, CallEntry>>,
+    calls: Mutex<HashMap<CallId, CallEntry>>,
     admission: Admission,
     /// Media counters of calls that have ended (live calls are read from their sessions).
     ended_media: Mutex<StatsSnapshot>,
@@ -82,7 +81,7 @@ impl VoxEngine {
         })
     }
 
-    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallEntry>> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, CallEntry>> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -91,7 +90,7 @@ impl VoxEngine {
     }
 
     /// Ids of the live calls of one transport (operators and tests find phone calls this way).
-    pub fn call_ids(&self, kind: TransportKind) -> Vec<String> {
+    pub fn call_ids(&self, kind: TransportKind) -> Vec<CallId> {
         self.calls().iter().filter(|(_, c)| c.kind == kind).map(|(id, _)| id.clone()).collect()
     }
 
@@ -161,7 +160,7 @@ impl VoxEngine {
         Ok(CallCreated { call_id, answer_sdp })
     }
 
-    async fn start_rtp_session(self: &Arc<Self>, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError> {
+    async fn start_rtp_session(self: &Arc<Self>, config: SessionConfig, session_id: SessionId) -> Result<RtpCreated, ApiError> {
         let ip = self.rtp_ingest.ok_or_else(rtp_disabled)?;
         let (transport, addr) = plain_rtp::open(ip).await?;
         let id = self.launch(transport, config, Dialect::Beta, session_id, addr).await?;
@@ -187,7 +186,7 @@ impl VoxEngine {
                 let accepted = phone::accept(start, from_carrier, to_carrier)?;
                 // No media socket of our own: the stream rides the HTTP connection.
                 let addr = SocketAddr::from(([0, 0, 0, 0], 0));
-                engine.launch(accepted.transport, accepted.config, accepted.dialect, random_id("sess_"), addr).await
+                engine.launch(accepted.transport, accepted.config, accepted.dialect, SessionId::random(), addr).await
             };
             match started.await {
                 Ok(id) => info!(call = %id, stream = %stream, twilio_call = %call, "phone stream bridged"),
@@ -204,9 +203,9 @@ impl VoxEngine {
         t: Transport,
         config: SessionConfig,
         dialect: Dialect,
-        session_id: String,
+        session_id: SessionId,
         addr: SocketAddr,
-    ) -> Result<String, ApiError> {
+    ) -> Result<CallId, ApiError> {
         let echo_guard = match t.kind {
             TransportKind::Twilio => self.phone_echo_guard,
             _ => EchoGuardConfig::OFF,
@@ -214,15 +213,15 @@ impl VoxEngine {
         let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard };
         let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
-            Err(e) => return Err(refuse(t, "", ApiError::overloaded(format!("audio workers: {e}"))).await),
+            Err(e) => return Err(refuse(t, ApiError::overloaded(format!("audio workers: {e}"))).await),
         };
         let agent = match agent::new_agent(&self.providers, &config) {
             Ok(a) => a,
-            Err(e) => return Err(refuse(t, "", e).await),
+            Err(e) => return Err(refuse(t, e).await),
         };
         let SessionHandle { ingress, control, agent_out, egress, uplink, stats } = media;
         let kind = t.kind;
-        let call_id = random_id(kind.id_prefix());
+        let call_id = CallId::random(kind.id_prefix());
         let tasks = (t.start_reader)(&call_id, ingress, self.metrics.clone());
         let stop = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);
@@ -232,7 +231,7 @@ impl VoxEngine {
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
-        let mut conversation = Conversation::new(dialect, session_id, config, agent);
+        let mut conversation = Conversation::new(dialect, session_id.to_string(), config, agent);
         if let Some(heard) = t.heard {
             conversation = conversation.with_heard(heard);
         }
@@ -264,8 +263,8 @@ impl VoxEngine {
 }
 
 /// Closes a transport whose call could not start, and passes the error on.
-async fn refuse(t: Transport, call_id: &str, err: ApiError) -> ApiError {
-    t.closer.close(call_id, false).await;
+async fn refuse(t: Transport, err: ApiError) -> ApiError {
+    t.closer.close(None, false).await;
     err
 }
 
@@ -288,14 +287,14 @@ impl Engine for EngineHandle {
         self.0.start_webrtc_call(req).await
     }
 
-    async fn create_rtp_session(&self, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError> {
+    async fn create_rtp_session(&self, config: SessionConfig, session_id: SessionId) -> Result<RtpCreated, ApiError> {
         let engine = &self.0;
         engine.rtp_ingest.ok_or_else(rtp_disabled)?;
         engine.admit(TransportKind::PlainRtp)?;
         engine.start_rtp_session(config, session_id).await
     }
 
-    fn attach_events(&self, call_id: &str, plain_rtp: bool) -> Result<EventChannel, ApiError> {
+    fn attach_events(&self, call_id: &CallId, plain_rtp: bool) -> Result<EventChannel, ApiError> {
         let calls = self.0.calls();
         let entry = calls
             .get(call_id)
@@ -320,12 +319,12 @@ impl Engine for EngineHandle {
         Ok(EventChannel { to_client, from_client })
     }
 
-    async fn end_call(&self, call_id: &str, owner: Option<&str>) -> Result<(), ApiError> {
+    async fn end_call(&self, call_id: &CallId, owner: Option<&SessionId>) -> Result<(), ApiError> {
         let done = {
             let calls = self.0.calls();
             let entry = calls
                 .get(call_id)
-                .filter(|c| owner.is_none_or(|o| o == c.session_id))
+                .filter(|c| owner.is_none_or(|o| *o == c.session_id))
                 .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {call_id:?}")))?;
             entry.stop.notify_one();
             entry.done.clone()
@@ -343,9 +342,9 @@ impl Engine for EngineHandle {
         !self.0.admission.is_draining()
     }
 
-    fn ice_servers(&self, session_id: &str) -> Vec<serde_json::Value> {
+    fn ice_servers(&self, session_id: &SessionId) -> Vec<serde_json::Value> {
         match self.0.relay.get() {
-            Some(advert) => advert.ice_servers(session_id, crate::relay::core::Now::system().unix),
+            Some(advert) => advert.ice_servers(session_id.as_str(), crate::relay::core::Now::system().unix),
             None => Vec::new(),
         }
     }

@@ -23,6 +23,7 @@ use phone_line::{FakeLine, Impairments, to_8k};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use voxrelay::transport::TransportKind;
+use voxrelay_signaling::CallId;
 
 fn ws_base(server: &voxrelay::RunningServer) -> String {
     server.url().replacen("http", "ws", 1)
@@ -64,7 +65,7 @@ async fn until(line: &FakeLine, what: &str, cond: impl Fn(&phone_line::LineLog) 
 }
 
 /// Waits until exactly `n` phone calls are live; returns their ids.
-async fn phone_calls(server: &voxrelay::RunningServer, n: usize) -> Vec<String> {
+async fn phone_calls(server: &voxrelay::RunningServer, n: usize) -> Vec<CallId> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let ids = server.engine.call_ids(TransportKind::Twilio);
@@ -77,7 +78,7 @@ async fn phone_calls(server: &voxrelay::RunningServer, n: usize) -> Vec<String> 
 }
 
 /// The only live phone call's id.
-async fn phone_call_id(server: &voxrelay::RunningServer) -> String {
+async fn phone_call_id(server: &voxrelay::RunningServer) -> CallId {
     phone_calls(server, 1).await.remove(0)
 }
 
@@ -88,7 +89,7 @@ struct Events {
 }
 
 impl Events {
-    async fn attach(server: &voxrelay::RunningServer, id: &str) -> Events {
+    async fn attach(server: &voxrelay::RunningServer, id: &CallId) -> Events {
         let url = format!("{}/v1/calls/{id}/events", ws_base(server));
         let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
         req.headers_mut().insert("authorization", format!("Bearer {API_KEY}").parse().unwrap());
@@ -160,7 +161,7 @@ async fn full_turn_echoes_mulaw_with_marks_and_events() {
     let server = start_server().await;
     let line = FakeLine::connect(&format!("{}/v1/telephony/twilio", ws_base(&server)), json!({"agent": "echo"}), Impairments::default()).await;
     let id = phone_call_id(&server).await;
-    assert!(id.starts_with("tel_"), "{id}");
+    assert!(id.as_str().starts_with("tel_"), "{id}");
     let mut events = Events::attach(&server, &id).await;
     let created = events.expect("session.created").await;
     assert_eq!(created["session"]["agent"], "echo", "{created}");

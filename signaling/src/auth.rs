@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use rand::Rng;
 
 use crate::error::ApiError;
+use crate::ids::SessionId;
 use crate::wire::SessionConfig;
 
 /// Beta `/v1/realtime/sessions` secrets live 60 s, GA ones 600 s by default (OpenAI's values).
@@ -44,9 +45,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing_credentials", "Authorization: Bearer <key> is required"))?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("invalid_credentials", "Authorization header is not valid text"))?;
+    let value = value.to_str().map_err(|_| ApiError::unauthorized("invalid_credentials", "Authorization header is not valid text"))?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -57,7 +56,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 #[derive(Clone, Debug)]
 pub struct SecretGrant {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub config: SessionConfig,
     pub expires_at: u64,
 }
@@ -106,7 +105,7 @@ impl Auth {
         Err(ApiError::unauthorized("invalid_api_key", "the API key or client secret is not valid"))
     }
 
-    pub fn mint(&self, session_id: String, config: SessionConfig, ttl_s: u64) -> Result<(String, u64), ApiError> {
+    pub fn mint(&self, session_id: SessionId, config: SessionConfig, ttl_s: u64) -> Result<(String, u64), ApiError> {
         let value = random_id("ek_");
         let now = unix_now();
         let expires_at = now + ttl_s;
@@ -150,7 +149,7 @@ mod tests {
     #[test]
     fn minted_secret_authorizes_until_it_expires() {
         let auth = Auth::new("sk_test".into());
-        let (secret, _) = auth.mint("sess_1".into(), SessionConfig::default(), 60).unwrap();
+        let (secret, _) = auth.mint(SessionId::random(), SessionConfig::default(), 60).unwrap();
         assert!(matches!(auth.caller(&headers(&secret)), Ok(Caller::Secret(_))));
         assert!(auth.expire_secret(&secret));
         assert_eq!(auth.caller(&headers(&secret)).unwrap_err().code, "expired_client_secret");

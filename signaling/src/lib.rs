@@ -16,8 +16,9 @@ pub mod body;
 pub mod error;
 pub mod events;
 mod health;
+pub mod ids;
+mod plain_rtp;
 mod realtime;
-mod rtp;
 pub mod telephony;
 mod watch;
 mod ws_pump;
@@ -33,6 +34,7 @@ use axum::routing::{delete, get, post};
 pub use auth::Auth;
 pub use error::ApiError;
 pub use events::Dialect;
+pub use ids::{CallId, ParticipantId, RoomName, SessionId};
 pub use sdp::{OfferSummary, OfferedCodec};
 pub use wire::SessionConfig;
 
@@ -42,17 +44,17 @@ pub struct CallRequest {
     pub summary: OfferSummary,
     pub config: SessionConfig,
     pub dialect: Dialect,
-    pub session_id: String,
+    pub session_id: SessionId,
 }
 
 pub struct CallCreated {
-    pub call_id: String,
+    pub call_id: CallId,
     pub answer_sdp: String,
 }
 
 /// A plain-RTP session (PROTOCOL.md §7): where the peer sends its RTP.
 pub struct RtpCreated {
-    pub id: String,
+    pub id: CallId,
     pub ip: String,
     pub port: u16,
     pub payload_type: u8,
@@ -89,11 +91,11 @@ pub trait Engine: Send + Sync + 'static {
     async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError>;
     /// `owner`: when set, the call must belong to that session (else 404, not 403, so ids of
     /// other sessions are not confirmed to exist).
-    async fn end_call(&self, call_id: &str, owner: Option<&str>) -> Result<(), ApiError>;
+    async fn end_call(&self, call_id: &CallId, owner: Option<&SessionId>) -> Result<(), ApiError>;
     /// Plain RTP ingest; 404 `rtp_ingest_disabled` when the server has it off.
-    async fn create_rtp_session(&self, config: SessionConfig, session_id: String) -> Result<RtpCreated, ApiError>;
+    async fn create_rtp_session(&self, config: SessionConfig, session_id: SessionId) -> Result<RtpCreated, ApiError>;
     /// Attaches an events socket to a live call (`plain_rtp` selects which kind of id).
-    fn attach_events(&self, call_id: &str, plain_rtp: bool) -> Result<EventChannel, ApiError>;
+    fn attach_events(&self, call_id: &CallId, plain_rtp: bool) -> Result<EventChannel, ApiError>;
     fn is_ready(&self) -> bool;
     /// Telephony (PROTOCOL.md §5): accepts a Twilio Media Streams WebSocket; the call starts at
     /// its `start` message. 503 at `max_calls` or while draining.
@@ -101,7 +103,7 @@ pub trait Engine: Send + Sync + 'static {
         Err(ApiError::not_found("telephony_disabled", "telephony is not available on this server"))
     }
     /// ICE servers (TURN credentials) to hand a client for this session; empty without TURN.
-    fn ice_servers(&self, _session_id: &str) -> Vec<serde_json::Value> {
+    fn ice_servers(&self, _session_id: &SessionId) -> Vec<serde_json::Value> {
         Vec::new()
     }
     /// Prometheus text exposition for `/metrics`.
@@ -170,8 +172,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/realtime/calls", post(realtime::create_call_ga))
         .route("/v1/realtime/calls/{id}", delete(realtime::end_call))
         .route("/v1/calls/{id}/events", get(watch::call_events))
-        .route("/v1/rtp", post(rtp::create))
-        .route("/v1/rtp/{id}", delete(rtp::end))
+        .route("/v1/rtp", post(plain_rtp::create))
+        .route("/v1/rtp/{id}", delete(plain_rtp::end))
         .route("/v1/rtp/{id}/events", get(watch::rtp_events))
         .route("/v1/telephony/twilio/voice", post(telephony::twilio_voice))
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))

@@ -11,10 +11,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::auth::{BETA_SECRET_TTL_S, Caller, GA_SECRET_TTL_RANGE_S, GA_SECRET_TTL_S, random_id};
+use crate::auth::{BETA_SECRET_TTL_S, Caller, GA_SECRET_TTL_RANGE_S, GA_SECRET_TTL_S};
 use crate::body::{read_json, read_limited, require_content_type};
 use crate::error::ApiError;
 use crate::events::Dialect;
+use crate::ids::{CallId, SessionId};
 use crate::sdp::{MAX_SDP_BYTES, inspect_offer};
 use crate::wire::{BetaSession, ClientSecretRequest, SessionConfig};
 use crate::{Api, CallRequest};
@@ -32,9 +33,9 @@ pub(crate) fn mint_beta_session(api: &Api, req: BetaSession) -> Result<Value, Ap
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
     api.engine.check_agent(&config.agent)?;
-    let id = random_id("sess_");
+    let id = SessionId::random();
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), BETA_SECRET_TTL_S)?;
-    let mut out = config.beta_json(&id);
+    let mut out = config.beta_json(id.as_str());
     out["client_secret"] = json!({"value": value, "expires_at": expires_at});
     add_ice_servers(api, &id, &mut out);
     Ok(out)
@@ -64,14 +65,14 @@ pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMa
         config.apply_ga(s)?;
     }
     api.engine.check_agent(&config.agent)?;
-    let id = random_id("sess_");
+    let id = SessionId::random();
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), ttl)?;
-    let mut out = json!({"value": value, "expires_at": expires_at, "session": config.ga_json(&id)});
+    let mut out = json!({"value": value, "expires_at": expires_at, "session": config.ga_json(id.as_str())});
     add_ice_servers(&api, &id, &mut out);
     Ok(Json(out))
 }
 
-fn add_ice_servers(api: &Api, session_id: &str, out: &mut Value) {
+fn add_ice_servers(api: &Api, session_id: &SessionId, out: &mut Value) {
     let servers = api.engine.ice_servers(session_id);
     if !servers.is_empty() {
         out["ice_servers"] = Value::Array(servers);
@@ -93,7 +94,7 @@ async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
     let offer = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("invalid_offer", "the SDP offer is not UTF-8 text"))?;
     let summary = inspect_offer(&offer)?;
     let (session_id, config) = match caller {
-        Caller::ApiKey => (random_id("sess_"), SessionConfig::default()),
+        Caller::ApiKey => (SessionId::random(), SessionConfig::default()),
         Caller::Secret(grant) => (grant.session_id, grant.config),
     };
     api.engine.check_agent(&config.agent)?;
@@ -114,7 +115,7 @@ pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id):
         Caller::ApiKey => None,
         Caller::Secret(grant) => Some(grant.session_id),
     };
-    api.engine.end_call(&id, owner.as_deref()).await?;
+    api.engine.end_call(&CallId::from_client(&id), owner.as_ref()).await?;
     Ok(Json(json!({"id": id, "object": "realtime.call", "deleted": true})))
 }
 

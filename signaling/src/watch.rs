@@ -9,9 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
+use crate::Api;
 use crate::error::ApiError;
 use crate::ws_pump::pump;
-use crate::Api;
 
 /// A client message larger than this closes the socket (client events are small; audio never
 /// travels here).
@@ -25,10 +25,18 @@ pub async fn call_events(state: State<Arc<Api>>, headers: HeaderMap, id: Path<St
     upgrade(state, headers, id, ws, false).await
 }
 
-async fn upgrade(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>, ws: WebSocketUpgrade, plain_rtp: bool) -> Result<Response, ApiError> {
+async fn upgrade(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+    plain_rtp: bool,
+) -> Result<Response, ApiError> {
     api.auth.require_api_key(&headers)?;
-    let channel = api.engine.attach_events(&id, plain_rtp)?;
-    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel.to_client, channel.from_client, from_client, "events")))
+    let channel = api.engine.attach_events(&crate::CallId::from_client(&id), plain_rtp)?;
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| pump(socket, channel.to_client, channel.from_client, from_client, "events")))
 }
 
 /// Text is a client event; a binary frame becomes a marker the call answers with an `error`

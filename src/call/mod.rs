@@ -20,6 +20,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 use voxrelay_media::{AgentFrame, Control, EncodedFrame, Uplink};
+use voxrelay_signaling::CallId;
 
 use crate::metrics::Metrics;
 use crate::transport::{Closer, EventOutlet, PacketSink, TransportEvent};
@@ -36,7 +37,7 @@ pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(15);
 pub const MAX_PENDING_EVENTS: usize = 1024;
 
 pub struct CallSetup {
-    pub call_id: String,
+    pub call_id: CallId,
     /// The transport's lifecycle and control events, in order.
     pub events: mpsc::UnboundedReceiver<TransportEvent>,
     pub sink: PacketSink,
@@ -180,7 +181,7 @@ pub async fn run_call(setup: CallSetup) {
     }
     // The outlets go first, so a transport flushing its events sees their end.
     drop(outlets);
-    closer.close(&call_id, stopped && opened).await;
+    closer.close(Some(&call_id), stopped && opened).await;
     for t in tasks {
         t.abort();
     }

@@ -27,6 +27,7 @@ use std::sync::atomic::AtomicU64;
 
 use tokio::sync::mpsc;
 use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+use voxrelay_signaling::CallId;
 
 use crate::metrics::Metrics;
 
@@ -119,7 +120,7 @@ impl PacketSink {
 
 /// Starts the transport's media reader once the worker session exists: gets the session's
 /// ingress ring, returns the tasks that end with the call.
-pub type StartReader = Box<dyn FnOnce(&str, rtrb::Producer<RtpIn>, Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> + Send>;
+pub type StartReader = Box<dyn FnOnce(&CallId, rtrb::Producer<RtpIn>, Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> + Send>;
 
 /// A transport ready to carry a call: what the engine needs to start the worker session and
 /// the call task.
@@ -147,10 +148,11 @@ pub enum Closer {
 impl Closer {
     /// Closes the transport. `flush_events`: the call ended on the server's side, so the last
     /// events are worth a short, bounded wait for the peer to receive them.
-    pub async fn close(self, call_id: &str, flush_events: bool) {
+    /// `call`: the call it carried, for the log (none when the call never started).
+    pub async fn close(self, call: Option<&CallId>, flush_events: bool) {
         match self {
             Closer::Nothing => {}
-            Closer::WebRtc(peer) => peer.close(call_id, flush_events).await,
+            Closer::WebRtc(peer) => peer.close(call, flush_events).await,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use voxrelay_media::RtpIn;
-use voxrelay_signaling::CarrierMessage;
+use voxrelay_signaling::{CallId, CarrierMessage};
 
 use super::twilio::{self, DialectError, Inbound, Start};
 use crate::metrics::Metrics;
@@ -118,7 +118,7 @@ fn log_error(errors: &mut u32, metrics: &Metrics, call: &str, e: &DialectError) 
 /// The stream after `start`: audio into the worker, marks into the line, DTMF and errors to the
 /// call task. Ends (reporting the stream closed) on `stop` or when the socket goes away.
 pub async fn read_stream(
-    call_id: String,
+    call_id: CallId,
     mut from: mpsc::UnboundedReceiver<CarrierMessage>,
     mut ingress: rtrb::Producer<RtpIn>,
     line: Arc<PhoneLine>,
@@ -163,7 +163,7 @@ pub async fn read_stream(
             Err(e) => Some(e),
         };
         if let Some(e) = refused {
-            log_error(&mut errors, &metrics, &call_id, &e);
+            log_error(&mut errors, &metrics, call_id.as_str(), &e);
             let _ = events.send(TransportEvent::Refused { code: e.code, message: e.message });
         }
     }

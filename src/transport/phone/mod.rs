@@ -55,7 +55,7 @@ pub fn accept(
         heard: Some(line.heard()),
         sink: PacketSink::Phone(line),
         start_reader: Box::new(move |call_id, ingress, metrics| {
-            vec![tokio::spawn(line::read_stream(call_id.to_string(), from_carrier, ingress, reader_line, to_call, metrics))]
+            vec![tokio::spawn(line::read_stream(call_id.clone(), from_carrier, ingress, reader_line, to_call, metrics))]
         }),
         closer: Closer::Nothing,
     };

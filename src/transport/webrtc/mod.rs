@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
-use voxrelay_signaling::ApiError;
+use voxrelay_signaling::{ApiError, CallId};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -212,7 +212,7 @@ pub struct PeerCloser {
 }
 
 impl PeerCloser {
-    pub async fn close(self, call_id: &str, flush_events: bool) {
+    pub async fn close(self, call: Option<&CallId>, flush_events: bool) {
         let opened = self.events_channel.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((channel, writer)) = opened {
             if flush_events {
@@ -227,7 +227,7 @@ impl PeerCloser {
             }
         }
         if let Err(e) = self.peer.close().await {
-            debug!(call = %call_id, "closing peer: {e}");
+            debug!(call = call.map(CallId::as_str), "closing peer: {e}");
         }
     }
 }

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::Api;
-use crate::auth::random_id;
 use crate::body::read_json;
 use crate::error::ApiError;
+use crate::ids::{CallId, SessionId};
 use crate::wire::{BetaSession, SessionConfig};
 
 pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -23,7 +23,7 @@ pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body)
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
     api.engine.check_agent(&config.agent)?;
-    let created = api.engine.create_rtp_session(config, random_id("sess_")).await?;
+    let created = api.engine.create_rtp_session(config, SessionId::random()).await?;
     let location = format!("/v1/rtp/{}", created.id);
     let body = json!({
         "id": created.id,
@@ -44,6 +44,6 @@ pub async fn end(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path
     if !id.starts_with("rtp_") {
         return Err(ApiError::not_found("call_not_found", format!("no live RTP session {id:?}")));
     }
-    api.engine.end_call(&id, None).await?;
+    api.engine.end_call(&CallId::from_client(&id), None).await?;
     Ok(Json(json!({"id": id, "object": "rtp.session", "deleted": true})))
 }

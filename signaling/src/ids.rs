@@ -1,0 +1,125 @@
+//! Ids that cross the API, as types: a call id cannot be passed where a session id is meant,
+//! and a room name is checked once, where it enters. On the wire they are plain strings
+//! (`#[serde(transparent)]`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+use crate::auth::random_id;
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A live call (`rtc_…`, `rtp_…`, `tel_…` by transport): what `Location` headers, DELETE and
+    /// the events sockets address.
+    CallId
+);
+string_id!(
+    /// The session a client secret was minted for (`sess_…`); a call started with that secret
+    /// belongs to it.
+    SessionId
+);
+string_id!(
+    /// A participant of a call or room: a person's identity (from a room token) or an agent's.
+    ParticipantId
+);
+string_id!(
+    /// A room's name, as it appears in `/v1/rooms/<room>/…` and in room tokens.
+    RoomName
+);
+
+impl CallId {
+    /// A new random id with the transport's prefix.
+    pub fn random(prefix: &str) -> Self {
+        CallId(random_id(prefix))
+    }
+
+    /// An id as a client sent it (a path segment); unknown ids are simply not found.
+    pub fn from_client(id: &str) -> Self {
+        CallId(id.to_string())
+    }
+}
+
+impl SessionId {
+    pub fn random() -> Self {
+        SessionId(random_id("sess_"))
+    }
+}
+
+/// Longest room name or identity accepted: long enough for UUIDs and readable names, short
+/// enough to log and to put in URLs and tokens.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Names in URLs and tokens: letters, digits and `-_.:@`, 1 to [`MAX_NAME_BYTES`] bytes, so a
+/// name never needs escaping in a path, a header or a log line.
+fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.:@".contains(c);
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || !name.chars().all(allowed) {
+        let message = format!("a {kind} is 1 to {MAX_NAME_BYTES} characters of letters, digits and -_.:@ (got {name:?})");
+        return Err(ApiError::bad_request("invalid_name", message));
+    }
+    Ok(())
+}
+
+impl RoomName {
+    pub fn parse(name: &str) -> Result<Self, ApiError> {
+        check_name("room name", name).map(|()| RoomName(name.to_string()))
+    }
+}
+
+impl ParticipantId {
+    pub fn parse(identity: &str) -> Result<Self, ApiError> {
+        check_name("participant identity", identity).map(|()| ParticipantId(identity.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_plain_strings_on_the_wire() {
+        let id = CallId::random("rtc_");
+        assert!(id.as_str().starts_with("rtc_") && id.as_str().len() == 4 + 24);
+        assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::Value::String(id.to_string()));
+        let back: SessionId = serde_json::from_str("\"sess_x\"").unwrap();
+        assert_eq!(back.as_str(), "sess_x");
+    }
+
+    #[test]
+    fn room_names_and_identities_are_checked_where_they_enter() {
+        assert_eq!(RoomName::parse("standup-2026.12").unwrap().as_str(), "standup-2026.12");
+        assert!(ParticipantId::parse("alice@example.com").is_ok());
+        for bad in ["", "a b", "room/1", "é", &"x".repeat(MAX_NAME_BYTES + 1)] {
+            let e = RoomName::parse(bad).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, "invalid_name"), "{bad:?}");
+        }
+    }
+}
