@@ -6,6 +6,7 @@
 //! Runs on the audio thread: no allocation, no locks, no syscalls, no logging after `new`. Never
 //! blocks on a ring: a full output ring drops the frame and counts it.
 
+use crate::barge_in::{self, BargeIn, ResponsePhase};
 use crate::codec::MAX_DECODED_48K;
 use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, rms};
 use crate::mix::mix_48k;
@@ -252,7 +253,8 @@ impl SessionChain {
         match self.turn.on_frame(prob, vad_time) {
             Some(TurnEvent::SpeechStarted { audio_start_ms }) => {
                 self.emit(MediaEvent::SpeechStarted { audio_start_ms });
-                if self.turn.config().interrupt_response {
+                let phase = if self.playback.is_speaking(&self.agent_in) { ResponsePhase::Speaking } else { ResponsePhase::Idle };
+                if barge_in::on_speech_started(self.turn.config().interrupt_response, phase) == BargeIn::Cut {
                     self.barge_in();
                 }
             }

@@ -45,6 +45,8 @@
 //! - `turn`     — [`TurnDetector`], the speech/silence state machine with audio timestamps.
 //! - `jitter`   — [`JitterBuffer`], reorder/duplicate/late handling by RTP sequence number and
 //!   adaptive depth (20–200 ms) from the RFC 3550 jitter estimate.
+//! - `barge_in` — the barge-in policy: whether caller speech cuts the agent's response (asked by
+//!   the worker and by the root crate's protocol state, so they agree).
 //! - `playback` — the agent-response lifecycle (started / finished / cleared, cancellations).
 //! - `chain`    — [`SessionChain`] + [`SessionHandle`]: the whole per-session per-tick DSP and its
 //!   rings, drivable without threads (tests, benches).
@@ -52,6 +54,7 @@
 //! - `worker`   — [`WorkerPool`], the audio threads and their 20 ms clocks.
 //! - `error`    — [`MediaError`].
 
+pub mod barge_in;
 mod chain;
 mod codec;
 mod echo_guard;

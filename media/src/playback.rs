@@ -88,6 +88,11 @@ impl Playback {
         }
     }
 
+    /// Whether agent audio is on air or queued (what a barge-in would cut).
+    pub fn is_speaking(&self, ring: &Consumer<AgentFrame>) -> bool {
+        self.on_air.is_some() || !ring.is_empty()
+    }
+
     /// Barge-in and ClearOutput: drops everything queued, cancels the response on air and every
     /// response seen in the ring, and emits PlaybackCleared for the response on air (or, if none,
     /// the first one queued, with `played_ms: 0`). Does nothing if nothing is on air or queued.

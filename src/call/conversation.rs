@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
+use voxrelay_media::barge_in::{self, BargeIn, ResponsePhase};
 use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnDetectConfig};
 use voxrelay_signaling::auth::random_id;
 use voxrelay_signaling::events::{ClientEvent, Dialect, SessionUpdate, parse_client_event, server_event};
@@ -205,7 +206,12 @@ impl Conversation {
                 self.agent.on_speech_started(audio_start_ms);
                 self.emit("input_audio_buffer.speech_started", json!({"audio_start_ms": audio_start_ms, "item_id": item_id}));
                 let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
-                if interrupt && self.response.is_some() {
+                let phase = match &self.response {
+                    None => ResponsePhase::Idle,
+                    Some(r) if r.playing => ResponsePhase::Speaking,
+                    Some(_) => ResponsePhase::Pending,
+                };
+                if barge_in::on_speech_started(interrupt, phase) == BargeIn::Cut {
                     self.cancel_response("turn_detected");
                 }
             }
