@@ -145,6 +145,15 @@ impl Call {
         }
     }
 
+    /// The barge-in every provider test makes: a spoken turn, half a second of the agent's
+    /// reply heard (25 voiced frames), then the caller talks over it and goes quiet.
+    pub async fn barge_into_reply(&self) {
+        self.speak_turn(1500);
+        self.wait_voiced(25).await;
+        self.interrupt_with(&speech());
+        self.say(&silence_ms(2500));
+    }
+
     /// RMS of received frames (the test client always decodes).
     pub fn levels(&self) -> Vec<(Instant, f64)> {
         self.client.received().iter().map(|r| (r.at, r.rms.unwrap_or(0.0))).collect()
