@@ -9,7 +9,6 @@ mod server;
 
 use serde_json::{Map, Value};
 
-use crate::auth::random_id;
 use crate::wire::{BetaSession, GaSession};
 
 pub use id_source::IdSource;
@@ -43,17 +42,6 @@ impl Dialect {
             other => other,
         }
     }
-}
-
-/// Builds a server event: `body` must be a JSON object; `type` and `event_id` are set here.
-pub fn server_event(dialect: Dialect, beta_type: &'static str, body: Value) -> Value {
-    let mut map = match body {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    map.insert("type".into(), Value::String(dialect.name(beta_type).into()));
-    map.insert("event_id".into(), Value::String(random_id("event_")));
-    Value::Object(map)
 }
 
 /// The largest client event accepted. Over WebRTC, audio comes on the track, so events are

@@ -11,10 +11,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnConfig};
-use voxrelay_signaling::auth::random_id;
-use voxrelay_signaling::events::{ClientEvent, Dialect, SessionUpdate, parse_client_event, server_event};
+use voxrelay_signaling::events::{
+    CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
+    ResponseError, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
+};
 use voxrelay_signaling::{ApiError, SessionConfig};
 
 use super::tools::{self, OpenCalls};
@@ -35,7 +37,7 @@ struct Response {
     /// Set when the agent gave up on the response (provider failure): (code, message).
     failed: Option<(String, String)>,
     /// Function calls the agent made in this response (completed items, after the message).
-    calls: Vec<Value>,
+    calls: Vec<Item>,
     /// When the response was created, for the agent latency metric (not for any decision).
     created_at: std::time::Instant,
 }
@@ -45,8 +47,10 @@ pub struct Conversation {
     session_id: String,
     config: SessionConfig,
     agent: Box<dyn Agent>,
+    /// Where item, response and event ids come from.
+    ids: IdSource,
     /// Server events to send, in order.
-    pub out: Vec<Value>,
+    pub out: Vec<StampedEvent>,
     /// Commands for the audio worker, in order.
     pub controls: Vec<Control>,
     input_item: Option<String>,
@@ -98,6 +102,7 @@ impl Conversation {
             session_id,
             config,
             agent,
+            ids: IdSource::random(),
             out: Vec::new(),
             controls: Vec::new(),
             input_item: None,
@@ -128,19 +133,16 @@ impl Conversation {
     /// once, as it does any text turn).
     pub fn on_dtmf(&mut self, digit: char) {
         let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.emit("input_audio_buffer.dtmf_event_received", json!({"event": digit.to_string(), "received_at": received_at}));
-        self.add_text_item(random_id("item_"), &dtmf_text(digit));
+        self.emit(ServerEvent::DtmfReceived { event: digit.to_string(), received_at });
+        let id = self.ids.item();
+        self.add_text_item(id, &dtmf_text(digit));
     }
 
     /// A user text item: to the agent, then announced.
     fn add_text_item(&mut self, id: String, text: &str) {
         let previous = self.last_item.replace(id.clone());
         self.agent.on_text(&id, text);
-        self.emit(
-            "conversation.item.created",
-            json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",
-                "status": "completed", "role": "user", "content": [{"type": "input_text", "text": text}]}}),
-        );
+        self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_text(id, text) });
     }
 
     /// Audio of response `r` the caller heard, in ms: what marks acknowledged when the transport
@@ -154,8 +156,9 @@ impl Conversation {
         frames * u64::from(FRAME_MS)
     }
 
-    fn emit(&mut self, beta_type: &'static str, body: Value) {
-        self.out.push(server_event(self.dialect, beta_type, body));
+    fn emit(&mut self, event: ServerEvent) {
+        let event_id = self.ids.event();
+        self.out.push(StampedEvent { dialect: self.dialect, event_id, event });
     }
 
     fn session_json(&self) -> Value {
@@ -166,27 +169,23 @@ impl Conversation {
     }
 
     pub fn error(&mut self, code: &str, message: &str, event_id: Option<String>) {
-        self.emit(
-            "error",
-            json!({"error": {"type": "invalid_request_error", "code": code, "message": message, "param": null, "event_id": event_id}}),
-        );
+        self.emit(ServerEvent::invalid_request(code, message, event_id));
     }
 
     /// A problem on the server's side (a provider), not in anything the client sent.
     fn server_error(&mut self, code: &str, message: &str) {
-        self.emit("error", json!({"error": {"type": "server_error", "code": code, "message": message, "param": null, "event_id": null}}));
+        self.emit(ServerEvent::server_error(code, message));
     }
 
     /// What the agent reports outside responses (caller transcripts, provider errors).
     pub fn poll_agent_notices(&mut self) {
         while let Some(n) = self.agent.poll_notice() {
             match n {
-                AgentNotice::InputTranscript { item_id, transcript } => self.emit(
-                    "conversation.item.input_audio_transcription.completed",
-                    json!({"item_id": item_id, "content_index": 0, "transcript": transcript}),
-                ),
+                AgentNotice::InputTranscript { item_id, transcript } => {
+                    self.emit(ServerEvent::InputTranscriptionCompleted { item_id, content_index: 0, transcript })
+                }
                 AgentNotice::Error { code, message } => self.server_error(&code, &message),
-                AgentNotice::RateLimits(limits) => self.emit("rate_limits.updated", json!({"rate_limits": limits})),
+                AgentNotice::RateLimits(rate_limits) => self.emit(ServerEvent::RateLimitsUpdated { rate_limits }),
             }
         }
     }
@@ -194,32 +193,32 @@ impl Conversation {
     /// The data channel opened.
     pub fn on_open(&mut self) {
         let session = self.session_json();
-        self.emit("session.created", json!({"session": session}));
+        self.emit(ServerEvent::SessionCreated { session });
     }
 
     pub fn on_media(&mut self, ev: MediaEvent) {
         match ev {
             MediaEvent::SpeechStarted { audio_start_ms } => {
-                let item_id = random_id("item_");
+                let item_id = self.ids.item();
                 self.input_item = Some(item_id.clone());
                 self.agent.on_speech_started(audio_start_ms);
-                self.emit("input_audio_buffer.speech_started", json!({"audio_start_ms": audio_start_ms, "item_id": item_id}));
+                self.emit(ServerEvent::SpeechStarted { audio_start_ms, item_id });
                 let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
                 if interrupt && self.response.is_some() {
-                    self.cancel_response("turn_detected");
+                    self.cancel_response(CancelReason::TurnDetected);
                 }
             }
             MediaEvent::SpeechStopped { audio_end_ms } => {
                 let item_id = self.input_item.clone();
-                self.emit("input_audio_buffer.speech_stopped", json!({"audio_end_ms": audio_end_ms, "item_id": item_id}));
+                self.emit(ServerEvent::SpeechStopped { audio_end_ms, item_id });
             }
             MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms),
-            MediaEvent::Cleared => self.emit("input_audio_buffer.cleared", json!({})),
+            MediaEvent::Cleared => self.emit(ServerEvent::InputCleared),
             MediaEvent::PlaybackStarted { response } => {
                 if let Some(r) = self.response.as_mut().filter(|r| r.num == response && !r.playing) {
                     r.playing = true;
-                    let id = r.id.clone();
-                    self.emit("output_audio_buffer.started", json!({"response_id": id}));
+                    let response_id = r.id.clone();
+                    self.emit(ServerEvent::OutputAudioStarted { response_id });
                 }
             }
             MediaEvent::PlaybackFinished { response, .. } => {
@@ -234,17 +233,11 @@ impl Conversation {
     }
 
     fn on_committed(&mut self, audio_end_ms: u64) {
-        let item_id = self.input_item.take().unwrap_or_else(|| random_id("item_"));
+        let item_id = self.input_item.take().unwrap_or_else(|| self.ids.item());
         let previous = self.last_item.replace(item_id.clone());
         self.agent.on_committed(audio_end_ms, &item_id);
-        self.emit("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id}));
-        self.emit(
-            "conversation.item.created",
-            json!({"previous_item_id": previous, "item": {
-                "id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": null}],
-            }}),
-        );
+        self.emit(ServerEvent::InputCommitted { previous_item_id: previous.clone(), item_id: item_id.clone() });
+        self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_audio(item_id) });
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
         let requested = self.commits_in_flight == 0 && std::mem::take(&mut self.response_after_commit);
@@ -258,8 +251,8 @@ impl Conversation {
         let num = self.responses_started;
         let r = Response {
             num,
-            id: random_id("resp_"),
-            item_id: random_id("item_"),
+            id: self.ids.response(),
+            item_id: self.ids.item(),
             playing: false,
             agent_done: false,
             audio_frames_queued: 0,
@@ -271,80 +264,67 @@ impl Conversation {
             created_at: std::time::Instant::now(),
         };
         self.suppress_voiced = false;
-        self.emit(
-            "response.created",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": "in_progress", "status_details": null, "output": [], "usage": null}}),
-        );
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
-        self.emit("response.output_item.added", json!({"response_id": r.id, "output_index": 0, "item": item}));
-        self.emit("conversation.item.created", json!({"previous_item_id": self.last_item, "item": item}));
-        self.emit(
-            "response.content_part.added",
-            json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}}),
-        );
+        self.emit(ServerEvent::ResponseCreated { response: WireResponse::in_progress(&r.id) });
+        let item = Item::assistant(&r.item_id, ItemStatus::InProgress, Vec::new());
+        self.emit(ServerEvent::OutputItemAdded { response_id: r.id.clone(), output_index: 0, item: item.clone() });
+        self.emit(ServerEvent::ItemCreated { previous_item_id: self.last_item.clone(), item });
+        self.emit(ServerEvent::ContentPartAdded { at: Self::part_ref(&r), part: ContentPart::Audio { transcript: String::new() } });
         self.last_item = Some(r.item_id.clone());
         self.response = Some(r);
         self.agent.start_response(num);
     }
 
-    fn part_ids(r: &Response) -> Value {
-        json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0})
+    /// The one content part of a response: the audio of its message item (output 0).
+    fn part_ref(r: &Response) -> PartRef {
+        PartRef { response_id: r.id.clone(), item_id: r.item_id.clone(), output_index: 0, content_index: 0 }
+    }
+
+    /// The response's message item as it ended, with the transcript so far.
+    fn final_item(r: &Response, status: ItemStatus) -> Item {
+        Item::assistant(&r.item_id, status, vec![ContentPart::Audio { transcript: r.transcript.clone() }])
     }
 
     fn complete_response(&mut self) {
         let Some(r) = self.response.take() else { return };
-        let ids = Self::part_ids(&r);
-        self.emit("response.audio.done", ids.clone());
-        let mut done = ids.clone();
-        done["transcript"] = json!(r.transcript);
-        self.emit("response.audio_transcript.done", done);
-        let mut part = ids;
-        part["part"] = json!({"type": "audio", "transcript": r.transcript});
-        self.emit("response.content_part.done", part);
+        self.emit(ServerEvent::AudioDone { at: Self::part_ref(&r) });
+        self.emit(ServerEvent::AudioTranscriptDone { at: Self::part_ref(&r), transcript: r.transcript.clone() });
+        self.emit(ServerEvent::ContentPartDone { at: Self::part_ref(&r), part: ContentPart::Audio { transcript: r.transcript.clone() } });
         let (status, item_status, details) = match &r.failed {
-            None => ("completed", "completed", Value::Null),
+            None => (ResponseStatus::Completed, ItemStatus::Completed, None),
             Some((code, message)) => {
-                ("failed", "incomplete", json!({"type": "failed", "error": {"type": "server_error", "code": code, "message": message}}))
+                let error = ResponseError { kind: ErrorKind::ServerError, code: code.clone(), message: message.clone() };
+                (ResponseStatus::Failed, ItemStatus::Incomplete, Some(StatusDetails::Failed { error }))
             }
         };
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": item_status, "role": "assistant",
-            "content": [{"type": "audio", "transcript": r.transcript}]});
-        self.emit("response.output_item.done", json!({"response_id": r.id, "output_index": 0, "item": item}));
-        let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
+        let item = Self::final_item(&r, item_status);
+        self.emit(ServerEvent::OutputItemDone { response_id: r.id.clone(), output_index: 0, item: item.clone() });
+        let output: Vec<Item> = std::iter::once(item).chain(r.calls).collect();
         if r.playing {
-            self.emit("output_audio_buffer.stopped", json!({"response_id": r.id}));
+            self.emit(ServerEvent::OutputAudioStopped { response_id: r.id.clone() });
         }
-        self.emit(
-            "response.done",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": status, "status_details": details, "output": output, "usage": null}}),
-        );
+        self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, status, details, output) });
         self.remember_item(r.item_id, r.voiced_frames_sent * u64::from(FRAME_MS));
     }
 
-    fn cancel_response(&mut self, reason: &'static str) {
+    fn cancel_response(&mut self, reason: CancelReason) {
         let Some(r) = self.response.take() else { return };
         let played_ms = self.played_ms(&r);
         self.flush_transport = true;
         self.controls.push(Control::CancelResponse(r.num));
         self.agent.cancel_response(r.num, played_ms);
         self.suppress_voiced = true;
-        self.emit("output_audio_buffer.cleared", json!({"response_id": r.id}));
-        self.emit("conversation.item.truncated", json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}));
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "incomplete", "role": "assistant",
-            "content": [{"type": "audio", "transcript": r.transcript}]});
-        let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
-        self.emit(
-            "response.done",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": "cancelled",
-                "status_details": {"type": "cancelled", "reason": reason}, "output": output, "usage": null}}),
-        );
+        self.emit(ServerEvent::OutputAudioCleared { response_id: Some(r.id.clone()) });
+        self.emit(ServerEvent::ItemTruncated { item_id: r.item_id.clone(), content_index: 0, audio_end_ms: played_ms });
+        let output: Vec<Item> = std::iter::once(Self::final_item(&r, ItemStatus::Incomplete)).chain(r.calls).collect();
+        let details = Some(StatusDetails::Cancelled { reason });
+        self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, ResponseStatus::Cancelled, details, output) });
         self.remember_item(r.item_id, played_ms);
     }
 
     /// The server ends the call: a running response is cancelled (`response.done`, status
     /// `cancelled`, reason `call_ended`) so clients and watchers see every response finish.
     pub fn end_of_call(&mut self) {
-        self.cancel_response("call_ended");
+        self.cancel_response(CancelReason::CallEnded);
     }
 
     fn remember_item(&mut self, id: String, played_ms: u64) {
@@ -380,19 +360,18 @@ impl Conversation {
             match self.agent.poll_output()? {
                 AgentOutput::TranscriptDelta(delta) => {
                     r.transcript.push_str(&delta);
-                    let mut body = Self::part_ids(r);
-                    body["delta"] = json!(delta);
-                    self.emit("response.audio_transcript.delta", body);
+                    let at = Self::part_ref(r);
+                    self.emit(ServerEvent::AudioTranscriptDelta { at, delta });
                 }
                 AgentOutput::FunctionCall { call_id, name, arguments } => {
                     // After the message item (output 0), in the order the model made them.
-                    let index = 1 + r.calls.len();
-                    let call = tools::call_events(&r.id, index, self.last_item.as_deref(), &call_id, &name, &arguments);
+                    let index = 1 + r.calls.len() as u32;
+                    let call = tools::call_events(&mut self.ids, &r.id, index, self.last_item.as_deref(), &call_id, &name, &arguments);
                     r.calls.push(call.item);
                     self.last_item = Some(call.item_id);
                     self.open_calls.open(&call_id);
-                    for (ty, body) in call.events {
-                        self.emit(ty, body);
+                    for event in call.events {
+                        self.emit(event);
                     }
                 }
                 AgentOutput::Audio(pcm) => {
@@ -452,7 +431,7 @@ impl Conversation {
                 self.agent.configure(&self.config);
                 self.controls.push(Control::SetTurn(turn_config(&self.config)));
                 let session = self.session_json();
-                self.emit("session.updated", json!({"session": session}));
+                self.emit(ServerEvent::SessionUpdated { session });
             }
             ClientEvent::InputAudioAppend => {}
             ClientEvent::InputAudioCommit => {
@@ -464,21 +443,24 @@ impl Conversation {
                 self.agent.on_input_cleared();
                 self.controls.push(Control::ClearInput);
             }
-            ClientEvent::ItemCreate { item_id, text } => self.add_text_item(item_id.unwrap_or_else(|| random_id("item_")), &text),
+            ClientEvent::ItemCreate { item_id, text } => {
+                let id = item_id.unwrap_or_else(|| self.ids.item());
+                self.add_text_item(id, &text);
+            }
             ClientEvent::FunctionCallOutput { item_id, call_id, output } => {
                 if !self.open_calls.close(&call_id) {
                     let message = format!("no function call {call_id:?} is waiting for output");
                     return self.error("unknown_call_id", &message, event_id);
                 }
-                let id = item_id.unwrap_or_else(|| random_id("item_"));
+                let id = item_id.unwrap_or_else(|| self.ids.item());
                 let previous = self.last_item.replace(id.clone());
                 self.agent.on_function_output(&call_id, &output);
-                self.emit("conversation.item.created", json!({"previous_item_id": previous, "item": tools::output_item(&id, &call_id, &output)}));
+                self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::function_call_output(id, call_id, output) });
             }
             ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
                 match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
                     Some((_, played)) if audio_end_ms <= *played => {
-                        self.emit("conversation.item.truncated", json!({"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}));
+                        self.emit(ServerEvent::ItemTruncated { item_id, content_index: 0, audio_end_ms });
                     }
                     Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
                     None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
@@ -502,15 +484,15 @@ impl Conversation {
                 if self.response.is_none() {
                     return self.error("response_cancel_not_active", "there is no active response to cancel", event_id);
                 }
-                self.cancel_response("client_cancelled");
+                self.cancel_response(CancelReason::ClientCancelled);
             }
             ClientEvent::OutputAudioClear => {
                 self.controls.push(Control::ClearOutput);
                 self.flush_transport = true;
                 if self.response.is_some() {
-                    self.cancel_response("client_cancelled");
+                    self.cancel_response(CancelReason::ClientCancelled);
                 } else {
-                    self.emit("output_audio_buffer.cleared", json!({"response_id": null}));
+                    self.emit(ServerEvent::OutputAudioCleared { response_id: None });
                 }
             }
         }
@@ -518,6 +500,14 @@ impl Conversation {
 
     fn api_error(&mut self, e: ApiError, event_id: Option<String>) {
         self.error(e.code, &e.message, event_id);
+    }
+}
+
+#[cfg(test)]
+impl Conversation {
+    /// The events sent so far, drained, as the client reads them.
+    pub fn take_json(&mut self) -> Vec<Value> {
+        self.out.drain(..).map(|e| serde_json::from_str(&e.to_json()).expect("events are JSON")).collect()
     }
 }
 

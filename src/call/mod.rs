@@ -16,11 +16,11 @@ pub use rtp_out::RtpPacketizer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use voxrelay_media::{AgentFrame, AudioCodec, Control, OpusOut, RtpIn, Uplink};
+use voxrelay_signaling::events::StampedEvent;
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -98,7 +98,7 @@ pub async fn run_call(setup: CallSetup) {
     // Event sockets: the plain-RTP session's events WebSocket and operators watching the call.
     let mut watchers: Vec<mpsc::UnboundedSender<String>> = Vec::new();
     let mut opened = false;
-    let mut pending: Vec<Value> = Vec::new();
+    let mut pending: Vec<StampedEvent> = Vec::new();
     let mut connected = false;
     let started = Instant::now();
     let mut disconnected_since: Option<Instant> = None;
@@ -237,9 +237,9 @@ pub async fn run_call(setup: CallSetup) {
 }
 
 /// Sends events to the data channel and every watcher, dropping watchers that went away.
-async fn deliver(call_id: &str, dc: Option<&dyn DataChannel>, watchers: &mut Vec<mpsc::UnboundedSender<String>>, events: impl Iterator<Item = Value>) {
+async fn deliver(call_id: &str, dc: Option<&dyn DataChannel>, watchers: &mut Vec<mpsc::UnboundedSender<String>>, events: impl Iterator<Item = StampedEvent>) {
     for ev in events {
-        let text = ev.to_string();
+        let text = ev.to_json();
         if let Some(channel) = dc {
             if let Err(e) = channel.send_text(&text).await {
                 debug!(call = %call_id, "data channel send failed: {e}");

@@ -12,7 +12,7 @@ fn conv() -> Conversation {
 }
 
 fn types(c: &mut Conversation) -> Vec<String> {
-    c.out.drain(..).map(|e| e["type"].as_str().unwrap().to_string()).collect()
+    c.take_json().iter().map(|e| e["type"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn speech_during_a_response_cancels_it() {
     assert!(c.on_egress_frame(true));
     c.out.clear();
     c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 });
-    let events: Vec<Value> = c.out.drain(..).collect();
+    let events = c.take_json();
     let done = events.iter().find(|e| e["type"] == "response.done").unwrap();
     assert_eq!(done["response"]["status"], "cancelled");
     let trunc = events.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
@@ -70,7 +70,8 @@ fn response_create_right_after_a_manual_commit_answers_that_turn() {
     let (committed, created) = (t.iter().position(|x| x == "input_audio_buffer.committed"), t.iter().position(|x| x == "response.created"));
     assert!(committed.is_some() && created > committed, "{t:?}");
     assert!(matches!(c.next_agent_frame(), Some(AgentFrame::Audio { response: 1, .. })));
-    let delta = c.out.iter().find(|e| e["type"] == "response.audio_transcript.delta").expect("transcript");
+    let events = c.take_json();
+    let delta = events.iter().find(|e| e["type"] == "response.audio_transcript.delta").expect("transcript");
     assert_eq!(delta["delta"], "[echo 2.0 s]", "the echo covers the committed 2 s");
 }
 
@@ -88,17 +89,18 @@ fn with_marks_a_cancel_truncates_at_what_the_caller_heard_and_flushes_the_transp
     heard.store(4, Ordering::Relaxed);
     c.out.clear();
     c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 });
-    let trunc = c.out.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
+    let events = c.take_json();
+    let trunc = events.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
     assert_eq!(trunc["audio_end_ms"], 80);
     assert!(c.flush_transport);
-    c.out.clear();
     c.on_dtmf('#');
-    assert_eq!(c.out[0]["type"], "input_audio_buffer.dtmf_event_received");
-    assert_eq!(c.out[0]["event"], "#");
+    let out = c.take_json();
+    assert_eq!(out[0]["type"], "input_audio_buffer.dtmf_event_received");
+    assert_eq!(out[0]["event"], "#");
     // The digit joins the conversation as a user text item (what the agent is given).
-    assert_eq!(c.out[1]["type"], "conversation.item.created");
-    assert_eq!(c.out[1]["item"]["role"], "user");
-    assert_eq!(c.out[1]["item"]["content"][0]["text"], super::dtmf_text('#'));
+    assert_eq!(out[1]["type"], "conversation.item.created");
+    assert_eq!(out[1]["item"]["role"], "user");
+    assert_eq!(out[1]["item"]["content"][0]["text"], super::dtmf_text('#'));
 }
 
 #[test]
@@ -107,7 +109,8 @@ fn bad_client_events_answer_with_error_events() {
     c.on_client_text("{oops");
     c.on_client_text(r#"{"type":"response.cancel","event_id":"ev1"}"#);
     c.on_client_text(r#"{"type":"session.update","session":{"turn_detection":{"threshold":7}}}"#);
-    let codes: Vec<String> = c.out.iter().map(|e| e["error"]["code"].as_str().unwrap().to_string()).collect();
+    let out = c.take_json();
+    let codes: Vec<String> = out.iter().map(|e| e["error"]["code"].as_str().unwrap().to_string()).collect();
     assert_eq!(codes, ["invalid_json", "response_cancel_not_active", "invalid_turn_detection"]);
-    assert_eq!(c.out[1]["error"]["event_id"], "ev1");
+    assert_eq!(out[1]["error"]["event_id"], "ev1");
 }
