@@ -5,20 +5,26 @@
 //! Fields the protocol defines are always present, `null` when unset (`previous_item_id`,
 //! `transcript` of an `input_audio` part, `status_details`, `usage`): clients read them by key.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// A conversation item (`"object": "realtime.item"`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Item {
     pub id: String,
-    #[serde(serialize_with = "realtime_item")]
-    object: (),
-    #[serde(flatten)]
     pub kind: ItemKind,
 }
 
-fn realtime_item<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str("realtime.item")
+impl Serialize for Item {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a str,
+            object: &'static str,
+            #[serde(flatten)]
+            kind: &'a ItemKind,
+        }
+        Wire { id: &self.id, object: "realtime.item", kind: &self.kind }.serialize(s)
+    }
 }
 
 /// An item's `type` and the fields that type has.
@@ -75,7 +81,7 @@ pub enum ContentPart {
 
 impl Item {
     pub fn new(id: impl Into<String>, kind: ItemKind) -> Self {
-        Self { id: id.into(), object: (), kind }
+        Self { id: id.into(), kind }
     }
 
     /// A completed user message of typed text.
@@ -113,25 +119,34 @@ impl Item {
 }
 
 /// A response (`"object": "realtime.response"`), as `response.created` and `response.done`
-/// carry it. `usage` is always `null`: voxrelay counts no tokens.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// carry it. Its `usage` is always `null`: voxrelay counts no tokens.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Response {
     pub id: String,
-    #[serde(serialize_with = "realtime_response")]
-    object: (),
     pub status: ResponseStatus,
     pub status_details: Option<StatusDetails>,
     pub output: Vec<Item>,
-    usage: (),
 }
 
-fn realtime_response<S: serde::Serializer>(_: &(), s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str("realtime.response")
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a str,
+            object: &'static str,
+            status: ResponseStatus,
+            status_details: &'a Option<StatusDetails>,
+            output: &'a [Item],
+            usage: Option<()>,
+        }
+        let Response { id, status, status_details, output } = self;
+        Wire { id, object: "realtime.response", status: *status, status_details, output, usage: None }.serialize(s)
+    }
 }
 
 impl Response {
     pub fn new(id: impl Into<String>, status: ResponseStatus, status_details: Option<StatusDetails>, output: Vec<Item>) -> Self {
-        Self { id: id.into(), object: (), status, status_details, output, usage: () }
+        Self { id: id.into(), status, status_details, output }
     }
 
     /// A response just created: in progress, no output yet.

@@ -132,7 +132,7 @@ pub struct ErrorDetail {
     pub kind: ErrorKind,
     pub code: String,
     pub message: String,
-    param: Option<String>,
+    pub param: Option<String>,
     pub event_id: Option<String>,
 }
 
