@@ -15,6 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
 use voxrelay_signaling::auth::random_id;
+use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::{ApiError, CallCreated, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, RtpCreated, SessionConfig};
 
 use crate::agent;
@@ -333,7 +334,7 @@ impl VoxEngine {
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
-        let mut conversation = Conversation::new(dialect, session_id, config, agent);
+        let mut conversation = Conversation::new(dialect, session_id, config, agent, IdSource::random());
         if let Some(heard) = t.heard {
             conversation = conversation.with_heard(heard);
         }

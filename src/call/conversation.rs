@@ -3,6 +3,11 @@
 //! channel) and agent output, and produces server events (`out`) and worker commands
 //! (`controls`). No I/O here, so every sequence of PROTOCOL.md §2 is unit-testable.
 //!
+//! Time and ids are inputs, as in `media/`: methods whose effect depends on the time take `now`
+//! (or the wall-clock time an event was received), and ids come from the [`IdSource`] given to
+//! [`Conversation::new`]. Nothing here reads a clock or draws randomness, so tests can assert
+//! exact events.
+//!
 //! A response is live from `response.created` until its audio has finished *playing* (the
 //! worker says so), not merely until the agent has produced it: over WebRTC the server knows
 //! what the caller has heard, so a barge-in during playback is a cancellation with an exact
@@ -10,6 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnConfig};
@@ -39,7 +45,7 @@ struct Response {
     /// Function calls the agent made in this response (completed items, after the message).
     calls: Vec<Item>,
     /// When the response was created, for the agent latency metric (not for any decision).
-    created_at: std::time::Instant,
+    created_at: Instant,
 }
 
 pub struct Conversation {
@@ -68,7 +74,7 @@ pub struct Conversation {
     /// Assistant items that can still be truncated: (item id, audio ms played).
     assistant_items: Vec<(String, u64)>,
     /// Response created → first agent audio frame, for each response since last taken.
-    pub agent_latencies: Vec<std::time::Duration>,
+    pub agent_latencies: Vec<Duration>,
     /// Function calls waiting for the client's output.
     open_calls: OpenCalls,
     /// Voiced frames sent over the whole call.
@@ -96,13 +102,14 @@ pub fn turn_config(config: &SessionConfig) -> TurnConfig {
 }
 
 impl Conversation {
-    pub fn new(dialect: Dialect, session_id: String, config: SessionConfig, agent: Box<dyn Agent>) -> Self {
+    /// `ids`: [`IdSource::random`] for a live call.
+    pub fn new(dialect: Dialect, session_id: String, config: SessionConfig, agent: Box<dyn Agent>, ids: IdSource) -> Self {
         Self {
             dialect,
             session_id,
             config,
             agent,
-            ids: IdSource::random(),
+            ids,
             out: Vec::new(),
             controls: Vec::new(),
             input_item: None,
@@ -130,9 +137,9 @@ impl Conversation {
     /// A DTMF digit from the caller's keypad (phone transports): announced as OpenAI's SIP calls
     /// do, and added to the conversation as a user text item, so every agent gets it the way
     /// it gets typed text (in the history the model answers from; Gemini Live answers it at
-    /// once, as it does any text turn).
-    pub fn on_dtmf(&mut self, digit: char) {
-        let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    /// once, as it does any text turn). `received_at`: when the transport received it.
+    pub fn on_dtmf(&mut self, digit: char, received_at: SystemTime) {
+        let received_at = received_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.emit(ServerEvent::DtmfReceived { event: digit.to_string(), received_at });
         let id = self.ids.item();
         self.add_text_item(id, &dtmf_text(digit));
@@ -196,7 +203,8 @@ impl Conversation {
         self.emit(ServerEvent::SessionCreated { session });
     }
 
-    pub fn on_media(&mut self, ev: MediaEvent) {
+    /// An event from the audio worker; a committed turn may start a response at `now`.
+    pub fn on_media(&mut self, ev: MediaEvent, now: Instant) {
         match ev {
             MediaEvent::SpeechStarted { audio_start_ms } => {
                 let item_id = self.ids.item();
@@ -212,7 +220,7 @@ impl Conversation {
                 let item_id = self.input_item.clone();
                 self.emit(ServerEvent::SpeechStopped { audio_end_ms, item_id });
             }
-            MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms),
+            MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms, now),
             MediaEvent::Cleared => self.emit(ServerEvent::InputCleared),
             MediaEvent::PlaybackStarted { response } => {
                 if let Some(r) = self.response.as_mut().filter(|r| r.num == response && !r.playing) {
@@ -232,7 +240,7 @@ impl Conversation {
         }
     }
 
-    fn on_committed(&mut self, audio_end_ms: u64) {
+    fn on_committed(&mut self, audio_end_ms: u64, now: Instant) {
         let item_id = self.input_item.take().unwrap_or_else(|| self.ids.item());
         let previous = self.last_item.replace(item_id.clone());
         self.agent.on_committed(audio_end_ms, &item_id);
@@ -242,11 +250,11 @@ impl Conversation {
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
         let requested = self.commits_in_flight == 0 && std::mem::take(&mut self.response_after_commit);
         if (auto || requested) && self.response.is_none() {
-            self.start_response();
+            self.start_response(now);
         }
     }
 
-    fn start_response(&mut self) {
+    fn start_response(&mut self, now: Instant) {
         self.responses_started += 1;
         let num = self.responses_started;
         let r = Response {
@@ -261,7 +269,7 @@ impl Conversation {
             transcript: String::new(),
             failed: None,
             calls: Vec::new(),
-            created_at: std::time::Instant::now(),
+            created_at: now,
         };
         self.suppress_voiced = false;
         self.emit(ServerEvent::ResponseCreated { response: WireResponse::in_progress(&r.id) });
@@ -352,8 +360,8 @@ impl Conversation {
     }
 
     /// Pulls the agent's next audio frame (transcript text is turned into events on the way).
-    /// Call only when the worker's ring has room for one frame.
-    pub fn next_agent_frame(&mut self) -> Option<AgentFrame> {
+    /// Call only when the worker's ring has room for one frame. `now` times the agent's latency.
+    pub fn next_agent_frame(&mut self, now: Instant) -> Option<AgentFrame> {
         loop {
             let r = self.response.as_mut().filter(|r| !r.agent_done)?;
             let num = r.num;
@@ -376,7 +384,7 @@ impl Conversation {
                 }
                 AgentOutput::Audio(pcm) => {
                     if r.audio_frames_queued == 0 {
-                        self.agent_latencies.push(r.created_at.elapsed());
+                        self.agent_latencies.push(now.saturating_duration_since(r.created_at));
                     }
                     r.audio_frames_queued += 1;
                     return Some(AgentFrame::Audio { response: num, pcm: *pcm });
@@ -408,7 +416,9 @@ impl Conversation {
         self.agent.on_audio(start_ms, pcm);
     }
 
-    pub fn on_client_text(&mut self, text: &str) {
+    /// A client event (data channel or events socket); `response.create` starts a response at
+    /// `now`.
+    pub fn on_client_text(&mut self, text: &str, now: Instant) {
         let parsed = match parse_client_event(text) {
             Ok(p) => p,
             Err(e) => return self.error(e.code, &e.message, e.event_id),
@@ -477,7 +487,7 @@ impl Conversation {
                 if self.commits_in_flight > 0 {
                     self.response_after_commit = true;
                 } else {
-                    self.start_response();
+                    self.start_response(now);
                 }
             }
             ClientEvent::ResponseCancel { .. } => {

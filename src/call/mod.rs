@@ -137,8 +137,8 @@ pub async fn run_call(setup: CallSetup) {
             Some(PeerEvent::DataChannelClosed(label)) if label == EVENTS_LABEL && dc.is_some() => {
                 break End::PeerGone("the peer closed the events channel");
             }
-            Some(PeerEvent::DataChannelText(text)) => conversation.on_client_text(&text),
-            Some(PeerEvent::Phone(PhoneEvent::Dtmf(digit))) => conversation.on_dtmf(digit),
+            Some(PeerEvent::DataChannelText(text)) => conversation.on_client_text(&text, Instant::now().into_std()),
+            Some(PeerEvent::Phone(PhoneEvent::Dtmf(digit))) => conversation.on_dtmf(digit, std::time::SystemTime::now()),
             Some(PeerEvent::Phone(PhoneEvent::Error { code, message })) => conversation.error(code, &message, None),
             Some(PeerEvent::State(state)) => match state {
                 RTCPeerConnectionState::Connected => {
@@ -152,6 +152,7 @@ pub async fn run_call(setup: CallSetup) {
             },
             Some(_) => {}
             None => {
+                let now = Instant::now().into_std();
                 if !connected && started.elapsed() > CONNECT_TIMEOUT {
                     break End::Timeout("peer never connected");
                 }
@@ -163,13 +164,13 @@ pub async fn run_call(setup: CallSetup) {
                         Uplink::Audio { start_ms, pcm } => conversation.on_caller_audio(start_ms, &pcm),
                         Uplink::Event(ev) => {
                             metrics.media_event(&ev);
-                            conversation.on_media(ev);
+                            conversation.on_media(ev, now);
                         }
                     }
                 }
                 conversation.poll_agent_notices();
                 while agent_out.slots() > 0 {
-                    let Some(frame) = conversation.next_agent_frame() else { break };
+                    let Some(frame) = conversation.next_agent_frame(now) else { break };
                     let _ = agent_out.push(frame);
                 }
                 for d in conversation.agent_latencies.drain(..) {

@@ -147,22 +147,23 @@ mod tests {
 
     fn conversation(agent: Box<dyn crate::agent::Agent>) -> super::super::Conversation {
         use voxrelay_signaling::SessionConfig;
-        use voxrelay_signaling::events::Dialect;
-        super::super::Conversation::new(Dialect::Ga, "sess".into(), SessionConfig::default(), agent)
+        super::super::Conversation::new(Dialect::Ga, "sess".into(), SessionConfig::default(), agent, IdSource::sequential())
     }
 
     #[test]
     fn a_response_ends_with_the_call_and_only_its_output_is_accepted() {
         let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut c = conversation(Box::new(Caller { pending: VecDeque::new(), outputs: outputs.clone() }));
-        c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#);
+        let now = std::time::Instant::now();
+        c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#, now);
         let updated = c.take_json().pop().unwrap();
         assert_eq!(updated["session"]["tools"][0]["name"], "f", "{updated}");
-        c.on_client_text(r#"{"type":"response.create"}"#);
-        assert!(c.next_agent_frame().is_none(), "no audio: the response completes at once");
+        c.on_client_text(r#"{"type":"response.create"}"#, now);
+        assert!(c.next_agent_frame(now).is_none(), "no audio: the response completes at once");
         let events = c.take_json();
         let args = events.iter().find(|e| e["type"] == "response.function_call_arguments.done").expect("arguments done");
         assert_eq!((args["call_id"].as_str(), args["output_index"].as_u64()), (Some("call_x"), Some(1)));
+        assert_eq!((args["response_id"].as_str(), args["item_id"].as_str()), (Some("resp_1"), Some("item_2")), "item_1 is the message");
         let done = events.last().unwrap();
         assert_eq!(done["type"], "response.done");
         assert_eq!(done["response"]["output"][1]["type"], "function_call");
@@ -170,18 +171,22 @@ mod tests {
 
         c.on_client_text(
             r#"{"type":"conversation.item.create","event_id":"e1","item":{"type":"function_call_output","call_id":"nope","output":"x"}}"#,
+            now,
         );
         c.on_client_text(
             r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"{\"ok\":true}"}}"#,
+            now,
         );
         c.on_client_text(
             r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"again"}}"#,
+            now,
         );
         let events = c.take_json();
         assert_eq!(events[0]["error"]["code"], "unknown_call_id");
         assert_eq!(events[0]["error"]["event_id"], "e1");
         assert_eq!(events[1]["type"], "conversation.item.added");
         assert_eq!(events[1]["item"]["type"], "function_call_output");
+        assert_eq!((events[1]["item"]["id"].as_str(), events[1]["previous_item_id"].as_str()), (Some("item_3"), Some("item_2")));
         assert_eq!(events[2]["error"]["code"], "unknown_call_id", "one output per call");
         assert_eq!(*outputs.lock().unwrap(), [("call_x".to_string(), r#"{"ok":true}"#.to_string())]);
     }
@@ -189,8 +194,12 @@ mod tests {
     #[test]
     fn the_echo_agent_makes_no_calls_so_any_output_is_an_error() {
         let mut c = conversation(Box::new(crate::agent::EchoAgent::new()));
-        c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"x"}}"#);
-        c.on_client_text(r#"{"type":"session.update","session":{"tools":[{"type":"function","name":"bad name"}]}}"#);
+        let now = std::time::Instant::now();
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"x"}}"#,
+            now,
+        );
+        c.on_client_text(r#"{"type":"session.update","session":{"tools":[{"type":"function","name":"bad name"}]}}"#, now);
         let events = c.take_json();
         let codes: Vec<&str> = events.iter().map(|e| e["error"]["code"].as_str().unwrap_or("-")).collect();
         assert_eq!(codes, ["unknown_call_id", "invalid_value"]);
