@@ -16,6 +16,7 @@ use voxrelay_signaling::{
     ApiError, CallCreated, CallId, CallRequest, CarrierMessage, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RtpCreated,
     SessionConfig, SessionId,
 };
+use voxrelay_signaling::events::IdSource;
 
 use crate::admission::Admission;
 use crate::agent;
@@ -231,7 +232,7 @@ impl VoxEngine {
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
-        let mut conversation = Conversation::new(dialect, session_id.to_string(), config, agent);
+        let mut conversation = Conversation::new(dialect, session_id, config, agent, IdSource::random());
         if let Some(heard) = t.heard {
             conversation = conversation.with_heard(heard);
         }

@@ -1,11 +1,21 @@
 //! Realtime events on the `oai-events` data channel (PROTOCOL.md §2): parsing client events
-//! (either naming) and stamping server events with their type in the call's dialect and a
-//! unique `event_id`. Names are mapped here and nowhere else.
+//! (either naming), and the server events as typed values ([`ServerEvent`], carrying the
+//! [`Item`]s and [`Response`]s of `items`) written out in the call's dialect with a unique
+//! `event_id`. Names are mapped here ([`Dialect::name`]) and nowhere else.
+
+mod id_source;
+mod items;
+mod server;
 
 use serde_json::{Map, Value};
 
-use crate::auth::random_id;
 use crate::wire::{BetaSession, GaSession};
+
+pub use id_source::IdSource;
+pub use items::{
+    CancelReason, ContentPart, ErrorKind, Item, ItemKind, ItemStatus, Response, ResponseError, ResponseStatus, Role, StatusDetails,
+};
+pub use server::{CallRef, ErrorDetail, PartRef, ServerEvent, StampedEvent};
 
 /// A call started at `/v1/realtime` speaks the beta names; one started at
 /// `/v1/realtime/calls` speaks the GA names.
@@ -17,7 +27,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// Maps a beta event name to this dialect's name.
-    pub fn name(self, beta: &'static str) -> &'static str {
+    pub fn name(self, beta: &str) -> &str {
         if self == Dialect::Beta {
             return beta;
         }
@@ -32,17 +42,6 @@ impl Dialect {
             other => other,
         }
     }
-}
-
-/// Builds a server event: `body` must be a JSON object; `type` and `event_id` are set here.
-pub fn server_event(dialect: Dialect, beta_type: &'static str, body: Value) -> Value {
-    let mut map = match body {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    map.insert("type".into(), Value::String(dialect.name(beta_type).into()));
-    map.insert("event_id".into(), Value::String(random_id("event_")));
-    Value::Object(map)
 }
 
 /// The largest client event accepted. Over WebRTC, audio comes on the track, so events are
@@ -183,9 +182,8 @@ mod tests {
     fn ga_names_are_mapped_and_beta_kept() {
         assert_eq!(Dialect::Ga.name("conversation.item.created"), "conversation.item.added");
         assert_eq!(Dialect::Beta.name("conversation.item.created"), "conversation.item.created");
-        let e = server_event(Dialect::Ga, "response.audio.done", serde_json::json!({"x": 1}));
-        assert_eq!(e["type"], "response.output_audio.done");
-        assert!(e["event_id"].as_str().unwrap().starts_with("event_"));
+        assert_eq!(Dialect::Ga.name("response.audio.done"), "response.output_audio.done");
+        assert_eq!(Dialect::Ga.name("response.done"), "response.done");
     }
 
     #[test]

@@ -73,6 +73,13 @@ impl SessionId {
     }
 }
 
+/// An id issued before (tests, stored records).
+impl From<&str> for SessionId {
+    fn from(id: &str) -> Self {
+        SessionId(id.to_string())
+    }
+}
+
 /// Longest room name or identity accepted: long enough for UUIDs and readable names, short
 /// enough to log and to put in URLs and tokens.
 pub const MAX_NAME_BYTES: usize = 128;

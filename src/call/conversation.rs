@@ -3,6 +3,11 @@
 //! channel) and agent output, and produces server events (`out`) and worker commands
 //! (`controls`). No I/O here, so every sequence of PROTOCOL.md §2 is unit-testable.
 //!
+//! Time and ids are inputs, as in `media/`: methods whose effect depends on the time take `now`
+//! (or the wall-clock time an event was received), and ids come from the [`IdSource`] given to
+//! [`Conversation::new`]. Nothing here reads a clock or draws randomness, so tests can assert
+//! exact events.
+//!
 //! A response is live from `response.created` until its audio has finished *playing* (the
 //! worker says so), not merely until the agent has produced it: over WebRTC the server knows
 //! what the caller has heard, so a barge-in during playback is a cancellation with an exact
@@ -10,13 +15,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use voxrelay_media::barge_in::{self, BargeIn, ResponsePhase};
 use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnDetectConfig};
-use voxrelay_signaling::auth::random_id;
-use voxrelay_signaling::events::{ClientEvent, Dialect, SessionUpdate, parse_client_event, server_event};
-use voxrelay_signaling::{ApiError, SessionConfig};
+use voxrelay_signaling::events::{
+    CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
+    ResponseError, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
+};
+use voxrelay_signaling::{ApiError, SessionConfig, SessionId};
 
 use super::tools::{self, OpenCalls};
 use crate::agent::{Agent, AgentNotice, AgentOutput};
@@ -36,18 +44,20 @@ struct Response {
     /// Set when the agent gave up on the response (provider failure): (code, message).
     failed: Option<(String, String)>,
     /// Function calls the agent made in this response (completed items, after the message).
-    calls: Vec<Value>,
+    calls: Vec<Item>,
     /// When the response was created, for the agent latency metric (not for any decision).
-    created_at: std::time::Instant,
+    created_at: Instant,
 }
 
 pub struct Conversation {
     dialect: Dialect,
-    session_id: String,
+    session_id: SessionId,
     config: SessionConfig,
     agent: Box<dyn Agent>,
+    /// Where item, response and event ids come from.
+    ids: IdSource,
     /// Server events to send, in order.
-    pub out: Vec<Value>,
+    pub out: Vec<StampedEvent>,
     /// Commands for the audio worker, in order.
     pub controls: Vec<Control>,
     input_item: Option<String>,
@@ -65,7 +75,7 @@ pub struct Conversation {
     /// Assistant items that can still be truncated: (item id, audio ms played).
     assistant_items: Vec<(String, u64)>,
     /// Response created → first agent audio frame, for each response since last taken.
-    pub agent_latencies: Vec<std::time::Duration>,
+    pub agent_latencies: Vec<Duration>,
     /// Function calls waiting for the client's output.
     open_calls: OpenCalls,
     /// Voiced frames sent over the whole call.
@@ -93,12 +103,14 @@ pub fn turn_config(config: &SessionConfig) -> TurnDetectConfig {
 }
 
 impl Conversation {
-    pub fn new(dialect: Dialect, session_id: String, config: SessionConfig, agent: Box<dyn Agent>) -> Self {
+    /// `ids`: [`IdSource::random`] for a live call.
+    pub fn new(dialect: Dialect, session_id: SessionId, config: SessionConfig, agent: Box<dyn Agent>, ids: IdSource) -> Self {
         Self {
             dialect,
             session_id,
             config,
             agent,
+            ids,
             out: Vec::new(),
             controls: Vec::new(),
             input_item: None,
@@ -126,22 +138,19 @@ impl Conversation {
     /// A DTMF digit from the caller's keypad (phone transports): announced as OpenAI's SIP calls
     /// do, and added to the conversation as a user text item, so every agent gets it the way
     /// it gets typed text (in the history the model answers from; Gemini Live answers it at
-    /// once, as it does any text turn).
-    pub fn on_dtmf(&mut self, digit: char) {
-        let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.emit("input_audio_buffer.dtmf_event_received", json!({"event": digit.to_string(), "received_at": received_at}));
-        self.add_text_item(random_id("item_"), &dtmf_text(digit));
+    /// once, as it does any text turn). `received_at`: when the transport received it.
+    pub fn on_dtmf(&mut self, digit: char, received_at: SystemTime) {
+        let received_at = received_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.emit(ServerEvent::DtmfReceived { event: digit.to_string(), received_at });
+        let id = self.ids.item();
+        self.add_text_item(id, &dtmf_text(digit));
     }
 
     /// A user text item: to the agent, then announced.
     fn add_text_item(&mut self, id: String, text: &str) {
         let previous = self.last_item.replace(id.clone());
         self.agent.on_text(&id, text);
-        self.emit(
-            "conversation.item.created",
-            json!({"previous_item_id": previous, "item": {"id": id, "object": "realtime.item", "type": "message",
-                "status": "completed", "role": "user", "content": [{"type": "input_text", "text": text}]}}),
-        );
+        self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_text(id, text) });
     }
 
     /// Audio of response `r` the caller heard, in ms: what marks acknowledged when the transport
@@ -155,39 +164,36 @@ impl Conversation {
         frames * u64::from(FRAME_MS)
     }
 
-    fn emit(&mut self, beta_type: &'static str, body: Value) {
-        self.out.push(server_event(self.dialect, beta_type, body));
+    fn emit(&mut self, event: ServerEvent) {
+        let event_id = self.ids.event();
+        self.out.push(StampedEvent { dialect: self.dialect, event_id, event });
     }
 
     fn session_json(&self) -> Value {
         match self.dialect {
-            Dialect::Beta => self.config.beta_json(&self.session_id),
-            Dialect::Ga => self.config.ga_json(&self.session_id),
+            Dialect::Beta => self.config.beta_json(self.session_id.as_str()),
+            Dialect::Ga => self.config.ga_json(self.session_id.as_str()),
         }
     }
 
     pub fn error(&mut self, code: &str, message: &str, event_id: Option<String>) {
-        self.emit(
-            "error",
-            json!({"error": {"type": "invalid_request_error", "code": code, "message": message, "param": null, "event_id": event_id}}),
-        );
+        self.emit(ServerEvent::invalid_request(code, message, event_id));
     }
 
     /// A problem on the server's side (a provider), not in anything the client sent.
     fn server_error(&mut self, code: &str, message: &str) {
-        self.emit("error", json!({"error": {"type": "server_error", "code": code, "message": message, "param": null, "event_id": null}}));
+        self.emit(ServerEvent::server_error(code, message));
     }
 
     /// What the agent reports outside responses (caller transcripts, provider errors).
     pub fn poll_agent_notices(&mut self) {
         while let Some(n) = self.agent.poll_notice() {
             match n {
-                AgentNotice::InputTranscript { item_id, transcript } => self.emit(
-                    "conversation.item.input_audio_transcription.completed",
-                    json!({"item_id": item_id, "content_index": 0, "transcript": transcript}),
-                ),
+                AgentNotice::InputTranscript { item_id, transcript } => {
+                    self.emit(ServerEvent::InputTranscriptionCompleted { item_id, content_index: 0, transcript })
+                }
                 AgentNotice::Error { code, message } => self.server_error(&code, &message),
-                AgentNotice::RateLimits(limits) => self.emit("rate_limits.updated", json!({"rate_limits": limits})),
+                AgentNotice::RateLimits(rate_limits) => self.emit(ServerEvent::RateLimitsUpdated { rate_limits }),
             }
         }
     }
@@ -195,16 +201,17 @@ impl Conversation {
     /// The data channel opened.
     pub fn on_open(&mut self) {
         let session = self.session_json();
-        self.emit("session.created", json!({"session": session}));
+        self.emit(ServerEvent::SessionCreated { session });
     }
 
-    pub fn on_media(&mut self, ev: MediaEvent) {
+    /// An event from the audio worker; a committed turn may start a response at `now`.
+    pub fn on_media(&mut self, ev: MediaEvent, now: Instant) {
         match ev {
             MediaEvent::SpeechStarted { audio_start_ms } => {
-                let item_id = random_id("item_");
+                let item_id = self.ids.item();
                 self.input_item = Some(item_id.clone());
                 self.agent.on_speech_started(audio_start_ms);
-                self.emit("input_audio_buffer.speech_started", json!({"audio_start_ms": audio_start_ms, "item_id": item_id}));
+                self.emit(ServerEvent::SpeechStarted { audio_start_ms, item_id });
                 let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
                 let phase = match &self.response {
                     None => ResponsePhase::Idle,
@@ -212,20 +219,20 @@ impl Conversation {
                     Some(_) => ResponsePhase::Pending,
                 };
                 if barge_in::on_speech_started(interrupt, phase) == BargeIn::Cut {
-                    self.cancel_response("turn_detected");
+                    self.cancel_response(CancelReason::TurnDetected);
                 }
             }
             MediaEvent::SpeechStopped { audio_end_ms } => {
                 let item_id = self.input_item.clone();
-                self.emit("input_audio_buffer.speech_stopped", json!({"audio_end_ms": audio_end_ms, "item_id": item_id}));
+                self.emit(ServerEvent::SpeechStopped { audio_end_ms, item_id });
             }
-            MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms),
-            MediaEvent::Cleared => self.emit("input_audio_buffer.cleared", json!({})),
+            MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms, now),
+            MediaEvent::Cleared => self.emit(ServerEvent::InputCleared),
             MediaEvent::PlaybackStarted { response } => {
                 if let Some(r) = self.response.as_mut().filter(|r| r.num == response && !r.playing) {
                     r.playing = true;
-                    let id = r.id.clone();
-                    self.emit("output_audio_buffer.started", json!({"response_id": id}));
+                    let response_id = r.id.clone();
+                    self.emit(ServerEvent::OutputAudioStarted { response_id });
                 }
             }
             MediaEvent::PlaybackFinished { response, .. } => {
@@ -239,33 +246,27 @@ impl Conversation {
         }
     }
 
-    fn on_committed(&mut self, audio_end_ms: u64) {
-        let item_id = self.input_item.take().unwrap_or_else(|| random_id("item_"));
+    fn on_committed(&mut self, audio_end_ms: u64, now: Instant) {
+        let item_id = self.input_item.take().unwrap_or_else(|| self.ids.item());
         let previous = self.last_item.replace(item_id.clone());
         self.agent.on_committed(audio_end_ms, &item_id);
-        self.emit("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id}));
-        self.emit(
-            "conversation.item.created",
-            json!({"previous_item_id": previous, "item": {
-                "id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": null}],
-            }}),
-        );
+        self.emit(ServerEvent::InputCommitted { previous_item_id: previous.clone(), item_id: item_id.clone() });
+        self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_audio(item_id) });
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
         let requested = self.commits_in_flight == 0 && std::mem::take(&mut self.response_after_commit);
         if (auto || requested) && self.response.is_none() {
-            self.start_response();
+            self.start_response(now);
         }
     }
 
-    fn start_response(&mut self) {
+    fn start_response(&mut self, now: Instant) {
         self.responses_started += 1;
         let num = self.responses_started;
         let r = Response {
             num,
-            id: random_id("resp_"),
-            item_id: random_id("item_"),
+            id: self.ids.response(),
+            item_id: self.ids.item(),
             playing: false,
             agent_done: false,
             audio_frames_queued: 0,
@@ -274,83 +275,70 @@ impl Conversation {
             transcript: String::new(),
             failed: None,
             calls: Vec::new(),
-            created_at: std::time::Instant::now(),
+            created_at: now,
         };
         self.suppress_voiced = false;
-        self.emit(
-            "response.created",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": "in_progress", "status_details": null, "output": [], "usage": null}}),
-        );
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "in_progress", "role": "assistant", "content": []});
-        self.emit("response.output_item.added", json!({"response_id": r.id, "output_index": 0, "item": item}));
-        self.emit("conversation.item.created", json!({"previous_item_id": self.last_item, "item": item}));
-        self.emit(
-            "response.content_part.added",
-            json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}}),
-        );
+        self.emit(ServerEvent::ResponseCreated { response: WireResponse::in_progress(&r.id) });
+        let item = Item::assistant(&r.item_id, ItemStatus::InProgress, Vec::new());
+        self.emit(ServerEvent::OutputItemAdded { response_id: r.id.clone(), output_index: 0, item: item.clone() });
+        self.emit(ServerEvent::ItemCreated { previous_item_id: self.last_item.clone(), item });
+        self.emit(ServerEvent::ContentPartAdded { at: Self::part_ref(&r), part: ContentPart::Audio { transcript: String::new() } });
         self.last_item = Some(r.item_id.clone());
         self.response = Some(r);
         self.agent.start_response(num);
     }
 
-    fn part_ids(r: &Response) -> Value {
-        json!({"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0})
+    /// The one content part of a response: the audio of its message item (output 0).
+    fn part_ref(r: &Response) -> PartRef {
+        PartRef { response_id: r.id.clone(), item_id: r.item_id.clone(), output_index: 0, content_index: 0 }
+    }
+
+    /// The response's message item as it ended, with the transcript so far.
+    fn final_item(r: &Response, status: ItemStatus) -> Item {
+        Item::assistant(&r.item_id, status, vec![ContentPart::Audio { transcript: r.transcript.clone() }])
     }
 
     fn complete_response(&mut self) {
         let Some(r) = self.response.take() else { return };
-        let ids = Self::part_ids(&r);
-        self.emit("response.audio.done", ids.clone());
-        let mut done = ids.clone();
-        done["transcript"] = json!(r.transcript);
-        self.emit("response.audio_transcript.done", done);
-        let mut part = ids;
-        part["part"] = json!({"type": "audio", "transcript": r.transcript});
-        self.emit("response.content_part.done", part);
+        self.emit(ServerEvent::AudioDone { at: Self::part_ref(&r) });
+        self.emit(ServerEvent::AudioTranscriptDone { at: Self::part_ref(&r), transcript: r.transcript.clone() });
+        self.emit(ServerEvent::ContentPartDone { at: Self::part_ref(&r), part: ContentPart::Audio { transcript: r.transcript.clone() } });
         let (status, item_status, details) = match &r.failed {
-            None => ("completed", "completed", Value::Null),
+            None => (ResponseStatus::Completed, ItemStatus::Completed, None),
             Some((code, message)) => {
-                ("failed", "incomplete", json!({"type": "failed", "error": {"type": "server_error", "code": code, "message": message}}))
+                let error = ResponseError { kind: ErrorKind::ServerError, code: code.clone(), message: message.clone() };
+                (ResponseStatus::Failed, ItemStatus::Incomplete, Some(StatusDetails::Failed { error }))
             }
         };
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": item_status, "role": "assistant",
-            "content": [{"type": "audio", "transcript": r.transcript}]});
-        self.emit("response.output_item.done", json!({"response_id": r.id, "output_index": 0, "item": item}));
-        let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
+        let item = Self::final_item(&r, item_status);
+        self.emit(ServerEvent::OutputItemDone { response_id: r.id.clone(), output_index: 0, item: item.clone() });
+        let output: Vec<Item> = std::iter::once(item).chain(r.calls).collect();
         if r.playing {
-            self.emit("output_audio_buffer.stopped", json!({"response_id": r.id}));
+            self.emit(ServerEvent::OutputAudioStopped { response_id: r.id.clone() });
         }
-        self.emit(
-            "response.done",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": status, "status_details": details, "output": output, "usage": null}}),
-        );
+        self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, status, details, output) });
         self.remember_item(r.item_id, r.voiced_frames_sent * u64::from(FRAME_MS));
     }
 
-    fn cancel_response(&mut self, reason: &'static str) {
+    fn cancel_response(&mut self, reason: CancelReason) {
         let Some(r) = self.response.take() else { return };
         let played_ms = self.played_ms(&r);
         self.flush_transport = true;
         self.controls.push(Control::CancelResponse(r.num));
         self.agent.cancel_response(r.num, played_ms);
         self.suppress_voiced = true;
-        self.emit("output_audio_buffer.cleared", json!({"response_id": r.id}));
-        self.emit("conversation.item.truncated", json!({"item_id": r.item_id, "content_index": 0, "audio_end_ms": played_ms}));
-        let item = json!({"id": r.item_id, "object": "realtime.item", "type": "message", "status": "incomplete", "role": "assistant",
-            "content": [{"type": "audio", "transcript": r.transcript}]});
-        let output: Vec<Value> = std::iter::once(item).chain(r.calls).collect();
-        self.emit(
-            "response.done",
-            json!({"response": {"id": r.id, "object": "realtime.response", "status": "cancelled",
-                "status_details": {"type": "cancelled", "reason": reason}, "output": output, "usage": null}}),
-        );
+        self.emit(ServerEvent::OutputAudioCleared { response_id: Some(r.id.clone()) });
+        self.emit(ServerEvent::ItemTruncated { item_id: r.item_id.clone(), content_index: 0, audio_end_ms: played_ms });
+        let output: Vec<Item> = std::iter::once(Self::final_item(&r, ItemStatus::Incomplete)).chain(r.calls).collect();
+        let details = Some(StatusDetails::Cancelled { reason });
+        self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, ResponseStatus::Cancelled, details, output) });
         self.remember_item(r.item_id, played_ms);
     }
 
     /// The server ends the call: a running response is cancelled (`response.done`, status
     /// `cancelled`, reason `call_ended`) so clients and watchers see every response finish.
     pub fn end_of_call(&mut self) {
-        self.cancel_response("call_ended");
+        self.cancel_response(CancelReason::CallEnded);
     }
 
     fn remember_item(&mut self, id: String, played_ms: u64) {
@@ -378,32 +366,31 @@ impl Conversation {
     }
 
     /// Pulls the agent's next audio frame (transcript text is turned into events on the way).
-    /// Call only when the worker's ring has room for one frame.
-    pub fn next_agent_frame(&mut self) -> Option<AgentFrame> {
+    /// Call only when the worker's ring has room for one frame. `now` times the agent's latency.
+    pub fn next_agent_frame(&mut self, now: Instant) -> Option<AgentFrame> {
         loop {
             let r = self.response.as_mut().filter(|r| !r.agent_done)?;
             let num = r.num;
             match self.agent.poll_output()? {
                 AgentOutput::TranscriptDelta(delta) => {
                     r.transcript.push_str(&delta);
-                    let mut body = Self::part_ids(r);
-                    body["delta"] = json!(delta);
-                    self.emit("response.audio_transcript.delta", body);
+                    let at = Self::part_ref(r);
+                    self.emit(ServerEvent::AudioTranscriptDelta { at, delta });
                 }
                 AgentOutput::FunctionCall { call_id, name, arguments } => {
                     // After the message item (output 0), in the order the model made them.
-                    let index = 1 + r.calls.len();
-                    let call = tools::call_events(&r.id, index, self.last_item.as_deref(), &call_id, &name, &arguments);
+                    let index = 1 + r.calls.len() as u32;
+                    let call = tools::call_events(&mut self.ids, &r.id, index, self.last_item.as_deref(), &call_id, &name, &arguments);
                     r.calls.push(call.item);
                     self.last_item = Some(call.item_id);
                     self.open_calls.open(&call_id);
-                    for (ty, body) in call.events {
-                        self.emit(ty, body);
+                    for event in call.events {
+                        self.emit(event);
                     }
                 }
                 AgentOutput::Audio(pcm) => {
                     if r.audio_frames_queued == 0 {
-                        self.agent_latencies.push(r.created_at.elapsed());
+                        self.agent_latencies.push(now.saturating_duration_since(r.created_at));
                     }
                     r.audio_frames_queued += 1;
                     return Some(AgentFrame::Audio { response: num, pcm: *pcm });
@@ -435,7 +422,9 @@ impl Conversation {
         self.agent.on_audio(start_ms, pcm);
     }
 
-    pub fn on_client_text(&mut self, text: &str) {
+    /// A client event (data channel or events socket); `response.create` starts a response at
+    /// `now`.
+    pub fn on_client_text(&mut self, text: &str, now: Instant) {
         let parsed = match parse_client_event(text) {
             Ok(p) => p,
             Err(e) => return self.error(e.code, &e.message, e.event_id),
@@ -458,7 +447,7 @@ impl Conversation {
                 self.agent.configure(&self.config);
                 self.controls.push(Control::SetTurn(turn_config(&self.config)));
                 let session = self.session_json();
-                self.emit("session.updated", json!({"session": session}));
+                self.emit(ServerEvent::SessionUpdated { session });
             }
             ClientEvent::InputAudioAppend => {}
             ClientEvent::InputAudioCommit => {
@@ -470,21 +459,24 @@ impl Conversation {
                 self.agent.on_input_cleared();
                 self.controls.push(Control::ClearInput);
             }
-            ClientEvent::ItemCreate { item_id, text } => self.add_text_item(item_id.unwrap_or_else(|| random_id("item_")), &text),
+            ClientEvent::ItemCreate { item_id, text } => {
+                let id = item_id.unwrap_or_else(|| self.ids.item());
+                self.add_text_item(id, &text);
+            }
             ClientEvent::FunctionCallOutput { item_id, call_id, output } => {
                 if !self.open_calls.close(&call_id) {
                     let message = format!("no function call {call_id:?} is waiting for output");
                     return self.error("unknown_call_id", &message, event_id);
                 }
-                let id = item_id.unwrap_or_else(|| random_id("item_"));
+                let id = item_id.unwrap_or_else(|| self.ids.item());
                 let previous = self.last_item.replace(id.clone());
                 self.agent.on_function_output(&call_id, &output);
-                self.emit("conversation.item.created", json!({"previous_item_id": previous, "item": tools::output_item(&id, &call_id, &output)}));
+                self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::function_call_output(id, call_id, output) });
             }
             ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
                 match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
                     Some((_, played)) if audio_end_ms <= *played => {
-                        self.emit("conversation.item.truncated", json!({"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}));
+                        self.emit(ServerEvent::ItemTruncated { item_id, content_index: 0, audio_end_ms });
                     }
                     Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
                     None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
@@ -501,22 +493,22 @@ impl Conversation {
                 if self.commits_in_flight > 0 {
                     self.response_after_commit = true;
                 } else {
-                    self.start_response();
+                    self.start_response(now);
                 }
             }
             ClientEvent::ResponseCancel { .. } => {
                 if self.response.is_none() {
                     return self.error("response_cancel_not_active", "there is no active response to cancel", event_id);
                 }
-                self.cancel_response("client_cancelled");
+                self.cancel_response(CancelReason::ClientCancelled);
             }
             ClientEvent::OutputAudioClear => {
                 self.controls.push(Control::ClearOutput);
                 self.flush_transport = true;
                 if self.response.is_some() {
-                    self.cancel_response("client_cancelled");
+                    self.cancel_response(CancelReason::ClientCancelled);
                 } else {
-                    self.emit("output_audio_buffer.cleared", json!({"response_id": null}));
+                    self.emit(ServerEvent::OutputAudioCleared { response_id: None });
                 }
             }
         }
@@ -524,6 +516,14 @@ impl Conversation {
 
     fn api_error(&mut self, e: ApiError, event_id: Option<String>) {
         self.error(e.code, &e.message, event_id);
+    }
+}
+
+#[cfg(test)]
+impl Conversation {
+    /// The events sent so far, drained, as the client reads them.
+    pub fn take_json(&mut self) -> Vec<Value> {
+        self.out.drain(..).map(|e| serde_json::from_str(&e.to_json()).expect("events are JSON")).collect()
     }
 }
 

@@ -15,12 +15,12 @@ pub use conversation::{Conversation, turn_config};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 use voxrelay_media::{AgentFrame, Control, EncodedFrame, Uplink};
 use voxrelay_signaling::CallId;
+use voxrelay_signaling::events::StampedEvent;
 
 use crate::metrics::Metrics;
 use crate::transport::{Closer, EventOutlet, PacketSink, TransportEvent};
@@ -79,7 +79,7 @@ pub async fn run_call(setup: CallSetup) {
     // operators watching the call.
     let mut outlets: Vec<EventOutlet> = Vec::new();
     let mut opened = false;
-    let mut pending: Vec<Value> = Vec::new();
+    let mut pending: Vec<StampedEvent> = Vec::new();
     let mut connected = false;
     let started = Instant::now();
     let mut interrupted_since: Option<Instant> = None;
@@ -103,10 +103,11 @@ pub async fn run_call(setup: CallSetup) {
             Some(TransportEvent::Interrupted) => interrupted_since = Some(Instant::now()),
             Some(TransportEvent::Closed(why)) => break End::TransportGone(why),
             Some(TransportEvent::EventsOpened(outlet)) => outlets.push(outlet),
-            Some(TransportEvent::ClientText(text)) => conversation.on_client_text(&text),
-            Some(TransportEvent::Dtmf(digit)) => conversation.on_dtmf(digit),
+            Some(TransportEvent::ClientText(text)) => conversation.on_client_text(&text, Instant::now().into_std()),
+            Some(TransportEvent::Dtmf(digit)) => conversation.on_dtmf(digit, std::time::SystemTime::now()),
             Some(TransportEvent::Refused { code, message }) => conversation.error(code, &message, None),
             None => {
+                let now = Instant::now().into_std();
                 if !connected && started.elapsed() > CONNECT_TIMEOUT {
                     break End::Timeout("never connected");
                 }
@@ -118,13 +119,13 @@ pub async fn run_call(setup: CallSetup) {
                         Uplink::Audio { start_ms, pcm } => conversation.on_caller_audio(start_ms, &pcm),
                         Uplink::Event(ev) => {
                             metrics.media_event(&ev);
-                            conversation.on_media(ev);
+                            conversation.on_media(ev, now);
                         }
                     }
                 }
                 conversation.poll_agent_notices();
                 while agent_out.slots() > 0 {
-                    let Some(frame) = conversation.next_agent_frame() else { break };
+                    let Some(frame) = conversation.next_agent_frame(now) else { break };
                     let _ = agent_out.push(frame);
                 }
                 for d in conversation.agent_latencies.drain(..) {
@@ -188,9 +189,9 @@ pub async fn run_call(setup: CallSetup) {
 }
 
 /// Sends events to every outlet, dropping outlets that went away.
-fn deliver(outlets: &mut Vec<EventOutlet>, events: impl Iterator<Item = Value>) {
+fn deliver(outlets: &mut Vec<EventOutlet>, events: impl Iterator<Item = StampedEvent>) {
     for ev in events {
-        let text = ev.to_string();
+        let text = ev.to_json();
         outlets.retain(|o| o.send(text.clone()).is_ok());
     }
 }

@@ -8,8 +8,7 @@
 
 use std::collections::VecDeque;
 
-use serde_json::{Value, json};
-use voxrelay_signaling::auth::random_id;
+use voxrelay_signaling::events::{CallRef, IdSource, Item, ItemStatus, ServerEvent};
 
 /// Calls remembered for their output. A client that never answers must not grow memory;
 /// the oldest unanswered call is forgotten first (its late output is then `unknown_call_id`).
@@ -41,63 +40,58 @@ impl OpenCalls {
     }
 }
 
-/// The `function_call` conversation item.
-pub fn call_item(item_id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": status,
-        "call_id": call_id, "name": name, "arguments": arguments})
-}
-
-/// The `function_call_output` conversation item the client created.
-pub fn output_item(item_id: &str, call_id: &str, output: &str) -> Value {
-    json!({"id": item_id, "object": "realtime.item", "type": "function_call_output", "call_id": call_id, "output": output})
-}
-
 /// A function call in a response, as the client sees it.
 pub struct CallEvents {
     pub item_id: String,
-    /// (beta event type, body), in order.
-    pub events: Vec<(&'static str, Value)>,
+    /// In order.
+    pub events: Vec<ServerEvent>,
     /// The completed item, for `response.done`'s `output`.
-    pub item: Value,
+    pub item: Item,
 }
 
 /// The events of one call at `output_index` of response `response_id`; `previous_item_id` is
-/// the conversation item it follows.
+/// the conversation item it follows. The call's item id comes from `ids`.
 pub fn call_events(
+    ids: &mut IdSource,
     response_id: &str,
-    output_index: usize,
+    output_index: u32,
     previous_item_id: Option<&str>,
     call_id: &str,
     name: &str,
     arguments: &str,
 ) -> CallEvents {
-    let item_id = random_id("item_");
-    let added = call_item(&item_id, call_id, name, "", "in_progress");
-    let done = call_item(&item_id, call_id, name, arguments, "completed");
-    let ids = json!({"response_id": response_id, "item_id": item_id, "output_index": output_index, "call_id": call_id});
-    let mut delta = ids.clone();
-    delta["delta"] = json!(arguments);
-    let mut args_done = ids;
-    args_done["name"] = json!(name);
-    args_done["arguments"] = json!(arguments);
+    let item_id = ids.item();
+    let added = Item::function_call(&item_id, ItemStatus::InProgress, call_id, name, "");
+    let done = Item::function_call(&item_id, ItemStatus::Completed, call_id, name, arguments);
+    let call = CallRef { response_id: response_id.into(), item_id: item_id.clone(), output_index, call_id: call_id.into() };
     let events = vec![
-        ("response.output_item.added", json!({"response_id": response_id, "output_index": output_index, "item": added})),
-        ("conversation.item.created", json!({"previous_item_id": previous_item_id, "item": added})),
-        ("response.function_call_arguments.delta", delta),
-        ("response.function_call_arguments.done", args_done),
-        ("response.output_item.done", json!({"response_id": response_id, "output_index": output_index, "item": done})),
+        ServerEvent::OutputItemAdded { response_id: response_id.into(), output_index, item: added.clone() },
+        ServerEvent::ItemCreated { previous_item_id: previous_item_id.map(String::from), item: added },
+        ServerEvent::FunctionCallArgumentsDelta { call: call.clone(), delta: arguments.into() },
+        ServerEvent::FunctionCallArgumentsDone { call, name: name.into(), arguments: arguments.into() },
+        ServerEvent::OutputItemDone { response_id: response_id.into(), output_index, item: done.clone() },
     ];
     CallEvents { item_id, events, item: done }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+    use voxrelay_signaling::events::Dialect;
+
     use super::*;
+
+    /// Events as a beta client reads them.
+    fn wire(events: &[ServerEvent]) -> Vec<Value> {
+        events.iter().map(|e| serde_json::from_str(&e.to_json(Dialect::Beta, "event_1")).unwrap()).collect()
+    }
 
     #[test]
     fn a_call_is_announced_streamed_and_closed_once() {
-        let c = call_events("resp_1", 1, Some("item_0"), "call_a", "get_weather", r#"{"city":"Oslo"}"#);
-        let types: Vec<&str> = c.events.iter().map(|(t, _)| *t).collect();
+        let mut ids = IdSource::sequential();
+        let c = call_events(&mut ids, "resp_1", 1, Some("item_0"), "call_a", "get_weather", r#"{"city":"Oslo"}"#);
+        let events = wire(&c.events);
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(
             types,
             [
@@ -108,11 +102,12 @@ mod tests {
                 "response.output_item.done"
             ]
         );
-        assert_eq!(c.events[0].1["item"]["arguments"], "");
-        assert_eq!(c.events[2].1["delta"], r#"{"city":"Oslo"}"#);
-        assert_eq!(c.events[3].1["name"], "get_weather");
-        assert_eq!(c.events[3].1["item_id"], c.item_id.as_str());
-        assert_eq!(c.item["status"], "completed");
+        assert_eq!(events[0]["item"]["arguments"], "");
+        assert_eq!(events[2]["delta"], r#"{"city":"Oslo"}"#);
+        assert_eq!(events[3]["name"], "get_weather");
+        assert_eq!(events[3]["item_id"], c.item_id.as_str());
+        assert_eq!(c.item_id, "item_1", "the call's item id comes from the id source");
+        assert_eq!(serde_json::to_value(&c.item).unwrap()["status"], "completed");
 
         let mut open = OpenCalls::default();
         open.open("call_a");
@@ -152,23 +147,23 @@ mod tests {
 
     fn conversation(agent: Box<dyn crate::agent::Agent>) -> super::super::Conversation {
         use voxrelay_signaling::SessionConfig;
-        use voxrelay_signaling::events::Dialect;
-        super::super::Conversation::new(Dialect::Ga, "sess".into(), SessionConfig::default(), agent)
+        super::super::Conversation::new(Dialect::Ga, "sess".into(), SessionConfig::default(), agent, IdSource::sequential())
     }
 
     #[test]
     fn a_response_ends_with_the_call_and_only_its_output_is_accepted() {
         let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut c = conversation(Box::new(Caller { pending: VecDeque::new(), outputs: outputs.clone() }));
-        c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#);
-        let updated = c.out.pop().unwrap();
-        c.out.clear();
+        let now = std::time::Instant::now();
+        c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]}}"#, now);
+        let updated = c.take_json().pop().unwrap();
         assert_eq!(updated["session"]["tools"][0]["name"], "f", "{updated}");
-        c.on_client_text(r#"{"type":"response.create"}"#);
-        assert!(c.next_agent_frame().is_none(), "no audio: the response completes at once");
-        let events: Vec<Value> = c.out.drain(..).collect();
+        c.on_client_text(r#"{"type":"response.create"}"#, now);
+        assert!(c.next_agent_frame(now).is_none(), "no audio: the response completes at once");
+        let events = c.take_json();
         let args = events.iter().find(|e| e["type"] == "response.function_call_arguments.done").expect("arguments done");
         assert_eq!((args["call_id"].as_str(), args["output_index"].as_u64()), (Some("call_x"), Some(1)));
+        assert_eq!((args["response_id"].as_str(), args["item_id"].as_str()), (Some("resp_1"), Some("item_2")), "item_1 is the message");
         let done = events.last().unwrap();
         assert_eq!(done["type"], "response.done");
         assert_eq!(done["response"]["output"][1]["type"], "function_call");
@@ -176,18 +171,22 @@ mod tests {
 
         c.on_client_text(
             r#"{"type":"conversation.item.create","event_id":"e1","item":{"type":"function_call_output","call_id":"nope","output":"x"}}"#,
+            now,
         );
         c.on_client_text(
             r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"{\"ok\":true}"}}"#,
+            now,
         );
         c.on_client_text(
             r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_x","output":"again"}}"#,
+            now,
         );
-        let events: Vec<Value> = c.out.drain(..).collect();
+        let events = c.take_json();
         assert_eq!(events[0]["error"]["code"], "unknown_call_id");
         assert_eq!(events[0]["error"]["event_id"], "e1");
         assert_eq!(events[1]["type"], "conversation.item.added");
         assert_eq!(events[1]["item"]["type"], "function_call_output");
+        assert_eq!((events[1]["item"]["id"].as_str(), events[1]["previous_item_id"].as_str()), (Some("item_3"), Some("item_2")));
         assert_eq!(events[2]["error"]["code"], "unknown_call_id", "one output per call");
         assert_eq!(*outputs.lock().unwrap(), [("call_x".to_string(), r#"{"ok":true}"#.to_string())]);
     }
@@ -195,9 +194,14 @@ mod tests {
     #[test]
     fn the_echo_agent_makes_no_calls_so_any_output_is_an_error() {
         let mut c = conversation(Box::new(crate::agent::EchoAgent::new()));
-        c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"x"}}"#);
-        c.on_client_text(r#"{"type":"session.update","session":{"tools":[{"type":"function","name":"bad name"}]}}"#);
-        let codes: Vec<&str> = c.out.iter().map(|e| e["error"]["code"].as_str().unwrap_or("-")).collect();
+        let now = std::time::Instant::now();
+        c.on_client_text(
+            r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"call_1","output":"x"}}"#,
+            now,
+        );
+        c.on_client_text(r#"{"type":"session.update","session":{"tools":[{"type":"function","name":"bad name"}]}}"#, now);
+        let events = c.take_json();
+        let codes: Vec<&str> = events.iter().map(|e| e["error"]["code"].as_str().unwrap_or("-")).collect();
         assert_eq!(codes, ["unknown_call_id", "invalid_value"]);
     }
 }
