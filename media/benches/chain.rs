@@ -5,27 +5,18 @@
 //! Opus round trip per encoder complexity, the quality side of the complexity choice.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+// The fixture loaders the media tests use (one copy of speech_48k).
+#[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::speech_48k;
 use std::hint::black_box;
 use voxrelay_media::{
     AgentFrame, AudioCodec, EarshotVad, EnergyVad, G711Law, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET,
     OpusDecoder, OpusEncoder, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionChain,
     SessionOptions, TurnDetectConfig, Vad, VadKind, mix_48k,
 };
-
-/// The fixture as 20 ms frames at 48 kHz.
-fn speech_48k() -> Vec<[i16; SAMPLES_48K]> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech_16k.wav");
-    let samples: Vec<i16> = hound::WavReader::open(path).unwrap().samples::<i16>().map(Result::unwrap).collect();
-    let mut up = Resampler::new(SampleRate::HZ_16K, SampleRate::HZ_48K).unwrap();
-    samples
-        .chunks_exact(SAMPLES_16K)
-        .map(|f| {
-            let mut out = [0i16; SAMPLES_48K];
-            up.process(f, &mut out);
-            out
-        })
-        .collect()
-}
 
 fn packets(frames: &[[i16; SAMPLES_48K]]) -> Vec<Vec<u8>> {
     let mut enc = OpusEncoder::new().unwrap();
