@@ -47,7 +47,7 @@ fn crate_references(text: &str) -> BTreeSet<String> {
         let code = line.split("//").next().unwrap();
         let mut rest = code;
         while let Some(i) = rest.find("crate::") {
-            let preceded = rest[..i].chars().next_back().is_some_and(|c| is_ident(c));
+            let preceded = rest[..i].chars().next_back().is_some_and(is_ident);
             let after = &rest[i + "crate::".len()..];
             if !preceded {
                 if let Some(group) = after.strip_prefix('{') {

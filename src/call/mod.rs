@@ -132,10 +132,9 @@ pub async fn run_call(setup: CallSetup) {
                     metrics.agent_latency(d);
                 }
                 while let Ok(frame) = egress.pop() {
-                    if conversation.on_egress_frame(frame.voiced) && connected && (frame.voiced || sink.sends_silence()) {
-                        if sink.send(&frame).await {
-                            metrics.rtp_out(frame.len as u64);
-                        }
+                    let send = conversation.on_egress_frame(frame.voiced) && connected && (frame.voiced || sink.sends_silence());
+                    if send && sink.send(&frame).await {
+                        metrics.rtp_out(frame.len as u64);
                     }
                 }
             }

@@ -102,10 +102,10 @@ async fn read(
         if h.payload_type != payload_type {
             continue;
         }
-        if let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload) {
-            if ingress.push(frame.with_source(h.ssrc, None)).is_err() {
-                metrics.ring_overflow();
-            }
+        if let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload)
+            && ingress.push(frame.with_source(h.ssrc, None)).is_err()
+        {
+            metrics.ring_overflow();
         }
     }
 }

@@ -157,10 +157,10 @@ async fn drive(
             },
             PeerEvent::GatheringComplete | PeerEvent::DataChannelClosed(_) => None,
         };
-        if let Some(event) = event {
-            if to_call.send(event).is_err() {
-                return;
-            }
+        if let Some(event) = event
+            && to_call.send(event).is_err()
+        {
+            return;
         }
     }
 }
