@@ -118,6 +118,22 @@ impl PacketSink {
     }
 }
 
+/// Hands one received RTP packet to the worker: counted, checked against the negotiated
+/// payload type, tagged with its source, pushed without waiting (a full ring drops the packet
+/// and counts it; the jitter buffer conceals the gap). Shared by the RTP transports.
+pub(crate) fn ingest_rtp(packet: &rtc::rtp::Packet, payload_type: u8, ingress: &mut rtrb::Producer<RtpIn>, metrics: &Metrics) {
+    metrics.rtp_in(packet.payload.len() as u64);
+    let h = &packet.header;
+    if h.payload_type != payload_type {
+        return;
+    }
+    if let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload)
+        && ingress.push(frame.with_source(h.ssrc, None)).is_err()
+    {
+        metrics.ring_overflow();
+    }
+}
+
 /// Starts the transport's media reader once the worker session exists: gets the session's
 /// ingress ring, returns the tasks that end with the call.
 pub type StartReader = Box<dyn FnOnce(&CallId, rtrb::Producer<RtpIn>, Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> + Send>;

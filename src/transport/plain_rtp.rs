@@ -16,7 +16,7 @@ use voxrelay_signaling::ApiError;
 
 use super::packetizer::RtpPacketizer;
 use super::webrtc::{OPUS_PAYLOAD_TYPE, samples_per_frame};
-use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind};
+use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
 use crate::metrics::Metrics;
 
 /// Largest datagram read; RTP over UDP stays under the path MTU, 1500 covers Ethernet.
@@ -96,16 +96,8 @@ async fn read(
             Some(known) if *known != from => continue,
             Some(_) => {}
         }
-        let Some(packet) = parse(&buf[..n]) else { continue };
-        metrics.rtp_in(packet.payload.len() as u64);
-        let h = &packet.header;
-        if h.payload_type != payload_type {
-            continue;
-        }
-        if let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload)
-            && ingress.push(frame.with_source(h.ssrc, None)).is_err()
-        {
-            metrics.ring_overflow();
+        if let Some(packet) = parse(&buf[..n]) {
+            ingest_rtp(&packet, payload_type, &mut ingress, &metrics);
         }
     }
 }

@@ -29,7 +29,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::packetizer::RtpPacketizer;
-use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind};
+use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
 use crate::metrics::Metrics;
 
 /// The data channel that carries the Realtime events (PROTOCOL.md §2).
@@ -178,17 +178,8 @@ async fn write_events(channel: Arc<dyn DataChannel>, mut texts: mpsc::UnboundedR
 /// the packet and counts it (the jitter buffer conceals the gap).
 async fn read_track(track: Arc<dyn TrackRemote>, mut ingress: rtrb::Producer<RtpIn>, payload_type: u8, metrics: Arc<Metrics>) {
     while let Some(event) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
-        metrics.rtp_in(packet.payload.len() as u64);
-        if packet.header.payload_type != payload_type {
-            continue;
-        }
-        let h = &packet.header;
-        let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload) else {
-            continue;
-        };
-        if ingress.push(frame.with_source(h.ssrc, None)).is_err() {
-            metrics.ring_overflow();
+        if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+            ingest_rtp(&packet, payload_type, &mut ingress, &metrics);
         }
     }
 }
