@@ -5,18 +5,16 @@
 # Media needs an address callers can reach: set VOXRELAY_RTC_IP (0.0.0.0 cannot be advertised).
 # TURN: mount a turn.conf and add `--turn-config /etc/voxrelay/turn.conf` (ports 3478, 5349).
 
+# No apt step: libopus is vendored and compiled by the build (media/opus); the image's gcc suffices.
 FROM rust:1.95-slim-bookworm AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libopus-dev pkg-config \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin voxrelay
 
 FROM debian:bookworm-slim
-# libopus0: the codec; ca-certificates: TLS to AI providers; curl: the health check.
+# ca-certificates: TLS to AI providers; curl: the health check. (Opus is linked in statically.)
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libopus0 ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /var/lib/voxrelay voxrelay
 COPY --from=build /src/target/release/voxrelay /usr/local/bin/voxrelay

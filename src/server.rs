@@ -79,7 +79,14 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))).with_web(web).with_telephony(telephony));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, rtc_ip = %cfg.rtc_ip(), audio_workers = workers, max_calls = cfg.max_calls(), "voxrelay listening on http://{addr}");
+    info!(
+        %addr,
+        rtc_ip = %cfg.rtc_ip(),
+        audio_workers = workers,
+        max_calls = cfg.max_calls(),
+        codec = voxrelay_media::opus_version(),
+        "voxrelay listening on http://{addr}"
+    );
 
     let shutdown = Arc::new(Notify::new());
     let http_stop = Arc::new(Notify::new());

@@ -4,7 +4,7 @@
 //! buffers; errors are `Copy` values, not strings), resample, or know about RTP.
 
 use crate::{MAX_OPUS_PACKET, MediaError, SAMPLES_48K};
-use opus::{Application, Bitrate, Channels};
+use voxrelay_opus::{Decoder, Encoder, ErrorCode};
 
 /// 48 kHz mono Opus, 20 ms: the well-known 3-byte silence frame (TOC 0xF8 = CELT fullband 20 ms,
 /// mono, one frame). Decodes to digital silence; sent while the agent is quiet so the outbound
@@ -14,21 +14,23 @@ pub const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
 /// Outbound bitrate: 32 kbps is transparent for wideband speech and what WebRTC peers expect.
 pub const ENCODER_BITRATE_BPS: i32 = 32_000;
 
-/// Encoder complexity, chosen by measurement (BENCHMARKS.md; system libopus 1.3.1, VOIP,
-/// 32 kbps, FEC on, per 20 ms frame on the 2-vCPU dev machine; the quality proxy is the
-/// round-trip SNR on the speech fixture, best alignment):
+/// Encoder complexity, chosen by measurement (BENCHMARKS.md; VOIP, 32 kbps, FEC on, per 20 ms
+/// frame on the 2-vCPU dev machine; the quality proxy is the round-trip SNR on the speech
+/// fixture, best alignment). Chosen with the system libopus 1.3.1, re-measured with the vendored
+/// 1.6.1 (SSE4.1/AVX2 kernels):
 ///
 /// | complexity | 0 | 3 | 5 | 8 | 10 |
 /// |---|---|---|---|---|---|
-/// | µs per frame | 73 | 151 | 201 | 409 | 383 |
-/// | round-trip SNR, dB | 10.02 | 10.02 | 10.36 | 10.91 | 10.91 |
+/// | 1.3.1: µs per frame | 73 | 151 | 201 | 409 | 383 |
+/// | 1.3.1: round-trip SNR, dB | 10.02 | 10.02 | 10.36 | 10.91 | 10.91 |
+/// | 1.6.1: µs per frame | 56 | 129 | 157–166 | 186–191 | 196–198 |
+/// | 1.6.1: round-trip SNR, dB | 10.74 | 10.63 | 10.98 | 11.27 | 11.27 |
 ///
-/// 3 buys nothing measurable over 0; 5 is the cheapest setting that improves on 0 (SILK's fuller
-/// pitch and noise-shaping analysis), and 8–10 double the cost again for another ≈ 0.55 dB.
-/// The encoder only runs while the agent speaks, so 5 costs ≈ 130 µs more than 0 per talking
-/// session per tick; the outbound chain stays at ≈ 1.0× raw encode. SNR is a waveform measure
-/// and understates perceptual differences, so this stays at 5 until a perceptual metric says
-/// otherwise; 0 is the capacity lever (≈ 2.7× cheaper) if the encoder ever limits a node.
+/// 5 was the cheapest setting that improved on 0 (SILK's fuller pitch and noise-shaping
+/// analysis); with 1.3.1, 8–10 doubled the cost again for ≈ 0.55 dB. With 1.6.1, 8 costs only
+/// ≈ 15 % more than 5 for ≈ 0.3 dB: worth revisiting with a perceptual metric (SNR is a waveform
+/// measure). The encoder only runs while the agent speaks; 0 is the capacity lever (≈ 2.8×
+/// cheaper) if the encoder ever limits a node.
 pub const ENCODER_COMPLEXITY: i32 = 5;
 
 /// Expected loss for in-band FEC: libopus only spends bits on FEC when this is > 0. FEC (SILK
@@ -40,9 +42,14 @@ const ENCODER_EXPECTED_LOSS_PERCENT: i32 = 10;
 /// Opus can carry up to 120 ms per packet; a decode buffer of this many samples never truncates.
 pub const MAX_DECODED_48K: usize = 48 * 120;
 
+/// The libopus release compiled in (e.g. `libopus 1.6.1`), for the startup log.
+pub fn opus_version() -> &'static str {
+    voxrelay_opus::version()
+}
+
 /// A per-frame codec failure: the libopus error, without allocating a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameError(pub opus::ErrorCode);
+pub struct FrameError(pub ErrorCode);
 
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,42 +61,42 @@ impl std::error::Error for FrameError {}
 
 /// 48 kHz mono Opus decoder.
 pub struct OpusDecoder {
-    inner: opus::Decoder,
+    inner: Decoder,
 }
 
 impl OpusDecoder {
     pub fn new() -> Result<Self, MediaError> {
-        Ok(OpusDecoder { inner: opus::Decoder::new(48_000, Channels::Mono)? })
+        Ok(OpusDecoder { inner: Decoder::new_mono(48_000)? })
     }
 
     /// Decodes one packet into `out` (room for [`MAX_DECODED_48K`] samples avoids truncation for
     /// packets longer than 20 ms). Returns samples written.
     pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, FrameError> {
-        self.inner.decode(packet, out, false).map_err(|e| FrameError(e.code()))
+        self.inner.decode(packet, out).map_err(FrameError)
     }
 
     /// Packet loss concealment: synthesizes `out.len()` samples (a multiple of 2.5 ms; pass
     /// [`SAMPLES_48K`] for one frame) continuing the previous audio.
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, FrameError> {
-        self.inner.decode(&[], out, false).map_err(|e| FrameError(e.code()))
+        self.inner.conceal(out).map_err(FrameError)
     }
 
     /// Recovers the lost frame *before* `next_packet` from its in-band FEC data (falls back to
     /// PLC inside libopus when the packet carries none). `out.len()` sets the recovered duration.
     pub fn decode_fec(&mut self, next_packet: &[u8], out: &mut [i16]) -> Result<usize, FrameError> {
-        self.inner.decode(next_packet, out, true).map_err(|e| FrameError(e.code()))
+        self.inner.decode_fec(next_packet, out).map_err(FrameError)
     }
 
     /// Forget all state (new stream).
     pub fn reset(&mut self) {
-        let _ = self.inner.reset_state();
+        self.inner.reset();
     }
 }
 
 /// 48 kHz mono Opus encoder: VOIP application, [`ENCODER_BITRATE_BPS`], [`ENCODER_COMPLEXITY`],
 /// in-band FEC on.
 pub struct OpusEncoder {
-    inner: opus::Encoder,
+    inner: Encoder,
 }
 
 impl OpusEncoder {
@@ -100,8 +107,8 @@ impl OpusEncoder {
     /// VOIP, [`ENCODER_BITRATE_BPS`], with another complexity (0..=10) or FEC off: for
     /// benchmarks and experiments; sessions use [`OpusEncoder::new`].
     pub fn with_settings(complexity: i32, inband_fec: bool) -> Result<Self, MediaError> {
-        let mut inner = opus::Encoder::new(48_000, Channels::Mono, Application::Voip)?;
-        inner.set_bitrate(Bitrate::Bits(ENCODER_BITRATE_BPS))?;
+        let mut inner = Encoder::new_voip_mono(48_000)?;
+        inner.set_bitrate(ENCODER_BITRATE_BPS)?;
         inner.set_complexity(complexity)?;
         inner.set_inband_fec(inband_fec)?;
         inner.set_packet_loss_perc(if inband_fec { ENCODER_EXPECTED_LOSS_PERCENT } else { 0 })?;
@@ -110,12 +117,12 @@ impl OpusEncoder {
 
     /// Encodes one 20 ms frame into `out`; returns the packet length in bytes.
     pub fn encode(&mut self, pcm: &[i16; SAMPLES_48K], out: &mut [u8; MAX_OPUS_PACKET]) -> Result<usize, FrameError> {
-        self.inner.encode(pcm, out).map_err(|e| FrameError(e.code()))
+        self.inner.encode(pcm, out).map_err(FrameError)
     }
 
     /// Forget all state (e.g. between two responses, so one does not colour the next).
     pub fn reset(&mut self) {
-        let _ = self.inner.reset_state();
+        self.inner.reset();
     }
 }
 

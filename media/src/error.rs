@@ -29,8 +29,8 @@ impl fmt::Display for MediaError {
 
 impl std::error::Error for MediaError {}
 
-impl From<opus::Error> for MediaError {
-    fn from(e: opus::Error) -> Self {
+impl From<voxrelay_opus::ErrorCode> for MediaError {
+    fn from(e: voxrelay_opus::ErrorCode) -> Self {
         MediaError::Codec(e.to_string())
     }
 }

@@ -96,7 +96,7 @@ impl Decoder {
             Decoder::G711(g) => {
                 let frames = payload.len() / G711_FRAME_BYTES;
                 if frames * G711_FRAME_BYTES != payload.len() || frames == 0 || frames > G711_MAX_FRAMES_PER_PACKET {
-                    return Err(FrameError(opus::ErrorCode::BadArg));
+                    return Err(FrameError(voxrelay_opus::ErrorCode::BadArg));
                 }
                 let mut pcm8 = [0i16; G711_FRAME_BYTES];
                 for (codes, out48) in payload.chunks_exact(G711_FRAME_BYTES).zip(out.chunks_exact_mut(SAMPLES_48K)) {
