@@ -6,7 +6,8 @@
 //!   [`admission`] lets them in; [`transport`] carries a person's audio and control in and out
 //!   (WebRTC, plain RTP, phone streams; the only place that knows a wire); [`call`] runs one
 //!   call on tokio over any transport (protocol state in `call::Conversation`); [`agent`] holds
-//!   what answers the caller; [`relay`] is the embedded TURN server.
+//!   what answers the caller; [`relay`] is the embedded TURN server; [`room`] is the SFU's
+//!   forwarding core (slots, active speakers).
 //! - `voxrelay-media` (the `media/` crate): real-time audio on dedicated worker threads.
 //!
 //! Data path of one call: transport reader → ring → audio worker (jitter buffer, decode,
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod loadgen;
 pub mod metrics;
 pub mod relay;
+pub mod room;
 pub mod server;
 pub mod transport;
 

@@ -45,6 +45,19 @@ impl AudioLevel {
         let &b = data.first()?;
         Some(AudioLevel { minus_dbov: b & 0x7f, voice: b & 0x80 != 0 })
     }
+
+    /// Measures a frame as a sender computes the extension (RFC 6464 §3: the RMS of the
+    /// frame's samples in dBov, rounded, 127 for digital silence): the fallback for peers that do
+    /// not send it, wherever the server decodes anyway. `voice` is left to the caller's VAD.
+    pub fn from_pcm(pcm: &[i16], voice: bool) -> Self {
+        let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+        if pcm.is_empty() || energy == 0.0 {
+            return AudioLevel { minus_dbov: 127, voice };
+        }
+        let rms = (energy / pcm.len() as f64).sqrt() / 32768.0;
+        let minus_dbov = (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8;
+        AudioLevel { minus_dbov, voice }
+    }
 }
 
 /// One inbound media payload with its source, tokio -> worker: RTP, or a carrier chunk given
@@ -188,5 +201,22 @@ impl EncodedFrame {
 impl std::fmt::Debug for EncodedFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncodedFrame").field("frame_index", &self.frame_index).field("voiced", &self.voiced).field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AudioLevel;
+
+    #[test]
+    fn measured_level_is_rms_in_dbov() {
+        let level = |pcm: &[i16]| AudioLevel::from_pcm(pcm, false).minus_dbov;
+        assert_eq!(level(&[i16::MIN; 960]), 0, "full-scale square");
+        let sine: Vec<i16> = (0..960).map(|i| (32767.0 * (i as f64 * 0.1).sin()) as i16).collect();
+        assert_eq!(level(&sine), 3, "full-scale sine is -3 dBov");
+        assert_eq!(level(&[33; 960]), 60, "1/1000 of full scale");
+        assert_eq!(level(&[1; 960]), 90, "one LSB, the quietest non-silence");
+        assert_eq!(level(&[0; 960]), 127, "digital silence");
+        assert_eq!(level(&[]), 127);
     }
 }
