@@ -99,7 +99,7 @@ async fn main() {
         let mut pcm = [0i16; 480];
         pcm[0] = seq as i16;
         sent.push(Instant::now());
-        agent.on_audio(seq as u64 * 20, &pcm);
+        agent.on_audio(AudioTime::from_ms(seq as u64 * 20), &pcm);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let uplink: Vec<Duration> = {

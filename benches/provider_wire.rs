@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
     g.opening(false);
     g.on_message(r#"{"setupComplete":{}}"#, &mut link);
     c.bench_function("gemini: caller frame -> 16 kHz realtimeInput", |b| {
-        b.iter(|| black_box(g.on_cmd(Cmd::Audio { start_ms: 0, pcm: Box::new(pcm) }, &mut link)))
+        b.iter(|| black_box(g.on_cmd(Cmd::Audio { start: AudioTime::from_ms(0), pcm: Box::new(pcm) }, &mut link)))
     });
 }
 

@@ -14,12 +14,14 @@ use crate::playback::Playback;
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
 use crate::vad::VadKind;
 use crate::{
+    AudioTime,
     AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING, JitterBuffer, MAX_OPUS_PACKET,
     MediaError, MediaEvent, EncodedFrame, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate,
     SessionStats, TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
 };
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The tokio side of one session's rings. Dropping it ends the session: once every ring end in
 /// it has been dropped (they may be moved to different tasks first), the worker notices the
@@ -159,9 +161,9 @@ impl SessionChain {
         self.turn.config()
     }
 
-    /// Audio time (ms from the first inbound sample) of the next inbound frame.
-    pub fn audio_ms(&self) -> u64 {
-        self.frames_in * FRAME_MS as u64
+    /// Where the next inbound frame starts on the call's audio timeline.
+    pub fn audio_time(&self) -> AudioTime {
+        AudioTime::of_frame(self.frames_in)
     }
 
     /// One 20 ms tick: controls, ingress, inbound DSP, outbound DSP. Returns `Abandoned` (and
@@ -194,8 +196,8 @@ impl SessionChain {
                 Control::SetTurn(config) => self.turn.set_config(config),
                 Control::CommitInput => {
                     self.turn.reset();
-                    let audio_end_ms = self.audio_ms();
-                    self.emit(MediaEvent::Committed { audio_end_ms });
+                    let audio_end = self.audio_time();
+                    self.emit(MediaEvent::Committed { audio_end });
                 }
                 Control::ClearInput => {
                     self.turn.reset();
@@ -232,11 +234,11 @@ impl SessionChain {
         self.pcm48_in.copy_within(SAMPLES_48K..self.pcm48_in_len, 0);
         self.pcm48_in_len -= SAMPLES_48K;
 
-        let start_ms = self.audio_ms();
+        let start = self.audio_time();
         self.frames_in += 1;
         let mut pcm = [0i16; SAMPLES_24K];
         self.to_24k.process(&frame, &mut pcm);
-        self.push_uplink(Uplink::Audio { start_ms, pcm });
+        self.push_uplink(Uplink::Audio { start, pcm });
 
         if !self.turn.config().server_vad {
             return;
@@ -249,18 +251,18 @@ impl SessionChain {
             self.echo_frames += 1;
         }
         // Shift detector time back by the VAD's lag so timestamps point at the audio.
-        let vad_time = start_ms.saturating_sub(self.vad.latency_ms() as u64);
+        let vad_time = start.saturating_sub(Duration::from_millis(u64::from(self.vad.latency_ms())));
         match self.turn.on_frame(prob, vad_time) {
-            Some(TurnEvent::SpeechStarted { audio_start_ms }) => {
-                self.emit(MediaEvent::SpeechStarted { audio_start_ms });
+            Some(TurnEvent::SpeechStarted { audio_start }) => {
+                self.emit(MediaEvent::SpeechStarted { audio_start });
                 let phase = if self.playback.is_speaking(&self.agent_in) { ResponsePhase::Speaking } else { ResponsePhase::Idle };
                 if barge_in::on_speech_started(self.turn.config().interrupt_response, phase) == BargeIn::Cut {
                     self.barge_in();
                 }
             }
-            Some(TurnEvent::SpeechStopped { audio_end_ms }) => {
-                self.emit(MediaEvent::SpeechStopped { audio_end_ms });
-                self.emit(MediaEvent::Committed { audio_end_ms });
+            Some(TurnEvent::SpeechStopped { audio_end }) => {
+                self.emit(MediaEvent::SpeechStopped { audio_end });
+                self.emit(MediaEvent::Committed { audio_end });
             }
             None => {}
         }

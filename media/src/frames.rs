@@ -14,6 +14,9 @@ pub const SAMPLES_16K: usize = 320;
 /// RFC 6716 §3.4: the largest single-frame Opus packet, in bytes.
 pub const MAX_OPUS_PACKET: usize = 1275;
 
+use crate::AudioTime;
+use std::time::Duration;
+
 /// Ring capacities, in slots, chosen per direction (slot sizes ≈ 1.3 KB for RTP/Opus, ≈ 1 KB
 /// for PCM frames). They bound memory per session (≈ 0.7 MB in total) and how far a side may run
 /// ahead of the other.
@@ -137,7 +140,7 @@ pub enum Control {
 pub enum AgentFrame {
     Audio { response: u64, pcm: [i16; SAMPLES_24K] },
     /// The response has no more audio. After everything before it has played the worker emits
-    /// [`MediaEvent::PlaybackFinished`] (with `played_ms: 0` if the response had no audio),
+    /// [`MediaEvent::PlaybackFinished`] (with `played` zero if the response had no audio),
     /// unless the response was cancelled.
     End { response: u64 },
 }
@@ -154,29 +157,29 @@ impl AgentFrame {
 #[allow(clippy::large_enum_variant)] // fixed-size ring slots, see AgentFrame
 #[derive(Clone, Copy)]
 pub enum Uplink {
-    /// Caller audio resampled to 24 kHz; `start_ms` counts from the first inbound audio sample of
-    /// the call (frame index × 20 ms, lost frames included as PLC audio).
-    Audio { start_ms: u64, pcm: [i16; SAMPLES_24K] },
+    /// Caller audio resampled to 24 kHz; `start` is where the frame begins on the call's audio
+    /// timeline.
+    Audio { start: AudioTime, pcm: [i16; SAMPLES_24K] },
     Event(MediaEvent),
 }
 
-/// What the worker tells the session, with audio timestamps in ms from the first inbound sample.
+/// What the worker tells the session, with positions on the call's inbound audio timeline.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum MediaEvent {
     /// Audio time where speech began (the onset of the voiced run, not when it was confirmed).
-    SpeechStarted { audio_start_ms: u64 },
+    SpeechStarted { audio_start: AudioTime },
     /// Audio time where speech ended (the start of the silence run).
-    SpeechStopped { audio_end_ms: u64 },
+    SpeechStopped { audio_end: AudioTime },
     /// Right after `SpeechStopped` with server VAD, or on [`Control::CommitInput`].
-    Committed { audio_end_ms: u64 },
+    Committed { audio_end: AudioTime },
     /// After [`Control::ClearInput`].
     Cleared,
     /// The first audio frame of a response went out.
     PlaybackStarted { response: u64 },
     /// Everything of the response before its `End` went out.
-    PlaybackFinished { response: u64, played_ms: u64 },
-    /// Barge-in, `ClearOutput` or `CancelResponse` cut the response after `played_ms` of audio.
-    PlaybackCleared { response: u64, played_ms: u64 },
+    PlaybackFinished { response: u64, played: Duration },
+    /// Barge-in, `ClearOutput` or `CancelResponse` cut the response after `played` of audio.
+    PlaybackCleared { response: u64, played: Duration },
 }
 
 /// Encoded outbound frame, worker -> tokio RTP writer. Exactly one per 20 ms tick per session

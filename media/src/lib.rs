@@ -54,6 +54,7 @@
 //! - `worker`   — [`WorkerPool`], the audio threads and their 20 ms clocks.
 //! - `error`    — [`MediaError`].
 
+mod audio_time;
 pub mod barge_in;
 mod chain;
 mod codec;
@@ -71,6 +72,7 @@ mod turn_detect;
 mod vad;
 mod worker;
 
+pub use audio_time::{AudioTime, FRAME};
 pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
 pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder, opus_version};
 pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};

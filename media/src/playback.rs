@@ -3,7 +3,9 @@
 //! frames of cancelled responses in the agent ring.
 //! Must never: encode or resample (the chain does), allocate, or block on the ring.
 
-use crate::{AgentFrame, FRAME_MS, MediaEvent, SAMPLES_24K};
+use std::time::Duration;
+
+use crate::{AgentFrame, FRAME, MediaEvent, SAMPLES_24K};
 use rtrb::Consumer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,8 +15,8 @@ struct OnAir {
 }
 
 impl OnAir {
-    fn played_ms(&self) -> u64 {
-        self.frames * FRAME_MS as u64
+    fn played(&self) -> Duration {
+        FRAME * self.frames as u32
     }
 }
 
@@ -57,14 +59,14 @@ impl Playback {
             }
             match frame {
                 AgentFrame::End { response } => {
-                    let played_ms = match self.on_air {
-                        Some(on_air) if on_air.response == response => on_air.played_ms(),
-                        _ => 0,
+                    let played = match self.on_air {
+                        Some(on_air) if on_air.response == response => on_air.played(),
+                        _ => Duration::ZERO,
                     };
                     if self.on_air.is_some_and(|a| a.response <= response) {
                         self.on_air = None;
                     }
-                    emit(MediaEvent::PlaybackFinished { response, played_ms });
+                    emit(MediaEvent::PlaybackFinished { response, played });
                 }
                 AgentFrame::Audio { response, pcm } => {
                     match self.on_air {
@@ -72,7 +74,7 @@ impl Playback {
                         previous => {
                             // A newer response without an End for the previous one ends it.
                             if let Some(prev) = previous {
-                                emit(MediaEvent::PlaybackFinished { response: prev.response, played_ms: prev.played_ms() });
+                                emit(MediaEvent::PlaybackFinished { response: prev.response, played: prev.played() });
                             }
                             self.on_air = Some(OnAir { response, frames: 0 });
                             emit(MediaEvent::PlaybackStarted { response });
@@ -95,7 +97,7 @@ impl Playback {
 
     /// Barge-in and ClearOutput: drops everything queued, cancels the response on air and every
     /// response seen in the ring, and emits PlaybackCleared for the response on air (or, if none,
-    /// the first one queued, with `played_ms: 0`). Does nothing if nothing is on air or queued.
+    /// the first one queued, with `played` zero). Does nothing if nothing is on air or queued.
     pub fn cut(&mut self, ring: &mut Consumer<AgentFrame>, emit: &mut impl FnMut(MediaEvent), dropped: &mut u64) {
         let mut target = self.on_air;
         let mut newest = self.on_air.map(|a| a.response);
@@ -111,7 +113,7 @@ impl Playback {
         if let (Some(target), Some(newest)) = (target, newest) {
             self.cancel_upto(newest);
             self.on_air = None;
-            emit(MediaEvent::PlaybackCleared { response: target.response, played_ms: target.played_ms() });
+            emit(MediaEvent::PlaybackCleared { response: target.response, played: target.played() });
         }
     }
 
@@ -121,7 +123,7 @@ impl Playback {
         self.cancel_upto(response);
         if let Some(on_air) = self.on_air.filter(|a| a.response <= response) {
             self.on_air = None;
-            emit(MediaEvent::PlaybackCleared { response: on_air.response, played_ms: on_air.played_ms() });
+            emit(MediaEvent::PlaybackCleared { response: on_air.response, played: on_air.played() });
         }
         while ring.peek().is_ok_and(|f| self.is_cancelled(f.response())) {
             let _ = ring.pop();
@@ -161,7 +163,7 @@ mod tests {
         assert_eq!(played, 3);
         assert_eq!(
             events,
-            vec![MediaEvent::PlaybackStarted { response: 1 }, MediaEvent::PlaybackFinished { response: 1, played_ms: 60 }]
+            vec![MediaEvent::PlaybackStarted { response: 1 }, MediaEvent::PlaybackFinished { response: 1, played: Duration::from_millis(60) }]
         );
     }
 
@@ -186,7 +188,7 @@ mod tests {
             events,
             vec![
                 MediaEvent::PlaybackStarted { response: 4 },
-                MediaEvent::PlaybackCleared { response: 4, played_ms: 20 },
+                MediaEvent::PlaybackCleared { response: 4, played: Duration::from_millis(20) },
                 MediaEvent::PlaybackStarted { response: 5 },
             ]
         );
@@ -201,7 +203,7 @@ mod tests {
         let mut pb = Playback::default();
         let (mut events, mut dropped) = (Vec::new(), 0);
         pb.cut(&mut rx, &mut |e| events.push(e), &mut dropped);
-        assert_eq!(events, vec![MediaEvent::PlaybackCleared { response: 2, played_ms: 0 }]);
+        assert_eq!(events, vec![MediaEvent::PlaybackCleared { response: 2, played: Duration::from_millis(0) }]);
         tx.push(audio(3)).unwrap();
         assert_eq!(run(&mut pb, &mut rx, 2).0, 0, "response 3 was queued at the cut and stays cancelled");
         pb.cut(&mut rx, &mut |e| events.push(e), &mut dropped);

@@ -1,10 +1,12 @@
 //! Turn detection: turns per-frame speech probabilities into "speech started" and "speech
 //! stopped" with audio timestamps (PROTOCOL.md §2, server VAD).
 //! Owns: `TurnDetectConfig` and the idle -> speaking -> idle state machine.
-//! Must never: read a clock (time is the `now_ms` argument: audio time of the frame's start),
+//! Must never: read a clock (time is the `now` argument: audio time of the frame's start),
 //! allocate, or know how the probability was computed.
 
-use crate::FRAME_MS;
+use std::time::Duration;
+
+use crate::{AudioTime, FRAME};
 
 /// The `turn_detection` settings of a session.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,32 +29,32 @@ impl Default for TurnDetectConfig {
     }
 }
 
-/// A turn boundary, in audio time (ms from the first inbound sample).
+/// A turn boundary, on the call's inbound audio timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TurnEvent {
     /// Where the voiced run that crossed `prefix_padding_ms` began.
-    SpeechStarted { audio_start_ms: u64 },
+    SpeechStarted { audio_start: AudioTime },
     /// Where the silence run that crossed `silence_duration_ms` began.
-    SpeechStopped { audio_end_ms: u64 },
+    SpeechStopped { audio_end: AudioTime },
 }
 
-/// Unvoiced gaps up to this long (ms) inside a candidate voiced run do not restart it: speech has
+/// Unvoiced gaps up to this long inside a candidate voiced run do not restart it: speech has
 /// short pauses between syllables and the VAD dips there.
-pub const MAX_DIP_MS: u64 = 100;
+pub const MAX_DIP: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
     /// Waiting for speech; `run` is the voiced run being measured, if any.
     Idle { run: Option<Run> },
     /// Speech in progress; `silence_from` is where the current unvoiced run began, if any.
-    Speaking { silence_from: Option<u64> },
+    Speaking { silence_from: Option<AudioTime> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Run {
-    onset_ms: u64,
-    voiced_ms: u64,
-    dip_ms: u64,
+    onset: AudioTime,
+    voiced: Duration,
+    dip: Duration,
 }
 
 /// The server-VAD state machine. Feed it one probability per 20 ms frame, in order.
@@ -86,27 +88,28 @@ impl TurnDetector {
         matches!(self.state, State::Speaking { .. })
     }
 
-    /// One 20 ms frame whose audio starts at `now_ms` had speech probability `speech_prob`.
-    pub fn on_frame(&mut self, speech_prob: f32, now_ms: u64) -> Option<TurnEvent> {
+    /// One 20 ms frame whose audio starts at `now` had speech probability `speech_prob`.
+    pub fn on_frame(&mut self, speech_prob: f32, now: AudioTime) -> Option<TurnEvent> {
         if !self.config.server_vad {
             return None;
         }
-        let frame = FRAME_MS as u64;
+        let prefix_padding = Duration::from_millis(u64::from(self.config.prefix_padding_ms));
+        let silence_duration = Duration::from_millis(u64::from(self.config.silence_duration_ms));
         let voiced = speech_prob >= self.config.threshold;
         match &mut self.state {
             State::Idle { run } => {
                 if voiced {
-                    let r = run.get_or_insert(Run { onset_ms: now_ms, voiced_ms: 0, dip_ms: 0 });
-                    r.voiced_ms += frame;
-                    r.dip_ms = 0;
-                    if r.voiced_ms >= self.config.prefix_padding_ms as u64 {
-                        let audio_start_ms = r.onset_ms;
+                    let r = run.get_or_insert(Run { onset: now, voiced: Duration::ZERO, dip: Duration::ZERO });
+                    r.voiced += FRAME;
+                    r.dip = Duration::ZERO;
+                    if r.voiced >= prefix_padding {
+                        let audio_start = r.onset;
                         self.state = State::Speaking { silence_from: None };
-                        return Some(TurnEvent::SpeechStarted { audio_start_ms });
+                        return Some(TurnEvent::SpeechStarted { audio_start });
                     }
                 } else if let Some(r) = run {
-                    r.dip_ms += frame;
-                    if r.dip_ms > MAX_DIP_MS {
+                    r.dip += FRAME;
+                    if r.dip > MAX_DIP {
                         *run = None;
                     }
                 }
@@ -117,10 +120,10 @@ impl TurnDetector {
                     *silence_from = None;
                     return None;
                 }
-                let from = *silence_from.get_or_insert(now_ms);
-                if now_ms + frame - from >= self.config.silence_duration_ms as u64 {
+                let from = *silence_from.get_or_insert(now);
+                if (now + FRAME).since(from) >= silence_duration {
                     self.state = State::Idle { run: None };
-                    return Some(TurnEvent::SpeechStopped { audio_end_ms: from });
+                    return Some(TurnEvent::SpeechStopped { audio_end: from });
                 }
                 None
             }
@@ -140,7 +143,7 @@ mod tests {
             .enumerate()
             .filter_map(|(i, &p)| {
                 let now = start_ms + i as u64 * 20;
-                det.on_frame(p, now).map(|e| (now, e))
+                det.on_frame(p, AudioTime::from_ms(now)).map(|e| (now, e))
             })
             .collect()
     }
@@ -156,7 +159,7 @@ mod tests {
         probs.extend(frames(2000, 0.9));
         let events = feed(&mut det, 0, &probs);
         // 300 ms of voiced audio = frames at 1000..1280; fires on the frame starting at 1280.
-        assert_eq!(events, vec![(1280, TurnEvent::SpeechStarted { audio_start_ms: 1000 })]);
+        assert_eq!(events, vec![(1280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(1000) })]);
         assert!(det.is_speaking());
     }
 
@@ -169,8 +172,8 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                (2280, TurnEvent::SpeechStarted { audio_start_ms: 2000 }),
-                (2880, TurnEvent::SpeechStopped { audio_end_ms: 2400 }),
+                (2280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(2000) }),
+                (2880, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(2400) }),
             ]
         );
         assert!(!det.is_speaking());
@@ -183,14 +186,14 @@ mod tests {
         let mut probs = frames(200, 0.8);
         probs.extend(frames(60, 0.2));
         probs.extend(frames(100, 0.8));
-        assert_eq!(feed(&mut det, 0, &probs), vec![(340, TurnEvent::SpeechStarted { audio_start_ms: 0 })]);
+        assert_eq!(feed(&mut det, 0, &probs), vec![(340, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(0) })]);
 
         let mut det = TurnDetector::new(TurnDetectConfig::default());
         // 200 ms voiced, 200 ms gap: the run restarts at 400.
         let mut probs = frames(200, 0.8);
         probs.extend(frames(200, 0.2));
         probs.extend(frames(300, 0.8));
-        assert_eq!(feed(&mut det, 0, &probs), vec![(680, TurnEvent::SpeechStarted { audio_start_ms: 400 })]);
+        assert_eq!(feed(&mut det, 0, &probs), vec![(680, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(400) })]);
     }
 
     #[test]
@@ -203,7 +206,7 @@ mod tests {
         let events = feed(&mut det, 0, &probs);
         assert_eq!(
             events,
-            vec![(280, TurnEvent::SpeechStarted { audio_start_ms: 0 }), (1680, TurnEvent::SpeechStopped { audio_end_ms: 1200 })]
+            vec![(280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(0) }), (1680, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1200) })]
         );
     }
 
@@ -216,7 +219,7 @@ mod tests {
         probs.extend(frames(200, 0.5));
         assert_eq!(
             feed(&mut det, 0, &probs),
-            vec![(280, TurnEvent::SpeechStarted { audio_start_ms: 200 }), (480, TurnEvent::SpeechStopped { audio_end_ms: 300 })]
+            vec![(280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }), (480, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(300) })]
         );
     }
 
@@ -234,6 +237,6 @@ mod tests {
         feed(&mut det, 0, &frames(200, 0.9));
         det.set_config(TurnDetectConfig::default());
         // Needs a fresh 300 ms run, onset at 200.
-        assert_eq!(feed(&mut det, 200, &frames(300, 0.9)), vec![(480, TurnEvent::SpeechStarted { audio_start_ms: 200 })]);
+        assert_eq!(feed(&mut det, 200, &frames(300, 0.9)), vec![(480, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) })]);
     }
 }

@@ -37,13 +37,13 @@ fn run(packets: &[voxrelay_media::RtpIn], delivery: &[Option<usize>]) -> (Vec<(u
         }
         chain.tick();
         while let Ok(item) = handle.uplink.pop() {
-            if let Uplink::Audio { start_ms, pcm } = item {
-                audio.push((start_ms, pcm));
+            if let Uplink::Audio { start, pcm } = item {
+                audio.push((start.as_ms(), pcm));
             }
         }
         while handle.egress.pop().is_ok() {}
     }
-    (audio, handle.stats.snapshot(), chain.audio_ms())
+    (audio, handle.stats.snapshot(), chain.audio_time().as_ms())
 }
 
 /// RMS of each 20 ms frame.

@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 use voxrelay_media::{
+    AudioTime,
     AgentFrame, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnDetectConfig, Uplink,
 };
 
@@ -39,14 +41,14 @@ fn stream_fixture(chain: &mut SessionChain, handle: &mut SessionHandle, extra: u
 fn speech_timestamps_match_the_fixture_within_100_ms() {
     let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
-    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None }).collect();
-    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None }).collect();
+    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()), _ => None }).collect();
+    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()), _ => None }).collect();
     assert_eq!(started.len(), 1, "one utterance: {events:?}");
     assert_eq!(stopped.len(), 1, "one utterance: {events:?}");
     assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
     assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
     let stop_at = events.iter().position(|e| matches!(e, MediaEvent::SpeechStopped { .. })).unwrap();
-    assert_eq!(events[stop_at + 1], MediaEvent::Committed { audio_end_ms: stopped[0] });
+    assert_eq!(events[stop_at + 1], MediaEvent::Committed { audio_end: AudioTime::from_ms(stopped[0]) });
 }
 
 #[cfg(feature = "silero")]
@@ -56,8 +58,8 @@ fn a_silero_session_times_speech_like_the_default() {
     let options = SessionOptions { vad: VadKind::Silero, ..SessionOptions::default() };
     let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
-    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None }).collect();
-    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None }).collect();
+    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()), _ => None }).collect();
+    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()), _ => None }).collect();
     assert_eq!((started.len(), stopped.len()), (1, 1), "one utterance: {events:?}");
     assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
     assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
@@ -91,7 +93,7 @@ fn egress_gets_one_packet_per_tick_silence_or_voiced() {
     assert!(out.iter().filter(|p| p.voiced).all(|p| p.bytes().len() > 10));
     assert_eq!(
         events,
-        vec![MediaEvent::PlaybackStarted { response: 1 }, MediaEvent::PlaybackFinished { response: 1, played_ms: 100 }]
+        vec![MediaEvent::PlaybackStarted { response: 1 }, MediaEvent::PlaybackFinished { response: 1, played: Duration::from_millis(100) }]
     );
     assert_eq!(handle.stats.voiced_out(), 5);
     assert_eq!(handle.stats.frames_out(), 11);
@@ -117,7 +119,7 @@ fn barge_in_cancels_response() {
     }
     let started = events.iter().position(|e| matches!(e, MediaEvent::SpeechStarted { .. })).expect("speech detected");
     match events[started + 1] {
-        MediaEvent::PlaybackCleared { response: 7, played_ms } => assert!(played_ms > 1000, "played {played_ms} ms"),
+        MediaEvent::PlaybackCleared { response: 7, played } => assert!(played > Duration::from_secs(1), "played {played:?}"),
         ref other => panic!("expected PlaybackCleared right after SpeechStarted, got {other:?}"),
     }
     assert_eq!(voiced_after_cut, 0, "no agent audio may go out after the cut");
@@ -142,11 +144,11 @@ fn push_to_talk_commits_only_on_command() {
     let (mut chain, mut handle) = SessionChain::new(turn).unwrap();
     let mut events = stream_fixture(&mut chain, &mut handle, 0);
     assert!(events.is_empty(), "push-to-talk emits no speech events: {events:?}");
-    let now = chain.audio_ms();
+    let now = chain.audio_time();
     handle.control.push(Control::CommitInput).unwrap();
     handle.control.push(Control::ClearInput).unwrap();
     tick(&mut chain, &mut handle, &mut events);
-    assert_eq!(events, vec![MediaEvent::Committed { audio_end_ms: now }, MediaEvent::Cleared]);
+    assert_eq!(events, vec![MediaEvent::Committed { audio_end: now }, MediaEvent::Cleared]);
 }
 
 #[test]
@@ -177,9 +179,9 @@ fn cancel_response_and_clear_output_cut_playback() {
         events,
         vec![
             MediaEvent::PlaybackStarted { response: 1 },
-            MediaEvent::PlaybackCleared { response: 1, played_ms: 60 },
+            MediaEvent::PlaybackCleared { response: 1, played: Duration::from_millis(60) },
             MediaEvent::PlaybackStarted { response: 2 },
-            MediaEvent::PlaybackCleared { response: 2, played_ms: 20 },
+            MediaEvent::PlaybackCleared { response: 2, played: Duration::from_millis(20) },
         ]
     );
     let voiced = std::iter::from_fn(|| handle.egress.pop().ok()).filter(|p| p.voiced).count();
@@ -207,7 +209,7 @@ fn lost_packets_are_concealed_and_audio_time_keeps_running() {
     assert_eq!(stats.duplicates, 1);
     // Playout starts one tick after the first packet (2-frame target depth).
     assert_eq!(audio_frames, 49);
-    assert_eq!(chain.audio_ms(), 49 * 20);
+    assert_eq!(chain.audio_time(), AudioTime::from_ms(49 * 20));
 }
 
 #[test]

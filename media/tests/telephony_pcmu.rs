@@ -46,8 +46,8 @@ fn run_speech(codec: AudioCodec, law: G711Law) {
     assert!(audio_frames >= packets.len() - 2, "{audio_frames} uplink frames for {} packets", packets.len());
 
     // Speech in -> turn events at the fixture's times.
-    let started = events.iter().find_map(|e| match e { MediaEvent::SpeechStarted { audio_start_ms } => Some(*audio_start_ms), _ => None });
-    let stopped = events.iter().find_map(|e| match e { MediaEvent::SpeechStopped { audio_end_ms } => Some(*audio_end_ms), _ => None });
+    let started = events.iter().find_map(|e| match e { MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()), _ => None });
+    let stopped = events.iter().find_map(|e| match e { MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()), _ => None });
     let started = started.unwrap_or_else(|| panic!("{codec:?}: no SpeechStarted in {events:?}"));
     let stopped = stopped.unwrap_or_else(|| panic!("{codec:?}: no SpeechStopped in {events:?}"));
     assert!(started.abs_diff(SPEECH_START_MS) <= 100, "{codec:?}: started at {started}");

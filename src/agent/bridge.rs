@@ -11,10 +11,11 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::warn;
-use voxrelay_media::{FRAME_MS, SAMPLES_24K};
+use voxrelay_media::{AudioTime, FRAME, FRAME_MS, SAMPLES_24K};
 use voxrelay_signaling::SessionConfig;
 
 use super::{Agent, AgentNotice, AgentOutput};
@@ -26,7 +27,7 @@ const CMD_QUEUE: usize = 512;
 pub const PREROLL_MS: u64 = 1000;
 const PREROLL_FRAMES: usize = (PREROLL_MS / FRAME_MS as u64) as usize;
 /// How far before the reported onset the pre-roll is sent from (soft attacks).
-const ONSET_MARGIN_MS: u64 = 200;
+const ONSET_MARGIN: Duration = Duration::from_millis(200);
 /// Provider audio produced ahead of playback, at most (60 s); beyond, frames are dropped.
 pub const MAX_QUEUED_FRAMES: usize = 3000;
 
@@ -35,13 +36,13 @@ pub enum Cmd {
     Configure(SessionConfig),
     /// The caller started speaking; the pre-roll and live audio follow.
     SpeechStarted,
-    Audio { start_ms: u64, pcm: Box<[i16; SAMPLES_24K]> },
+    Audio { start: AudioTime, pcm: Box<[i16; SAMPLES_24K]> },
     Commit { item_id: String },
     ClearInput,
     Text { item_id: String, text: String },
     FunctionOutput { call_id: String, output: String },
     StartResponse(u64),
-    CancelResponse { response: u64, played_ms: u64 },
+    CancelResponse { response: u64, played: Duration },
 }
 
 #[derive(Debug)]
@@ -99,7 +100,7 @@ pub struct Bridge {
     notices: VecDeque<AgentNotice>,
     gate: bool,
     streaming: bool,
-    preroll: VecDeque<(u64, [i16; SAMPLES_24K])>,
+    preroll: VecDeque<(AudioTime, [i16; SAMPLES_24K])>,
     dropped_cmds: u64,
     task_gone: bool,
 }
@@ -186,32 +187,32 @@ impl Agent for Bridge {
         self.send(Cmd::Configure(config.clone()));
     }
 
-    fn on_audio(&mut self, start_ms: u64, pcm: &[i16; SAMPLES_24K]) {
+    fn on_audio(&mut self, start: AudioTime, pcm: &[i16; SAMPLES_24K]) {
         if self.streaming || !self.gate {
-            self.send(Cmd::Audio { start_ms, pcm: Box::new(*pcm) });
+            self.send(Cmd::Audio { start, pcm: Box::new(*pcm) });
             return;
         }
         if self.preroll.len() == PREROLL_FRAMES {
             self.preroll.pop_front();
         }
-        self.preroll.push_back((start_ms, *pcm));
+        self.preroll.push_back((start, *pcm));
     }
 
-    fn on_speech_started(&mut self, audio_start_ms: u64) {
+    fn on_speech_started(&mut self, audio_start: AudioTime) {
         if self.streaming {
             return;
         }
         self.streaming = true;
         self.send(Cmd::SpeechStarted);
-        let from = audio_start_ms.saturating_sub(ONSET_MARGIN_MS);
-        while let Some((start_ms, pcm)) = self.preroll.pop_front() {
-            if start_ms + u64::from(FRAME_MS) > from {
-                self.send(Cmd::Audio { start_ms, pcm: Box::new(pcm) });
+        let from = audio_start.saturating_sub(ONSET_MARGIN);
+        while let Some((start, pcm)) = self.preroll.pop_front() {
+            if start + FRAME > from {
+                self.send(Cmd::Audio { start, pcm: Box::new(pcm) });
             }
         }
     }
 
-    fn on_committed(&mut self, _audio_end_ms: u64, item_id: &str) {
+    fn on_committed(&mut self, _audio_end: AudioTime, item_id: &str) {
         self.send(Cmd::Commit { item_id: item_id.into() });
         self.streaming = !self.gate;
     }
@@ -237,10 +238,10 @@ impl Agent for Bridge {
         self.send(Cmd::StartResponse(response));
     }
 
-    fn cancel_response(&mut self, response: u64, played_ms: u64) {
+    fn cancel_response(&mut self, response: u64, played: Duration) {
         self.current = None;
         self.outputs.clear();
-        self.send(Cmd::CancelResponse { response, played_ms });
+        self.send(Cmd::CancelResponse { response, played });
     }
 
     fn poll_output(&mut self) -> Option<AgentOutput> {
@@ -270,18 +271,18 @@ mod tests {
         });
         let mut link = rx.recv().await.unwrap();
         for i in 0..100u64 {
-            b.on_audio(i * 20, &frame(i as i16));
+            b.on_audio(AudioTime::from_ms(i * 20), &frame(i as i16));
         }
         assert!(link.cmds.try_recv().is_err(), "silence before speech stays local");
-        b.on_speech_started(1500);
-        b.on_audio(2000, &frame(100));
-        b.on_committed(2500, "item_a");
-        b.on_audio(2520, &frame(101));
+        b.on_speech_started(AudioTime::from_ms(1500));
+        b.on_audio(AudioTime::from_ms(2000), &frame(100));
+        b.on_committed(AudioTime::from_ms(2500), "item_a");
+        b.on_audio(AudioTime::from_ms(2520), &frame(101));
         let mut audio = Vec::new();
         let mut commit = None;
         while let Ok(c) = link.cmds.try_recv() {
             match c {
-                Cmd::Audio { start_ms, .. } => audio.push(start_ms),
+                Cmd::Audio { start, .. } => audio.push(start.as_ms()),
                 Cmd::Commit { item_id } => commit = Some(item_id),
                 Cmd::SpeechStarted => assert!(audio.is_empty(), "announced before its audio"),
                 other => panic!("unexpected {other:?}"),
@@ -293,7 +294,7 @@ mod tests {
 
         b.start_response(1);
         link.output(1, AgentOutput::TranscriptDelta("hi".into()));
-        b.cancel_response(1, 0);
+        b.cancel_response(1, Duration::from_millis(0));
         link.output(1, AgentOutput::Audio(Box::new(frame(5))));
         link.notice(AgentNotice::Error { code: "x".into(), message: "y".into() });
         b.start_response(2);

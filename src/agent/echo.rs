@@ -4,7 +4,9 @@
 
 use std::collections::VecDeque;
 
-use voxrelay_media::{FRAME_MS, SAMPLES_24K};
+use std::time::Duration;
+
+use voxrelay_media::{AudioTime, FRAME_MS, SAMPLES_24K};
 
 use super::{Agent, AgentOutput};
 
@@ -14,12 +16,12 @@ pub const MAX_ECHO_MS: u64 = 15_000;
 const MAX_FRAMES: usize = (MAX_ECHO_MS / FRAME_MS as u64) as usize;
 
 pub struct EchoAgent {
-    /// Recent caller audio, (start_ms, pcm), oldest first.
-    history: VecDeque<(u64, [i16; SAMPLES_24K])>,
+    /// Recent caller audio, (start, pcm), oldest first.
+    history: VecDeque<(AudioTime, [i16; SAMPLES_24K])>,
     /// Where the turn being spoken began (speech onset, or the end of the last commit).
-    turn_start_ms: u64,
-    /// The committed turn waiting for a response: [start, end) in audio ms.
-    committed: Option<(u64, u64)>,
+    turn_start: AudioTime,
+    /// The committed turn waiting for a response: [start, end) on the audio timeline.
+    committed: Option<(AudioTime, AudioTime)>,
     /// Output of the response in progress.
     pending: VecDeque<AgentOutput>,
 }
@@ -32,25 +34,25 @@ impl Default for EchoAgent {
 
 impl EchoAgent {
     pub fn new() -> Self {
-        Self { history: VecDeque::with_capacity(MAX_FRAMES), turn_start_ms: 0, committed: None, pending: VecDeque::new() }
+        Self { history: VecDeque::with_capacity(MAX_FRAMES), turn_start: AudioTime::ZERO, committed: None, pending: VecDeque::new() }
     }
 }
 
 impl Agent for EchoAgent {
-    fn on_audio(&mut self, start_ms: u64, pcm: &[i16; SAMPLES_24K]) {
+    fn on_audio(&mut self, start: AudioTime, pcm: &[i16; SAMPLES_24K]) {
         if self.history.len() == MAX_FRAMES {
             self.history.pop_front();
         }
-        self.history.push_back((start_ms, *pcm));
+        self.history.push_back((start, *pcm));
     }
 
-    fn on_speech_started(&mut self, audio_start_ms: u64) {
-        self.turn_start_ms = audio_start_ms;
+    fn on_speech_started(&mut self, audio_start: AudioTime) {
+        self.turn_start = audio_start;
     }
 
-    fn on_committed(&mut self, audio_end_ms: u64, _item_id: &str) {
-        self.committed = Some((self.turn_start_ms, audio_end_ms));
-        self.turn_start_ms = audio_end_ms;
+    fn on_committed(&mut self, audio_end: AudioTime, _item_id: &str) {
+        self.committed = Some((self.turn_start, audio_end));
+        self.turn_start = audio_end;
     }
 
     fn on_input_cleared(&mut self) {
@@ -61,7 +63,7 @@ impl Agent for EchoAgent {
 
     fn start_response(&mut self, _response: u64) {
         self.pending.clear();
-        let (start, end) = self.committed.take().unwrap_or((0, 0));
+        let (start, end) = self.committed.take().unwrap_or_default();
         let frames: Vec<_> = self
             .history
             .iter()
@@ -74,7 +76,7 @@ impl Agent for EchoAgent {
         self.pending.push_back(AgentOutput::Done);
     }
 
-    fn cancel_response(&mut self, _response: u64, _played_ms: u64) {
+    fn cancel_response(&mut self, _response: u64, _played: Duration) {
         self.pending.clear();
     }
 
@@ -91,10 +93,10 @@ mod tests {
     fn echoes_exactly_the_committed_turn() {
         let mut a = EchoAgent::new();
         for i in 0..100u64 {
-            a.on_audio(i * 20, &[i as i16; SAMPLES_24K]);
+            a.on_audio(AudioTime::from_ms(i * 20), &[i as i16; SAMPLES_24K]);
         }
-        a.on_speech_started(400);
-        a.on_committed(1000, "item_1");
+        a.on_speech_started(AudioTime::from_ms(400));
+        a.on_committed(AudioTime::from_ms(1000), "item_1");
         a.start_response(1);
         let Some(AgentOutput::TranscriptDelta(t)) = a.poll_output() else { panic!("transcript first") };
         assert_eq!(t, "[echo 0.6 s]");

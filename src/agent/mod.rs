@@ -20,7 +20,9 @@ pub mod providers;
 pub use echo::EchoAgent;
 pub use providers::{Providers, ProvidersFile};
 
-use voxrelay_media::SAMPLES_24K;
+use std::time::Duration;
+
+use voxrelay_media::{AudioTime, SAMPLES_24K};
 use voxrelay_signaling::{ApiError, SessionConfig};
 
 /// One step of a response, pulled by the call task.
@@ -53,19 +55,19 @@ pub trait Agent: Send {
     /// The session's settings (instructions, voice, turn detection); called at start and on
     /// every `session.update`.
     fn configure(&mut self, _config: &SessionConfig) {}
-    /// Caller audio at 24 kHz; `start_ms` counts from the call's first inbound sample.
-    fn on_audio(&mut self, start_ms: u64, pcm: &[i16; SAMPLES_24K]);
-    fn on_speech_started(&mut self, audio_start_ms: u64);
-    /// The user turn ending at `audio_end_ms` is committed as conversation item `item_id`.
-    fn on_committed(&mut self, audio_end_ms: u64, item_id: &str);
+    /// Caller audio at 24 kHz, starting at `start` on the call's audio timeline.
+    fn on_audio(&mut self, start: AudioTime, pcm: &[i16; SAMPLES_24K]);
+    fn on_speech_started(&mut self, audio_start: AudioTime);
+    /// The user turn ending at `audio_end` is committed as conversation item `item_id`.
+    fn on_committed(&mut self, audio_end: AudioTime, item_id: &str);
     fn on_input_cleared(&mut self);
     fn on_text(&mut self, item_id: &str, text: &str);
     /// The client's result for function call `call_id` (only ids this agent issued get here).
     /// The model uses it in the next response the client asks for.
     fn on_function_output(&mut self, _call_id: &str, _output: &str) {}
     fn start_response(&mut self, response: u64);
-    /// Barge-in or client cancel: `played_ms` of the response's audio reached the caller.
-    fn cancel_response(&mut self, response: u64, played_ms: u64);
+    /// Barge-in or client cancel: `played` of the response's audio reached the caller.
+    fn cancel_response(&mut self, response: u64, played: Duration);
     /// Next output of the current response, if any is ready now.
     fn poll_output(&mut self) -> Option<AgentOutput>;
     fn poll_notice(&mut self) -> Option<AgentNotice> {

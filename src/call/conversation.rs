@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use voxrelay_media::barge_in::{self, BargeIn, ResponsePhase};
-use voxrelay_media::{AgentFrame, Control, FRAME_MS, MediaEvent, TurnDetectConfig};
+use voxrelay_media::{AgentFrame, AudioTime, Control, FRAME, MediaEvent, TurnDetectConfig};
 use voxrelay_signaling::events::{
     CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
     ResponseError, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
@@ -73,7 +73,7 @@ pub struct Conversation {
     /// here, so outbound audio stops within one frame.
     suppress_voiced: bool,
     /// Assistant items that can still be truncated: (item id, audio ms played).
-    assistant_items: Vec<(String, u64)>,
+    assistant_items: Vec<(String, Duration)>,
     /// Response created → first agent audio frame, for each response since last taken.
     pub agent_latencies: Vec<Duration>,
     /// Function calls waiting for the client's output.
@@ -153,15 +153,15 @@ impl Conversation {
         self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_text(id, text) });
     }
 
-    /// Audio of response `r` the caller heard, in ms: what marks acknowledged when the transport
-    /// has them, else what was sent.
-    fn played_ms(&self, r: &Response) -> u64 {
+    /// Audio of response `r` the caller heard: what marks acknowledged when the transport has
+    /// them, else what was sent.
+    fn played(&self, r: &Response) -> Duration {
         let frames = match (&self.heard, r.first_voiced) {
             (Some(heard), Some(first)) => heard.load(Ordering::Relaxed).saturating_sub(first).min(r.voiced_frames_sent),
             (Some(_), None) => 0,
             (None, _) => r.voiced_frames_sent,
         };
-        frames * u64::from(FRAME_MS)
+        FRAME * frames as u32
     }
 
     fn emit(&mut self, event: ServerEvent) {
@@ -207,11 +207,11 @@ impl Conversation {
     /// An event from the audio worker; a committed turn may start a response at `now`.
     pub fn on_media(&mut self, ev: MediaEvent, now: Instant) {
         match ev {
-            MediaEvent::SpeechStarted { audio_start_ms } => {
+            MediaEvent::SpeechStarted { audio_start } => {
                 let item_id = self.ids.item();
                 self.input_item = Some(item_id.clone());
-                self.agent.on_speech_started(audio_start_ms);
-                self.emit(ServerEvent::SpeechStarted { audio_start_ms, item_id });
+                self.agent.on_speech_started(audio_start);
+                self.emit(ServerEvent::SpeechStarted { audio_start_ms: audio_start.as_ms(), item_id });
                 let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
                 let phase = match &self.response {
                     None => ResponsePhase::Idle,
@@ -222,11 +222,11 @@ impl Conversation {
                     self.cancel_response(CancelReason::TurnDetected);
                 }
             }
-            MediaEvent::SpeechStopped { audio_end_ms } => {
+            MediaEvent::SpeechStopped { audio_end } => {
                 let item_id = self.input_item.clone();
-                self.emit(ServerEvent::SpeechStopped { audio_end_ms, item_id });
+                self.emit(ServerEvent::SpeechStopped { audio_end_ms: audio_end.as_ms(), item_id });
             }
-            MediaEvent::Committed { audio_end_ms } => self.on_committed(audio_end_ms, now),
+            MediaEvent::Committed { audio_end } => self.on_committed(audio_end, now),
             MediaEvent::Cleared => self.emit(ServerEvent::InputCleared),
             MediaEvent::PlaybackStarted { response } => {
                 if let Some(r) = self.response.as_mut().filter(|r| r.num == response && !r.playing) {
@@ -246,10 +246,10 @@ impl Conversation {
         }
     }
 
-    fn on_committed(&mut self, audio_end_ms: u64, now: Instant) {
+    fn on_committed(&mut self, audio_end: AudioTime, now: Instant) {
         let item_id = self.input_item.take().unwrap_or_else(|| self.ids.item());
         let previous = self.last_item.replace(item_id.clone());
-        self.agent.on_committed(audio_end_ms, &item_id);
+        self.agent.on_committed(audio_end, &item_id);
         self.emit(ServerEvent::InputCommitted { previous_item_id: previous.clone(), item_id: item_id.clone() });
         self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_audio(item_id) });
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
@@ -317,22 +317,22 @@ impl Conversation {
             self.emit(ServerEvent::OutputAudioStopped { response_id: r.id.clone() });
         }
         self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, status, details, output) });
-        self.remember_item(r.item_id, r.voiced_frames_sent * u64::from(FRAME_MS));
+        self.remember_item(r.item_id, FRAME * r.voiced_frames_sent as u32);
     }
 
     fn cancel_response(&mut self, reason: CancelReason) {
         let Some(r) = self.response.take() else { return };
-        let played_ms = self.played_ms(&r);
+        let played = self.played(&r);
         self.flush_transport = true;
         self.controls.push(Control::CancelResponse(r.num));
-        self.agent.cancel_response(r.num, played_ms);
+        self.agent.cancel_response(r.num, played);
         self.suppress_voiced = true;
         self.emit(ServerEvent::OutputAudioCleared { response_id: Some(r.id.clone()) });
-        self.emit(ServerEvent::ItemTruncated { item_id: r.item_id.clone(), content_index: 0, audio_end_ms: played_ms });
+        self.emit(ServerEvent::ItemTruncated { item_id: r.item_id.clone(), content_index: 0, audio_end_ms: played.as_millis() as u64 });
         let output: Vec<Item> = std::iter::once(Self::final_item(&r, ItemStatus::Incomplete)).chain(r.calls).collect();
         let details = Some(StatusDetails::Cancelled { reason });
         self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, ResponseStatus::Cancelled, details, output) });
-        self.remember_item(r.item_id, played_ms);
+        self.remember_item(r.item_id, played);
     }
 
     /// The server ends the call: a running response is cancelled (`response.done`, status
@@ -341,12 +341,12 @@ impl Conversation {
         self.cancel_response(CancelReason::CallEnded);
     }
 
-    fn remember_item(&mut self, id: String, played_ms: u64) {
+    fn remember_item(&mut self, id: String, played: Duration) {
         // A client truncates only what it is playing; a short memory is enough.
         if self.assistant_items.len() == 16 {
             self.assistant_items.remove(0);
         }
-        self.assistant_items.push((id, played_ms));
+        self.assistant_items.push((id, played));
     }
 
     /// Whether an encoded outbound frame should be sent; counts the audio the caller hears.
@@ -418,8 +418,8 @@ impl Conversation {
         }
     }
 
-    pub fn on_caller_audio(&mut self, start_ms: u64, pcm: &[i16; voxrelay_media::SAMPLES_24K]) {
-        self.agent.on_audio(start_ms, pcm);
+    pub fn on_caller_audio(&mut self, start: AudioTime, pcm: &[i16; voxrelay_media::SAMPLES_24K]) {
+        self.agent.on_audio(start, pcm);
     }
 
     /// A client event (data channel or events socket); `response.create` starts a response at
@@ -475,7 +475,7 @@ impl Conversation {
             }
             ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
                 match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
-                    Some((_, played)) if audio_end_ms <= *played => {
+                    Some((_, played)) if Duration::from_millis(audio_end_ms) <= *played => {
                         self.emit(ServerEvent::ItemTruncated { item_id, content_index: 0, audio_end_ms });
                     }
                     Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),

@@ -116,7 +116,7 @@ pub async fn run_call(setup: CallSetup) {
                 }
                 while let Ok(up) = uplink.pop() {
                     match up {
-                        Uplink::Audio { start_ms, pcm } => conversation.on_caller_audio(start_ms, &pcm),
+                        Uplink::Audio { start, pcm } => conversation.on_caller_audio(start, &pcm),
                         Uplink::Event(ev) => {
                             metrics.media_event(&ev);
                             conversation.on_media(ev, now);

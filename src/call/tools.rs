@@ -127,9 +127,9 @@ mod tests {
     }
 
     impl crate::agent::Agent for Caller {
-        fn on_audio(&mut self, _: u64, _: &[i16; voxrelay_media::SAMPLES_24K]) {}
-        fn on_speech_started(&mut self, _: u64) {}
-        fn on_committed(&mut self, _: u64, _: &str) {}
+        fn on_audio(&mut self, _: voxrelay_media::AudioTime, _: &[i16; voxrelay_media::SAMPLES_24K]) {}
+        fn on_speech_started(&mut self, _: voxrelay_media::AudioTime) {}
+        fn on_committed(&mut self, _: voxrelay_media::AudioTime, _: &str) {}
         fn on_input_cleared(&mut self) {}
         fn on_text(&mut self, _: &str, _: &str) {}
         fn on_function_output(&mut self, call_id: &str, output: &str) {
@@ -139,7 +139,7 @@ mod tests {
             let call = crate::agent::AgentOutput::FunctionCall { call_id: "call_x".into(), name: "f".into(), arguments: "{}".into() };
             self.pending.extend([call, crate::agent::AgentOutput::Done]);
         }
-        fn cancel_response(&mut self, _: u64, _: u64) {}
+        fn cancel_response(&mut self, _: u64, _: std::time::Duration) {}
         fn poll_output(&mut self) -> Option<crate::agent::AgentOutput> {
             self.pending.pop_front()
         }

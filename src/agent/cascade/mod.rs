@@ -146,7 +146,7 @@ impl Cascade {
                     self.start(num, link);
                 }
             }
-            Cmd::CancelResponse { response, played_ms } => {
+            Cmd::CancelResponse { response, played } => {
                 if self.waiting_response == Some(response) {
                     self.waiting_response = None;
                 }
@@ -166,7 +166,7 @@ impl Cascade {
                 };
                 // Keep what the caller heard: the played fraction of the answer's audio.
                 let total_ms = (r.frames * 20).max(1);
-                let chars = r.text.chars().count() as u64 * played_ms.min(total_ms) / total_ms;
+                let chars = r.text.chars().count() as u64 * (played.as_millis() as u64).min(total_ms) / total_ms;
                 let heard: String = r.text.chars().take(chars as usize).collect();
                 if !heard.trim().is_empty() {
                     self.history.push("assistant", &format!("{}…", heard.trim_end()));

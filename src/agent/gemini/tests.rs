@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use tokio::sync::mpsc;
+use voxrelay_media::AudioTime;
 
 use super::*;
 use crate::agent::bridge::Up;
@@ -63,7 +66,7 @@ fn messages_wait_for_setup_complete_then_audio_is_16k_inside_an_activity() {
     let (mut g, mut link, _up) = gemini();
     g.opening(false);
     assert!(g.on_cmd(Cmd::SpeechStarted, &mut link).is_empty(), "held until setupComplete");
-    g.on_cmd(Cmd::Audio { start_ms: 0, pcm: Box::new([100; SAMPLES_24K]) }, &mut link);
+    g.on_cmd(Cmd::Audio { start: AudioTime::from_ms(0), pcm: Box::new([100; SAMPLES_24K]) }, &mut link);
     let sent = parsed(&msg(&mut g, &mut link, json!({"setupComplete": {}})).send);
     assert_eq!(sent[0], json!({"realtimeInput": {"activityStart": {}}}));
     let audio = &sent[1]["realtimeInput"]["audio"];
@@ -104,7 +107,7 @@ fn cancelled_turns_are_dropped_and_unrequested_turns_too() {
     g.on_cmd(Cmd::Text { item_id: "i".into(), text: "hi".into() }, &mut link);
     g.on_cmd(Cmd::StartResponse(1), &mut link);
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
-    g.on_cmd(Cmd::CancelResponse { response: 1, played_ms: 20 }, &mut link);
+    g.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(20) }, &mut link);
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
     msg(&mut g, &mut link, json!({"serverContent": {"interrupted": true}}));
     assert_eq!(outputs(&mut up).len(), 1, "only the frame before the cancel");

@@ -171,7 +171,7 @@ impl Session {
                 self.awaiting.push_back((num, false));
                 json!({"type": "response.create"})
             }
-            Cmd::CancelResponse { response, played_ms } => return self.cancel(response, played_ms),
+            Cmd::CancelResponse { response, played } => return self.cancel(response, played.as_millis() as u64),
         };
         vec![v.to_string()]
     }

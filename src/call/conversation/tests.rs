@@ -18,7 +18,7 @@ fn conv() -> Conversation {
     let agent = Box::new(EchoAgent::new());
     let mut c = Conversation::new(Dialect::Beta, "sess_x".into(), SessionConfig::default(), agent, IdSource::sequential());
     for i in 0..100u64 {
-        c.on_caller_audio(i * 20, &[1000; voxrelay_media::SAMPLES_24K]);
+        c.on_caller_audio(AudioTime::from_ms(i * 20), &[1000; voxrelay_media::SAMPLES_24K]);
     }
     c
 }
@@ -30,9 +30,9 @@ fn types(c: &mut Conversation) -> Vec<String> {
 #[test]
 fn committed_turn_starts_a_response_that_completes_after_playback() {
     let mut c = conv();
-    c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 }, at(0));
-    c.on_media(MediaEvent::SpeechStopped { audio_end_ms: 600 }, at(0));
-    c.on_media(MediaEvent::Committed { audio_end_ms: 600 }, at(0));
+    c.on_media(MediaEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }, at(0));
+    c.on_media(MediaEvent::SpeechStopped { audio_end: AudioTime::from_ms(600) }, at(0));
+    c.on_media(MediaEvent::Committed { audio_end: AudioTime::from_ms(600) }, at(0));
     let t = types(&mut c);
     assert!(t.contains(&"response.created".to_string()), "{t:?}");
     let mut frames = 0;
@@ -46,7 +46,7 @@ fn committed_turn_starts_a_response_that_completes_after_playback() {
     assert_eq!(frames, 20);
     assert!(types(&mut c).contains(&"response.audio_transcript.delta".to_string()));
     c.on_media(MediaEvent::PlaybackStarted { response: 1 }, at(0));
-    c.on_media(MediaEvent::PlaybackFinished { response: 1, played_ms: 400 }, at(0));
+    c.on_media(MediaEvent::PlaybackFinished { response: 1, played: Duration::from_millis(400) }, at(0));
     let t = types(&mut c);
     assert_eq!(t.last().unwrap(), "response.done");
     assert!(t.contains(&"output_audio_buffer.stopped".to_string()));
@@ -55,12 +55,12 @@ fn committed_turn_starts_a_response_that_completes_after_playback() {
 #[test]
 fn speech_during_a_response_cancels_it() {
     let mut c = conv();
-    c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 }, at(0));
-    c.on_media(MediaEvent::Committed { audio_end_ms: 600 }, at(0));
+    c.on_media(MediaEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }, at(0));
+    c.on_media(MediaEvent::Committed { audio_end: AudioTime::from_ms(600) }, at(0));
     let _ = c.next_agent_frame(at(0));
     assert!(c.on_egress_frame(true));
     c.out.clear();
-    c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 }, at(0));
+    c.on_media(MediaEvent::SpeechStarted { audio_start: AudioTime::from_ms(900) }, at(0));
     let events = c.take_json();
     let done = events.iter().find(|e| e["type"] == "response.done").unwrap();
     assert_eq!(done["response"]["status"], "cancelled");
@@ -97,7 +97,7 @@ fn response_create_right_after_a_manual_commit_answers_that_turn() {
     c.on_client_text(r#"{"type":"input_audio_buffer.commit"}"#, at(0));
     c.on_client_text(r#"{"type":"response.create"}"#, at(0));
     assert!(!types(&mut c).contains(&"response.created".to_string()), "waits for the worker's commit");
-    c.on_media(MediaEvent::Committed { audio_end_ms: 2000 }, at(0));
+    c.on_media(MediaEvent::Committed { audio_end: AudioTime::from_ms(2000) }, at(0));
     let t = types(&mut c);
     let (committed, created) = (t.iter().position(|x| x == "input_audio_buffer.committed"), t.iter().position(|x| x == "response.created"));
     assert!(committed.is_some() && created > committed, "{t:?}");
@@ -111,8 +111,8 @@ fn response_create_right_after_a_manual_commit_answers_that_turn() {
 fn with_marks_a_cancel_truncates_at_what_the_caller_heard_and_flushes_the_transport() {
     let heard = Arc::new(AtomicU64::new(0));
     let mut c = conv().with_heard(heard.clone());
-    c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 }, at(0));
-    c.on_media(MediaEvent::Committed { audio_end_ms: 600 }, at(0));
+    c.on_media(MediaEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }, at(0));
+    c.on_media(MediaEvent::Committed { audio_end: AudioTime::from_ms(600) }, at(0));
     for _ in 0..10 {
         let _ = c.next_agent_frame(at(0));
         assert!(c.on_egress_frame(true));
@@ -120,7 +120,7 @@ fn with_marks_a_cancel_truncates_at_what_the_caller_heard_and_flushes_the_transp
     // 10 frames sent, marks came back for 4 of them.
     heard.store(4, Ordering::Relaxed);
     c.out.clear();
-    c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 900 }, at(0));
+    c.on_media(MediaEvent::SpeechStarted { audio_start: AudioTime::from_ms(900) }, at(0));
     let events = c.take_json();
     let trunc = events.iter().find(|e| e["type"] == "conversation.item.truncated").unwrap();
     assert_eq!(trunc["audio_end_ms"], 80);
@@ -156,9 +156,9 @@ fn bad_client_events_answer_with_error_events() {
 fn a_full_turn_is_exactly_these_events() {
     let mut c = conv();
     c.on_open();
-    c.on_media(MediaEvent::SpeechStarted { audio_start_ms: 200 }, at(200));
-    c.on_media(MediaEvent::SpeechStopped { audio_end_ms: 600 }, at(600));
-    c.on_media(MediaEvent::Committed { audio_end_ms: 600 }, at(600));
+    c.on_media(MediaEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }, at(200));
+    c.on_media(MediaEvent::SpeechStopped { audio_end: AudioTime::from_ms(600) }, at(600));
+    c.on_media(MediaEvent::Committed { audio_end: AudioTime::from_ms(600) }, at(600));
     let mut frames = 0;
     while let Some(AgentFrame::Audio { response: 1, .. }) = c.next_agent_frame(at(650)) {
         assert!(c.on_egress_frame(true));
@@ -166,7 +166,7 @@ fn a_full_turn_is_exactly_these_events() {
     }
     assert_eq!(frames, 20, "the 400 ms turn, echoed");
     c.on_media(MediaEvent::PlaybackStarted { response: 1 }, at(700));
-    c.on_media(MediaEvent::PlaybackFinished { response: 1, played_ms: 400 }, at(1100));
+    c.on_media(MediaEvent::PlaybackFinished { response: 1, played: Duration::from_millis(400) }, at(1100));
 
     let ids = json!({"response_id": "resp_1", "item_id": "item_2", "output_index": 0, "content_index": 0});
     let with = |extra: Value| {

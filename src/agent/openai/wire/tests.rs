@@ -114,7 +114,7 @@ fn cancel_sends_cancel_and_truncate_and_drops_late_deltas() {
     ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_up", "type": "message"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio_transcript.delta", "delta": "a long answer"}));
     let sent: Vec<Value> =
-        s.on_cmd(Cmd::CancelResponse { response: 1, played_ms: 640 }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+        s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(640) }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
     assert_eq!(sent[0], json!({"type": "response.cancel", "response_id": "resp_up"}));
     assert_eq!(sent[1], json!({"type": "conversation.item.truncate", "item_id": "item_up", "content_index": 0, "audio_end_ms": 640}));
     drain(&mut up);
@@ -128,7 +128,7 @@ fn cancel_sends_cancel_and_truncate_and_drops_late_deltas() {
 fn cancel_before_response_created_still_cancels_upstream() {
     let (mut s, mut link, mut up) = session();
     s.on_cmd(Cmd::StartResponse(1), &mut link);
-    assert_eq!(s.on_cmd(Cmd::CancelResponse { response: 1, played_ms: 0 }, &mut link), [r#"{"type":"response.cancel"}"#]);
+    assert_eq!(s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(0) }, &mut link), [r#"{"type":"response.cancel"}"#]);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "r"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio.delta", "delta": B64.encode([0u8; 960])}));
     assert!(drain(&mut up).is_empty());
@@ -203,7 +203,7 @@ fn barge_in_after_the_provider_finished_truncates_only() {
     ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_up", "type": "message"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio_transcript.delta", "delta": "all of it"}));
     ev(&mut s, &mut link, json!({"type": "response.done", "response": {"id": "r", "status": "completed"}}));
-    let sent = s.on_cmd(Cmd::CancelResponse { response: 4, played_ms: 300 }, &mut link);
+    let sent = s.on_cmd(Cmd::CancelResponse { response: 4, played: Duration::from_millis(300) }, &mut link);
     assert_eq!(sent.len(), 1, "{sent:?}");
     let v: Value = serde_json::from_str(&sent[0]).unwrap();
     assert_eq!(v, json!({"type": "conversation.item.truncate", "item_id": "item_up", "content_index": 0, "audio_end_ms": 300}));
