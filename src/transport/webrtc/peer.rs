@@ -218,7 +218,7 @@ pub(crate) async fn build_peer_configured(
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
         media_engine.register_codec(
-            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec), ..Default::default() },
+            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec) },
             RtpCodecKind::Audio,
         )?;
     }
