@@ -326,6 +326,14 @@ impl Gemini {
     pub fn on_server_message(&mut self, v: &Value, link: &mut Link) -> Reply {
         let mut reply = Reply::default();
         if field(v, "setupComplete", "setup_complete").is_some() {
+            if self.settings_changed {
+                // A session.update arrived while this connection's setup was in flight: the
+                // setup is stale and nothing else has gone out yet, so hand over to a connection
+                // set up with the new settings; what waits in the outbox moves with it (see
+                // `opening`), even mid-activity.
+                reply.reconnect = Some("session settings changed during setup".into());
+                return reply;
+            }
             self.ready = true;
             reply.send = std::mem::take(&mut self.outbox);
         }
@@ -415,8 +423,11 @@ impl Protocol for Gemini {
     }
 
     fn opening(&mut self, reconnect: bool) -> Vec<String> {
+        // A connection that never completed setup sent nothing but its setup: what waited for
+        // it (caller audio, an activity in progress) goes out on this one instead of being lost.
+        let (unsent, in_activity) = if self.ready { (Vec::new(), false) } else { (std::mem::take(&mut self.outbox), self.in_activity) };
         self.ready = false;
-        self.in_activity = false;
+        self.in_activity = in_activity;
         self.go_away = false;
         self.settings_changed = false;
         self.outbox.clear();
@@ -424,6 +435,7 @@ impl Protocol for Gemini {
             // Not resumable: give the new session the dialogue so far.
             self.outbox.extend(self.replay());
         }
+        self.outbox.extend(unsent);
         vec![self.setup().to_string()]
     }
 

@@ -159,6 +159,29 @@ fn settings_changes_reconnect_when_idle_and_close_frames_map_to_codes() {
 }
 
 #[test]
+fn settings_changed_during_setup_reconnect_with_them_and_keep_the_waiting_turn() {
+    let (mut g, mut link, _up) = gemini();
+    g.opening(false);
+    let mut s = g.session.clone();
+    s.tools = vec![voxrelay_signaling::wire::Tool { name: "get_weather".into(), description: "d".into(), parameters: json!({}) }];
+    g.on_cmd(Cmd::Configure(s), &mut link);
+    // The caller starts speaking before the (stale) setup completes.
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Audio { start: AudioTime::from_ms(0), pcm: Box::new([100; SAMPLES_24K]) }, &mut link);
+    let stale = msg(&mut g, &mut link, json!({"setupComplete": {}}));
+    assert!(stale.send.is_empty(), "nothing goes to a session set up without the tools");
+    assert!(stale.reconnect.is_some());
+    let setup = &parsed(&g.opening(true))[0]["setup"];
+    assert_eq!(setup["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
+    let sent = parsed(&msg(&mut g, &mut link, json!({"setupComplete": {}})).send);
+    let kinds: Vec<_> = sent.iter().map(|m| m["realtimeInput"].as_object().and_then(|o| o.keys().next().cloned())).collect();
+    assert_eq!(kinds, [Some("activityStart".to_string()), Some("audio".to_string())], "{sent:?}");
+    // The activity goes on: the commit ends it on this connection.
+    let end = parsed(&g.on_cmd(Cmd::Commit { item_id: "i".into() }, &mut link));
+    assert_eq!(end, [json!({"realtimeInput": {"activityEnd": {}}})]);
+}
+
+#[test]
 fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
     let (mut g, mut link, mut up) = gemini();
     g.session.tools = vec![voxrelay_signaling::wire::Tool {
