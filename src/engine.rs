@@ -23,7 +23,7 @@ use crate::agent;
 use crate::call::{CallSetup, Conversation, run_call, turn_config};
 use crate::metrics::Metrics;
 use crate::transport::webrtc::{OPUS_PAYLOAD_TYPE, PortAllocator};
-use crate::transport::{Transport, TransportEvent, TransportKind, phone, plain_rtp};
+use crate::transport::{Inbound, Transport, TransportEvent, TransportKind, phone, plain_rtp};
 
 /// How long DELETE waits for the call's resources to be released before answering.
 const END_WAIT: Duration = Duration::from_secs(3);
@@ -156,7 +156,8 @@ impl VoxEngine {
             OfferedCodec::Pcmu => AudioCodec::Pcmu,
             OfferedCodec::Pcma => AudioCodec::Pcma,
         };
-        let (transport, answer_sdp) = crate::transport::webrtc::answer(sockets, req.offer, codec, req.summary.payload_type).await?;
+        let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
+        let (transport, answer_sdp) = crate::transport::webrtc::answer(sockets, req.offer, codec, inbound).await?;
         let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr).await?;
         Ok(CallCreated { call_id, answer_sdp })
     }

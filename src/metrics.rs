@@ -15,6 +15,8 @@ pub struct Metrics {
     pub calls_rejected: AtomicU64,
     pub rtp_packets_in: AtomicU64,
     pub rtp_bytes_in: AtomicU64,
+    /// Inbound packets that carried an RFC 6464 audio level (negotiated and sent by the peer).
+    pub rtp_audio_levels_in: AtomicU64,
     pub rtp_packets_out: AtomicU64,
     pub rtp_bytes_out: AtomicU64,
     pub speech_started: AtomicU64,
@@ -33,6 +35,11 @@ pub struct Metrics {
 pub const AGENT_LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500];
 
 impl Metrics {
+    /// An inbound packet carried an RFC 6464 audio level.
+    pub fn audio_level_in(&self) {
+        self.rtp_audio_levels_in.fetch_add(1, Relaxed);
+    }
+
     pub fn rtp_in(&self, bytes: u64) {
         self.rtp_packets_in.fetch_add(1, Relaxed);
         self.rtp_bytes_in.fetch_add(bytes, Relaxed);
@@ -68,12 +75,17 @@ impl Metrics {
     /// Prometheus text exposition; `gauges` are (name, help, value) read at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::with_capacity(2048);
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("voxrelay_calls_started_total", "Calls accepted.", &self.calls_started),
             ("voxrelay_calls_ended_total", "Calls torn down.", &self.calls_ended),
             ("voxrelay_calls_rejected_total", "Call offers refused (overload or draining).", &self.calls_rejected),
             ("voxrelay_rtp_packets_in_total", "RTP packets received from peers.", &self.rtp_packets_in),
             ("voxrelay_rtp_bytes_in_total", "RTP payload bytes received from peers.", &self.rtp_bytes_in),
+            (
+                "voxrelay_rtp_audio_levels_in_total",
+                "Received RTP packets that carried an RFC 6464 audio level.",
+                &self.rtp_audio_levels_in,
+            ),
             ("voxrelay_rtp_packets_out_total", "RTP packets sent to peers.", &self.rtp_packets_out),
             ("voxrelay_rtp_bytes_out_total", "RTP payload bytes sent to peers.", &self.rtp_bytes_out),
             ("voxrelay_vad_speech_started_total", "Speech onsets detected.", &self.speech_started),

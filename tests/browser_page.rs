@@ -9,6 +9,7 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -341,6 +342,11 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
         assert!(tokio::time::Instant::now() < deadline, "the call is still live after the page hung up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Chromium sends RFC 6464 audio levels once the answer keeps its extmap (rooms rank
+    // speakers by them): on every audio packet.
+    let metrics = &server.engine.metrics;
+    let (levels, packets) = (metrics.rtp_audio_levels_in.load(Ordering::Relaxed), metrics.rtp_packets_in.load(Ordering::Relaxed));
+    assert!(levels * 2 > packets && levels <= packets, "audio levels on {levels} of {packets} inbound packets");
     // An agent the server has not configured: a clear error, no retrying.
     let bad = &s["unconfigured_agent"];
     assert_eq!(bad["status"]["phase"], "error", "{}", ctx());

@@ -24,7 +24,14 @@ pub struct OfferSummary {
     /// The payload type the offer uses for that codec in its first audio m-line.
     pub payload_type: u8,
     pub has_data_channel: bool,
+    /// The one-byte header extension id the offer gives RFC 6464 audio levels
+    /// (`a=extmap:N urn:ietf:params:rtp-hdrext:ssrc-audio-level` in its first audio m-line);
+    /// the answer keeps it (RFC 8285), so inbound packets carry levels under this id.
+    pub audio_level_ext: Option<u8>,
 }
+
+/// RFC 6464's extension URI.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
     let malformed = |msg: &str| ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {msg}"));
@@ -35,6 +42,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
     let mut in_audio = false;
     let mut saw_audio = false;
     let mut has_data_channel = false;
+    let mut audio_level_ext = None;
     let mut opus = None;
     // Static payload types count even without an a=rtpmap line (RFC 3551).
     let (mut pcmu, mut pcma) = (None, None);
@@ -63,7 +71,15 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             continue;
         }
         if in_audio && kind == "a" {
-            if let Some(rtpmap) = value.strip_prefix("rtpmap:") {
+            if let Some(extmap) = value.strip_prefix("extmap:") {
+                // `N[/direction] URI [attributes]`; one-byte ids are 1..=14 (RFC 8285), which
+                // is all the server's RTP stack reads.
+                let mut fields = extmap.split(' ');
+                let id = fields.next().and_then(|f| f.split('/').next()).and_then(|id| id.parse::<u8>().ok());
+                if fields.next() == Some(AUDIO_LEVEL_URI) {
+                    audio_level_ext = audio_level_ext.or(id.filter(|id| (1..=14).contains(id)));
+                }
+            } else if let Some(rtpmap) = value.strip_prefix("rtpmap:") {
                 let (pt, codec) = rtpmap.split_once(' ').ok_or_else(|| malformed("bad a=rtpmap"))?;
                 let pt = pt.parse::<u8>().map_err(|_| malformed("bad payload type in a=rtpmap"))?;
                 let codec = codec.to_ascii_lowercase();
@@ -91,7 +107,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             ));
         }
     };
-    Ok(OfferSummary { codec, payload_type, has_data_channel })
+    Ok(OfferSummary { codec, payload_type, has_data_channel, audio_level_ext })
 }
 
 #[cfg(test)]
@@ -103,7 +119,24 @@ mod tests {
     #[test]
     fn finds_opus_payload_type_and_data_channel() {
         let s = inspect_offer(OFFER).unwrap();
-        assert_eq!(s, OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true });
+        assert_eq!(s, OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true, audio_level_ext: None });
+    }
+
+    #[test]
+    fn finds_the_audio_level_extension_id_of_the_first_audio_m_line() {
+        // As Chromium offers it: several extensions, the level among them.
+        let chromium = OFFER.replace(
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=extmap:2/sendrecv http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=rtpmap:111 opus/48000/2\r\n",
+        );
+        assert_eq!(inspect_offer(&chromium).unwrap().audio_level_ext, Some(1));
+        let with_direction = OFFER.replace("a=rtpmap:0 PCMU", "a=extmap:7/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\na=rtpmap:0 PCMU");
+        assert_eq!(inspect_offer(&with_direction).unwrap().audio_level_ext, Some(7));
+        // Two-byte ids (15 and up) and ids of other m-lines are not used.
+        let two_byte = OFFER.replace("a=rtpmap:0 PCMU", "a=extmap:15 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=rtpmap:0 PCMU");
+        assert_eq!(inspect_offer(&two_byte).unwrap().audio_level_ext, None);
+        let later = format!("{OFFER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:3 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n");
+        assert_eq!(inspect_offer(&later).unwrap().audio_level_ext, None);
     }
 
     #[test]
@@ -111,7 +144,7 @@ mod tests {
         let pcmu = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\n";
         assert_eq!(inspect_offer(pcmu).unwrap().codec, OfferedCodec::Pcmu);
         let pcma = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=rtpmap:8 PCMA/8000\r\n";
-        assert_eq!(inspect_offer(pcma).unwrap(), OfferSummary { codec: OfferedCodec::Pcma, payload_type: 8, has_data_channel: false });
+        assert_eq!(inspect_offer(pcma).unwrap(), OfferSummary { codec: OfferedCodec::Pcma, payload_type: 8, has_data_channel: false, audio_level_ext: None });
         let g722 = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 9\r\na=rtpmap:9 G722/8000\r\n";
         assert_eq!(inspect_offer(g722).unwrap_err().code, "unsupported_codec");
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use tokio::sync::mpsc;
-use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+use voxrelay_media::{AudioCodec, AudioLevel, EncodedFrame, RtpIn};
 use voxrelay_signaling::CallId;
 
 use crate::metrics::Metrics;
@@ -118,17 +118,30 @@ impl PacketSink {
     }
 }
 
+/// What a transport negotiated for the RTP it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// Packets of any other payload type are counted and dropped.
+    pub payload_type: u8,
+    /// The RFC 6464 audio-level extension's id, when the peer offered it.
+    pub audio_level_ext: Option<u8>,
+}
+
 /// Hands one received RTP packet to the worker: counted, checked against the negotiated
 /// payload type, tagged with its source, pushed without waiting (a full ring drops the packet
 /// and counts it; the jitter buffer conceals the gap). Shared by the RTP transports.
-pub(crate) fn ingest_rtp(packet: &rtc::rtp::Packet, payload_type: u8, ingress: &mut rtrb::Producer<RtpIn>, metrics: &Metrics) {
+pub(crate) fn ingest_rtp(packet: &rtc::rtp::Packet, format: Inbound, ingress: &mut rtrb::Producer<RtpIn>, metrics: &Metrics) {
     metrics.rtp_in(packet.payload.len() as u64);
     let h = &packet.header;
-    if h.payload_type != payload_type {
+    if h.payload_type != format.payload_type {
         return;
     }
+    let level = format.audio_level_ext.and_then(|id| h.get_extension(id)).and_then(|ext| AudioLevel::from_extension(&ext));
+    if level.is_some() {
+        metrics.audio_level_in();
+    }
     if let Some(frame) = RtpIn::new(h.sequence_number, h.timestamp, &packet.payload)
-        && ingress.push(frame.with_source(h.ssrc, None)).is_err()
+        && ingress.push(frame.with_source(h.ssrc, level)).is_err()
     {
         metrics.ring_overflow();
     }

@@ -16,7 +16,7 @@ use voxrelay_signaling::ApiError;
 
 use super::packetizer::RtpPacketizer;
 use super::webrtc::{OPUS_PAYLOAD_TYPE, samples_per_frame};
-use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
+use super::{Closer, Inbound, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
 use crate::metrics::Metrics;
 
 /// Largest datagram read; RTP over UDP stays under the path MTU, 1500 covers Ethernet.
@@ -97,7 +97,7 @@ async fn read(
             Some(_) => {}
         }
         if let Some(packet) = parse(&buf[..n]) {
-            ingest_rtp(&packet, payload_type, &mut ingress, &metrics);
+            ingest_rtp(&packet, Inbound { payload_type, audio_level_ext: None }, &mut ingress, &metrics);
         }
     }
 }

@@ -29,7 +29,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::packetizer::RtpPacketizer;
-use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
+use super::{Closer, Inbound, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
 use crate::metrics::Metrics;
 
 /// The data channel that carries the Realtime events (PROTOCOL.md §2).
@@ -40,7 +40,8 @@ const FLUSH_WAIT: Duration = Duration::from_millis(500);
 /// Answers `offer` on a new peer connection bound to `sockets`, sending `codec` with the
 /// offer's `payload_type`. Returns the transport and the answer SDP (all candidates gathered:
 /// we do not trickle).
-pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, payload_type: u8) -> Result<(Transport, String), ApiError> {
+pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound: Inbound) -> Result<(Transport, String), ApiError> {
+    let payload_type = inbound.payload_type;
     let addr = sockets.udp.expect("the server always listens on UDP");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let peer = build_peer(sockets, tx).await.map_err(|e| {
@@ -89,7 +90,7 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, payload_
         sink: PacketSink::WebRtc(TrackSink { track, packetizer: RtpPacketizer::new(ssrc, payload_type, samples_per_frame(codec)) }),
         heard: None,
         start_reader: Box::new(move |_call_id, ingress, metrics| {
-            vec![tokio::spawn(drive(early, rx, to_call, channel, ingress, payload_type, metrics))]
+            vec![tokio::spawn(drive(early, rx, to_call, channel, ingress, inbound, metrics))]
         }),
         closer: Closer::WebRtc(closer),
     };
@@ -106,7 +107,7 @@ async fn drive(
     to_call: mpsc::UnboundedSender<TransportEvent>,
     events_channel: EventsChannel,
     ingress: rtrb::Producer<RtpIn>,
-    payload_type: u8,
+    inbound: Inbound,
     metrics: Arc<Metrics>,
 ) {
     let mut ingress = Some(ingress);
@@ -127,7 +128,7 @@ async fn drive(
             // The caller's first audio track is the call's input; later ones are ignored.
             PeerEvent::Track(remote) => {
                 if let Some(producer) = ingress.take() {
-                    tokio::spawn(read_track(remote, producer, payload_type, metrics.clone()));
+                    tokio::spawn(read_track(remote, producer, inbound, metrics.clone()));
                 }
                 None
             }
@@ -176,10 +177,10 @@ async fn write_events(channel: Arc<dyn DataChannel>, mut texts: mpsc::UnboundedR
 
 /// Reads the caller's RTP and hands payloads to the worker. Never blocks: a full ring drops
 /// the packet and counts it (the jitter buffer conceals the gap).
-async fn read_track(track: Arc<dyn TrackRemote>, mut ingress: rtrb::Producer<RtpIn>, payload_type: u8, metrics: Arc<Metrics>) {
+async fn read_track(track: Arc<dyn TrackRemote>, mut ingress: rtrb::Producer<RtpIn>, inbound: Inbound, metrics: Arc<Metrics>) {
     while let Some(event) = track.poll().await {
         if let TrackRemoteEvent::OnRtpPacket(packet) = event {
-            ingest_rtp(&packet, payload_type, &mut ingress, &metrics);
+            ingest_rtp(&packet, inbound, &mut ingress, &metrics);
         }
     }
 }

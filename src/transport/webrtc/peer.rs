@@ -13,7 +13,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use voxrelay_media::AudioCodec;
@@ -222,6 +222,13 @@ pub(crate) async fn build_peer_configured(
             RtpCodecKind::Audio,
         )?;
     }
+    // RFC 6464 levels: browsers send them when the answer keeps the offer's extmap; rooms rank
+    // speakers by them without decoding.
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
