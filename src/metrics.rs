@@ -81,11 +81,7 @@ impl Metrics {
             ("voxrelay_calls_rejected_total", "Call offers refused (overload or draining).", &self.calls_rejected),
             ("voxrelay_rtp_packets_in_total", "RTP packets received from peers.", &self.rtp_packets_in),
             ("voxrelay_rtp_bytes_in_total", "RTP payload bytes received from peers.", &self.rtp_bytes_in),
-            (
-                "voxrelay_rtp_audio_levels_in_total",
-                "Received RTP packets that carried an RFC 6464 audio level.",
-                &self.rtp_audio_levels_in,
-            ),
+            ("voxrelay_rtp_audio_levels_in_total", "Received RTP packets that carried an RFC 6464 audio level.", &self.rtp_audio_levels_in),
             ("voxrelay_rtp_packets_out_total", "RTP packets sent to peers.", &self.rtp_packets_out),
             ("voxrelay_rtp_bytes_out_total", "RTP payload bytes sent to peers.", &self.rtp_bytes_out),
             ("voxrelay_vad_speech_started_total", "Speech onsets detected.", &self.speech_started),

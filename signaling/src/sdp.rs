@@ -130,7 +130,8 @@ mod tests {
             "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=extmap:2/sendrecv http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=rtpmap:111 opus/48000/2\r\n",
         );
         assert_eq!(inspect_offer(&chromium).unwrap().audio_level_ext, Some(1));
-        let with_direction = OFFER.replace("a=rtpmap:0 PCMU", "a=extmap:7/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\na=rtpmap:0 PCMU");
+        let with_direction =
+            OFFER.replace("a=rtpmap:0 PCMU", "a=extmap:7/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\na=rtpmap:0 PCMU");
         assert_eq!(inspect_offer(&with_direction).unwrap().audio_level_ext, Some(7));
         // Two-byte ids (15 and up) and ids of other m-lines are not used.
         let two_byte = OFFER.replace("a=rtpmap:0 PCMU", "a=extmap:15 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=rtpmap:0 PCMU");
@@ -144,7 +145,10 @@ mod tests {
         let pcmu = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\n";
         assert_eq!(inspect_offer(pcmu).unwrap().codec, OfferedCodec::Pcmu);
         let pcma = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=rtpmap:8 PCMA/8000\r\n";
-        assert_eq!(inspect_offer(pcma).unwrap(), OfferSummary { codec: OfferedCodec::Pcma, payload_type: 8, has_data_channel: false, audio_level_ext: None });
+        assert_eq!(
+            inspect_offer(pcma).unwrap(),
+            OfferSummary { codec: OfferedCodec::Pcma, payload_type: 8, has_data_channel: false, audio_level_ext: None }
+        );
         let g722 = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 9\r\na=rtpmap:9 G722/8000\r\n";
         assert_eq!(inspect_offer(g722).unwrap_err().code, "unsupported_codec");
     }
