@@ -193,7 +193,7 @@ impl Client {
         let config = config.build();
         let local = std::net::SocketAddr::new(opts.bind_ip, 0);
         let sockets = if opts.tcp_only { Sockets { udp: None, tcp: Some(local) } } else { Sockets::udp(local) };
-        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config).await.map_err(webrtc_err)?;
+        let peer = build_peer_configured(sockets, tx.clone(), &[opts.codec], config, false).await.map_err(webrtc_err)?;
         let (track, ssrc) = audio_track("client", opts.codec);
         peer.add_track(track.clone()).await.map_err(webrtc_err)?;
         let dc = peer.create_data_channel("oai-events", None).await.map_err(webrtc_err)?;

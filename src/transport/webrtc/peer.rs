@@ -205,15 +205,18 @@ pub(crate) async fn build_peer_with(
     tx: mpsc::UnboundedSender<PeerEvent>,
     codecs: &[AudioCodec],
 ) -> Result<Peer, webrtc::error::Error> {
-    build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default()).await
+    build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default(), true).await
 }
 
 /// Like [`build_peer_with`], with an RTC configuration (ICE servers, relay-only policy).
+/// `audio_levels`: negotiate RFC 6464 (the server does, so browsers send levels; the project's
+/// own client does not, since it sends none).
 pub(crate) async fn build_peer_configured(
     sockets: Sockets,
     tx: mpsc::UnboundedSender<PeerEvent>,
     codecs: &[AudioCodec],
     configuration: webrtc::peer_connection::RTCConfiguration,
+    audio_levels: bool,
 ) -> Result<Peer, webrtc::error::Error> {
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
@@ -224,11 +227,13 @@ pub(crate) async fn build_peer_configured(
     }
     // RFC 6464 levels: browsers send them when the answer keeps the offer's extmap; rooms rank
     // speakers by them without decoding.
-    media_engine.register_header_extension(
-        RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() },
-        RtpCodecKind::Audio,
-        None,
-    )?;
+    if audio_levels {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() },
+            RtpCodecKind::Audio,
+            None,
+        )?;
+    }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
