@@ -50,9 +50,3 @@ impl Add<Duration> for AudioTime {
         AudioTime(self.0 + d.as_millis() as u64)
     }
 }
-
-impl std::fmt::Display for AudioTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ms", self.0)
-    }
-}

@@ -53,11 +53,10 @@ impl AudioLevel {
     /// frame's samples in dBov, rounded, 127 for digital silence): the fallback for peers that do
     /// not send it, wherever the server decodes anyway. `voice` is left to the caller's VAD.
     pub fn from_pcm(pcm: &[i16], voice: bool) -> Self {
-        let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-        if pcm.is_empty() || energy == 0.0 {
+        let rms = crate::rms(pcm) / 32768.0;
+        if rms == 0.0 {
             return AudioLevel { minus_dbov: 127, voice };
         }
-        let rms = (energy / pcm.len() as f64).sqrt() / 32768.0;
         let minus_dbov = (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8;
         AudioLevel { minus_dbov, voice }
     }

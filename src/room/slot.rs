@@ -131,20 +131,22 @@ impl Slot {
         if self.assigned != Some(track) {
             return Err(Skip::NotOnSlot);
         }
-        let switched = self.mapping.is_none_or(|m| m.ssrc != header.ssrc);
-        if switched {
-            self.mapping = Some(self.map_switch(track, header, now));
-            self.counters.switches += 1;
-        }
-        let Some(mapping) = self.mapping.as_mut() else { unreachable!("mapped above") };
+        let (mut mapping, switched) = match self.mapping {
+            Some(m) if m.ssrc == header.ssrc => (m, false),
+            _ => {
+                self.counters.switches += 1;
+                (self.map_switch(track, header, now), true)
+            }
+        };
         if mapping.guarding {
+            // A fresh mapping never lands here: its first packet is `first_seq` itself.
             if seq_before(header.seq, mapping.first_seq) {
                 self.counters.dropped_before_switch += 1;
                 return Err(Skip::BeforeSwitch);
             }
             mapping.guarding = header.seq.wrapping_sub(mapping.first_seq) < SWITCH_GUARD_PACKETS;
         }
-        let mapping = *mapping;
+        self.mapping = Some(mapping);
         let out = SlotHeader {
             ssrc: self.ssrc,
             seq: header.seq.wrapping_add(mapping.seq_offset),
