@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use voxrelay::agent::bridge::Bridge;
 use voxrelay::agent::providers::{OpenAiConfig, OpenAiDialect};
 use voxrelay::agent::{Agent, AgentOutput, openai};
+use voxrelay_media::AudioTime;
 use voxrelay_signaling::SessionConfig;
 
 const FRAMES: usize = 500;

@@ -12,6 +12,7 @@ use voxrelay::agent::gemini::Gemini;
 use voxrelay::agent::openai::wire::{Session, audio_append};
 use voxrelay::agent::providers::{GeminiConfig, OpenAiConfig, OpenAiDialect};
 use voxrelay::agent::upstream::Protocol;
+use voxrelay_media::AudioTime;
 use voxrelay_signaling::SessionConfig;
 
 fn speechlike() -> [i16; 480] {

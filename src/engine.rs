@@ -17,6 +17,9 @@ use voxrelay_signaling::{
     SessionConfig, SessionId,
 };
 use voxrelay_signaling::events::IdSource;
+use voxrelay_signaling::room_wire::RoomInfo;
+use voxrelay_signaling::rooms::JoinRequest;
+use voxrelay_signaling::{ParticipantId, RoomName};
 
 use crate::admission::Admission;
 use crate::agent;
@@ -55,6 +58,8 @@ pub struct VoxEngine {
     pub relay: OnceLock<crate::relay::IceAdvert>,
     /// Echo guard of phone sessions (lines without echo cancellation).
     pub phone_echo_guard: EchoGuardConfig,
+    /// The SFU's rooms (PROTOCOL.md §4).
+    pub rooms: Arc<crate::room::Rooms>,
 }
 
 impl VoxEngine {
@@ -67,7 +72,9 @@ impl VoxEngine {
         providers: agent::Providers,
         phone_echo_guard: EchoGuardConfig,
     ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
+            rooms: crate::room::Rooms::new(crate::room::RoomSettings::default(), metrics.clone()),
             pool,
             ports,
             rtp_ingest,
@@ -76,7 +83,7 @@ impl VoxEngine {
             calls: Mutex::new(HashMap::new()),
             admission: Admission::new(max_calls),
             ended_media: Mutex::new(StatsSnapshot::default()),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             relay: OnceLock::new(),
             phone_echo_guard,
         })
@@ -338,6 +345,18 @@ impl Engine for EngineHandle {
 
     fn open_phone_stream(&self) -> Result<PhoneChannel, ApiError> {
         self.0.open_phone_stream()
+    }
+
+    async fn join_room(&self, req: JoinRequest) -> Result<String, ApiError> {
+        self.0.rooms.join(&self.0.ports, req).await
+    }
+
+    async fn leave_room(&self, room: &RoomName, identity: &ParticipantId, removed: bool) -> Result<(), ApiError> {
+        self.0.rooms.leave(room, identity, removed).await
+    }
+
+    async fn room_info(&self, room: &RoomName) -> Result<RoomInfo, ApiError> {
+        self.0.rooms.info(room).await
     }
 
     fn is_ready(&self) -> bool {

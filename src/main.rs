@@ -17,6 +17,8 @@ enum Command {
     Serve(ServeConfig),
     /// Load a running server with N concurrent WebRTC calls and measure turn latency, loss, jitter.
     Loadgen(voxrelay::loadgen::LoadgenConfig),
+    /// Mint a room token (PROTOCOL.md §4) with this server's API key; prints the token.
+    Token(voxrelay::room::token_cli::TokenArgs),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -104,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
             }
             turn.shutdown().await;
         }
+        Command::Token(args) => match voxrelay::room::token_cli::mint(&args) {
+            Ok(token) => println!("{token}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        },
         Command::Loadgen(cfg) => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
             let report = voxrelay::loadgen::run(cfg).await?;

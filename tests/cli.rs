@@ -187,3 +187,35 @@ async fn the_config_file_sits_under_environment_and_flags() {
     assert!(err.contains("voxrelay.toml") && err.contains("rtc_ports"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn token_mints_room_tokens_offline_with_the_servers_key() {
+    let data_dir = std::env::temp_dir().join(format!("voxrelay-token-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_voxrelay"))
+            .args(["token", "--room", "standup", "--identity", "alice", "--ttl", "30m"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("VOXRELAY_API_KEY")
+            .output()
+            .expect("voxrelay binary runs")
+    };
+    // No key anywhere: a clear error, no token, and no key file made up on the spot.
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no API key"), "{}", String::from_utf8_lossy(&out.stderr));
+    // With the key file a server wrote: a token the server accepts, with the grants asked for.
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("api_key"), "vr_cli_key\n").unwrap();
+    let out = run(&["--no-publish"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let now = voxrelay_signaling::auth::unix_now();
+    let claims = voxrelay_signaling::room_token::RoomTokens::new("vr_cli_key").verify(token.trim(), now).unwrap();
+    assert_eq!((claims.sub.as_str(), claims.room.name.as_str()), ("alice", "standup"));
+    assert!(!claims.room.publish && claims.room.subscribe && claims.room.publish_data && !claims.room.admin);
+    assert!((claims.exp - now).abs_diff(1800) <= 5);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -19,6 +19,9 @@ mod health;
 pub mod ids;
 mod plain_rtp;
 mod realtime;
+pub mod room_token;
+pub mod room_wire;
+pub mod rooms;
 pub mod telephony;
 mod watch;
 mod ws_pump;
@@ -106,6 +109,18 @@ pub trait Engine: Send + Sync + 'static {
     fn ice_servers(&self, _session_id: &SessionId) -> Vec<serde_json::Value> {
         Vec::new()
     }
+    /// Rooms (PROTOCOL.md §4): joins the token's participant (replacing a connection it
+    /// already has) and answers its offer.
+    async fn join_room(&self, _req: rooms::JoinRequest) -> Result<String, ApiError> {
+        Err(rooms::rooms_disabled())
+    }
+    /// Takes a participant out of a room (`removed`: by an admin, else it left).
+    async fn leave_room(&self, _room: &RoomName, _identity: &ParticipantId, _removed: bool) -> Result<(), ApiError> {
+        Err(rooms::rooms_disabled())
+    }
+    async fn room_info(&self, _room: &RoomName) -> Result<room_wire::RoomInfo, ApiError> {
+        Err(rooms::rooms_disabled())
+    }
     /// Prometheus text exposition for `/metrics`.
     fn metrics_text(&self) -> String;
 }
@@ -175,6 +190,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rtp", post(plain_rtp::create))
         .route("/v1/rtp/{id}", delete(plain_rtp::end))
         .route("/v1/rtp/{id}/events", get(watch::rtp_events))
+        .route("/v1/rooms/{room}", get(rooms::get))
+        .route("/v1/rooms/{room}/tokens", post(rooms::mint_token))
+        .route("/v1/rooms/{room}/join", post(rooms::join))
+        .route("/v1/rooms/{room}/participants/{identity}", delete(rooms::remove_participant))
         .route("/v1/telephony/twilio/voice", post(telephony::twilio_voice))
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))
         .fallback(realtime::not_found)

@@ -28,6 +28,38 @@ pub struct OfferSummary {
     /// (`a=extmap:N urn:ietf:params:rtp-hdrext:ssrc-audio-level` in its first audio m-line);
     /// the answer keeps it (RFC 8285), so inbound packets carry levels under this id.
     pub audio_level_ext: Option<u8>,
+    /// Every audio m-line, in order (rooms: the first carries the microphone, each one that
+    /// can receive is a slot).
+    pub audio_lines: Vec<AudioLine>,
+}
+
+/// The offerer's direction of one m-line (RFC 3264 §6; `sendrecv` when the line says nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    /// The offerer will receive on this line.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The offerer will send on this line.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+}
+
+/// One audio m-line of an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioLine {
+    pub mid: Option<String>,
+    /// Port 0 (a rejected or stopped line) reads as inactive.
+    pub direction: Direction,
 }
 
 /// RFC 6464's extension URI.
@@ -43,6 +75,10 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
     let mut saw_audio = false;
     let mut has_data_channel = false;
     let mut audio_level_ext = None;
+    let mut audio_lines: Vec<AudioLine> = Vec::new();
+    let mut in_any_audio = false;
+    // Port 0: the line is rejected whatever its direction attribute says.
+    let mut rejected = false;
     let mut opus = None;
     // Static payload types count even without an a=rtpmap line (RFC 3551).
     let (mut pcmu, mut pcma) = (None, None);
@@ -57,6 +93,11 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             let mut fields = value.split(' ');
             let media = fields.next().unwrap_or("");
             in_audio = media == "audio" && !saw_audio;
+            in_any_audio = media == "audio";
+            if in_any_audio {
+                rejected = fields.clone().next() == Some("0");
+                audio_lines.push(AudioLine { mid: None, direction: if rejected { Direction::Inactive } else { Direction::SendRecv } });
+            }
             if in_audio {
                 for fmt in fields.skip(2) {
                     match fmt {
@@ -69,6 +110,21 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             saw_audio |= media == "audio";
             has_data_channel |= media == "application" && value.contains("DTLS/SCTP");
             continue;
+        }
+        if in_any_audio && kind == "a" {
+            let line = audio_lines.last_mut().expect("an audio m-line was pushed");
+            let direction = match value {
+                "sendrecv" => Some(Direction::SendRecv),
+                "sendonly" => Some(Direction::SendOnly),
+                "recvonly" => Some(Direction::RecvOnly),
+                "inactive" => Some(Direction::Inactive),
+                _ => None,
+            };
+            if let Some(direction) = direction.filter(|_| !rejected) {
+                line.direction = direction;
+            } else if let Some(mid) = value.strip_prefix("mid:") {
+                line.mid = Some(mid.to_string());
+            }
         }
         if in_audio && kind == "a" {
             if let Some(extmap) = value.strip_prefix("extmap:") {
@@ -107,7 +163,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             ));
         }
     };
-    Ok(OfferSummary { codec, payload_type, has_data_channel, audio_level_ext })
+    Ok(OfferSummary { codec, payload_type, has_data_channel, audio_level_ext, audio_lines })
 }
 
 #[cfg(test)]
@@ -119,7 +175,8 @@ mod tests {
     #[test]
     fn finds_opus_payload_type_and_data_channel() {
         let s = inspect_offer(OFFER).unwrap();
-        assert_eq!(s, OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true, audio_level_ext: None });
+        let audio_lines = vec![AudioLine { mid: None, direction: Direction::SendRecv }];
+        assert_eq!(s, OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true, audio_level_ext: None, audio_lines });
     }
 
     #[test]
@@ -141,13 +198,33 @@ mod tests {
     }
 
     #[test]
+    fn lists_audio_lines_with_mid_and_direction() {
+        let room = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n\
+                    m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=recvonly\r\n\
+                    m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\n\
+                    m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\na=sendrecv\r\n\
+                    m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:4\r\na=sendrecv\r\n";
+        let lines = inspect_offer(room).unwrap().audio_lines;
+        let got: Vec<(Option<&str>, Direction)> = lines.iter().map(|l| (l.mid.as_deref(), l.direction)).collect();
+        use Direction::*;
+        assert_eq!(got, [(Some("0"), SendOnly), (Some("1"), RecvOnly), (Some("2"), SendRecv), (Some("3"), Inactive)]);
+        assert_eq!(lines.iter().filter(|l| l.direction.receives()).count(), 2);
+    }
+
+    #[test]
     fn falls_back_to_g711_static_payload_types() {
         let pcmu = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\n";
         assert_eq!(inspect_offer(pcmu).unwrap().codec, OfferedCodec::Pcmu);
         let pcma = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=rtpmap:8 PCMA/8000\r\n";
         assert_eq!(
             inspect_offer(pcma).unwrap(),
-            OfferSummary { codec: OfferedCodec::Pcma, payload_type: 8, has_data_channel: false, audio_level_ext: None }
+            OfferSummary {
+                codec: OfferedCodec::Pcma,
+                payload_type: 8,
+                has_data_channel: false,
+                audio_level_ext: None,
+                audio_lines: vec![AudioLine { mid: None, direction: Direction::SendRecv }]
+            }
         );
         let g722 = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 9\r\na=rtpmap:9 G722/8000\r\n";
         assert_eq!(inspect_offer(g722).unwrap_err().code, "unsupported_codec");

@@ -9,9 +9,14 @@
 //! task that feeds publishers' packets through these three and the subscribers' packet sinks,
 //! room events and the room API.
 
+mod registry;
 pub mod selection;
 pub mod slot;
 pub mod speakers;
+mod state;
+pub mod token_cli;
+
+pub use registry::{RoomSettings, Rooms};
 
 pub use slot::{Slot, SlotHeader, SourceHeader, TrackKey};
 pub use speakers::{ActiveSpeakers, LevelWindow, SpeakerConfig};

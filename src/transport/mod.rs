@@ -147,6 +147,56 @@ pub(crate) fn ingest_rtp(packet: &rtc::rtp::Packet, format: Inbound, ingress: &m
     }
 }
 
+/// One received RTP packet with its source, for forwarding without decoding (rooms). The
+/// payload is reference-counted: forwarding it to many subscribers copies nothing.
+#[derive(Clone, Debug)]
+pub struct RtpPacketIn {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// RFC 6464 level, when the sender negotiated and sent it.
+    pub level: Option<AudioLevel>,
+    pub payload: bytes::Bytes,
+    pub at: std::time::Instant,
+}
+
+/// One RTP packet to send on one of a participant's outgoing streams (a slot).
+#[derive(Clone, Debug)]
+pub struct RtpPacketOut {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: bytes::Bytes,
+}
+
+/// Where a transport's reader hands each received packet (rooms: into the room's queue).
+pub type DeliverRtp = Box<dyn FnMut(RtpPacketIn) + Send>;
+
+/// Reads one received RTP packet for forwarding: counted, checked against the negotiated payload
+/// type, its level read.
+pub(crate) fn packet_in(packet: &rtc::rtp::Packet, format: Inbound, metrics: &Metrics) -> Option<RtpPacketIn> {
+    metrics.rtp_in(packet.payload.len() as u64);
+    let h = &packet.header;
+    if h.payload_type != format.payload_type {
+        return None;
+    }
+    let level = format.audio_level_ext.and_then(|id| h.get_extension(id)).and_then(|ext| AudioLevel::from_extension(&ext));
+    if level.is_some() {
+        metrics.audio_level_in();
+    }
+    Some(RtpPacketIn {
+        ssrc: h.ssrc,
+        seq: h.sequence_number,
+        timestamp: h.timestamp,
+        marker: h.marker,
+        level,
+        payload: packet.payload.clone(),
+        at: std::time::Instant::now(),
+    })
+}
+
 /// Starts the transport's media reader once the worker session exists: gets the session's
 /// ingress ring, returns the tasks that end with the call.
 pub type StartReader = Box<dyn FnOnce(&CallId, rtrb::Producer<RtpIn>, Arc<Metrics>) -> Vec<tokio::task::JoinHandle<()>> + Send>;

@@ -11,6 +11,10 @@
 
 pub mod client;
 mod peer;
+mod room;
+pub mod room_client;
+
+pub use room::{RoomPeer, SendError, SlotSink, answer_room};
 
 pub use peer::{GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, default_payload_type, samples_per_frame};
 use peer::{Peer, PeerEvent, audio_track, build_peer, wait_gathered};
@@ -48,36 +52,17 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound:
         warn!("building peer connection on {addr}: {e}");
         ApiError::overloaded("could not open a media socket")
     })?;
-    let fail = |peer: Peer, err: ApiError| async move {
-        let _ = peer.close().await;
-        err
-    };
     let (track, ssrc) = audio_track("voxrelay", codec);
-    if let Err(e) = peer.add_track(track.clone()).await {
-        return Err(fail(peer, ApiError::internal(format!("adding the outbound track: {e}"))).await);
-    }
-    let offer = match rtc::peer_connection::sdp::RTCSessionDescription::offer(offer) {
-        Ok(o) => o,
-        Err(e) => return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}"))).await),
+    let negotiated = match peer.add_track(track.clone()).await {
+        Ok(_) => negotiate(&peer, &mut rx, offer, &[]).await,
+        Err(e) => Err(ApiError::internal(format!("adding the outbound track: {e}"))),
     };
-    if let Err(e) = peer.set_remote_description(offer).await {
-        return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}"))).await);
-    }
-    let answer = match peer.create_answer(None).await {
-        Ok(a) => a,
+    let (early, local_sdp) = match negotiated {
+        Ok(n) => n,
         Err(e) => {
-            return Err(fail(peer, ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}"))).await);
+            let _ = peer.close().await;
+            return Err(e);
         }
-    };
-    if let Err(e) = peer.set_local_description(answer).await {
-        return Err(fail(peer, ApiError::internal(format!("setting the local description: {e}"))).await);
-    }
-    let early = match wait_gathered(&mut rx).await {
-        Ok(ev) => ev,
-        Err(e) => return Err(fail(peer, ApiError::internal(e)).await),
-    };
-    let Some(local) = peer.local_description().await else {
-        return Err(fail(peer, ApiError::internal("no local description after gathering")).await);
     };
     let (inject, events) = mpsc::unbounded_channel();
     let closer = PeerCloser { peer: peer.clone(), events_channel: Arc::new(Mutex::new(None)) };
@@ -90,27 +75,60 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound:
         sink: PacketSink::WebRtc(TrackSink { track, packetizer: RtpPacketizer::new(ssrc, payload_type, samples_per_frame(codec)) }),
         heard: None,
         start_reader: Box::new(move |_call_id, ingress, metrics| {
-            vec![tokio::spawn(drive(early, rx, to_call, channel, ingress, inbound, metrics))]
+            // The caller's first audio track is the call's input; later ones are ignored.
+            let mut ingress = Some(ingress);
+            let on_track: OnTrack = Box::new(move |remote| {
+                if let Some(producer) = ingress.take() {
+                    tokio::spawn(read_track(remote, producer, inbound, metrics.clone()));
+                }
+            });
+            vec![tokio::spawn(drive(early, rx, to_call, channel, EVENTS_LABEL, on_track))]
         }),
         closer: Closer::WebRtc(closer),
     };
-    Ok((transport, local.sdp))
+    Ok((transport, local_sdp))
+}
+
+/// Applies `offer`, binds `late` tracks to the offer's m-lines (in order, one each), answers,
+/// and waits for ICE gathering. Returns the events seen meanwhile and the answer SDP. On error
+/// the caller closes the peer.
+pub(super) async fn negotiate(
+    peer: &Peer,
+    rx: &mut mpsc::UnboundedReceiver<PeerEvent>,
+    offer: String,
+    late: &[Arc<TrackLocalStaticRTP>],
+) -> Result<(Vec<PeerEvent>, String), ApiError> {
+    let offer = rtc::peer_connection::sdp::RTCSessionDescription::offer(offer)
+        .map_err(|e| ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}")))?;
+    peer.set_remote_description(offer)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}")))?;
+    for track in late {
+        peer.add_track(track.clone()).await.map_err(|e| ApiError::internal(format!("adding an outbound track: {e}")))?;
+    }
+    let answer = peer.create_answer(None).await.map_err(|e| ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")))?;
+    peer.set_local_description(answer).await.map_err(|e| ApiError::internal(format!("setting the local description: {e}")))?;
+    let early = wait_gathered(rx).await.map_err(ApiError::internal)?;
+    let local = peer.local_description().await.ok_or_else(|| ApiError::internal("no local description after gathering"))?;
+    Ok((early, local.sdp))
 }
 
 /// The events data channel and the task writing to it, once it opened.
 type EventsChannel = Arc<Mutex<Option<(Arc<dyn DataChannel>, tokio::task::JoinHandle<()>)>>>;
 
-/// Turns the peer connection's events into transport events, for the life of the call.
+/// What to do with each remote track as it arrives.
+type OnTrack = Box<dyn FnMut(Arc<dyn TrackRemote>) + Send>;
+
+/// Turns the peer connection's events into transport events, for the life of the call: the
+/// data channel labelled `events_label` carries the events, tracks go to `on_track`.
 async fn drive(
     early: Vec<PeerEvent>,
     mut raw: mpsc::UnboundedReceiver<PeerEvent>,
     to_call: mpsc::UnboundedSender<TransportEvent>,
     events_channel: EventsChannel,
-    ingress: rtrb::Producer<RtpIn>,
-    inbound: Inbound,
-    metrics: Arc<Metrics>,
+    events_label: &'static str,
+    mut on_track: OnTrack,
 ) {
-    let mut ingress = Some(ingress);
     let mut early = early.into_iter();
     let mut events_open = false;
     loop {
@@ -125,15 +143,12 @@ async fn drive(
             },
         };
         let event = match ev {
-            // The caller's first audio track is the call's input; later ones are ignored.
             PeerEvent::Track(remote) => {
-                if let Some(producer) = ingress.take() {
-                    tokio::spawn(read_track(remote, producer, inbound, metrics.clone()));
-                }
+                on_track(remote);
                 None
             }
             PeerEvent::DataChannelOpen(channel) => {
-                if events_open || !channel.label().await.is_ok_and(|l| l == EVENTS_LABEL) {
+                if events_open || !channel.label().await.is_ok_and(|l| l == events_label) {
                     continue;
                 }
                 events_open = true;
@@ -146,7 +161,7 @@ async fn drive(
             // A browser hanging up (pc.close(), a closed tab) closes the events channel and
             // sends DTLS close_notify, but the connection state stays "connected" until ICE
             // times out; the events channel closing is the prompt signal.
-            PeerEvent::DataChannelClosed(label) if label == EVENTS_LABEL && events_open => {
+            PeerEvent::DataChannelClosed(label) if label == events_label && events_open => {
                 Some(TransportEvent::Closed("the peer closed the events channel"))
             }
             PeerEvent::State(state) => match state {

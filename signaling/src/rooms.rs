@@ -1,0 +1,132 @@
+//! PROTOCOL.md §4 over HTTP: room tokens, joining with an SDP offer, leaving, and the room API.
+//! Every handler checks its credential first (API key, or a room token for this room with the
+//! grant the action needs), then the request, then asks the engine.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{bearer, unix_now};
+use crate::body::{read_json, read_limited, require_content_type};
+use crate::error::ApiError;
+use crate::ids::{ParticipantId, RoomName};
+use crate::room_token::{DEFAULT_TTL_S, MAX_TTL_S, RoomAction, RoomClaims, RoomGrant};
+use crate::room_wire::{MintTokenRequest, MintedToken, RoomInfo};
+use crate::sdp::{MAX_SDP_BYTES, OfferSummary, OfferedCodec, inspect_offer};
+use crate::{Api, ApiError as E};
+
+/// Everything needed to join one participant to a room.
+pub struct JoinRequest {
+    pub room: RoomName,
+    pub claims: RoomClaims,
+    pub offer: String,
+    pub summary: OfferSummary,
+}
+
+/// `POST /v1/rooms/<room>/tokens` (API key).
+pub async fn mint_token(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Body,
+) -> Result<Json<MintedToken>, E> {
+    api.auth.require_api_key(&headers)?;
+    let room = RoomName::parse(&room)?;
+    let req: MintTokenRequest = read_json(&headers, body).await?;
+    let identity = req.identity.as_deref().ok_or_else(|| E::bad_request("missing_identity", "identity is required"))?;
+    let identity = ParticipantId::parse(identity)?;
+    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TTL_S);
+    if ttl == 0 || ttl > MAX_TTL_S {
+        return Err(E::bad_request("invalid_ttl", format!("ttl_seconds must be 1 to {MAX_TTL_S}")));
+    }
+    let name = req.name.unwrap_or_else(|| identity.to_string());
+    if name.len() > 256 {
+        return Err(E::bad_request("invalid_name", "name is at most 256 bytes"));
+    }
+    let now = unix_now();
+    let claims = RoomClaims {
+        sub: identity.clone(),
+        name,
+        iat: now,
+        nbf: now,
+        exp: now + ttl,
+        room: RoomGrant {
+            name: room.clone(),
+            publish: req.publish.unwrap_or(true),
+            subscribe: req.subscribe.unwrap_or(true),
+            publish_data: req.publish_data.unwrap_or(true),
+            admin: req.admin.unwrap_or(false),
+        },
+    };
+    let token = api.auth.room_tokens.mint(&claims)?;
+    Ok(Json(MintedToken { token, expires_at: claims.exp, identity, room }))
+}
+
+/// The claims of the request's room token for `room`, checked for `action`.
+fn room_token(api: &Api, headers: &HeaderMap, room: &RoomName, action: RoomAction) -> Result<RoomClaims, E> {
+    let claims = api.auth.room_tokens.verify(bearer(headers)?, unix_now())?;
+    claims.require(room, action)?;
+    Ok(claims)
+}
+
+/// `POST /v1/rooms/<room>/join` (room token, SDP offer) → 201 SDP answer.
+pub async fn join(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Path<String>, body: Body) -> Result<Response, E> {
+    let room = RoomName::parse(&room)?;
+    let claims = room_token(&api, &headers, &room, RoomAction::Join)?;
+    require_content_type(&headers, "application/sdp")?;
+    let bytes = read_limited(&headers, body, MAX_SDP_BYTES).await?;
+    let offer = String::from_utf8(bytes.to_vec()).map_err(|_| E::bad_request("invalid_offer", "the SDP offer is not UTF-8 text"))?;
+    let summary = inspect_offer(&offer)?;
+    if summary.codec != OfferedCodec::Opus {
+        // Rooms forward packets as they are: everyone must speak the same codec.
+        return Err(E::bad_request("unsupported_codec", "rooms forward Opus only: the offer's audio m-lines must offer opus/48000/2"));
+    }
+    api.admit()?;
+    let identity = claims.sub.clone();
+    let answer = api.engine.join_room(JoinRequest { room: room.clone(), claims, offer, summary }).await?;
+    let location = format!("/v1/rooms/{room}/participants/{identity}");
+    let mut resp = (StatusCode::CREATED, answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `DELETE /v1/rooms/<room>/participants/<identity>`: the participant itself (its room token)
+/// leaves; the API key or an admin token removes it.
+pub async fn remove_participant(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((room, identity)): Path<(String, String)>,
+) -> Result<StatusCode, E> {
+    let room = RoomName::parse(&room)?;
+    let identity = ParticipantId::parse(&identity)?;
+    let removed_by_admin = if api.auth.require_api_key(&headers).is_ok() {
+        true
+    } else {
+        let claims = room_token(&api, &headers, &room, RoomAction::Join)?;
+        if claims.sub != identity {
+            claims.require(&room, RoomAction::Admin)?;
+        }
+        claims.sub != identity
+    };
+    api.engine.leave_room(&room, &identity, removed_by_admin).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/rooms/<room>` (API key).
+pub async fn get(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Path<String>) -> Result<Json<RoomInfo>, E> {
+    api.auth.require_api_key(&headers)?;
+    let room = RoomName::parse(&room)?;
+    api.engine.room_info(&room).await.map(Json)
+}
+
+pub(crate) fn rooms_disabled() -> ApiError {
+    ApiError::not_found("rooms_disabled", "rooms are not available on this server")
+}

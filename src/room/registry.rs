@@ -1,0 +1,275 @@
+//! The rooms of this server and their tasks. A room is one tokio task owning its [`Room`]: it
+//! takes the publishers' packets from one bounded queue (never decoded; a full queue drops and
+//! counts), the participants' transport events and the API's commands from another, and ticks
+//! every 20 ms. Joining answers the offer here, then hands the participant to the task.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+use voxrelay_signaling::room_wire::{LeaveReason, RoomInfo};
+use voxrelay_signaling::rooms::JoinRequest;
+use voxrelay_signaling::{ApiError, ParticipantId, RoomName};
+
+use super::slot::TrackKey;
+use super::state::{Member, Room};
+use crate::call::{CONNECT_TIMEOUT, DISCONNECTED_GRACE};
+use crate::metrics::Metrics;
+use crate::transport::webrtc::{PortAllocator, RoomPeer, answer_room};
+use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
+
+/// Packets from all of a room's publishers waiting for the room task: ≈ 0.4 s of 50 publishers.
+const PACKET_QUEUE: usize = 1024;
+const TICK: Duration = Duration::from_millis(20);
+
+/// Room settings (PROTOCOL.md §4 defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct RoomSettings {
+    pub max_participants: usize,
+    /// An empty room closes after this long.
+    pub empty_timeout: Duration,
+    /// A join may create the room it names.
+    pub auto_create: bool,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings { max_participants: 50, empty_timeout: Duration::from_secs(300), auto_create: true }
+    }
+}
+
+enum Command {
+    Join { member: Box<Member>, reply: oneshot::Sender<Result<(), ApiError>> },
+    Leave { identity: ParticipantId, reason: LeaveReason, reply: oneshot::Sender<bool> },
+    Transport { key: TrackKey, event: TransportEvent },
+    Info { reply: oneshot::Sender<RoomInfo> },
+}
+
+#[derive(Clone)]
+struct RoomHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
+}
+
+pub struct Rooms {
+    rooms: Mutex<HashMap<RoomName, RoomHandle>>,
+    settings: RoomSettings,
+    next_key: AtomicU32,
+    metrics: Arc<Metrics>,
+}
+
+impl Rooms {
+    pub fn new(settings: RoomSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Rooms { rooms: Mutex::new(HashMap::new()), settings, next_key: AtomicU32::new(1), metrics })
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn count(&self) -> usize {
+        self.rooms().len()
+    }
+
+    /// The room's handle, creating the room (and its task) when allowed.
+    fn handle(self: &Arc<Self>, name: &RoomName, create: bool) -> Result<RoomHandle, ApiError> {
+        let mut rooms = self.rooms();
+        if let Some(h) = rooms.get(name).filter(|h| !h.commands.is_closed()) {
+            return Ok(h.clone());
+        }
+        if !create {
+            return Err(ApiError::not_found("room_not_found", format!("no room {:?}", name.as_str())));
+        }
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (packets, packet_rx) = mpsc::channel(PACKET_QUEUE);
+        let handle = RoomHandle { commands, packets };
+        rooms.insert(name.clone(), handle.clone());
+        let room = Room::new(name.clone(), self.settings.max_participants, Instant::now());
+        tokio::spawn(run_room(self.clone(), room, command_rx, packet_rx, handle.commands.downgrade()));
+        info!(room = %name, "room created");
+        Ok(handle)
+    }
+
+    /// Answers the participant's offer and hands it to its room.
+    pub async fn join(self: &Arc<Self>, ports: &PortAllocator, req: JoinRequest) -> Result<String, ApiError> {
+        let room = self.handle(&req.room, self.settings.auto_create)?;
+        let sockets = ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+        let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
+        let (mut peer, answer) = answer_room(sockets, req.offer, &req.summary.audio_lines, inbound, self.metrics.clone()).await?;
+        let key = TrackKey(self.next_key.fetch_add(1, Ordering::Relaxed));
+        let packets = room.packets.clone();
+        let metrics = self.metrics.clone();
+        let mut tasks = peer.start(Box::new(move |p| {
+            if packets.try_send((key, p)).is_err() {
+                metrics.ring_overflow();
+            }
+        }));
+        tasks.push(tokio::spawn(pump_events(key, std::mem::replace(&mut peer.events, mpsc::unbounded_channel().1), room.commands.clone())));
+        let claims = req.claims;
+        let mut member = Member::new(key, claims.sub, claims.name, claims.room, peer, Instant::now());
+        member.tasks = tasks;
+        let (reply, done) = oneshot::channel();
+        let refused = |member: Box<Member>| async move {
+            close_member(*member, false).await;
+        };
+        if let Err(mpsc::error::SendError(Command::Join { member, .. })) =
+            room.commands.send(Command::Join { member: Box::new(member), reply })
+        {
+            refused(member).await;
+            return Err(ApiError::overloaded("the room closed while joining; try again"));
+        }
+        match done.await {
+            Ok(Ok(())) => Ok(answer),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ApiError::overloaded("the room closed while joining; try again")),
+        }
+    }
+
+    pub async fn leave(self: &Arc<Self>, name: &RoomName, identity: &ParticipantId, removed: bool) -> Result<(), ApiError> {
+        let not_found =
+            || ApiError::not_found("participant_not_found", format!("no participant {:?} in room {:?}", identity.as_str(), name.as_str()));
+        let room = self.handle(name, false).map_err(|_| not_found())?;
+        let (reply, done) = oneshot::channel();
+        let reason = if removed { LeaveReason::Removed } else { LeaveReason::Left };
+        room.commands.send(Command::Leave { identity: identity.clone(), reason, reply }).map_err(|_| not_found())?;
+        match done.await {
+            Ok(true) => Ok(()),
+            _ => Err(not_found()),
+        }
+    }
+
+    pub async fn info(self: &Arc<Self>, name: &RoomName) -> Result<RoomInfo, ApiError> {
+        let room = self.handle(name, false)?;
+        let (reply, done) = oneshot::channel();
+        let gone = || ApiError::not_found("room_not_found", format!("no room {:?}", name.as_str()));
+        room.commands.send(Command::Info { reply }).map_err(|_| gone())?;
+        done.await.map_err(|_| gone())
+    }
+}
+
+/// Passes a participant's transport events to its room.
+async fn pump_events(key: TrackKey, mut events: mpsc::UnboundedReceiver<TransportEvent>, room: mpsc::UnboundedSender<Command>) {
+    while let Some(event) = events.recv().await {
+        if room.send(Command::Transport { key, event }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Closes a participant's connection and ends its tasks.
+async fn close_member(member: Member, flush_events: bool) {
+    let Member { peer, tasks, .. } = member;
+    let RoomPeer { closer, .. } = peer;
+    closer.close(None, flush_events).await;
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// The room task: until the room has been empty for `empty_timeout`.
+async fn run_room(
+    rooms: Arc<Rooms>,
+    mut room: Room,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut packets: mpsc::Receiver<(TrackKey, RtpPacketIn)>,
+    me: mpsc::WeakUnboundedSender<Command>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut empty_since = Some(Instant::now());
+    loop {
+        tokio::select! {
+            Some((key, p)) = packets.recv() => room.on_packet(key, p),
+            Some(cmd) = commands.recv() => match cmd {
+                Command::Join { member, reply } => {
+                    if let Some(old) = room.key_of(&member.identity) {
+                        if let Some(old) = room.leave(old, LeaveReason::Replaced) {
+                            tokio::spawn(close_member(old, false));
+                        }
+                    } else if room.len() >= room.max_participants {
+                        let _ = reply.send(Err(ApiError::room_full(format!("room {:?} is full ({} participants)", room.name.as_str(), room.max_participants))));
+                        tokio::spawn(close_member(*member, false));
+                        continue;
+                    }
+                    info!(room = %room.name, identity = %member.identity, "participant joined");
+                    room.join(*member);
+                    empty_since = None;
+                    let _ = reply.send(Ok(()));
+                }
+                Command::Leave { identity, reason, reply } => {
+                    let left = room.key_of(&identity).and_then(|k| room.leave(k, reason));
+                    let _ = reply.send(left.is_some());
+                    if let Some(m) = left {
+                        info!(room = %room.name, identity = %m.identity, ?reason, "participant left");
+                        tokio::spawn(close_member(m, true));
+                    }
+                }
+                Command::Transport { key, event } => on_transport_event(&mut room, key, event),
+                Command::Info { reply } => {
+                    let _ = reply.send(room.info());
+                }
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                room.on_tick(now);
+                for key in room.overdue(now, CONNECT_TIMEOUT, DISCONNECTED_GRACE) {
+                    if let Some(m) = room.leave(key, LeaveReason::Disconnected) {
+                        warn!(room = %room.name, identity = %m.identity, "participant timed out");
+                        tokio::spawn(close_member(m, false));
+                    }
+                }
+                if room.is_empty() {
+                    let since = *empty_since.get_or_insert(now);
+                    if now.duration_since(since) >= rooms.settings.empty_timeout {
+                        break;
+                    }
+                } else {
+                    empty_since = None;
+                }
+            }
+        }
+    }
+    // Unregister first (only this room's entry: a new room of the same name may exist), then
+    // refuse what is still queued.
+    {
+        let mut map = rooms.rooms();
+        if map.get(&room.name).is_some_and(|h| me.upgrade().is_some_and(|me| me.same_channel(&h.commands))) {
+            map.remove(&room.name);
+        }
+    }
+    commands.close();
+    while let Ok(cmd) = commands.try_recv() {
+        if let Command::Join { member, reply } = cmd {
+            let _ = reply.send(Err(ApiError::overloaded("the room closed while joining; try again")));
+            close_member(*member, false).await;
+        }
+    }
+    for m in room.drain() {
+        close_member(m, true).await;
+    }
+    info!(room = %room.name, "room closed");
+}
+
+fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {
+    let Some(m) = room.member_mut(key) else { return };
+    match event {
+        TransportEvent::Connected => {
+            m.connected = true;
+            m.interrupted_since = None;
+        }
+        TransportEvent::Interrupted => m.interrupted_since = Some(Instant::now()),
+        TransportEvent::Closed(why) => {
+            let reason = if why.contains("failed") || why.contains("dropped") { LeaveReason::Disconnected } else { LeaveReason::Left };
+            if let Some(m) = room.leave(key, reason) {
+                info!(room = %room.name, identity = %m.identity, "participant gone: {why}");
+                tokio::spawn(close_member(m, false));
+            }
+        }
+        TransportEvent::EventsOpened(outlet) => m.events_opened(outlet),
+        TransportEvent::ClientText(text) => room.on_client_text(key, &text),
+        TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } => {}
+    }
+}

@@ -1,0 +1,379 @@
+//! One room's state and every decision about it: who is in it, who speaks, who is on whose
+//! slots, which packets go where, and which events everyone gets. Driven by the room task
+//! (`registry.rs`), which owns the I/O; time comes in with each call.
+//!
+//! Per packet (`on_packet`): the publisher's level (its RFC 6464 extension, else measured by
+//! decoding, for peers that do not send levels) goes to [`ActiveSpeakers`]; the packet goes to
+//! every slot carrying that publisher, with the slot's header ([`Slot::forward`]), payload
+//! untouched. Every tick (`on_tick`): speakers fall silent without packets; when the speaking
+//! set changed, [`selection::assign`] maps the speakers onto each subscriber's slots
+//! (`slot.assigned`) and `active_speakers` goes out (at most 5 per second).
+
+use std::time::{Duration, Instant};
+
+use voxrelay_media::{AudioLevel, MAX_DECODED_48K, OpusDecoder};
+use voxrelay_signaling::room_token::RoomGrant;
+use voxrelay_signaling::room_wire::{
+    LeaveReason, ParticipantInfo, ParticipantView, RoomClientEvent, RoomCounters, RoomEvent, RoomInfo, SpeakerLevel,
+};
+use voxrelay_signaling::{ParticipantId, RoomName};
+
+use super::selection;
+use super::slot::{Skip, Slot, SourceHeader, TrackKey};
+use super::speakers::{ActiveSpeakers, SpeakerConfig};
+use crate::transport::webrtc::{RoomPeer, SendError};
+use crate::transport::{EventOutlet, RtpPacketIn, RtpPacketOut};
+
+/// `active_speakers` at most this often (PROTOCOL.md §4: 5 per second).
+const SPEAKERS_EVENT_INTERVAL: Duration = Duration::from_millis(200);
+/// Events queued for a participant whose `room-events` channel is not open yet; past this the
+/// oldest go (a participant that never opens the channel must not grow memory).
+const MAX_PENDING_EVENTS: usize = 256;
+
+/// A participant, as the room holds it.
+pub struct Member {
+    pub key: TrackKey,
+    pub identity: ParticipantId,
+    pub name: String,
+    pub grant: RoomGrant,
+    pub peer: RoomPeer,
+    slots: Vec<Slot>,
+    /// Who the room put on each slot (the selection's view; `slots` follow it).
+    on_slot: Vec<Option<TrackKey>>,
+    outlet: Option<EventOutlet>,
+    pending: Vec<String>,
+    pub muted: bool,
+    pub connected: bool,
+    pub joined: Instant,
+    pub interrupted_since: Option<Instant>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    packets_in: u64,
+    packets_out: u64,
+    /// Measures levels of a publisher that sends none (made at its first such packet).
+    meter: Option<LevelMeter>,
+}
+
+impl Member {
+    pub fn new(key: TrackKey, identity: ParticipantId, name: String, grant: RoomGrant, peer: RoomPeer, now: Instant) -> Self {
+        // No subscribe grant: no slots, whatever the offer asked for.
+        let slots: Vec<Slot> = if grant.subscribe {
+            peer.slots.iter().map(|s| Slot::new(s.ssrc, rand::random(), rand::random())).collect()
+        } else {
+            Vec::new()
+        };
+        Member {
+            key,
+            identity,
+            name,
+            grant,
+            on_slot: vec![None; slots.len()],
+            slots,
+            peer,
+            outlet: None,
+            pending: Vec::new(),
+            muted: false,
+            connected: false,
+            joined: now,
+            interrupted_since: None,
+            tasks: Vec::new(),
+            packets_in: 0,
+            packets_out: 0,
+            meter: None,
+        }
+    }
+
+    fn view(&self) -> ParticipantView {
+        ParticipantView { identity: self.identity.clone(), name: self.name.clone(), publishing: self.grant.publish, muted: self.muted }
+    }
+
+    /// Sends (or queues until the events channel opens) one event.
+    fn send(&mut self, event: &RoomEvent) {
+        let text = event.to_json();
+        match &self.outlet {
+            Some(outlet) if outlet.send(text.clone()).is_ok() => {}
+            _ => {
+                self.outlet = None;
+                if self.pending.len() >= MAX_PENDING_EVENTS {
+                    self.pending.remove(0);
+                }
+                self.pending.push(text);
+            }
+        }
+    }
+
+    /// The participant's `room-events` channel opened: what waited goes first.
+    pub fn events_opened(&mut self, outlet: EventOutlet) {
+        for text in self.pending.drain(..) {
+            let _ = outlet.send(text);
+        }
+        self.outlet = Some(outlet);
+    }
+}
+
+/// Decodes a publisher's packets only to measure their level (peers without RFC 6464).
+struct LevelMeter {
+    decoder: OpusDecoder,
+    pcm: Box<[i16; MAX_DECODED_48K]>,
+}
+
+impl LevelMeter {
+    fn new() -> Option<Self> {
+        Some(LevelMeter { decoder: OpusDecoder::new().ok()?, pcm: Box::new([0; MAX_DECODED_48K]) })
+    }
+
+    fn measure(&mut self, payload: &[u8]) -> Option<AudioLevel> {
+        let n = self.decoder.decode(payload, &mut self.pcm[..]).ok()?;
+        Some(AudioLevel::from_pcm(&self.pcm[..n], true))
+    }
+}
+
+pub struct Room {
+    pub name: RoomName,
+    members: Vec<Member>,
+    speakers: ActiveSpeakers<TrackKey>,
+    ranking: Vec<(TrackKey, f32)>,
+    speaking: Vec<TrackKey>,
+    /// The speaking set changed since the last selection.
+    speakers_changed: bool,
+    last_speakers_event: Option<Instant>,
+    speakers_event_due: bool,
+    pub counters: RoomCounters,
+    pub max_participants: usize,
+}
+
+impl Room {
+    pub fn new(name: RoomName, max_participants: usize, now: Instant) -> Self {
+        Room {
+            name,
+            members: Vec::new(),
+            speakers: ActiveSpeakers::new(SpeakerConfig::DEFAULT, now),
+            ranking: Vec::new(),
+            speaking: Vec::new(),
+            speakers_changed: false,
+            last_speakers_event: None,
+            speakers_event_due: false,
+            counters: RoomCounters::default(),
+            max_participants,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn member_mut(&mut self, key: TrackKey) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.key == key)
+    }
+
+    pub fn key_of(&self, identity: &ParticipantId) -> Option<TrackKey> {
+        self.members.iter().find(|m| m.identity == *identity).map(|m| m.key)
+    }
+
+    /// Adds a participant (the caller removed any earlier connection of the same identity):
+    /// it gets `room.joined`, the others `participant.joined`, and its slots are filled.
+    pub fn join(&mut self, mut member: Member) {
+        let participants = self.members.iter().map(Member::view).collect();
+        let slots = if member.grant.subscribe { member.peer.slots.iter().map(|s| s.mid.clone()).collect() } else { Vec::new() };
+        member.send(&RoomEvent::Joined { room: self.name.clone(), identity: member.identity.clone(), participants, slots });
+        let joined = RoomEvent::ParticipantJoined { participant: member.view() };
+        for m in &mut self.members {
+            m.send(&joined);
+        }
+        self.members.push(member);
+        self.speakers_changed = true;
+    }
+
+    /// Takes a participant out; the others get `participant.left` and lose it from their slots.
+    pub fn leave(&mut self, key: TrackKey, reason: LeaveReason) -> Option<Member> {
+        let i = self.members.iter().position(|m| m.key == key)?;
+        let member = self.members.remove(i);
+        self.speakers.remove(key);
+        let left = RoomEvent::ParticipantLeft { identity: member.identity.clone(), reason };
+        for m in &mut self.members {
+            m.send(&left);
+            for s in 0..m.on_slot.len() {
+                if m.on_slot[s] == Some(key) {
+                    m.on_slot[s] = None;
+                    m.slots[s].assign(None);
+                    let mid = m.peer.slots[s].mid.clone();
+                    m.send(&RoomEvent::SlotAssigned { slot: s, mid, identity: None });
+                }
+            }
+        }
+        self.speakers_changed = true;
+        Some(member)
+    }
+
+    /// One packet from a publisher: level, then every slot carrying it.
+    pub fn on_packet(&mut self, key: TrackKey, p: RtpPacketIn) {
+        self.counters.packets_in += 1;
+        let Some(publisher) = self.members.iter_mut().find(|m| m.key == key) else { return };
+        publisher.packets_in += 1;
+        if !publisher.grant.publish || publisher.muted {
+            self.counters.dropped_not_publishing += 1;
+            return;
+        }
+        let level = match p.level {
+            Some(level) => Some(level),
+            None => {
+                if publisher.meter.is_none() {
+                    publisher.meter = LevelMeter::new();
+                }
+                publisher.meter.as_mut().and_then(|m| m.measure(&p.payload))
+            }
+        };
+        if let Some(level) = level {
+            self.speakers_changed |= self.speakers.on_level(key, level, p.at);
+        }
+        let header = SourceHeader { ssrc: p.ssrc, seq: p.seq, timestamp: p.timestamp, marker: p.marker };
+        for sub in &mut self.members {
+            if sub.key == key {
+                continue;
+            }
+            for (s, slot) in sub.slots.iter_mut().enumerate() {
+                let out = match slot.forward(key, header, p.at) {
+                    Ok(h) => {
+                        RtpPacketOut { ssrc: h.ssrc, seq: h.seq, timestamp: h.timestamp, marker: h.marker, payload: p.payload.clone() }
+                    }
+                    Err(Skip::NotOnSlot) => continue,
+                    Err(Skip::BeforeSwitch) => {
+                        self.counters.dropped_before_switch += 1;
+                        continue;
+                    }
+                };
+                match sub.peer.send(s, out) {
+                    Ok(()) => {
+                        sub.packets_out += 1;
+                        self.counters.packets_forwarded += 1;
+                        self.counters.bytes_forwarded += p.payload.len() as u64;
+                    }
+                    Err(SendError::Full) => self.counters.dropped_queue_full += 1,
+                    Err(SendError::Closed) => {}
+                }
+            }
+        }
+    }
+
+    /// Every 20 ms or so: silence ends speakers, changes reach slots and `active_speakers`.
+    pub fn on_tick(&mut self, now: Instant) {
+        self.speakers_changed |= self.speakers.tick(now);
+        if std::mem::take(&mut self.speakers_changed) {
+            self.speakers.ranking(&mut self.ranking);
+            let speaking: Vec<TrackKey> = self.ranking.iter().map(|&(k, _)| k).collect();
+            if speaking != self.speaking {
+                self.speakers_event_due = true;
+            }
+            self.speaking = speaking;
+            self.select();
+        }
+        if self.speakers_event_due && self.last_speakers_event.is_none_or(|t| now.duration_since(t) >= SPEAKERS_EVENT_INTERVAL) {
+            self.speakers_event_due = false;
+            self.last_speakers_event = Some(now);
+            let speakers = self
+                .ranking
+                .iter()
+                .filter_map(|&(k, _)| {
+                    let identity = self.members.iter().find(|m| m.key == k)?.identity.clone();
+                    let level = self.speakers.window(k).map_or(0.0, |w| w.level());
+                    Some(SpeakerLevel { identity, level })
+                })
+                .collect();
+            let event = RoomEvent::ActiveSpeakers { speakers };
+            for m in &mut self.members {
+                m.send(&event);
+            }
+        }
+    }
+
+    /// Maps the current speakers onto every subscriber's slots.
+    fn select(&mut self) {
+        let identities: Vec<(TrackKey, ParticipantId)> = self.members.iter().map(|m| (m.key, m.identity.clone())).collect();
+        for m in &mut self.members {
+            let changed = selection::assign(&mut m.on_slot, &self.speaking, Some(m.key));
+            for s in (0..m.on_slot.len()).filter(|s| changed & (1 << s) != 0) {
+                let track = m.on_slot[s];
+                self.counters.slot_switches += 1;
+                m.slots[s].assign(track);
+                let identity = track.and_then(|k| identities.iter().find(|(key, _)| *key == k).map(|(_, id)| id.clone()));
+                let mid = m.peer.slots[s].mid.clone();
+                m.send(&RoomEvent::SlotAssigned { slot: s, mid, identity });
+            }
+        }
+    }
+
+    /// A room event from a participant.
+    pub fn on_client_text(&mut self, key: TrackKey, text: &str) {
+        let Some(i) = self.members.iter().position(|m| m.key == key) else { return };
+        let event = match RoomClientEvent::parse(text) {
+            Ok(e) => e,
+            Err(error) => return self.members[i].send(&error),
+        };
+        match event {
+            RoomClientEvent::DataSend { payload, topic, to } => {
+                if !self.members[i].grant.publish_data {
+                    return self.members[i].send(&RoomEvent::error("grant_missing", "the room token lacks the publish_data grant"));
+                }
+                let event = RoomEvent::DataReceived { from: self.members[i].identity.clone(), payload, topic };
+                for (j, m) in self.members.iter_mut().enumerate() {
+                    let addressed = to.as_ref().is_none_or(|to| to.contains(&m.identity));
+                    if j != i && addressed {
+                        m.send(&event);
+                    }
+                }
+            }
+            RoomClientEvent::Mute { muted } => self.set_muted(key, muted),
+        }
+    }
+
+    /// Mutes or unmutes a participant's audio (itself, or an admin through the API).
+    pub fn set_muted(&mut self, key: TrackKey, muted: bool) {
+        let Some(m) = self.members.iter_mut().find(|m| m.key == key) else { return };
+        if m.muted == muted {
+            return;
+        }
+        m.muted = muted;
+        let identity = m.identity.clone();
+        if muted {
+            self.speakers.remove(key);
+            self.speakers_changed = true;
+        }
+        let event = if muted { RoomEvent::TrackMuted { identity } } else { RoomEvent::TrackUnmuted { identity } };
+        for m in &mut self.members {
+            m.send(&event);
+        }
+    }
+
+    /// Members past a connection deadline, to be closed by the task.
+    pub fn overdue(&self, now: Instant, connect: Duration, grace: Duration) -> Vec<TrackKey> {
+        self.members
+            .iter()
+            .filter(|m| {
+                (!m.connected && now.duration_since(m.joined) > connect)
+                    || m.interrupted_since.is_some_and(|t| now.duration_since(t) > grace)
+            })
+            .map(|m| m.key)
+            .collect()
+    }
+
+    pub fn info(&self) -> RoomInfo {
+        RoomInfo {
+            name: Some(self.name.clone()),
+            participants: self
+                .members
+                .iter()
+                .map(|m| ParticipantInfo { view: m.view(), slots: m.slots.len(), packets_in: m.packets_in, packets_out: m.packets_out })
+                .collect(),
+            speaking: self.speaking.iter().filter_map(|k| self.members.iter().find(|m| m.key == *k)).map(|m| m.identity.clone()).collect(),
+            counters: self.counters,
+        }
+    }
+
+    /// Everyone, for a room that closes.
+    pub fn drain(&mut self) -> Vec<Member> {
+        std::mem::take(&mut self.members)
+    }
+}

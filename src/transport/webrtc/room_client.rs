@@ -1,0 +1,313 @@
+//! A room participant's client (PROTOCOL.md §4), as a browser would be: joins with a room
+//! token, offers its microphone on the first audio m-line and one receiving m-line per slot,
+//! opens `room-events`, sends Opus paced at 20 ms (with RFC 6464 levels when asked, as
+//! browsers do), and records every packet it receives with its payload. Used by the tests and
+//! the load generator's room mode.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use voxrelay_media::{AudioCodec, AudioLevel, MAX_OPUS_PACKET, OPUS_SILENCE, OpusEncoder, SAMPLES_48K};
+use voxrelay_signaling::room_wire::ROOM_EVENTS_LABEL;
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use webrtc::peer_connection::{RTCConfigurationBuilder, RTCPeerConnectionState};
+
+use super::client::ClientError;
+use super::peer::{
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, Sockets, audio_track, build_peer_configured, spawn_data_channel_reader, wait_gathered,
+};
+
+#[derive(Clone, Debug)]
+pub struct RoomClientOptions {
+    /// Receiving audio m-lines to offer (the speakers heard at once); 0 offers none.
+    pub slots: usize,
+    /// Send a microphone (the first m-line sends).
+    pub publish: bool,
+    /// Negotiate and send RFC 6464 levels with every packet, as browsers do.
+    pub audio_levels: bool,
+    pub bind_ip: std::net::IpAddr,
+    pub connect_timeout: Duration,
+}
+
+impl Default for RoomClientOptions {
+    fn default() -> Self {
+        RoomClientOptions {
+            slots: 3,
+            publish: true,
+            audio_levels: true,
+            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One packet sent: its payload (what a subscriber must receive unchanged).
+#[derive(Clone, Debug)]
+pub struct SentPacket {
+    pub at: Instant,
+    pub payload: Bytes,
+    pub voiced: bool,
+}
+
+/// One packet received on a slot.
+#[derive(Clone, Debug)]
+pub struct ReceivedPacket {
+    pub at: Instant,
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+/// A frame to send: its Opus payload and level.
+struct Frame {
+    payload: Bytes,
+    level: AudioLevel,
+    voiced: bool,
+}
+
+pub struct RoomClient {
+    peer: Peer,
+    dc: Arc<dyn DataChannel>,
+    pub events: mpsc::UnboundedReceiver<(Instant, Value)>,
+    pub location: String,
+    /// POST → answer, and start → connected.
+    pub answer_time: Duration,
+    pub connect_time: Duration,
+    outbox: Arc<Mutex<VecDeque<Frame>>>,
+    sent: Arc<Mutex<Vec<SentPacket>>>,
+    received: Arc<Mutex<Vec<ReceivedPacket>>>,
+    encoder: Mutex<Option<OpusEncoder>>,
+}
+
+impl RoomClient {
+    /// Joins `room` at `base` (e.g. `http://127.0.0.1:8080`) with a room token and waits until
+    /// the peer connection is up.
+    pub async fn join(
+        http: &reqwest::Client,
+        base: &str,
+        room: &str,
+        token: &str,
+        opts: RoomClientOptions,
+    ) -> Result<RoomClient, ClientError> {
+        let begin = Instant::now();
+        let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sockets = Sockets::udp(std::net::SocketAddr::new(opts.bind_ip, 0));
+        let config = RTCConfigurationBuilder::new().build();
+        let peer = build_peer_configured(sockets, tx.clone(), &[AudioCodec::Opus], config, opts.audio_levels).await.map_err(webrtc_err)?;
+        let recv_only =
+            || RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, streams: vec![], send_encodings: vec![] };
+        let (track, ssrc) = audio_track("participant", AudioCodec::Opus);
+        let mut receiving_lines = opts.slots;
+        if opts.publish {
+            let direction = if opts.slots > 0 { RTCRtpTransceiverDirection::Sendrecv } else { RTCRtpTransceiverDirection::Sendonly };
+            receiving_lines = receiving_lines.saturating_sub(1);
+            let init = RTCRtpTransceiverInit { direction, streams: vec![], send_encodings: vec![] };
+            peer.add_transceiver_from_track(track.clone(), Some(init)).await.map_err(webrtc_err)?;
+        }
+        for _ in 0..receiving_lines {
+            peer.add_transceiver_from_kind(RtpCodecKind::Audio, Some(recv_only())).await.map_err(webrtc_err)?;
+        }
+        let dc = peer.create_data_channel(ROOM_EVENTS_LABEL, None).await.map_err(webrtc_err)?;
+        spawn_data_channel_reader(dc.clone(), tx);
+        let offer = peer.create_offer(None).await.map_err(webrtc_err)?;
+        peer.set_local_description(offer).await.map_err(webrtc_err)?;
+        let early = wait_gathered(&mut rx).await.map_err(ClientError::Timeout)?;
+        let offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
+        let posted = Instant::now();
+        let resp = http
+            .post(format!("{base}/v1/rooms/{room}/join"))
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(offer_sdp)
+            .send()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let body = resp.text().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        if status != 201 {
+            let _ = peer.close().await;
+            return Err(ClientError::Refused(status, body));
+        }
+        let answer_time = posted.elapsed();
+        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body).map_err(webrtc_err)?;
+        peer.set_remote_description(answer).await.map_err(webrtc_err)?;
+
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(pump(early, rx, ev_tx, connected_tx, received.clone()));
+        if !matches!(tokio::time::timeout(opts.connect_timeout, connected_rx).await, Ok(Ok(()))) {
+            let _ = peer.close().await;
+            return Err(ClientError::Timeout("ICE/DTLS did not connect"));
+        }
+        let outbox = Arc::new(Mutex::new(VecDeque::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        if opts.publish {
+            tokio::spawn(send_loop(track, ssrc, opts.audio_levels, outbox.clone(), sent.clone()));
+        }
+        Ok(RoomClient {
+            peer,
+            dc,
+            events: ev_rx,
+            location,
+            answer_time,
+            connect_time: begin.elapsed(),
+            outbox,
+            sent,
+            received,
+            encoder: Mutex::new(OpusEncoder::new().ok()),
+        })
+    }
+
+    /// Queues 48 kHz PCM, encoded now, in 20 ms frames.
+    pub fn say(&self, pcm: &[i16]) {
+        let mut encoder = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(encoder) = encoder.as_mut() else { return };
+        let mut frames = Vec::new();
+        for chunk in pcm.chunks(SAMPLES_48K) {
+            let mut frame = [0i16; SAMPLES_48K];
+            frame[..chunk.len()].copy_from_slice(chunk);
+            let mut buf = [0u8; MAX_OPUS_PACKET];
+            let Ok(n) = encoder.encode(&frame, &mut buf) else { continue };
+            let level = AudioLevel::from_pcm(&frame, true);
+            frames.push(Frame { payload: Bytes::copy_from_slice(&buf[..n]), level, voiced: level.minus_dbov < 50 });
+        }
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).extend(frames);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn sent(&self) -> Vec<SentPacket> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn received(&self) -> Vec<ReceivedPacket> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub async fn send_event(&self, ev: &Value) -> Result<(), ClientError> {
+        self.dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
+    }
+
+    pub async fn close(&self) {
+        let _ = self.peer.close().await;
+    }
+}
+
+async fn pump(
+    early: Vec<PeerEvent>,
+    mut rx: mpsc::UnboundedReceiver<PeerEvent>,
+    ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
+    connected_tx: tokio::sync::oneshot::Sender<()>,
+    received: Arc<Mutex<Vec<ReceivedPacket>>>,
+) {
+    let mut connected_tx = Some(connected_tx);
+    let mut early = early.into_iter();
+    loop {
+        let ev = match early.next() {
+            Some(ev) => ev,
+            None => match rx.recv().await {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
+        match ev {
+            PeerEvent::State(RTCPeerConnectionState::Connected) => {
+                if let Some(tx) = connected_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            PeerEvent::State(RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed) => break,
+            PeerEvent::DataChannelText(text) => {
+                let v = serde_json::from_str::<Value>(&text)
+                    .unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));
+                let _ = ev_tx.send((Instant::now(), v));
+            }
+            PeerEvent::Track(remote) => {
+                let received = received.clone();
+                tokio::spawn(async move {
+                    while let Some(ev) = remote.poll().await {
+                        let TrackRemoteEvent::OnRtpPacket(p) = ev else { continue };
+                        received.lock().unwrap_or_else(|e| e.into_inner()).push(ReceivedPacket {
+                            at: Instant::now(),
+                            ssrc: p.header.ssrc,
+                            seq: p.header.sequence_number,
+                            timestamp: p.header.timestamp,
+                            marker: p.header.marker,
+                            payload: p.payload,
+                        });
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_loop(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    levels: bool,
+    outbox: Arc<Mutex<VecDeque<Frame>>>,
+    sent: Arc<Mutex<Vec<SentPacket>>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut seq: u16 = rand::random();
+    let mut ts: u32 = rand::random();
+    let mut was_voiced = false;
+    loop {
+        tick.tick().await;
+        let frame = outbox.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let frame = frame.unwrap_or(Frame {
+            payload: Bytes::from_static(&OPUS_SILENCE),
+            level: AudioLevel { minus_dbov: 127, voice: false },
+            voiced: false,
+        });
+        let header = rtc::rtp::Header {
+            version: 2,
+            payload_type: OPUS_PAYLOAD_TYPE,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            // RFC 3551: the first packet of a talkspurt.
+            marker: frame.voiced && !was_voiced,
+            ..Default::default()
+        };
+        was_voiced = frame.voiced;
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(960);
+        let packet = rtc::rtp::Packet { header, payload: frame.payload.clone() };
+        let written = if levels {
+            let ext = HeaderExtension::AudioLevel(AudioLevelExtension { level: frame.level.minus_dbov, voice: frame.level.voice });
+            track.write_rtp_with_extensions(packet, &[ext]).await
+        } else {
+            track.write_rtp(packet).await
+        };
+        if written.is_err() {
+            break;
+        }
+        sent.lock().unwrap_or_else(|p| p.into_inner()).push(SentPacket {
+            at: Instant::now(),
+            payload: frame.payload,
+            voiced: frame.voiced,
+        });
+    }
+}
