@@ -62,19 +62,22 @@ pub struct VoxEngine {
     pub rooms: Arc<crate::room::Rooms>,
 }
 
+/// The engine's settings (from the server's configuration).
+pub struct EngineSettings {
+    /// Plain RTP ingest: the IP its sockets bind to, `None` when off.
+    pub rtp_ingest: Option<IpAddr>,
+    pub vad: VadKind,
+    pub max_calls: usize,
+    pub phone_echo_guard: EchoGuardConfig,
+    pub rooms: crate::room::RoomSettings,
+}
+
 impl VoxEngine {
-    pub fn new(
-        pool: WorkerPool,
-        ports: PortAllocator,
-        rtp_ingest: Option<IpAddr>,
-        vad: VadKind,
-        max_calls: usize,
-        providers: agent::Providers,
-        phone_echo_guard: EchoGuardConfig,
-    ) -> Arc<Self> {
+    pub fn new(pool: WorkerPool, ports: PortAllocator, providers: agent::Providers, settings: EngineSettings) -> Arc<Self> {
+        let EngineSettings { rtp_ingest, vad, max_calls, phone_echo_guard, rooms } = settings;
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
-            rooms: crate::room::Rooms::new(crate::room::RoomSettings::default(), metrics.clone()),
+            rooms: crate::room::Rooms::new(rooms, metrics.clone()),
             pool,
             ports,
             rtp_ingest,
@@ -153,6 +156,8 @@ impl VoxEngine {
         for mut done in waits {
             let _ = tokio::time::timeout(END_WAIT, done.wait_for(|d| *d)).await;
         }
+        // Rooms have no end of their own: their participants leave with `server_shutdown`.
+        self.rooms.close_all().await;
     }
 
     async fn start_webrtc_call(self: &Arc<Self>, req: CallRequest) -> Result<CallCreated, ApiError> {
@@ -359,6 +364,27 @@ impl Engine for EngineHandle {
         self.0.rooms.info(room).await
     }
 
+    async fn create_room(&self, room: &RoomName, max_participants: Option<usize>, empty_timeout_s: Option<u64>) -> Result<RoomInfo, ApiError> {
+        let defaults = crate::room::RoomLimits::default();
+        let limits = crate::room::RoomLimits {
+            max_participants: max_participants.unwrap_or(defaults.max_participants),
+            empty_timeout: empty_timeout_s.map_or(defaults.empty_timeout, Duration::from_secs),
+        };
+        self.0.rooms.create(room, limits).await
+    }
+
+    async fn list_rooms(&self) -> Vec<RoomInfo> {
+        self.0.rooms.list().await
+    }
+
+    async fn delete_room(&self, room: &RoomName) -> Result<(), ApiError> {
+        self.0.rooms.delete(room).await
+    }
+
+    async fn mute_participant(&self, room: &RoomName, identity: &ParticipantId, muted: bool) -> Result<(), ApiError> {
+        self.0.rooms.mute(room, identity, muted).await
+    }
+
     fn is_ready(&self) -> bool {
         !self.0.admission.is_draining()
     }
@@ -377,6 +403,7 @@ impl Engine for EngineHandle {
             ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
         ]);
         text.push_str(&e.render_by_transport());
+        text.push_str(&e.metrics.rooms.render(e.rooms.count()));
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
         if let Some(relay) = e.relay.get() {
             text.push_str(&relay.stats.prometheus());

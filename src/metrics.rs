@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use voxrelay_media::{MediaEvent, StatsSnapshot, TICK_BUCKETS_US, WorkerStats};
+use voxrelay_signaling::room_wire::RoomCounters;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -28,6 +29,77 @@ pub struct Metrics {
     /// Response created → first agent audio frame (non-cumulative bucket counts, then +Inf).
     agent_latency_buckets: [AtomicU64; AGENT_LATENCY_BUCKETS_MS.len() + 1],
     agent_latency_sum_us: AtomicU64,
+    /// The rooms' forwarding, summed over every room (each room adds its deltas every tick).
+    pub rooms: RoomTotals,
+}
+
+/// Room counters summed over all rooms, live and closed.
+#[derive(Default)]
+pub struct RoomTotals {
+    pub participants_joined: AtomicU64,
+    /// Participants in rooms now (each room reports its change in size).
+    participants: std::sync::atomic::AtomicI64,
+    packets_in: AtomicU64,
+    packets_forwarded: AtomicU64,
+    bytes_forwarded: AtomicU64,
+    slot_switches: AtomicU64,
+    dropped_not_publishing: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_before_switch: AtomicU64,
+    /// Packets dropped at a full room queue (the room task fell behind).
+    pub dropped_room_queue: AtomicU64,
+}
+
+impl RoomTotals {
+    /// Adds what a room counted since its last report (`now` - `before`).
+    pub fn add(&self, now: &RoomCounters, before: &RoomCounters, size_change: i64) {
+        if size_change != 0 {
+            self.participants.fetch_add(size_change, Relaxed);
+        }
+        let pairs = [
+            (&self.packets_in, now.packets_in - before.packets_in),
+            (&self.packets_forwarded, now.packets_forwarded - before.packets_forwarded),
+            (&self.bytes_forwarded, now.bytes_forwarded - before.bytes_forwarded),
+            (&self.slot_switches, now.slot_switches - before.slot_switches),
+            (&self.dropped_not_publishing, now.dropped_not_publishing - before.dropped_not_publishing),
+            (&self.dropped_queue_full, now.dropped_queue_full - before.dropped_queue_full),
+            (&self.dropped_before_switch, now.dropped_before_switch - before.dropped_before_switch),
+        ];
+        for (counter, delta) in pairs {
+            if delta > 0 {
+                counter.fetch_add(delta, Relaxed);
+            }
+        }
+    }
+
+    /// Prometheus text; `rooms` is the live room count.
+    pub fn render(&self, rooms: usize) -> String {
+        let mut out = String::with_capacity(1024);
+        let live = self.participants.load(Relaxed).max(0);
+        let _ = writeln!(out, "# HELP voxrelay_rooms Live rooms.\n# TYPE voxrelay_rooms gauge\nvoxrelay_rooms {rooms}");
+        let _ = writeln!(out, "# HELP voxrelay_room_participants Participants in rooms.\n# TYPE voxrelay_room_participants gauge\nvoxrelay_room_participants {live}");
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            ("voxrelay_room_participants_joined_total", "Room joins accepted.", &self.participants_joined),
+            ("voxrelay_room_packets_in_total", "Packets received from room publishers.", &self.packets_in),
+            ("voxrelay_room_packets_forwarded_total", "Packets sent to room subscribers (one per slot carrying them).", &self.packets_forwarded),
+            ("voxrelay_room_bytes_forwarded_total", "Payload bytes sent to room subscribers.", &self.bytes_forwarded),
+            ("voxrelay_room_slot_switches_total", "Slot assignments changed (a speaker put on or taken off a slot).", &self.slot_switches),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        let name = "voxrelay_room_packets_dropped_total";
+        let _ = writeln!(out, "# HELP {name} Room packets not forwarded, by reason.\n# TYPE {name} counter");
+        for (reason, v) in [
+            ("not_publishing", &self.dropped_not_publishing),
+            ("subscriber_queue_full", &self.dropped_queue_full),
+            ("before_switch", &self.dropped_before_switch),
+            ("room_queue_full", &self.dropped_room_queue),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", v.load(Relaxed));
+        }
+        out
+    }
 }
 
 /// Upper bounds (ms) of the agent latency histogram: the echo agent answers in well under a

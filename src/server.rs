@@ -65,7 +65,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     info!(agents = %providers.available().join(","), "agents available");
     let phone_echo_guard = voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
     let ports = PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp);
-    let engine = VoxEngine::new(pool, ports, rtp_ingest, vad, cfg.max_calls(), providers, phone_echo_guard);
+    let rooms = crate::room::RoomSettings { auto_create: cfg.rooms_auto_create, ..Default::default() };
+    let settings = crate::engine::EngineSettings { rtp_ingest, vad, max_calls: cfg.max_calls(), phone_echo_guard, rooms };
+    let engine = VoxEngine::new(pool, ports, providers, settings);
     let turn = match &cfg.turn_config {
         Some(path) => {
             let turn = crate::relay::start_from_file(path, Some(cfg.rtc_ip())).await.context("embedded TURN")?;

@@ -61,6 +61,9 @@ impl ApiError {
         e.retry_after = Some(retry_after_s.max(1));
         e
     }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_request_error", code, message)
+    }
     /// 429 `room_full` (PROTOCOL.md §4): the room is at its `max_participants`.
     pub fn room_full(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "invalid_request_error", "room_full", message)

@@ -121,6 +121,21 @@ pub trait Engine: Send + Sync + 'static {
     async fn room_info(&self, _room: &RoomName) -> Result<room_wire::RoomInfo, ApiError> {
         Err(rooms::rooms_disabled())
     }
+    /// `POST /v1/rooms`; `None` limits take the server's defaults. 409 when it exists.
+    async fn create_room(&self, _room: &RoomName, _max_participants: Option<usize>, _empty_timeout_s: Option<u64>) -> Result<room_wire::RoomInfo, ApiError> {
+        Err(rooms::rooms_disabled())
+    }
+    async fn list_rooms(&self) -> Vec<room_wire::RoomInfo> {
+        Vec::new()
+    }
+    /// Everyone leaves (`room_deleted`) and the room closes.
+    async fn delete_room(&self, _room: &RoomName) -> Result<(), ApiError> {
+        Err(rooms::rooms_disabled())
+    }
+    /// Server-side mute: the participant's audio stops being forwarded.
+    async fn mute_participant(&self, _room: &RoomName, _identity: &ParticipantId, _muted: bool) -> Result<(), ApiError> {
+        Err(rooms::rooms_disabled())
+    }
     /// Prometheus text exposition for `/metrics`.
     fn metrics_text(&self) -> String;
 }
@@ -190,7 +205,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rtp", post(plain_rtp::create))
         .route("/v1/rtp/{id}", delete(plain_rtp::end))
         .route("/v1/rtp/{id}/events", get(watch::rtp_events))
-        .route("/v1/rooms/{room}", get(rooms::get))
+        .route("/v1/rooms", post(rooms::create).get(rooms::list))
+        .route("/v1/rooms/{room}", get(rooms::get).delete(rooms::delete))
+        .route("/v1/rooms/{room}/participants/{identity}/mute", post(rooms::mute))
         .route("/v1/rooms/{room}/tokens", post(rooms::mint_token))
         .route("/v1/rooms/{room}/join", post(rooms::join))
         .route("/v1/rooms/{room}/participants/{identity}", delete(rooms::remove_participant))

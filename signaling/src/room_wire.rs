@@ -149,10 +149,36 @@ pub struct MintedToken {
     pub room: RoomName,
 }
 
+/// `POST /v1/rooms` body.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoomRequest {
+    pub name: Option<String>,
+    pub max_participants: Option<usize>,
+    pub empty_timeout_seconds: Option<u64>,
+    /// An AI participant (§1 session body): not available yet, refused with a clear error.
+    pub agent: Option<serde_json::Value>,
+}
+
+/// `POST /v1/rooms/<room>/participants/<identity>/mute` body.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuteRequest {
+    pub muted: Option<bool>,
+}
+
+/// `GET /v1/rooms`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoomList {
+    pub rooms: Vec<RoomInfo>,
+}
+
 /// `GET /v1/rooms/<room>`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RoomInfo {
     pub name: Option<RoomName>,
+    pub max_participants: usize,
+    pub empty_timeout_seconds: u64,
     pub participants: Vec<ParticipantInfo>,
     /// Identities speaking now, loudest first.
     pub speaking: Vec<ParticipantId>,

@@ -15,7 +15,7 @@ use crate::body::{read_json, read_limited, require_content_type};
 use crate::error::ApiError;
 use crate::ids::{ParticipantId, RoomName};
 use crate::room_token::{DEFAULT_TTL_S, MAX_TTL_S, RoomAction, RoomClaims, RoomGrant};
-use crate::room_wire::{MintTokenRequest, MintedToken, RoomInfo};
+use crate::room_wire::{CreateRoomRequest, MintTokenRequest, MintedToken, MuteRequest, RoomInfo, RoomList};
 use crate::sdp::{MAX_SDP_BYTES, OfferSummary, OfferedCodec, inspect_offer};
 use crate::{Api, ApiError as E};
 
@@ -125,6 +125,54 @@ pub async fn get(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Pa
     api.auth.require_api_key(&headers)?;
     let room = RoomName::parse(&room)?;
     api.engine.room_info(&room).await.map(Json)
+}
+
+/// `POST /v1/rooms` (API key) → 201.
+pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, E> {
+    api.auth.require_api_key(&headers)?;
+    let req: CreateRoomRequest = read_json(&headers, body).await?;
+    let name = req.name.as_deref().ok_or_else(|| E::bad_request("missing_name", "name is required"))?;
+    let room = RoomName::parse(name)?;
+    if req.agent.is_some() {
+        return Err(E::bad_request("agent_not_supported", "AI participants in rooms are not available yet on this server"));
+    }
+    let info = api.engine.create_room(&room, req.max_participants, req.empty_timeout_seconds).await?;
+    let mut resp = (StatusCode::CREATED, Json(info)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/rooms/{room}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/rooms` (API key).
+pub async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<RoomList>, E> {
+    api.auth.require_api_key(&headers)?;
+    Ok(Json(RoomList { rooms: api.engine.list_rooms().await }))
+}
+
+/// `DELETE /v1/rooms/<room>` (API key) → 204.
+pub async fn delete(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Path<String>) -> Result<StatusCode, E> {
+    api.auth.require_api_key(&headers)?;
+    api.engine.delete_room(&RoomName::parse(&room)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/rooms/<room>/participants/<identity>/mute` (API key or admin token) `{muted}`.
+pub async fn mute(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((room, identity)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, E> {
+    let room = RoomName::parse(&room)?;
+    let identity = ParticipantId::parse(&identity)?;
+    if api.auth.require_api_key(&headers).is_err() {
+        room_token(&api, &headers, &room, RoomAction::Admin)?;
+    }
+    let req: MuteRequest = read_json(&headers, body).await?;
+    let muted = req.muted.ok_or_else(|| E::bad_request("missing_muted", "muted (true or false) is required"))?;
+    api.engine.mute_participant(&room, &identity, muted).await?;
+    Ok(Json(serde_json::json!({"room": room, "identity": identity, "muted": muted})))
 }
 
 pub(crate) fn rooms_disabled() -> ApiError {

@@ -25,6 +25,7 @@ pub struct ConfigFile {
     pub rtc_tcp: Option<bool>,
     pub rtp_ingest: Option<bool>,
     pub rtp_ingest_ip: Option<IpAddr>,
+    pub rooms_auto_create: Option<bool>,
     pub vad: Option<VadChoice>,
     pub audio_workers: Option<usize>,
     pub max_calls: Option<usize>,
@@ -119,6 +120,7 @@ impl ServeConfig {
         take!(rtc_tcp);
         take!(rtp_ingest);
         take!(rtp_ingest_ip);
+        take!(rooms_auto_create);
         take!(vad);
         take!(audio_workers, Some);
         take!(max_calls, Some);

@@ -67,6 +67,11 @@ pub struct ServeConfig {
     /// the host unless the operator says so.
     #[arg(long, env = "VOXRELAY_RTP_INGEST_IP", default_value = "127.0.0.1")]
     pub rtp_ingest_ip: IpAddr,
+    /// Rooms are created by the first join that names them (else only by POST /v1/rooms, and a
+    /// join of an unknown room is 404).
+    #[arg(long, env = "VOXRELAY_ROOMS_AUTO_CREATE", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rooms_auto_create: bool,
     /// Voice activity detector for server VAD turn detection.
     #[arg(long, env = "VOXRELAY_VAD", value_enum, default_value_t = VadChoice::Earshot)]
     pub vad: VadChoice,
@@ -135,6 +140,7 @@ impl ServeConfig {
             rtc_ports: None,
             rtc_tcp: true,
             rtp_ingest: false,
+            rooms_auto_create: true,
             rtp_ingest_ip: IpAddr::from([127, 0, 0, 1]),
             vad: VadChoice::Earshot,
             audio_workers: None,

@@ -16,7 +16,7 @@ pub mod speakers;
 mod state;
 pub mod token_cli;
 
-pub use registry::{RoomSettings, Rooms};
+pub use registry::{RoomLimits, RoomSettings, Rooms};
 
 pub use slot::{Slot, SlotHeader, SourceHeader, TrackKey};
 pub use speakers::{ActiveSpeakers, LevelWindow, SpeakerConfig};

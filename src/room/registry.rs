@@ -25,27 +25,67 @@ use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
 const PACKET_QUEUE: usize = 1024;
 const TICK: Duration = Duration::from_millis(20);
 
-/// Room settings (PROTOCOL.md §4 defaults).
+/// Server-wide room settings.
 #[derive(Clone, Copy, Debug)]
 pub struct RoomSettings {
-    pub max_participants: usize,
-    /// An empty room closes after this long.
-    pub empty_timeout: Duration,
+    /// What a room created by a join gets.
+    pub limits: RoomLimits,
     /// A join may create the room it names.
     pub auto_create: bool,
 }
 
 impl Default for RoomSettings {
     fn default() -> Self {
-        RoomSettings { max_participants: 50, empty_timeout: Duration::from_secs(300), auto_create: true }
+        RoomSettings { limits: RoomLimits::default(), auto_create: true }
     }
 }
 
+/// One room's limits (PROTOCOL.md §4 defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoomLimits {
+    pub max_participants: usize,
+    /// An empty room closes after this long.
+    pub empty_timeout: Duration,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits { max_participants: 50, empty_timeout: Duration::from_secs(300) }
+    }
+}
+
+/// The most participants a room may be created for (each costs a port and a writer task).
+pub const MAX_PARTICIPANTS_LIMIT: usize = 1000;
+/// The longest an empty room may be kept.
+pub const MAX_EMPTY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 enum Command {
-    Join { member: Box<Member>, reply: oneshot::Sender<Result<(), ApiError>> },
-    Leave { identity: ParticipantId, reason: LeaveReason, reply: oneshot::Sender<bool> },
-    Transport { key: TrackKey, event: TransportEvent },
-    Info { reply: oneshot::Sender<RoomInfo> },
+    Join {
+        member: Box<Member>,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    Leave {
+        identity: ParticipantId,
+        reason: LeaveReason,
+        reply: oneshot::Sender<bool>,
+    },
+    Transport {
+        key: TrackKey,
+        event: TransportEvent,
+    },
+    Info {
+        reply: oneshot::Sender<RoomInfo>,
+    },
+    Mute {
+        identity: ParticipantId,
+        muted: bool,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Everyone leaves with `reason`; the room closes.
+    Close {
+        reason: LeaveReason,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Clone)]
@@ -74,28 +114,92 @@ impl Rooms {
         self.rooms().len()
     }
 
-    /// The room's handle, creating the room (and its task) when allowed.
-    fn handle(self: &Arc<Self>, name: &RoomName, create: bool) -> Result<RoomHandle, ApiError> {
+    /// The room's handle, creating the room (and its task) with `create`'s limits when given.
+    fn handle(self: &Arc<Self>, name: &RoomName, create: Option<RoomLimits>) -> Result<RoomHandle, ApiError> {
         let mut rooms = self.rooms();
         if let Some(h) = rooms.get(name).filter(|h| !h.commands.is_closed()) {
             return Ok(h.clone());
         }
-        if !create {
+        let Some(limits) = create else {
             return Err(ApiError::not_found("room_not_found", format!("no room {:?}", name.as_str())));
-        }
+        };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (packets, packet_rx) = mpsc::channel(PACKET_QUEUE);
         let handle = RoomHandle { commands, packets };
         rooms.insert(name.clone(), handle.clone());
-        let room = Room::new(name.clone(), self.settings.max_participants, Instant::now());
+        let room = Room::new(name.clone(), limits, Instant::now());
         tokio::spawn(run_room(self.clone(), room, command_rx, packet_rx, handle.commands.downgrade()));
-        info!(room = %name, "room created");
+        info!(room = %name, max_participants = limits.max_participants, "room created");
         Ok(handle)
+    }
+
+    /// `POST /v1/rooms`: 409 when the room exists.
+    pub async fn create(self: &Arc<Self>, name: &RoomName, limits: RoomLimits) -> Result<RoomInfo, ApiError> {
+        if !(1..=MAX_PARTICIPANTS_LIMIT).contains(&limits.max_participants) {
+            return Err(ApiError::bad_request("invalid_max_participants", format!("max_participants is 1 to {MAX_PARTICIPANTS_LIMIT}")));
+        }
+        if limits.empty_timeout > MAX_EMPTY_TIMEOUT {
+            return Err(ApiError::bad_request(
+                "invalid_empty_timeout",
+                format!("empty_timeout_seconds is at most {}", MAX_EMPTY_TIMEOUT.as_secs()),
+            ));
+        }
+        if self.handle(name, None).is_ok() {
+            return Err(ApiError::conflict("room_exists", format!("room {:?} exists", name.as_str())));
+        }
+        self.handle(name, Some(limits))?;
+        self.info(name).await
+    }
+
+    pub async fn list(self: &Arc<Self>) -> Vec<RoomInfo> {
+        let names: Vec<RoomName> = self.rooms().keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            if let Ok(info) = self.info(&name).await {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// `DELETE /v1/rooms/<room>`: everyone leaves (`room_deleted`), the room closes.
+    pub async fn delete(self: &Arc<Self>, name: &RoomName) -> Result<(), ApiError> {
+        let room = self.handle(name, None)?;
+        let (reply, done) = oneshot::channel();
+        if room.commands.send(Command::Close { reason: LeaveReason::RoomDeleted, reply }).is_ok() {
+            let _ = done.await;
+        }
+        Ok(())
+    }
+
+    /// Server-side mute: the participant's packets stop being forwarded from the next one.
+    pub async fn mute(self: &Arc<Self>, name: &RoomName, identity: &ParticipantId, muted: bool) -> Result<(), ApiError> {
+        let not_found =
+            || ApiError::not_found("participant_not_found", format!("no participant {:?} in room {:?}", identity.as_str(), name.as_str()));
+        let room = self.handle(name, None).map_err(|_| not_found())?;
+        let (reply, done) = oneshot::channel();
+        room.commands.send(Command::Mute { identity: identity.clone(), muted, reply }).map_err(|_| not_found())?;
+        match done.await {
+            Ok(true) => Ok(()),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Closes every room (server shutdown).
+    pub async fn close_all(self: &Arc<Self>) {
+        let handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        for h in handles {
+            let (reply, done) = oneshot::channel();
+            if h.commands.send(Command::Close { reason: LeaveReason::ServerShutdown, reply }).is_ok() {
+                let _ = done.await;
+            }
+        }
     }
 
     /// Answers the participant's offer and hands it to its room.
     pub async fn join(self: &Arc<Self>, ports: &PortAllocator, req: JoinRequest) -> Result<String, ApiError> {
-        let room = self.handle(&req.room, self.settings.auto_create)?;
+        let room = self.handle(&req.room, self.settings.auto_create.then_some(self.settings.limits))?;
         let sockets = ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
         let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
         let (mut peer, answer) = answer_room(sockets, req.offer, &req.summary.audio_lines, inbound, self.metrics.clone()).await?;
@@ -104,7 +208,7 @@ impl Rooms {
         let metrics = self.metrics.clone();
         let mut tasks = peer.start(Box::new(move |p| {
             if packets.try_send((key, p)).is_err() {
-                metrics.ring_overflow();
+                metrics.rooms.dropped_room_queue.fetch_add(1, Ordering::Relaxed);
             }
         }));
         tasks.push(tokio::spawn(pump_events(key, std::mem::replace(&mut peer.events, mpsc::unbounded_channel().1), room.commands.clone())));
@@ -131,7 +235,7 @@ impl Rooms {
     pub async fn leave(self: &Arc<Self>, name: &RoomName, identity: &ParticipantId, removed: bool) -> Result<(), ApiError> {
         let not_found =
             || ApiError::not_found("participant_not_found", format!("no participant {:?} in room {:?}", identity.as_str(), name.as_str()));
-        let room = self.handle(name, false).map_err(|_| not_found())?;
+        let room = self.handle(name, None).map_err(|_| not_found())?;
         let (reply, done) = oneshot::channel();
         let reason = if removed { LeaveReason::Removed } else { LeaveReason::Left };
         room.commands.send(Command::Leave { identity: identity.clone(), reason, reply }).map_err(|_| not_found())?;
@@ -142,7 +246,7 @@ impl Rooms {
     }
 
     pub async fn info(self: &Arc<Self>, name: &RoomName) -> Result<RoomInfo, ApiError> {
-        let room = self.handle(name, false)?;
+        let room = self.handle(name, None)?;
         let (reply, done) = oneshot::channel();
         let gone = || ApiError::not_found("room_not_found", format!("no room {:?}", name.as_str()));
         room.commands.send(Command::Info { reply }).map_err(|_| gone())?;
@@ -180,6 +284,7 @@ async fn run_room(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut empty_since = Some(Instant::now());
+    let mut closing = None;
     loop {
         tokio::select! {
             Some((key, p)) = packets.recv() => room.on_packet(key, p),
@@ -189,13 +294,14 @@ async fn run_room(
                         if let Some(old) = room.leave(old, LeaveReason::Replaced) {
                             tokio::spawn(close_member(old, false));
                         }
-                    } else if room.len() >= room.max_participants {
-                        let _ = reply.send(Err(ApiError::room_full(format!("room {:?} is full ({} participants)", room.name.as_str(), room.max_participants))));
+                    } else if room.len() >= room.limits.max_participants {
+                        let _ = reply.send(Err(ApiError::room_full(format!("room {:?} is full ({} participants)", room.name.as_str(), room.limits.max_participants))));
                         tokio::spawn(close_member(*member, false));
                         continue;
                     }
                     info!(room = %room.name, identity = %member.identity, "participant joined");
                     room.join(*member);
+                    rooms.metrics.rooms.participants_joined.fetch_add(1, Ordering::Relaxed);
                     empty_since = None;
                     let _ = reply.send(Ok(()));
                 }
@@ -211,10 +317,22 @@ async fn run_room(
                 Command::Info { reply } => {
                     let _ = reply.send(room.info());
                 }
+                Command::Mute { identity, muted, reply } => {
+                    let key = room.key_of(&identity);
+                    if let Some(key) = key {
+                        room.set_muted(key, muted);
+                    }
+                    let _ = reply.send(key.is_some());
+                }
+                Command::Close { reason, reply } => {
+                    closing = Some((reason, reply));
+                    break;
+                }
             },
             _ = tick.tick() => {
                 let now = Instant::now();
                 room.on_tick(now);
+                room.report(&rooms.metrics.rooms);
                 for key in room.overdue(now, CONNECT_TIMEOUT, DISCONNECTED_GRACE) {
                     if let Some(m) = room.leave(key, LeaveReason::Disconnected) {
                         warn!(room = %room.name, identity = %m.identity, "participant timed out");
@@ -223,7 +341,7 @@ async fn run_room(
                 }
                 if room.is_empty() {
                     let since = *empty_since.get_or_insert(now);
-                    if now.duration_since(since) >= rooms.settings.empty_timeout {
+                    if now.duration_since(since) >= room.limits.empty_timeout {
                         break;
                     }
                 } else {
@@ -247,10 +365,18 @@ async fn run_room(
             close_member(*member, false).await;
         }
     }
-    for m in room.drain() {
-        close_member(m, true).await;
+    let reason = closing.as_ref().map_or(LeaveReason::Left, |(r, _)| *r);
+    let members = room.drain(reason);
+    room.report(&rooms.metrics.rooms);
+    // Closed in parallel: each waits up to its flush time for its last events.
+    let closes: Vec<_> = members.into_iter().map(|m| tokio::spawn(close_member(m, true))).collect();
+    for c in closes {
+        let _ = c.await;
     }
-    info!(room = %room.name, "room closed");
+    if let Some((_, reply)) = closing {
+        let _ = reply.send(());
+    }
+    info!(room = %room.name, ?reason, "room closed");
 }
 
 fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {

@@ -18,6 +18,7 @@ use voxrelay_signaling::room_wire::{
 };
 use voxrelay_signaling::{ParticipantId, RoomName};
 
+use super::registry::RoomLimits;
 use super::selection;
 use super::slot::{Skip, Slot, SourceHeader, TrackKey};
 use super::speakers::{ActiveSpeakers, SpeakerConfig};
@@ -138,11 +139,14 @@ pub struct Room {
     last_speakers_event: Option<Instant>,
     speakers_event_due: bool,
     pub counters: RoomCounters,
-    pub max_participants: usize,
+    /// What `counters` were at the last report to the process metrics.
+    reported: RoomCounters,
+    reported_len: usize,
+    pub limits: RoomLimits,
 }
 
 impl Room {
-    pub fn new(name: RoomName, max_participants: usize, now: Instant) -> Self {
+    pub fn new(name: RoomName, limits: RoomLimits, now: Instant) -> Self {
         Room {
             name,
             members: Vec::new(),
@@ -153,7 +157,9 @@ impl Room {
             last_speakers_event: None,
             speakers_event_due: false,
             counters: RoomCounters::default(),
-            max_participants,
+            reported: RoomCounters::default(),
+            reported_len: 0,
+            limits,
         }
     }
 
@@ -305,6 +311,14 @@ impl Room {
         }
     }
 
+    /// Adds what the room counted since the last report to the process-wide totals.
+    pub fn report(&mut self, totals: &crate::metrics::RoomTotals) {
+        let size_change = self.members.len() as i64 - self.reported_len as i64;
+        totals.add(&self.counters, &self.reported, size_change);
+        self.reported = self.counters;
+        self.reported_len = self.members.len();
+    }
+
     /// A room event from a participant.
     pub fn on_client_text(&mut self, key: TrackKey, text: &str) {
         let Some(i) = self.members.iter().position(|m| m.key == key) else { return };
@@ -362,6 +376,8 @@ impl Room {
     pub fn info(&self) -> RoomInfo {
         RoomInfo {
             name: Some(self.name.clone()),
+            max_participants: self.limits.max_participants,
+            empty_timeout_seconds: self.limits.empty_timeout.as_secs(),
             participants: self
                 .members
                 .iter()
@@ -372,8 +388,12 @@ impl Room {
         }
     }
 
-    /// Everyone, for a room that closes.
-    pub fn drain(&mut self) -> Vec<Member> {
-        std::mem::take(&mut self.members)
+    /// Everyone, for a room that closes: each gets `participant.left` for itself.
+    pub fn drain(&mut self, reason: LeaveReason) -> Vec<Member> {
+        let mut members = std::mem::take(&mut self.members);
+        for m in &mut members {
+            m.send(&RoomEvent::ParticipantLeft { identity: m.identity.clone(), reason });
+        }
+        members
     }
 }

@@ -2,6 +2,8 @@
 //! `voxrelay::client` (a real webrtc-rs peer: ICE, DTLS, SRTP, SCTP) and reqwest.
 #![allow(dead_code, unused_imports)]
 
+pub mod rooms;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,7 +17,8 @@ pub const API_KEY: &str = "sk_test_voxrelay";
 pub const WAIT: Duration = Duration::from_secs(20);
 /// The smallest SDP offer the server parses (Opus, no ICE candidates): enough for tests that
 /// only need the offer to be admitted or refused.
-pub const MINIMAL_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+pub const MINIMAL_OFFER: &str =
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
 
 pub async fn start_server() -> voxrelay::RunningServer {
     start_with(|_| {}).await
@@ -212,17 +215,22 @@ pub async fn function_call_round_trip(c: &mut Call, output: &str) -> Value {
         .collect();
     assert_eq!(deltas, args["arguments"].as_str().unwrap(), "the deltas add up to the arguments");
     assert!(
-        c.log.iter().any(|(_, e)| e["type"] == "response.output_item.added" && e["item"]["type"] == "function_call" && e["item"]["call_id"] == call_id.as_str()),
+        c.log.iter().any(|(_, e)| e["type"] == "response.output_item.added"
+            && e["item"]["type"] == "function_call"
+            && e["item"]["call_id"] == call_id.as_str()),
         "the call's item was announced: {:?}",
         c.types()
     );
-    let in_output = done["response"]["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").expect("call in response.done");
+    let in_output =
+        done["response"]["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").expect("call in response.done");
     assert_eq!((&in_output["call_id"], &in_output["arguments"]), (&args["call_id"], &args["arguments"]));
     let voiced_before = c.levels().iter().filter(|(_, r)| *r > VOICED_RMS).count();
 
-    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_unknown", "output": "x"}})).await;
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_unknown", "output": "x"}}))
+        .await;
     assert_eq!(c.expect("error").await["error"]["code"], "unknown_call_id");
-    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}})).await;
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}))
+        .await;
     let added = c.expect("conversation.item.added").await;
     assert_eq!((&added["item"]["type"], &added["item"]["output"]), (&json!("function_call_output"), &json!(output)));
     c.send(json!({"type": "response.create"})).await;

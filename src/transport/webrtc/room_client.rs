@@ -150,10 +150,17 @@ impl RoomClient {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(pump(early, rx, ev_tx, connected_tx, received.clone()));
+        let (open_tx, open_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(pump(early, rx, ev_tx, connected_tx, open_tx, received.clone()));
         if !matches!(tokio::time::timeout(opts.connect_timeout, connected_rx).await, Ok(Ok(()))) {
             let _ = peer.close().await;
             return Err(ClientError::Timeout("ICE/DTLS did not connect"));
+        }
+        // Ready once `room-events` is open at both ends (the server acknowledged it): from then
+        // on a hang-up reaches the server at once, as the channel's close.
+        if !matches!(tokio::time::timeout(opts.connect_timeout, open_rx).await, Ok(Ok(()))) {
+            let _ = peer.close().await;
+            return Err(ClientError::Timeout("the room-events channel did not open"));
         }
         let outbox = Arc::new(Mutex::new(VecDeque::new()));
         let sent = Arc::new(Mutex::new(Vec::new()));
@@ -206,7 +213,14 @@ impl RoomClient {
         self.dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
     }
 
+    /// Hangs up as a browser tab does: the events channel closes, then the connection.
     pub async fn close(&self) {
+        let _ = self.dc.close().await;
+        let _ = self.peer.close().await;
+    }
+
+    /// Goes away without a word (a crashed tab, a lost network): only the connection closes.
+    pub async fn vanish(&self) {
         let _ = self.peer.close().await;
     }
 }
@@ -216,9 +230,11 @@ async fn pump(
     mut rx: mpsc::UnboundedReceiver<PeerEvent>,
     ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
     connected_tx: tokio::sync::oneshot::Sender<()>,
+    open_tx: tokio::sync::oneshot::Sender<()>,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
 ) {
     let mut connected_tx = Some(connected_tx);
+    let mut open_tx = Some(open_tx);
     let mut early = early.into_iter();
     loop {
         let ev = match early.next() {
@@ -235,6 +251,11 @@ async fn pump(
                 }
             }
             PeerEvent::State(RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed) => break,
+            PeerEvent::DataChannelOpen(_) => {
+                if let Some(tx) = open_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
             PeerEvent::DataChannelText(text) => {
                 let v = serde_json::from_str::<Value>(&text)
                     .unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));

@@ -1,0 +1,175 @@
+//! The room API (PROTOCOL.md §4) against the real server: create/list/delete, `max_participants`,
+//! auto-create off, server-side mute, `data.send`, and the room metrics.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::rooms::{events_until, join, mint, of_type, voice};
+use common::{API_KEY, http, start_server, start_with};
+use serde_json::{Value, json};
+use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
+
+async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = http().request(method, url).bearer_auth(API_KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_created_listed_filled_and_deleted() {
+    let server = start_with(|c| c.rooms_auto_create = false).await;
+    let base = server.url();
+    // Auto-create off: a join of an unknown room is 404.
+    let token = mint(&base, "small", json!({"identity": "alice"})).await;
+    let err = RoomClient::join(&http(), &base, "small", &token, RoomClientOptions::default()).await.err().unwrap();
+    assert!(matches!(err, voxrelay::client::ClientError::Refused(404, ref b) if b.contains("room_not_found")), "{err}");
+
+    let (status, room) =
+        api(reqwest::Method::POST, format!("{base}/v1/rooms"), Some(json!({"name": "small", "max_participants": 2}))).await;
+    assert_eq!(status, 201, "{room}");
+    assert_eq!(
+        (room["name"].as_str(), room["max_participants"].as_u64(), room["empty_timeout_seconds"].as_u64()),
+        (Some("small"), Some(2), Some(300))
+    );
+    let (status, err) = api(reqwest::Method::POST, format!("{base}/v1/rooms"), Some(json!({"name": "small"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("room_exists")));
+    for (body, code) in [
+        (json!({}), "missing_name"),
+        (json!({"name": "x", "max_participants": 0}), "invalid_max_participants"),
+        (json!({"name": "x", "agent": {"agent": "echo"}}), "agent_not_supported"),
+        (json!({"name": "x", "colour": "red"}), "invalid_json"),
+    ] {
+        let (status, err) = api(reqwest::Method::POST, format!("{base}/v1/rooms"), Some(body.clone())).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (400, Some(code)), "{body}");
+    }
+
+    let mut alice = RoomClient::join(&http(), &base, "small", &token, RoomClientOptions::default()).await.unwrap();
+    let _bob = join(&base, "small", "bob", RoomClientOptions::default(), json!({})).await;
+    let carol = mint(&base, "small", json!({"identity": "carol"})).await;
+    let err = RoomClient::join(&http(), &base, "small", &carol, RoomClientOptions::default()).await.err().unwrap();
+    assert!(matches!(err, voxrelay::client::ClientError::Refused(429, ref b) if b.contains("room_full")), "{err}");
+    // Bob joining again replaces his first connection (no room_full for him).
+    let _bob2 = join(&base, "small", "bob", RoomClientOptions::default(), json!({})).await;
+    let mut seen = Vec::new();
+    events_until(&mut alice, &mut seen, |e| {
+        of_type(e, "participant.left").iter().any(|l| l["identity"] == "bob" && l["reason"] == "replaced")
+    })
+    .await;
+
+    let (status, list) = api(reqwest::Method::GET, format!("{base}/v1/rooms"), None).await;
+    assert_eq!(status, 200);
+    let rooms: Vec<(&str, usize)> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["participants"].as_array().unwrap().len()))
+        .collect();
+    assert_eq!(rooms, [("small", 2)]);
+
+    let (status, _) = api(reqwest::Method::DELETE, format!("{base}/v1/rooms/small"), None).await;
+    assert_eq!(status, 204);
+    events_until(&mut alice, &mut seen, |e| {
+        of_type(e, "participant.left").iter().any(|l| l["identity"] == "alice" && l["reason"] == "room_deleted")
+    })
+    .await;
+    let (status, err) = api(reqwest::Method::GET, format!("{base}/v1/rooms/small"), None).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("room_not_found")));
+    let (status, _) = api(reqwest::Method::DELETE, format!("{base}/v1/rooms/small"), None).await;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_side_mute_stops_forwarding_and_data_reaches_whom_it_should() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut alice = join(&base, "m", "alice", RoomClientOptions::default(), json!({})).await;
+    let mut bob = join(&base, "m", "bob", RoomClientOptions::default(), json!({})).await;
+    let mut carol =
+        join(&base, "m", "carol", RoomClientOptions { publish: false, ..Default::default() }, json!({"publish_data": false})).await;
+    let (mut a_seen, mut b_seen, mut c_seen) = (Vec::new(), Vec::new(), Vec::new());
+    events_until(&mut alice, &mut a_seen, |e| of_type(e, "participant.joined").len() == 2).await;
+
+    // Alice talks; once Bob hears her, the API mutes her mid-sentence.
+    alice.say(&voice(1.0));
+    let deadline = Instant::now() + common::WAIT;
+    let alices = |alice: &RoomClient| -> HashSet<Bytes> { alice.sent().into_iter().filter(|p| p.voiced).map(|p| p.payload).collect() };
+    while bob.received().iter().filter(|p| alices(&alice).contains(&p.payload)).count() < 20 {
+        assert!(Instant::now() < deadline, "bob never heard alice");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) =
+        api(reqwest::Method::POST, format!("{base}/v1/rooms/m/participants/alice/mute"), Some(json!({"muted": true}))).await;
+    assert_eq!(status, 200, "{body}");
+    let muted_at = Instant::now();
+    let sent_before_mute = alice.sent().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Alice kept sending; nothing she sent after the mute reached Bob. (Packets already queued
+    // to Bob before the mute may land within a few ms of it.)
+    let after: HashSet<Bytes> = alice.sent()[sent_before_mute..].iter().filter(|p| p.voiced).map(|p| p.payload.clone()).collect();
+    assert!(after.len() > 20, "alice sent {} voiced frames after the mute", after.len());
+    let leaked: Vec<_> = bob
+        .received()
+        .into_iter()
+        .filter(|p| after.contains(&p.payload) || (p.at > muted_at + Duration::from_millis(100) && alices(&alice).contains(&p.payload)))
+        .collect();
+    assert!(leaked.is_empty(), "{} of alice's packets reached bob after the mute", leaked.len());
+    events_until(&mut bob, &mut b_seen, |e| of_type(e, "track.muted").iter().any(|m| m["identity"] == "alice")).await;
+    let info: Value = api(reqwest::Method::GET, format!("{base}/v1/rooms/m"), None).await.1;
+    let alice_info = info["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "alice").unwrap().clone();
+    assert_eq!(alice_info["muted"], true);
+    assert!(info["counters"]["dropped_not_publishing"].as_u64().unwrap() > 20, "{info}");
+    let (status, _) = api(reqwest::Method::POST, format!("{base}/v1/rooms/m/participants/nobody/mute"), Some(json!({"muted": true}))).await;
+    assert_eq!(status, 404);
+
+    // data.send: to everyone else, to a list, refused without the grant or when too big.
+    alice.send_event(&json!({"type": "data.send", "payload": {"text": "hi all"}, "topic": "chat"})).await.unwrap();
+    alice.send_event(&json!({"type": "data.send", "payload": "just carol", "to": ["carol"]})).await.unwrap();
+    events_until(&mut carol, &mut c_seen, |e| of_type(e, "data.received").len() == 2).await;
+    let got = of_type(&c_seen, "data.received");
+    assert_eq!(
+        (got[0]["from"].as_str(), got[0]["payload"]["text"].as_str(), got[0]["topic"].as_str()),
+        (Some("alice"), Some("hi all"), Some("chat"))
+    );
+    assert_eq!(got[1]["payload"], "just carol");
+    events_until(&mut bob, &mut b_seen, |e| !of_type(e, "data.received").is_empty()).await;
+    carol.send_event(&json!({"type": "data.send", "payload": "no grant"})).await.unwrap();
+    events_until(&mut carol, &mut c_seen, |e| of_type(e, "error").iter().any(|x| x["error"]["code"] == "grant_missing")).await;
+    let big = "x".repeat(17 * 1024);
+    alice.send_event(&json!({"type": "data.send", "payload": big})).await.unwrap();
+    alice.send_event(&json!({"type": "no.such.event"})).await.unwrap();
+    events_until(&mut alice, &mut a_seen, |e| {
+        let codes: Vec<&str> = of_type(e, "error").iter().filter_map(|x| x["error"]["code"].as_str()).collect();
+        codes.contains(&"payload_too_large") && codes.contains(&"invalid_event")
+    })
+    .await;
+    // Bob got only the message to everyone; the connection of whoever erred goes on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok((_, ev)) = bob.events.try_recv() {
+        b_seen.push(ev);
+    }
+    assert_eq!(of_type(&b_seen, "data.received").len(), 1);
+    alice.send_event(&json!({"type": "mute", "muted": false})).await.unwrap();
+    events_until(&mut bob, &mut b_seen, |e| of_type(e, "track.unmuted").iter().any(|m| m["identity"] == "alice")).await;
+
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(value("voxrelay_rooms "), 1.0, "{metrics}");
+    assert_eq!(value("voxrelay_room_participants "), 3.0);
+    assert!(value("voxrelay_room_packets_forwarded_total") > 20.0);
+    assert!(value("voxrelay_room_packets_dropped_total{reason=\"not_publishing\"}") > 20.0);
+    for c in [&alice, &bob, &carol] {
+        c.close().await;
+    }
+    server.shutdown().await;
+}
