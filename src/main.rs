@@ -113,6 +113,14 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Loadgen(cfg) if cfg.room.is_some() => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+            let report = voxrelay::loadgen::run_room(cfg).await?;
+            print!("{}", report.summary());
+            if report.failed > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Loadgen(cfg) => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
             let report = voxrelay::loadgen::run(cfg).await?;

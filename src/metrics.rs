@@ -44,6 +44,7 @@ pub struct RoomTotals {
     bytes_forwarded: AtomicU64,
     slot_switches: AtomicU64,
     dropped_not_publishing: AtomicU64,
+    dropped_rate_limited: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_before_switch: AtomicU64,
     /// Packets dropped at a full room queue (the room task fell behind).
@@ -62,6 +63,7 @@ impl RoomTotals {
             (&self.bytes_forwarded, now.bytes_forwarded - before.bytes_forwarded),
             (&self.slot_switches, now.slot_switches - before.slot_switches),
             (&self.dropped_not_publishing, now.dropped_not_publishing - before.dropped_not_publishing),
+            (&self.dropped_rate_limited, now.dropped_rate_limited - before.dropped_rate_limited),
             (&self.dropped_queue_full, now.dropped_queue_full - before.dropped_queue_full),
             (&self.dropped_before_switch, now.dropped_before_switch - before.dropped_before_switch),
         ];
@@ -92,6 +94,7 @@ impl RoomTotals {
         let _ = writeln!(out, "# HELP {name} Room packets not forwarded, by reason.\n# TYPE {name} counter");
         for (reason, v) in [
             ("not_publishing", &self.dropped_not_publishing),
+            ("rate_limited", &self.dropped_rate_limited),
             ("subscriber_queue_full", &self.dropped_queue_full),
             ("before_switch", &self.dropped_before_switch),
             ("room_queue_full", &self.dropped_room_queue),

@@ -84,3 +84,30 @@ async fn loadgen_phone_calls_refuse_a_silence_the_bridge_cannot_set() {
     let err = run(cfg).await.err().expect("refused before dialling");
     assert!(err.to_string().contains("--silence-ms"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_room_mode_measures_forwarding_through_the_sfu() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut cfg = LoadgenConfig::new(&base, API_KEY, 0, 4.0);
+    cfg.room = Some("load".into());
+    cfg.publishers = 2;
+    cfg.subscribers = 3;
+    cfg.slots = 2;
+    cfg.server_pid = Some(std::process::id());
+    let report = voxrelay::loadgen::run_room(cfg).await.expect("room loadgen runs");
+    eprintln!("{}", report.summary());
+    assert_eq!((report.joined, report.failed), (5, 0), "{}", report.summary());
+    // Two publishers at 50 packets/s; each subscriber hears both on its two slots (minus each
+    // spurt's speaking onset): ≈ 100 in, ≈ 300 out.
+    assert!((80.0..=110.0).contains(&report.packets_in_per_s), "{}", report.summary());
+    assert!((200.0..=320.0).contains(&report.packets_out_per_s), "{}", report.summary());
+    assert!(report.mouth_to_ear_ms.count > 500, "latency measured on forwarded packets");
+    assert!(report.mouth_to_ear_ms.p50 > 0.0);
+    assert!(report.loss_pct.max < 1.0, "no loss on loopback: {}", report.summary());
+    assert_eq!(report.join_ms.count, 5);
+    assert!(report.server_cpu_pct.is_some());
+    let info: serde_json::Value = http().get(format!("{base}/v1/rooms/load")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    assert!(info["counters"]["packets_forwarded"].as_u64().unwrap() > 500, "{info}");
+    server.shutdown().await;
+}

@@ -203,6 +203,8 @@ pub struct RoomCounters {
     pub slot_switches: u64,
     /// Dropped because the participant is muted or lacks the publish grant.
     pub dropped_not_publishing: u64,
+    /// Dropped by the per-publisher packet rate cap.
+    pub dropped_rate_limited: u64,
     /// Dropped because a subscriber's send queue was full.
     pub dropped_queue_full: u64,
     /// Older than a slot's switch (see `room::slot`).

@@ -10,10 +10,12 @@
 
 mod phone;
 mod report;
+mod room;
 
 pub use phone::{PhoneSpurt, pacing_jitter_ms};
 
 pub use report::{Dist, Report, SessionResult, loss_and_jitter, turn_latencies};
+pub use room::{RoomReport, mouth_to_ear};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +82,19 @@ pub struct LoadgenConfig {
     /// The server's Twilio auth token, when it checks X-Twilio-Signature (--transport twilio).
     #[arg(long, env = "VOXRELAY_TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<String>,
+    /// Room mode (PROTOCOL.md §4): load one room with --publishers and --subscribers instead of
+    /// --sessions calls.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Room mode: participants that publish the talk spurt (each at its own gain).
+    #[arg(long, default_value_t = 2)]
+    pub publishers: usize,
+    /// Room mode: participants that only listen.
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// Room mode: receiving m-lines (slots) each subscriber offers.
+    #[arg(long, default_value_t = 3)]
+    pub slots: usize,
     /// Print progress every second.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
@@ -100,6 +115,10 @@ impl LoadgenConfig {
             server_pid: None,
             bind_ip: None,
             twilio_auth_token: None,
+            room: None,
+            publishers: 2,
+            subscribers: 10,
+            slots: 3,
             progress: false,
         }
     }
@@ -158,21 +177,58 @@ struct Progress {
     latencies: std::sync::Mutex<Vec<f64>>,
 }
 
-pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
-    let api_key = match cfg.api_key.clone() {
-        Some(k) => k,
+/// Room mode: one room loaded with publishers and subscribers (`--room`).
+pub async fn run_room(cfg: LoadgenConfig) -> anyhow::Result<RoomReport> {
+    let room = cfg.room.clone().ok_or_else(|| anyhow::anyhow!("--room is required"))?;
+    let api_key = api_key(&cfg)?;
+    let pcm = talk_spurt(&cfg)?;
+    crate::install_tls_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let base = cfg.url.trim_end_matches('/').to_string();
+    let mut cfg = cfg;
+    cfg.bind_ip = Some(bind_ip(&cfg, &base)?);
+    let report = room::run(&cfg, &room, &http, &base, &api_key, &pcm).await?;
+    if let Some(path) = &cfg.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(report)
+}
+
+/// `--api-key`, else the key file in the default data directory.
+fn api_key(cfg: &LoadgenConfig) -> anyhow::Result<String> {
+    match cfg.api_key.clone() {
+        Some(k) => Ok(k),
         None => {
             let path = crate::config::ServeConfig::defaults().data_dir().join(crate::api_key::KEY_FILE);
             std::fs::read_to_string(&path)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| anyhow::anyhow!("no --api-key and cannot read {}: {e}", path.display()))?
+                .map_err(|e| anyhow::anyhow!("no --api-key and cannot read {}: {e}", path.display()))
         }
-    };
+    }
+}
+
+/// The talk spurt's PCM: `--wav`, else the built-in sentence.
+fn talk_spurt(cfg: &LoadgenConfig) -> anyhow::Result<Vec<i16>> {
     let wav = match &cfg.wav {
         Some(p) => std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
         None => DEFAULT_SPEECH.to_vec(),
     };
-    let pcm = read_wav(&wav)?;
+    read_wav(&wav)
+}
+
+/// `--bind-ip`, else loopback for a server on loopback and every interface otherwise.
+fn bind_ip(cfg: &LoadgenConfig, base: &str) -> anyhow::Result<std::net::IpAddr> {
+    if let Some(ip) = cfg.bind_ip {
+        return Ok(ip);
+    }
+    let host = reqwest::Url::parse(base)?.host_str().unwrap_or("").trim_matches(['[', ']']).to_string();
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    Ok(if loopback { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() })
+}
+
+pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
+    let api_key = api_key(&cfg)?;
+    let pcm = talk_spurt(&cfg)?;
     if cfg.transport == LoadTransport::Twilio {
         // customParameters cannot set turn detection: phone calls get the server's default.
         let default_silence = voxrelay_media::TurnDetectConfig::default().silence_duration_ms;
@@ -187,11 +243,7 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = cfg.url.trim_end_matches('/').to_string();
     let mut cfg = cfg;
-    if cfg.bind_ip.is_none() {
-        let host = reqwest::Url::parse(&base)?.host_str().unwrap_or("").trim_matches(['[', ']']).to_string();
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        cfg.bind_ip = Some(if loopback { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() });
-    }
+    cfg.bind_ip = Some(bind_ip(&cfg, &base)?);
     let progress = Arc::new(Progress::default());
     let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
     let started = Instant::now();

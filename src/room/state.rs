@@ -52,6 +52,7 @@ pub struct Member {
     packets_out: u64,
     /// Measures levels of a publisher that sends none (made at its first such packet).
     meter: Option<LevelMeter>,
+    rate: PacketRate,
 }
 
 impl Member {
@@ -80,6 +81,7 @@ impl Member {
             packets_in: 0,
             packets_out: 0,
             meter: None,
+            rate: PacketRate::new(),
         }
     }
 
@@ -108,6 +110,39 @@ impl Member {
             let _ = outlet.send(text);
         }
         self.outlet = Some(outlet);
+    }
+}
+
+/// A publisher may send this many packets per second on average (Opus at 10 ms is 100/s; the
+/// 20 ms browsers use is 50/s), and this many in a burst (a jitter burst after a stall).
+pub const MAX_PACKETS_PER_SECOND: f32 = 150.0;
+const PACKET_BURST: f32 = 50.0;
+
+/// The per-publisher packet rate cap: a token bucket over packet arrival times.
+#[derive(Debug)]
+struct PacketRate {
+    tokens: f32,
+    last: Option<Instant>,
+}
+
+impl PacketRate {
+    fn new() -> Self {
+        PacketRate { tokens: PACKET_BURST, last: None }
+    }
+
+    /// Whether a packet arriving at `at` is within the cap.
+    fn admit(&mut self, at: Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = at.saturating_duration_since(last).as_secs_f32() * MAX_PACKETS_PER_SECOND;
+            self.tokens = (self.tokens + refill).min(PACKET_BURST);
+        }
+        self.last = Some(at);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -221,6 +256,10 @@ impl Room {
         publisher.packets_in += 1;
         if !publisher.grant.publish || publisher.muted {
             self.counters.dropped_not_publishing += 1;
+            return;
+        }
+        if !publisher.rate.admit(p.at) {
+            self.counters.dropped_rate_limited += 1;
             return;
         }
         let level = match p.level {
@@ -395,5 +434,29 @@ impl Room {
             m.send(&RoomEvent::ParticipantLeft { identity: m.identity.clone(), reason });
         }
         members
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_cap_passes_real_senders_and_cuts_floods() {
+        let t0 = Instant::now();
+        let mut rate = PacketRate::new();
+        // Ten seconds of 10 ms Opus (100/s) with a 300 ms stall released at once: all pass.
+        let mut at = t0;
+        for i in 0..1000 {
+            at += Duration::from_millis(10);
+            if i == 500 {
+                at += Duration::from_millis(300);
+            }
+            assert!(rate.admit(at), "packet {i}");
+        }
+        // A flood of 1000 packets in 100 ms: the burst and the refill pass, the rest is cut.
+        let mut rate = PacketRate::new();
+        let passed = (0..1000).filter(|i| rate.admit(t0 + Duration::from_micros(100 * i))).count();
+        assert!((50..=70).contains(&passed), "{passed}");
     }
 }

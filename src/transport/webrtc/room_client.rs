@@ -52,6 +52,9 @@ impl Default for RoomClientOptions {
     }
 }
 
+/// Frames louder than this (-dBov) count as voiced: speech, not the fixture's pauses.
+const VOICED_BELOW_DBOV: u8 = 50;
+
 /// One packet sent: its payload (what a subscriber must receive unchanged).
 #[derive(Clone, Debug)]
 pub struct SentPacket {
@@ -192,8 +195,20 @@ impl RoomClient {
             let mut buf = [0u8; MAX_OPUS_PACKET];
             let Ok(n) = encoder.encode(&frame, &mut buf) else { continue };
             let level = AudioLevel::from_pcm(&frame, true);
-            frames.push(Frame { payload: Bytes::copy_from_slice(&buf[..n]), level, voiced: level.minus_dbov < 50 });
+            frames.push(Frame { payload: Bytes::copy_from_slice(&buf[..n]), level, voiced: level.minus_dbov < VOICED_BELOW_DBOV });
         }
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).extend(frames);
+    }
+
+    /// Queues frames already encoded, with their levels.
+    pub fn queue_encoded(&self, frames: impl IntoIterator<Item = (Bytes, AudioLevel)>) {
+        let frames = frames.into_iter().map(|(payload, level)| Frame { payload, level, voiced: level.minus_dbov < VOICED_BELOW_DBOV });
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).extend(frames);
+    }
+
+    /// Queues `n` frames of silence (the 3-byte Opus silence packet).
+    pub fn queue_silence(&self, n: usize) {
+        let frames = (0..n).map(|_| Frame { payload: Bytes::from_static(&OPUS_SILENCE), level: AudioLevel { minus_dbov: 127, voice: false }, voiced: false });
         self.outbox.lock().unwrap_or_else(|p| p.into_inner()).extend(frames);
     }
 

@@ -1,0 +1,235 @@
+//! `voxrelay loadgen --room R --publishers P --subscribers S [--slots K]`: one room, P
+//! participants that only publish (the speech fixture in talk spurts, each at its own gain so
+//! every publisher's Opus payloads are distinct) and S that only listen on K slots, all through
+//! the real WebRTC room client. The shape of LiveKit's `lk load-test --audio-publishers
+//! --subscribers`.
+//!
+//! Mouth-to-ear latency added by the SFU: for every packet a subscriber receives, the time
+//! since its publisher sent the same payload (publisher and subscribers share this process's
+//! clock). Payloads identify their publisher; a payload repeats only once per spurt loop, so
+//! the latest send at or before the receive is the one.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::json;
+use voxrelay_media::{AudioLevel, MAX_OPUS_PACKET, OpusEncoder, SAMPLES_48K};
+
+use super::report::{Dist, loss_and_jitter};
+use super::{LoadgenConfig, cpu_seconds};
+use crate::client::Received;
+use crate::transport::webrtc::room_client::{ReceivedPacket, RoomClient, RoomClientOptions, SentPacket};
+
+/// A gap between a publisher's spurts: shorter than the speaker window, so a publisher stays an
+/// active speaker for the whole run (a steady forwarding load).
+const SPURT_GAP: Duration = Duration::from_millis(300);
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoomReport {
+    pub url: String,
+    pub room: String,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub slots: usize,
+    pub joined: usize,
+    pub failed: usize,
+    pub failures: Vec<String>,
+    pub duration_s: f64,
+    /// POST join → answer, and start → connected with `room-events` open.
+    pub answer_ms: Dist,
+    pub join_ms: Dist,
+    /// Packets per second into the server (publishers) and out of it (to subscribers).
+    pub packets_in_per_s: f64,
+    pub packets_out_per_s: f64,
+    pub loss_pct: Dist,
+    pub jitter_ms: Dist,
+    /// Publisher send → subscriber receive of the same packet.
+    pub mouth_to_ear_ms: Dist,
+    pub server_cpu_pct: Option<f64>,
+    pub loadgen_cpu_pct: f64,
+}
+
+impl RoomReport {
+    pub fn summary(&self) -> String {
+        let d = |x: &Dist| format!("p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1}", x.p50, x.p95, x.p99, x.max);
+        let mut s = format!(
+            "room {} at {}: {} publishers, {} subscribers x {} slots, {:.0} s\n\
+             joined {} / failed {}\n\
+             answer ms          {}\n\
+             joined ms          {}\n\
+             packets/s          in {:.0}, out {:.0}\n\
+             loss %             {}\n\
+             jitter ms          {}\n\
+             mouth-to-ear ms    {}\n",
+            self.room,
+            self.url,
+            self.publishers,
+            self.subscribers,
+            self.slots,
+            self.duration_s,
+            self.joined,
+            self.failed,
+            d(&self.answer_ms),
+            d(&self.join_ms),
+            self.packets_in_per_s,
+            self.packets_out_per_s,
+            d(&self.loss_pct),
+            d(&self.jitter_ms),
+            d(&self.mouth_to_ear_ms),
+        );
+        if let Some(cpu) = self.server_cpu_pct {
+            s.push_str(&format!("server CPU         {cpu:.1} % of a core\n"));
+        }
+        s.push_str(&format!("loadgen CPU        {:.1} % of a core\n", self.loadgen_cpu_pct));
+        for f in &self.failures {
+            s.push_str(&format!("failure: {f}\n"));
+        }
+        s
+    }
+}
+
+/// The fixture encoded at `gain`, with the RFC 6464 level of each frame.
+fn encode(pcm: &[i16], gain: f32) -> anyhow::Result<Vec<(Bytes, AudioLevel)>> {
+    let mut enc = OpusEncoder::new()?;
+    let mut buf = [0u8; MAX_OPUS_PACKET];
+    let mut frames = Vec::new();
+    for chunk in pcm.chunks(SAMPLES_48K) {
+        let mut f = [0i16; SAMPLES_48K];
+        for (o, &s) in f.iter_mut().zip(chunk) {
+            *o = (f32::from(s) * gain) as i16;
+        }
+        let n = enc.encode(&f, &mut buf).map_err(|e| anyhow::anyhow!("opus encode: {e:?}"))?;
+        frames.push((Bytes::copy_from_slice(&buf[..n]), AudioLevel::from_pcm(&f, true)));
+    }
+    Ok(frames)
+}
+
+async fn mint(http: &reqwest::Client, base: &str, key: &str, room: &str, identity: &str, publish: bool) -> Result<String, String> {
+    let body = json!({"identity": identity, "publish": publish, "subscribe": !publish, "ttl_seconds": 3600});
+    let resp = http.post(format!("{base}/v1/rooms/{room}/tokens")).bearer_auth(key).json(&body).send().await.map_err(|_| "token: http".to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("token: http_{}", resp.status().as_u16()));
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|_| "token: bad JSON".to_string())?;
+    Ok(v["token"].as_str().unwrap_or_default().to_string())
+}
+
+pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: &str, api_key: &str, pcm: &[i16]) -> anyhow::Result<RoomReport> {
+    let (publishers, subscribers, slots) = (cfg.publishers, cfg.subscribers, cfg.slots);
+    let mut report = RoomReport {
+        url: base.to_string(),
+        room: room.to_string(),
+        publishers,
+        subscribers,
+        slots,
+        duration_s: cfg.duration,
+        ..Default::default()
+    };
+    let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
+    let started = Instant::now();
+    let bind_ip = cfg.bind_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    let ramp_gap = Duration::from_secs_f64(1.0 / cfg.ramp.max(0.01));
+    // Subscribers first, so they hear the publishers from their first packet.
+    let mut joins = Vec::new();
+    for i in 0..subscribers + publishers {
+        if i > 0 {
+            tokio::time::sleep(ramp_gap).await;
+        }
+        let publish = i >= subscribers;
+        let identity = if publish { format!("pub-{}", i - subscribers) } else { format!("sub-{i}") };
+        let (http, base, key, room) = (http.clone(), base.to_string(), api_key.to_string(), room.to_string());
+        let opts = RoomClientOptions { slots: if publish { 0 } else { slots }, publish, audio_levels: true, bind_ip, ..Default::default() };
+        joins.push(tokio::spawn(async move {
+            let token = mint(&http, &base, &key, &room, &identity, publish).await?;
+            RoomClient::join(&http, &base, &room, &token, opts).await.map_err(|e| format!("{identity}: {}", e.cause()))
+        }));
+    }
+    let mut subs = Vec::new();
+    let mut pubs = Vec::new();
+    for (i, j) in joins.into_iter().enumerate() {
+        match j.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(c) if i >= subscribers => pubs.push(c),
+            Ok(c) => subs.push(c),
+            Err(e) => report.failures.push(e),
+        }
+    }
+    report.joined = subs.len() + pubs.len();
+    report.failed = report.failures.len();
+    let clients: Vec<&RoomClient> = subs.iter().chain(pubs.iter()).collect();
+    report.answer_ms = Dist::of(&clients.iter().map(|c| c.answer_time.as_secs_f64() * 1000.0).collect::<Vec<_>>());
+    report.join_ms = Dist::of(&clients.iter().map(|c| c.connect_time.as_secs_f64() * 1000.0).collect::<Vec<_>>());
+
+    // Each publisher talks for the whole run, spurt after spurt.
+    let talk_start = Instant::now();
+    for (i, p) in pubs.iter().enumerate() {
+        let frames = encode(pcm, 1.0 - 0.01 * (i % 50) as f32)?;
+        let gap = (SPURT_GAP.as_millis() / 20) as usize;
+        let period = (frames.len() + gap) as f64 * 0.02;
+        let loops = ((cfg.duration / period).ceil() as usize).max(1);
+        for _ in 0..loops {
+            p.queue_encoded(frames.iter().cloned());
+            p.queue_silence(gap);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(cfg.duration) + Duration::from_secs(30);
+    while pubs.iter().any(|p| p.queued() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let talked = talk_start.elapsed().as_secs_f64();
+    let wall = started.elapsed().as_secs_f64();
+    report.loadgen_cpu_pct = (cpu_seconds(None) - cpu_start.0) * 100.0 / wall;
+    if let (Some(pid), Some(start)) = (cfg.server_pid, cpu_start.1) {
+        report.server_cpu_pct = Some((cpu_seconds(Some(pid)) - start) * 100.0 / wall);
+    }
+    for c in &clients {
+        c.close().await;
+    }
+
+    let sent: Vec<Vec<SentPacket>> = pubs.iter().map(|p| p.sent()).collect();
+    let received: Vec<Vec<ReceivedPacket>> = subs.iter().map(|s| s.received()).collect();
+    report.packets_in_per_s = sent.iter().map(Vec::len).sum::<usize>() as f64 / talked;
+    report.packets_out_per_s = received.iter().map(Vec::len).sum::<usize>() as f64 / talked;
+    report.mouth_to_ear_ms = Dist::of(&mouth_to_ear(&sent, &received));
+    let (mut loss, mut jitter) = (Vec::new(), Vec::new());
+    for stream in received.iter().flat_map(|r| by_stream(r)) {
+        let (_, pct, j) = loss_and_jitter(&stream, 48_000.0);
+        loss.push(pct);
+        jitter.push(j);
+    }
+    report.loss_pct = Dist::of(&loss);
+    report.jitter_ms = Dist::of(&jitter);
+    Ok(report)
+}
+
+/// One subscriber's packets split by slot (SSRC), as the load generator's `Received`.
+fn by_stream(packets: &[ReceivedPacket]) -> Vec<Vec<Received>> {
+    let mut streams: HashMap<u32, Vec<Received>> = HashMap::new();
+    for p in packets {
+        streams.entry(p.ssrc).or_default().push(Received { at: p.at, seq: p.seq, timestamp: p.timestamp, payload_len: p.payload.len(), rms: None });
+    }
+    streams.into_values().filter(|s| s.len() > 1).collect()
+}
+
+/// Receive time minus the latest send of the same payload at or before it, in ms, for every
+/// received voiced packet (silence packets are identical across publishers).
+pub fn mouth_to_ear(sent: &[Vec<SentPacket>], received: &[Vec<ReceivedPacket>]) -> Vec<f64> {
+    let mut sends: HashMap<&Bytes, Vec<Instant>> = HashMap::new();
+    for p in sent.iter().flatten().filter(|p| p.voiced) {
+        sends.entry(&p.payload).or_default().push(p.at);
+    }
+    for times in sends.values_mut() {
+        times.sort();
+    }
+    let mut out = Vec::new();
+    for r in received.iter().flatten() {
+        let Some(times) = sends.get(&r.payload) else { continue };
+        let i = times.partition_point(|t| *t <= r.at);
+        if i > 0 {
+            out.push(r.at.duration_since(times[i - 1]).as_secs_f64() * 1000.0);
+        }
+    }
+    out
+}
