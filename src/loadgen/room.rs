@@ -47,6 +47,7 @@ pub struct RoomReport {
     pub jitter_ms: Dist,
     /// Publisher send → subscriber receive of the same packet.
     pub mouth_to_ear_ms: Dist,
+    /// CPU while the publishers talk (after every join), % of one core.
     pub server_cpu_pct: Option<f64>,
     pub loadgen_cpu_pct: f64,
 }
@@ -127,8 +128,15 @@ pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: 
         duration_s: cfg.duration,
         ..Default::default()
     };
-    let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
-    let started = Instant::now();
+    // The room is made for everyone (a room made by a join takes 50 participants).
+    let body = json!({"name": room, "max_participants": publishers + subscribers});
+    let resp = http.post(format!("{base}/v1/rooms")).bearer_auth(api_key).json(&body).send().await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        anyhow::ensure!(status.as_u16() == 409, "creating room {room}: {status} {text}");
+        eprintln!("room {room} exists already: its max_participants applies");
+    }
     let bind_ip = cfg.bind_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
     let ramp_gap = Duration::from_secs_f64(1.0 / cfg.ramp.max(0.01));
     // Subscribers first, so they hear the publishers from their first packet.
@@ -161,7 +169,9 @@ pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: 
     report.answer_ms = Dist::of(&clients.iter().map(|c| c.answer_time.as_secs_f64() * 1000.0).collect::<Vec<_>>());
     report.join_ms = Dist::of(&clients.iter().map(|c| c.connect_time.as_secs_f64() * 1000.0).collect::<Vec<_>>());
 
-    // Each publisher talks for the whole run, spurt after spurt.
+    // Each publisher talks for the whole run, spurt after spurt. CPU is measured over this
+    // steady phase only (joins cost DTLS handshakes, which are not forwarding).
+    let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
     let talk_start = Instant::now();
     for (i, p) in pubs.iter().enumerate() {
         let frames = encode(pcm, 1.0 - 0.01 * (i % 50) as f32)?;
@@ -179,10 +189,9 @@ pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: 
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let talked = talk_start.elapsed().as_secs_f64();
-    let wall = started.elapsed().as_secs_f64();
-    report.loadgen_cpu_pct = (cpu_seconds(None) - cpu_start.0) * 100.0 / wall;
+    report.loadgen_cpu_pct = (cpu_seconds(None) - cpu_start.0) * 100.0 / talked;
     if let (Some(pid), Some(start)) = (cfg.server_pid, cpu_start.1) {
-        report.server_cpu_pct = Some((cpu_seconds(Some(pid)) - start) * 100.0 / wall);
+        report.server_cpu_pct = Some((cpu_seconds(Some(pid)) - start) * 100.0 / talked);
     }
     for c in &clients {
         c.close().await;
