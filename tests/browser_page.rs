@@ -1,31 +1,54 @@
-//! The embedded web page (`GET /`) and its session helper (`POST /web/session`): HTTP checks
-//! from Rust, and a real headless Chromium driving the page (tests/browser/page_e2e.mjs through
-//! npm playwright-core and Debian's /usr/bin/chromium) against the echo agent with a fake
-//! microphone. Missing browser tooling fails the test with install instructions;
-//! `VOXRELAY_SKIP_BROWSER=1` skips only the Chromium part, saying so.
+//! The embedded web page (`GET /`) and its helpers (`POST /web/session`, `/web/room-token`):
+//! HTTP checks from Rust, and a real headless Chromium driving the page (tests/browser/*.mjs
+//! through npm playwright-core and Debian's /usr/bin/chromium) with a fake microphone: a call
+//! with the echo agent (page_e2e.mjs), and two participants in one room (room_e2e.mjs). Missing
+//! browser tooling fails the tests with install instructions; `VOXRELAY_SKIP_BROWSER=1` skips
+//! only the Chromium parts, saying so.
 
 mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
+use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
 use voxrelay_signaling::web::PAGE_WEIGHT_BYTES;
 
-/// The whole browser run (Chromium start, one echo turn, hang-up) is bounded by this.
+/// A whole browser run (Chromium start, one echo turn or a room visit, hang-up) is bounded by this.
 const BROWSER_BUDGET: Duration = Duration::from_secs(90);
+
+/// One Chromium at a time: the browser tests run in parallel threads of this binary, and two
+/// browsers decoding and encoding audio on a small machine would make each other late.
+static ONE_BROWSER: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or_else(|| panic!("JSON error body expected, got {v}"))
 }
 
-/// POSTs `body` to the helper as the page would (same-origin `Origin`), with extra headers.
+/// POSTs `body` to the session helper as the page would (same-origin `Origin`), with extra headers.
 async fn helper(base: &str, content_type: &str, body: &str, extra: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = http().post(format!("{base}/web/session")).header("content-type", content_type).body(body.to_string());
+    helper_at(base, "/web/session", content_type, body, extra).await
+}
+
+/// The same for the room token helper, with a JSON body.
+async fn room_helper(base: &str, body: Value, extra: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    helper_at(base, "/web/room-token", "application/json", &body.to_string(), extra).await
+}
+
+async fn helper_at(
+    base: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = http().post(format!("{base}{path}")).header("content-type", content_type).body(body.to_string());
     if !extra.iter().any(|(k, _)| *k == "origin") {
         req = req.header("origin", base);
     }
@@ -39,11 +62,11 @@ async fn helper(base: &str, content_type: &str, body: &str, extra: &[(&str, &str
 
 /// A same-origin-looking POST to the helper addressed to `host`, as a DNS-rebinding page would
 /// send it (raw HTTP/1.1: reqwest sets `Host` from the URL).
-async fn post_with_host(addr: std::net::SocketAddr, host: &str) -> String {
+async fn post_with_host(addr: std::net::SocketAddr, path: &str, host: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST /web/session HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/json\r\n\
          Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
@@ -114,7 +137,7 @@ async fn session_helper_mints_a_working_secret() {
     assert_eq!((s, code(&v)), (403, "cross_origin"));
     let (s, _, v) = helper(&base, "application/json", "{}", &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!((s, code(&v)), (403, "cross_origin"));
-    let answer = post_with_host(server.addr, &format!("rebound.example:{}", server.addr.port())).await;
+    let answer = post_with_host(server.addr, "/web/session", &format!("rebound.example:{}", server.addr.port())).await;
     assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("cross_origin"), "{answer}");
     // No CORS preflight answer for the helper, so browsers never send it cross-origin.
     let resp = http()
@@ -155,15 +178,138 @@ async fn session_helper_is_bounded_by_the_call_limit() {
     server.shutdown().await;
 }
 
+/// The claims of a JWT, unverified (the server verifies them when the token is used).
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap_or_else(|| panic!("not a JWT: {token}"));
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_token_helper_mints_a_token_that_joins() {
+    let server = start_server().await;
+    let base = server.url();
+    let (status, headers, v) = room_helper(&base, json!({"room": "standup", "identity": "alice-1a2b", "name": "Alice Ng"}), &[]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    assert!(headers.get("access-control-allow-origin").is_none());
+    assert_eq!((v["room"].as_str(), v["identity"].as_str()), (Some("standup"), Some("alice-1a2b")));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expires_at = v["expires_at"].as_u64().unwrap();
+    assert!((now + 3590..=now + 3601).contains(&expires_at), "room tokens from the helper live an hour: {expires_at} vs now {now}");
+    let token = v["token"].as_str().unwrap().to_string();
+    assert!(!v.to_string().contains(API_KEY), "the API key never leaves the server");
+    // Default grants, never admin.
+    let claims = jwt_claims(&token);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["name"].as_str(), claims["exp"].as_u64()),
+        (Some("alice-1a2b"), Some("Alice Ng"), Some(expires_at))
+    );
+    assert_eq!(claims["room"], json!({"name": "standup", "publish": true, "subscribe": true, "publish_data": true, "admin": false}));
+
+    // The token joins its room, under its identity and name.
+    let mut alice =
+        RoomClient::join(&http(), &base, "standup", &token, RoomClientOptions::default()).await.expect("joins with the helper's token");
+    let joined = loop {
+        let (_, ev) = tokio::time::timeout(WAIT, alice.events.recv()).await.expect("room.joined in time").expect("events open");
+        if ev["type"] == "room.joined" {
+            break ev;
+        }
+    };
+    assert_eq!((joined["identity"].as_str(), joined["slots"].as_array().map(Vec::len)), (Some("alice-1a2b"), Some(3)));
+    let info: Value = http().get(format!("{base}/v1/rooms/standup")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (info["participants"][0]["identity"].as_str(), info["participants"][0]["name"].as_str()),
+        (Some("alice-1a2b"), Some("Alice Ng"))
+    );
+    // ... and not another room.
+    let resp = http()
+        .post(format!("{base}/v1/rooms/elsewhere/join"))
+        .bearer_auth(&token)
+        .header("content-type", "application/sdp")
+        .body(MINIMAL_OFFER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    alice.close().await;
+    // The name defaults to the identity.
+    let (_, _, v) = room_helper(&base, json!({"room": "standup", "identity": "bob"}), &[]).await;
+    assert_eq!(jwt_claims(v["token"].as_str().unwrap())["name"], "bob");
+
+    // Mistakes get JSON errors.
+    for (body, want) in [
+        (json!({"identity": "alice"}), "missing_room"),
+        (json!({"room": "standup"}), "missing_identity"),
+        (json!({"room": "stand up", "identity": "alice"}), "invalid_name"),
+        (json!({"room": "standup", "identity": "alice/../admin"}), "invalid_name"),
+        (json!({"room": "r".repeat(129), "identity": "alice"}), "invalid_name"),
+        (json!({"room": "standup", "identity": "alice", "name": "n".repeat(257)}), "invalid_name"),
+        (json!({"room": "standup", "identity": "alice", "admin": true}), "invalid_json"),
+    ] {
+        let (s, _, v) = room_helper(&base, body.clone(), &[]).await;
+        assert_eq!((s, code(&v)), (400, want), "{body}: {v}");
+    }
+    let (s, _, v) = helper_at(&base, "/web/room-token", "application/json", "{nope", &[]).await;
+    assert_eq!((s, code(&v)), (400, "invalid_json"));
+    let (s, _, v) = helper_at(&base, "/web/room-token", "text/plain", r#"{"room": "standup", "identity": "eve"}"#, &[]).await;
+    assert_eq!((s, code(&v)), (415, "unsupported_content_type"));
+    // Same-origin only, as the session helper.
+    let ok = json!({"room": "standup", "identity": "eve"});
+    let (s, _, v) = room_helper(&base, ok.clone(), &[("origin", "http://127.0.0.1:1")]).await;
+    assert_eq!((s, code(&v)), (403, "cross_origin"));
+    let (s, _, v) = room_helper(&base, ok.clone(), &[("origin", "http://evil.example")]).await;
+    assert_eq!((s, code(&v)), (403, "cross_origin"));
+    let (s, _, v) = room_helper(&base, ok.clone(), &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!((s, code(&v)), (403, "cross_origin"));
+    let answer = post_with_host(server.addr, "/web/room-token", &format!("rebound.example:{}", server.addr.port())).await;
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("cross_origin"), "{answer}");
+    let resp = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/web/room-token"))
+        .header("origin", "http://elsewhere.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none(), "no CORS preflight answer for the helper");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_token_helper_is_bounded_by_the_call_limit() {
+    let server = start_with(|c| c.max_calls = Some(2)).await;
+    let base = server.url();
+    for who in ["a", "b"] {
+        let (s, _, v) = room_helper(&base, json!({"room": "r", "identity": who}), &[]).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, headers, v) = room_helper(&base, json!({"room": "r", "identity": "c"}), &[]).await;
+    assert_eq!((s, code(&v)), (429, "rate_limited"));
+    let retry: u64 = headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((3590..=3600).contains(&retry), "Retry-After {retry}: until the oldest helper room token expires");
+    // Counted apart from the session helper's secrets, and from the API key's own minting.
+    let (s, _, v) = helper(&base, "application/json", "{}", &[]).await;
+    assert_eq!(s, 200, "{v}");
+    let resp = http().post(format!("{base}/v1/rooms/r/tokens")).bearer_auth(API_KEY).json(&json!({"identity": "c"})).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_session_helper_answers_404_and_the_page_still_loads() {
     let server = start_with(|c| c.web_session = false).await;
     let base = server.url();
     let (s, _, v) = helper(&base, "application/json", "{}", &[]).await;
     assert_eq!((s, code(&v)), (404, "web_session_disabled"));
+    let (s, _, v) = room_helper(&base, json!({"room": "r", "identity": "a"}), &[]).await;
+    assert_eq!((s, code(&v)), (404, "web_session_disabled"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("/v1/rooms/<room>/tokens"), "{v}");
     let resp = http().get(format!("{base}/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.text().await.unwrap().contains("id=\"secret\""), "the page can take a client secret instead");
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("id=\"secret\"") && html.contains("id=\"room-token\""),
+        "the page can take a client secret or room token instead"
+    );
     let cfg: Value = http().get(format!("{base}/web/config")).send().await.unwrap().json().await.unwrap();
     assert_eq!(cfg["session_helper"], false);
     server.shutdown().await;
@@ -198,10 +344,10 @@ fn browser_tooling(dir: &Path) -> Result<PathBuf, String> {
 
 /// Runs the node script in its own process group; kills the group (node and Chromium) if it
 /// overruns `budget`. Returns (exit code, stdout, stderr).
-fn run_node(dir: &Path, env: &[(&str, String)], budget: Duration) -> (Option<i32>, String, String) {
+fn run_node(dir: &Path, script: &str, env: &[(&str, String)], budget: Duration) -> (Option<i32>, String, String) {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("node");
-    cmd.arg("page_e2e.mjs").current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.arg(script).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -231,21 +377,32 @@ fn run_node(dir: &Path, env: &[(&str, String)], budget: Duration) -> (Option<i32
     (status, out.join().unwrap_or_default(), err.join().unwrap_or_default())
 }
 
+/// `<target>/test-artifacts`, next to `<target>/tmp`.
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("test-artifacts")
+}
+
+fn skip_browser(what: &str) -> bool {
+    let skip = std::env::var("VOXRELAY_SKIP_BROWSER").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("NOTICE: VOXRELAY_SKIP_BROWSER=1: the real-browser test of the web page ({what}) is SKIPPED");
+    }
+    skip
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
-    if std::env::var("VOXRELAY_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("NOTICE: VOXRELAY_SKIP_BROWSER=1: the real-browser test of the web page is SKIPPED");
+    if skip_browser("a call") {
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = browser_tooling(&dir).unwrap_or_else(|msg| panic!("{msg}"));
-    // <target>/test-artifacts, next to <target>/tmp.
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("test-artifacts");
-    let shot = artifacts.join("browser-call.png");
+    let _one_browser = ONE_BROWSER.lock().await;
+    let shot = artifacts().join("browser-call.png");
     let _ = std::fs::remove_file(&shot);
 
     let server = start_server().await;
@@ -257,7 +414,7 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
         // Lets the script drop the call server-side mid-way, to see the page reconnect.
         ("VOXRELAY_API_KEY", API_KEY.to_string()),
     ];
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_node(&dir, &env, BROWSER_BUDGET)).await.unwrap();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || run_node(&dir, "page_e2e.mjs", &env, BROWSER_BUDGET)).await.unwrap();
     let s: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("page_e2e.mjs printed no JSON summary ({e}); exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let ctx = || format!("\nsummary: {}", serde_json::to_string_pretty(&s).unwrap());
@@ -371,6 +528,150 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
         t["speech_stopped_to_first_agent_audio"],
         t["server_drop_to_session_created"],
         shot.display()
+    );
+    server.shutdown().await;
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_room_two_participants_hear_each_other() {
+    if skip_browser("room mode") {
+        return;
+    }
+    const ROOM: &str = "e2e-room";
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = browser_tooling(&dir).unwrap_or_else(|msg| panic!("{msg}"));
+    let _one_browser = ONE_BROWSER.lock().await;
+    let shot = artifacts().join("browser-room.png");
+    let _ = std::fs::remove_file(&shot);
+
+    let server = start_server().await;
+    let base = server.url();
+    let env = vec![
+        ("VOXRELAY_URL", base.clone()),
+        ("E2E_ROOM", ROOM.to_string()),
+        ("E2E_SCREENSHOT", shot.display().to_string()),
+        ("CHROMIUM", chromium.display().to_string()),
+        ("E2E_TIMEOUT_MS", (BROWSER_BUDGET.as_millis() - 10_000).to_string()),
+    ];
+    let started = Instant::now();
+    let mut node = tokio::task::spawn_blocking(move || run_node(&dir, "room_e2e.mjs", &env, BROWSER_BUDGET));
+    // While the pages are in the room, the room API (API key) lists them: polled, the fullest
+    // listing kept.
+    let mut listed: Vec<String> = Vec::new();
+    let mut listing = Value::Null;
+    let (status, stdout, stderr) = loop {
+        tokio::select! {
+            out = &mut node => break out.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let resp = http().get(format!("{base}/v1/rooms/{ROOM}")).bearer_auth(API_KEY).send().await.unwrap();
+                if resp.status() != 200 {
+                    continue;
+                }
+                let v: Value = resp.json().await.unwrap();
+                let ids: Vec<String> = v["participants"].as_array().unwrap().iter().filter_map(|p| p["identity"].as_str().map(String::from)).collect();
+                if ids.len() > listed.len() {
+                    (listed, listing) = (ids, v);
+                }
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    let s: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("room_e2e.mjs printed no JSON summary ({e}); exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let ctx = || format!("\nsummary: {}", serde_json::to_string_pretty(&s).unwrap());
+    assert_eq!(status, Some(0), "room_e2e.mjs did not complete{}", ctx());
+    assert_eq!(s["errors"], json!([]), "{}", ctx());
+    let pages = s["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 2);
+    let ids: Vec<&str> = pages.iter().map(|p| p["identity"].as_str().unwrap_or_else(|| panic!("a page never joined{}", ctx()))).collect();
+    assert_ne!(ids[0], ids[1], "each tab has its own identity");
+
+    // The server's view, while both were in: both identities, each with three slots.
+    let (mut want, mut got) = (ids.clone(), listed.iter().map(String::as_str).collect::<Vec<_>>());
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "GET /v1/rooms/{ROOM} while the pages were in: {listing}");
+    assert!(listing["participants"].as_array().unwrap().iter().all(|p| p["slots"] == 3), "{listing}");
+
+    let mut heard_report = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        let (me, other, name) = (ids[i], ids[1 - i], page["name"].as_str().unwrap());
+        assert_eq!(page["errors"], json!([]), "{name}{}", ctx());
+        let room = &page["in_room"];
+        assert_eq!((room["status"]["phase"].as_str(), &room["error"]), (Some("connected"), &Value::Null), "{name}{}", ctx());
+        // The participant list shows both, the other lit as speaking at some point.
+        let people: Vec<&str> = room["people"].as_array().unwrap().iter().filter_map(|p| p["identity"].as_str()).collect();
+        assert!(people.contains(&me) && people.contains(&other), "{name}'s participants: {people:?}");
+        assert!(strs(&page["speaking_marked"]).contains(&other), "{name} never showed {other} speaking: {}", page["speaking_marked"]);
+        // Heard: getStats() inbound-rtp of the slot the page maps (slot.assigned) to the other.
+        let slots = room["slots"].as_array().unwrap();
+        assert_eq!(slots.len(), 3, "{name}: one <audio> per slot");
+        assert!(slots.iter().all(|sl| sl["identity"] != me), "{name} was sent its own audio: {slots:?}");
+        let slot = slots.iter().find(|sl| sl["identity"] == other).unwrap_or_else(|| panic!("{name}: no slot carries {other}: {slots:?}"));
+        let (packets, energy) = (f(&slot["packets"]), f(&slot["energy"]));
+        assert!(packets > 50.0 && energy > 0.0 && f(&slot["bytes"]) > 0.0, "{name} did not hear {other}: {slot}");
+        assert!(f(&slot["level_max"]) > 0.01, "{name} heard only silence from {other}: {slot}");
+        assert_eq!(slot["playing"], true, "{name}: the slot's <audio> does not play: {slot}");
+        heard_report.push(format!(
+            "{name} heard {other} on mid {}: {packets} packets, energy {energy:.3}, audio level max {:.2}; join → room.joined {} ms, → first slot packet {} ms",
+            slot["mid"], f(&slot["level_max"]), page["timing_ms"]["join_to_room_joined"], page["timing_ms"]["join_to_first_slot_packet"]
+        ));
+    }
+
+    // Chat: each page's message reached the other, as text.
+    let sent = strs(&s["chat_sent"]);
+    for (from, to) in [(0, 1), (1, 0)] {
+        let got = &pages[to]["chat_received"];
+        assert!(
+            got.as_array().unwrap().iter().any(|e| e["from"] == ids[from] && e["payload"]["text"] == sent[from] && e["topic"] == "chat"),
+            "{} did not receive {:?}: {got}",
+            pages[to]["name"],
+            sent[from]
+        );
+        let lines = strs(&pages[to]["left"]["chat"]);
+        assert!(lines.iter().any(|l| l.ends_with(sent[from])), "{} does not show {:?}: {lines:?}", pages[to]["name"], sent[from]);
+    }
+
+    // Mute: the muting page disabled its microphone track; the other page showed it muted.
+    let muted = &s["while_muted"];
+    assert_eq!(
+        (muted["self"]["mic_enabled"].as_bool(), muted["self"]["mute_button"]["pressed"].as_str()),
+        (Some(false), Some("true")),
+        "{muted}"
+    );
+    let seen = muted["other"]["people"].as_array().unwrap().iter().find(|p| p["identity"] == ids[0]).cloned().unwrap_or_default();
+    assert_eq!(seen["muted"], true, "{muted}");
+    assert_eq!(s["after_unmute"]["self"]["mic_enabled"], true);
+
+    // Leave: the second page saw the first go (reason left); both ended idle, without errors.
+    let left = pages[1]["participant_left"].as_array().unwrap();
+    assert!(left.iter().any(|e| e["identity"] == ids[0] && e["reason"] == "left"), "{left:?}");
+    for page in pages {
+        assert_eq!((page["left"]["status"]["phase"].as_str(), &page["left"]["error"]), (Some("idle"), &Value::Null), "{}", ctx());
+        assert!(!strs(&page["phases"]).contains(&"error"), "{}", page["phases"]);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v: Value = http().get(format!("{base}/v1/rooms/{ROOM}")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+        if v["participants"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "participants still in the room after Leave: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display()));
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+
+    eprintln!(
+        "browser room: Chromium {}, two pages in {elapsed:?} (script {} ms), page weight {PAGE_WEIGHT_BYTES} bytes, screenshot {}\n  {}",
+        s["chromium"],
+        s["elapsed_ms"],
+        shot.display(),
+        heard_report.join("\n  ")
     );
     server.shutdown().await;
 }

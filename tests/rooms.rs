@@ -130,9 +130,9 @@ async fn leaving_and_dropping_free_the_participant_and_tell_the_others() {
     assert_eq!(resp.status(), 204);
     events_until(&mut alice, &mut seen, |e| of_type(e, "participant.left").iter().any(|l| l["identity"] == "bob" && l["reason"] == "left"))
         .await;
-    // Carol just goes away (her peer connection closes).
+    // Carol hangs up as a browser tab does.
     carol.close().await;
-    events_until(&mut alice, &mut seen, |e| of_type(e, "participant.left").iter().any(|l| l["identity"] == "carol")).await;
+    events_until(&mut alice, &mut seen, |e| of_type(e, "participant.left").iter().any(|l| l["identity"] == "carol" && l["reason"] == "left")).await;
     let info: Value = http().get(format!("{base}/v1/rooms/r1")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
     let people: Vec<&str> = info["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
     assert_eq!(people, ["alice"]);

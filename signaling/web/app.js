@@ -1,4 +1,5 @@
-// voxrelay browser client: one voice call at a time, over the public API only (PROTOCOL.md §1–2).
+// voxrelay browser client: one voice call at a time, over the public API only (PROTOCOL.md §1–2),
+// or one room (§4, bottom of this file).
 //
 // 1. A client secret: the server's same-origin helper (POST /web/session) mints one, or the
 //    user pastes one (the helper may be off). The API key never reaches the page.
@@ -17,6 +18,9 @@ const ui = {
   turn: $('turn-state'), speaking: $('agent-speaking'), conversation: $('conversation'), events: $('events'),
   remote: $('remote'), rtt: $('stat-rtt'), jitter: $('stat-jitter'), loss: $('stat-loss'), bitrate: $('stat-bitrate'),
   agentLevel: $('stat-level'), codec: $('stat-codec'),
+  roomForm: $('room-form'), roomName: $('room-name'), roomUser: $('room-user'), roomToken: $('room-token'), roomTokenBox: $('room-token-box'),
+  roomJoin: $('room-join'), roomMute: $('room-mute'), roomLeave: $('room-leave'), people: $('room-people'), chat: $('chat'),
+  chatForm: $('chat-form'), chatText: $('chat-text'), chatSend: $('chat-send'), roomAudio: $('room-audio'),
 };
 
 const BACKOFF_BASE_MS = 1000;       // first retry after 0.5..1 s
@@ -53,6 +57,7 @@ function setPhase(phase, text) {
   ui.connect.disabled = active;
   ui.disconnect.disabled = !active;
   ui.agent.disabled = active;
+  ui.roomJoin.disabled = active;
 }
 
 function showError(message) {
@@ -505,7 +510,7 @@ window.addEventListener('online', networkChanged);
 window.addEventListener('offline', () => { if (want) setPhase('reconnecting', 'The network is offline; the call resumes when it is back…'); });
 if (navigator.connection && navigator.connection.addEventListener) navigator.connection.addEventListener('change', networkChanged);
 if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener('devicechange', () => listMics().catch(() => {}));
-window.addEventListener('pagehide', () => { if (call) teardown(call); });
+window.addEventListener('pagehide', () => { if (call) teardown(call); if (room) closeRoom(room); });
 listMics().catch(() => {});
 fetch('/web/config').then((r) => r.json()).then((cfg) => {
   helperOn = !!cfg.session_helper;
@@ -514,3 +519,286 @@ fetch('/web/config').then((r) => r.json()).then((cfg) => {
     $('secret-hint').textContent = 'This server does not mint secrets for this page: paste a client secret minted with the API key (POST /v1/realtime/sessions).';
   }
 }).catch(() => showError(`Cannot reach the voxrelay server at ${location.host}. Is it running?`));
+
+// ---- room mode (PROTOCOL.md §4) -------------------------------------------------------------
+//
+// A room token from the same-origin helper (POST /web/room-token) or pasted; an offer with the
+// microphone on the first (sendrecv) m-line and two more receive-only ones: three slots, on
+// which the server forwards the loudest other speakers. One <audio> per slot, found by mid
+// (slot.assigned says who a slot carries). Events and chat ride on "room-events". No retry:
+// a dropped room is shown as an error and Join joins again.
+
+const ROOM_SLOTS = 3;
+const NAME_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
+const TAB = Math.random().toString(36).slice(2, 6);  // this tab's identity suffix: tabs never replace each other
+let room = null;      // { name, token, pc, dc, mic, identity, people: Map, location, closing }
+let roomTokenCache = null;
+
+function setRoomPhase(phase, text) {
+  ui.status.dataset.phase = phase;
+  ui.status.textContent = text;
+  const active = phase !== 'idle' && phase !== 'error', up = phase === 'connected';
+  ui.roomJoin.disabled = ui.roomName.disabled = ui.roomUser.disabled = ui.connect.disabled = active;
+  ui.roomLeave.disabled = !active;
+  ui.roomMute.disabled = ui.chatText.disabled = ui.chatSend.disabled = !up;
+}
+
+/** A room-safe identity from a display name, unique to this tab. */
+function identityFor(name) {
+  const slug = name.replace(/[^A-Za-z0-9_.:@-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 100);
+  return `${slug || 'guest'}-${TAB}`;
+}
+
+async function roomFetch(path, init) {
+  let r;
+  try {
+    r = await fetch(path, init);
+  } catch (e) {
+    throw new Error(`Cannot reach the voxrelay server at ${location.host} (${e.message}). Is it running?`);
+  }
+  if (r.ok) return r;
+  const err = ((await r.json().catch(() => null)) || {}).error || {};
+  if (err.code === 'web_session_disabled') ui.roomTokenBox.open = true;
+  throw new Error(`${err.message || r.statusText} (HTTP ${r.status}${err.code ? `, ${err.code}` : ''})`);
+}
+
+async function getRoomToken(roomName, name) {
+  const own = ui.roomToken.value.trim();
+  if (own) return own;
+  const identity = identityFor(name), key = `${roomName}\n${identity}\n${name}`;
+  const c = roomTokenCache;
+  if (c && c.key === key && c.expiresAt - Date.now() / 1000 > 60) return c.token;
+  const r = await roomFetch('/web/room-token', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ room: roomName, identity, name }),
+  });
+  const t = await r.json();
+  roomTokenCache = { key, token: t.token, expiresAt: t.expires_at };
+  return t.token;
+}
+
+async function joinRoom() {
+  const roomName = ui.roomName.value.trim(), name = ui.roomUser.value.trim();
+  if (!NAME_RE.test(roomName)) return showError('A room name is 1 to 128 letters, digits and -_.:@.');
+  if (!name) return showError('Type your name: the others see it.');
+  clearError();
+  ui.chat.replaceChildren();
+  const r = { name: roomName, you: name, people: new Map(), closing: false, stopMeter: () => {} };
+  room = r;
+  setRoomPhase('connecting', `Joining room ${roomName}…`);
+  try {
+    r.mic = await getMic();
+    if (room !== r) return closeRoom(r);
+    r.stopMeter = levelMeter(r.mic);
+    r.token = await getRoomToken(roomName, name);
+    if (room !== r) return closeRoom(r);
+    const pc = (r.pc = new RTCPeerConnection());
+    pc.addTransceiver(r.mic.getAudioTracks()[0], { direction: 'sendrecv', streams: [r.mic] });
+    for (let i = 1; i < ROOM_SLOTS; i++) pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.ontrack = (e) => {
+      const el = slotAudio(r, e.transceiver.mid);
+      el.srcObject = new MediaStream([e.track]);
+      el.play().catch(() => {});
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed') roomDropped(r, 'the connection failed');
+    };
+    const dc = (r.dc = pc.createDataChannel('room-events'));
+    dc.onmessage = (e) => onRoomEvent(r, e.data);
+    dc.onclose = () => roomDropped(r, 'the room closed the connection');
+    dc.onerror = () => {};  // a real failure also closes the channel
+    await pc.setLocalDescription(await pc.createOffer());
+    for (const t of pc.getTransceivers()) slotAudio(r, t.mid);
+    const resp = await roomFetch(`/v1/rooms/${encodeURIComponent(roomName)}/join`, {
+      method: 'POST', body: pc.localDescription.sdp,
+      headers: { Authorization: `Bearer ${r.token}`, 'Content-Type': 'application/sdp' },
+    });
+    r.location = resp.headers.get('Location');
+    const answer = await resp.text();
+    if (room !== r) return closeRoom(r);
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  } catch (e) {
+    if (room !== r) return;
+    closeRoom(r);
+    showError(`Could not join room ${roomName}: ${e.message || e}`);
+    setRoomPhase('error', 'Not in a room.');
+  }
+}
+
+/** The <audio> element of the slot on m-line `mid`. */
+function slotAudio(r, mid) {
+  let el = ui.roomAudio.querySelector(`audio[data-mid="${CSS.escape(mid)}"]`);
+  if (!el) {
+    el = document.createElement('audio');
+    el.autoplay = true;
+    el.dataset.mid = mid;
+    el.dataset.identity = '';
+    ui.roomAudio.append(el);
+  }
+  return el;
+}
+
+/** Ends the room here and, once joined, on the server (best effort; outlives the page). */
+function closeRoom(r) {
+  r.closing = true;
+  if (r.location && !r.left) {
+    r.left = true;
+    fetch(r.location, { method: 'DELETE', keepalive: true, headers: { Authorization: `Bearer ${r.token}` } }).catch(() => {});
+  }
+  r.stopMeter();
+  if (r.pc) r.pc.close();
+  if (r.mic) r.mic.getTracks().forEach((t) => t.stop());
+  if (room !== r) return;
+  room = null;
+  ui.people.replaceChildren();
+  ui.roomAudio.replaceChildren();
+  ui.roomMute.setAttribute('aria-pressed', 'false');
+  ui.roomMute.textContent = 'Mute';
+}
+
+async function leaveRoom() {
+  const r = room;
+  if (!r) return;
+  r.closing = true;
+  setRoomPhase('connecting', `Leaving room ${r.name}…`);
+  if (r.location && !r.left) {
+    r.left = true;  // leave first, then close: the others see "left", not a dropped connection
+    await fetch(r.location, { method: 'DELETE', signal: AbortSignal.timeout(5000), headers: { Authorization: `Bearer ${r.token}` } })
+      .catch(() => {});
+  }
+  closeRoom(r);
+  setRoomPhase('idle', `Left room ${r.name}.`);
+}
+
+function roomDropped(r, why) {
+  if (room !== r || r.closing) return;
+  closeRoom(r);
+  showError(`Out of room ${r.name}: ${why}. Press Join to join again.`);
+  setRoomPhase('error', 'Not in a room.');
+}
+
+function person(r, p, you = false) {
+  const old = r.people.get(p.identity);
+  const li = old || document.createElement('li');
+  if (!old) {
+    const who = document.createElement('span'), speak = document.createElement('span'), mute = document.createElement('span');
+    who.className = 'who';
+    speak.className = 'pill speak';
+    mute.className = 'pill mute';
+    mute.textContent = 'muted';
+    li.append(who, speak, mute);
+    li.dataset.identity = p.identity;
+    li.dataset.speaking = 'false';
+    r.people.set(p.identity, li);
+    ui.people.append(li);
+  }
+  li.querySelector('.who').textContent = you ? `${p.name || p.identity} (you)` : p.name || p.identity;
+  li.title = p.identity;
+  if (you) li.dataset.you = 'true';
+  setPerson(r, p.identity, { muted: !!p.muted });
+}
+
+function setPerson(r, identity, { muted, speaking }) {
+  const li = r.people.get(identity);
+  if (!li) return;
+  if (muted !== undefined) li.dataset.muted = String(muted);
+  if (speaking !== undefined && li.dataset.speaking !== String(speaking)) {
+    li.dataset.speaking = String(speaking);
+    li.querySelector('.speak').textContent = speaking ? 'speaking' : '';
+  }
+}
+
+function chatLine(who, text, mine = false) {
+  const li = document.createElement('li');
+  const b = document.createElement('span');
+  b.className = 'who';
+  b.textContent = who && `${who}:`;
+  li.append(b, who ? ' ' : '', text);
+  if (mine) li.dataset.mine = 'true';
+  if (!who) li.dataset.note = 'true';
+  ui.chat.append(li);
+  while (ui.chat.children.length > MAX_EVENTS_SHOWN) ui.chat.firstElementChild.remove();
+  ui.chat.scrollTop = ui.chat.scrollHeight;
+}
+
+function roomStatus(r) {
+  const n = r.people.size - 1;
+  setRoomPhase('connected', `In room ${r.name} as ${r.you}, ${n ? `with ${n} other${n === 1 ? '' : 's'}` : 'alone so far'}.`);
+}
+
+function nameOf(r, identity) {
+  const li = r.people.get(identity);
+  return li ? li.querySelector('.who').textContent : identity;
+}
+
+function onRoomEvent(r, data) {
+  if (room !== r) return;
+  let ev;
+  try { ev = JSON.parse(data); } catch { return; }
+  switch (ev.type) {
+    case 'room.joined':
+      r.identity = ev.identity;
+      person(r, { identity: ev.identity, name: r.you }, true);
+      ev.participants.forEach((p) => person(r, p));
+      roomStatus(r);
+      break;
+    case 'participant.joined':
+      person(r, ev.participant);
+      roomStatus(r);
+      chatLine('', `${ev.participant.name || ev.participant.identity} joined.`);
+      break;
+    case 'participant.left': {
+      const li = r.people.get(ev.identity);
+      if (li) chatLine('', `${nameOf(r, ev.identity)} left${ev.reason === 'left' ? '' : ` (${ev.reason.replace(/_/g, ' ')})`}.`);
+      if (li) li.remove();
+      r.people.delete(ev.identity);
+      roomStatus(r);
+      break;
+    }
+    case 'track.muted':
+    case 'track.unmuted':
+      setPerson(r, ev.identity, { muted: ev.type === 'track.muted' });
+      if (ev.identity === r.identity) setMuted(r, ev.type === 'track.muted');  // also when an admin did it
+      break;
+    case 'active_speakers': {
+      const on = new Set(ev.speakers.map((s) => s.identity));
+      r.people.forEach((_, id) => setPerson(r, id, { speaking: on.has(id) }));
+      break;
+    }
+    case 'slot.assigned':
+      slotAudio(r, ev.mid).dataset.identity = ev.identity || '';
+      break;
+    case 'data.received':
+      if (ev.payload && typeof ev.payload.text === 'string') chatLine(nameOf(r, ev.from), ev.payload.text);
+      break;
+    case 'error':
+      showError(`Room: ${ev.error && ev.error.message}`);
+      break;
+  }
+}
+
+function setMuted(r, muted) {
+  r.mic.getAudioTracks().forEach((t) => { t.enabled = !muted; });
+  ui.roomMute.setAttribute('aria-pressed', String(muted));
+  ui.roomMute.textContent = muted ? 'Unmute' : 'Mute';
+}
+
+function toggleMute() {
+  const r = room;
+  if (!r || !r.dc || r.dc.readyState !== 'open') return;
+  const muted = ui.roomMute.getAttribute('aria-pressed') !== 'true';
+  setMuted(r, muted);
+  r.dc.send(JSON.stringify({ type: 'mute', muted }));
+}
+
+function sendChat() {
+  const r = room, text = ui.chatText.value.trim();
+  if (!r || !r.dc || r.dc.readyState !== 'open' || !text) return;
+  r.dc.send(JSON.stringify({ type: 'data.send', topic: 'chat', payload: { text } }));
+  chatLine(`${r.you} (you)`, text, true);
+  ui.chatText.value = '';
+}
+
+ui.roomForm.addEventListener('submit', (e) => { e.preventDefault(); if (!room) joinRoom(); });
+ui.roomLeave.addEventListener('click', leaveRoom);
+ui.roomMute.addEventListener('click', toggleMute);
+ui.chatForm.addEventListener('submit', (e) => { e.preventDefault(); sendChat(); });

@@ -13,7 +13,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use voxrelay_media::AudioCodec;
@@ -208,6 +208,25 @@ pub(crate) async fn build_peer_with(
     build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default(), true).await
 }
 
+/// ICE liveness of a room participant's peer: keepalives every 500 ms, disconnected after 2 s
+/// without an answer, failed 2 s later. A participant whose network vanished is gone from the
+/// room within ≈ 4-5 s (a 1:1 call keeps webrtc-rs's defaults, 5 s + 25 s, and its own grace).
+pub(crate) const ROOM_ICE_TIMEOUTS: IceTimeouts =
+    IceTimeouts { disconnected: Duration::from_secs(2), failed: Duration::from_secs(2), keepalive: Duration::from_millis(500) };
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IceTimeouts {
+    pub disconnected: Duration,
+    pub failed: Duration,
+    pub keepalive: Duration,
+}
+
+/// A room participant's peer: as [`build_peer`], with [`ROOM_ICE_TIMEOUTS`].
+pub(crate) async fn build_room_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
+    let codecs = [AudioCodec::Opus];
+    build_peer_full(sockets, tx, &codecs, webrtc::peer_connection::RTCConfiguration::default(), true, Some(ROOM_ICE_TIMEOUTS)).await
+}
+
 /// Like [`build_peer_with`], with an RTC configuration (ICE servers, relay-only policy).
 /// `audio_levels`: negotiate RFC 6464 (the server does, so browsers send levels; the project's
 /// own client does not, since it sends none).
@@ -217,6 +236,17 @@ pub(crate) async fn build_peer_configured(
     codecs: &[AudioCodec],
     configuration: webrtc::peer_connection::RTCConfiguration,
     audio_levels: bool,
+) -> Result<Peer, webrtc::error::Error> {
+    build_peer_full(sockets, tx, codecs, configuration, audio_levels, None).await
+}
+
+async fn build_peer_full(
+    sockets: Sockets,
+    tx: mpsc::UnboundedSender<PeerEvent>,
+    codecs: &[AudioCodec],
+    configuration: webrtc::peer_connection::RTCConfiguration,
+    audio_levels: bool,
+    ice: Option<IceTimeouts>,
 ) -> Result<Peer, webrtc::error::Error> {
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
@@ -242,12 +272,17 @@ pub(crate) async fn build_peer_configured(
         .with_handler(Arc::new(Handler { tx }))
         .with_udp_addrs(sockets.udp.into_iter().collect())
         .with_tcp_addrs(sockets.tcp.into_iter().collect());
-    if sockets.udp.is_none() {
-        // TCP only (a client behind a UDP-blocking firewall): no UDP candidates at all.
-        use rtc::ice::network_type::NetworkType;
-        let settings =
-            webrtc::peer_connection::SettingEngineBuilder::new().with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]).build();
-        builder = builder.with_setting_engine(settings);
+    if sockets.udp.is_none() || ice.is_some() {
+        let mut settings = webrtc::peer_connection::SettingEngineBuilder::new();
+        if sockets.udp.is_none() {
+            // TCP only (a client behind a UDP-blocking firewall): no UDP candidates at all.
+            use rtc::ice::network_type::NetworkType;
+            settings = settings.with_network_types(vec![NetworkType::Tcp4, NetworkType::Tcp6]);
+        }
+        if let Some(t) = ice {
+            settings = settings.with_ice_timeouts(Some(t.disconnected), Some(t.failed), Some(t.keepalive));
+        }
+        builder = builder.with_setting_engine(settings.build());
     }
     let pc = builder.build().await?;
     Ok(Arc::new(pc))

@@ -18,7 +18,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-use super::peer::{audio_track, build_peer};
+use super::peer::{audio_track, build_room_peer};
 use super::{OnTrack, PeerCloser, Sockets, drive, negotiate};
 use crate::metrics::Metrics;
 use crate::transport::{DeliverRtp, Inbound, RtpPacketOut, TransportEvent, packet_in};
@@ -78,7 +78,7 @@ pub async fn answer_room(
 ) -> Result<(RoomPeer, String), ApiError> {
     let addr = sockets.udp.expect("the server always listens on UDP");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let peer = build_peer(sockets, tx).await.map_err(|e| {
+    let peer = build_room_peer(sockets, tx).await.map_err(|e| {
         warn!("building peer connection on {addr}: {e}");
         ApiError::overloaded("could not open a media socket")
     })?;

@@ -234,10 +234,6 @@ impl RoomClient {
         let _ = self.peer.close().await;
     }
 
-    /// Goes away without a word (a crashed tab, a lost network): only the connection closes.
-    pub async fn vanish(&self) {
-        let _ = self.peer.close().await;
-    }
 }
 
 async fn pump(
