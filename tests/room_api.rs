@@ -173,3 +173,48 @@ async fn server_side_mute_stops_forwarding_and_data_reaches_whom_it_should() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flooding_publisher_is_capped_and_the_others_are_heard() {
+    let server = start_server().await;
+    let base = server.url();
+    let alice = join(&base, "f", "alice", RoomClientOptions::default(), json!({})).await;
+    let bob = join(&base, "f", "bob", RoomClientOptions::default(), json!({})).await;
+    let mallory = join(&base, "f", "mallory", RoomClientOptions::default(), json!({})).await;
+    alice.say(&voice(1.0));
+    // Mallory sends 2000 extra packets at once while Alice talks.
+    mallory.flood(2000);
+    let deadline = Instant::now() + common::WAIT;
+    while alice.queued() > 0 {
+        assert!(Instant::now() < deadline, "alice did not finish talking");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/f"), None).await;
+    let capped = info["counters"]["dropped_rate_limited"].as_u64().unwrap();
+    assert!(capped > 1000, "only {capped} of mallory's 2000 packets were capped: {info}");
+    // Alice is heard by Bob as if nobody flooded.
+    let alices: HashSet<Bytes> = alice.sent().into_iter().filter(|p| p.voiced).map(|p| p.payload).collect();
+    let heard = bob.received().iter().filter(|p| alices.contains(&p.payload)).count();
+    assert!(heard as f64 > 0.8 * alices.len() as f64, "bob heard {heard} of alice's {} voiced frames", alices.len());
+    for c in [&alice, &bob, &mallory] {
+        c.close().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_without_audio_is_refused() {
+    let server = start_server().await;
+    let base = server.url();
+    let token = mint(&base, "n", json!({"identity": "alice"})).await;
+    let video_only = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+    let resp = http().post(format!("{base}/v1/rooms/n/join")).bearer_auth(&token).header("content-type", "application/sdp").body(video_only).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "offer_without_audio");
+    // Nothing was left behind: the room made by the refused join (if any) has nobody in it.
+    let (status, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/n"), None).await;
+    assert!(status == 404 || info["participants"].as_array().unwrap().is_empty(), "{info}");
+    server.shutdown().await;
+}
