@@ -38,6 +38,9 @@ pub struct RoomClientOptions {
     pub audio_levels: bool,
     pub bind_ip: std::net::IpAddr,
     pub connect_timeout: Duration,
+    /// ICE servers (TURN) and whether to use only their relays.
+    pub ice_servers: Vec<webrtc::peer_connection::RTCIceServer>,
+    pub relay_only: bool,
 }
 
 impl Default for RoomClientOptions {
@@ -48,6 +51,8 @@ impl Default for RoomClientOptions {
             audio_levels: true,
             bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             connect_timeout: Duration::from_secs(20),
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -111,7 +116,11 @@ impl RoomClient {
         let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let sockets = Sockets::udp(std::net::SocketAddr::new(opts.bind_ip, 0));
-        let config = RTCConfigurationBuilder::new().build();
+        let mut config = RTCConfigurationBuilder::new().with_ice_servers(opts.ice_servers.clone());
+        if opts.relay_only {
+            config = config.with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
+        }
+        let config = config.build();
         let peer = build_peer_configured(sockets, tx.clone(), &[AudioCodec::Opus], config, opts.audio_levels).await.map_err(webrtc_err)?;
         let recv_only =
             || RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, streams: vec![], send_encodings: vec![] };
