@@ -218,3 +218,29 @@ async fn an_offer_without_audio_is_refused() {
     assert!(status == 404 || info["participants"].as_array().unwrap().is_empty(), "{info}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_publish_grant_nothing_is_forwarded_even_if_sent() {
+    let server = start_server().await;
+    let base = server.url();
+    // Eve's token has no publish grant, but her client offers and sends a microphone anyway.
+    let eve = join(&base, "g", "eve", RoomClientOptions::default(), json!({"publish": false})).await;
+    let bob = join(&base, "g", "bob", RoomClientOptions::default(), json!({})).await;
+    eve.say(&voice(1.0));
+    let deadline = Instant::now() + common::WAIT;
+    while eve.queued() > 0 {
+        assert!(Instant::now() < deadline, "eve did not finish talking");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let eves: HashSet<Bytes> = eve.sent().into_iter().filter(|p| p.voiced).map(|p| p.payload).collect();
+    assert!(eves.len() > 100);
+    assert_eq!(bob.received().iter().filter(|p| eves.contains(&p.payload)).count(), 0, "bob heard eve");
+    let (_, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/g"), None).await;
+    assert!(info["counters"]["dropped_not_publishing"].as_u64().unwrap() > 100, "{info}");
+    let eve_info = info["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "eve").unwrap().clone();
+    assert_eq!(eve_info["publishing"], false);
+    eve.close().await;
+    bob.close().await;
+    server.shutdown().await;
+}
