@@ -53,6 +53,20 @@ pub struct RoomClaims {
     pub room: RoomGrant,
 }
 
+impl RoomGrant {
+    /// PROTOCOL.md §4's defaults: publish, subscribe and publish_data; not admin.
+    pub fn default_for(room: RoomName) -> Self {
+        RoomGrant { name: room, publish: true, subscribe: true, publish_data: true, admin: false }
+    }
+}
+
+impl RoomClaims {
+    /// Claims for `identity`, valid from `now` for `ttl_s` seconds.
+    pub fn new(identity: ParticipantId, name: String, grant: RoomGrant, now: u64, ttl_s: u64) -> Self {
+        RoomClaims { sub: identity, name, iat: now, nbf: now, exp: now + ttl_s, room: grant }
+    }
+}
+
 /// Mints and verifies room tokens.
 pub struct RoomTokens {
     key: [u8; 32],

@@ -47,21 +47,14 @@ pub async fn mint_token(
     if name.len() > 256 {
         return Err(E::bad_request("invalid_name", "name is at most 256 bytes"));
     }
-    let now = unix_now();
-    let claims = RoomClaims {
-        sub: identity.clone(),
-        name,
-        iat: now,
-        nbf: now,
-        exp: now + ttl,
-        room: RoomGrant {
-            name: room.clone(),
-            publish: req.publish.unwrap_or(true),
-            subscribe: req.subscribe.unwrap_or(true),
-            publish_data: req.publish_data.unwrap_or(true),
-            admin: req.admin.unwrap_or(false),
-        },
+    let grant = RoomGrant {
+        publish: req.publish.unwrap_or(true),
+        subscribe: req.subscribe.unwrap_or(true),
+        publish_data: req.publish_data.unwrap_or(true),
+        admin: req.admin.unwrap_or(false),
+        ..RoomGrant::default_for(room.clone())
     };
+    let claims = RoomClaims::new(identity.clone(), name, grant, unix_now(), ttl);
     let token = api.auth.room_tokens.mint(&claims)?;
     Ok(Json(MintedToken { token, expires_at: claims.exp, identity, room }))
 }

@@ -174,15 +174,7 @@ async fn room_token(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body)
         return Err(ApiError::bad_request("invalid_name", format!("name is at most {MAX_DISPLAY_NAME_BYTES} bytes")));
     }
     let minted = mint_bounded(&api.web.pending_room_tokens, api.web.settings.max_pending, "room tokens", || {
-        let now = unix_now();
-        let claims = RoomClaims {
-            sub: identity.clone(),
-            name,
-            iat: now,
-            nbf: now,
-            exp: now + DEFAULT_TTL_S,
-            room: RoomGrant { name: room.clone(), publish: true, subscribe: true, publish_data: true, admin: false },
-        };
+        let claims = RoomClaims::new(identity.clone(), name, RoomGrant::default_for(room.clone()), unix_now(), DEFAULT_TTL_S);
         let token = api.auth.room_tokens.mint(&claims)?;
         Ok((MintedToken { token, expires_at: claims.exp, identity, room }, Some(claims.exp)))
     })?;

@@ -78,21 +78,15 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     };
     let room = RoomName::parse(&args.room).map_err(|e| anyhow::anyhow!("--room: {}", e.message))?;
     let identity = ParticipantId::parse(&args.identity).map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
-    let now = unix_now();
-    let claims = RoomClaims {
-        name: args.name.clone().unwrap_or_else(|| identity.to_string()),
-        sub: identity,
-        iat: now,
-        nbf: now,
-        exp: now + args.ttl,
-        room: RoomGrant {
-            name: room,
-            publish: !args.no_publish,
-            subscribe: !args.no_subscribe,
-            publish_data: !args.no_publish_data,
-            admin: args.admin,
-        },
+    let name = args.name.clone().unwrap_or_else(|| identity.to_string());
+    let grant = RoomGrant {
+        publish: !args.no_publish,
+        subscribe: !args.no_subscribe,
+        publish_data: !args.no_publish_data,
+        admin: args.admin,
+        ..RoomGrant::default_for(room)
     };
+    let claims = RoomClaims::new(identity, name, grant, unix_now(), args.ttl);
     RoomTokens::new(&key).mint(&claims).map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 

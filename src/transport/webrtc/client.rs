@@ -21,7 +21,7 @@ use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{RTCConfigurationBuilder, RTCIceTransportPolicy, RTCPeerConnectionState};
 
 use super::peer::{
-    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, Sockets, audio_track, build_peer_configured, default_payload_type, samples_per_frame,
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, PeerEvents, Sockets, audio_track, build_peer_configured, default_payload_type, samples_per_frame,
     spawn_data_channel_reader, wait_gathered,
 };
 use webrtc::media_stream::track_local::TrackLocal;
@@ -397,24 +397,23 @@ impl Client {
     }
 }
 
+/// A server event as JSON. A non-JSON one is a server bug: surfaced as `client.invalid_json`
+/// rather than dropped.
+pub(crate) fn server_event(text: String) -> Value {
+    serde_json::from_str::<Value>(&text).unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}))
+}
+
 async fn pump_peer_events(
     early: Vec<PeerEvent>,
-    mut rx: mpsc::UnboundedReceiver<PeerEvent>,
+    rx: mpsc::UnboundedReceiver<PeerEvent>,
     ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
     connected_tx: tokio::sync::oneshot::Sender<()>,
     received: Arc<Mutex<Vec<Received>>>,
     decode: Option<AudioCodec>,
 ) {
     let mut connected_tx = Some(connected_tx);
-    let mut early = early.into_iter();
-    loop {
-        let ev = match early.next() {
-            Some(ev) => ev,
-            None => match rx.recv().await {
-                Some(ev) => ev,
-                None => break,
-            },
-        };
+    let mut events = PeerEvents::new(early, rx);
+    while let Some(ev) = events.next().await {
         match ev {
             PeerEvent::State(RTCPeerConnectionState::Connected) => {
                 if let Some(tx) = connected_tx.take() {
@@ -423,10 +422,7 @@ async fn pump_peer_events(
             }
             PeerEvent::State(RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed) => break,
             PeerEvent::DataChannelText(text) => {
-                // A non-JSON server event is a server bug; surface it rather than drop it.
-                let v = serde_json::from_str::<Value>(&text)
-                    .unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));
-                let _ = ev_tx.send((Instant::now(), v));
+                let _ = ev_tx.send((Instant::now(), server_event(text)));
             }
             PeerEvent::Track(remote) => {
                 let received = received.clone();

@@ -17,7 +17,7 @@ pub mod room_client;
 pub use room::{RoomPeer, SendError, SlotSink, answer_room};
 
 pub use peer::{GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, default_payload_type, samples_per_frame};
-use peer::{Peer, PeerEvent, audio_track, build_peer, wait_gathered};
+use peer::{Peer, PeerEvent, PeerEvents, audio_track, build_peer, wait_gathered};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,24 +123,18 @@ type OnTrack = Box<dyn FnMut(Arc<dyn TrackRemote>) + Send>;
 /// data channel labelled `events_label` carries the events, tracks go to `on_track`.
 async fn drive(
     early: Vec<PeerEvent>,
-    mut raw: mpsc::UnboundedReceiver<PeerEvent>,
+    raw: mpsc::UnboundedReceiver<PeerEvent>,
     to_call: mpsc::UnboundedSender<TransportEvent>,
     events_channel: EventsChannel,
     events_label: &'static str,
     mut on_track: OnTrack,
 ) {
-    let mut early = early.into_iter();
+    let mut raw = PeerEvents::new(early, raw);
     let mut events_open = false;
     loop {
-        let ev = match early.next() {
-            Some(ev) => ev,
-            None => match raw.recv().await {
-                Some(ev) => ev,
-                None => {
-                    let _ = to_call.send(TransportEvent::Closed("peer connection dropped"));
-                    return;
-                }
-            },
+        let Some(ev) = raw.next().await else {
+            let _ = to_call.send(TransportEvent::Closed("peer connection dropped"));
+            return;
         };
         let event = match ev {
             PeerEvent::Track(remote) => {

@@ -81,6 +81,27 @@ pub(crate) enum PeerEvent {
     DataChannelClosed(String),
 }
 
+/// A peer's events in order: those seen while gathering first (see [`wait_gathered`]), then the
+/// live ones.
+pub(crate) struct PeerEvents {
+    early: std::vec::IntoIter<PeerEvent>,
+    rx: mpsc::UnboundedReceiver<PeerEvent>,
+}
+
+impl PeerEvents {
+    pub(crate) fn new(early: Vec<PeerEvent>, rx: mpsc::UnboundedReceiver<PeerEvent>) -> Self {
+        PeerEvents { early: early.into_iter(), rx }
+    }
+
+    /// The next event; `None` once the peer connection is gone.
+    pub(crate) async fn next(&mut self) -> Option<PeerEvent> {
+        match self.early.next() {
+            Some(ev) => Some(ev),
+            None => self.rx.recv().await,
+        }
+    }
+}
+
 struct Handler {
     tx: mpsc::UnboundedSender<PeerEvent>,
 }

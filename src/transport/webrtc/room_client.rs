@@ -23,9 +23,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{RTCConfigurationBuilder, RTCPeerConnectionState};
 
-use super::client::ClientError;
+use super::client::{ClientError, server_event};
 use super::peer::{
-    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, Sockets, audio_track, build_peer_configured, spawn_data_channel_reader, wait_gathered,
+    OPUS_PAYLOAD_TYPE, Peer, PeerEvent, PeerEvents, Sockets, audio_track, build_peer_configured, spawn_data_channel_reader, wait_gathered,
 };
 
 #[derive(Clone, Debug)]
@@ -260,7 +260,7 @@ impl RoomClient {
 
 async fn pump(
     early: Vec<PeerEvent>,
-    mut rx: mpsc::UnboundedReceiver<PeerEvent>,
+    rx: mpsc::UnboundedReceiver<PeerEvent>,
     ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
     connected_tx: tokio::sync::oneshot::Sender<()>,
     open_tx: tokio::sync::oneshot::Sender<()>,
@@ -268,15 +268,8 @@ async fn pump(
 ) {
     let mut connected_tx = Some(connected_tx);
     let mut open_tx = Some(open_tx);
-    let mut early = early.into_iter();
-    loop {
-        let ev = match early.next() {
-            Some(ev) => ev,
-            None => match rx.recv().await {
-                Some(ev) => ev,
-                None => break,
-            },
-        };
+    let mut events = PeerEvents::new(early, rx);
+    while let Some(ev) = events.next().await {
         match ev {
             PeerEvent::State(RTCPeerConnectionState::Connected) => {
                 if let Some(tx) = connected_tx.take() {
@@ -290,9 +283,7 @@ async fn pump(
                 }
             }
             PeerEvent::DataChannelText(text) => {
-                let v = serde_json::from_str::<Value>(&text)
-                    .unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}));
-                let _ = ev_tx.send((Instant::now(), v));
+                let _ = ev_tx.send((Instant::now(), server_event(text)));
             }
             PeerEvent::Track(remote) => {
                 let received = received.clone();
