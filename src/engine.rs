@@ -108,7 +108,7 @@ impl VoxEngine {
     /// Whether one more call of `kind` may start now ([`Admission`] decides; refusals counted).
     fn admit(&self, kind: TransportKind) -> Result<(), ApiError> {
         let live: Vec<TransportKind> = self.calls().values().map(|c| c.kind).collect();
-        self.admission.admit(kind, live).inspect_err(|_| {
+        self.admission.admit(kind, live, self.rooms.seated()).inspect_err(|_| {
             self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
         })
     }
@@ -353,7 +353,12 @@ impl Engine for EngineHandle {
     }
 
     async fn join_room(&self, req: JoinRequest) -> Result<String, ApiError> {
-        self.0.rooms.join(&self.0.ports, req).await
+        let e = &self.0;
+        let live: Vec<TransportKind> = e.calls().values().map(|c| c.kind).collect();
+        e.admission.admit_room_participant(live, e.rooms.seated()).inspect_err(|_| {
+            e.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+        })?;
+        e.rooms.join(&e.ports, req).await
     }
 
     async fn leave_room(&self, room: &RoomName, identity: &ParticipantId, removed: bool) -> Result<(), ApiError> {

@@ -244,3 +244,38 @@ async fn without_the_publish_grant_nothing_is_forwarded_even_if_sent() {
     bob.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_participants_count_against_the_servers_call_limit() {
+    // --max-calls 1: four quarters. A room participant costs a quarter, a WebRTC call four.
+    let server = start_with(|c| c.max_calls = Some(1)).await;
+    let base = server.url();
+    let mut people = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        people.push(join(&base, "cap", name, RoomClientOptions { slots: 1, ..Default::default() }, json!({})).await);
+    }
+    let token = mint(&base, "cap", json!({"identity": "e"})).await;
+    let err = RoomClient::join(&http(), &base, "cap", &token, RoomClientOptions::default()).await.err().unwrap();
+    assert!(matches!(err, voxrelay::client::ClientError::Refused(503, ref b) if b.contains("limit")), "{err}");
+    let secret = common::client_secret(&base, json!({})).await;
+    let call = voxrelay::client::Client::connect(&http(), &format!("{base}/v1/realtime"), &secret, Default::default()).await;
+    assert!(matches!(call, Err(voxrelay::client::ClientError::Refused(503, _))), "a call got in past the limit");
+    // One leaves: its place is free again.
+    let (status, _) = api(reqwest::Method::DELETE, format!("{base}/v1/rooms/cap/participants/a"), None).await;
+    assert_eq!(status, 204);
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        match RoomClient::join(&http(), &base, "cap", &token, RoomClientOptions::default()).await {
+            Ok(e) => {
+                people.push(e);
+                break;
+            }
+            Err(err) => assert!(Instant::now() < deadline, "the freed place was not given back: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in &people {
+        p.close().await;
+    }
+    server.shutdown().await;
+}

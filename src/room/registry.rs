@@ -4,7 +4,7 @@
 //! every 20 ms. Joining answers the offer here, then hands the participant to the task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,20 @@ struct RoomHandle {
     packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
 }
 
+/// One participant's place, counted from the start of its join until its `Member` is dropped
+/// (whatever ends it), so admission sees joins in flight too.
+pub struct Seat(Arc<AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct Rooms {
     rooms: Mutex<HashMap<RoomName, RoomHandle>>,
+    /// Participants in rooms and joins under way (see [`Seat`]).
+    seated: Arc<AtomicUsize>,
     settings: RoomSettings,
     next_key: AtomicU32,
     metrics: Arc<Metrics>,
@@ -103,7 +115,13 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(settings: RoomSettings, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Rooms { rooms: Mutex::new(HashMap::new()), settings, next_key: AtomicU32::new(1), metrics })
+        Arc::new(Rooms {
+            rooms: Mutex::new(HashMap::new()),
+            seated: Arc::new(AtomicUsize::new(0)),
+            settings,
+            next_key: AtomicU32::new(1),
+            metrics,
+        })
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
@@ -112,6 +130,11 @@ impl Rooms {
 
     pub fn count(&self) -> usize {
         self.rooms().len()
+    }
+
+    /// Participants in rooms, joins under way included (what admission counts).
+    pub fn seated(&self) -> usize {
+        self.seated.load(Ordering::Relaxed)
     }
 
     /// The room's handle, creating the room (and its task) with `create`'s limits when given.
@@ -199,6 +222,8 @@ impl Rooms {
 
     /// Answers the participant's offer and hands it to its room.
     pub async fn join(self: &Arc<Self>, ports: &PortAllocator, req: JoinRequest) -> Result<String, ApiError> {
+        self.seated.fetch_add(1, Ordering::Relaxed);
+        let seat = Seat(self.seated.clone());
         let room = self.handle(&req.room, self.settings.auto_create.then_some(self.settings.limits))?;
         let sockets = ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
         let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
@@ -215,6 +240,7 @@ impl Rooms {
         let claims = req.claims;
         let mut member = Member::new(key, claims.sub, claims.name, claims.room, peer, Instant::now());
         member.tasks = tasks;
+        member.seat = Some(seat);
         let (reply, done) = oneshot::channel();
         let refused = |member: Box<Member>| async move {
             close_member(*member, false).await;

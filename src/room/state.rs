@@ -53,6 +53,8 @@ pub struct Member {
     /// Measures levels of a publisher that sends none (made at its first such packet).
     meter: Option<LevelMeter>,
     rate: PacketRate,
+    /// Its place against the server's limit, given back when the member is dropped.
+    pub seat: Option<super::registry::Seat>,
 }
 
 impl Member {
@@ -82,6 +84,7 @@ impl Member {
             packets_out: 0,
             meter: None,
             rate: PacketRate::new(),
+            seat: None,
         }
     }
 
