@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::rooms::{events_until, join, mint, of_type, voice};
+use common::rooms::{events_until, heard_to_the_end, join, mint, of_type, until, voice};
 use common::{API_KEY, http, start_server, start_with};
 use serde_json::{Value, json};
 use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
@@ -100,18 +100,14 @@ async fn server_side_mute_stops_forwarding_and_data_reaches_whom_it_should() {
 
     // Alice talks; once Bob hears her, the API mutes her mid-sentence.
     alice.say(&voice(1.0));
-    let deadline = Instant::now() + common::WAIT;
     let alices = |alice: &RoomClient| -> HashSet<Bytes> { alice.sent().into_iter().filter(|p| p.voiced).map(|p| p.payload).collect() };
-    while bob.received().iter().filter(|p| alices(&alice).contains(&p.payload)).count() < 20 {
-        assert!(Instant::now() < deadline, "bob never heard alice");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("bob hears alice", || bob.received().iter().filter(|p| alices(&alice).contains(&p.payload)).count() >= 20).await;
     let (status, body) =
         api(reqwest::Method::POST, format!("{base}/v1/rooms/m/participants/alice/mute"), Some(json!({"muted": true}))).await;
     assert_eq!(status, 200, "{body}");
     let muted_at = Instant::now();
     let sent_before_mute = alice.sent().len();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until("alice says more after the mute", || alice.sent()[sent_before_mute..].iter().filter(|p| p.voiced).count() > 30).await;
     // Alice kept sending; nothing she sent after the mute reached Bob. (Packets already queued
     // to Bob before the mute may land within a few ms of it.)
     let after: HashSet<Bytes> = alice.sent()[sent_before_mute..].iter().filter(|p| p.voiced).map(|p| p.payload.clone()).collect();
@@ -151,12 +147,12 @@ async fn server_side_mute_stops_forwarding_and_data_reaches_whom_it_should() {
         codes.contains(&"payload_too_large") && codes.contains(&"invalid_event")
     })
     .await;
-    // Bob got only the message to everyone; the connection of whoever erred goes on.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok((_, ev)) = bob.events.try_recv() {
-        b_seen.push(ev);
-    }
-    assert_eq!(of_type(&b_seen, "data.received").len(), 1);
+    // Bob got only the message to everyone; the connection of whoever erred goes on: a last
+    // message, sent after the refused ones, arrives (so they were all handled before it).
+    alice.send_event(&json!({"type": "data.send", "payload": "last"})).await.unwrap();
+    events_until(&mut bob, &mut b_seen, |e| of_type(e, "data.received").iter().any(|d| d["payload"] == "last")).await;
+    let got: Vec<&Value> = of_type(&b_seen, "data.received").iter().map(|d| &d["payload"]).collect();
+    assert_eq!(got, [&json!({"text": "hi all"}), &json!("last")]);
     alice.send_event(&json!({"type": "mute", "muted": false})).await.unwrap();
     events_until(&mut bob, &mut b_seen, |e| of_type(e, "track.unmuted").iter().any(|m| m["identity"] == "alice")).await;
 
@@ -184,12 +180,7 @@ async fn a_flooding_publisher_is_capped_and_the_others_are_heard() {
     alice.say(&voice(1.0));
     // Mallory sends 2000 extra packets at once while Alice talks.
     mallory.flood(2000);
-    let deadline = Instant::now() + common::WAIT;
-    while alice.queued() > 0 {
-        assert!(Instant::now() < deadline, "alice did not finish talking");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    heard_to_the_end(&alice, &bob).await;
     let (_, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/f"), None).await;
     let capped = info["counters"]["dropped_rate_limited"].as_u64().unwrap();
     assert!(capped > 1000, "only {capped} of mallory's 2000 packets were capped: {info}");
@@ -227,16 +218,22 @@ async fn without_the_publish_grant_nothing_is_forwarded_even_if_sent() {
     let eve = join(&base, "g", "eve", RoomClientOptions::default(), json!({"publish": false})).await;
     let bob = join(&base, "g", "bob", RoomClientOptions::default(), json!({})).await;
     eve.say(&voice(1.0));
+    until("eve sent all she queued", || eve.queued() == 0).await;
+    // Everything she sent has reached the room (it counts her packets in) before Bob is checked.
+    let sent = eve.sent().len();
     let deadline = Instant::now() + common::WAIT;
-    while eve.queued() > 0 {
-        assert!(Instant::now() < deadline, "eve did not finish talking");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let info = loop {
+        let (_, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/g"), None).await;
+        let eve_in = info["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "eve").unwrap()["packets_in"].as_u64().unwrap();
+        if eve_in as usize >= sent {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "the room never got eve's packets: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let eves: HashSet<Bytes> = eve.sent().into_iter().filter(|p| p.voiced).map(|p| p.payload).collect();
     assert!(eves.len() > 100);
     assert_eq!(bob.received().iter().filter(|p| eves.contains(&p.payload)).count(), 0, "bob heard eve");
-    let (_, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/g"), None).await;
     assert!(info["counters"]["dropped_not_publishing"].as_u64().unwrap() > 100, "{info}");
     let eve_info = info["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "eve").unwrap().clone();
     assert_eq!(eve_info["publishing"], false);

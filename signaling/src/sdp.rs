@@ -111,8 +111,8 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, ApiError> {
             has_data_channel |= media == "application" && value.contains("DTLS/SCTP");
             continue;
         }
-        if in_any_audio && kind == "a" {
-            let line = audio_lines.last_mut().expect("an audio m-line was pushed");
+        // `in_any_audio` is set only right after a line was pushed.
+        if let Some(line) = audio_lines.last_mut().filter(|_| in_any_audio && kind == "a") {
             let direction = match value {
                 "sendrecv" => Some(Direction::SendRecv),
                 "sendonly" => Some(Direction::SendOnly),
@@ -176,7 +176,10 @@ mod tests {
     fn finds_opus_payload_type_and_data_channel() {
         let s = inspect_offer(OFFER).unwrap();
         let audio_lines = vec![AudioLine { mid: None, direction: Direction::SendRecv }];
-        assert_eq!(s, OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true, audio_level_ext: None, audio_lines });
+        assert_eq!(
+            s,
+            OfferSummary { codec: OfferedCodec::Opus, payload_type: 111, has_data_channel: true, audio_level_ext: None, audio_lines }
+        );
     }
 
     #[test]

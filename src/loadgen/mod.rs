@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 use serde_json::{Value, json};
-use voxrelay_media::{MAX_OPUS_PACKET, OPUS_SILENCE, OpusEncoder, SAMPLES_48K};
+use voxrelay_media::{OPUS_SILENCE, SAMPLES_48K};
 
 use crate::client::{Client, ClientOptions, OutFrame};
 
@@ -135,16 +135,8 @@ impl Spurt {
     }
 
     pub fn from_pcm48(pcm: &[i16]) -> anyhow::Result<Spurt> {
-        let mut enc = OpusEncoder::new()?;
-        let mut buf = [0u8; MAX_OPUS_PACKET];
-        let mut frames = Vec::new();
-        for chunk in pcm.chunks(SAMPLES_48K) {
-            let mut f = [0i16; SAMPLES_48K];
-            f[..chunk.len()].copy_from_slice(chunk);
-            let n = enc.encode(&f, &mut buf).map_err(|e| anyhow::anyhow!("opus encode: {e:?}"))?;
-            frames.push(Bytes::copy_from_slice(&buf[..n]));
-        }
-        Ok(Spurt { frames })
+        let frames = crate::transport::webrtc::room_client::encode_speech(pcm, 1.0).map_err(anyhow::Error::msg)?;
+        Ok(Spurt { frames: frames.into_iter().map(|(payload, _)| payload).collect() })
     }
 
     pub fn duration_ms(&self) -> u64 {

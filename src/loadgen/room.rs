@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
-use voxrelay_media::{AudioLevel, MAX_OPUS_PACKET, OpusEncoder, SAMPLES_48K};
 
 use super::report::{Dist, loss_and_jitter};
 use super::{LoadgenConfig, cpu_seconds};
 use crate::client::Received;
-use crate::transport::webrtc::room_client::{ReceivedPacket, RoomClient, RoomClientOptions, SentPacket};
+use crate::transport::webrtc::room_client::{ReceivedPacket, RoomClient, RoomClientOptions, SentPacket, encode_speech};
 
 /// A gap between a publisher's spurts: shorter than the speaker window, so a publisher stays an
 /// active speaker for the whole run (a steady forwarding load).
@@ -91,25 +90,15 @@ impl RoomReport {
     }
 }
 
-/// The fixture encoded at `gain`, with the RFC 6464 level of each frame.
-fn encode(pcm: &[i16], gain: f32) -> anyhow::Result<Vec<(Bytes, AudioLevel)>> {
-    let mut enc = OpusEncoder::new()?;
-    let mut buf = [0u8; MAX_OPUS_PACKET];
-    let mut frames = Vec::new();
-    for chunk in pcm.chunks(SAMPLES_48K) {
-        let mut f = [0i16; SAMPLES_48K];
-        for (o, &s) in f.iter_mut().zip(chunk) {
-            *o = (f32::from(s) * gain) as i16;
-        }
-        let n = enc.encode(&f, &mut buf).map_err(|e| anyhow::anyhow!("opus encode: {e:?}"))?;
-        frames.push((Bytes::copy_from_slice(&buf[..n]), AudioLevel::from_pcm(&f, true)));
-    }
-    Ok(frames)
-}
-
 async fn mint(http: &reqwest::Client, base: &str, key: &str, room: &str, identity: &str, publish: bool) -> Result<String, String> {
     let body = json!({"identity": identity, "publish": publish, "subscribe": !publish, "ttl_seconds": 3600});
-    let resp = http.post(format!("{base}/v1/rooms/{room}/tokens")).bearer_auth(key).json(&body).send().await.map_err(|_| "token: http".to_string())?;
+    let resp = http
+        .post(format!("{base}/v1/rooms/{room}/tokens"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|_| "token: http".to_string())?;
     if !resp.status().is_success() {
         return Err(format!("token: http_{}", resp.status().as_u16()));
     }
@@ -117,7 +106,14 @@ async fn mint(http: &reqwest::Client, base: &str, key: &str, room: &str, identit
     Ok(v["token"].as_str().unwrap_or_default().to_string())
 }
 
-pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: &str, api_key: &str, pcm: &[i16]) -> anyhow::Result<RoomReport> {
+pub async fn run(
+    cfg: &LoadgenConfig,
+    room: &str,
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    pcm: &[i16],
+) -> anyhow::Result<RoomReport> {
     let (publishers, subscribers, slots) = (cfg.publishers, cfg.subscribers, cfg.slots);
     let mut report = RoomReport {
         url: base.to_string(),
@@ -174,7 +170,7 @@ pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: 
     let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
     let talk_start = Instant::now();
     for (i, p) in pubs.iter().enumerate() {
-        let frames = encode(pcm, 1.0 - 0.01 * (i % 50) as f32)?;
+        let frames = encode_speech(pcm, 1.0 - 0.01 * (i % 50) as f32).map_err(anyhow::Error::msg)?;
         let gap = (SPURT_GAP.as_millis() / 20) as usize;
         let period = (frames.len() + gap) as f64 * 0.02;
         let loops = ((cfg.duration / period).ceil() as usize).max(1);
@@ -217,7 +213,13 @@ pub async fn run(cfg: &LoadgenConfig, room: &str, http: &reqwest::Client, base: 
 fn by_stream(packets: &[ReceivedPacket]) -> Vec<Vec<Received>> {
     let mut streams: HashMap<u32, Vec<Received>> = HashMap::new();
     for p in packets {
-        streams.entry(p.ssrc).or_default().push(Received { at: p.at, seq: p.seq, timestamp: p.timestamp, payload_len: p.payload.len(), rms: None });
+        streams.entry(p.ssrc).or_default().push(Received {
+            at: p.at,
+            seq: p.seq,
+            timestamp: p.timestamp,
+            payload_len: p.payload.len(),
+            rms: None,
+        });
     }
     streams.into_values().filter(|s| s.len() > 1).collect()
 }

@@ -43,3 +43,21 @@ pub async fn events_until(client: &mut RoomClient, seen: &mut Vec<Value>, pred: 
 pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == t).collect()
 }
+
+/// Waits (bounded by `WAIT`) until `cond` holds, looking every 20 ms: for states a client can
+/// only observe by looking (what it has sent or received so far).
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `talker` has sent all it queued and `listener` has received the last of its
+/// speech (its last voiced packet), so everything forwarded in between has arrived too.
+pub async fn heard_to_the_end(talker: &RoomClient, listener: &RoomClient) {
+    until("the talker sent all it queued", || talker.queued() == 0).await;
+    let last = talker.sent().into_iter().rev().find(|p| p.voiced).expect("the talker said something").payload;
+    until("the listener received the talker's last word", || listener.received().iter().any(|p| p.payload == last)).await;
+}

@@ -99,7 +99,6 @@ pub struct RoomClient {
     outbox: Arc<Mutex<VecDeque<Frame>>>,
     sent: Arc<Mutex<Vec<SentPacket>>>,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
-    encoder: Mutex<Option<OpusEncoder>>,
 }
 
 impl RoomClient {
@@ -182,35 +181,14 @@ impl RoomClient {
         if opts.publish {
             tokio::spawn(send_loop(track, ssrc, opts.audio_levels, outbox.clone(), sent.clone(), flood.clone()));
         }
-        Ok(RoomClient {
-            peer,
-            flood,
-            dc,
-            events: ev_rx,
-            location,
-            answer_time,
-            connect_time: begin.elapsed(),
-            outbox,
-            sent,
-            received,
-            encoder: Mutex::new(OpusEncoder::new().ok()),
-        })
+        Ok(RoomClient { peer, flood, dc, events: ev_rx, location, answer_time, connect_time: begin.elapsed(), outbox, sent, received })
     }
 
     /// Queues 48 kHz PCM, encoded now, in 20 ms frames.
     pub fn say(&self, pcm: &[i16]) {
-        let mut encoder = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(encoder) = encoder.as_mut() else { return };
-        let mut frames = Vec::new();
-        for chunk in pcm.chunks(SAMPLES_48K) {
-            let mut frame = [0i16; SAMPLES_48K];
-            frame[..chunk.len()].copy_from_slice(chunk);
-            let mut buf = [0u8; MAX_OPUS_PACKET];
-            let Ok(n) = encoder.encode(&frame, &mut buf) else { continue };
-            let level = AudioLevel::from_pcm(&frame, true);
-            frames.push(Frame { payload: Bytes::copy_from_slice(&buf[..n]), level, voiced: level.minus_dbov < VOICED_BELOW_DBOV });
+        if let Ok(frames) = encode_speech(pcm, 1.0) {
+            self.queue_encoded(frames);
         }
-        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).extend(frames);
     }
 
     /// Queues frames already encoded, with their levels.
@@ -256,6 +234,23 @@ impl RoomClient {
         let _ = self.dc.close().await;
         let _ = self.peer.close().await;
     }
+}
+
+/// 48 kHz PCM at `gain` as Opus frames of 20 ms (the last one zero-padded), each with its
+/// RFC 6464 level: what a participant sends. Shared by the room client and the load generator.
+pub fn encode_speech(pcm: &[i16], gain: f32) -> Result<Vec<(Bytes, AudioLevel)>, String> {
+    let mut enc = OpusEncoder::new().map_err(|e| format!("opus encoder: {e}"))?;
+    let mut buf = [0u8; MAX_OPUS_PACKET];
+    let mut frames = Vec::with_capacity(pcm.len().div_ceil(SAMPLES_48K));
+    for chunk in pcm.chunks(SAMPLES_48K) {
+        let mut f = [0i16; SAMPLES_48K];
+        for (o, &s) in f.iter_mut().zip(chunk) {
+            *o = (f32::from(s) * gain) as i16;
+        }
+        let n = enc.encode(&f, &mut buf).map_err(|e| format!("opus encode: {e:?}"))?;
+        frames.push((Bytes::copy_from_slice(&buf[..n]), AudioLevel::from_pcm(&f, true)));
+    }
+    Ok(frames)
 }
 
 async fn pump(
