@@ -17,8 +17,8 @@ use voxrelay_signaling::{
     SessionConfig, SessionId,
 };
 use voxrelay_signaling::events::IdSource;
-use voxrelay_signaling::room_wire::RoomInfo;
-use voxrelay_signaling::rooms::JoinRequest;
+use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
+use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
 use voxrelay_signaling::{ParticipantId, RoomName};
 
 use crate::admission::Admission;
@@ -42,7 +42,7 @@ struct CallEntry {
 }
 
 pub struct VoxEngine {
-    pool: WorkerPool,
+    pool: Arc<WorkerPool>,
     ports: PortAllocator,
     /// Plain RTP ingest (PROTOCOL.md §7): the IP its sockets bind to, `None` when off.
     rtp_ingest: Option<IpAddr>,
@@ -78,7 +78,7 @@ impl VoxEngine {
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
             rooms: crate::room::Rooms::new(rooms, metrics.clone()),
-            pool,
+            pool: Arc::new(pool),
             ports,
             rtp_ingest,
             vad,
@@ -388,6 +388,36 @@ impl Engine for EngineHandle {
 
     async fn mute_participant(&self, room: &RoomName, identity: &ParticipantId, muted: bool) -> Result<(), ApiError> {
         self.0.rooms.mute(room, identity, muted).await
+    }
+
+    async fn attach_agent(&self, spec: AgentSpec) -> Result<AgentAttached, ApiError> {
+        let e = &self.0;
+        let live: Vec<TransportKind> = e.calls().values().map(|c| c.kind).collect();
+        e.admission.admit_room_participant(live, e.rooms.seated()).inspect_err(|_| {
+            e.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let AgentSpec { room, identity, name, dialect, config } = spec;
+        // The voice session only speaks: no turn detection runs on it.
+        let quiet = voxrelay_media::TurnDetectConfig { server_vad: false, ..turn_config(&config) };
+        let voice = e.pool.add_session_with(quiet, SessionOptions { vad: e.vad, ..SessionOptions::default() });
+        let voice = voice.map_err(|err| ApiError::overloaded(format!("audio workers: {err}")))?;
+        let agent_name = config.agent.clone();
+        let listen_turn = turn_config(&config);
+        let agent = agent::new_agent(&e.providers, &config)?;
+        let conversation = Conversation::new(dialect, SessionId::random(), config, agent, IdSource::random());
+        let parts = crate::room::AgentParts {
+            conversation,
+            voice,
+            listen_turn,
+            listen_options: SessionOptions { vad: e.vad, ..SessionOptions::default() },
+            pool: e.pool.clone(),
+        };
+        e.rooms.attach_agent(&room, identity.clone(), name, parts).await?;
+        Ok(AgentAttached { room, identity, agent: agent_name })
+    }
+
+    async fn detach_agent(&self, room: &RoomName) -> Result<(), ApiError> {
+        self.0.rooms.detach_agent(room).await
     }
 
     fn is_ready(&self) -> bool {

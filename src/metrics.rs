@@ -47,6 +47,7 @@ pub struct RoomTotals {
     dropped_rate_limited: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_before_switch: AtomicU64,
+    dropped_agent_tap: AtomicU64,
     /// Packets dropped at a full room queue (the room task fell behind).
     pub dropped_room_queue: AtomicU64,
 }
@@ -66,6 +67,7 @@ impl RoomTotals {
             (&self.dropped_rate_limited, now.dropped_rate_limited - before.dropped_rate_limited),
             (&self.dropped_queue_full, now.dropped_queue_full - before.dropped_queue_full),
             (&self.dropped_before_switch, now.dropped_before_switch - before.dropped_before_switch),
+            (&self.dropped_agent_tap, now.dropped_agent_tap - before.dropped_agent_tap),
         ];
         for (counter, delta) in pairs {
             if delta > 0 {
@@ -98,6 +100,7 @@ impl RoomTotals {
             ("subscriber_queue_full", &self.dropped_queue_full),
             ("before_switch", &self.dropped_before_switch),
             ("room_queue_full", &self.dropped_room_queue),
+            ("agent_tap_full", &self.dropped_agent_tap),
         ] {
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", v.load(Relaxed));
         }

@@ -136,6 +136,14 @@ pub trait Engine: Send + Sync + 'static {
     async fn mute_participant(&self, _room: &RoomName, _identity: &ParticipantId, _muted: bool) -> Result<(), ApiError> {
         Err(rooms::rooms_disabled())
     }
+    /// Attaches an AI participant (PROTOCOL.md §4); 409 when the room has one.
+    async fn attach_agent(&self, _spec: rooms::AgentSpec) -> Result<room_wire::AgentAttached, ApiError> {
+        Err(rooms::rooms_disabled())
+    }
+    /// Takes the room's AI participant out (a response in progress is cancelled).
+    async fn detach_agent(&self, _room: &RoomName) -> Result<(), ApiError> {
+        Err(rooms::rooms_disabled())
+    }
     /// Prometheus text exposition for `/metrics`.
     fn metrics_text(&self) -> String;
 }
@@ -210,6 +218,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rooms/{room}/participants/{identity}/mute", post(rooms::mute))
         .route("/v1/rooms/{room}/tokens", post(rooms::mint_token))
         .route("/v1/rooms/{room}/join", post(rooms::join))
+        .route("/v1/rooms/{room}/agent", post(rooms::attach_agent).delete(rooms::detach_agent))
         .route("/v1/rooms/{room}/participants/{identity}", delete(rooms::remove_participant))
         .route("/v1/telephony/twilio/voice", post(telephony::twilio_voice))
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))

@@ -19,6 +19,9 @@ pub struct ParticipantView {
     pub name: String,
     pub publishing: bool,
     pub muted: bool,
+    /// Present (true) on the room's AI participant.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
 }
 
 /// One entry of `active_speakers`: a level in 0..=1 (loudness over the speaker window).
@@ -156,8 +159,17 @@ pub struct CreateRoomRequest {
     pub name: Option<String>,
     pub max_participants: Option<usize>,
     pub empty_timeout_seconds: Option<u64>,
-    /// An AI participant (§1 session body): not available yet, refused with a clear error.
-    pub agent: Option<serde_json::Value>,
+    /// An AI participant to attach at once: the body of `POST /v1/rooms/<room>/agent`.
+    pub agent: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `POST /v1/rooms/<room>/agent` answer (201).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AgentAttached {
+    pub room: RoomName,
+    pub identity: ParticipantId,
+    /// The pipeline answering (`echo`, `openai-realtime`, ...).
+    pub agent: String,
 }
 
 /// `POST /v1/rooms/<room>/participants/<identity>/mute` body.
@@ -209,6 +221,8 @@ pub struct RoomCounters {
     pub dropped_queue_full: u64,
     /// Older than a slot's switch (see `room::slot`).
     pub dropped_before_switch: u64,
+    /// Not copied to the agent's listener of that participant (its ring was full).
+    pub dropped_agent_tap: u64,
 }
 
 #[cfg(test)]

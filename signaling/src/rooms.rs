@@ -16,7 +16,9 @@ use crate::error::ApiError;
 use crate::ids::{ParticipantId, RoomName};
 use crate::room_token::{DEFAULT_TTL_S, MAX_TTL_S, RoomAction, RoomClaims, RoomGrant};
 use crate::room_wire::{CreateRoomRequest, MintTokenRequest, MintedToken, MuteRequest, RoomInfo, RoomList};
+use crate::events::Dialect;
 use crate::sdp::{MAX_SDP_BYTES, OfferSummary, OfferedCodec, inspect_offer};
+use crate::wire::{BetaSession, GaSession, SessionConfig};
 use crate::{Api, ApiError as E};
 
 /// Everything needed to join one participant to a room.
@@ -25,6 +27,70 @@ pub struct JoinRequest {
     pub claims: RoomClaims,
     pub offer: String,
     pub summary: OfferSummary,
+}
+
+/// An AI participant to attach to a room (PROTOCOL.md §4).
+pub struct AgentSpec {
+    pub room: RoomName,
+    pub identity: ParticipantId,
+    pub name: String,
+    /// The session body's shape decides the names of the agent's events (beta or GA).
+    pub dialect: Dialect,
+    pub config: SessionConfig,
+}
+
+/// The identity an agent gets when the body names none.
+pub const DEFAULT_AGENT_IDENTITY: &str = "agent";
+
+/// Reads an agent body: a §1 session body (the beta shape, or the GA one when it has `type`,
+/// `audio` or `output_modalities`) plus `identity` and `name`.
+pub fn agent_spec(room: RoomName, mut body: serde_json::Map<String, serde_json::Value>) -> Result<AgentSpec, E> {
+    let text = |body: &mut serde_json::Map<String, serde_json::Value>, key: &str| match body.remove(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(E::bad_request("invalid_json", format!("{key} must be a string"))),
+    };
+    let identity = ParticipantId::parse(text(&mut body, "identity")?.as_deref().unwrap_or(DEFAULT_AGENT_IDENTITY))?;
+    let name = text(&mut body, "name")?.unwrap_or_else(|| identity.to_string());
+    if name.len() > 256 {
+        return Err(E::bad_request("invalid_name", "name is at most 256 bytes"));
+    }
+    let ga = ["type", "audio", "output_modalities"].iter().any(|k| body.contains_key(*k));
+    let mut config = SessionConfig::default();
+    let body = serde_json::Value::Object(body);
+    let invalid = |e: serde_json::Error| E::bad_request("invalid_json", format!("the body is not a valid session body: {e}"));
+    let dialect = if ga {
+        config.apply_ga(serde_json::from_value::<GaSession>(body).map_err(invalid)?)?;
+        Dialect::Ga
+    } else {
+        config.apply_beta(serde_json::from_value::<BetaSession>(body).map_err(invalid)?)?;
+        Dialect::Beta
+    };
+    Ok(AgentSpec { room, identity, name, dialect, config })
+}
+
+/// `POST /v1/rooms/<room>/agent` (API key) → 201: an AI participant joins (the room is made
+/// under the same auto-create rule as a join).
+pub async fn attach_agent(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Path<String>, body: Body) -> Result<Response, E> {
+    api.auth.require_api_key(&headers)?;
+    let room = RoomName::parse(&room)?;
+    let body: serde_json::Map<String, serde_json::Value> = read_json(&headers, body).await?;
+    let spec = agent_spec(room.clone(), body)?;
+    api.engine.check_agent(&spec.config.agent)?;
+    api.admit()?;
+    let attached = api.engine.attach_agent(spec).await?;
+    let mut resp = (StatusCode::CREATED, Json(attached)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/rooms/{room}/agent")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `DELETE /v1/rooms/<room>/agent` (API key) → 204; a response in progress is cancelled.
+pub async fn detach_agent(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Path<String>) -> Result<StatusCode, E> {
+    api.auth.require_api_key(&headers)?;
+    api.engine.detach_agent(&RoomName::parse(&room)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/rooms/<room>/tokens` (API key).
@@ -126,10 +192,17 @@ pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body)
     let req: CreateRoomRequest = read_json(&headers, body).await?;
     let name = req.name.as_deref().ok_or_else(|| E::bad_request("missing_name", "name is required"))?;
     let room = RoomName::parse(name)?;
-    if req.agent.is_some() {
-        return Err(E::bad_request("agent_not_supported", "AI participants in rooms are not available yet on this server"));
+    // The agent's body is checked before the room exists, so a bad one creates nothing.
+    let agent = req.agent.map(|body| agent_spec(room.clone(), body)).transpose()?;
+    if let Some(spec) = &agent {
+        api.engine.check_agent(&spec.config.agent)?;
+        api.admit()?;
     }
-    let info = api.engine.create_room(&room, req.max_participants, req.empty_timeout_seconds).await?;
+    let mut info = api.engine.create_room(&room, req.max_participants, req.empty_timeout_seconds).await?;
+    if let Some(spec) = agent {
+        api.engine.attach_agent(spec).await?;
+        info = api.engine.room_info(&room).await?;
+    }
     let mut resp = (StatusCode::CREATED, Json(info)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/rooms/{room}")) {
         resp.headers_mut().insert(header::LOCATION, v);

@@ -58,6 +58,9 @@ pub trait Agent: Send {
     /// Caller audio at 24 kHz, starting at `start` on the call's audio timeline.
     fn on_audio(&mut self, start: AudioTime, pcm: &[i16; SAMPLES_24K]);
     fn on_speech_started(&mut self, audio_start: AudioTime);
+    /// In a room: the turn that follows is spoken by `name`. Agents that can tell a model who
+    /// speaks do; the default ignores it (the echo agent has no use for it).
+    fn on_speaker(&mut self, _name: &str) {}
     /// The user turn ending at `audio_end` is committed as conversation item `item_id`.
     fn on_committed(&mut self, audio_end: AudioTime, item_id: &str);
     fn on_input_cleared(&mut self);

@@ -212,15 +212,7 @@ impl Conversation {
                 self.input_item = Some(item_id.clone());
                 self.agent.on_speech_started(audio_start);
                 self.emit(ServerEvent::SpeechStarted { audio_start_ms: audio_start.as_ms(), item_id });
-                let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
-                let phase = match &self.response {
-                    None => ResponsePhase::Idle,
-                    Some(r) if r.playing => ResponsePhase::Speaking,
-                    Some(_) => ResponsePhase::Pending,
-                };
-                if barge_in::on_speech_started(interrupt, phase) == BargeIn::Cut {
-                    self.cancel_response(CancelReason::TurnDetected);
-                }
+                self.barge_in();
             }
             MediaEvent::SpeechStopped { audio_end } => {
                 let item_id = self.input_item.clone();
@@ -243,6 +235,19 @@ impl Conversation {
             // Cancellation is driven from here (see cancel_response); the worker's echo of it
             // carries nothing new.
             MediaEvent::PlaybackCleared { .. } => {}
+        }
+    }
+
+    /// Speech started: a response in progress is cut when the barge-in policy says so.
+    fn barge_in(&mut self) {
+        let interrupt = self.config.turn_detection.is_some_and(|t| t.interrupt_response);
+        let phase = match &self.response {
+            None => ResponsePhase::Idle,
+            Some(r) if r.playing => ResponsePhase::Speaking,
+            Some(_) => ResponsePhase::Pending,
+        };
+        if barge_in::on_speech_started(interrupt, phase) == BargeIn::Cut {
+            self.cancel_response(CancelReason::TurnDetected);
         }
     }
 
@@ -532,5 +537,7 @@ pub fn dtmf_text(digit: char) -> String {
     format!("[The caller pressed {digit} on the phone keypad]")
 }
 
+mod room;
+pub use room::HeardTurn;
 #[cfg(test)]
 mod tests;

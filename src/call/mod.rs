@@ -10,7 +10,7 @@
 mod conversation;
 mod tools;
 
-pub use conversation::{Conversation, turn_config};
+pub use conversation::{Conversation, HeardTurn, turn_config};
 
 use std::sync::Arc;
 use std::time::Duration;

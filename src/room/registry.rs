@@ -14,6 +14,7 @@ use voxrelay_signaling::room_wire::{LeaveReason, RoomInfo};
 use voxrelay_signaling::rooms::JoinRequest;
 use voxrelay_signaling::{ApiError, ParticipantId, RoomName};
 
+use super::agent::{AgentInput, AgentParts, AgentSetup, ToRoom, run_agent};
 use super::slot::TrackKey;
 use super::state::{Member, Room};
 use crate::call::{CONNECT_TIMEOUT, DISCONNECTED_GRACE};
@@ -79,6 +80,17 @@ enum Command {
     Mute {
         identity: ParticipantId,
         muted: bool,
+        reply: oneshot::Sender<bool>,
+    },
+    /// An AI participant joins (its conversation and voice session are built).
+    AttachAgent {
+        member: Box<Member>,
+        parts: Box<AgentParts>,
+        packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// The AI participant leaves; `reply` once it has (false: the room has none).
+    DetachAgent {
         reply: oneshot::Sender<bool>,
     },
     /// Everyone leaves with `reason`; the room closes.
@@ -271,6 +283,33 @@ impl Rooms {
         }
     }
 
+    /// Attaches an AI participant; the room is made under the auto-create rule of a join.
+    pub async fn attach_agent(self: &Arc<Self>, name: &RoomName, identity: ParticipantId, display: String, parts: AgentParts) -> Result<(), ApiError> {
+        self.seated.fetch_add(1, Ordering::Relaxed);
+        let seat = Seat(self.seated.clone());
+        let room = self.handle(name, self.settings.auto_create.then_some(self.settings.limits))?;
+        let key = TrackKey(self.next_key.fetch_add(1, Ordering::Relaxed));
+        let mut member = Member::agent(key, identity, display, name.clone(), Instant::now());
+        member.seat = Some(seat);
+        let (reply, done) = oneshot::channel();
+        let command = Command::AttachAgent { member: Box::new(member), parts: Box::new(parts), packets: room.packets.clone(), reply };
+        let closed = || ApiError::overloaded("the room closed while the agent joined; try again");
+        room.commands.send(command).map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?
+    }
+
+    /// Takes the room's AI participant out (its response in progress is cancelled first).
+    pub async fn detach_agent(self: &Arc<Self>, name: &RoomName) -> Result<(), ApiError> {
+        let not_found = || ApiError::not_found("agent_not_found", format!("room {:?} has no agent", name.as_str()));
+        let room = self.handle(name, None).map_err(|_| not_found())?;
+        let (reply, done) = oneshot::channel();
+        room.commands.send(Command::DetachAgent { reply }).map_err(|_| not_found())?;
+        match done.await {
+            Ok(true) => Ok(()),
+            _ => Err(not_found()),
+        }
+    }
+
     pub async fn info(self: &Arc<Self>, name: &RoomName) -> Result<RoomInfo, ApiError> {
         let room = self.handle(name, None)?;
         let (reply, done) = oneshot::channel();
@@ -292,14 +331,30 @@ async fn pump_events(key: TrackKey, mut events: mpsc::UnboundedReceiver<Transpor
 /// Closes a participant's connection and ends its tasks.
 async fn close_member(member: Member, flush_events: bool) {
     let Member { peer, tasks, .. } = member;
-    let RoomPeer { closer, .. } = peer;
-    closer.close(None, flush_events).await;
+    if let Some(RoomPeer { closer, .. }) = peer {
+        closer.close(None, flush_events).await;
+    }
     for t in tasks {
         t.abort();
     }
 }
 
-/// The room task: until the room has been empty for `empty_timeout`.
+/// The room's AI participant, as the room task holds it.
+struct AgentLink {
+    key: TrackKey,
+    inbox: mpsc::UnboundedSender<AgentInput>,
+    from_agent: mpsc::UnboundedReceiver<ToRoom>,
+}
+
+/// The next request of the room's agent (never, without one); `None`: its task ended.
+async fn from_agent(agent: &mut Option<AgentLink>) -> Option<ToRoom> {
+    match agent {
+        Some(a) => a.from_agent.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The room task: until nobody but an agent has been in the room for `empty_timeout`.
 async fn run_room(
     rooms: Arc<Rooms>,
     mut room: Room,
@@ -311,9 +366,28 @@ async fn run_room(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut empty_since = Some(Instant::now());
     let mut closing = None;
+    let mut agent: Option<AgentLink> = None;
     loop {
         tokio::select! {
             Some((key, p)) = packets.recv() => room.on_packet(key, p),
+            request = from_agent(&mut agent) => match request {
+                Some(ToRoom::Tap { key, ingress }) => room.set_tap(key, Some(ingress)),
+                Some(ToRoom::Events(events)) => {
+                    for text in &events {
+                        room.broadcast_text(text);
+                    }
+                }
+                Some(ToRoom::Left { reply }) => {
+                    remove_agent(&mut room, &mut agent);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(true);
+                    }
+                }
+                None => {
+                    warn!(room = %room.name, "the agent's task ended unexpectedly");
+                    remove_agent(&mut room, &mut agent);
+                }
+            },
             Some(cmd) = commands.recv() => match cmd {
                 Command::Join { member, reply } => {
                     if let Some(old) = room.key_of(&member.identity) {
@@ -326,6 +400,9 @@ async fn run_room(
                         continue;
                     }
                     info!(room = %room.name, identity = %member.identity, "participant joined");
+                    if let Some(a) = &agent && member.grant.publish {
+                        let _ = a.inbox.send(AgentInput::Listen { key: member.key, identity: member.identity.clone(), name: member.name.clone() });
+                    }
                     room.join(*member);
                     rooms.metrics.rooms.participants_joined.fetch_add(1, Ordering::Relaxed);
                     empty_since = None;
@@ -350,6 +427,43 @@ async fn run_room(
                     }
                     let _ = reply.send(key.is_some());
                 }
+                Command::AttachAgent { member, parts, packets, reply } => {
+                    let refusal = if agent.is_some() {
+                        Some(ApiError::conflict("agent_exists", format!("room {:?} has an agent; DELETE it first", room.name.as_str())))
+                    } else if room.key_of(&member.identity).is_some() {
+                        Some(ApiError::conflict("identity_taken", format!("{:?} is a participant of room {:?}", member.identity.as_str(), room.name.as_str())))
+                    } else if room.len() >= room.limits.max_participants {
+                        Some(ApiError::room_full(format!("room {:?} is full ({} participants)", room.name.as_str(), room.limits.max_participants)))
+                    } else {
+                        None
+                    };
+                    if let Some(e) = refusal {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                    let (key, identity) = (member.key, member.identity.clone());
+                    room.join(*member);
+                    let (inbox, inbox_rx) = mpsc::unbounded_channel();
+                    let (to_room, from_agent) = mpsc::unbounded_channel();
+                    let setup = AgentSetup { room: room.name.clone(), identity, key, parts: *parts, metrics: rooms.metrics.clone() };
+                    tokio::spawn(run_agent(setup, inbox_rx, to_room, packets));
+                    for (key, identity, name) in room.publishers() {
+                        let _ = inbox.send(AgentInput::Listen { key, identity, name });
+                    }
+                    agent = Some(AgentLink { key, inbox, from_agent });
+                    let _ = reply.send(Ok(()));
+                }
+                Command::DetachAgent { reply } => match &agent {
+                    Some(a) => {
+                        if let Err(mpsc::error::SendError(AgentInput::Stop { reply: Some(reply) })) = a.inbox.send(AgentInput::Stop { reply: Some(reply) }) {
+                            remove_agent(&mut room, &mut agent);
+                            let _ = reply.send(true);
+                        }
+                    }
+                    None => {
+                        let _ = reply.send(false);
+                    }
+                },
                 Command::Close { reason, reply } => {
                     closing = Some((reason, reply));
                     break;
@@ -365,7 +479,7 @@ async fn run_room(
                         tokio::spawn(close_member(m, false));
                     }
                 }
-                if room.is_empty() {
+                if room.humans() == 0 {
                     let since = *empty_since.get_or_insert(now);
                     if now.duration_since(since) >= room.limits.empty_timeout {
                         break;
@@ -373,6 +487,12 @@ async fn run_room(
                 } else {
                     empty_since = None;
                 }
+            }
+        }
+        // Whoever left, however: the agent stops hearing them.
+        for key in room.take_departed() {
+            if let Some(a) = agent.as_ref().filter(|a| a.key != key) {
+                let _ = a.inbox.send(AgentInput::Unlisten { key });
             }
         }
     }
@@ -403,6 +523,15 @@ async fn run_room(
         let _ = reply.send(());
     }
     info!(room = %room.name, ?reason, "room closed");
+}
+
+/// Takes the agent out of the room; every tap closes.
+fn remove_agent(room: &mut Room, agent: &mut Option<AgentLink>) {
+    let Some(a) = agent.take() else { return };
+    room.clear_taps();
+    if let Some(m) = room.leave(a.key, LeaveReason::Removed) {
+        info!(room = %room.name, identity = %m.identity, "agent removed");
+    }
 }
 
 fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use voxrelay_media::{AudioLevel, MAX_DECODED_48K, OpusDecoder};
+use voxrelay_media::{AudioLevel, MAX_DECODED_48K, OpusDecoder, RtpIn};
 use voxrelay_signaling::room_token::RoomGrant;
 use voxrelay_signaling::room_wire::{
     LeaveReason, ParticipantInfo, ParticipantView, RoomClientEvent, RoomCounters, RoomEvent, RoomInfo, SpeakerLevel,
@@ -37,7 +37,11 @@ pub struct Member {
     pub identity: ParticipantId,
     pub name: String,
     pub grant: RoomGrant,
-    pub peer: RoomPeer,
+    /// The participant's connection; `None` for the room's AI participant, which publishes
+    /// through the room's packet queue and hears the room through taps.
+    pub peer: Option<RoomPeer>,
+    /// The m-line id of each slot.
+    mids: Vec<String>,
     slots: Vec<Slot>,
     /// Who the room put on each slot (the selection's view; `slots` follow it).
     on_slot: Vec<Option<TrackKey>>,
@@ -55,16 +59,38 @@ pub struct Member {
     rate: PacketRate,
     /// Its place against the server's limit, given back when the member is dropped.
     pub seat: Option<super::registry::Seat>,
+    /// While an agent listens: the worker session decoding this participant for it.
+    tap: Option<rtrb::Producer<RtpIn>>,
 }
 
 impl Member {
     pub fn new(key: TrackKey, identity: ParticipantId, name: String, grant: RoomGrant, peer: RoomPeer, now: Instant) -> Self {
         // No subscribe grant: no slots, whatever the offer asked for.
-        let slots: Vec<Slot> = if grant.subscribe {
-            peer.slots.iter().map(|s| Slot::new(s.ssrc, rand::random(), rand::random())).collect()
-        } else {
-            Vec::new()
-        };
+        let sinks = if grant.subscribe { &peer.slots[..] } else { &[] };
+        let slots: Vec<Slot> = sinks.iter().map(|s| Slot::new(s.ssrc, rand::random(), rand::random())).collect();
+        let mids = sinks.iter().map(|s| s.mid.clone()).collect();
+        Self::with(key, identity, name, grant, Some(peer), mids, slots, now)
+    }
+
+    /// The room's AI participant: it publishes, has no slots, and is connected from the start.
+    pub fn agent(key: TrackKey, identity: ParticipantId, name: String, room: voxrelay_signaling::RoomName, now: Instant) -> Self {
+        let grant = RoomGrant { publish: true, subscribe: false, publish_data: false, admin: false, ..RoomGrant::default_for(room) };
+        let mut m = Self::with(key, identity, name, grant, None, Vec::new(), Vec::new(), now);
+        m.connected = true;
+        m
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with(
+        key: TrackKey,
+        identity: ParticipantId,
+        name: String,
+        grant: RoomGrant,
+        peer: Option<RoomPeer>,
+        mids: Vec<String>,
+        slots: Vec<Slot>,
+        now: Instant,
+    ) -> Self {
         Member {
             key,
             identity,
@@ -72,6 +98,7 @@ impl Member {
             grant,
             on_slot: vec![None; slots.len()],
             slots,
+            mids,
             peer,
             outlet: None,
             pending: Vec::new(),
@@ -85,16 +112,33 @@ impl Member {
             meter: None,
             rate: PacketRate::new(),
             seat: None,
+            tap: None,
         }
     }
 
+    pub fn is_agent(&self) -> bool {
+        self.peer.is_none()
+    }
+
     fn view(&self) -> ParticipantView {
-        ParticipantView { identity: self.identity.clone(), name: self.name.clone(), publishing: self.grant.publish, muted: self.muted }
+        ParticipantView {
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            publishing: self.grant.publish,
+            muted: self.muted,
+            agent: self.is_agent(),
+        }
     }
 
     /// Sends (or queues until the events channel opens) one event.
     fn send(&mut self, event: &RoomEvent) {
-        let text = event.to_json();
+        self.send_text(event.to_json());
+    }
+
+    fn send_text(&mut self, text: String) {
+        if self.is_agent() {
+            return;
+        }
         match &self.outlet {
             Some(outlet) if outlet.send(text.clone()).is_ok() => {}
             _ => {
@@ -181,6 +225,8 @@ pub struct Room {
     reported: RoomCounters,
     reported_len: usize,
     pub limits: RoomLimits,
+    /// Keys of members that left since the task last asked (see `take_departed`).
+    departed: Vec<TrackKey>,
 }
 
 impl Room {
@@ -198,11 +244,8 @@ impl Room {
             reported: RoomCounters::default(),
             reported_len: 0,
             limits,
+            departed: Vec::new(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     pub fn len(&self) -> usize {
@@ -221,7 +264,7 @@ impl Room {
     /// it gets `room.joined`, the others `participant.joined`, and its slots are filled.
     pub fn join(&mut self, mut member: Member) {
         let participants = self.members.iter().map(Member::view).collect();
-        let slots = if member.grant.subscribe { member.peer.slots.iter().map(|s| s.mid.clone()).collect() } else { Vec::new() };
+        let slots = member.mids.clone();
         member.send(&RoomEvent::Joined { room: self.name.clone(), identity: member.identity.clone(), participants, slots });
         let joined = RoomEvent::ParticipantJoined { participant: member.view() };
         for m in &mut self.members {
@@ -235,6 +278,7 @@ impl Room {
     pub fn leave(&mut self, key: TrackKey, reason: LeaveReason) -> Option<Member> {
         let i = self.members.iter().position(|m| m.key == key)?;
         let member = self.members.remove(i);
+        self.departed.push(key);
         self.speakers.remove(key);
         let left = RoomEvent::ParticipantLeft { identity: member.identity.clone(), reason };
         for m in &mut self.members {
@@ -243,7 +287,7 @@ impl Room {
                 if m.on_slot[s] == Some(key) {
                     m.on_slot[s] = None;
                     m.slots[s].assign(None);
-                    let mid = m.peer.slots[s].mid.clone();
+                    let mid = m.mids[s].clone();
                     m.send(&RoomEvent::SlotAssigned { slot: s, mid, identity: None });
                 }
             }
@@ -277,8 +321,15 @@ impl Room {
         if let Some(level) = level {
             self.speakers_changed |= self.speakers.on_level(key, level, p.at);
         }
+        if let Some(tap) = &mut publisher.tap
+            && let Some(frame) = RtpIn::new(p.seq, p.timestamp, &p.payload)
+            && tap.push(frame.with_source(p.ssrc, level)).is_err()
+        {
+            self.counters.dropped_agent_tap += 1;
+        }
         let header = SourceHeader { ssrc: p.ssrc, seq: p.seq, timestamp: p.timestamp, marker: p.marker };
         for sub in &mut self.members {
+            let Some(peer) = &sub.peer else { continue };
             if sub.key == key {
                 continue;
             }
@@ -293,7 +344,7 @@ impl Room {
                         continue;
                     }
                 };
-                match sub.peer.send(s, out) {
+                match peer.send(s, out) {
                     Ok(()) => {
                         sub.packets_out += 1;
                         self.counters.packets_forwarded += 1;
@@ -347,9 +398,45 @@ impl Room {
                 self.counters.slot_switches += 1;
                 m.slots[s].assign(track);
                 let identity = track.and_then(|k| identities.iter().find(|(key, _)| *key == k).map(|(_, id)| id.clone()));
-                let mid = m.peer.slots[s].mid.clone();
+                let mid = m.mids[s].clone();
                 m.send(&RoomEvent::SlotAssigned { slot: s, mid, identity });
             }
+        }
+    }
+
+    /// Members that left since the last call, whatever took them out.
+    pub fn take_departed(&mut self) -> Vec<TrackKey> {
+        std::mem::take(&mut self.departed)
+    }
+
+    /// People in the room (the AI participant not counted).
+    pub fn humans(&self) -> usize {
+        self.members.iter().filter(|m| !m.is_agent()).count()
+    }
+
+    /// Participants whose audio an agent would hear: `(key, identity, display name)`.
+    pub fn publishers(&self) -> Vec<(TrackKey, ParticipantId, String)> {
+        self.members.iter().filter(|m| !m.is_agent() && m.grant.publish).map(|m| (m.key, m.identity.clone(), m.name.clone())).collect()
+    }
+
+    /// Starts (or, with `None`, stops) copying a participant's packets to an agent's listener.
+    pub fn set_tap(&mut self, key: TrackKey, tap: Option<rtrb::Producer<RtpIn>>) {
+        if let Some(m) = self.member_mut(key) {
+            m.tap = tap;
+        }
+    }
+
+    /// No agent listens any more: every tap closes.
+    pub fn clear_taps(&mut self) {
+        for m in &mut self.members {
+            m.tap = None;
+        }
+    }
+
+    /// An event of the AI participant (already JSON) to every person in the room.
+    pub fn broadcast_text(&mut self, text: &str) {
+        for m in self.members.iter_mut().filter(|m| !m.is_agent()) {
+            m.send_text(text.to_string());
         }
     }
 
