@@ -19,6 +19,8 @@ use voxrelay_signaling::{
 use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
 use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
+use voxrelay_signaling::sdpfrag::IceFragment;
+use voxrelay_signaling::whip::IcePatched;
 use voxrelay_signaling::{ParticipantId, RoomName};
 
 use crate::admission::Admission;
@@ -418,6 +420,28 @@ impl Engine for EngineHandle {
 
     async fn detach_agent(&self, room: &RoomName) -> Result<(), ApiError> {
         self.0.rooms.detach_agent(room).await
+    }
+
+    async fn patch_ice(&self, room: &RoomName, identity: &ParticipantId, fragment: IceFragment, if_match: Option<String>) -> Result<IcePatched, ApiError> {
+        let ice = self.0.rooms.ice(room, identity).await?;
+        let etag = ice.etag().await;
+        let restart = ice.is_restart(&fragment).await;
+        match if_match.as_deref() {
+            // RFC 9725 §4.3: an ICE restart must be conditional (the current ETag, or "*").
+            None if restart => return Err(ApiError::precondition_failed("if_match_required", "an ICE restart needs If-Match with the resource's ETag")),
+            Some(m) if m != "*" && Some(m) != etag.as_deref() => {
+                return Err(ApiError::precondition_failed("etag_mismatch", "If-Match does not carry the resource's current ETag"));
+            }
+            _ => {}
+        }
+        if !restart {
+            ice.add_candidates(&fragment).await?;
+            return Ok(IcePatched::Trickled);
+        }
+        let fragment = ice.restart(&fragment).await?;
+        let etag = ice.etag().await.unwrap_or_default();
+        info!(room = %room, identity = %identity, "ICE restarted");
+        Ok(IcePatched::Restarted { fragment, etag })
     }
 
     fn is_ready(&self) -> bool {

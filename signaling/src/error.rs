@@ -68,6 +68,14 @@ impl ApiError {
     pub fn room_full(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "invalid_request_error", "room_full", message)
     }
+    /// 412: a conditional request (`If-Match`) names a state the resource is no longer in.
+    pub fn precondition_failed(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, "invalid_request_error", code, message)
+    }
+    /// 422: well-formed, but asks for something this resource does not do.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
     }

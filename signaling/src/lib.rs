@@ -24,15 +24,17 @@ pub mod room_wire;
 pub mod rooms;
 pub mod telephony;
 mod watch;
+pub mod whip;
 mod ws_pump;
 pub mod sdp;
+pub mod sdpfrag;
 pub mod web;
 pub mod wire;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 pub use auth::Auth;
 pub use error::ApiError;
@@ -144,6 +146,17 @@ pub trait Engine: Send + Sync + 'static {
     async fn detach_agent(&self, _room: &RoomName) -> Result<(), ApiError> {
         Err(rooms::rooms_disabled())
     }
+    /// WHIP/WHEP `PATCH` (PROTOCOL.md §3) of a room participant's connection: trickled
+    /// candidates, or an ICE restart. `if_match`: the request's `If-Match` (412 when stale).
+    async fn patch_ice(
+        &self,
+        _room: &RoomName,
+        _identity: &ParticipantId,
+        _fragment: sdpfrag::IceFragment,
+        _if_match: Option<String>,
+    ) -> Result<whip::IcePatched, ApiError> {
+        Err(rooms::rooms_disabled())
+    }
     /// Prometheus text exposition for `/metrics`.
     fn metrics_text(&self) -> String;
 }
@@ -220,6 +233,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/rooms/{room}/join", post(rooms::join))
         .route("/v1/rooms/{room}/agent", post(rooms::attach_agent).delete(rooms::detach_agent))
         .route("/v1/rooms/{room}/participants/{identity}", delete(rooms::remove_participant))
+        .route("/v1/whip/{room}", post(whip::whip))
+        .route("/v1/whep/{room}", post(whip::whep))
+        .route("/v1/whip/{room}/{identity}", patch(whip::patch).delete(whip::delete))
+        .route("/v1/whep/{room}/{identity}", patch(whip::patch).delete(whip::delete))
         .route("/v1/telephony/twilio/voice", post(telephony::twilio_voice))
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))
         .fallback(realtime::not_found)
@@ -233,9 +250,9 @@ pub fn router(api: Arc<Api>) -> Router {
 /// Browsers call the API from their own pages. Credentials are bearer tokens, never cookies,
 /// so any origin may call: a page without a token gets nothing it could not get with curl.
 fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION};
+    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LINK, LOCATION};
     use tower_http::cors::{Any, CorsLayer};
     // Headers listed, not `*`: per the Fetch spec a wildcard never covers Authorization, and
     // Firefox/Safari enforce that.
-    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH]).expose_headers([LOCATION, ETAG])
+    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH]).expose_headers([LOCATION, ETAG, LINK, axum::http::HeaderName::from_static("accept-patch")])
 }

@@ -126,7 +126,7 @@ pub async fn mint_token(
 }
 
 /// The claims of the request's room token for `room`, checked for `action`.
-fn room_token(api: &Api, headers: &HeaderMap, room: &RoomName, action: RoomAction) -> Result<RoomClaims, E> {
+pub(crate) fn room_token(api: &Api, headers: &HeaderMap, room: &RoomName, action: RoomAction) -> Result<RoomClaims, E> {
     let claims = api.auth.room_tokens.verify(bearer(headers)?, unix_now())?;
     claims.require(room, action)?;
     Ok(claims)
@@ -136,25 +136,35 @@ fn room_token(api: &Api, headers: &HeaderMap, room: &RoomName, action: RoomActio
 pub async fn join(State(api): State<Arc<Api>>, headers: HeaderMap, Path(room): Path<String>, body: Body) -> Result<Response, E> {
     let room = RoomName::parse(&room)?;
     let claims = room_token(&api, &headers, &room, RoomAction::Join)?;
-    require_content_type(&headers, "application/sdp")?;
-    let bytes = read_limited(&headers, body, MAX_SDP_BYTES).await?;
+    let (offer, summary) = read_offer(&headers, body).await?;
+    api.admit()?;
+    let identity = claims.sub.clone();
+    let answer = api.engine.join_room(JoinRequest { room: room.clone(), claims, offer, summary }).await?;
+    Ok(sdp_created(answer, &format!("/v1/rooms/{room}/participants/{identity}")))
+}
+
+/// A room participant's SDP offer (Opus only: rooms forward packets as they are).
+pub(crate) async fn read_offer(headers: &HeaderMap, body: Body) -> Result<(String, OfferSummary), E> {
+    require_content_type(headers, "application/sdp")?;
+    let bytes = read_limited(headers, body, MAX_SDP_BYTES).await?;
     let offer = String::from_utf8(bytes.to_vec()).map_err(|_| E::bad_request("invalid_offer", "the SDP offer is not UTF-8 text"))?;
     let summary = inspect_offer(&offer)?;
     if summary.codec != OfferedCodec::Opus {
         // Rooms forward packets as they are: everyone must speak the same codec.
         return Err(E::bad_request("unsupported_codec", "rooms forward Opus only: the offer's audio m-lines must offer opus/48000/2"));
     }
-    api.admit()?;
-    let identity = claims.sub.clone();
-    let answer = api.engine.join_room(JoinRequest { room: room.clone(), claims, offer, summary }).await?;
-    let location = format!("/v1/rooms/{room}/participants/{identity}");
+    Ok((offer, summary))
+}
+
+/// `201 Created` with an SDP answer and its resource's `Location`.
+pub(crate) fn sdp_created(answer: String, location: &str) -> Response {
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-    if let Ok(v) = HeaderValue::from_str(&location) {
+    if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(header::LOCATION, v);
     }
-    Ok(resp)
+    resp
 }
 
 /// `DELETE /v1/rooms/<room>/participants/<identity>`: the participant itself (its room token)

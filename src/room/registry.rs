@@ -19,7 +19,7 @@ use super::slot::TrackKey;
 use super::state::{Member, Room};
 use crate::call::{CONNECT_TIMEOUT, DISCONNECTED_GRACE};
 use crate::metrics::Metrics;
-use crate::transport::webrtc::{PortAllocator, RoomPeer, answer_room};
+use crate::transport::webrtc::{IceControl, PortAllocator, RoomPeer, answer_room};
 use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
 
 /// Packets from all of a room's publishers waiting for the room task: ≈ 0.4 s of 50 publishers.
@@ -81,6 +81,11 @@ enum Command {
         identity: ParticipantId,
         muted: bool,
         reply: oneshot::Sender<bool>,
+    },
+    /// A handle on a participant's ICE (WHIP/WHEP `PATCH`).
+    Ice {
+        identity: ParticipantId,
+        reply: oneshot::Sender<Option<IceControl>>,
     },
     /// An AI participant joins (its conversation and voice session are built).
     AttachAgent {
@@ -298,6 +303,16 @@ impl Rooms {
         done.await.map_err(|_| closed())?
     }
 
+    /// A participant's ICE handle (404 for an unknown one, or the agent, which has no connection).
+    pub async fn ice(self: &Arc<Self>, name: &RoomName, identity: &ParticipantId) -> Result<IceControl, ApiError> {
+        let not_found =
+            || ApiError::not_found("participant_not_found", format!("no participant {:?} in room {:?}", identity.as_str(), name.as_str()));
+        let room = self.handle(name, None).map_err(|_| not_found())?;
+        let (reply, done) = oneshot::channel();
+        room.commands.send(Command::Ice { identity: identity.clone(), reply }).map_err(|_| not_found())?;
+        done.await.ok().flatten().ok_or_else(not_found)
+    }
+
     /// Takes the room's AI participant out (its response in progress is cancelled first).
     pub async fn detach_agent(self: &Arc<Self>, name: &RoomName) -> Result<(), ApiError> {
         let not_found = || ApiError::not_found("agent_not_found", format!("room {:?} has no agent", name.as_str()));
@@ -426,6 +441,10 @@ async fn run_room(
                         room.set_muted(key, muted);
                     }
                     let _ = reply.send(key.is_some());
+                }
+                Command::Ice { identity, reply } => {
+                    let ice = room.key_of(&identity).and_then(|k| room.member_mut(k)).and_then(|m| m.peer.as_ref().map(|p| p.ice.clone()));
+                    let _ = reply.send(ice);
                 }
                 Command::AttachAgent { member, parts, packets, reply } => {
                     let refusal = if agent.is_some() {

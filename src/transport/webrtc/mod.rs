@@ -10,10 +10,12 @@
 //! - `client` — the offering side: the client the load generator and the tests use.
 
 pub mod client;
+mod ice;
 mod peer;
 mod room;
 pub mod room_client;
 
+pub use ice::IceControl;
 pub use room::{RoomPeer, SendError, SlotSink, answer_room};
 
 pub use peer::{GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, default_payload_type, samples_per_frame};

@@ -48,6 +48,8 @@ pub struct RoomPeer {
     sender: mpsc::Sender<(usize, RtpPacketOut)>,
     start: Box<dyn FnOnce(DeliverRtp) -> Vec<tokio::task::JoinHandle<()>> + Send>,
     pub closer: PeerCloser,
+    /// Trickle ICE and ICE restarts (WHIP/WHEP `PATCH`).
+    pub ice: super::IceControl,
 }
 
 impl RoomPeer {
@@ -103,6 +105,7 @@ pub async fn answer_room(
     let (sender, queue) = mpsc::channel(SEND_QUEUE);
     let writer = tokio::spawn(write_slots(queue, slot_tracks, inbound.payload_type));
     let (to_room, events) = mpsc::unbounded_channel();
+    let ice = super::IceControl { peer: peer.clone() };
     let closer = PeerCloser { peer: peer.clone(), events_channel: Arc::new(Mutex::new(None)) };
     let channel = closer.events_channel.clone();
     let start = Box::new(move |deliver: DeliverRtp| {
@@ -115,7 +118,7 @@ pub async fn answer_room(
         });
         vec![writer, tokio::spawn(drive(early, rx, to_room, channel, ROOM_EVENTS_LABEL, on_track))]
     });
-    Ok((RoomPeer { events, slots, sender, start, closer }, answer))
+    Ok((RoomPeer { events, slots, sender, start, closer, ice }, answer))
 }
 
 /// Hands the participant's packets to the room, as they arrive.

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use voxrelay_media::{AudioCodec, AudioLevel, MAX_OPUS_PACKET, OPUS_SILENCE, OpusEncoder, SAMPLES_48K};
 use voxrelay_signaling::room_wire::ROOM_EVENTS_LABEL;
+use voxrelay_signaling::sdpfrag::{IceFragment, SDPFRAG_TYPE, sdp_attribute};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -41,6 +42,21 @@ pub struct RoomClientOptions {
     /// ICE servers (TURN) and whether to use only their relays.
     pub ice_servers: Vec<webrtc::peer_connection::RTCIceServer>,
     pub relay_only: bool,
+    /// Where to send the offer: a room join, or WHIP/WHEP (PROTOCOL.md §3: no data channel).
+    pub endpoint: Endpoint,
+    /// WHIP/WHEP: post the offer without candidates and send them in a `PATCH` afterwards.
+    pub trickle: bool,
+}
+
+/// How the client enters the room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Endpoint {
+    #[default]
+    Join,
+    /// WHIP ingest: publishes only.
+    Whip,
+    /// WHEP playback: receives only.
+    Whep,
 }
 
 impl Default for RoomClientOptions {
@@ -53,6 +69,8 @@ impl Default for RoomClientOptions {
             connect_timeout: Duration::from_secs(20),
             ice_servers: Vec::new(),
             relay_only: false,
+            endpoint: Endpoint::Join,
+            trickle: false,
         }
     }
 }
@@ -90,9 +108,16 @@ pub struct RoomClient {
     peer: Peer,
     /// Extra packets the send loop sends at once on its next tick (see [`RoomClient::flood`]).
     flood: Arc<std::sync::atomic::AtomicUsize>,
-    dc: Arc<dyn DataChannel>,
+    /// `room-events` (none over WHIP/WHEP).
+    dc: Option<Arc<dyn DataChannel>>,
     pub events: mpsc::UnboundedReceiver<(Instant, Value)>,
     pub location: String,
+    /// WHIP/WHEP: the resource's current ETag, the `Link` headers of the answer, and the
+    /// status of the trickle `PATCH` (when `trickle`).
+    pub etag: Mutex<Option<String>>,
+    pub links: Vec<String>,
+    pub trickle_status: Option<u16>,
+    resource: Resource,
     /// POST → answer, and start → connected.
     pub answer_time: Duration,
     pub connect_time: Duration,
@@ -134,15 +159,27 @@ impl RoomClient {
         for _ in 0..receiving_lines {
             peer.add_transceiver_from_kind(RtpCodecKind::Audio, Some(recv_only())).await.map_err(webrtc_err)?;
         }
-        let dc = peer.create_data_channel(ROOM_EVENTS_LABEL, None).await.map_err(webrtc_err)?;
-        spawn_data_channel_reader(dc.clone(), tx);
+        let dc = match opts.endpoint {
+            Endpoint::Join => {
+                let dc = peer.create_data_channel(ROOM_EVENTS_LABEL, None).await.map_err(webrtc_err)?;
+                spawn_data_channel_reader(dc.clone(), tx);
+                Some(dc)
+            }
+            Endpoint::Whip | Endpoint::Whep => None,
+        };
         let offer = peer.create_offer(None).await.map_err(webrtc_err)?;
         peer.set_local_description(offer).await.map_err(webrtc_err)?;
         let early = wait_gathered(&mut rx).await.map_err(ClientError::Timeout)?;
-        let offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
+        let mut offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
+        let trickled = if opts.trickle { Some(take_candidates(&mut offer_sdp)) } else { None };
+        let path = match opts.endpoint {
+            Endpoint::Join => format!("{base}/v1/rooms/{room}/join"),
+            Endpoint::Whip => format!("{base}/v1/whip/{room}"),
+            Endpoint::Whep => format!("{base}/v1/whep/{room}"),
+        };
         let posted = Instant::now();
         let resp = http
-            .post(format!("{base}/v1/rooms/{room}/join"))
+            .post(path)
             .bearer_auth(token)
             .header("content-type", "application/sdp")
             .body(offer_sdp)
@@ -150,7 +187,10 @@ impl RoomClient {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
-        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let location = header("location").unwrap_or_default();
+        let etag = header("etag");
+        let links: Vec<String> = resp.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
         let body = resp.text().await.map_err(|e| ClientError::Http(e.to_string()))?;
         if status != 201 {
             let _ = peer.close().await;
@@ -159,6 +199,11 @@ impl RoomClient {
         let answer_time = posted.elapsed();
         let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body).map_err(webrtc_err)?;
         peer.set_remote_description(answer).await.map_err(webrtc_err)?;
+        let resource = Resource { http: http.clone(), url: format!("{base}{location}"), token: token.to_string() };
+        let trickle_status = match trickled {
+            Some(fragment) => Some(resource.patch(fragment.to_text(), etag.as_deref()).await?.0),
+            None => None,
+        };
 
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -171,7 +216,7 @@ impl RoomClient {
         }
         // Ready once `room-events` is open at both ends (the server acknowledged it): from then
         // on a hang-up reaches the server at once, as the channel's close.
-        if !matches!(tokio::time::timeout(opts.connect_timeout, open_rx).await, Ok(Ok(()))) {
+        if dc.is_some() && !matches!(tokio::time::timeout(opts.connect_timeout, open_rx).await, Ok(Ok(()))) {
             let _ = peer.close().await;
             return Err(ClientError::Timeout("the room-events channel did not open"));
         }
@@ -181,7 +226,22 @@ impl RoomClient {
         if opts.publish {
             tokio::spawn(send_loop(track, ssrc, opts.audio_levels, outbox.clone(), sent.clone(), flood.clone()));
         }
-        Ok(RoomClient { peer, flood, dc, events: ev_rx, location, answer_time, connect_time: begin.elapsed(), outbox, sent, received })
+        Ok(RoomClient {
+            peer,
+            flood,
+            dc,
+            events: ev_rx,
+            location,
+            etag: Mutex::new(etag),
+            links,
+            trickle_status,
+            resource,
+            answer_time,
+            connect_time: begin.elapsed(),
+            outbox,
+            sent,
+            received,
+        })
     }
 
     /// Queues 48 kHz PCM, encoded now, in 20 ms frames.
@@ -226,14 +286,109 @@ impl RoomClient {
     }
 
     pub async fn send_event(&self, ev: &Value) -> Result<(), ClientError> {
-        self.dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
+        let dc = self.dc.as_ref().ok_or(ClientError::Timeout("no room-events channel (WHIP/WHEP)"))?;
+        dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
     }
 
     /// Hangs up as a browser tab does: the events channel closes, then the connection.
     pub async fn close(&self) {
-        let _ = self.dc.close().await;
+        if let Some(dc) = &self.dc {
+            let _ = dc.close().await;
+        }
         let _ = self.peer.close().await;
     }
+
+    /// `PATCH`es the WHIP/WHEP resource with a fragment: (status, ETag, body).
+    pub async fn patch(&self, fragment: String, if_match: Option<&str>) -> Result<(u16, Option<String>, String), ClientError> {
+        self.resource.patch(fragment, if_match).await
+    }
+
+    /// `DELETE`s the WHIP/WHEP resource (or the participant): the status.
+    pub async fn delete(&self) -> Result<u16, ClientError> {
+        let resp = self.resource.http.delete(&self.resource.url).bearer_auth(&self.resource.token).send().await;
+        let status = resp.map_err(|e| ClientError::Http(e.to_string()))?.status().as_u16();
+        let _ = self.peer.close().await;
+        Ok(status)
+    }
+
+    /// WHIP/WHEP ICE restart (RFC 9725 §4.3.2): new credentials offered in a `PATCH` with the
+    /// current ETag; the server's fragment (its new credentials and candidates) completes it.
+    pub async fn restart_ice(&self) -> Result<(), ClientError> {
+        let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
+        let before = self.peer.local_description().await.map(|d| d.sdp).unwrap_or_default();
+        self.peer.restart_ice().await.map_err(webrtc_err)?;
+        let offer = self.peer.create_offer(None).await.map_err(webrtc_err)?;
+        self.peer.set_local_description(offer).await.map_err(webrtc_err)?;
+        let old_ufrag = sdp_attribute(&before, "ice-ufrag").map(str::to_string);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let local = loop {
+            let sdp = self.peer.local_description().await.map(|d| d.sdp).unwrap_or_default();
+            let fresh = sdp_attribute(&sdp, "ice-ufrag").map(str::to_string) != old_ufrag;
+            if fresh && sdp.contains("a=candidate:") || Instant::now() > deadline {
+                break sdp;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let mine = IceFragment {
+            ufrag: sdp_attribute(&local, "ice-ufrag").map(str::to_string),
+            pwd: sdp_attribute(&local, "ice-pwd").map(str::to_string),
+            mid: sdp_attribute(&local, "mid").map(str::to_string),
+            candidates: candidates_of(&local),
+            end_of_candidates: true,
+        };
+        let etag = self.etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (status, etag, body) = self.patch(mine.to_text(), etag.as_deref()).await?;
+        if status != 200 {
+            return Err(ClientError::Refused(status, body));
+        }
+        let theirs = IceFragment::parse(&body).map_err(|e| ClientError::Http(e.message))?;
+        let (Some(ufrag), Some(pwd)) = (&theirs.ufrag, &theirs.pwd) else { return Err(ClientError::Http("no credentials in the answer".into())) };
+        let previous = self.peer.remote_description().await.map(|d| d.sdp).unwrap_or_default();
+        let mut answer = super::ice::with_credentials(&previous, ufrag, pwd);
+        for c in &theirs.candidates {
+            answer.push_str(&format!("a={c}\r\n"));
+        }
+        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(answer).map_err(webrtc_err)?;
+        self.peer.set_remote_description(answer).await.map_err(webrtc_err)?;
+        *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = etag;
+        Ok(())
+    }
+}
+
+/// A WHIP/WHEP resource (or a room participant) the client can `PATCH` and `DELETE`.
+struct Resource {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Resource {
+    async fn patch(&self, fragment: String, if_match: Option<&str>) -> Result<(u16, Option<String>, String), ClientError> {
+        let mut req = self.http.patch(&self.url).bearer_auth(&self.token).header("content-type", SDPFRAG_TYPE).body(fragment);
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok((status, etag, resp.text().await.unwrap_or_default()))
+    }
+}
+
+fn candidates_of(sdp: &str) -> Vec<String> {
+    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=")).filter(|c| c.starts_with("candidate:")).map(str::to_string).collect()
+}
+
+/// Takes the candidates out of an offer (to trickle them instead): the fragment that carries them.
+fn take_candidates(sdp: &mut String) -> IceFragment {
+    let fragment = IceFragment {
+        mid: sdp_attribute(sdp, "mid").map(str::to_string),
+        candidates: candidates_of(sdp),
+        end_of_candidates: true,
+        ..Default::default()
+    };
+    *sdp = sdp.lines().filter(|l| !l.starts_with("a=candidate:") && *l != "a=end-of-candidates").map(|l| format!("{l}\r\n")).collect();
+    fragment
 }
 
 /// 48 kHz PCM at `gain` as Opus frames of 20 ms (the last one zero-padded), each with its

@@ -1,0 +1,128 @@
+//! ICE on a live connection, for WHIP/WHEP `PATCH` (RFC 9725 §4.3, RFC 8840): candidates the
+//! client trickles after its offer, and ICE restarts (new credentials on both sides, the rest of
+//! the session unchanged).
+
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use voxrelay_signaling::ApiError;
+use voxrelay_signaling::sdpfrag::{IceFragment, sdp_attribute};
+use voxrelay_signaling::whip::etag_of;
+use webrtc::peer_connection::RTCIceCandidateInit;
+
+use super::peer::{GATHER_TIMEOUT, Peer};
+
+/// A handle on one participant's connection, for its ICE.
+#[derive(Clone)]
+pub struct IceControl {
+    pub(crate) peer: Peer,
+}
+
+impl IceControl {
+    /// The resource's ETag: the server's current ICE username fragment, quoted.
+    pub async fn etag(&self) -> Option<String> {
+        let local = self.peer.local_description().await?;
+        sdp_attribute(&local.sdp, "ice-ufrag").map(etag_of)
+    }
+
+    /// Whether `fragment` carries ICE credentials other than the client's current ones.
+    pub async fn is_restart(&self, fragment: &IceFragment) -> bool {
+        let Some(ufrag) = &fragment.ufrag else { return false };
+        let remote = self.peer.remote_description().await;
+        remote.as_ref().and_then(|r| sdp_attribute(&r.sdp, "ice-ufrag")) != Some(ufrag.as_str())
+    }
+
+    /// Adds the trickled candidates (an end-of-candidates line needs nothing: the ICE agent
+    /// keeps checking what it has).
+    pub async fn add_candidates(&self, fragment: &IceFragment) -> Result<(), ApiError> {
+        for candidate in &fragment.candidates {
+            let init = RTCIceCandidateInit {
+                candidate: candidate.clone(),
+                sdp_mid: fragment.mid.clone(),
+                sdp_mline_index: fragment.mid.is_none().then_some(0),
+                username_fragment: fragment.ufrag.clone(),
+                ..Default::default()
+            };
+            self.peer
+                .add_ice_candidate(init)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_candidate", format!("candidate {candidate:?} was refused: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// ICE restart with the client's new credentials: the session is renegotiated with only
+    /// those changed, and the server answers with fresh credentials of its own and its
+    /// candidates.
+    pub async fn restart(&self, fragment: &IceFragment) -> Result<IceFragment, ApiError> {
+        let (Some(ufrag), Some(pwd)) = (&fragment.ufrag, &fragment.pwd) else {
+            return Err(ApiError::bad_request("invalid_sdpfrag", "an ICE restart carries a=ice-ufrag and a=ice-pwd"));
+        };
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| ApiError::unprocessable("ice_restart_failed", format!("ICE restart: {what}: {e}"));
+        let remote = self.peer.remote_description().await.ok_or_else(|| failed("no session", &"nothing negotiated yet"))?;
+        let offer = with_credentials(&remote.sdp, ufrag, pwd);
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| failed("the renewed offer", &e))?;
+        let before = self.etag().await;
+        self.peer.set_remote_description(offer).await.map_err(|e| failed("applying the new credentials", &e))?;
+        let answer = self.peer.create_answer(None).await.map_err(|e| failed("answering", &e))?;
+        self.peer.set_local_description(answer).await.map_err(|e| failed("applying the answer", &e))?;
+        self.add_candidates(fragment).await?;
+        let local = self.gathered().await.ok_or_else(|| failed("gathering", &"no local description"))?;
+        if self.etag().await == before {
+            return Err(ApiError::unprocessable("ice_restart_failed", "the WebRTC stack kept the old ICE credentials"));
+        }
+        Ok(IceFragment {
+            ufrag: sdp_attribute(&local, "ice-ufrag").map(str::to_string),
+            pwd: sdp_attribute(&local, "ice-pwd").map(str::to_string),
+            mid: sdp_attribute(&local, "mid").map(str::to_string),
+            candidates: local
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("a="))
+                .filter(|c| c.starts_with("candidate:"))
+                .map(str::to_string)
+                .collect(),
+            end_of_candidates: true,
+        })
+    }
+
+    /// The local description once it lists candidates again (bounded by the gathering timeout).
+    async fn gathered(&self) -> Option<String> {
+        let deadline = Instant::now() + GATHER_TIMEOUT;
+        loop {
+            let sdp = self.peer.local_description().await?.sdp;
+            if sdp.contains("a=candidate:") || Instant::now() > deadline {
+                return Some(sdp);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The negotiated offer with new ICE credentials and without its old candidates.
+pub(crate) fn with_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{ufrag}\r\n"));
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{pwd}\r\n"));
+        } else if !(line.starts_with("a=candidate:") || line == "a=end-of-candidates") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_restart_offer_changes_only_the_credentials_and_drops_old_candidates() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:old1\r\na=ice-pwd:oldoldoldoldoldoldoldold\r\n\
+                   a=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\na=mid:0\r\n";
+        let out = super::with_credentials(sdp, "new1", "newnewnewnewnewnewnewnew");
+        assert_eq!(out, "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:new1\r\na=ice-pwd:newnewnewnewnewnewnewnew\r\na=mid:0\r\n");
+    }
+}
