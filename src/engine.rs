@@ -41,6 +41,8 @@ struct CallEntry {
     inject: mpsc::UnboundedSender<TransportEvent>,
     kind: TransportKind,
     stats: Arc<SessionStats>,
+    /// WebRTC calls: trickle ICE and ICE restarts (`PATCH /v1/realtime/calls/<id>`).
+    ice: Option<crate::transport::webrtc::IceControl>,
 }
 
 pub struct VoxEngine {
@@ -243,7 +245,7 @@ impl VoxEngine {
         let (done_tx, done_rx) = watch::channel(false);
         self.calls().insert(
             call_id.clone(),
-            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, kind, stats: stats.clone() },
+            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, kind, stats: stats.clone(), ice: t.ice },
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
@@ -424,24 +426,31 @@ impl Engine for EngineHandle {
 
     async fn patch_ice(&self, room: &RoomName, identity: &ParticipantId, fragment: IceFragment, if_match: Option<String>) -> Result<IcePatched, ApiError> {
         let ice = self.0.rooms.ice(room, identity).await?;
-        let etag = ice.etag().await;
-        let restart = ice.is_restart(&fragment).await;
-        match if_match.as_deref() {
-            // RFC 9725 §4.3: an ICE restart must be conditional (the current ETag, or "*").
-            None if restart => return Err(ApiError::precondition_failed("if_match_required", "an ICE restart needs If-Match with the resource's ETag")),
-            Some(m) if m != "*" && Some(m) != etag.as_deref() => {
-                return Err(ApiError::precondition_failed("etag_mismatch", "If-Match does not carry the resource's current ETag"));
-            }
-            _ => {}
+        let patched = ice.patch(&fragment, if_match.as_deref()).await?;
+        if matches!(patched, IcePatched::Restarted { .. }) {
+            info!(room = %room, identity = %identity, "ICE restarted");
         }
-        if !restart {
-            ice.add_candidates(&fragment).await?;
-            return Ok(IcePatched::Trickled);
+        Ok(patched)
+    }
+
+    async fn patch_call_ice(
+        &self,
+        call_id: &CallId,
+        owner: Option<&SessionId>,
+        fragment: IceFragment,
+        if_match: Option<String>,
+    ) -> Result<IcePatched, ApiError> {
+        let not_found = || ApiError::not_found("call_not_found", format!("no live call {call_id:?}"));
+        let ice = {
+            let calls = self.0.calls();
+            let entry = calls.get(call_id).filter(|c| owner.is_none_or(|o| *o == c.session_id)).ok_or_else(not_found)?;
+            entry.ice.clone().ok_or_else(|| ApiError::unprocessable("not_webrtc", "only WebRTC calls have ICE to patch"))?
+        };
+        let patched = ice.patch(&fragment, if_match.as_deref()).await?;
+        if matches!(patched, IcePatched::Restarted { .. }) {
+            info!(call = %call_id, "ICE restarted");
         }
-        let fragment = ice.restart(&fragment).await?;
-        let etag = ice.etag().await.unwrap_or_default();
-        info!(room = %room, identity = %identity, "ICE restarted");
-        Ok(IcePatched::Restarted { fragment, etag })
+        Ok(patched)
     }
 
     fn is_ready(&self) -> bool {

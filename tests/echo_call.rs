@@ -155,3 +155,40 @@ async fn pcmu_only_offer_gets_a_g711_echo() {
     c.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_keeps_the_call_and_its_conversation() {
+    let server = start_server().await;
+    let base = server.url();
+    let secret = client_secret(&base, json!({})).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &secret).await;
+    c.expect("session.created").await;
+    c.say(&speech());
+    c.say(&silence_ms(1500));
+    let first = c.expect("response.done").await;
+    assert_eq!(first["response"]["status"], "completed");
+
+    // The page's move on a network change: PATCH new ICE credentials, keep everything else.
+    let etag = c.restart_ice(&http(), &base, &secret).await.expect("ICE restarts");
+    assert!(etag.is_some_and(|e| e.starts_with('"')));
+    c.say(&speech());
+    c.say(&silence_ms(1500));
+    let second = c.expect("response.done").await;
+    assert_eq!(second["response"]["status"], "completed", "the same call answers after the restart");
+    assert_eq!(c.types().iter().filter(|t| *t == "session.created").count(), 1, "no new session");
+    let items = c.types().iter().filter(|t| *t == "input_audio_buffer.committed").count();
+    assert_eq!(items, 2, "one conversation with both turns");
+
+    // A PATCH names a live call of the caller's own session, with a fragment.
+    let patch = |url: String| http().patch(url).bearer_auth(&secret).header("content-type", "application/trickle-ice-sdpfrag");
+    let resp = patch(format!("{base}/v1/realtime/calls/rtc_nope")).body("a=end-of-candidates\r\n").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let url = format!("{base}{}", c.location);
+    let restart = "a=ice-ufrag:Qq11\r\na=ice-pwd:abcdefabcdefabcdefabcdefab\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
+    let resp = patch(url.clone()).header("if-match", "\"stale\"").body(restart).send().await.unwrap();
+    assert_eq!(resp.status(), 412);
+    let resp = patch(url).body("a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n").send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    c.close().await;
+    server.shutdown().await;
+}

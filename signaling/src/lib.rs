@@ -157,6 +157,17 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<whip::IcePatched, ApiError> {
         Err(rooms::rooms_disabled())
     }
+    /// `PATCH /v1/realtime/calls/<id>`: trickle ICE or an ICE restart of a live WebRTC call, as
+    /// for WHIP (`owner` as for [`Engine::end_call`]).
+    async fn patch_call_ice(
+        &self,
+        _call_id: &CallId,
+        _owner: Option<&SessionId>,
+        _fragment: sdpfrag::IceFragment,
+        _if_match: Option<String>,
+    ) -> Result<whip::IcePatched, ApiError> {
+        Err(ApiError::not_found("call_not_found", "no such call"))
+    }
     /// Prometheus text exposition for `/metrics`.
     fn metrics_text(&self) -> String;
 }
@@ -221,7 +232,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/realtime/client_secrets", post(realtime::create_client_secret))
         .route("/v1/realtime", post(realtime::create_call_beta))
         .route("/v1/realtime/calls", post(realtime::create_call_ga))
-        .route("/v1/realtime/calls/{id}", delete(realtime::end_call))
+        .route("/v1/realtime/calls/{id}", delete(realtime::end_call).patch(realtime::patch_call))
         .route("/v1/calls/{id}/events", get(watch::call_events))
         .route("/v1/rtp", post(plain_rtp::create))
         .route("/v1/rtp/{id}", delete(plain_rtp::end))

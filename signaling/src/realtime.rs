@@ -100,11 +100,16 @@ async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
     api.engine.check_agent(&config.agent)?;
     let created = api.engine.create_call(CallRequest { offer, summary, config, dialect, session_id }).await?;
     let location = format!("/v1/realtime/calls/{}", created.call_id);
+    // The ETag a PATCH's If-Match names (an ICE restart): the server's ICE ufrag, as for WHIP.
+    let etag = crate::sdpfrag::sdp_attribute(&created.answer_sdp, "ice-ufrag").map(crate::whip::etag_of);
     let mut resp = (StatusCode::CREATED, created.answer_sdp).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
+    }
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, v);
     }
     Ok(resp)
 }
@@ -117,6 +122,19 @@ pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id):
     };
     api.engine.end_call(&CallId::from_client(&id), owner.as_ref()).await?;
     Ok(Json(json!({"id": id, "object": "realtime.call", "deleted": true})))
+}
+
+/// `PATCH /v1/realtime/calls/<id>` (`application/trickle-ice-sdpfrag`): trickled candidates
+/// (204) or an ICE restart (200 + the server's fragment, `ETag`), with WHIP's rules (§3). The
+/// call's `ETag` is its server ICE ufrag, quoted; a restart needs `If-Match` (it or `*`).
+pub async fn patch_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    let owner = match api.auth.caller(&headers)? {
+        Caller::ApiKey => None,
+        Caller::Secret(grant) => Some(grant.session_id),
+    };
+    let (fragment, if_match) = crate::whip::read_fragment(&headers, body).await?;
+    let patched = api.engine.patch_call_ice(&CallId::from_client(&id), owner.as_ref(), fragment, if_match).await?;
+    Ok(crate::whip::patched_response(patched))
 }
 
 pub async fn not_found() -> ApiError {

@@ -142,13 +142,24 @@ pub async fn patch(
     let room = RoomName::parse(&room)?;
     let identity = ParticipantId::parse(&identity)?;
     may_act_on(&api, &headers, &room, &identity)?;
-    require_content_type(&headers, SDPFRAG_TYPE)?;
-    let bytes = read_limited(&headers, body, MAX_SDPFRAG_BYTES).await?;
+    let (fragment, if_match) = read_fragment(&headers, body).await?;
+    Ok(patched_response(api.engine.patch_ice(&room, &identity, fragment, if_match).await?))
+}
+
+/// A `PATCH` body and its `If-Match`.
+pub(crate) async fn read_fragment(headers: &HeaderMap, body: Body) -> Result<(IceFragment, Option<String>), E> {
+    require_content_type(headers, SDPFRAG_TYPE)?;
+    let bytes = read_limited(headers, body, MAX_SDPFRAG_BYTES).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| E::bad_request("invalid_sdpfrag", "the fragment is not UTF-8 text"))?;
     let fragment = IceFragment::parse(text)?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
-    match api.engine.patch_ice(&room, &identity, fragment, if_match).await? {
-        IcePatched::Trickled => Ok(StatusCode::NO_CONTENT.into_response()),
+    Ok((fragment, if_match))
+}
+
+/// 204 for trickled candidates; 200 with the server's fragment and new ETag for a restart.
+pub(crate) fn patched_response(patched: IcePatched) -> Response {
+    match patched {
+        IcePatched::Trickled => StatusCode::NO_CONTENT.into_response(),
         IcePatched::Restarted { fragment, etag } => {
             let mut resp = (StatusCode::OK, fragment.to_text()).into_response();
             let h = resp.headers_mut();
@@ -156,7 +167,7 @@ pub async fn patch(
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 h.insert(header::ETAG, v);
             }
-            Ok(resp)
+            resp
         }
     }
 }

@@ -214,6 +214,8 @@ pub struct Transport {
     pub heard: Option<Arc<AtomicU64>>,
     pub start_reader: StartReader,
     pub closer: Closer,
+    /// WebRTC: trickle ICE and ICE restarts on the live connection (`PATCH` of the call).
+    pub ice: Option<self::webrtc::IceControl>,
 }
 
 /// How a transport is taken down at the end of a call.

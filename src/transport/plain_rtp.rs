@@ -53,6 +53,7 @@ pub async fn open(ip: IpAddr) -> Result<(Transport, SocketAddr), ApiError> {
             vec![tokio::spawn(read(socket, peer, ingress, OPUS_PAYLOAD_TYPE, metrics, to_call))]
         }),
         closer: Closer::Nothing,
+        ice: None,
     };
     Ok((transport, addr))
 }

@@ -58,6 +58,7 @@ pub fn accept(
             vec![tokio::spawn(line::read_stream(call_id.clone(), from_carrier, ingress, reader_line, to_call, metrics))]
         }),
         closer: Closer::Nothing,
+        ice: None,
     };
     Ok(Accepted { transport, config, dialect })
 }

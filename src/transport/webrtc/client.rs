@@ -395,6 +395,14 @@ impl Client {
             Transport::Rtp { tasks, .. } => tasks.iter().for_each(|t| t.abort()),
         }
     }
+
+    /// ICE restart of the call (`PATCH` of its `Location` at `base`, `If-Match: *`), as the
+    /// web page does on a network change; returns the call's new ETag.
+    pub async fn restart_ice(&self, http: &reqwest::Client, base: &str, token: &str) -> Result<Option<String>, ClientError> {
+        let Transport::WebRtc { peer, .. } = &self.transport else { return Err(ClientError::Http("plain RTP has no ICE".into())) };
+        let resource = super::ice_client::Resource::new(http, &format!("{base}{}", self.location), token);
+        super::ice_client::restart(peer, &resource, None).await
+    }
 }
 
 /// A server event as JSON. A non-JSON one is a server bug: surfaced as `client.invalid_json`

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use voxrelay_signaling::ApiError;
 use voxrelay_signaling::sdpfrag::{IceFragment, sdp_attribute};
-use voxrelay_signaling::whip::etag_of;
+use voxrelay_signaling::whip::{IcePatched, etag_of};
 use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::peer::{GATHER_TIMEOUT, Peer};
@@ -23,6 +23,28 @@ impl IceControl {
     pub async fn etag(&self) -> Option<String> {
         let local = self.peer.local_description().await?;
         sdp_attribute(&local.sdp, "ice-ufrag").map(etag_of)
+    }
+
+    /// A `PATCH` (RFC 9725 §4.3): a fragment with new credentials restarts ICE, which must be
+    /// conditional (`If-Match`: the current ETag, or `*`); any other adds its candidates.
+    pub async fn patch(&self, fragment: &IceFragment, if_match: Option<&str>) -> Result<IcePatched, ApiError> {
+        let etag = self.etag().await;
+        let restart = self.is_restart(fragment).await;
+        match if_match {
+            None if restart => {
+                return Err(ApiError::precondition_failed("if_match_required", "an ICE restart needs If-Match with the resource's ETag"));
+            }
+            Some(m) if m != "*" && Some(m) != etag.as_deref() => {
+                return Err(ApiError::precondition_failed("etag_mismatch", "If-Match does not carry the resource's current ETag"));
+            }
+            _ => {}
+        }
+        if !restart {
+            self.add_candidates(fragment).await?;
+            return Ok(IcePatched::Trickled);
+        }
+        let fragment = self.restart(fragment).await?;
+        Ok(IcePatched::Restarted { fragment, etag: self.etag().await.unwrap_or_default() })
     }
 
     /// Whether `fragment` carries ICE credentials other than the client's current ones.

@@ -11,6 +11,7 @@
 
 pub mod client;
 mod ice;
+mod ice_client;
 mod peer;
 mod room;
 pub mod room_client;
@@ -87,6 +88,7 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound:
             vec![tokio::spawn(drive(early, rx, to_call, channel, EVENTS_LABEL, on_track))]
         }),
         closer: Closer::WebRtc(closer),
+        ice: Some(IceControl { peer: peer.clone() }),
     };
     Ok((transport, local_sdp))
 }

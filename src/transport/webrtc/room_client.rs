@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use voxrelay_media::{AudioCodec, AudioLevel, MAX_OPUS_PACKET, OPUS_SILENCE, OpusEncoder, SAMPLES_48K};
 use voxrelay_signaling::room_wire::ROOM_EVENTS_LABEL;
-use voxrelay_signaling::sdpfrag::{IceFragment, SDPFRAG_TYPE, sdp_attribute};
+use voxrelay_signaling::sdpfrag::{IceFragment, sdp_attribute};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -25,6 +25,7 @@ use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{RTCConfigurationBuilder, RTCPeerConnectionState};
 
 use super::client::{ClientError, server_event};
+use super::ice_client::{Resource, candidates_of};
 use super::peer::{
     OPUS_PAYLOAD_TYPE, Peer, PeerEvent, PeerEvents, Sockets, audio_track, build_peer_configured, spawn_data_channel_reader, wait_gathered,
 };
@@ -199,7 +200,7 @@ impl RoomClient {
         let answer_time = posted.elapsed();
         let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body).map_err(webrtc_err)?;
         peer.set_remote_description(answer).await.map_err(webrtc_err)?;
-        let resource = Resource { http: http.clone(), url: format!("{base}{location}"), token: token.to_string() };
+        let resource = Resource::new(http, &format!("{base}{location}"), token);
         let trickle_status = match trickled {
             Some(fragment) => Some(resource.patch(fragment.to_text(), etag.as_deref()).await?.0),
             None => None,
@@ -311,73 +312,13 @@ impl RoomClient {
         Ok(status)
     }
 
-    /// WHIP/WHEP ICE restart (RFC 9725 §4.3.2): new credentials offered in a `PATCH` with the
-    /// current ETag; the server's fragment (its new credentials and candidates) completes it.
+    /// WHIP/WHEP ICE restart (RFC 9725 §4.3.2): see [`super::ice_client::restart`].
     pub async fn restart_ice(&self) -> Result<(), ClientError> {
-        let webrtc_err = |e: webrtc::error::Error| ClientError::WebRtc(e.to_string());
-        let before = self.peer.local_description().await.map(|d| d.sdp).unwrap_or_default();
-        self.peer.restart_ice().await.map_err(webrtc_err)?;
-        let offer = self.peer.create_offer(None).await.map_err(webrtc_err)?;
-        self.peer.set_local_description(offer).await.map_err(webrtc_err)?;
-        let old_ufrag = sdp_attribute(&before, "ice-ufrag").map(str::to_string);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let local = loop {
-            let sdp = self.peer.local_description().await.map(|d| d.sdp).unwrap_or_default();
-            let fresh = sdp_attribute(&sdp, "ice-ufrag").map(str::to_string) != old_ufrag;
-            if fresh && sdp.contains("a=candidate:") || Instant::now() > deadline {
-                break sdp;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let mine = IceFragment {
-            ufrag: sdp_attribute(&local, "ice-ufrag").map(str::to_string),
-            pwd: sdp_attribute(&local, "ice-pwd").map(str::to_string),
-            mid: sdp_attribute(&local, "mid").map(str::to_string),
-            candidates: candidates_of(&local),
-            end_of_candidates: true,
-        };
         let etag = self.etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (status, etag, body) = self.patch(mine.to_text(), etag.as_deref()).await?;
-        if status != 200 {
-            return Err(ClientError::Refused(status, body));
-        }
-        let theirs = IceFragment::parse(&body).map_err(|e| ClientError::Http(e.message))?;
-        let (Some(ufrag), Some(pwd)) = (&theirs.ufrag, &theirs.pwd) else { return Err(ClientError::Http("no credentials in the answer".into())) };
-        let previous = self.peer.remote_description().await.map(|d| d.sdp).unwrap_or_default();
-        let mut answer = super::ice::with_credentials(&previous, ufrag, pwd);
-        for c in &theirs.candidates {
-            answer.push_str(&format!("a={c}\r\n"));
-        }
-        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(answer).map_err(webrtc_err)?;
-        self.peer.set_remote_description(answer).await.map_err(webrtc_err)?;
+        let etag = super::ice_client::restart(&self.peer, &self.resource, etag.as_deref()).await?;
         *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = etag;
         Ok(())
-    }
-}
-
-/// A WHIP/WHEP resource (or a room participant) the client can `PATCH` and `DELETE`.
-struct Resource {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Resource {
-    async fn patch(&self, fragment: String, if_match: Option<&str>) -> Result<(u16, Option<String>, String), ClientError> {
-        let mut req = self.http.patch(&self.url).bearer_auth(&self.token).header("content-type", SDPFRAG_TYPE).body(fragment);
-        if let Some(tag) = if_match {
-            req = req.header("if-match", tag);
-        }
-        let resp = req.send().await.map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
-        Ok((status, etag, resp.text().await.unwrap_or_default()))
-    }
-}
-
-fn candidates_of(sdp: &str) -> Vec<String> {
-    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=")).filter(|c| c.starts_with("candidate:")).map(str::to_string).collect()
-}
+    }}
 
 /// Takes the candidates out of an offer (to trickle them instead): the fragment that carries them.
 fn take_candidates(sdp: &mut String) -> IceFragment {
