@@ -199,6 +199,13 @@ impl VoxEngine {
             };
             let Some(start) = start else { return };
             let (stream, call) = (start.stream_sid.clone(), start.call_sid.clone());
+            if let Some(room) = start.custom_parameters.get("room").cloned() {
+                match engine.phone_into_room(&room, start, from_carrier, to_carrier).await {
+                    Ok(identity) => info!(room = %room, identity = %identity, stream = %stream, twilio_call = %call, "phone stream joined a room"),
+                    Err(e) => warn!(stream = %stream, room = %room, "phone stream refused: {e}"),
+                }
+                return;
+            }
             let started = async {
                 engine.admit(TransportKind::Twilio)?;
                 let accepted = phone::accept(start, from_carrier, to_carrier)?;
@@ -215,6 +222,32 @@ impl VoxEngine {
         Ok(PhoneChannel { to_carrier: to_rx, from_carrier: from_tx })
     }
 
+    /// A phone stream whose `customParameters` name a `room` (and optionally `identity`, default
+    /// `phone-` and the call's last digits of its sid): a room participant through a bridge
+    /// session (mu-law decoded and encoded to Opus once; the room's top speaker mixed to 8 kHz).
+    async fn phone_into_room(
+        self: &Arc<Self>,
+        room: &str,
+        start: phone::twilio::Start,
+        from_carrier: mpsc::UnboundedReceiver<CarrierMessage>,
+        to_carrier: mpsc::UnboundedSender<String>,
+    ) -> Result<ParticipantId, ApiError> {
+        let room = RoomName::parse(room)?;
+        let fallback = format!("phone-{}", start.call_sid.chars().rev().take(6).collect::<String>().chars().rev().collect::<String>());
+        let identity = ParticipantId::parse(start.custom_parameters.get("identity").unwrap_or(&fallback))?;
+        let name = start.custom_parameters.get("name").cloned().unwrap_or_else(|| identity.to_string());
+        let live: Vec<TransportKind> = self.calls().values().map(|c| c.kind).collect();
+        self.admission.admit_room_participant(live, self.rooms.seated()).inspect_err(|_| {
+            self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let options = SessionOptions { codec: AudioCodec::Pcmu, vad: self.vad, echo_guard: EchoGuardConfig::OFF, room_bridge: true };
+        let quiet = voxrelay_media::TurnDetectConfig { server_vad: false, ..Default::default() };
+        let session = self.pool.add_session_with(quiet, options).map_err(|e| ApiError::overloaded(format!("audio workers: {e}")))?;
+        let line = Arc::new(phone::PhoneLine::new(start.stream_sid, to_carrier));
+        self.rooms.join_phone(&room, identity.clone(), name, session, line, from_carrier).await?;
+        Ok(identity)
+    }
+
     /// Starts the worker session, the agent and the call task for a ready transport.
     async fn launch(
         self: &Arc<Self>,
@@ -228,7 +261,7 @@ impl VoxEngine {
             TransportKind::Twilio => self.phone_echo_guard,
             _ => EchoGuardConfig::OFF,
         };
-        let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard };
+        let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard, room_bridge: false };
         let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
             Err(e) => return Err(refuse(t, ApiError::overloaded(format!("audio workers: {e}"))).await),
@@ -237,7 +270,7 @@ impl VoxEngine {
             Ok(a) => a,
             Err(e) => return Err(refuse(t, e).await),
         };
-        let SessionHandle { ingress, control, agent_out, egress, uplink, stats } = media;
+        let SessionHandle { ingress, control, agent_out, egress, uplink, stats, .. } = media;
         let kind = t.kind;
         let call_id = CallId::random(kind.id_prefix());
         let tasks = (t.start_reader)(&call_id, ingress, self.metrics.clone());

@@ -11,6 +11,7 @@ use crate::codec::MAX_DECODED_48K;
 use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, rms};
 use crate::mix::mix_48k;
 use crate::playback::Playback;
+use crate::room_bridge::{BridgeHandle, RoomBridge};
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
 use crate::vad::VadKind;
 use crate::{
@@ -33,6 +34,8 @@ pub struct SessionHandle {
     pub egress: Consumer<EncodedFrame>,
     pub uplink: Consumer<Uplink>,
     pub stats: Arc<SessionStats>,
+    /// A room bridge's rings (see [`crate::room_bridge`]), when the session was built as one.
+    pub bridge: Option<BridgeHandle>,
 }
 
 /// How a session is built: its RTP codec (both directions), its VAD, and its echo guard (on
@@ -42,6 +45,9 @@ pub struct SessionOptions {
     pub codec: AudioCodec,
     pub vad: VadKind,
     pub echo_guard: EchoGuardConfig,
+    /// Bridge the line into a room: its audio is also encoded to Opus for the room, and the
+    /// room's audio for its slot is mixed into what it hears ([`crate::room_bridge`]).
+    pub room_bridge: bool,
 }
 
 /// Whether a session should keep its worker slot.
@@ -90,6 +96,7 @@ pub struct SessionChain {
     concealed: u64,
     recovered: u64,
     frames_decoded: u64,
+    bridge: Option<Box<RoomBridge>>,
 }
 
 impl SessionChain {
@@ -104,7 +111,11 @@ impl SessionChain {
     }
 
     pub fn with_options(turn: TurnDetectConfig, options: SessionOptions) -> Result<(SessionChain, SessionHandle), MediaError> {
-        let SessionOptions { codec, vad, echo_guard } = options;
+        let SessionOptions { codec, vad, echo_guard, room_bridge } = options;
+        let (bridge, bridge_handle) = match room_bridge {
+            true => RoomBridge::new().map(|(b, h)| (Some(Box::new(b)), Some(h)))?,
+            false => (None, None),
+        };
         let (ingress_tx, ingress) = RingBuffer::new(INGRESS_RING);
         let (control_tx, control) = RingBuffer::new(CONTROL_RING);
         let (agent_tx, agent_in) = RingBuffer::new(AGENT_RING);
@@ -144,8 +155,17 @@ impl SessionChain {
             concealed: 0,
             recovered: 0,
             frames_decoded: 0,
+            bridge,
         };
-        let handle = SessionHandle { ingress: ingress_tx, control: control_tx, agent_out: agent_tx, egress: egress_rx, uplink: uplink_rx, stats };
+        let handle = SessionHandle {
+            ingress: ingress_tx,
+            control: control_tx,
+            agent_out: agent_tx,
+            egress: egress_rx,
+            uplink: uplink_rx,
+            stats,
+            bridge: bridge_handle,
+        };
         Ok((chain, handle))
     }
 
@@ -187,6 +207,7 @@ impl SessionChain {
             && self.agent_in.is_abandoned()
             && self.egress.is_abandoned()
             && self.uplink.is_abandoned()
+            && self.bridge.as_ref().is_none_or(|b| b.is_abandoned())
     }
 
     /// Stage 1: commands from tokio, in order.
@@ -235,6 +256,9 @@ impl SessionChain {
         self.pcm48_in_len -= SAMPLES_48K;
 
         let start = self.audio_time();
+        if let Some(bridge) = &mut self.bridge {
+            bridge.forward(&frame, self.frames_in);
+        }
         self.frames_in += 1;
         let mut pcm = [0i16; SAMPLES_24K];
         self.to_24k.process(&frame, &mut pcm);
@@ -318,9 +342,8 @@ impl SessionChain {
         self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
     }
 
-    /// Stage 4: at most one agent frame -> 48 kHz -> mixer -> encoder; otherwise the codec's
-    /// silence payload. The agent is the mixer's only source today; more (a second agent, hold
-    /// music, room participants) join the same `sources` array.
+    /// Stage 4: at most one agent frame -> 48 kHz, and for a room bridge the room's frame ->
+    /// mixer -> encoder; with neither, the codec's silence payload.
     fn outbound(&mut self) {
         let silence = self.codec.silence();
         let mut packet = EncodedFrame { frame_index: self.frames_out, voiced: false, len: silence.len() as u16, data: [0; MAX_OPUS_PACKET] };
@@ -328,16 +351,29 @@ impl SessionChain {
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next = self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
         let mut sent_energy = 0.0;
-        if let Some(next) = next {
-            if next.after_silence {
-                // A fresh start so the previous response's tail does not leak into this one.
-                self.encoder.reset();
-                self.to_48k.reset();
+        let mut agent48 = [0i16; SAMPLES_48K];
+        let agent = match next {
+            Some(next) => {
+                if next.after_silence {
+                    // A fresh start so the previous response's tail does not leak into this one.
+                    self.encoder.reset();
+                    self.to_48k.reset();
+                }
+                self.to_48k.process(&next.pcm, &mut agent48);
+                true
             }
-            let mut agent48 = [0i16; SAMPLES_48K];
-            self.to_48k.process(&next.pcm, &mut agent48);
+            None => false,
+        };
+        let mut room48 = [0i16; SAMPLES_48K];
+        let now_ms = self.ticks * FRAME_MS as u64;
+        let room = self.bridge.as_mut().is_some_and(|b| b.next_frame(now_ms, &mut room48));
+        if agent || room {
             let mut pcm48 = [0i16; SAMPLES_48K];
-            mix_48k(&[&agent48], &mut pcm48);
+            match (agent, room) {
+                (true, true) => mix_48k(&[&agent48, &room48], &mut pcm48),
+                (true, false) => mix_48k(&[&agent48], &mut pcm48),
+                _ => mix_48k(&[&room48], &mut pcm48),
+            }
             if self.echo_guard.is_on() {
                 sent_energy = rms(&pcm48);
             }

@@ -66,6 +66,7 @@ mod jitter;
 mod mix;
 mod playback;
 mod resample;
+pub mod room_bridge;
 mod session_codec;
 mod stats;
 mod turn_detect;

@@ -225,7 +225,7 @@ fn a_full_output_ring_drops_and_counts_instead_of_blocking() {
 #[test]
 fn dropping_the_handle_abandons_the_session() {
     let (mut chain, handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
-    let SessionHandle { ingress, control, agent_out, egress, uplink, stats: _ } = handle;
+    let SessionHandle { ingress, control, agent_out, egress, uplink, .. } = handle;
     drop((ingress, control, agent_out, egress));
     assert_eq!(chain.tick(), Liveness::Alive, "one ring end still held");
     drop(uplink);

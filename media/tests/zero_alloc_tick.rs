@@ -52,7 +52,9 @@ static GLOBAL: Counting = Counting;
 
 /// Runs a session of `options` with caller speech in (`packets`) and agent speech out, counting
 /// allocations on this thread after a 50-tick warm-up. Returns (events seen, allocations).
-fn measure(options: SessionOptions, packets: &[RtpIn]) -> (usize, u64) {
+/// With `room` (a room bridge session), the room's Opus packets go in and the caller's Opus
+/// frames for the room come out every tick too.
+fn measure(options: SessionOptions, packets: &[RtpIn], room: &[RtpIn]) -> (usize, u64) {
     let agent = agent_tone(40);
     let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
 
@@ -71,8 +73,14 @@ fn measure(options: SessionOptions, packets: &[RtpIn]) -> (usize, u64) {
                 45 => handle.control.push(Control::CancelResponse(response)).unwrap(),
                 _ => {}
             }
+            if let Some(bridge) = handle.bridge.as_mut() {
+                bridge.room_in.push(room[i % room.len()]).unwrap();
+            }
             chain.tick();
             while handle.egress.pop().is_ok() {}
+            if let Some(bridge) = handle.bridge.as_mut() {
+                while bridge.forward.pop().is_ok() {}
+            }
             while let Ok(item) = handle.uplink.pop() {
                 if let voxrelay_media::Uplink::Event(_) = item {
                     events += 1;
@@ -96,7 +104,7 @@ fn measure(options: SessionOptions, packets: &[RtpIn]) -> (usize, u64) {
 fn session_chain_tick_allocates_nothing_after_warm_up() {
     // Built before counting: everything measured is the per-tick path only.
     let packets = rtp_packets(&speech_48k(), 60_000); // sequence numbers wrap mid-way
-    let (events, allocations) = measure(SessionOptions::default(), &packets);
+    let (events, allocations) = measure(SessionOptions::default(), &packets, &[]);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
 }
@@ -105,8 +113,20 @@ fn session_chain_tick_allocates_nothing_after_warm_up() {
 fn a_g711_session_tick_allocates_nothing_after_warm_up() {
     let packets = g711_packets(&speech_48k(), G711Law::Mu, 65_000);
     // With the phone echo guard on: it learns the echo path per tick without allocating.
-    let options = SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Energy, echo_guard: voxrelay_media::EchoGuardConfig::DEFAULT };
-    let (events, allocations) = measure(options, &packets);
+    let options =
+        SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Energy, echo_guard: voxrelay_media::EchoGuardConfig::DEFAULT, room_bridge: false };
+    let (events, allocations) = measure(options, &packets, &[]);
+    assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
+    assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
+}
+
+#[test]
+fn a_phone_callers_room_bridge_tick_allocates_nothing_after_warm_up() {
+    // Mu-law in, Opus out for the room; the room's Opus in, decoded and mixed into mu-law out.
+    let packets = g711_packets(&speech_48k(), G711Law::Mu, 65_000);
+    let room = rtp_packets(&speech_48k(), 1_000);
+    let options = SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Energy, room_bridge: true, ..SessionOptions::default() };
+    let (events, allocations) = measure(options, &packets, &room);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
 }

@@ -28,13 +28,12 @@ use voxrelay_signaling::events::{ServerEvent, StampedEvent};
 use voxrelay_signaling::{ParticipantId, RoomName};
 
 use super::floor::Floor;
+use super::server_track::ServerTrack;
 use super::slot::TrackKey;
 use crate::call::{Conversation, HeardTurn, POLL_INTERVAL};
 use crate::metrics::Metrics;
 use crate::transport::RtpPacketIn;
 
-/// Opus at 48 kHz: one 20 ms frame advances the RTP clock by this much.
-const TIMESTAMP_PER_FRAME: u32 = 960;
 /// Speakers of recent input items, to attribute their events (a turn's events end with its
 /// `conversation.item.created`).
 const MAX_OPEN_ITEMS: usize = 64;
@@ -95,32 +94,6 @@ struct Listener {
     _control: rtrb::Producer<Control>,
 }
 
-/// The agent's own RTP stream into the room.
-struct Voice {
-    ssrc: u32,
-    seq: u16,
-    last_index: Option<u64>,
-}
-
-impl Voice {
-    /// The RTP packet of one voiced frame; the marker starts each talkspurt.
-    fn packet(&mut self, frame: &EncodedFrame) -> RtpPacketIn {
-        let marker = self.last_index.is_none_or(|last| frame.frame_index != last + 1);
-        self.last_index = Some(frame.frame_index);
-        self.seq = self.seq.wrapping_add(1);
-        RtpPacketIn {
-            ssrc: self.ssrc,
-            seq: self.seq,
-            timestamp: (frame.frame_index as u32).wrapping_mul(TIMESTAMP_PER_FRAME),
-            marker,
-            // Measured by the room from the payload (it decodes only this one stream for it).
-            level: None,
-            payload: bytes::Bytes::copy_from_slice(frame.bytes()),
-            at: Instant::now(),
-        }
-    }
-}
-
 pub async fn run_agent(
     setup: AgentSetup,
     mut inbox: mpsc::UnboundedReceiver<AgentInput>,
@@ -134,7 +107,7 @@ pub async fn run_agent(
     let mut listeners: Vec<Listener> = Vec::new();
     let mut floor: Floor<TrackKey> = Floor::new();
     let mut speakers: VecDeque<(String, ParticipantId)> = VecDeque::new();
-    let mut rtp = Voice { ssrc: rand::random(), seq: rand::random(), last_index: None };
+    let mut rtp = ServerTrack::new();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let tag = Tagger { agent: json_string(identity.as_str()) };

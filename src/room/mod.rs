@@ -11,6 +11,8 @@
 
 mod agent;
 pub mod floor;
+mod phone;
+mod server_track;
 mod registry;
 pub mod selection;
 pub mod slot;

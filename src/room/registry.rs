@@ -15,12 +15,16 @@ use voxrelay_signaling::rooms::JoinRequest;
 use voxrelay_signaling::{ApiError, ParticipantId, RoomName};
 
 use super::agent::{AgentInput, AgentParts, AgentSetup, ToRoom, run_agent};
+use super::phone::{PhoneRings, run_phone};
 use super::slot::TrackKey;
 use super::state::{Member, Room};
 use crate::call::{CONNECT_TIMEOUT, DISCONNECTED_GRACE};
 use crate::metrics::Metrics;
 use crate::transport::webrtc::{IceControl, PortAllocator, RoomPeer, answer_room};
+use crate::transport::phone::{PhoneLine, read_stream};
 use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
+use voxrelay_media::SessionHandle;
+use voxrelay_signaling::CarrierMessage;
 
 /// Packets from all of a room's publishers waiting for the room task: ≈ 0.4 s of 50 publishers.
 const PACKET_QUEUE: usize = 1024;
@@ -286,6 +290,43 @@ impl Rooms {
             Ok(true) => Ok(()),
             _ => Err(not_found()),
         }
+    }
+
+    /// A phone stream joins a room: its bridge session (`session`, built with `room_bridge`)
+    /// carries the audio both ways; the stream's end is the participant's leave.
+    pub async fn join_phone(
+        self: &Arc<Self>,
+        name: &RoomName,
+        identity: ParticipantId,
+        display: String,
+        mut session: SessionHandle,
+        line: Arc<PhoneLine>,
+        from_carrier: mpsc::UnboundedReceiver<CarrierMessage>,
+    ) -> Result<(), ApiError> {
+        self.seated.fetch_add(1, Ordering::Relaxed);
+        let seat = Seat(self.seated.clone());
+        let room = self.handle(name, self.settings.auto_create.then_some(self.settings.limits))?;
+        let bridge = session.bridge.take().ok_or_else(|| ApiError::internal("a phone participant needs a room bridge session"))?;
+        let key = TrackKey(self.next_key.fetch_add(1, Ordering::Relaxed));
+        let SessionHandle { ingress, control, agent_out, egress, uplink, .. } = session;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let call_id = voxrelay_signaling::CallId::random("tel_");
+        let rings = PhoneRings { forward: bridge.forward, egress, uplink, _keep: vec![Box::new(control), Box::new(agent_out)] };
+        let tasks = vec![
+            tokio::spawn(read_stream(call_id, from_carrier, ingress, line.clone(), events_tx, self.metrics.clone())),
+            tokio::spawn(run_phone(key, rings, line, room.packets.clone(), self.metrics.clone())),
+            tokio::spawn(pump_events(key, events, room.commands.clone())),
+        ];
+        let mut member = Member::phone(key, identity, display, name.clone(), bridge.room_in, Instant::now());
+        member.tasks = tasks;
+        member.seat = Some(seat);
+        let (reply, done) = oneshot::channel();
+        let closed = || ApiError::overloaded("the room closed while joining; try again");
+        if let Err(mpsc::error::SendError(Command::Join { member, .. })) = room.commands.send(Command::Join { member: Box::new(member), reply }) {
+            close_member(*member, false).await;
+            return Err(closed());
+        }
+        done.await.map_err(|_| closed())?
     }
 
     /// Attaches an AI participant; the room is made under the auto-create rule of a join.

@@ -61,6 +61,8 @@ pub struct Member {
     pub seat: Option<super::registry::Seat>,
     /// While an agent listens: the worker session decoding this participant for it.
     tap: Option<rtrb::Producer<RtpIn>>,
+    /// A phone caller's slot: its bridge session's room input (see `room::phone`).
+    phone_in: Option<rtrb::Producer<RtpIn>>,
 }
 
 impl Member {
@@ -113,11 +115,30 @@ impl Member {
             rate: PacketRate::new(),
             seat: None,
             tap: None,
+            phone_in: None,
         }
     }
 
+    /// A phone caller: it publishes (its audio encoded to Opus by its bridge session) and has
+    /// one slot, whose packets go to that session (`room_in`) to be decoded for the line.
+    pub fn phone(
+        key: TrackKey,
+        identity: ParticipantId,
+        name: String,
+        room: voxrelay_signaling::RoomName,
+        room_in: rtrb::Producer<RtpIn>,
+        now: Instant,
+    ) -> Self {
+        let grant = RoomGrant { publish: true, subscribe: true, publish_data: false, admin: false, ..RoomGrant::default_for(room) };
+        let slot = Slot::new(rand::random(), rand::random(), rand::random());
+        let mut m = Self::with(key, identity, name, grant, None, vec!["phone".into()], vec![slot], now);
+        m.phone_in = Some(room_in);
+        m.connected = true;
+        m
+    }
+
     pub fn is_agent(&self) -> bool {
-        self.peer.is_none()
+        self.peer.is_none() && self.phone_in.is_none()
     }
 
     fn view(&self) -> ParticipantView {
@@ -136,7 +157,8 @@ impl Member {
     }
 
     fn send_text(&mut self, text: String) {
-        if self.is_agent() {
+        // The agent and phone callers have no events channel.
+        if self.peer.is_none() {
             return;
         }
         match &self.outlet {
@@ -329,7 +351,6 @@ impl Room {
         }
         let header = SourceHeader { ssrc: p.ssrc, seq: p.seq, timestamp: p.timestamp, marker: p.marker };
         for sub in &mut self.members {
-            let Some(peer) = &sub.peer else { continue };
             if sub.key == key {
                 continue;
             }
@@ -344,7 +365,15 @@ impl Room {
                         continue;
                     }
                 };
-                match peer.send(s, out) {
+                let sent = match (&sub.peer, &mut sub.phone_in) {
+                    (Some(peer), _) => peer.send(s, out),
+                    (None, Some(line)) => match RtpIn::new(out.seq, out.timestamp, &out.payload) {
+                        Some(frame) => line.push(frame).map_err(|_| SendError::Full),
+                        None => Err(SendError::Closed),
+                    },
+                    (None, None) => Err(SendError::Closed),
+                };
+                match sent {
                     Ok(()) => {
                         sub.packets_out += 1;
                         self.counters.packets_forwarded += 1;

@@ -15,7 +15,7 @@
 mod line;
 pub mod twilio;
 
-pub use line::{PhoneLine, START_TIMEOUT, await_start};
+pub use line::{PhoneLine, START_TIMEOUT, await_start, read_stream};
 
 use std::sync::Arc;
 
