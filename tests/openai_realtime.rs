@@ -219,3 +219,36 @@ async fn unconfigured_provider_is_a_clear_400() {
     assert!(body["error"]["message"].as_str().unwrap().contains("OPENAI_API_KEY"), "{body}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_room_the_provider_hears_each_turn_named_after_its_speaker() {
+    use common::rooms::{events_until, join, of_type, voice};
+    use voxrelay::transport::webrtc::room_client::RoomClientOptions;
+    let fake = FakeOpenAi::start(KEY, Behaviour::default()).await;
+    let server = server_for(&fake, KEY, "ga").await;
+    let base = server.url();
+    let one_slot = RoomClientOptions { slots: 1, ..Default::default() };
+    let mut alice = join(&base, "panel", "alice", one_slot.clone(), json!({"name": "Alice"})).await;
+    let bob = join(&base, "panel", "bob", one_slot, json!({})).await;
+    let resp = http().post(format!("{base}/v1/rooms/panel/agent")).bearer_auth(API_KEY).json(&json!({"agent": "openai-realtime"})).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let mut seen = Vec::new();
+    events_until(&mut alice, &mut seen, |e| of_type(e, "participant.joined").iter().any(|p| p["participant"]["identity"] == "agent")).await;
+
+    alice.say(&voice(1.0));
+    events_until(&mut alice, &mut seen, |e| of_type(e, "response.done").iter().any(|d| d["identity"] == "agent")).await;
+    let done = of_type(&seen, "response.done")[0].clone();
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert_eq!(of_type(&seen, "input_audio_buffer.committed")[0]["speaker"], "alice");
+
+    // Upstream: a text item naming the speaker, then her audio, its commit, the answer's request.
+    let events = fake.log.lock().unwrap().events.clone();
+    let at = |pred: &dyn Fn(&Value) -> bool| events.iter().position(|e| pred(e)).expect("upstream got it");
+    let named = at(&|e| e["type"] == "conversation.item.create" && e["item"]["content"][0]["text"] == "[Alice]");
+    let audio = at(&|e| e["type"] == "input_audio_buffer.append");
+    let commit = at(&|e| e["type"] == "input_audio_buffer.commit");
+    let answer = at(&|e| e["type"] == "response.create");
+    assert!(named < audio && audio < commit && commit < answer, "order: named {named}, audio {audio}, commit {commit}, answer {answer}");
+    // Bob, who did not speak, heard the provider's answer through the room.
+    common::rooms::until("bob heard the agent", || bob.received().iter().filter(|p| p.payload.len() > 10).count() > 20).await;
+}

@@ -23,6 +23,9 @@ use super::{Agent, AgentNotice, AgentOutput};
 /// Commands waiting for the provider task: ~10 s of audio. A task that falls that far behind
 /// is stuck; audio beyond it is dropped and counted rather than grown without bound.
 const CMD_QUEUE: usize = 512;
+/// Commands kept beyond the channel while the provider task catches up: a room hands a turn
+/// over whole (a 30 s turn is 1,500 audio frames). Past this, commands are dropped.
+const MAX_BACKLOG: usize = 3_000;
 /// Audio kept before the VAD's onset so the provider hears the start of the first word.
 pub const PREROLL_MS: u64 = 1000;
 const PREROLL_FRAMES: usize = (PREROLL_MS / FRAME_MS as u64) as usize;
@@ -40,6 +43,8 @@ pub enum Cmd {
     Commit { item_id: String },
     ClearInput,
     Text { item_id: String, text: String },
+    /// In a room: the turn that follows (its audio and commit) is spoken by this participant.
+    Speaker(String),
     FunctionOutput { call_id: String, output: String },
     StartResponse(u64),
     CancelResponse { response: u64, played: Duration },
@@ -103,6 +108,8 @@ pub struct Bridge {
     preroll: VecDeque<(AudioTime, [i16; SAMPLES_24K])>,
     dropped_cmds: u64,
     task_gone: bool,
+    /// Commands the channel had no room for, in order (see [`MAX_BACKLOG`]).
+    backlog: VecDeque<Cmd>,
 }
 
 impl Bridge {
@@ -130,20 +137,53 @@ impl Bridge {
             preroll: VecDeque::with_capacity(PREROLL_FRAMES),
             dropped_cmds: 0,
             task_gone: false,
+            backlog: VecDeque::new(),
         }
     }
 
     fn send(&mut self, cmd: Cmd) {
-        if self.cmds.try_send(cmd).is_err() {
-            self.dropped_cmds += 1;
-            if self.dropped_cmds.is_power_of_two() {
-                warn!(dropped = self.dropped_cmds, "provider task is not keeping up; commands dropped");
+        let cmd = match self.backlog.is_empty() {
+            true => match self.cmds.try_send(cmd) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+                Err(mpsc::error::TrySendError::Closed(_)) => return self.dropped(),
+            },
+            false => cmd,
+        };
+        if self.backlog.len() < MAX_BACKLOG {
+            self.backlog.push_back(cmd);
+        } else {
+            self.dropped();
+        }
+    }
+
+    fn dropped(&mut self) {
+        self.dropped_cmds += 1;
+        if self.dropped_cmds.is_power_of_two() {
+            warn!(dropped = self.dropped_cmds, "provider task is not keeping up; commands dropped");
+        }
+    }
+
+    /// Hands the task what waited for room in its channel, in order.
+    fn flush_backlog(&mut self) {
+        while let Some(cmd) = self.backlog.pop_front() {
+            match self.cmds.try_send(cmd) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    self.backlog.push_front(cmd);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
             }
         }
     }
 
     /// Moves everything the task has sent into the local queues.
     fn pump(&mut self) {
+        self.flush_backlog();
         loop {
             match self.up.try_recv() {
                 Ok(Up::Output { response, out }) => {
@@ -227,6 +267,10 @@ impl Agent for Bridge {
         self.send(Cmd::Text { item_id: item_id.into(), text: text.into() });
     }
 
+    fn on_speaker(&mut self, name: &str) {
+        self.send(Cmd::Speaker(name.into()));
+    }
+
     fn on_function_output(&mut self, call_id: &str, output: &str) {
         self.send(Cmd::FunctionOutput { call_id: call_id.into(), output: output.into() });
     }
@@ -303,5 +347,34 @@ mod tests {
         assert!(b.poll_output().is_none());
         assert_eq!(b.poll_notice(), Some(AgentNotice::Error { code: "x".into(), message: "y".into() }));
         assert_eq!(b.queued_audio.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_whole_room_turn_reaches_a_slow_provider_task_in_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Link>();
+        let mut b = Bridge::spawn(&SessionConfig::default(), move |link| async move {
+            let _ = tx.send(link);
+        });
+        let mut link = rx.recv().await.unwrap();
+        // A 30 s turn handed over at once, while the task reads nothing.
+        b.on_speaker("alice");
+        b.on_speech_started(AudioTime::ZERO);
+        for i in 0..1_500u64 {
+            b.on_audio(AudioTime::from_ms(i * 20), &frame(i as i16));
+        }
+        b.on_committed(AudioTime::from_ms(30_000), "item_a");
+        let mut got = Vec::new();
+        while got.len() < 1_503 {
+            while let Ok(c) = link.cmds.try_recv() {
+                got.push(c);
+            }
+            b.poll_output();
+        }
+        assert!(matches!(&got[0], Cmd::Speaker(n) if n == "alice"));
+        assert!(matches!(got[1], Cmd::SpeechStarted));
+        let starts: Vec<u64> = got.iter().filter_map(|c| if let Cmd::Audio { start, .. } = c { Some(start.as_ms()) } else { None }).collect();
+        assert_eq!(starts, (0..1_500u64).map(|i| i * 20).collect::<Vec<_>>());
+        assert!(matches!(got.last(), Some(Cmd::Commit { item_id }) if item_id == "item_a"));
+        assert_eq!(b.dropped_cmds, 0);
     }
 }

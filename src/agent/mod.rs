@@ -78,6 +78,11 @@ pub trait Agent: Send {
     }
 }
 
+/// How a provider model is told who speaks in a room: `[alice]` (the display name).
+pub fn speaker_label(name: &str) -> String {
+    format!("[{name}]")
+}
+
 pub fn check_agent(providers: &Providers, name: &str) -> Result<(), ApiError> {
     let available = providers.available();
     if available.contains(&name) {

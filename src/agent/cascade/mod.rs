@@ -59,6 +59,8 @@ struct Cascade {
     /// can still shorten what it remembers.
     finished: Option<Running>,
     resp_tx: mpsc::UnboundedSender<RespMsg>,
+    /// In a room: who spoke the turn being transcribed (its text is prefixed with the name).
+    speaker: Option<String>,
 }
 
 pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
@@ -85,6 +87,7 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
         running: None,
         finished: None,
         resp_tx,
+        speaker: None,
     };
     let mut up = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).expect("24 -> 48 kHz");
     let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).expect("48 -> 16 kHz");
@@ -172,6 +175,7 @@ impl Cascade {
                     self.history.push("assistant", &format!("{}…", heard.trim_end()));
                 }
             }
+            Cmd::Speaker(name) => self.speaker = Some(name),
             Cmd::SpeechStarted | Cmd::Audio { .. } | Cmd::Commit { .. } => {}
         }
     }
@@ -180,8 +184,12 @@ impl Cascade {
     fn user_turn_done(&mut self, link: &mut Link) {
         let Some((item_id, _)) = self.finalizing.take() else { return };
         let text = std::mem::take(&mut self.turn_text);
+        let speaker = self.speaker.take();
         if !text.trim().is_empty() {
-            self.history.push("user", &text);
+            match &speaker {
+                Some(name) => self.history.push("user", &format!("{} {}", crate::agent::speaker_label(name), text.trim())),
+                None => self.history.push("user", &text),
+            }
             link.notice(AgentNotice::InputTranscript { item_id, transcript: text.trim().to_string() });
         }
         if let Some(num) = self.waiting_response.take() {

@@ -208,6 +208,13 @@ impl Gemini {
             // Gemini has no way to drop audio already sent in an activity; the turn it is in
             // still ends at the next commit. Nothing is sent.
             Cmd::ClearInput => {}
+            // Who speaks next, in the context without asking for an answer (turnComplete false);
+            // the audio turn that follows is answered as usual.
+            Cmd::Speaker(name) => {
+                let text = crate::agent::speaker_label(&name);
+                self.history.push("user", &text);
+                out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": false}}).to_string());
+            }
             Cmd::Text { text, .. } => {
                 self.history.push("user", &text);
                 self.triggered = true;

@@ -220,3 +220,14 @@ fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
     msg(&mut g, &mut link, json!({"toolCallCancellation": {"ids": ["fc_2"]}}));
     assert!(g.on_cmd(Cmd::FunctionOutput { call_id: "fc_2".into(), output: "{}".into() }, &mut link).is_empty());
 }
+
+#[test]
+fn in_a_room_the_speaker_is_named_in_the_context_without_asking_for_an_answer() {
+    let (mut g, mut link, _up) = gemini();
+    ready(&mut g, &mut link);
+    let sent = parsed(&g.on_cmd(Cmd::Speaker("alice".into()), &mut link));
+    assert_eq!(sent, [json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "[alice]"}]}], "turnComplete": false}})]);
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    assert!(g.on_cmd(Cmd::StartResponse(1), &mut link).is_empty(), "the audio turn's end asks for the answer, as without a name");
+}

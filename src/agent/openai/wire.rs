@@ -18,7 +18,7 @@ use crate::agent::history::Dialogue;
 pub use crate::agent::history::HISTORY_BUDGET_CHARS;
 use crate::agent::pcm::Framer;
 use crate::agent::providers::{OpenAiConfig, OpenAiDialect};
-use crate::agent::{AgentNotice, AgentOutput};
+use crate::agent::{AgentNotice, AgentOutput, speaker_label};
 
 struct Active {
     num: u64,
@@ -157,6 +157,13 @@ impl Session {
             }
             Cmd::ClearInput => json!({"type": "input_audio_buffer.clear"}),
             Cmd::Text { text, .. } => {
+                self.history.push("user", &text);
+                json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+            }
+            // Realtime message items have no speaker field: a short text item names who speaks
+            // just before their audio turn is committed.
+            Cmd::Speaker(name) => {
+                let text = speaker_label(&name);
                 self.history.push("user", &text);
                 json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
             }

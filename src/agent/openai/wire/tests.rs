@@ -258,3 +258,13 @@ fn rate_limits_are_passed_on() {
     let notices: Vec<AgentNotice> = drain(&mut up).into_iter().filter_map(|u| if let Up::Notice(n) = u { Some(n) } else { None }).collect();
     assert_eq!(notices, [AgentNotice::RateLimits(limits)]);
 }
+
+#[test]
+fn in_a_room_a_text_item_names_the_speaker_before_the_audio_turn() {
+    let (mut s, mut link, _up) = session();
+    let sent: Vec<Value> = s.on_cmd(Cmd::Speaker("alice".into()), &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+    assert_eq!(sent, [json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "[alice]"}]}})]);
+    let commit: Vec<Value> = s.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+    assert_eq!(commit[0]["type"], "input_audio_buffer.commit");
+    assert_eq!(s.replay()[0]["item"]["content"][0]["text"], "[alice]", "remembered for a reconnect");
+}
