@@ -372,7 +372,8 @@ mod tests {
         }
         assert!(matches!(&got[0], Cmd::Speaker(n) if n == "alice"));
         assert!(matches!(got[1], Cmd::SpeechStarted));
-        let starts: Vec<u64> = got.iter().filter_map(|c| if let Cmd::Audio { start, .. } = c { Some(start.as_ms()) } else { None }).collect();
+        let starts: Vec<u64> =
+            got.iter().filter_map(|c| if let Cmd::Audio { start, .. } = c { Some(start.as_ms()) } else { None }).collect();
         assert_eq!(starts, (0..1_500u64).map(|i| i * 20).collect::<Vec<_>>());
         assert!(matches!(got.last(), Some(Cmd::Commit { item_id }) if item_id == "item_a"));
         assert_eq!(b.dropped_cmds, 0);
