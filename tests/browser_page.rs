@@ -479,6 +479,16 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
     assert_eq!(call["error"], Value::Null, "{}", ctx());
     assert!(call["horizontal_overflow_px"].as_i64().unwrap() <= 0, "the page scrolls sideways on a phone-sized viewport");
 
+    // The network changed: the page restarted ICE on the same call (PATCH 200 with a new
+    // ETag), with no new peer connection or session, and the next turn was answered.
+    let ice = &s["ice_restart"];
+    assert_eq!(ice["patches"].as_array().map(Vec::len), Some(1), "one PATCH: {ice} {}", ctx());
+    assert_eq!(ice["patches"][0]["status"], 200, "{ice}");
+    assert!(ice["patches"][0]["etag"].as_str().is_some_and(|e| e.starts_with('"')), "{ice}");
+    assert_eq!((ice["new_peer_connections"].as_u64(), ice["sessions_created_since"].as_u64()), (Some(0), Some(0)), "{ice}");
+    assert!(ice["echoes_after"].as_u64() > ice["echoes_before"].as_u64(), "no turn answered after the restart: {ice}");
+    assert_eq!(ice["connection"], "connected", "{ice}");
+
     // The server dropped the call: the page said so and started a new call by itself.
     assert_eq!(s["server_drop"]["status"], 200, "{}", ctx());
     let phases: Vec<&str> = s["phases"].as_array().unwrap().iter().filter_map(Value::as_str).collect();

@@ -241,9 +241,75 @@ async function startCall() {
 function watchConnection(c) {
   const state = c.pc.connectionState;
   clearTimeout(c.graceTimer);
-  if (state === 'failed') dropped(c, 'the connection failed');
-  else if (state === 'disconnected') c.graceTimer = setTimeout(() => dropped(c, 'the connection was lost'), DISCONNECTED_GRACE_MS);
+  if (state === 'failed') restartOrDrop(c, 'the connection failed');
+  else if (state === 'disconnected') c.graceTimer = setTimeout(() => restartOrDrop(c, 'the connection was lost'), DISCONNECTED_GRACE_MS);
   else if (state === 'closed' && !c.closing) dropped(c, 'the server ended the call');
+}
+
+/** A lost path: first an ICE restart (same call, same conversation), then a new call. */
+async function restartOrDrop(c, why) {
+  if (call !== c || c.closing) return;
+  if (!(await restartIce(c))) dropped(c, why);
+}
+
+/** The SDP fragment of an ICE restart (RFC 8840): our new credentials and candidates. */
+function iceFragment(sdp) {
+  const lines = sdp.split(/\r?\n/);
+  const first = (p) => lines.find((l) => l.startsWith(p));
+  const media = first('m=') || 'm=audio 9 UDP/TLS/RTP/SAVPF 111';
+  return [first('a=ice-ufrag:'), first('a=ice-pwd:'), media, first('a=mid:'),
+    ...lines.filter((l) => l.startsWith('a=candidate:')), 'a=end-of-candidates', '']
+    .filter((l) => l !== undefined).join('\r\n');
+}
+
+/** The answer after an ICE restart: the previous one with the server's new credentials and
+ * candidates (nothing else changes: RFC 9725 §4.3.2). */
+function restartedAnswer(previous, fragment) {
+  const frag = fragment.split(/\r?\n/);
+  const value = (p) => (frag.find((l) => l.startsWith(p)) || '').slice(p.length);
+  const ufrag = value('a=ice-ufrag:'), pwd = value('a=ice-pwd:');
+  if (!ufrag || !pwd) throw new Error('the server sent no new ICE credentials');
+  const kept = previous.split(/\r?\n/).filter((l) => l && !l.startsWith('a=candidate:') && l !== 'a=end-of-candidates')
+    .map((l) => (l.startsWith('a=ice-ufrag:') ? `a=ice-ufrag:${ufrag}` : l.startsWith('a=ice-pwd:') ? `a=ice-pwd:${pwd}` : l));
+  // The candidates go in the first m-section (the bundle's tagged one).
+  const at = kept.findIndex((l) => l.startsWith('a=mid:')) + 1 || kept.length;
+  kept.splice(at, 0, ...frag.filter((l) => l.startsWith('a=candidate:')));
+  return [...kept, ''].join('\r\n');
+}
+
+/** Waits (bounded) until the browser has gathered its candidates. */
+function gathered(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === 'complete') { pc.removeEventListener('icegatheringstatechange', done); resolve(); } };
+    pc.addEventListener('icegatheringstatechange', done);
+    setTimeout(resolve, ms);
+  });
+}
+
+/** ICE restart of the live call: PATCH its resource with new credentials (If-Match: *); the
+ * server answers with its own. Returns whether the call moved to the new path. */
+async function restartIce(c) {
+  if (c.restarting || !c.pc || !c.location || c.pc.signalingState !== 'stable') return false;
+  c.restarting = true;
+  try {
+    await c.pc.setLocalDescription(await c.pc.createOffer({ iceRestart: true }));
+    await gathered(c.pc, 3000);
+    const r = await api(c.location, {
+      method: 'PATCH', body: iceFragment(c.pc.localDescription.sdp),
+      headers: { Authorization: `Bearer ${c.secret}`, 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' },
+    });
+    const fragment = await r.text();
+    if (call !== c) return true;
+    await c.pc.setRemoteDescription({ type: 'answer', sdp: restartedAnswer(c.pc.remoteDescription.sdp, fragment) });
+    note('The network changed: the call moved to the new path.');
+    return true;
+  } catch (e) {
+    if (c.pc && c.pc.signalingState === 'have-local-offer') await c.pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+    return false;
+  } finally {
+    c.restarting = false;
+  }
 }
 
 /** Ends the call locally and on the server (best effort). */
@@ -315,10 +381,11 @@ function disconnect() {
   setPhase('idle', 'Disconnected.');
 }
 
-/** A new network invalidates the ICE path. No ICE restart on voxrelay calls: a new call, now. */
+/** A new network invalidates the ICE path: an ICE restart keeps the call and its
+ * conversation; only when that fails does a new call start. */
 function networkChanged() {
   if (!want) return;
-  if (call && call.pc && call.pc.connectionState === 'connected') return;
+  if (call && call.pc && call.location) return restartOrDrop(call, 'the network changed');
   if (call && call.pc) return dropped(call, 'the network changed');
   attempt = 0;
   startCall();

@@ -74,11 +74,12 @@ function micWav(parts) {
 
 // Runs in the page before its own scripts: records, never changes behaviour.
 function observe() {
-  const E = (window.__e2e = { pcs: [], marks: [], energy: [], micMax: 0, locations: [] });
+  const E = (window.__e2e = { pcs: [], marks: [], energy: [], micMax: 0, locations: [], patches: [] });
   const nativeFetch = window.fetch;
   window.fetch = async (...args) => {
     const r = await nativeFetch(...args);
     if (r.headers.get('Location')) E.locations.push(r.headers.get('Location'));
+    if (args[1] && args[1].method === 'PATCH') E.patches.push({ t: performance.now(), status: r.status, etag: r.headers.get('ETag') });
     return r;
   };
   const Native = window.RTCPeerConnection;
@@ -166,6 +167,27 @@ try {
     mkdirSync(dirname(SHOT), { recursive: true });
     await page.screenshot({ path: SHOT, fullPage: true });
     summary.screenshot = SHOT;
+  }
+
+  // The network changes (the browser says it is online again): the page restarts ICE on the
+  // same call, which keeps its session and conversation and answers the next turn.
+  {
+    const before = await page.evaluate(() => ({ t: performance.now(), pcs: window.__e2e.pcs.length,
+      echoes: document.querySelectorAll('#conversation li[data-role="agent"][data-status="completed"]').length }));
+    await page.evaluate(() => window.dispatchEvent(new Event('online')));
+    try {
+      await page.waitForFunction((t) => window.__e2e.patches.some((p) => p.t > t), before.t, { timeout: 10000, polling: 100 });
+      await page.waitForFunction((n) => document.querySelectorAll('#conversation li[data-role="agent"][data-status="completed"]').length > n,
+        before.echoes, { timeout: 20000, polling: 100 });
+    } catch (e) { summary.errors.push(`waiting for the ICE restart and the next turn: ${e.message.split('\n')[0]}`); }
+    summary.ice_restart = await page.evaluate((b) => ({
+      patches: window.__e2e.patches.filter((p) => p.t > b.t).map((p) => ({ status: p.status, etag: p.etag })),
+      new_peer_connections: window.__e2e.pcs.length - b.pcs,
+      sessions_created_since: window.__e2e.marks.filter((m) => m.t > b.t && m.what === 'event' && m.value === 'session.created').length,
+      echoes_before: b.echoes,
+      echoes_after: document.querySelectorAll('#conversation li[data-role="agent"][data-status="completed"]').length,
+      connection: window.__e2e.pcs[window.__e2e.pcs.length - 1].connectionState,
+    }), before);
   }
 
   // The server drops the call: the page must notice and start a new call by itself.
