@@ -111,3 +111,27 @@ async fn loadgen_room_mode_measures_forwarding_through_the_sfu() {
     assert!(info["counters"]["packets_forwarded"].as_u64().unwrap() > 500, "{info}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_room_mode_with_an_agent_measures_its_turn_latency() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut cfg = LoadgenConfig::new(&base, API_KEY, 0, 8.0);
+    cfg.room = Some("meeting".into());
+    cfg.publishers = 2;
+    cfg.subscribers = 1;
+    cfg.slots = 1;
+    cfg.agent = Some("echo".into());
+    let report = voxrelay::loadgen::run_room(cfg).await.expect("room loadgen with an agent runs");
+    eprintln!("{}", report.summary());
+    assert_eq!((report.joined, report.failed), (3, 0), "{}", report.summary());
+    // Two publishers in turn, each answered before the next speaks (≈ 3 s per sentence and as
+    // much for its echo: at least two turns in 8 s).
+    assert!(report.agent_turns >= 2, "{}", report.summary());
+    assert_eq!(report.agent_answered, report.agent_turns, "{}", report.summary());
+    assert_eq!(report.agent_turn_ms.count, report.agent_answered, "a latency per answered turn: {}", report.summary());
+    assert!(report.agent_turn_ms.p50 > 0.0, "{}", report.summary());
+    let info: serde_json::Value = http().get(format!("{base}/v1/rooms/meeting")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    assert!(info["participants"].as_array().unwrap().iter().any(|p| p["identity"] == "agent"), "{info}");
+    server.shutdown().await;
+}

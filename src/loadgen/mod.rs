@@ -11,6 +11,7 @@
 mod phone;
 mod report;
 mod room;
+mod room_agent;
 
 pub use phone::{PhoneSpurt, pacing_jitter_ms};
 
@@ -95,6 +96,10 @@ pub struct LoadgenConfig {
     /// Room mode: receiving m-lines (slots) each subscriber offers.
     #[arg(long, default_value_t = 3)]
     pub slots: usize,
+    /// Room mode: attach this agent (e.g. `echo`); the publishers then take turns talking to it
+    /// and the report has the agent's turn latency.
+    #[arg(long)]
+    pub agent: Option<String>,
     /// Print progress every second.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
@@ -119,6 +124,7 @@ impl LoadgenConfig {
             publishers: 2,
             subscribers: 10,
             slots: 3,
+            agent: None,
             progress: false,
         }
     }

@@ -46,6 +46,13 @@ pub struct RoomReport {
     pub jitter_ms: Dist,
     /// Publisher send → subscriber receive of the same packet.
     pub mouth_to_ear_ms: Dist,
+    /// With `--agent`: turns taken, turns the agent answered, and the turn latency (a
+    /// participant's end of speech → the agent's first packet at a subscriber, minus
+    /// `--silence-ms`).
+    pub agent: Option<String>,
+    pub agent_turns: usize,
+    pub agent_answered: usize,
+    pub agent_turn_ms: Dist,
     /// CPU while the publishers talk (after every join), % of one core.
     pub server_cpu_pct: Option<f64>,
     pub loadgen_cpu_pct: f64,
@@ -79,6 +86,14 @@ impl RoomReport {
             d(&self.jitter_ms),
             d(&self.mouth_to_ear_ms),
         );
+        if let Some(agent) = &self.agent {
+            s.push_str(&format!(
+                "agent {agent}: {} of {} turns answered; turn latency ms {}\n",
+                self.agent_answered,
+                self.agent_turns,
+                d(&self.agent_turn_ms)
+            ));
+        }
         if let Some(cpu) = self.server_cpu_pct {
             s.push_str(&format!("server CPU         {cpu:.1} % of a core\n"));
         }
@@ -122,10 +137,11 @@ pub async fn run(
         subscribers,
         slots,
         duration_s: cfg.duration,
+        agent: cfg.agent.clone(),
         ..Default::default()
     };
     // The room is made for everyone (a room made by a join takes 50 participants).
-    let body = json!({"name": room, "max_participants": publishers + subscribers});
+    let body = json!({"name": room, "max_participants": publishers + subscribers + 1});
     let resp = http.post(format!("{base}/v1/rooms")).bearer_auth(api_key).json(&body).send().await?;
     if !resp.status().is_success() {
         let status = resp.status();
@@ -150,6 +166,9 @@ pub async fn run(
             RoomClient::join(&http, &base, &room, &token, opts).await.map_err(|e| format!("{identity}: {}", e.cause()))
         }));
     }
+    if let Some(agent) = &cfg.agent {
+        super::room_agent::attach(http, base, api_key, room, agent, cfg.silence_ms).await?;
+    }
     let mut subs = Vec::new();
     let mut pubs = Vec::new();
     for (i, j) in joins.into_iter().enumerate() {
@@ -164,12 +183,17 @@ pub async fn run(
     let clients: Vec<&RoomClient> = subs.iter().chain(pubs.iter()).collect();
     report.answer_ms = Dist::of(&clients.iter().map(|c| c.answer_time.as_secs_f64() * 1000.0).collect::<Vec<_>>());
     report.join_ms = Dist::of(&clients.iter().map(|c| c.connect_time.as_secs_f64() * 1000.0).collect::<Vec<_>>());
+    drop(clients);
 
     // Each publisher talks for the whole run, spurt after spurt. CPU is measured over this
     // steady phase only (joins cost DTLS handshakes, which are not forwarding).
     let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
     let talk_start = Instant::now();
-    for (i, p) in pubs.iter().enumerate() {
+    let mut turns = Vec::new();
+    if cfg.agent.is_some() {
+        turns = super::room_agent::take_turns(&mut pubs, pcm, cfg.silence_ms, cfg.duration).await?;
+    }
+    for (i, p) in pubs.iter().enumerate().filter(|_| cfg.agent.is_none()) {
         let frames = encode_speech(pcm, 1.0 - 0.01 * (i % 50) as f32).map_err(anyhow::Error::msg)?;
         let gap = (SPURT_GAP.as_millis() / 20) as usize;
         let period = (frames.len() + gap) as f64 * 0.02;
@@ -189,7 +213,7 @@ pub async fn run(
     if let (Some(pid), Some(start)) = (cfg.server_pid, cpu_start.1) {
         report.server_cpu_pct = Some((cpu_seconds(Some(pid)) - start) * 100.0 / talked);
     }
-    for c in &clients {
+    for c in subs.iter().chain(pubs.iter()) {
         c.close().await;
     }
 
@@ -198,6 +222,11 @@ pub async fn run(
     report.packets_in_per_s = sent.iter().map(Vec::len).sum::<usize>() as f64 / talked;
     report.packets_out_per_s = received.iter().map(Vec::len).sum::<usize>() as f64 / talked;
     report.mouth_to_ear_ms = Dist::of(&mouth_to_ear(&sent, &received));
+    if cfg.agent.is_some() {
+        report.agent_turns = turns.len();
+        report.agent_answered = turns.iter().filter(|(_, answered)| *answered).count();
+        report.agent_turn_ms = Dist::of(&super::room_agent::turn_latencies(&turns, &pubs, &subs, cfg.silence_ms));
+    }
     let (mut loss, mut jitter) = (Vec::new(), Vec::new());
     for stream in received.iter().flat_map(|r| by_stream(r)) {
         let (_, pct, j) = loss_and_jitter(&stream, 48_000.0);
