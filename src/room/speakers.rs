@@ -41,6 +41,11 @@ impl SpeakerConfig {
     pub const DEFAULT: SpeakerConfig =
         SpeakerConfig { loud_minus_dbov: 35, window: Duration::from_millis(400), start_fraction: 0.4, stop_fraction: 0.0 };
 
+    /// For a track the server itself publishes (the agent's voice): it is speaking from its
+    /// first loud packet, with nothing to tell apart from noise, so listeners hear its first
+    /// words instead of losing the ≈ 140 ms the start rule takes. It stops as anyone does.
+    pub const SERVER_TRACK: SpeakerConfig = SpeakerConfig { start_fraction: 0.01, ..Self::DEFAULT };
+
     fn buckets(&self) -> usize {
         ((self.window.as_millis() / BUCKET.as_millis()) as usize).clamp(1, MAX_BUCKETS)
     }
@@ -163,6 +168,11 @@ impl<K: Copy + Eq + Hash + Ord> ActiveSpeakers<K> {
         self.windows.entry(key).or_insert_with(|| LevelWindow::new(config, epoch)).push(level, now)
     }
 
+    /// Gives `key` its own speaking rule (e.g. [`SpeakerConfig::SERVER_TRACK`]).
+    pub fn configure(&mut self, key: K, config: SpeakerConfig) {
+        self.windows.insert(key, LevelWindow::new(config, self.epoch));
+    }
+
     /// Advances every window to `now` (speakers fall silent without packets); returns whether
     /// anyone's state changed.
     pub fn tick(&mut self, now: Instant) -> bool {
@@ -261,5 +271,17 @@ mod tests {
         assert!(!s.tick(t0 + BUCKET * 21));
         s.ranking(&mut out);
         assert_eq!(out.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [1, 4]);
+    }
+
+    #[test]
+    fn a_server_track_speaks_from_its_first_loud_packet_and_stops_like_anyone() {
+        let t0 = Instant::now();
+        let mut speakers = ActiveSpeakers::new(SpeakerConfig::DEFAULT, t0);
+        speakers.configure(1u32, SpeakerConfig::SERVER_TRACK);
+        assert!(!speakers.on_level(1, level(127), t0), "silence is not speech");
+        assert!(speakers.on_level(1, level(20), t0 + Duration::from_millis(20)), "the first loud packet");
+        assert!(!speakers.on_level(2, level(20), t0 + Duration::from_millis(20)), "a participant still needs 40 % of the window");
+        assert!(!speakers.tick(t0 + Duration::from_millis(300)));
+        assert!(speakers.tick(t0 + Duration::from_millis(460)), "quiet for a whole window: stopped");
     }
 }

@@ -292,6 +292,9 @@ impl Room {
         for m in &mut self.members {
             m.send(&joined);
         }
+        if member.is_agent() {
+            self.speakers.configure(member.key, SpeakerConfig::SERVER_TRACK);
+        }
         self.members.push(member);
         self.speakers_changed = true;
     }
