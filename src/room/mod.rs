@@ -6,7 +6,7 @@
 //! - [`selection`]: which speakers a subscriber's slots carry (sticky top-N);
 //! - [`floor`]: group turn-taking for an agent (when a participant's turn reaches it).
 //!
-//! Around it: `state` (one room's decisions), `registry` (the rooms and their tasks), `agent`
+//! Around it: `state` (one room's decisions), `registry` (the rooms: joining, the API's commands), `task` (one room's loop), `agent`
 //! (the AI participant's task) and `token_cli` (`voxrelay token`).
 
 mod agent;
@@ -18,6 +18,7 @@ pub mod selection;
 pub mod slot;
 pub mod speakers;
 mod state;
+mod task;
 pub mod token_cli;
 
 pub use agent::AgentParts;

@@ -1,7 +1,6 @@
-//! The rooms of this server and their tasks. A room is one tokio task owning its [`Room`]: it
-//! takes the publishers' packets from one bounded queue (never decoded; a full queue drops and
-//! counts), the participants' transport events and the API's commands from another, and ticks
-//! every 20 ms. Joining answers the offer here, then hands the participant to the task.
+//! The rooms of this server: finding or making a room (and starting its task, `task.rs`),
+//! and everything the API asks of one. Joining answers the offer (or opens the phone bridge, or
+//! builds the agent) here, then hands the participant to the room's task as a command.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -9,18 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::info;
 use voxrelay_signaling::room_wire::{LeaveReason, RoomInfo};
 use voxrelay_signaling::rooms::JoinRequest;
 use voxrelay_signaling::{ApiError, ParticipantId, RoomName};
 
-use super::agent::{AgentInput, AgentParts, AgentSetup, ToRoom, run_agent};
+use super::agent::AgentParts;
 use super::phone::{PhoneRings, run_phone};
+use super::task::{close_member, pump_events, run_room};
 use super::slot::TrackKey;
 use super::state::{Member, Room};
-use crate::call::{CONNECT_TIMEOUT, DISCONNECTED_GRACE};
 use crate::metrics::Metrics;
-use crate::transport::webrtc::{IceControl, PortAllocator, RoomPeer, answer_room};
+use crate::transport::webrtc::{IceControl, PortAllocator, answer_room};
 use crate::transport::phone::{PhoneLine, read_stream};
 use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
 use voxrelay_media::SessionHandle;
@@ -28,7 +27,6 @@ use voxrelay_signaling::CarrierMessage;
 
 /// Packets from all of a room's publishers waiting for the room task: ≈ 0.4 s of 50 publishers.
 const PACKET_QUEUE: usize = 1024;
-const TICK: Duration = Duration::from_millis(20);
 
 /// Server-wide room settings.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +62,7 @@ pub const MAX_PARTICIPANTS_LIMIT: usize = 1000;
 /// The longest an empty room may be kept.
 pub const MAX_EMPTY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-enum Command {
+pub(super) enum Command {
     Join {
         member: Box<Member>,
         reply: oneshot::Sender<Result<(), ApiError>>,
@@ -110,9 +108,9 @@ enum Command {
 }
 
 #[derive(Clone)]
-struct RoomHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
+pub(super) struct RoomHandle {
+    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
 }
 
 /// One participant's place, counted from the start of its join until its `Member` is dropped
@@ -131,7 +129,7 @@ pub struct Rooms {
     seated: Arc<AtomicUsize>,
     settings: RoomSettings,
     next_key: AtomicU32,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Rooms {
@@ -145,7 +143,7 @@ impl Rooms {
         })
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
+    pub(super) fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -372,245 +370,5 @@ impl Rooms {
         let gone = || ApiError::not_found("room_not_found", format!("no room {:?}", name.as_str()));
         room.commands.send(Command::Info { reply }).map_err(|_| gone())?;
         done.await.map_err(|_| gone())
-    }
-}
-
-/// Passes a participant's transport events to its room.
-async fn pump_events(key: TrackKey, mut events: mpsc::UnboundedReceiver<TransportEvent>, room: mpsc::UnboundedSender<Command>) {
-    while let Some(event) = events.recv().await {
-        if room.send(Command::Transport { key, event }).is_err() {
-            return;
-        }
-    }
-}
-
-/// Closes a participant's connection and ends its tasks.
-async fn close_member(member: Member, flush_events: bool) {
-    let Member { peer, tasks, .. } = member;
-    if let Some(RoomPeer { closer, .. }) = peer {
-        closer.close(None, flush_events).await;
-    }
-    for t in tasks {
-        t.abort();
-    }
-}
-
-/// The room's AI participant, as the room task holds it.
-struct AgentLink {
-    key: TrackKey,
-    inbox: mpsc::UnboundedSender<AgentInput>,
-    from_agent: mpsc::UnboundedReceiver<ToRoom>,
-}
-
-/// The next request of the room's agent (never, without one); `None`: its task ended.
-async fn from_agent(agent: &mut Option<AgentLink>) -> Option<ToRoom> {
-    match agent {
-        Some(a) => a.from_agent.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The room task: until nobody but an agent has been in the room for `empty_timeout`.
-async fn run_room(
-    rooms: Arc<Rooms>,
-    mut room: Room,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    mut packets: mpsc::Receiver<(TrackKey, RtpPacketIn)>,
-    me: mpsc::WeakUnboundedSender<Command>,
-) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut empty_since = Some(Instant::now());
-    let mut closing = None;
-    let mut agent: Option<AgentLink> = None;
-    loop {
-        tokio::select! {
-            Some((key, p)) = packets.recv() => room.on_packet(key, p),
-            request = from_agent(&mut agent) => match request {
-                Some(ToRoom::Tap { key, ingress }) => room.set_tap(key, Some(ingress)),
-                Some(ToRoom::Events(events)) => {
-                    for text in &events {
-                        room.broadcast_text(text);
-                    }
-                }
-                Some(ToRoom::Left { reply }) => {
-                    remove_agent(&mut room, &mut agent);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(true);
-                    }
-                }
-                None => {
-                    warn!(room = %room.name, "the agent's task ended unexpectedly");
-                    remove_agent(&mut room, &mut agent);
-                }
-            },
-            Some(cmd) = commands.recv() => match cmd {
-                Command::Join { member, reply } => {
-                    if let Some(old) = room.key_of(&member.identity) {
-                        if let Some(old) = room.leave(old, LeaveReason::Replaced) {
-                            tokio::spawn(close_member(old, false));
-                        }
-                    } else if room.len() >= room.limits.max_participants {
-                        let _ = reply.send(Err(ApiError::room_full(format!("room {:?} is full ({} participants)", room.name.as_str(), room.limits.max_participants))));
-                        tokio::spawn(close_member(*member, false));
-                        continue;
-                    }
-                    info!(room = %room.name, identity = %member.identity, "participant joined");
-                    if let Some(a) = &agent && member.grant.publish {
-                        let _ = a.inbox.send(AgentInput::Listen { key: member.key, identity: member.identity.clone(), name: member.name.clone() });
-                    }
-                    room.join(*member);
-                    rooms.metrics.rooms.participants_joined.fetch_add(1, Ordering::Relaxed);
-                    empty_since = None;
-                    let _ = reply.send(Ok(()));
-                }
-                Command::Leave { identity, reason, reply } => {
-                    let left = room.key_of(&identity).and_then(|k| room.leave(k, reason));
-                    let _ = reply.send(left.is_some());
-                    if let Some(m) = left {
-                        info!(room = %room.name, identity = %m.identity, ?reason, "participant left");
-                        tokio::spawn(close_member(m, true));
-                    }
-                }
-                Command::Transport { key, event } => on_transport_event(&mut room, key, event),
-                Command::Info { reply } => {
-                    let _ = reply.send(room.info());
-                }
-                Command::Mute { identity, muted, reply } => {
-                    let key = room.key_of(&identity);
-                    if let Some(key) = key {
-                        room.set_muted(key, muted);
-                    }
-                    let _ = reply.send(key.is_some());
-                }
-                Command::Ice { identity, reply } => {
-                    let ice = room.key_of(&identity).and_then(|k| room.member_mut(k)).and_then(|m| m.peer.as_ref().map(|p| p.ice.clone()));
-                    let _ = reply.send(ice);
-                }
-                Command::AttachAgent { member, parts, packets, reply } => {
-                    let refusal = if agent.is_some() {
-                        Some(ApiError::conflict("agent_exists", format!("room {:?} has an agent; DELETE it first", room.name.as_str())))
-                    } else if room.key_of(&member.identity).is_some() {
-                        Some(ApiError::conflict("identity_taken", format!("{:?} is a participant of room {:?}", member.identity.as_str(), room.name.as_str())))
-                    } else if room.len() >= room.limits.max_participants {
-                        Some(ApiError::room_full(format!("room {:?} is full ({} participants)", room.name.as_str(), room.limits.max_participants)))
-                    } else {
-                        None
-                    };
-                    if let Some(e) = refusal {
-                        let _ = reply.send(Err(e));
-                        continue;
-                    }
-                    let (key, identity) = (member.key, member.identity.clone());
-                    room.join(*member);
-                    let (inbox, inbox_rx) = mpsc::unbounded_channel();
-                    let (to_room, from_agent) = mpsc::unbounded_channel();
-                    let setup = AgentSetup { room: room.name.clone(), identity, key, parts: *parts, metrics: rooms.metrics.clone() };
-                    tokio::spawn(run_agent(setup, inbox_rx, to_room, packets));
-                    for (key, identity, name) in room.publishers() {
-                        let _ = inbox.send(AgentInput::Listen { key, identity, name });
-                    }
-                    agent = Some(AgentLink { key, inbox, from_agent });
-                    let _ = reply.send(Ok(()));
-                }
-                Command::DetachAgent { reply } => match &agent {
-                    Some(a) => {
-                        if let Err(mpsc::error::SendError(AgentInput::Stop { reply: Some(reply) })) = a.inbox.send(AgentInput::Stop { reply: Some(reply) }) {
-                            remove_agent(&mut room, &mut agent);
-                            let _ = reply.send(true);
-                        }
-                    }
-                    None => {
-                        let _ = reply.send(false);
-                    }
-                },
-                Command::Close { reason, reply } => {
-                    closing = Some((reason, reply));
-                    break;
-                }
-            },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                room.on_tick(now);
-                room.report(&rooms.metrics.rooms);
-                for key in room.overdue(now, CONNECT_TIMEOUT, DISCONNECTED_GRACE) {
-                    if let Some(m) = room.leave(key, LeaveReason::Disconnected) {
-                        warn!(room = %room.name, identity = %m.identity, "participant timed out");
-                        tokio::spawn(close_member(m, false));
-                    }
-                }
-                if room.humans() == 0 {
-                    let since = *empty_since.get_or_insert(now);
-                    if now.duration_since(since) >= room.limits.empty_timeout {
-                        break;
-                    }
-                } else {
-                    empty_since = None;
-                }
-            }
-        }
-        // Whoever left, however: the agent stops hearing them.
-        for key in room.take_departed() {
-            if let Some(a) = agent.as_ref().filter(|a| a.key != key) {
-                let _ = a.inbox.send(AgentInput::Unlisten { key });
-            }
-        }
-    }
-    // Unregister first (only this room's entry: a new room of the same name may exist), then
-    // refuse what is still queued.
-    {
-        let mut map = rooms.rooms();
-        if map.get(&room.name).is_some_and(|h| me.upgrade().is_some_and(|me| me.same_channel(&h.commands))) {
-            map.remove(&room.name);
-        }
-    }
-    commands.close();
-    while let Ok(cmd) = commands.try_recv() {
-        if let Command::Join { member, reply } = cmd {
-            let _ = reply.send(Err(ApiError::overloaded("the room closed while joining; try again")));
-            close_member(*member, false).await;
-        }
-    }
-    let reason = closing.as_ref().map_or(LeaveReason::Left, |(r, _)| *r);
-    let members = room.drain(reason);
-    room.report(&rooms.metrics.rooms);
-    // Closed in parallel: each waits up to its flush time for its last events.
-    let closes: Vec<_> = members.into_iter().map(|m| tokio::spawn(close_member(m, true))).collect();
-    for c in closes {
-        let _ = c.await;
-    }
-    if let Some((_, reply)) = closing {
-        let _ = reply.send(());
-    }
-    info!(room = %room.name, ?reason, "room closed");
-}
-
-/// Takes the agent out of the room; every tap closes.
-fn remove_agent(room: &mut Room, agent: &mut Option<AgentLink>) {
-    let Some(a) = agent.take() else { return };
-    room.clear_taps();
-    if let Some(m) = room.leave(a.key, LeaveReason::Removed) {
-        info!(room = %room.name, identity = %m.identity, "agent removed");
-    }
-}
-
-fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {
-    let Some(m) = room.member_mut(key) else { return };
-    match event {
-        TransportEvent::Connected => {
-            m.connected = true;
-            m.interrupted_since = None;
-        }
-        TransportEvent::Interrupted => m.interrupted_since = Some(Instant::now()),
-        TransportEvent::Closed(why) => {
-            let reason = if why.contains("failed") || why.contains("dropped") { LeaveReason::Disconnected } else { LeaveReason::Left };
-            if let Some(m) = room.leave(key, reason) {
-                info!(room = %room.name, identity = %m.identity, "participant gone: {why}");
-                tokio::spawn(close_member(m, false));
-            }
-        }
-        TransportEvent::EventsOpened(outlet) => m.events_opened(outlet),
-        TransportEvent::ClientText(text) => room.on_client_text(key, &text),
-        TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } => {}
     }
 }
