@@ -192,3 +192,45 @@ async fn an_ice_restart_keeps_the_call_and_its_conversation() {
     c.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdks_call_shapes_multipart_create_hangup_and_json_errors() {
+    let server = start_server().await;
+    let base = server.url();
+    // `calls.create(sdp=..., session=...)` as the OpenAI SDKs post it: a multipart form.
+    let session = json!({"type": "realtime", "instructions": "be brief", "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}});
+    let opts = ClientOptions { form_session: Some(session), ..Default::default() };
+    let mut c = Call::connect_with(&base, "/v1/realtime/calls", API_KEY, opts).await;
+    let created = c.expect("session.created").await;
+    assert_eq!(created["session"]["instructions"], "be brief", "{created}");
+    assert_eq!(created["session"]["audio"]["input"]["turn_detection"]["silence_duration_ms"], 400, "{created}");
+    assert_eq!(created["session"]["output_modalities"], json!(["audio"]), "GA names one output modality");
+    c.say(&speech());
+    c.say(&silence_ms(1500));
+    assert_eq!(c.expect("response.done").await["response"]["status"], "completed");
+
+    // `calls.hangup(id)`: POST .../hangup → 200, and the call ends.
+    let id = c.location.rsplit('/').next().unwrap().to_string();
+    let resp = http().post(format!("{base}/v1/realtime/calls/{id}/hangup")).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.engine.live_calls() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the call is still live after hangup");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A setting voxrelay does not implement is refused by name, not replaced.
+    let opts = ClientOptions { form_session: Some(json!({"type": "realtime", "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})), ..Default::default() };
+    let err = voxrelay::client::Client::connect(&http(), &format!("{base}/v1/realtime/calls"), API_KEY, opts).await.err().unwrap();
+    assert!(matches!(err, voxrelay::client::ClientError::Refused(400, ref b) if b.contains("unsupported_value") && b.contains("semantic_vad")), "{err}");
+
+    // A known path with a method it does not take: a JSON error, counted like the others.
+    let resp = http().get(format!("{base}/v1/realtime/calls")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("code=\"method_not_allowed\""), "405s are counted");
+    c.close().await;
+    server.shutdown().await;
+}

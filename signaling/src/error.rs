@@ -68,6 +68,10 @@ impl ApiError {
     pub fn room_full(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "invalid_request_error", "room_full", message)
     }
+    /// 405 for a known path and a method it does not take.
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", "this endpoint does not take that method")
+    }
     /// 412: a conditional request (`If-Match`) names a state the resource is no longer in.
     pub fn precondition_failed(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::PRECONDITION_FAILED, "invalid_request_error", code, message)

@@ -26,6 +26,7 @@ pub mod telephony;
 mod watch;
 pub mod whip;
 mod ws_pump;
+pub mod multipart;
 pub mod sdp;
 pub mod sdpfrag;
 pub mod web;
@@ -233,6 +234,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/realtime", post(realtime::create_call_beta))
         .route("/v1/realtime/calls", post(realtime::create_call_ga))
         .route("/v1/realtime/calls/{id}", delete(realtime::end_call).patch(realtime::patch_call))
+        .route("/v1/realtime/calls/{id}/hangup", post(realtime::hangup))
         .route("/v1/calls/{id}/events", get(watch::call_events))
         .route("/v1/rtp", post(plain_rtp::create))
         .route("/v1/rtp/{id}", delete(plain_rtp::end))
@@ -251,6 +253,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/telephony/twilio/voice", post(telephony::twilio_voice))
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))
         .fallback(realtime::not_found)
+        .method_not_allowed_fallback(realtime::method_not_allowed)
         .layer(cors())
         // The page and its helper stay outside the CORS layer: same-origin only.
         .merge(web::routes())

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::events::Dialect;
 use crate::ids::{CallId, SessionId};
 use crate::sdp::{MAX_SDP_BYTES, inspect_offer};
-use crate::wire::{BetaSession, ClientSecretRequest, SessionConfig};
+use crate::wire::{BetaSession, ClientSecretRequest, GaSession, SessionConfig};
 use crate::{Api, CallRequest};
 
 pub async fn create_session(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
@@ -89,14 +89,22 @@ pub async fn create_call_ga(state: State<Arc<Api>>, headers: HeaderMap, body: Bo
 
 async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body, dialect: Dialect) -> Result<Response, ApiError> {
     let caller = api.auth.caller(&headers)?;
-    require_content_type(&headers, "application/sdp")?;
-    let bytes = read_limited(&headers, body, MAX_SDP_BYTES).await?;
-    let offer = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("invalid_offer", "the SDP offer is not UTF-8 text"))?;
+    let (offer, session) = read_call_body(&headers, body).await?;
     let summary = inspect_offer(&offer)?;
-    let (session_id, config) = match caller {
+    let by_secret = matches!(caller, Caller::Secret(_));
+    let (session_id, mut config) = match caller {
         Caller::ApiKey => (SessionId::random(), SessionConfig::default()),
         Caller::Secret(grant) => (grant.session_id, grant.config),
     };
+    if let Some(session) = session {
+        // The SDKs' `session` field: settings applied before the call starts; a client secret's
+        // agent stays the one it was minted for.
+        let agent = config.agent.clone();
+        config.apply_ga(session)?;
+        if by_secret && config.agent != agent {
+            return Err(ApiError::bad_request("agent_change_unsupported", "the agent of a client secret's session cannot change"));
+        }
+    }
     api.engine.check_agent(&config.agent)?;
     let created = api.engine.create_call(CallRequest { offer, summary, config, dialect, session_id }).await?;
     let location = format!("/v1/realtime/calls/{}", created.call_id);
@@ -135,6 +143,46 @@ pub async fn patch_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id
     let (fragment, if_match) = crate::whip::read_fragment(&headers, body).await?;
     let patched = api.engine.patch_call_ice(&CallId::from_client(&id), owner.as_ref(), fragment, if_match).await?;
     Ok(crate::whip::patched_response(patched))
+}
+
+/// The offer of `POST /v1/realtime/calls`: raw SDP, or the SDKs' multipart form (`sdp` and an
+/// optional GA `session` JSON object).
+async fn read_call_body(headers: &HeaderMap, body: Body) -> Result<(String, Option<GaSession>), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let utf8 = |b: Vec<u8>| String::from_utf8(b).map_err(|_| ApiError::bad_request("invalid_offer", "the SDP offer is not UTF-8 text"));
+    let Some(boundary) = crate::multipart::boundary(content_type) else {
+        require_content_type(headers, "application/sdp")?;
+        let bytes = read_limited(headers, body, MAX_SDP_BYTES).await?;
+        return Ok((utf8(bytes.to_vec())?, None));
+    };
+    // The offer plus a session object.
+    let bytes = read_limited(headers, body, MAX_SDP_BYTES * 2).await?;
+    let mut offer = None;
+    let mut session = None;
+    for (name, value) in crate::multipart::fields(&bytes, &boundary)? {
+        match name.as_str() {
+            "sdp" => offer = Some(utf8(value)?),
+            "session" => {
+                let parsed: GaSession = serde_json::from_slice(&value)
+                    .map_err(|e| ApiError::bad_request("invalid_json", format!("the session field is not a valid session object: {e}")))?;
+                session = Some(parsed);
+            }
+            other => return Err(ApiError::bad_request("unknown_parameter", format!("unknown form field {other:?} (expected sdp, session)"))),
+        }
+    }
+    let offer = offer.ok_or_else(|| ApiError::bad_request("missing_sdp", "the form has no sdp field"))?;
+    Ok((offer, session))
+}
+
+/// `POST /v1/realtime/calls/<id>/hangup` (the SDKs' `calls.hangup`): ends the call, 200.
+pub async fn hangup(state: State<Arc<Api>>, headers: HeaderMap, path: Path<String>) -> Result<StatusCode, ApiError> {
+    let _ = end_call(state, headers, path).await?;
+    Ok(StatusCode::OK)
+}
+
+/// A known path with a method it does not take: a JSON error like any other.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 pub async fn not_found() -> ApiError {

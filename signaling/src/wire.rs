@@ -125,6 +125,14 @@ impl TurnDetection {
     }
 }
 
+const SEMANTIC_VAD_HINT: &str = "use \"server_vad\" and tune silence_duration_ms, or null for push-to-talk";
+
+/// 400 `unsupported_value`: a valid OpenAI setting voxrelay does not implement (never replaced
+/// by something else without a word).
+fn unsupported(what: &str, instead: &str) -> ApiError {
+    ApiError::bad_request("unsupported_value", format!("{what} is not supported by voxrelay: {instead}"))
+}
+
 /// A partial `turn_detection` object: missing fields keep their current value.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +144,7 @@ pub struct TurnDetectionPatch {
     pub silence_duration_ms: Option<u32>,
     pub create_response: Option<bool>,
     pub interrupt_response: Option<bool>,
-    /// Accepted for compatibility with OpenAI clients (semantic_vad eagerness); unused.
+    /// `semantic_vad`'s setting: refused with it (see `apply`).
     pub eagerness: Option<String>,
     pub idle_timeout_ms: Option<Value>,
 }
@@ -144,13 +152,19 @@ pub struct TurnDetectionPatch {
 impl TurnDetectionPatch {
     pub fn apply(&self, base: Option<TurnDetection>) -> Result<TurnDetection, ApiError> {
         match self.kind.as_deref() {
-            None | Some("server_vad") | Some("semantic_vad") => {}
+            None | Some("server_vad") => {}
+            // Refused, not quietly replaced: a client asking for a model-based end of turn must
+            // learn it gets silence-based detection only if it asks for that.
+            Some("semantic_vad") => return Err(unsupported("turn_detection.type \"semantic_vad\"", SEMANTIC_VAD_HINT)),
             Some(other) => {
                 return Err(ApiError::bad_request(
                     "invalid_turn_detection",
-                    format!("turn_detection.type must be \"server_vad\" or \"semantic_vad\", got {other:?}"),
+                    format!("turn_detection.type must be \"server_vad\" (or null for push-to-talk), got {other:?}"),
                 ));
             }
+        }
+        if self.eagerness.is_some() {
+            return Err(unsupported("turn_detection.eagerness (a semantic_vad setting)", SEMANTIC_VAD_HINT));
         }
         let mut td = base.unwrap_or_default();
         if let Some(t) = self.threshold {
@@ -312,7 +326,12 @@ impl SessionConfig {
             self.model = m;
         }
         if let Some(m) = req.output_modalities {
-            self.modalities = m;
+            // GA allows exactly one: ["audio"] (with its transcript) or ["text"].
+            match m.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["audio"] => self.modalities = vec!["audio".into(), "text".into()],
+                ["text"] => return Err(unsupported("output_modalities [\"text\"] (text-only responses)", "use [\"audio\"]: answers come as audio with their transcript")),
+                _ => return Err(ApiError::bad_request("invalid_output_modalities", "output_modalities must be [\"audio\"] or [\"text\"]")),
+            }
         }
         if let Some(a) = req.agent {
             self.agent = a;
@@ -324,6 +343,9 @@ impl SessionConfig {
                 self.voice = v;
             }
             if let Some(input) = audio.input {
+                if input.noise_reduction.as_ref().is_some_and(|n| !n.is_null()) {
+                    return Err(unsupported("audio.input.noise_reduction", "send null or leave it out (browsers' noise suppression runs on the client)"));
+                }
                 if let Some(t) = input.transcription {
                     self.input_audio_transcription = t;
                 }
@@ -359,7 +381,8 @@ impl SessionConfig {
             "id": id,
             "object": "realtime.session",
             "model": self.model,
-            "output_modalities": self.modalities,
+            // GA names one output modality; audio comes with its transcript.
+            "output_modalities": if self.modalities.iter().any(|m| m == "audio") { vec!["audio"] } else { vec!["text"] },
             "instructions": self.instructions,
             "audio": {
                 "input": {
@@ -416,6 +439,9 @@ pub struct GaAudioInput {
     pub turn_detection: Option<Option<TurnDetectionPatch>>,
     #[serde(default, deserialize_with = "nullable")]
     pub transcription: Option<Option<Value>>,
+    /// Refused unless null (no noise reduction runs on input audio).
+    #[serde(default)]
+    pub noise_reduction: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -497,5 +523,26 @@ mod tests {
         c.apply_ga(ga).unwrap();
         assert_eq!(c.voice, "marin");
         assert_eq!(c.turn_detection.unwrap().prefix_padding_ms, 100);
+    }
+
+    #[test]
+    fn unsupported_settings_are_refused_by_name_never_replaced() {
+        for (body, named) in [
+            (r#"{"audio":{"input":{"turn_detection":{"type":"semantic_vad"}}}}"#, "semantic_vad"),
+            (r#"{"audio":{"input":{"turn_detection":{"type":"server_vad","eagerness":"high"}}}}"#, "eagerness"),
+            (r#"{"audio":{"input":{"noise_reduction":{"type":"near_field"}}}}"#, "noise_reduction"),
+            (r#"{"output_modalities":["text"]}"#, "output_modalities"),
+        ] {
+            let mut c = SessionConfig::default();
+            let e = c.apply_ga(serde_json::from_str(body).unwrap()).unwrap_err();
+            assert_eq!((e.code, e.message.contains(named)), ("unsupported_value", true), "{body}: {}", e.message);
+        }
+        let beta: BetaSession = serde_json::from_str(r#"{"turn_detection":{"type":"semantic_vad","eagerness":"low"}}"#).unwrap();
+        assert_eq!(SessionConfig::default().apply_beta(beta).unwrap_err().code, "unsupported_value");
+        let mut c = SessionConfig::default();
+        let e = c.apply_ga(serde_json::from_str(r#"{"output_modalities":["audio","text"]}"#).unwrap()).unwrap_err();
+        assert_eq!(e.code, "invalid_output_modalities");
+        c.apply_ga(serde_json::from_str(r#"{"output_modalities":["audio"],"audio":{"input":{"noise_reduction":null}}}"#).unwrap()).unwrap();
+        assert_eq!(c.ga_json("s")["output_modalities"], serde_json::json!(["audio"]), "GA names one output modality");
     }
 }

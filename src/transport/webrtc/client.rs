@@ -93,6 +93,9 @@ pub struct ClientOptions {
     /// ICE over TCP only (no UDP sockets), as a client behind a UDP-blocking firewall; needs
     /// a server with `--rtc-tcp`.
     pub tcp_only: bool,
+    /// Post the offer as the OpenAI SDKs' `calls.create` does: a multipart form with `sdp` and
+    /// this `session` object.
+    pub form_session: Option<Value>,
 }
 
 impl Default for ClientOptions {
@@ -105,6 +108,7 @@ impl Default for ClientOptions {
             ice_servers: Vec::new(),
             relay_only: false,
             tcp_only: false,
+            form_session: None,
         }
     }
 }
@@ -203,11 +207,15 @@ impl Client {
         let early = wait_gathered(&mut rx).await.map_err(ClientError::Timeout)?;
         let offer_sdp = peer.local_description().await.ok_or(ClientError::Timeout("no local description"))?.sdp;
         let posted = Instant::now();
+        let (content_type, body) = match &opts.form_session {
+            None => ("application/sdp".to_string(), offer_sdp),
+            Some(session) => sdk_form(&offer_sdp, session),
+        };
         let resp = http
             .post(url)
             .bearer_auth(token)
-            .header("content-type", "application/sdp")
-            .body(offer_sdp)
+            .header("content-type", content_type)
+            .body(body)
             .send()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -403,6 +411,14 @@ impl Client {
         let resource = super::ice_client::Resource::new(http, &format!("{base}{}", self.location), token);
         super::ice_client::restart(peer, &resource, None).await
     }
+}
+
+/// The multipart form the OpenAI SDKs post to `/v1/realtime/calls`: (content type, body).
+fn sdk_form(sdp: &str, session: &Value) -> (String, String) {
+    let boundary = format!("voxrelay{:016x}", rand::random::<u64>());
+    let part = |name: &str, extra: &str, value: &str| format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{extra}\r\n{value}\r\n");
+    let body = format!("{}{}--{boundary}--\r\n", part("sdp", "", sdp), part("session", "Content-Type: application/json\r\n", &session.to_string()));
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// A server event as JSON. A non-JSON one is a server bug: surfaced as `client.invalid_json`
