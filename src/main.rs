@@ -41,12 +41,20 @@ enum ConfigAction {
     },
 }
 
+/// webrtc-rs warnings printed on every healthy call (DTLS without a server name, ICE pinging
+/// before the first pair): quieted unless the log level names `rtc` targets itself. Calls whose
+/// ICE or DTLS really fail are logged by voxrelay's own code.
+const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error";
+
 fn init_logging(cfg: &ServeConfig) {
-    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|e| {
+    let level = if cfg.log_level.contains("rtc") { cfg.log_level.clone() } else { format!("{},{QUIET_WEBRTC}", cfg.log_level) };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|e| {
         eprintln!("bad --log-level {:?} ({e}); using info", cfg.log_level);
-        EnvFilter::new("info")
+        EnvFilter::new(format!("info,{QUIET_WEBRTC}"))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a terminal (and never with NO_COLOR): redirected logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match cfg.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

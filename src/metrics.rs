@@ -197,7 +197,12 @@ pub fn render_media(totals: &StatsSnapshot, workers: &[Arc<WorkerStats>]) -> Str
         if name.ends_with("_ms") {
             continue;
         }
-        let _ = writeln!(out, "# TYPE voxrelay_media_{name}_total counter\nvoxrelay_media_{name}_total {v}");
+        let help = name.replace('_', " ");
+        let _ = writeln!(
+            out,
+            "# HELP voxrelay_media_{name}_total Audio workers: {help}, summed over all sessions, live and ended.\n\
+             # TYPE voxrelay_media_{name}_total counter\nvoxrelay_media_{name}_total {v}"
+        );
     }
     let name = "voxrelay_worker_tick_seconds";
     let _ = writeln!(out, "# HELP {name} DSP time of one 20 ms tick of an audio worker (all its sessions).\n# TYPE {name} histogram");
@@ -212,14 +217,17 @@ pub fn render_media(totals: &StatsSnapshot, workers: &[Arc<WorkerStats>]) -> Str
         let _ = writeln!(out, "{name}_sum{{worker=\"{i}\"}} {}", w.busy_us.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{{worker=\"{i}\"}} {ticks}");
     }
+    let _ = writeln!(out, "# HELP voxrelay_worker_late_ticks_total Ticks an audio worker started after their deadline.");
     let _ = writeln!(out, "# TYPE voxrelay_worker_late_ticks_total counter");
     for (i, w) in workers.iter().enumerate() {
         let _ = writeln!(out, "voxrelay_worker_late_ticks_total{{worker=\"{i}\"}} {}", w.late_ticks.load(Relaxed));
     }
+    let _ = writeln!(out, "# HELP voxrelay_worker_realtime Whether an audio worker got real-time scheduling (1) or not (0).");
     let _ = writeln!(out, "# TYPE voxrelay_worker_realtime gauge");
     for (i, w) in workers.iter().enumerate() {
         let _ = writeln!(out, "voxrelay_worker_realtime{{worker=\"{i}\"}} {}", u8::from(w.realtime.load(Relaxed)));
     }
+    let _ = writeln!(out, "# HELP voxrelay_worker_sessions Sessions an audio worker ticks.");
     let _ = writeln!(out, "# TYPE voxrelay_worker_sessions gauge");
     for (i, w) in workers.iter().enumerate() {
         let _ = writeln!(out, "voxrelay_worker_sessions{{worker=\"{i}\"}} {}", w.sessions.load(Relaxed));

@@ -219,3 +219,43 @@ fn token_mints_room_tokens_offline_with_the_servers_key() {
     assert!((claims.exp - now).abs_diff(1800) <= 5);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirected_text_logs_are_plain_and_a_healthy_call_logs_no_warnings() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY]).stdout(Stdio::piped());
+    for var in ["VOXRELAY_API_KEY", "VOXRELAY_LISTEN", "VOXRELAY_CONFIG", "VOXRELAY_LOG_LEVEL", "VOXRELAY_LOG_FORMAT", "NO_COLOR"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("voxrelay binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let base = loop {
+        let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
+        lines.push(line.clone());
+        if let Some(at) = line.find("listening on http://") {
+            break line[at + "listening on ".len()..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // One whole echo turn over WebRTC.
+    let secret = client_secret(&base, serde_json::json!({})).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &secret).await;
+    c.say(&speech());
+    c.say(&silence_ms(1500));
+    c.expect("response.done").await;
+    c.close().await;
+    sigterm(&child);
+    assert!(wait_exit(child).is_some(), "the server exits on SIGTERM");
+    while let Ok(Some(line)) = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await {
+        lines.push(line);
+    }
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "ANSI escapes in redirected logs: {lines:#?}");
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "a healthy call logged warnings: {warnings:#?}");
+}

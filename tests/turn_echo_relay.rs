@@ -55,7 +55,29 @@ async fn relay_only_echo_call_through_the_embedded_turn() {
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     let (to_peer, to_client) = (metric(&metrics, "voxrelay_turn_relayed_to_peer_total"), metric(&metrics, "voxrelay_turn_relayed_to_client_total"));
     assert!(to_peer > 100 && to_client > 100, "media went through the TURN relay: {to_peer} out, {to_client} back");
+    every_family_has_help_and_type(&metrics);
     c.close().await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What `promtool check metrics` asks of every metric family: a `# HELP` and a `# TYPE` line
+/// (with every kind of metric the server exports present here: calls, media, workers, rooms,
+/// TURN).
+fn every_family_has_help_and_type(text: &str) {
+    let declared = |kind: &str| -> std::collections::HashSet<String> {
+        text.lines().filter_map(|l| l.strip_prefix(kind)).filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
+    };
+    let (help, types) = (declared("# HELP "), declared("# TYPE "));
+    let mut missing = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| types.contains(*f))).unwrap_or(name);
+        if !help.contains(family) || !types.contains(family) {
+            missing.push(family.to_string());
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "metric families without # HELP or # TYPE: {missing:?}");
+    assert!(types.len() > 40, "the families checked: {}", types.len());
 }

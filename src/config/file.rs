@@ -29,7 +29,8 @@ pub struct ConfigFile {
     pub vad: Option<VadChoice>,
     pub audio_workers: Option<usize>,
     pub max_calls: Option<usize>,
-    /// Seconds.
+    /// Seconds: a number, or a string as the flag takes it ("30s", "2m").
+    #[serde(default, deserialize_with = "seconds")]
     pub drain_grace: Option<u64>,
     pub web_session: Option<bool>,
     pub turn_config: Option<PathBuf>,
@@ -182,4 +183,20 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
         out.push_str(&format!("  turn          {name} OK\n"));
     }
     Ok(out)
+}
+
+/// A duration in seconds as a TOML integer (`30`) or as the `--drain-grace` flag writes it
+/// (`"30s"`, `"2m"`).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(u64),
+        Text(String),
+    }
+    match <Option<Seconds> as serde::Deserialize>::deserialize(d)? {
+        None => Ok(None),
+        Some(Seconds::Number(n)) => Ok(Some(n)),
+        Some(Seconds::Text(t)) => super::parse_seconds(&t).map(Some).map_err(serde::de::Error::custom),
+    }
 }

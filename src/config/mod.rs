@@ -307,6 +307,11 @@ mod tests {
         let path = temp_file("example-head.toml", &uncommented);
         let file = ConfigFile::load(&path).unwrap();
         assert_eq!(file.drain_grace, Some(30));
+        // As the flag writes it, too.
+        for (text, secs) in [("drain_grace = \"30s\"\n", 30), ("drain_grace = \"2m\"\n", 120), ("drain_grace = 45\n", 45)] {
+            let file = ConfigFile::load(&temp_file("grace.toml", text)).unwrap();
+            assert_eq!(file.drain_grace, Some(secs), "{text}");
+        }
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl TurnStats {
         ];
         let mut out = String::new();
         for (name, kind, value) in rows {
-            out.push_str(&format!("# TYPE voxrelay_turn_{name} {kind}\nvoxrelay_turn_{name} {}\n", Self::get(value)));
+            let help = name.trim_end_matches("_total").replace('_', " ");
+            out.push_str(&format!(
+                "# HELP voxrelay_turn_{name} Embedded TURN server: {help}.\n# TYPE voxrelay_turn_{name} {kind}\nvoxrelay_turn_{name} {}\n",
+                Self::get(value)
+            ));
         }
         out
     }
