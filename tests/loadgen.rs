@@ -38,6 +38,7 @@ async fn loadgen_small_run_reports_answered_turns() {
     assert!(v["events_by_type"]["response.done"].as_u64().unwrap() >= sent);
     assert!(v["loss_pct"]["max"].as_f64().unwrap() < 1.0, "no loss on loopback");
     assert_eq!(v["sessions"].as_array().unwrap().len(), 3);
+    assert!(v["duration_s"].as_f64().unwrap() >= 6.0, "a run is never shorter than --duration: {}", report.summary());
 
     let after = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     for name in ["voxrelay_calls_started_total", "voxrelay_rtp_packets_in_total", "voxrelay_rtp_packets_out_total", "voxrelay_turns_committed_total"] {

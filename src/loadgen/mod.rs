@@ -293,6 +293,7 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
         r.abort();
     }
     let wall = started.elapsed().as_secs_f64();
+    report.duration_s = wall;
     report.loadgen_cpu_pct = (cpu_seconds(None) - cpu_start.0) * 100.0 / wall;
     if let (Some(pid), Some(start)) = (cfg.server_pid, cpu_start.1) {
         report.server_cpu_pct = Some((cpu_seconds(Some(pid)) - start) * 100.0 / wall);
@@ -330,18 +331,26 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     let gap_frames = ((u64::from(cfg.silence_ms) + spurt.duration_ms() + 1000) / 20) as usize;
     let silence = OutFrame::Opus { payload: Bytes::from_static(&OPUS_SILENCE), voiced: false };
     let period_ms = spurt.duration_ms() + gap_frames as u64 * 20;
-    let spurts = ((cfg.duration * 1000.0) as u64 / period_ms).max(1);
+    // Whole periods covering at least --duration (a run is never shorter than asked).
+    let spurts = ((cfg.duration * 1000.0) as u64).div_ceil(period_ms).max(1);
     for _ in 0..spurts {
         client.queue(spurt.frames.iter().map(|f| OutFrame::Opus { payload: f.clone(), voiced: true }));
         client.queue(std::iter::repeat_n(silence.clone(), gap_frames));
     }
     let end = tokio::time::Instant::now() + Duration::from_millis(spurts * period_ms + 200);
+    // Latencies go to the live progress line as each answer completes, not only at the end.
+    let mut reported = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
             ev = client.events.recv() => match ev {
                 Some((_, ev)) => {
                     let kind = ev["type"].as_str().unwrap_or("?").to_string();
+                    if kind == "response.done" {
+                        let (_, so_far) = turn_latencies(&client.sent(), &client.received(), f64::from(cfg.silence_ms));
+                        progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).extend(so_far.iter().skip(reported));
+                        reported = reported.max(so_far.len());
+                    }
                     *result.events.entry(kind).or_default() += 1;
                 }
                 None => break,
@@ -361,7 +370,7 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     let (turns, latencies) = turn_latencies(&sent, &received, f64::from(cfg.silence_ms));
     result.turns_sent = turns;
     result.turns_answered = latencies.len();
-    progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).extend(&latencies);
+    progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).extend(latencies.iter().skip(reported));
     result.turn_latency_ms = latencies;
     let (lost, pct, jitter) = loss_and_jitter(&received, 48_000.0);
     result.packets_received = received.len();

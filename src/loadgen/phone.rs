@@ -131,7 +131,8 @@ pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, 
     // end and the echo to play in full.
     let gap_frames = (u64::from(cfg.silence_ms) + spurt.duration_ms() + 1000) / 20;
     let period = spurt.payloads.len() as u64 + gap_frames;
-    let spurts = ((cfg.duration * 1000.0) as u64 / (period * 20)).max(1);
+    // Whole periods covering at least --duration (a run is never shorter than asked).
+    let spurts = ((cfg.duration * 1000.0) as u64).div_ceil(period * 20).max(1);
     let total = spurts * period;
     let (mut sent, mut received) = (Vec::<Sent>::with_capacity(total as usize), Vec::<Received>::new());
     let (mut seq, mut chunk) = (1u64, 0u64);

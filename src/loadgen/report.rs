@@ -100,6 +100,8 @@ pub struct Report {
     pub sessions_connected: usize,
     pub sessions_failed: usize,
     pub failures_by_cause: BTreeMap<String, usize>,
+    /// How long the run took (ramp included): at least `--duration`, since each call speaks
+    /// whole spurt periods covering it.
     pub duration_s: f64,
     pub silence_duration_ms: u32,
     pub answer_ms: Dist,
@@ -152,6 +154,7 @@ impl Report {
         for (cause, n) in &self.failures_by_cause {
             let _ = writeln!(out, "  failed: {n} x {cause}");
         }
+        let _ = writeln!(out, "ran {:.1} s", self.duration_s);
         let _ = writeln!(out, "turns: {} sent, {} answered; events received: {}", self.turns_sent, self.turns_answered, self.events_received);
         let _ = writeln!(out, "{:<34} {:>8} {:>8} {:>8} {:>8} {:>7}", "metric", "p50", "p95", "p99", "max", "n");
         for (name, d) in [

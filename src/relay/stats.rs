@@ -58,4 +58,3 @@ impl TurnStats {
         counter.load(Ordering::Relaxed)
     }
 }
-
