@@ -70,3 +70,46 @@ async fn operator_watches_a_webrtc_call() {
     call.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_app_controls_a_live_call_over_the_sideband_socket() {
+    use futures_util::SinkExt;
+    let server = start_server().await;
+    let base = server.url();
+    let mut call = Call::connect(&base, "/v1/realtime/calls", API_KEY).await;
+    call.expect("session.created").await;
+    let id = call.location.rsplit('/').next().unwrap().to_string();
+
+    // OpenAI's sideband: GET /v1/realtime?call_id=<id> with the API key.
+    let url = format!("{}/v1/realtime?call_id={id}&model=gpt-realtime", base.replacen("http", "ws", 1));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    assert!(tokio_tungstenite::connect_async(req.clone()).await.is_err(), "no API key, no control");
+    req.headers_mut().insert("authorization", format!("Bearer {API_KEY}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("sideband socket");
+
+    // The app changes the session from the server side; the call and the app both see it.
+    let update = json!({"type": "session.update", "session": {"type": "realtime", "instructions": "from the sideband"}});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(update.to_string().into())).await.unwrap();
+    let updated = call.expect("session.updated").await;
+    assert_eq!(updated["session"]["instructions"], "from the sideband");
+    call.say(&silence_ms(300));
+    call.say(&speech());
+    call.say(&silence_ms(2000));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|t| t == "response.done") {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("sideband events").unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            seen.push(v["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert!(seen.iter().any(|t| t == "session.updated") && seen.iter().any(|t| t == "input_audio_buffer.committed"), "{seen:?}");
+
+    // Without call_id there is no WebSocket session yet: a JSON error that says so.
+    let resp = http().get(format!("{base}/v1/realtime?model=gpt-realtime")).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "websocket_sessions_unsupported");
+    call.close().await;
+    server.shutdown().await;
+}

@@ -231,7 +231,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/realtime/sessions", post(realtime::create_session))
         .route("/v1/realtime/client_secrets", post(realtime::create_client_secret))
-        .route("/v1/realtime", post(realtime::create_call_beta))
+        .route("/v1/realtime", post(realtime::create_call_beta).get(watch::realtime_socket))
         .route("/v1/realtime/calls", post(realtime::create_call_ga))
         .route("/v1/realtime/calls/{id}", delete(realtime::end_call).patch(realtime::patch_call))
         .route("/v1/realtime/calls/{id}/hangup", post(realtime::hangup))

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -37,6 +38,40 @@ async fn upgrade(
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| pump(socket, channel.to_client, channel.from_client, from_client, "events")))
+}
+
+/// `GET /v1/realtime?call_id=<id>` (API key): OpenAI's sideband control socket on a live call:
+/// its events, and client events (`session.update`, `response.create`, tool outputs) from a
+/// server-side app; no audio. Without `call_id` this is where Realtime sessions over WebSocket
+/// will be; until then it says so.
+pub async fn realtime_socket(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(query): Query<RealtimeQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Some(call_id) = query.call_id else {
+        api.auth.caller(&headers)?;
+        return Err(ApiError::unprocessable(
+            "websocket_sessions_unsupported",
+            "Realtime sessions over WebSocket are not available on this server yet: use WebRTC (POST /v1/realtime/calls), \
+             or attach to a live call with ?call_id=",
+        ));
+    };
+    api.auth.require_api_key(&headers)?;
+    let ws = ws.map_err(|e| ApiError::bad_request("websocket_upgrade_required", format!("this endpoint is a WebSocket: {e}")))?;
+    let channel = api.engine.attach_events(&crate::CallId::from_client(&call_id), false)?;
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| pump(socket, channel.to_client, channel.from_client, from_client, "sideband")))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RealtimeQuery {
+    pub call_id: Option<String>,
+    /// Accepted as OpenAI clients send it; the session's model is the one it was made with.
+    #[allow(dead_code)]
+    pub model: Option<String>,
 }
 
 /// Text is a client event; a binary frame becomes a marker the call answers with an `error`
