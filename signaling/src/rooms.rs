@@ -176,17 +176,22 @@ pub async fn remove_participant(
 ) -> Result<StatusCode, E> {
     let room = RoomName::parse(&room)?;
     let identity = ParticipantId::parse(&identity)?;
-    let removed_by_admin = if api.auth.require_api_key(&headers).is_ok() {
-        true
-    } else {
-        let claims = room_token(&api, &headers, &room, RoomAction::Join)?;
-        if claims.sub != identity {
-            claims.require(&room, RoomAction::Admin)?;
-        }
-        claims.sub != identity
-    };
+    let removed_by_admin = may_act_on(&api, &headers, &room, &identity)?;
     api.engine.leave_room(&room, &identity, removed_by_admin).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who may act on a participant's connection (leave, WHIP/WHEP `PATCH`/`DELETE`): its own room
+/// token, an admin token of the room, or the API key. `true` when it is someone else.
+pub(crate) fn may_act_on(api: &Api, headers: &HeaderMap, room: &RoomName, identity: &ParticipantId) -> Result<bool, E> {
+    if api.auth.require_api_key(headers).is_ok() {
+        return Ok(true);
+    }
+    let claims = room_token(api, headers, room, RoomAction::Join)?;
+    if claims.sub != *identity {
+        claims.require(room, RoomAction::Admin)?;
+    }
+    Ok(claims.sub != *identity)
 }
 
 /// `GET /v1/rooms/<room>` (API key).

@@ -12,12 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::Api;
-use crate::auth::{bearer, unix_now};
 use crate::body::{read_limited, require_content_type};
 use crate::error::ApiError as E;
 use crate::ids::{ParticipantId, RoomName, SessionId};
 use crate::room_token::RoomAction;
-use crate::rooms::{JoinRequest, read_offer, room_token, sdp_created};
+use crate::rooms::{JoinRequest, may_act_on, read_offer, room_token, sdp_created};
 use crate::sdpfrag::{IceFragment, MAX_SDPFRAG_BYTES, SDPFRAG_TYPE};
 
 const ACCEPT_PATCH: header::HeaderName = header::HeaderName::from_static("accept-patch");
@@ -115,20 +114,6 @@ fn ice_links(servers: &[serde_json::Value]) -> Vec<String> {
         }
     }
     out
-}
-
-/// The participant's own token, an admin token of the room, or the API key; `true` when the
-/// participant is removed by someone else.
-fn may_act_on(api: &Api, headers: &HeaderMap, room: &RoomName, identity: &ParticipantId) -> Result<bool, E> {
-    if api.auth.require_api_key(headers).is_ok() {
-        return Ok(true);
-    }
-    let claims = api.auth.room_tokens.verify(bearer(headers)?, unix_now())?;
-    claims.require(room, RoomAction::Join)?;
-    if claims.sub != *identity {
-        claims.require(room, RoomAction::Admin)?;
-    }
-    Ok(claims.sub != *identity)
 }
 
 /// `PATCH /v1/whip/<room>/<identity>` (and WHEP): trickled candidates → 204; new ICE
