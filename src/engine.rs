@@ -352,7 +352,7 @@ impl Engine for EngineHandle {
             // `/v1/rtp/<id>/events` attaches plain-RTP sessions only; `/v1/calls/<id>/events`
             // any other call (WebRTC, phone).
             .filter(|c| (c.kind == TransportKind::PlainRtp) == plain_rtp)
-            .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {call_id:?}")))?;
+            .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {:?}", call_id.as_str())))?;
         let (to_client_tx, to_client) = mpsc::unbounded_channel();
         let (from_client, mut from_client_rx) = mpsc::unbounded_channel::<String>();
         entry
@@ -376,7 +376,7 @@ impl Engine for EngineHandle {
             let entry = calls
                 .get(call_id)
                 .filter(|c| owner.is_none_or(|o| *o == c.session_id))
-                .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {call_id:?}")))?;
+                .ok_or_else(|| ApiError::not_found("call_not_found", format!("no live call {:?}", call_id.as_str())))?;
             entry.stop.notify_one();
             entry.done.clone()
         };
@@ -473,7 +473,7 @@ impl Engine for EngineHandle {
         fragment: IceFragment,
         if_match: Option<String>,
     ) -> Result<IcePatched, ApiError> {
-        let not_found = || ApiError::not_found("call_not_found", format!("no live call {call_id:?}"));
+        let not_found = || ApiError::not_found("call_not_found", format!("no live call {:?}", call_id.as_str()));
         let ice = {
             let calls = self.0.calls();
             let entry = calls.get(call_id).filter(|c| owner.is_none_or(|o| *o == c.session_id)).ok_or_else(not_found)?;
