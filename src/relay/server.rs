@@ -140,6 +140,34 @@ pub struct IceAdvert {
     pub stats: Arc<TurnStats>,
 }
 
+/// A port the OS picks (`listening-port` 0) is picked for UDP; TCP must then get the same one,
+/// which another socket may hold: the pair is picked again, a few times, before giving up.
+const PORT_PICKS: usize = 8;
+
+/// UDP and/or TCP listeners on `ip`, on the same port.
+async fn bind_listeners(ip: IpAddr, port: u16, udp: bool, tcp: bool) -> anyhow::Result<(Option<UdpSocket>, Option<TcpListener>)> {
+    let mut pick = 0;
+    loop {
+        pick += 1;
+        let u = match udp {
+            true => Some(UdpSocket::bind((ip, port)).await.with_context(|| format!("TURN UDP on {ip}:{port}"))?),
+            false => None,
+        };
+        let chosen = match &u {
+            Some(s) => s.local_addr()?.port(),
+            None => port,
+        };
+        if !tcp {
+            return Ok((u, None));
+        }
+        match TcpListener::bind((ip, chosen)).await {
+            Ok(l) => return Ok((u, Some(l))),
+            Err(e) if port == 0 && u.is_some() && e.kind() == std::io::ErrorKind::AddrInUse && pick < PORT_PICKS => continue,
+            Err(e) => return Err(e).with_context(|| format!("TURN TCP on {ip}:{chosen}")),
+        }
+    }
+}
+
 impl RelayServer {
     /// Binds every listener and starts serving. `fallback_host`: the address to advertise when
     /// neither `external-ip` nor a specific `listening-ip` names one.
@@ -148,16 +176,9 @@ impl RelayServer {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for ip in &ips {
-            let mut port = cfg.listening_port;
-            if !cfg.no_udp {
-                let s = UdpSocket::bind((*ip, port)).await.with_context(|| format!("TURN UDP on {ip}:{port}"))?;
-                port = s.local_addr()?.port();
-                udp.push(Arc::new(s));
-            }
-            if !cfg.no_tcp {
-                let l = TcpListener::bind((*ip, port)).await.with_context(|| format!("TURN TCP on {ip}:{port}"))?;
-                tcp.push(l);
-            }
+            let (u, t) = bind_listeners(*ip, cfg.listening_port, !cfg.no_udp, !cfg.no_tcp).await?;
+            udp.extend(u.map(Arc::new));
+            tcp.extend(t);
         }
         let mut tls = Vec::new();
         let tls_config = match (&cfg.cert, &cfg.pkey, cfg.no_tls) {
