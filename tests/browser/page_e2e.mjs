@@ -139,7 +139,7 @@ try {
     `--use-file-for-fake-audio-capture=${wav}`, '--autoplay-policy=no-user-gesture-required'];
   if (process.getuid && process.getuid() === 0) args.push('--no-sandbox');  // Chromium refuses to run as root with its sandbox
   try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 20000 });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 45000 });
   } catch (e) { summary.errors.push(`launching ${CHROMIUM}: ${e.message}`); finish(2); }
   summary.chromium = browser.version();
   const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, isMobile: false, hasTouch: true });
@@ -220,7 +220,7 @@ try {
   // Microphone permission denied: a second browser without the flag that auto-accepts the
   // permission prompt (headless Chromium then denies it).
   const denyArgs = args.filter((a) => a !== '--use-fake-ui-for-media-stream');
-  const denying = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: denyArgs, timeout: 20000 });
+  const denying = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: denyArgs, timeout: 45000 });
   try {
     const p2 = await (await denying.newContext({ viewport: PHONE })).newPage();
     await p2.goto(`${BASE}/`);

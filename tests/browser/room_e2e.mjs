@@ -151,7 +151,7 @@ try {
     `--use-file-for-fake-audio-capture=${wav}`, '--autoplay-policy=no-user-gesture-required'];
   if (process.getuid && process.getuid() === 0) args.push('--no-sandbox');  // Chromium refuses to run as root with its sandbox
   try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 20000 });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 45000 });
   } catch (e) { summary.errors.push(`launching ${CHROMIUM}: ${e.message}`); finish(2); }
   summary.chromium = browser.version();
 
