@@ -423,6 +423,15 @@ impl Conversation {
         }
     }
 
+    /// Moves the agent's next frames into the audio worker's ring while it has room (one call
+    /// task, one room agent: the same pull).
+    pub fn feed_agent(&mut self, ring: &mut rtrb::Producer<AgentFrame>, now: Instant) {
+        while ring.slots() > 0 {
+            let Some(frame) = self.next_agent_frame(now) else { break };
+            let _ = ring.push(frame);
+        }
+    }
+
     pub fn on_caller_audio(&mut self, start: AudioTime, pcm: &[i16; voxrelay_media::SAMPLES_24K]) {
         self.agent.on_audio(start, pcm);
     }

@@ -124,10 +124,7 @@ pub async fn run_call(setup: CallSetup) {
                     }
                 }
                 conversation.poll_agent_notices();
-                while agent_out.slots() > 0 {
-                    let Some(frame) = conversation.next_agent_frame(now) else { break };
-                    let _ = agent_out.push(frame);
-                }
+                conversation.feed_agent(&mut agent_out, now);
                 for d in conversation.agent_latencies.drain(..) {
                     metrics.agent_latency(d);
                 }
