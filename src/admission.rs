@@ -31,7 +31,9 @@ impl Admission {
     /// What one call of `kind` costs against `max_calls`, in quarter calls.
     pub fn cost_quarters(kind: TransportKind) -> usize {
         match kind {
-            TransportKind::WebRtc | TransportKind::PlainRtp => 4,
+            // A WebSocket session has no Opus to code but JSON and base64 per frame: counted as a
+            // whole call until measured otherwise.
+            TransportKind::WebRtc | TransportKind::PlainRtp | TransportKind::WebSocket => 4,
             TransportKind::Twilio => 1,
         }
     }

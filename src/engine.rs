@@ -13,8 +13,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
 use voxrelay_signaling::{
-    ApiError, CallCreated, CallId, CallRequest, CarrierMessage, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RtpCreated,
-    SessionConfig, SessionId,
+    ApiError, CallCreated, CallId, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RealtimeChannel, RtpCreated,
+    SessionConfig, SessionId, SocketMessage, WsSessionRequest,
 };
 use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
@@ -28,7 +28,7 @@ use crate::agent;
 use crate::call::{CallSetup, Conversation, run_call, turn_config};
 use crate::metrics::Metrics;
 use crate::transport::webrtc::{OPUS_PAYLOAD_TYPE, PortAllocator};
-use crate::transport::{Inbound, Transport, TransportEvent, TransportKind, phone, plain_rtp};
+use crate::transport::{Inbound, Transport, TransportEvent, TransportKind, phone, plain_rtp, ws};
 
 /// How long DELETE waits for the call's resources to be released before answering.
 const END_WAIT: Duration = Duration::from_secs(3);
@@ -190,7 +190,7 @@ impl VoxEngine {
     fn open_phone_stream(self: &Arc<Self>) -> Result<PhoneChannel, ApiError> {
         self.admit(TransportKind::Twilio)?;
         let (to_carrier, to_rx) = mpsc::unbounded_channel();
-        let (from_tx, mut from_carrier) = mpsc::unbounded_channel::<CarrierMessage>();
+        let (from_tx, mut from_carrier) = mpsc::unbounded_channel::<SocketMessage>();
         let engine = self.clone();
         tokio::spawn(async move {
             let start = {
@@ -222,6 +222,25 @@ impl VoxEngine {
         Ok(PhoneChannel { to_carrier: to_rx, from_carrier: from_tx })
     }
 
+    /// A Realtime session over WebSocket (PROTOCOL.md §8): admitted now (the refusal is the
+    /// upgrade's HTTP answer); the call starts at once, its events going to the socket.
+    fn open_realtime_session(self: &Arc<Self>, req: WsSessionRequest) -> Result<RealtimeChannel, ApiError> {
+        self.admit(TransportKind::WebSocket)?;
+        let (to_client_tx, to_client) = mpsc::unbounded_channel();
+        let (from_client, from_rx) = mpsc::channel(ws::INBOUND_QUEUE);
+        let transport = ws::accept(&req.config, from_rx, to_client_tx.clone());
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+            if let Err(e) = engine.launch(transport, req.config, req.dialect, req.session_id, addr).await {
+                warn!("realtime socket refused: {e}");
+                let event = voxrelay_signaling::events::ServerEvent::server_error(e.code, e.message);
+                let _ = to_client_tx.send(event.to_json(req.dialect, &IdSource::random().event()));
+            }
+        });
+        Ok(RealtimeChannel { to_client, from_client })
+    }
+
     /// A phone stream whose `customParameters` name a `room` (and optionally `identity`, default
     /// `phone-` and the call's last digits of its sid): a room participant through a bridge
     /// session (mu-law decoded and encoded to Opus once; the room's top speaker mixed to 8 kHz).
@@ -229,7 +248,7 @@ impl VoxEngine {
         self: &Arc<Self>,
         room: &str,
         start: phone::twilio::Start,
-        from_carrier: mpsc::UnboundedReceiver<CarrierMessage>,
+        from_carrier: mpsc::UnboundedReceiver<SocketMessage>,
         to_carrier: mpsc::UnboundedSender<String>,
     ) -> Result<ParticipantId, ApiError> {
         let room = RoomName::parse(room)?;
@@ -285,6 +304,9 @@ impl VoxEngine {
         let mut conversation = Conversation::new(dialect, session_id, config, agent, IdSource::random());
         if let Some(heard) = t.heard {
             conversation = conversation.with_heard(heard);
+        }
+        if kind == TransportKind::WebSocket {
+            conversation = conversation.with_dialect_from_updates();
         }
         let setup = CallSetup {
             call_id: call_id.clone(),
@@ -387,6 +409,10 @@ impl Engine for EngineHandle {
 
     fn open_phone_stream(&self) -> Result<PhoneChannel, ApiError> {
         self.0.open_phone_stream()
+    }
+
+    fn open_realtime_session(&self, req: WsSessionRequest) -> Result<RealtimeChannel, ApiError> {
+        self.0.open_realtime_session(req)
     }
 
     async fn join_room(&self, req: JoinRequest) -> Result<String, ApiError> {

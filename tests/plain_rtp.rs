@@ -106,10 +106,11 @@ async fn a_server_side_app_controls_a_live_call_over_the_sideband_socket() {
     }
     assert!(seen.iter().any(|t| t == "session.updated") && seen.iter().any(|t| t == "input_audio_buffer.committed"), "{seen:?}");
 
-    // Without call_id there is no WebSocket session yet: a JSON error that says so.
+    // Without call_id it is a Realtime session socket (tests/realtime_ws.rs): a plain GET is
+    // told so in JSON.
     let resp = http().get(format!("{base}/v1/realtime?model=gpt-realtime")).bearer_auth(API_KEY).send().await.unwrap();
-    assert_eq!(resp.status(), 422);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "websocket_sessions_unsupported");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "websocket_upgrade_required");
     call.close().await;
     server.shutdown().await;
 }

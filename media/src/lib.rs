@@ -34,7 +34,8 @@
 //! - `frames`   — the fixed-size values that travel through the rings, and frame constants.
 //! - `codec`    — thin Opus encoder/decoder wrappers (48 kHz mono) and the silence packet.
 //! - `g711`     — ITU-T G.711 mu-law / A-law companding.
-//! - `session_codec` — [`AudioCodec`]: one RTP payload <-> 48 kHz PCM for Opus or G.711, with
+//! - `pcm_format` — a Realtime client's pcm16/G.711 chunks <-> the session's 20 ms L16 frames.
+//! - `session_codec` — [`AudioCodec`]: one RTP payload <-> 48 kHz PCM for Opus, G.711 or L16, with
 //!   per-codec concealment and silence.
 //! - `resample` — allocation-free polyphase FIR resampler for integer ratios (48/24/16/8 kHz).
 //! - `mix`      — [`mix_48k`]: sums 48 kHz sources with a soft limiter.
@@ -64,6 +65,7 @@ mod frames;
 mod g711;
 mod jitter;
 mod mix;
+mod pcm_format;
 mod playback;
 mod resample;
 pub mod room_bridge;
@@ -89,7 +91,8 @@ pub use jitter::{
 };
 pub use mix::{LIMITER_KNEE, mix_48k, soft_limit};
 pub use resample::{Resampler, SampleRate};
-pub use session_codec::AudioCodec;
+pub use pcm_format::{L16Frame, PcmInput, PcmLaw, PcmOutput};
+pub use session_codec::{AudioCodec, L16_FRAME_BYTES};
 pub use stats::{SessionStats, StatsSnapshot};
 pub use turn_detect::{TurnDetectConfig, TurnDetector, TurnEvent};
 #[cfg(feature = "silero")]

@@ -91,7 +91,11 @@ impl Auth {
 
     /// Accepts the API key or a live client secret.
     pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let token = bearer(headers)?;
+        self.caller_token(bearer(headers)?)
+    }
+
+    /// [`Auth::caller`] for a token that came another way (a WebSocket subprotocol).
+    pub fn caller_token(&self, token: &str) -> Result<Caller, ApiError> {
         if constant_time_eq(token.as_bytes(), self.api_key.as_bytes()) {
             return Ok(Caller::ApiKey);
         }

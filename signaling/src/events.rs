@@ -55,6 +55,23 @@ pub enum SessionUpdate {
     Ga(GaSession),
 }
 
+impl SessionUpdate {
+    /// The live session's settings after this update, or why it is refused (then nothing
+    /// changes). The one place that decides, for the call and for a transport that needs the
+    /// audio formats in the order the client sent them.
+    pub fn applied_to(self, config: &crate::SessionConfig) -> Result<crate::SessionConfig, crate::ApiError> {
+        let mut next = config.clone();
+        match self {
+            SessionUpdate::Beta(s) => next.apply_beta(s)?,
+            SessionUpdate::Ga(s) => next.apply_ga(s)?,
+        }
+        if next.agent != config.agent {
+            return Err(crate::ApiError::bad_request("agent_change_unsupported", "the agent of a live call cannot change"));
+        }
+        Ok(next)
+    }
+}
+
 #[derive(Debug)]
 pub enum ClientEvent {
     SessionUpdate(SessionUpdate),
@@ -83,6 +100,42 @@ pub struct EventError {
 pub struct Parsed {
     pub event_id: Option<String>,
     pub event: ClientEvent,
+}
+
+/// The audio of an `input_audio_buffer.append` (WebSocket sessions), decoded from base64.
+pub struct Append {
+    pub event_id: Option<String>,
+    pub audio: Vec<u8>,
+}
+
+/// Reads an `input_audio_buffer.append` without building a JSON tree (it may carry megabytes of
+/// base64). `None`: the text is not an append (or not JSON): it is a client event for
+/// [`parse_client_event`], which reports what is wrong with it.
+pub fn parse_append(text: &str) -> Option<Result<Append, EventError>> {
+    use base64::Engine as _;
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
+        audio: Option<Cow<'a, str>>,
+        #[serde(default)]
+        event_id: Option<String>,
+    }
+    let head: Head = serde_json::from_str(text).ok()?;
+    if head.kind != "input_audio_buffer.append" {
+        return None;
+    }
+    let err = |code, message: &str| EventError { code, message: message.into(), event_id: head.event_id.clone() };
+    let Some(audio) = head.audio.as_deref() else {
+        return Some(Err(err("invalid_event", "input_audio_buffer.append needs \"audio\" (base64)")));
+    };
+    Some(match base64::engine::general_purpose::STANDARD.decode(audio) {
+        Ok(audio) => Ok(Append { event_id: head.event_id.clone(), audio }),
+        Err(e) => Err(err("invalid_value", &format!("input_audio_buffer.append: audio is not valid base64: {e}"))),
+    })
 }
 
 pub fn parse_client_event(text: &str) -> Result<Parsed, EventError> {
@@ -184,6 +237,18 @@ mod tests {
         assert_eq!(Dialect::Beta.name("conversation.item.created"), "conversation.item.created");
         assert_eq!(Dialect::Ga.name("response.audio.done"), "response.output_audio.done");
         assert_eq!(Dialect::Ga.name("response.done"), "response.done");
+    }
+
+    #[test]
+    fn appends_are_read_apart_from_other_events() {
+        let a = parse_append(r#"{"type":"input_audio_buffer.append","event_id":"e1","audio":"AAEC\/w=="}"#).unwrap().ok().unwrap();
+        assert_eq!((a.audio, a.event_id.as_deref()), (vec![0, 1, 2, 255], Some("e1")));
+        assert!(parse_append(r#"{"type":"response.create","audio":"AAEC"}"#).is_none());
+        assert!(parse_append("not json").is_none(), "left to parse_client_event, which says why");
+        let e = parse_append(r#"{"type":"input_audio_buffer.append","audio":"***"}"#).unwrap().err().unwrap();
+        assert_eq!(e.code, "invalid_value");
+        let e = parse_append(r#"{"type":"input_audio_buffer.append","event_id":"e2"}"#).unwrap().err().unwrap();
+        assert_eq!((e.code, e.event_id.as_deref()), ("invalid_event", Some("e2")));
     }
 
     #[test]

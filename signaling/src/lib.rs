@@ -19,6 +19,7 @@ mod health;
 pub mod ids;
 mod plain_rtp;
 mod realtime;
+mod realtime_ws;
 pub mod room_token;
 pub mod room_wire;
 pub mod rooms;
@@ -73,10 +74,11 @@ pub struct EventChannel {
     pub from_client: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
-/// One message a carrier's media-stream WebSocket delivered (PROTOCOL.md §5). Binary frames are
-/// not part of any supported dialect; only their size is passed on, to be refused and logged.
+/// One message a client's WebSocket delivered (a carrier's media stream, PROTOCOL.md §5; a
+/// Realtime session, §8). Binary frames are in no supported protocol; only their size is passed
+/// on, to be refused and logged.
 #[derive(Debug)]
-pub enum CarrierMessage {
+pub enum SocketMessage {
     Text(String),
     Binary(usize),
 }
@@ -86,7 +88,22 @@ pub enum CarrierMessage {
 /// socket.
 pub struct PhoneChannel {
     pub to_carrier: tokio::sync::mpsc::UnboundedReceiver<String>,
-    pub from_carrier: tokio::sync::mpsc::UnboundedSender<CarrierMessage>,
+    pub from_carrier: tokio::sync::mpsc::UnboundedSender<SocketMessage>,
+}
+
+/// A Realtime session over WebSocket (PROTOCOL.md §8), as the edge accepted it.
+pub struct WsSessionRequest {
+    pub config: SessionConfig,
+    pub dialect: Dialect,
+    pub session_id: SessionId,
+}
+
+/// Both directions of an upgraded Realtime WebSocket: server events (JSON text) for the client,
+/// and a *bounded* sender for what the client sends, so a client sending audio faster than the
+/// session consumes it is slowed down by TCP instead of growing memory.
+pub struct RealtimeChannel {
+    pub to_client: tokio::sync::mpsc::UnboundedReceiver<String>,
+    pub from_client: tokio::sync::mpsc::Sender<SocketMessage>,
 }
 
 /// What the edge needs from the server; the root crate implements it.
@@ -107,6 +124,11 @@ pub trait Engine: Send + Sync + 'static {
     /// its `start` message. 503 at `max_calls` or while draining.
     fn open_phone_stream(&self) -> Result<PhoneChannel, ApiError> {
         Err(ApiError::not_found("telephony_disabled", "telephony is not available on this server"))
+    }
+    /// A Realtime session over WebSocket (PROTOCOL.md §8); called before the upgrade, so a
+    /// refusal (503 at `max_calls` or draining) is an HTTP answer.
+    fn open_realtime_session(&self, _req: WsSessionRequest) -> Result<RealtimeChannel, ApiError> {
+        Err(ApiError::not_found("websocket_sessions_unsupported", "Realtime sessions over WebSocket are not available on this server"))
     }
     /// ICE servers (TURN credentials) to hand a client for this session; empty without TURN.
     fn ice_servers(&self, _session_id: &SessionId) -> Vec<serde_json::Value> {

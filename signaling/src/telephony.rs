@@ -18,7 +18,7 @@ use crate::auth::constant_time_eq;
 use crate::body::{content_type, read_limited};
 use crate::error::ApiError;
 use crate::ws_pump::pump;
-use crate::{Api, CarrierMessage};
+use crate::{Api, SocketMessage};
 
 /// Largest message accepted on a media stream. Twilio's largest, `start`, is a few KiB (custom
 /// parameters included); a media message carries 216 base64 characters. A bigger message is a
@@ -134,10 +134,10 @@ pub async fn twilio_stream(State(api): State<Arc<Api>>, headers: HeaderMap, uri:
 }
 
 /// Binary frames are in no supported dialect: only their size goes on, to be refused and logged.
-fn from_carrier(msg: Message) -> Option<CarrierMessage> {
+fn from_carrier(msg: Message) -> Option<SocketMessage> {
     match msg {
-        Message::Text(text) => Some(CarrierMessage::Text(text.to_string())),
-        Message::Binary(b) => Some(CarrierMessage::Binary(b.len())),
+        Message::Text(text) => Some(SocketMessage::Text(text.to_string())),
+        Message::Binary(b) => Some(SocketMessage::Binary(b.len())),
         _ => None,
     }
 }

@@ -40,26 +40,27 @@ async fn upgrade(
         .on_upgrade(move |socket| pump(socket, channel.to_client, channel.from_client, from_client, "events")))
 }
 
-/// `GET /v1/realtime?call_id=<id>` (API key): OpenAI's sideband control socket on a live call:
-/// its events, and client events (`session.update`, `response.create`, tool outputs) from a
-/// server-side app; no audio. Without `call_id` this is where Realtime sessions over WebSocket
-/// will be; until then it says so.
+/// `GET /v1/realtime`: with `call_id=<id>` (API key), OpenAI's sideband control socket on a live
+/// call: its events, and client events (`session.update`, `response.create`, tool outputs) from
+/// a server-side app; no audio. Without it, a Realtime voice session over this WebSocket
+/// ([`crate::realtime_ws`]).
 pub async fn realtime_socket(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Query(query): Query<RealtimeQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade_required = |e: WebSocketUpgradeRejection| ApiError::bad_request("websocket_upgrade_required", format!("this endpoint is a WebSocket: {e}"));
     let Some(call_id) = query.call_id else {
-        api.auth.caller(&headers)?;
-        return Err(ApiError::unprocessable(
-            "websocket_sessions_unsupported",
-            "Realtime sessions over WebSocket are not available on this server yet: use WebRTC (POST /v1/realtime/calls), \
-             or attach to a live call with ?call_id=",
-        ));
+        // Credentials first, so an unauthenticated probe learns nothing else.
+        if ws.is_err() {
+            api.auth.caller(&headers)?;
+        }
+        let ws = ws.map_err(upgrade_required)?;
+        return crate::realtime_ws::session_socket(&api, &headers, crate::realtime_ws::SessionQuery { dialect: query.dialect }, ws).await;
     };
     api.auth.require_api_key(&headers)?;
-    let ws = ws.map_err(|e| ApiError::bad_request("websocket_upgrade_required", format!("this endpoint is a WebSocket: {e}")))?;
+    let ws = ws.map_err(upgrade_required)?;
     let channel = api.engine.attach_events(&crate::CallId::from_client(&call_id), false)?;
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
@@ -72,6 +73,8 @@ pub struct RealtimeQuery {
     /// Accepted as OpenAI clients send it; the session's model is the one it was made with.
     #[allow(dead_code)]
     pub model: Option<String>,
+    /// Session sockets: `ga` for GA event names from the first event (default beta).
+    pub dialect: Option<String>,
 }
 
 /// Text is a client event; a binary frame becomes a marker the call answers with an `error`

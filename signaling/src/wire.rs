@@ -207,6 +207,66 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// An audio format of the Realtime API (`input_audio_format`/`output_audio_format`, GA
+/// `audio.*.format`). It matters where audio travels in events (the WebSocket transport); over
+/// WebRTC the track's codec is the format and this is only reported back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum AudioFormat {
+    /// 16-bit little-endian PCM, 24 kHz mono.
+    #[default]
+    #[serde(rename = "pcm16")]
+    Pcm16,
+    #[serde(rename = "g711_ulaw")]
+    G711Ulaw,
+    #[serde(rename = "g711_alaw")]
+    G711Alaw,
+}
+
+impl AudioFormat {
+    /// The beta name (`"pcm16"`, `"g711_ulaw"`, `"g711_alaw"`).
+    pub fn parse_beta(name: &str, field: &str) -> Result<Self, ApiError> {
+        match name {
+            "pcm16" => Ok(AudioFormat::Pcm16),
+            "g711_ulaw" => Ok(AudioFormat::G711Ulaw),
+            "g711_alaw" => Ok(AudioFormat::G711Alaw),
+            other => Err(ApiError::bad_request("invalid_value", format!("{field} must be \"pcm16\", \"g711_ulaw\" or \"g711_alaw\", not {other:?}"))),
+        }
+    }
+
+    /// The GA object (`{"type": "audio/pcm", "rate": 24000}`, `{"type": "audio/pcmu"}`,
+    /// `{"type": "audio/pcma"}`).
+    pub fn parse_ga(format: &GaFormat, field: &str) -> Result<Self, ApiError> {
+        match (format.kind.as_str(), format.rate) {
+            ("audio/pcm", None | Some(24_000)) => Ok(AudioFormat::Pcm16),
+            ("audio/pcm", Some(rate)) => {
+                Err(unsupported(&format!("{field}.rate {rate}"), "audio/pcm is 24000 Hz (OpenAI's only rate)"))
+            }
+            ("audio/pcmu", _) => Ok(AudioFormat::G711Ulaw),
+            ("audio/pcma", _) => Ok(AudioFormat::G711Alaw),
+            (other, _) => Err(ApiError::bad_request(
+                "invalid_value",
+                format!("{field}.type must be \"audio/pcm\", \"audio/pcmu\" or \"audio/pcma\", not {other:?}"),
+            )),
+        }
+    }
+
+    pub fn ga_json(self) -> Value {
+        match self {
+            AudioFormat::Pcm16 => json!({"type": "audio/pcm", "rate": 24000}),
+            AudioFormat::G711Ulaw => json!({"type": "audio/pcmu"}),
+            AudioFormat::G711Alaw => json!({"type": "audio/pcma"}),
+        }
+    }
+}
+
+/// A GA audio format object.
+#[derive(Clone, Debug, Deserialize)]
+pub struct GaFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub rate: Option<u32>,
+}
+
 /// The normalized settings of one voice session.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SessionConfig {
@@ -222,6 +282,10 @@ pub struct SessionConfig {
     pub tools: Vec<Tool>,
     /// `"auto"`, `"none"`, `"required"` or `{"type":"function","name":...}` (validated).
     pub tool_choice: Value,
+    /// What the client's `input_audio_buffer.append` carries (WebSocket sessions).
+    pub input_audio_format: AudioFormat,
+    /// What `response.audio.delta` carries (WebSocket sessions).
+    pub output_audio_format: AudioFormat,
 }
 
 impl Default for SessionConfig {
@@ -236,6 +300,8 @@ impl Default for SessionConfig {
             agent: DEFAULT_AGENT.into(),
             tools: Vec::new(),
             tool_choice: json!("auto"),
+            input_audio_format: AudioFormat::Pcm16,
+            output_audio_format: AudioFormat::Pcm16,
         }
     }
 }
@@ -309,9 +375,14 @@ impl SessionConfig {
         if let Some(a) = req.agent {
             self.agent = a;
         }
+        let input_format = req.input_audio_format.as_deref().map(|f| AudioFormat::parse_beta(f, "input_audio_format")).transpose()?;
+        let output_format = req.output_audio_format.as_deref().map(|f| AudioFormat::parse_beta(f, "output_audio_format")).transpose()?;
         self.set_instructions(req.instructions)?;
         self.set_tools(req.tools, req.tool_choice)?;
-        self.set_turn(req.turn_detection)
+        self.set_turn(req.turn_detection)?;
+        self.input_audio_format = input_format.unwrap_or(self.input_audio_format);
+        self.output_audio_format = output_format.unwrap_or(self.output_audio_format);
+        Ok(())
     }
 
     /// Applies a GA-shaped `session` object (`POST /v1/realtime/client_secrets`, GA
@@ -339,10 +410,18 @@ impl SessionConfig {
         self.set_instructions(req.instructions)?;
         self.set_tools(req.tools, req.tool_choice)?;
         if let Some(audio) = req.audio {
-            if let Some(v) = audio.output.and_then(|o| o.voice) {
-                self.voice = v;
+            if let Some(output) = audio.output {
+                if let Some(f) = &output.format {
+                    self.output_audio_format = AudioFormat::parse_ga(f, "audio.output.format")?;
+                }
+                if let Some(v) = output.voice {
+                    self.voice = v;
+                }
             }
             if let Some(input) = audio.input {
+                if let Some(f) = &input.format {
+                    self.input_audio_format = AudioFormat::parse_ga(f, "audio.input.format")?;
+                }
                 if input.noise_reduction.as_ref().is_some_and(|n| !n.is_null()) {
                     return Err(unsupported("audio.input.noise_reduction", "send null or leave it out (browsers' noise suppression runs on the client)"));
                 }
@@ -364,8 +443,8 @@ impl SessionConfig {
             "modalities": self.modalities,
             "instructions": self.instructions,
             "voice": self.voice,
-            "input_audio_format": "pcm16",
-            "output_audio_format": "pcm16",
+            "input_audio_format": self.input_audio_format,
+            "output_audio_format": self.output_audio_format,
             "input_audio_transcription": self.input_audio_transcription,
             "turn_detection": self.turn_detection_json(),
             "tools": self.tools_json(),
@@ -386,11 +465,11 @@ impl SessionConfig {
             "instructions": self.instructions,
             "audio": {
                 "input": {
-                    "format": {"type": "audio/pcm", "rate": 24000},
+                    "format": self.input_audio_format.ga_json(),
                     "transcription": self.input_audio_transcription,
                     "turn_detection": self.turn_detection_json(),
                 },
-                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice},
+                "output": {"format": self.output_audio_format.ga_json(), "voice": self.voice},
             },
             "tools": self.tools_json(),
             "tool_choice": self.tool_choice,
@@ -412,6 +491,8 @@ pub struct BetaSession {
     pub agent: Option<String>,
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
+    pub input_audio_format: Option<String>,
+    pub output_audio_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -442,11 +523,13 @@ pub struct GaAudioInput {
     /// Refused unless null (no noise reduction runs on input audio).
     #[serde(default)]
     pub noise_reduction: Option<Value>,
+    pub format: Option<GaFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct GaAudioOutput {
     pub voice: Option<String>,
+    pub format: Option<GaFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -523,6 +606,24 @@ mod tests {
         c.apply_ga(ga).unwrap();
         assert_eq!(c.voice, "marin");
         assert_eq!(c.turn_detection.unwrap().prefix_padding_ms, 100);
+    }
+
+    #[test]
+    fn audio_formats_in_both_shapes() {
+        let mut c = SessionConfig::default();
+        c.apply_beta(serde_json::from_str(r#"{"input_audio_format":"g711_ulaw","output_audio_format":"g711_alaw"}"#).unwrap()).unwrap();
+        assert_eq!((c.input_audio_format, c.output_audio_format), (AudioFormat::G711Ulaw, AudioFormat::G711Alaw));
+        assert_eq!(c.beta_json("s")["input_audio_format"], "g711_ulaw");
+        assert_eq!(c.ga_json("s")["audio"]["output"]["format"], json!({"type": "audio/pcma"}));
+        let ga = r#"{"type":"realtime","audio":{"input":{"format":{"type":"audio/pcm","rate":24000}},"output":{"format":{"type":"audio/pcmu"}}}}"#;
+        c.apply_ga(serde_json::from_str(ga).unwrap()).unwrap();
+        assert_eq!((c.input_audio_format, c.output_audio_format), (AudioFormat::Pcm16, AudioFormat::G711Ulaw));
+        let before = c.clone();
+        let e = c.apply_beta(serde_json::from_str(r#"{"input_audio_format":"opus"}"#).unwrap()).unwrap_err();
+        assert_eq!(e.code, "invalid_value");
+        let e = c.apply_ga(serde_json::from_str(r#"{"audio":{"input":{"format":{"type":"audio/pcm","rate":16000}}}}"#).unwrap()).unwrap_err();
+        assert_eq!(e.code, "unsupported_value");
+        assert_eq!(c, before);
     }
 
     #[test]

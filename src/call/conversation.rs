@@ -87,6 +87,9 @@ pub struct Conversation {
     /// Set when the transport must drop audio it has buffered for the caller (a phone carrier
     /// plays from its own buffer); the call task takes it.
     pub flush_transport: bool,
+    /// WebSocket sessions (PROTOCOL.md §8): a GA-shaped `session.update` switches the event
+    /// names to GA.
+    dialect_follows_updates: bool,
 }
 
 pub fn turn_config(config: &SessionConfig) -> TurnDetectConfig {
@@ -126,7 +129,23 @@ impl Conversation {
             voiced_total: 0,
             heard: None,
             flush_transport: false,
+            dialect_follows_updates: false,
         }
+    }
+
+    /// A session over WebSocket: GA names from the first GA-shaped `session.update`.
+    pub fn with_dialect_from_updates(mut self) -> Self {
+        self.dialect_follows_updates = true;
+        self
+    }
+
+    /// The agent's audio as a client over WebSocket receives it: one `response.audio.delta`
+    /// (GA `response.output_audio.delta`) per frame sent, in the session's output format.
+    pub fn on_audio_delta(&mut self, audio: &[u8]) {
+        use base64::Engine as _;
+        let Some(r) = self.response.as_ref() else { return };
+        let at = Self::part_ref(r);
+        self.emit(ServerEvent::AudioDelta { at, delta: base64::engine::general_purpose::STANDARD.encode(audio) });
     }
 
     /// Truncate cancelled responses at what `heard` says the caller heard (see the field).
@@ -446,16 +465,14 @@ impl Conversation {
         let event_id = parsed.event_id;
         match parsed.event {
             ClientEvent::SessionUpdate(update) => {
-                let mut next = self.config.clone();
-                let applied = match update {
-                    SessionUpdate::Beta(s) => next.apply_beta(s),
-                    SessionUpdate::Ga(s) => next.apply_ga(s),
+                let ga = matches!(update, SessionUpdate::Ga(_));
+                let next = match update.applied_to(&self.config) {
+                    Ok(next) => next,
+                    Err(e) => return self.api_error(e, event_id),
                 };
-                if let Err(e) = applied {
-                    return self.api_error(e, event_id);
-                }
-                if next.agent != self.config.agent {
-                    return self.error("agent_change_unsupported", "the agent of a live call cannot change", event_id);
+                // A WebSocket session speaks GA names once the client shows it is a GA client.
+                if ga && self.dialect_follows_updates {
+                    self.dialect = Dialect::Ga;
                 }
                 self.config = next;
                 self.agent.configure(&self.config);

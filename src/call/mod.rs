@@ -18,12 +18,12 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
-use voxrelay_media::{AgentFrame, Control, EncodedFrame, Uplink};
+use voxrelay_media::{AgentFrame, Control, EncodedFrame, MediaEvent, Uplink};
 use voxrelay_signaling::CallId;
 use voxrelay_signaling::events::StampedEvent;
 
 use crate::metrics::Metrics;
-use crate::transport::{Closer, EventOutlet, PacketSink, TransportEvent};
+use crate::transport::{Closer, EventOutlet, PacketSink, Sent, TransportEvent};
 
 /// How often the call task moves frames and events. The worker produces one frame per 20 ms;
 /// polling twice as often keeps the added latency at ≤ 10 ms without a wakeup per frame.
@@ -105,7 +105,7 @@ pub async fn run_call(setup: CallSetup) {
             Some(TransportEvent::EventsOpened(outlet)) => outlets.push(outlet),
             Some(TransportEvent::ClientText(text)) => conversation.on_client_text(&text, Instant::now().into_std()),
             Some(TransportEvent::Dtmf(digit)) => conversation.on_dtmf(digit, std::time::SystemTime::now()),
-            Some(TransportEvent::Refused { code, message }) => conversation.error(code, &message, None),
+            Some(TransportEvent::Refused { code, message, event_id }) => conversation.error(code, &message, event_id),
             None => {
                 let now = Instant::now().into_std();
                 if !connected && started.elapsed() > CONNECT_TIMEOUT {
@@ -119,6 +119,11 @@ pub async fn run_call(setup: CallSetup) {
                         Uplink::Audio { start, pcm } => conversation.on_caller_audio(start, &pcm),
                         Uplink::Event(ev) => {
                             metrics.media_event(&ev);
+                            // The worker reports a response's end after its last frame: those
+                            // frames go out first (they are its audio deltas on a WebSocket).
+                            if matches!(ev, MediaEvent::PlaybackFinished { .. }) {
+                                send_egress(&mut egress, &mut sink, &mut conversation, connected, &metrics).await;
+                            }
                             conversation.on_media(ev, now);
                         }
                     }
@@ -128,12 +133,7 @@ pub async fn run_call(setup: CallSetup) {
                 for d in conversation.agent_latencies.drain(..) {
                     metrics.agent_latency(d);
                 }
-                while let Ok(frame) = egress.pop() {
-                    let send = conversation.on_egress_frame(frame.voiced) && connected && (frame.voiced || sink.sends_silence());
-                    if send && sink.send(&frame).await {
-                        metrics.rtp_out(frame.len as u64);
-                    }
-                }
+                send_egress(&mut egress, &mut sink, &mut conversation, connected, &metrics).await;
             }
         }
         // Barge-in: the carrier's buffered audio goes too, as soon as the cancel is decided.
@@ -181,6 +181,30 @@ pub async fn run_call(setup: CallSetup) {
     closer.close(Some(&call_id), stopped && opened).await;
     for t in tasks {
         t.abort();
+    }
+}
+
+/// Sends the worker's encoded frames that are ready (the audio the caller hears).
+async fn send_egress(
+    egress: &mut rtrb::Consumer<EncodedFrame>,
+    sink: &mut PacketSink,
+    conversation: &mut Conversation,
+    connected: bool,
+    metrics: &Metrics,
+) {
+    while let Ok(frame) = egress.pop() {
+        let send = conversation.on_egress_frame(frame.voiced) && connected && (frame.voiced || sink.sends_silence());
+        if !send {
+            continue;
+        }
+        match sink.send(&frame).await {
+            Sent::Wire(true) => metrics.rtp_out(frame.len as u64),
+            Sent::Wire(false) => {}
+            Sent::AsEvent(audio) => {
+                metrics.rtp_out(audio.len() as u64);
+                conversation.on_audio_delta(&audio);
+            }
+        }
     }
 }
 

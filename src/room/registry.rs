@@ -23,7 +23,7 @@ use crate::transport::webrtc::{IceControl, PortAllocator, answer_room};
 use crate::transport::phone::{PhoneLine, read_stream};
 use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
 use voxrelay_media::SessionHandle;
-use voxrelay_signaling::CarrierMessage;
+use voxrelay_signaling::SocketMessage;
 
 /// Packets from all of a room's publishers waiting for the room task: ≈ 0.4 s of 50 publishers.
 const PACKET_QUEUE: usize = 1024;
@@ -299,7 +299,7 @@ impl Rooms {
         display: String,
         mut session: SessionHandle,
         line: Arc<PhoneLine>,
-        from_carrier: mpsc::UnboundedReceiver<CarrierMessage>,
+        from_carrier: mpsc::UnboundedReceiver<SocketMessage>,
     ) -> Result<(), ApiError> {
         self.seated.fetch_add(1, Ordering::Relaxed);
         let seat = Seat(self.seated.clone());

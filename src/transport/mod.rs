@@ -15,12 +15,14 @@
 //!   (`webrtc::client`) the load generator and tests use.
 //! - `plain_rtp` — RTP over UDP without DTLS/SRTP (PROTOCOL.md §7), comedia.
 //! - `phone` — carrier media streams (Twilio Media Streams; PROTOCOL.md §5).
+//! - `ws` — Realtime sessions over WebSocket (PROTOCOL.md §8): audio in and out as events.
 //! - `packetizer` — encoded frames → RTP packets (timestamps from the worker's frame index).
 
 pub mod packetizer;
 pub mod phone;
 pub mod plain_rtp;
 pub mod webrtc;
+pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -38,10 +40,12 @@ pub enum TransportKind {
     WebRtc,
     PlainRtp,
     Twilio,
+    /// A Realtime session over WebSocket (PROTOCOL.md §8).
+    WebSocket,
 }
 
 impl TransportKind {
-    pub const ALL: [TransportKind; 3] = [TransportKind::WebRtc, TransportKind::PlainRtp, TransportKind::Twilio];
+    pub const ALL: [TransportKind; 4] = [TransportKind::WebRtc, TransportKind::PlainRtp, TransportKind::Twilio, TransportKind::WebSocket];
 
     /// The `/metrics` label.
     pub fn label(self) -> &'static str {
@@ -49,6 +53,7 @@ impl TransportKind {
             TransportKind::WebRtc => "webrtc",
             TransportKind::PlainRtp => "rtp",
             TransportKind::Twilio => "twilio",
+            TransportKind::WebSocket => "websocket",
         }
     }
 
@@ -58,6 +63,7 @@ impl TransportKind {
             TransportKind::WebRtc => "rtc_",
             TransportKind::PlainRtp => "rtp_",
             TransportKind::Twilio => "tel_",
+            TransportKind::WebSocket => "ws_",
         }
     }
 }
@@ -82,8 +88,9 @@ pub enum TransportEvent {
     ClientText(String),
     /// A keypad digit (phone transports).
     Dtmf(char),
-    /// Input the transport refused (a malformed carrier message), for the call's `error` events.
-    Refused { code: &'static str, message: String },
+    /// Input the transport refused (a malformed carrier message, a bad `append`), for the
+    /// call's `error` events; `event_id` is the refused client event's, when it had one.
+    Refused { code: &'static str, message: String, event_id: Option<String> },
 }
 
 /// The outbound side of a call's audio. An enum, not a trait object: the per-frame send is a
@@ -92,22 +99,34 @@ pub enum PacketSink {
     WebRtc(self::webrtc::TrackSink),
     PlainRtp(plain_rtp::UdpSink),
     Phone(Arc<phone::PhoneLine>),
+    /// The audio travels as events (a Realtime WebSocket): the call writes them.
+    Events(ws::AudioOut),
+}
+
+/// What became of one outbound frame.
+pub enum Sent {
+    /// Put on the wire (false: it could not be: no peer yet, socket gone).
+    Wire(bool),
+    /// The frame's audio in the client's format, for the call to send as an event.
+    AsEvent(Vec<u8>),
 }
 
 impl PacketSink {
-    /// Sends one encoded frame; false when it could not be sent (no peer yet, socket gone).
-    pub async fn send(&mut self, frame: &EncodedFrame) -> bool {
+    /// Sends one encoded frame.
+    pub async fn send(&mut self, frame: &EncodedFrame) -> Sent {
         match self {
-            PacketSink::WebRtc(track) => track.send(frame).await,
-            PacketSink::PlainRtp(udp) => udp.send(frame).await,
-            PacketSink::Phone(line) => line.send_frame(frame.bytes()),
+            PacketSink::WebRtc(track) => Sent::Wire(track.send(frame).await),
+            PacketSink::PlainRtp(udp) => Sent::Wire(udp.send(frame).await),
+            PacketSink::Phone(line) => Sent::Wire(line.send_frame(frame.bytes())),
+            PacketSink::Events(out) => Sent::AsEvent(out.convert(frame)),
         }
     }
 
     /// Whether silent frames are sent too. RTP streams stay continuous; a carrier plays silence
-    /// by itself when nothing is queued, so the phone line only gets the agent's speech.
+    /// by itself when nothing is queued, so the phone line only gets the agent's speech, and a
+    /// Realtime client gets audio deltas only while the agent speaks.
     pub fn sends_silence(&self) -> bool {
-        !matches!(self, PacketSink::Phone(_))
+        !matches!(self, PacketSink::Phone(_) | PacketSink::Events(_))
     }
 
     /// Drops audio the far end has buffered but not played yet (only carriers buffer).

@@ -69,6 +69,14 @@ pub enum ServerEvent {
         at: PartRef,
         transcript: String,
     },
+    /// One chunk of the agent's audio, base64 in the session's output format (WebSocket
+    /// sessions; over WebRTC the audio is on the track).
+    #[serde(rename = "response.audio.delta")]
+    AudioDelta {
+        #[serde(flatten)]
+        at: PartRef,
+        delta: String,
+    },
     #[serde(rename = "response.audio.done")]
     AudioDone {
         #[serde(flatten)]

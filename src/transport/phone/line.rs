@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use voxrelay_media::RtpIn;
-use voxrelay_signaling::{CallId, CarrierMessage};
+use voxrelay_signaling::{CallId, SocketMessage};
 
 use super::twilio::{self, DialectError, Inbound, Start};
 use crate::metrics::Metrics;
@@ -67,13 +67,13 @@ impl PhoneLine {
 
 /// Waits for `start` (answering everything before it), then returns it with the rest of the
 /// stream. `None`: the socket closed or never started.
-pub async fn await_start(from: &mut mpsc::UnboundedReceiver<CarrierMessage>, metrics: &Metrics) -> Option<Start> {
+pub async fn await_start(from: &mut mpsc::UnboundedReceiver<SocketMessage>, metrics: &Metrics) -> Option<Start> {
     let mut errors = 0;
     let wait = async {
         while let Some(msg) = from.recv().await {
             let result = match msg {
-                CarrierMessage::Binary(len) => Err(binary_error(len)),
-                CarrierMessage::Text(text) => twilio::parse(&text),
+                SocketMessage::Binary(len) => Err(binary_error(len)),
+                SocketMessage::Text(text) => twilio::parse(&text),
             };
             match result {
                 Ok(Inbound::Start(start)) => return Some(start),
@@ -119,7 +119,7 @@ fn log_error(errors: &mut u32, metrics: &Metrics, call: &str, e: &DialectError) 
 /// call task. Ends (reporting the stream closed) on `stop` or when the socket goes away.
 pub async fn read_stream(
     call_id: CallId,
-    mut from: mpsc::UnboundedReceiver<CarrierMessage>,
+    mut from: mpsc::UnboundedReceiver<SocketMessage>,
     mut ingress: rtrb::Producer<RtpIn>,
     line: Arc<PhoneLine>,
     events: mpsc::UnboundedSender<TransportEvent>,
@@ -129,8 +129,8 @@ pub async fn read_stream(
     let mut errors = 0;
     while let Some(msg) = from.recv().await {
         let result = match msg {
-            CarrierMessage::Binary(len) => Err(binary_error(len)),
-            CarrierMessage::Text(text) => twilio::parse(&text),
+            SocketMessage::Binary(len) => Err(binary_error(len)),
+            SocketMessage::Text(text) => twilio::parse(&text),
         };
         let refused = match result {
             Ok(Inbound::Media(m)) => {
@@ -164,7 +164,7 @@ pub async fn read_stream(
         };
         if let Some(e) = refused {
             log_error(&mut errors, &metrics, call_id.as_str(), &e);
-            let _ = events.send(TransportEvent::Refused { code: e.code, message: e.message });
+            let _ = events.send(TransportEvent::Refused { code: e.code, message: e.message, event_id: None });
         }
     }
     debug!(call = %call_id, "phone stream ended");

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use voxrelay_media::AudioCodec;
 use voxrelay_signaling::wire::BetaSession;
-use voxrelay_signaling::{ApiError, CarrierMessage, Dialect, SessionConfig};
+use voxrelay_signaling::{ApiError, SocketMessage, Dialect, SessionConfig};
 
 use super::{Closer, PacketSink, Transport, TransportKind};
 
@@ -39,7 +39,7 @@ pub struct Accepted {
 /// Turns a started stream into a call transport, with the session its `customParameters` ask for.
 pub fn accept(
     start: twilio::Start,
-    from_carrier: mpsc::UnboundedReceiver<CarrierMessage>,
+    from_carrier: mpsc::UnboundedReceiver<SocketMessage>,
     to_carrier: mpsc::UnboundedSender<String>,
 ) -> Result<Accepted, ApiError> {
     let config = session_config(&start.custom_parameters)?;

@@ -484,6 +484,8 @@ impl FrameEncoder {
                 law: if codec == AudioCodec::Pcmu { G711Law::Mu } else { G711Law::A },
                 down: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_8K).ok()?,
             }),
+            // Not a WebRTC codec (WebSocket sessions only).
+            AudioCodec::L16 => None,
         }
     }
 
@@ -525,6 +527,7 @@ impl FrameDecoder {
             AudioCodec::Opus => OpusDecoder::new().ok().map(|d| FrameDecoder::Opus(d, vec![0; SAMPLES_48K * 6])),
             AudioCodec::Pcmu => Some(FrameDecoder::G711(G711Law::Mu, vec![0; G711_FRAME_BYTES * 6])),
             AudioCodec::Pcma => Some(FrameDecoder::G711(G711Law::A, vec![0; G711_FRAME_BYTES * 6])),
+            AudioCodec::L16 => None,
         }
     }
 

@@ -53,6 +53,9 @@ pub(crate) fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
         AudioCodec::Opus => opus_codec(),
         AudioCodec::Pcmu => g711(MIME_TYPE_PCMU),
         AudioCodec::Pcma => g711(MIME_TYPE_PCMA),
+        // What RTP would call it (RFC 3551 §4.5.11, though its byte order is big-endian); never
+        // registered: only Realtime WebSocket sessions use L16, and they have no RTP.
+        AudioCodec::L16 => RTCRtpCodec { clock_rate: 24_000, ..g711("audio/L16") },
     }
 }
 
@@ -62,6 +65,7 @@ pub fn default_payload_type(codec: AudioCodec) -> u8 {
         AudioCodec::Opus => OPUS_PAYLOAD_TYPE,
         AudioCodec::Pcmu => 0,
         AudioCodec::Pcma => 8,
+        AudioCodec::L16 => 96,
     }
 }
 
