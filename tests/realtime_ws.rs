@@ -236,6 +236,35 @@ async fn push_to_talk_in_mulaw_with_ga_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_turns_are_answered_with_text() {
+    let server = start_server().await;
+    let mut s = Session::with_key(&server, "").await;
+    s.until("session.created").await;
+    let say = |s: &Session, text: &str| {
+        s.send(json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}))
+    };
+    // Text-only: text deltas, no audio at all.
+    say(&s, "What is the capital of France?");
+    s.send(json!({"type": "response.create", "response": {"modalities": ["text"], "instructions": "Answer in one word."}}));
+    let delta = s.until("response.text.delta").await;
+    assert_eq!(delta["delta"], "What is the capital of France?", "the echo agent answers a text turn with its text");
+    let done = s.until("response.text.done").await;
+    assert_eq!(done["text"], "What is the capital of France?");
+    let r = s.until("response.done").await;
+    assert_eq!((r["response"]["status"].as_str(), r["response"]["output"][0]["content"][0]["type"].as_str()), (Some("completed"), Some("text")));
+    assert!(!s.types().iter().any(|t| t.contains("audio")), "{:?}", s.types());
+    // With audio (the default), the echo's words are the transcript of an answer with no audio.
+    say(&s, "Bonjour");
+    s.send(json!({"type": "response.create"}));
+    assert_eq!(s.until("response.audio_transcript.delta").await["delta"], "Bonjour");
+    s.until("response.done").await;
+    assert!(s.of_type("response.audio.delta").is_empty());
+    assert!(s.of_type("error").is_empty(), "{:?}", s.of_type("error"));
+    drop(s);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaking_over_the_answer_cancels_it_and_its_deltas_stop() {
     let server = start_server().await;
     let mut s = Session::with_key(&server, "").await;

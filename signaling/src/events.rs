@@ -72,6 +72,68 @@ impl SessionUpdate {
     }
 }
 
+/// What a `response.create` asks of that one response (its `response` object).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseOptions {
+    /// `modalities: ["text"]` (beta) or `output_modalities: ["text"]` (GA): text deltas, no audio.
+    pub text_only: bool,
+    /// Instructions for this response instead of the session's.
+    pub instructions: Option<String>,
+}
+
+impl ResponseOptions {
+    fn parse(response: Option<&Value>) -> Result<Self, crate::ApiError> {
+        use crate::ApiError;
+        let mut options = ResponseOptions::default();
+        let Some(r) = response.filter(|r| !r.is_null()) else { return Ok(options) };
+        let Some(r) = r.as_object() else {
+            return Err(ApiError::bad_request("invalid_value", "response.create: \"response\" must be an object"));
+        };
+        let list = |key: &str| -> Result<Option<Vec<&str>>, ApiError> {
+            match r.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|m| m.as_str().filter(|m| *m == "audio" || *m == "text"))
+                    .collect::<Option<Vec<_>>>()
+                    .filter(|m| !m.is_empty())
+                    .map(Some)
+                    .ok_or_else(|| ApiError::bad_request("invalid_value", format!("response.{key} must be a non-empty list of \"audio\" and \"text\""))),
+                Some(_) => Err(ApiError::bad_request("invalid_value", format!("response.{key} must be a list"))),
+            }
+        };
+        if let Some(m) = list("modalities")? {
+            options.text_only = !m.contains(&"audio");
+        }
+        if let Some(m) = list("output_modalities")? {
+            if m.len() != 1 {
+                return Err(ApiError::bad_request("invalid_output_modalities", "response.output_modalities must be [\"audio\"] or [\"text\"]"));
+            }
+            options.text_only = m[0] == "text";
+        }
+        match r.get("instructions") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) if text.len() <= crate::wire::MAX_INSTRUCTIONS_BYTES => options.instructions = Some(text.clone()),
+            Some(Value::String(_)) => {
+                return Err(ApiError::bad_request(
+                    "instructions_too_long",
+                    format!("response.instructions must be at most {} bytes", crate::wire::MAX_INSTRUCTIONS_BYTES),
+                ));
+            }
+            Some(_) => return Err(ApiError::bad_request("invalid_value", "response.instructions must be a string")),
+        }
+        // Out-of-band responses (outside the conversation) are a different thing; not silently
+        // answered in the conversation instead.
+        if r.get("conversation").and_then(Value::as_str).is_some_and(|c| c != "auto") {
+            return Err(ApiError::bad_request(
+                "unsupported_value",
+                "response.conversation other than \"auto\" (out-of-band responses) is not supported by voxrelay",
+            ));
+        }
+        Ok(options)
+    }
+}
+
 #[derive(Debug)]
 pub enum ClientEvent {
     SessionUpdate(SessionUpdate),
@@ -84,7 +146,7 @@ pub enum ClientEvent {
     /// type `function_call_output`); `output` is passed on as the client wrote it.
     FunctionCallOutput { item_id: Option<String>, call_id: String, output: String },
     ItemTruncate { item_id: String, audio_end_ms: u64 },
-    ResponseCreate,
+    ResponseCreate(ResponseOptions),
     ResponseCancel { response_id: Option<String> },
     OutputAudioClear,
 }
@@ -215,7 +277,9 @@ pub fn parse_client_event(text: &str) -> Result<Parsed, EventError> {
                 .ok_or_else(|| bad("conversation.item.truncate needs a non-negative integer \"audio_end_ms\"".into()))?;
             ClientEvent::ItemTruncate { item_id, audio_end_ms }
         }
-        "response.create" => ClientEvent::ResponseCreate,
+        "response.create" => ClientEvent::ResponseCreate(
+            ResponseOptions::parse(obj.get("response")).map_err(|e| err(e.code, e.message, event_id.clone()))?,
+        ),
         "response.cancel" => ClientEvent::ResponseCancel {
             response_id: obj.get("response_id").and_then(Value::as_str).map(String::from),
         },
@@ -256,7 +320,23 @@ mod tests {
         let e = parse_client_event(r#"{"type":"nope","event_id":"e1"}"#).err().unwrap();
         assert_eq!((e.code, e.event_id.as_deref()), ("unknown_event_type", Some("e1")));
         assert_eq!(parse_client_event("{not json").err().unwrap().code, "invalid_json");
-        assert!(matches!(parse_client_event(r#"{"type":"response.create"}"#).unwrap().event, ClientEvent::ResponseCreate));
+        assert!(matches!(parse_client_event(r#"{"type":"response.create"}"#).unwrap().event, ClientEvent::ResponseCreate(o) if o == ResponseOptions::default()));
+    }
+
+    #[test]
+    fn response_options_in_both_shapes() {
+        let opts = |text: &str| match parse_client_event(text).map(|p| p.event) {
+            Ok(ClientEvent::ResponseCreate(o)) => Ok(o),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.code),
+        };
+        assert!(opts(r#"{"type":"response.create","response":{"modalities":["text"]}}"#).unwrap().text_only);
+        assert!(!opts(r#"{"type":"response.create","response":{"modalities":["text","audio"]}}"#).unwrap().text_only);
+        assert!(opts(r#"{"type":"response.create","response":{"output_modalities":["text"],"instructions":"Be brief."}}"#).unwrap().text_only);
+        assert_eq!(opts(r#"{"type":"response.create","response":{"instructions":"Be brief."}}"#).unwrap().instructions.as_deref(), Some("Be brief."));
+        assert_eq!(opts(r#"{"type":"response.create","response":{"output_modalities":["audio","text"]}}"#), Err("invalid_output_modalities"));
+        assert_eq!(opts(r#"{"type":"response.create","response":{"modalities":["video"]}}"#), Err("invalid_value"));
+        assert_eq!(opts(r#"{"type":"response.create","response":{"conversation":"none"}}"#), Err("unsupported_value"));
     }
 
     #[test]

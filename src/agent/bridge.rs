@@ -18,7 +18,7 @@ use tracing::warn;
 use voxrelay_media::{AudioTime, FRAME, FRAME_MS, SAMPLES_24K};
 use voxrelay_signaling::SessionConfig;
 
-use super::{Agent, AgentNotice, AgentOutput};
+use super::{Agent, AgentNotice, AgentOutput, ResponseOptions};
 
 /// Commands waiting for the provider task: ~10 s of audio. A task that falls that far behind
 /// is stuck; audio beyond it is dropped and counted rather than grown without bound.
@@ -46,7 +46,7 @@ pub enum Cmd {
     /// In a room: the turn that follows (its audio and commit) is spoken by this participant.
     Speaker(String),
     FunctionOutput { call_id: String, output: String },
-    StartResponse(u64),
+    StartResponse(u64, ResponseOptions),
     CancelResponse { response: u64, played: Duration },
 }
 
@@ -275,11 +275,11 @@ impl Agent for Bridge {
         self.send(Cmd::FunctionOutput { call_id: call_id.into(), output: output.into() });
     }
 
-    fn start_response(&mut self, response: u64) {
+    fn start_response(&mut self, response: u64, options: &ResponseOptions) {
         self.pump();
         self.outputs.clear();
         self.current = Some(response);
-        self.send(Cmd::StartResponse(response));
+        self.send(Cmd::StartResponse(response, options.clone()));
     }
 
     fn cancel_response(&mut self, response: u64, played: Duration) {
@@ -336,12 +336,12 @@ mod tests {
         assert_eq!(audio.last(), Some(&2000), "nothing after the commit");
         assert_eq!(commit.as_deref(), Some("item_a"));
 
-        b.start_response(1);
+        b.start_response(1, &ResponseOptions::default());
         link.output(1, AgentOutput::TranscriptDelta("hi".into()));
         b.cancel_response(1, Duration::from_millis(0));
         link.output(1, AgentOutput::Audio(Box::new(frame(5))));
         link.notice(AgentNotice::Error { code: "x".into(), message: "y".into() });
-        b.start_response(2);
+        b.start_response(2, &ResponseOptions::default());
         link.output(2, AgentOutput::Done);
         assert!(matches!(b.poll_output(), Some(AgentOutput::Done)), "response 1's output is gone");
         assert!(b.poll_output().is_none());

@@ -1,6 +1,7 @@
 //! The built-in `echo` agent: answers each committed turn by playing that turn's audio back,
-//! with the transcript `"[echo <seconds> s]"`. It needs no network and no keys, so a fresh
-//! server is useful (and testable end to end) out of the box.
+//! with the transcript `"[echo <seconds> s]"`, and a text turn (`conversation.item.create`) with
+//! the same text and no audio. It needs no network and no keys, so a fresh server is useful (and
+//! testable end to end) out of the box.
 
 use std::collections::VecDeque;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use voxrelay_media::{AudioTime, FRAME_MS, SAMPLES_24K};
 
-use super::{Agent, AgentOutput};
+use super::{Agent, AgentOutput, ResponseOptions};
 
 /// How much caller audio is kept to echo: turns longer than this are echoed truncated to their
 /// last 15 s. Bounds memory per call at 15 s * 24 kHz * 2 B = 720 KB.
@@ -22,6 +23,8 @@ pub struct EchoAgent {
     turn_start: AudioTime,
     /// The committed turn waiting for a response: [start, end) on the audio timeline.
     committed: Option<(AudioTime, AudioTime)>,
+    /// Text the user sent since the last committed turn: the next response echoes it.
+    text: Option<String>,
     /// Output of the response in progress.
     pending: VecDeque<AgentOutput>,
 }
@@ -34,7 +37,7 @@ impl Default for EchoAgent {
 
 impl EchoAgent {
     pub fn new() -> Self {
-        Self { history: VecDeque::with_capacity(MAX_FRAMES), turn_start: AudioTime::ZERO, committed: None, pending: VecDeque::new() }
+        Self { history: VecDeque::with_capacity(MAX_FRAMES), turn_start: AudioTime::ZERO, committed: None, text: None, pending: VecDeque::new() }
     }
 }
 
@@ -53,16 +56,25 @@ impl Agent for EchoAgent {
     fn on_committed(&mut self, audio_end: AudioTime, _item_id: &str) {
         self.committed = Some((self.turn_start, audio_end));
         self.turn_start = audio_end;
+        self.text = None;
     }
 
     fn on_input_cleared(&mut self) {
         self.history.clear();
     }
 
-    fn on_text(&mut self, _item_id: &str, _text: &str) {}
+    fn on_text(&mut self, _item_id: &str, text: &str) {
+        self.committed = None;
+        self.text = Some(text.to_string());
+    }
 
-    fn start_response(&mut self, _response: u64) {
+    fn start_response(&mut self, _response: u64, _options: &ResponseOptions) {
         self.pending.clear();
+        if let Some(text) = self.text.take() {
+            self.pending.push_back(AgentOutput::TranscriptDelta(text));
+            self.pending.push_back(AgentOutput::Done);
+            return;
+        }
         let (start, end) = self.committed.take().unwrap_or_default();
         let frames: Vec<_> = self
             .history
@@ -97,7 +109,7 @@ mod tests {
         }
         a.on_speech_started(AudioTime::from_ms(400));
         a.on_committed(AudioTime::from_ms(1000), "item_1");
-        a.start_response(1);
+        a.start_response(1, &ResponseOptions::default());
         let Some(AgentOutput::TranscriptDelta(t)) = a.poll_output() else { panic!("transcript first") };
         assert_eq!(t, "[echo 0.6 s]");
         let mut firsts = Vec::new();

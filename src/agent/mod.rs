@@ -17,6 +17,7 @@ mod pcm;
 pub mod upstream;
 pub mod providers;
 
+pub use voxrelay_signaling::events::ResponseOptions;
 pub use echo::EchoAgent;
 pub use providers::{Providers, ProvidersFile};
 
@@ -68,7 +69,10 @@ pub trait Agent: Send {
     /// The client's result for function call `call_id` (only ids this agent issued get here).
     /// The model uses it in the next response the client asks for.
     fn on_function_output(&mut self, _call_id: &str, _output: &str) {}
-    fn start_response(&mut self, response: u64);
+    /// Answer now. `options`: what the client's `response.create` asked of this response
+    /// (instructions instead of the session's; text only, when the agent can skip making audio:
+    /// the conversation drops any audio of a text-only response anyway).
+    fn start_response(&mut self, response: u64, options: &ResponseOptions);
     /// Barge-in or client cancel: `played` of the response's audio reached the caller.
     fn cancel_response(&mut self, response: u64, played: Duration);
     /// Next output of the current response, if any is ready now.

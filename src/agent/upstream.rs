@@ -153,7 +153,7 @@ pub async fn run<P: Protocol>(mut p: P, mut link: Link) {
                 }
                 // Responses asked for meanwhile cannot run on a connection that is not there.
                 pending.retain(|c| match c {
-                    Cmd::StartResponse(num) => {
+                    Cmd::StartResponse(num, _) => {
                         link.output(*num, AgentOutput::Failed { code: code.into(), message: message.clone() });
                         false
                     }
@@ -186,13 +186,13 @@ fn hold<P: Protocol>(cmd: Cmd, pending: &mut VecDeque<Cmd>, p: &mut P, link: &mu
         Cmd::Configure(_) => {
             p.on_cmd(cmd, link);
         }
-        Cmd::StartResponse(num) if p.auth_failed() => {
+        Cmd::StartResponse(num, _) if p.auth_failed() => {
             link.output(num, AgentOutput::Failed {
                 code: "provider_auth_failed".into(),
                 message: "the provider refused this server's API key".into(),
             });
         }
-        Cmd::CancelResponse { response, .. } => pending.retain(|c| !matches!(c, Cmd::StartResponse(n) if *n == response)),
+        Cmd::CancelResponse { response, .. } => pending.retain(|c| !matches!(c, Cmd::StartResponse(n, _) if *n == response)),
         Cmd::ClearInput => {
             pending.retain(|c| !matches!(c, Cmd::Audio { .. }));
             pending.push_back(cmd);

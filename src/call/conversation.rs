@@ -21,7 +21,7 @@ use serde_json::Value;
 use voxrelay_media::barge_in::{self, BargeIn, ResponsePhase};
 use voxrelay_media::{AgentFrame, AudioTime, Control, FRAME, MediaEvent, TurnDetectConfig};
 use voxrelay_signaling::events::{
-    CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
+    CancelReason, ClientEvent, ContentPart, ResponseOptions, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
     ResponseError, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
 };
 use voxrelay_signaling::{ApiError, SessionConfig, SessionId};
@@ -35,6 +35,9 @@ struct Response {
     item_id: String,
     playing: bool,
     agent_done: bool,
+    /// A text-only response: its words are the content, its audio (if the agent made any) is
+    /// dropped.
+    text_only: bool,
     audio_frames_queued: u64,
     voiced_frames_sent: u64,
     /// The call's voiced-frame count when this response's first frame went out (marks index
@@ -65,7 +68,8 @@ pub struct Conversation {
     /// asynchronously, and a `response.create` right after `input_audio_buffer.commit` (the
     /// usual push-to-talk sequence) must answer that turn, not the one before it.
     commits_in_flight: u32,
-    response_after_commit: bool,
+    /// A `response.create` waiting for the commits sent before it.
+    response_after_commit: Option<ResponseOptions>,
     last_item: Option<String>,
     response: Option<Response>,
     responses_started: u64,
@@ -118,7 +122,7 @@ impl Conversation {
             controls: Vec::new(),
             input_item: None,
             commits_in_flight: 0,
-            response_after_commit: false,
+            response_after_commit: None,
             last_item: None,
             response: None,
             responses_started: 0,
@@ -278,13 +282,13 @@ impl Conversation {
         self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_audio(item_id) });
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
-        let requested = self.commits_in_flight == 0 && std::mem::take(&mut self.response_after_commit);
-        if (auto || requested) && self.response.is_none() {
-            self.start_response(now);
+        let requested = if self.commits_in_flight == 0 { self.response_after_commit.take() } else { None };
+        if (auto || requested.is_some()) && self.response.is_none() {
+            self.start_response(now, requested.unwrap_or_default());
         }
     }
 
-    fn start_response(&mut self, now: Instant) {
+    fn start_response(&mut self, now: Instant, options: ResponseOptions) {
         self.responses_started += 1;
         let num = self.responses_started;
         let r = Response {
@@ -293,6 +297,7 @@ impl Conversation {
             item_id: self.ids.item(),
             playing: false,
             agent_done: false,
+            text_only: options.text_only,
             audio_frames_queued: 0,
             voiced_frames_sent: 0,
             first_voiced: None,
@@ -306,10 +311,10 @@ impl Conversation {
         let item = Item::assistant(&r.item_id, ItemStatus::InProgress, Vec::new());
         self.emit(ServerEvent::OutputItemAdded { response_id: r.id.clone(), output_index: 0, item: item.clone() });
         self.emit(ServerEvent::ItemCreated { previous_item_id: self.last_item.clone(), item });
-        self.emit(ServerEvent::ContentPartAdded { at: Self::part_ref(&r), part: ContentPart::Audio { transcript: String::new() } });
+        self.emit(ServerEvent::ContentPartAdded { at: Self::part_ref(&r), part: Self::part(&r, String::new()) });
         self.last_item = Some(r.item_id.clone());
         self.response = Some(r);
-        self.agent.start_response(num);
+        self.agent.start_response(num, &options);
     }
 
     /// The one content part of a response: the audio of its message item (output 0).
@@ -319,14 +324,23 @@ impl Conversation {
 
     /// The response's message item as it ended, with the transcript so far.
     fn final_item(r: &Response, status: ItemStatus) -> Item {
-        Item::assistant(&r.item_id, status, vec![ContentPart::Audio { transcript: r.transcript.clone() }])
+        Item::assistant(&r.item_id, status, vec![Self::part(r, r.transcript.clone())])
+    }
+
+    /// The response's content part holding `words`: audio with its transcript, or text.
+    fn part(r: &Response, words: String) -> ContentPart {
+        if r.text_only { ContentPart::Text { text: words } } else { ContentPart::Audio { transcript: words } }
     }
 
     fn complete_response(&mut self) {
         let Some(r) = self.response.take() else { return };
-        self.emit(ServerEvent::AudioDone { at: Self::part_ref(&r) });
-        self.emit(ServerEvent::AudioTranscriptDone { at: Self::part_ref(&r), transcript: r.transcript.clone() });
-        self.emit(ServerEvent::ContentPartDone { at: Self::part_ref(&r), part: ContentPart::Audio { transcript: r.transcript.clone() } });
+        if r.text_only {
+            self.emit(ServerEvent::TextDone { at: Self::part_ref(&r), text: r.transcript.clone() });
+        } else {
+            self.emit(ServerEvent::AudioDone { at: Self::part_ref(&r) });
+            self.emit(ServerEvent::AudioTranscriptDone { at: Self::part_ref(&r), transcript: r.transcript.clone() });
+        }
+        self.emit(ServerEvent::ContentPartDone { at: Self::part_ref(&r), part: Self::part(&r, r.transcript.clone()) });
         let (status, item_status, details) = match &r.failed {
             None => (ResponseStatus::Completed, ItemStatus::Completed, None),
             Some((code, message)) => {
@@ -399,7 +413,8 @@ impl Conversation {
                 AgentOutput::TranscriptDelta(delta) => {
                     r.transcript.push_str(&delta);
                     let at = Self::part_ref(r);
-                    self.emit(ServerEvent::AudioTranscriptDelta { at, delta });
+                    let event = if r.text_only { ServerEvent::TextDelta { at, delta } } else { ServerEvent::AudioTranscriptDelta { at, delta } };
+                    self.emit(event);
                 }
                 AgentOutput::FunctionCall { call_id, name, arguments } => {
                     // After the message item (output 0), in the order the model made them.
@@ -412,6 +427,8 @@ impl Conversation {
                         self.emit(event);
                     }
                 }
+                // A text-only response has no audio (providers that cannot skip it make it).
+                AgentOutput::Audio(_) if r.text_only => {}
                 AgentOutput::Audio(pcm) => {
                     if r.audio_frames_queued == 0 {
                         self.agent_latencies.push(now.saturating_duration_since(r.created_at));
@@ -513,7 +530,7 @@ impl Conversation {
                     None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
                 }
             }
-            ClientEvent::ResponseCreate => {
+            ClientEvent::ResponseCreate(options) => {
                 if self.response.is_some() {
                     return self.error(
                         "conversation_already_has_active_response",
@@ -522,9 +539,9 @@ impl Conversation {
                     );
                 }
                 if self.commits_in_flight > 0 {
-                    self.response_after_commit = true;
+                    self.response_after_commit = Some(options);
                 } else {
-                    self.start_response(now);
+                    self.start_response(now, options);
                 }
             }
             ClientEvent::ResponseCancel { .. } => {

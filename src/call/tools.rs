@@ -135,7 +135,7 @@ mod tests {
         fn on_function_output(&mut self, call_id: &str, output: &str) {
             self.outputs.lock().unwrap().push((call_id.into(), output.into()));
         }
-        fn start_response(&mut self, _: u64) {
+        fn start_response(&mut self, _: u64, _: &voxrelay_signaling::events::ResponseOptions) {
             let call = crate::agent::AgentOutput::FunctionCall { call_id: "call_x".into(), name: "f".into(), arguments: "{}".into() };
             self.pending.extend([call, crate::agent::AgentOutput::Done]);
         }

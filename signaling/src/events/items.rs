@@ -77,6 +77,8 @@ pub enum ContentPart {
     InputAudio { transcript: Option<String> },
     /// The assistant's spoken answer and its transcript so far.
     Audio { transcript: String },
+    /// The assistant's answer of a text-only response.
+    Text { text: String },
 }
 
 impl Item {

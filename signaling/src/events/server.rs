@@ -69,6 +69,19 @@ pub enum ServerEvent {
         at: PartRef,
         transcript: String,
     },
+    /// Text of a text-only response (`response.create` with `modalities: ["text"]`).
+    #[serde(rename = "response.text.delta")]
+    TextDelta {
+        #[serde(flatten)]
+        at: PartRef,
+        delta: String,
+    },
+    #[serde(rename = "response.text.done")]
+    TextDone {
+        #[serde(flatten)]
+        at: PartRef,
+        text: String,
+    },
     /// One chunk of the agent's audio, base64 in the session's output format (WebSocket
     /// sessions; over WebRTC the audio is on the track).
     #[serde(rename = "response.audio.delta")]

@@ -54,6 +54,8 @@ struct Cascade {
     /// The committed user item whose final transcript is awaited, and until when.
     finalizing: Option<(String, Instant)>,
     waiting_response: Option<u64>,
+    /// The next response's own instructions (`response.create`), instead of the session's.
+    response_instructions: Option<String>,
     running: Option<Running>,
     /// The last response the providers finished; its audio may still be playing, so a barge-in
     /// can still shorten what it remembers.
@@ -84,6 +86,7 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
         turn_text: String::new(),
         finalizing: None,
         waiting_response: None,
+        response_instructions: None,
         running: None,
         finished: None,
         resp_tx,
@@ -142,7 +145,8 @@ impl Cascade {
             Cmd::Text { text, .. } => self.history.push("user", &text),
             // The next response continues from the result.
             Cmd::FunctionOutput { call_id, output } => self.history.push(llm::OUTPUT, &llm::output_turn(&call_id, &output)),
-            Cmd::StartResponse(num) => {
+            Cmd::StartResponse(num, options) => {
+                self.response_instructions = options.instructions;
                 if self.finalizing.is_some() {
                     self.waiting_response = Some(num);
                 } else {
@@ -207,7 +211,11 @@ impl Cascade {
             link.output(num, AgentOutput::Done);
             return;
         }
-        let system = if self.session.instructions.is_empty() { DEFAULT_INSTRUCTIONS.to_string() } else { self.session.instructions.clone() };
+        let system = match self.response_instructions.take() {
+            Some(text) => text,
+            None if self.session.instructions.is_empty() => DEFAULT_INSTRUCTIONS.to_string(),
+            None => self.session.instructions.clone(),
+        };
         let prompt = reply::Prompt {
             system,
             turns: self.history.turns().iter().cloned().collect(),

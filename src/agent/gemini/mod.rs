@@ -229,7 +229,12 @@ impl Gemini {
                 }
                 None => link.error("unknown_call_id", format!("gemini-live no longer waits for function call {call_id:?} (cancelled)")),
             },
-            Cmd::StartResponse(num) => {
+            // Gemini Live fixes its response modality and system instruction at setup, and answers
+            // a turn as soon as it ends. A per-response instruction is the user's words that ask
+            // for the answer when nothing has asked yet; after a turn already did, it is too late
+            // and the client is told so. A text-only response still comes as audio upstream
+            // (dropped by the conversation; its transcription is the text).
+            Cmd::StartResponse(num, options) => {
                 if self.auth_failed {
                     link.output(num, AgentOutput::Failed {
                         code: "provider_auth_failed".into(),
@@ -238,9 +243,19 @@ impl Gemini {
                     return out;
                 }
                 self.awaiting.push_back(num);
-                if !std::mem::take(&mut self.triggered) {
+                let triggered = std::mem::take(&mut self.triggered);
+                match options.instructions {
+                    Some(_) if triggered => link.error(
+                        "unsupported_value",
+                        "gemini-live answers a turn as soon as it ends: response.instructions cannot reach this answer (set session instructions instead)",
+                    ),
+                    Some(text) => {
+                        let text = format!("[Instructions for this answer: {text}]");
+                        out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}).to_string());
+                    }
                     // Nothing new to answer: ask for a model turn explicitly.
-                    out.push(json!({"clientContent": {"turnComplete": true}}).to_string());
+                    None if !triggered => out.push(json!({"clientContent": {"turnComplete": true}}).to_string()),
+                    None => {}
                 }
             }
             Cmd::CancelResponse { response, .. } => {

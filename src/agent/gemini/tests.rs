@@ -74,7 +74,7 @@ fn messages_wait_for_setup_complete_then_audio_is_16k_inside_an_activity() {
     assert_eq!(B64.decode(audio["data"].as_str().unwrap()).unwrap().len(), 640, "20 ms at 16 kHz");
     let end = parsed(&g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link));
     assert_eq!(end, [json!({"realtimeInput": {"activityEnd": {}}})]);
-    assert!(g.on_cmd(Cmd::StartResponse(1), &mut link).is_empty(), "the activity end already asks for an answer");
+    assert!(g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(), "the activity end already asks for an answer");
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn a_model_turn_becomes_frames_transcript_and_done_in_either_casing() {
         ready(&mut g, &mut link);
         g.on_cmd(Cmd::SpeechStarted, &mut link);
         g.on_cmd(Cmd::Commit { item_id: "item_u".into() }, &mut link);
-        g.on_cmd(Cmd::StartResponse(3), &mut link);
+        g.on_cmd(Cmd::StartResponse(3, Default::default()), &mut link);
         let content = if snake {
             json!({"server_content": {"model_turn": {"parts": [audio_part(700)]}, "output_transcription": {"text": "hi"}, "input_transcription": {"text": "hello"}}})
         } else {
@@ -105,7 +105,7 @@ fn cancelled_turns_are_dropped_and_unrequested_turns_too() {
     let (mut g, mut link, mut up) = gemini();
     ready(&mut g, &mut link);
     g.on_cmd(Cmd::Text { item_id: "i".into(), text: "hi".into() }, &mut link);
-    g.on_cmd(Cmd::StartResponse(1), &mut link);
+    g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
     g.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(20) }, &mut link);
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
@@ -122,7 +122,7 @@ fn go_away_reconnects_after_the_turn_with_the_resumption_handle() {
     ready(&mut g, &mut link);
     msg(&mut g, &mut link, json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}));
     g.on_cmd(Cmd::Text { item_id: "i".into(), text: "hi".into() }, &mut link);
-    g.on_cmd(Cmd::StartResponse(1), &mut link);
+    g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
     assert!(msg(&mut g, &mut link, json!({"goAway": {"timeLeft": "5s"}})).reconnect.is_none(), "not mid-turn");
     assert!(msg(&mut g, &mut link, json!({"serverContent": {"turnComplete": true}})).reconnect.is_some());
@@ -195,7 +195,7 @@ fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
     msg(&mut g, &mut link, json!({"setupComplete": {}}));
 
     g.on_cmd(Cmd::Text { item_id: "i".into(), text: "weather?".into() }, &mut link);
-    g.on_cmd(Cmd::StartResponse(1), &mut link);
+    g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     msg(&mut g, &mut link, json!({"toolCall": {"functionCalls": [{"id": "fc_1", "name": "get_weather", "args": {"city": "Oslo"}}]}}));
     let outs = outputs(&mut up);
     match &outs[..] {
@@ -210,12 +210,12 @@ fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
     let sent = parsed(&g.on_cmd(Cmd::FunctionOutput { call_id: "fc_1".into(), output: r#"{"temp_c":21}"#.into() }, &mut link));
     assert_eq!(sent, [json!({"toolResponse": {"functionResponses": [{"id": "fc_1", "name": "get_weather", "response": {"temp_c": 21}}]}})]);
     assert_eq!(tool_response("x", "f", "sunny")["toolResponse"]["functionResponses"][0]["response"], json!({"output": "sunny"}));
-    assert!(g.on_cmd(Cmd::StartResponse(2), &mut link).is_empty(), "the model continues from the result: no empty user turn");
+    assert!(g.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link).is_empty(), "the model continues from the result: no empty user turn");
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
     assert!(outputs(&mut up).iter().all(|(n, _)| *n == 2));
 
     // A cancelled call's late output is not sent.
-    g.on_cmd(Cmd::StartResponse(3), &mut link);
+    g.on_cmd(Cmd::StartResponse(3, Default::default()), &mut link);
     msg(&mut g, &mut link, json!({"tool_call": {"function_calls": [{"id": "fc_2", "name": "get_weather", "args": {}}]}}));
     msg(&mut g, &mut link, json!({"toolCallCancellation": {"ids": ["fc_2"]}}));
     assert!(g.on_cmd(Cmd::FunctionOutput { call_id: "fc_2".into(), output: "{}".into() }, &mut link).is_empty());
@@ -229,5 +229,23 @@ fn in_a_room_the_speaker_is_named_in_the_context_without_asking_for_an_answer() 
     assert_eq!(sent, [json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "[alice]"}]}], "turnComplete": false}})]);
     g.on_cmd(Cmd::SpeechStarted, &mut link);
     g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
-    assert!(g.on_cmd(Cmd::StartResponse(1), &mut link).is_empty(), "the audio turn's end asks for the answer, as without a name");
+    assert!(g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(), "the audio turn's end asks for the answer, as without a name");
+}
+
+#[test]
+fn per_response_instructions_ask_for_the_answer_or_are_refused_when_too_late() {
+    let (mut g, mut link, mut up) = gemini();
+    ready(&mut g, &mut link);
+    let options = crate::agent::ResponseOptions { text_only: false, instructions: Some("Answer in French.".into()) };
+    let sent = parsed(&g.on_cmd(Cmd::StartResponse(1, options.clone()), &mut link));
+    assert_eq!(sent[0]["clientContent"]["turns"][0]["parts"][0]["text"], "[Instructions for this answer: Answer in French.]");
+    assert_eq!(sent[0]["clientContent"]["turnComplete"], true);
+    // A text turn already asked for its answer: the instructions cannot reach it.
+    g.on_cmd(Cmd::Text { item_id: "i".into(), text: "hi".into() }, &mut link);
+    assert!(g.on_cmd(Cmd::StartResponse(2, options), &mut link).is_empty());
+    let mut refused = false;
+    while let Ok(u) = up.try_recv() {
+        refused |= matches!(u, Up::Notice(crate::agent::AgentNotice::Error { ref code, .. }) if code == "unsupported_value");
+    }
+    assert!(refused, "the client is told");
 }

@@ -90,6 +90,19 @@ impl Session {
         if self.session.voice == SessionConfig::default().voice { &self.cfg.voice } else { &self.session.voice }
     }
 
+    /// `response.create`, with what the client asked of this response in the upstream's dialect.
+    fn response_create(&self, options: &voxrelay_signaling::events::ResponseOptions) -> Value {
+        let mut response = serde_json::Map::new();
+        if options.text_only {
+            let key = if self.beta() { "modalities" } else { "output_modalities" };
+            response.insert(key.into(), json!(["text"]));
+        }
+        if let Some(text) = &options.instructions {
+            response.insert("instructions".into(), json!(text));
+        }
+        if response.is_empty() { json!({"type": "response.create"}) } else { json!({"type": "response.create", "response": response}) }
+    }
+
     pub fn session_update(&self) -> Value {
         let transcription = self.session.input_audio_transcription.as_ref().map(|t| {
             let model = t.get("model").and_then(Value::as_str).unwrap_or(&self.cfg.transcription_model);
@@ -170,13 +183,13 @@ impl Session {
             Cmd::FunctionOutput { call_id, output } => {
                 json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
             }
-            Cmd::StartResponse(num) => {
+            Cmd::StartResponse(num, options) => {
                 if self.auth_failed {
                     link.output(num, failed("provider_auth_failed", "the provider refused this server's API key"));
                     return Vec::new();
                 }
                 self.awaiting.push_back((num, false));
-                json!({"type": "response.create"})
+                self.response_create(&options)
             }
             Cmd::CancelResponse { response, played } => return self.cancel(response, played.as_millis() as u64),
         };

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use voxrelay_media::{AudioTime, FRAME, SAMPLES_24K};
-use voxrelay_signaling::events::{Item, ServerEvent};
+use voxrelay_signaling::events::{Item, ResponseOptions, ServerEvent};
 
 use super::Conversation;
 
@@ -59,7 +59,7 @@ impl Conversation {
         }
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
         if auto && self.response.is_none() {
-            self.start_response(now);
+            self.start_response(now, ResponseOptions::default());
         }
     }
 }

@@ -264,3 +264,42 @@ fn a_ga_call_names_the_same_events_the_ga_way() {
     assert_eq!((got[10]["response"]["id"].as_str(), got[10]["event_id"].as_str()), (Some("resp_1"), Some("event_11")));
     assert!(c.agent_latencies.is_empty(), "no audio, no latency sample");
 }
+
+#[test]
+fn a_text_turn_is_echoed_as_text_in_an_audio_response_or_alone_in_a_text_one() {
+    let mut c = conv();
+    c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"hello there"}]}}"#, at(0));
+    c.on_client_text(r#"{"type":"response.create"}"#, at(0));
+    assert!(c.next_agent_frame(at(0)).is_none(), "no audio for a text turn");
+    let events = c.take_json();
+    let delta = events.iter().find(|e| e["type"] == "response.audio_transcript.delta").expect("transcript");
+    assert_eq!(delta["delta"], "hello there");
+    let done = events.iter().find(|e| e["type"] == "response.done").expect("done at once: nothing to play");
+    assert_eq!(done["response"]["output"][0]["content"][0], json!({"type": "audio", "transcript": "hello there"}));
+
+    c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"again"}]}}"#, at(0));
+    c.on_client_text(r#"{"type":"response.create","response":{"modalities":["text"],"instructions":"Be brief."}}"#, at(0));
+    assert!(c.next_agent_frame(at(0)).is_none());
+    let t: Vec<Value> = c.take_json();
+    let kinds: Vec<&str> = t.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"response.text.delta") && kinds.contains(&"response.text.done"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k.contains("audio")), "a text-only response has no audio events: {kinds:?}");
+    let part = t.iter().find(|e| e["type"] == "response.content_part.added").unwrap();
+    assert_eq!(part["part"]["type"], "text");
+    let done = t.iter().find(|e| e["type"] == "response.done").unwrap();
+    assert_eq!(done["response"]["output"][0]["content"][0], json!({"type": "text", "text": "again"}));
+}
+
+#[test]
+fn a_text_only_answer_to_a_spoken_turn_drops_its_audio() {
+    let mut c = conv();
+    c.on_client_text(r#"{"type":"session.update","session":{"turn_detection":null}}"#, at(0));
+    c.on_client_text(r#"{"type":"input_audio_buffer.commit"}"#, at(0));
+    c.on_client_text(r#"{"type":"response.create","response":{"output_modalities":["text"]}}"#, at(0));
+    c.on_media(MediaEvent::Committed { audio_end: AudioTime::from_ms(1000) }, at(0));
+    assert!(c.next_agent_frame(at(0)).is_none(), "the echo's audio is not played");
+    let t = c.take_json();
+    let delta = t.iter().find(|e| e["type"] == "response.text.delta").expect("text");
+    assert_eq!(delta["delta"], "[echo 1.0 s]");
+    assert_eq!(t.last().unwrap()["type"], "response.done");
+}

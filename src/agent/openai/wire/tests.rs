@@ -79,7 +79,7 @@ fn a_response_streams_frames_and_transcript_in_either_naming() {
         ("response.audio.delta", "response.audio_transcript.delta"),
     ] {
         let (mut s, mut link, mut up) = session();
-        assert_eq!(s.on_cmd(Cmd::StartResponse(7), &mut link), [r#"{"type":"response.create"}"#]);
+        assert_eq!(s.on_cmd(Cmd::StartResponse(7, Default::default()), &mut link), [r#"{"type":"response.create"}"#]);
         ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "resp_up"}}));
         ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_up", "type": "message"}}));
         // 700 samples split at an odd byte: one whole frame plus a padded tail.
@@ -109,7 +109,7 @@ fn a_response_streams_frames_and_transcript_in_either_naming() {
 #[test]
 fn cancel_sends_cancel_and_truncate_and_drops_late_deltas() {
     let (mut s, mut link, mut up) = session();
-    s.on_cmd(Cmd::StartResponse(1), &mut link);
+    s.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "resp_up"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_up", "type": "message"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio_transcript.delta", "delta": "a long answer"}));
@@ -127,7 +127,7 @@ fn cancel_sends_cancel_and_truncate_and_drops_late_deltas() {
 #[test]
 fn cancel_before_response_created_still_cancels_upstream() {
     let (mut s, mut link, mut up) = session();
-    s.on_cmd(Cmd::StartResponse(1), &mut link);
+    s.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     assert_eq!(s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(0) }, &mut link), [r#"{"type":"response.cancel"}"#]);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "r"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio.delta", "delta": B64.encode([0u8; 960])}));
@@ -151,9 +151,9 @@ fn caller_transcripts_map_to_our_item_ids() {
 #[test]
 fn a_lost_connection_fails_the_responses_in_flight() {
     let (mut s, mut link, mut up) = session();
-    s.on_cmd(Cmd::StartResponse(1), &mut link);
+    s.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "r1"}}));
-    s.on_cmd(Cmd::StartResponse(2), &mut link);
+    s.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link);
     s.on_disconnect(&mut link, "provider_disconnected", "gone");
     let failed: Vec<u64> = drain(&mut up)
         .into_iter()
@@ -180,7 +180,7 @@ fn provider_errors_become_notices_and_auth_failures_stick() {
         .collect();
     assert_eq!(codes, ["provider_rate_limited", "provider_auth_failed"]);
     assert!(s.auth_failed);
-    s.on_cmd(Cmd::StartResponse(3), &mut link);
+    s.on_cmd(Cmd::StartResponse(3, Default::default()), &mut link);
     assert!(matches!(drain(&mut up).pop(), Some(Up::Output { response: 3, out: AgentOutput::Failed { .. } })));
 }
 
@@ -198,7 +198,7 @@ fn history_is_replayed_within_its_budget() {
 #[test]
 fn barge_in_after_the_provider_finished_truncates_only() {
     let (mut s, mut link, _up) = session();
-    s.on_cmd(Cmd::StartResponse(4), &mut link);
+    s.on_cmd(Cmd::StartResponse(4, Default::default()), &mut link);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "r"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_up", "type": "message"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio_transcript.delta", "delta": "all of it"}));
@@ -229,7 +229,7 @@ fn tools_go_upstream_and_function_calls_come_back() {
     }
 
     let (mut s, mut link, mut up) = session();
-    s.on_cmd(Cmd::StartResponse(4), &mut link);
+    s.on_cmd(Cmd::StartResponse(4, Default::default()), &mut link);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "resp_u"}}));
     let item = json!({"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"});
     ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": ""}}));
@@ -267,4 +267,17 @@ fn in_a_room_a_text_item_names_the_speaker_before_the_audio_turn() {
     let commit: Vec<Value> = s.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
     assert_eq!(commit[0]["type"], "input_audio_buffer.commit");
     assert_eq!(s.replay()[0]["item"]["content"][0]["text"], "[alice]", "remembered for a reconnect");
+}
+
+#[test]
+fn response_create_carries_the_clients_modalities_and_instructions_in_the_upstream_dialect() {
+    let (mut s, mut link, _up) = session();
+    let options = voxrelay_signaling::events::ResponseOptions { text_only: true, instructions: Some("Be brief.".into()) };
+    let sent: Vec<Value> = s.on_cmd(Cmd::StartResponse(1, options), &mut link).iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+    let response = &sent[0]["response"];
+    assert_eq!(sent[0]["type"], "response.create");
+    assert_eq!(response["instructions"], "Be brief.");
+    assert_eq!(response["output_modalities"], json!(["text"]), "the GA upstream's name");
+    let beta = Session::new(cfg(OpenAiDialect::Beta), SessionConfig::default()).response_create(&voxrelay_signaling::events::ResponseOptions { text_only: true, instructions: None });
+    assert_eq!(beta, json!({"type": "response.create", "response": {"modalities": ["text"]}}));
 }
