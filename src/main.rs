@@ -42,9 +42,10 @@ enum ConfigAction {
 }
 
 /// webrtc-rs warnings printed on every healthy call (DTLS without a server name, ICE pinging
-/// before the first pair): quieted unless the log level names `rtc` targets itself. Calls whose
-/// ICE or DTLS really fail are logged by voxrelay's own code.
-const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error";
+/// before the first pair, an SCTP INIT from peers that open the association from both ends, as
+/// aiortc does): quieted unless the log level names `rtc` targets itself. Calls whose ICE or
+/// DTLS really fail are logged by voxrelay's own code.
+const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp::endpoint=error";
 
 fn init_logging(cfg: &ServeConfig) {
     let level = if cfg.log_level.contains("rtc") { cfg.log_level.clone() } else { format!("{},{QUIET_WEBRTC}", cfg.log_level) };
