@@ -177,17 +177,26 @@ fn free_port() -> u16 {
 async fn sessions_get_ice_servers_that_work_with_the_embedded_turn() {
     let dir = std::env::temp_dir().join(format!("voxrelay-turn-relay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
     let conf = dir.join("turn.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listening-ip=127.0.0.1\nlistening-port={port}\nrealm=voxrelay\nuse-auth-secret\nstatic-auth-secret={SECRET}\n\
-             allow-loopback-peers\nno-tls\nmin-port=49152\nmax-port=65535\n"
-        ),
-    )
-    .unwrap();
-    let server = common::start_with(|c| c.turn_config = Some(conf.clone())).await;
+    // turn.conf takes no port 0, so one is picked in advance; tests running beside this one bind
+    // ephemeral ports too, so a taken pick is picked again.
+    let mut tries = 0;
+    let (port, server) = loop {
+        let port = free_port();
+        std::fs::write(
+            &conf,
+            format!(
+                "listening-ip=127.0.0.1\nlistening-port={port}\nrealm=voxrelay\nuse-auth-secret\nstatic-auth-secret={SECRET}\n\
+                 allow-loopback-peers\nno-tls\nmin-port=49152\nmax-port=65535\n"
+            ),
+        )
+        .unwrap();
+        match common::try_start_with(|c| c.turn_config = Some(conf.clone())).await {
+            Ok(server) => break (port, server),
+            Err(e) if tries < 8 && format!("{e:#}").contains("Address already in use") => tries += 1,
+            Err(e) => panic!("server starts: {e:#}"),
+        }
+    };
     let resp = common::http().post(format!("{}/v1/realtime/sessions", server.url())).bearer_auth(common::API_KEY).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();

@@ -25,6 +25,11 @@ pub async fn start_server() -> voxrelay::RunningServer {
 }
 
 pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> voxrelay::RunningServer {
+    try_start_with(tweak).await.expect("server starts")
+}
+
+/// [`start_with`] for tests that may retry (a port picked in advance can be taken meanwhile).
+pub async fn try_start_with(tweak: impl FnOnce(&mut ServeConfig)) -> anyhow::Result<voxrelay::RunningServer> {
     let mut cfg = ServeConfig::defaults();
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.api_key = Some(API_KEY.into());
@@ -33,7 +38,7 @@ pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> voxrelay::Runni
     // Hermetic: a developer's OPENAI_API_KEY must not send test audio to a real provider.
     cfg.providers = Some(voxrelay::agent::Providers::resolve_with(&Default::default(), &|_| None).unwrap());
     tweak(&mut cfg);
-    voxrelay::start(cfg).await.expect("server starts")
+    voxrelay::start(cfg).await
 }
 
 pub fn http() -> reqwest::Client {
