@@ -77,6 +77,28 @@ async fn loadgen_phone_calls_are_answered_over_twilio_media_streams() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_realtime_websocket_sessions_are_answered_with_audio_deltas() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut cfg = LoadgenConfig::new(&base, API_KEY, 2, 6.0);
+    cfg.transport = LoadTransport::Ws;
+    let report = run(cfg).await.expect("loadgen runs");
+    eprintln!("{}", report.summary());
+    let v = serde_json::to_value(&report).unwrap();
+    assert_eq!((v["sessions_connected"].as_u64(), v["sessions_failed"].as_u64()), (Some(2), Some(0)), "{}", report.summary());
+    let sent = v["turns_sent"].as_u64().unwrap();
+    assert!(sent >= 2, "at least one turn per session");
+    assert_eq!(v["turns_answered"].as_u64().unwrap(), sent, "every turn echoed: {}", report.summary());
+    assert!(v["turn_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    let deltas = v["events_by_type"]["response.audio.delta"].as_u64().unwrap();
+    assert!(deltas >= sent * 100, "{deltas} audio deltas for {sent} turns of 2.8 s");
+    assert_eq!(v["events_by_type"]["response.done"].as_u64(), Some(sent));
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&metrics, "voxrelay_turns_committed_total") >= sent as f64);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn loadgen_phone_calls_refuse_a_silence_the_bridge_cannot_set() {
     let mut cfg = LoadgenConfig::new("http://127.0.0.1:9", API_KEY, 1, 1.0);

@@ -9,6 +9,7 @@
 //! received audio is classified voiced/silent by packet size instead of being decoded.
 
 mod phone;
+mod realtime_ws;
 mod report;
 mod room;
 mod room_agent;
@@ -43,6 +44,9 @@ pub enum LoadTransport {
     /// Phone calls: Twilio Media Streams (mu-law 8 kHz in base64 JSON over WebSocket) to
     /// /v1/telephony/twilio, as a Twilio number would send them.
     Twilio,
+    /// Realtime sessions over WebSocket (GET /v1/realtime): pcm16 24 kHz appends every 20 ms,
+    /// the agent's audio back as response.audio.delta, as a server-side app streams.
+    Ws,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -237,6 +241,7 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     }
     let spurt = Arc::new(Spurt::from_pcm48(&pcm)?);
     let phone_spurt = Arc::new(PhoneSpurt::from_pcm48(&pcm)?);
+    let ws_spurt = Arc::new(realtime_ws::WsSpurt::from_pcm48(&pcm)?);
     crate::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = cfg.url.trim_end_matches('/').to_string();
@@ -253,10 +258,11 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
             tokio::time::sleep(ramp_gap).await;
         }
         let (http, base, key, spurt, progress, cfg) = (http.clone(), base.clone(), api_key.clone(), spurt.clone(), progress.clone(), cfg.clone());
-        let phone_spurt = phone_spurt.clone();
+        let (phone_spurt, ws_spurt) = (phone_spurt.clone(), ws_spurt.clone());
         tasks.push(tokio::spawn(async move {
             match cfg.transport {
                 LoadTransport::Twilio => phone::run_session(index, &phone_spurt, &cfg, &progress).await,
+                LoadTransport::Ws => realtime_ws::run_session(index, &key, &ws_spurt, &cfg, &progress).await,
                 _ => run_session(index, &http, &base, &key, &spurt, &cfg, &progress).await,
             }
         }));
@@ -316,7 +322,7 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     let connected = match cfg.transport {
         LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip).await,
         LoadTransport::Rtp => Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause()),
-        LoadTransport::Twilio => Err("phone calls run in phone::run_session".into()),
+        LoadTransport::Twilio | LoadTransport::Ws => Err("phone calls and WebSocket sessions run in their own modules".into()),
     };
     let (mut client, token) = match connected {
         Ok(c) => c,
