@@ -3,7 +3,7 @@
 # session count. Writes bench-out/capacity/<transport>-<N>.json and prints a markdown table;
 # scripts/plot_capacity.py turns the JSON files into docs/capacity.svg.
 #
-#   scripts/capacity.sh [webrtc|rtp|twilio] "10 25 50 100" [duration_s]
+#   scripts/capacity.sh [webrtc|rtp|twilio|ws] "10 25 50 100" [duration_s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-webrtc}
@@ -13,7 +13,7 @@ port=18080
 out=bench-out/capacity
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin voxrelay
-bin=target/release/voxrelay
+bin=${CARGO_TARGET_DIR:-target}/release/voxrelay
 taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --api-key capacity-bench --audio-workers 1 \
   --rtp-ingest --max-calls 5000 --log-level error --data-dir "$out/data" &
 server=$!

@@ -234,7 +234,7 @@ fn outbound(c: &mut Criterion, frames24: &[[i16; SAMPLES_24K]]) {
 }
 
 /// One whole SessionChain tick, caller and agent both talking (the worst case per session), for
-/// Opus + earshot, Opus + energy and PCMU + energy.
+/// Opus + earshot, Opus + energy, PCMU + energy and L16 (a Realtime WebSocket session) + earshot.
 fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>], frames24: &[[i16; SAMPLES_24K]]) {
     let n = frames.len();
     let frames8: Vec<[i16; 160]> = resample_all(frames, SampleRate::HZ_8K);
@@ -243,6 +243,7 @@ fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Ve
         ("session_tick_full_duplex_opus_earshot", AudioCodec::Opus, VadKind::Earshot),
         ("session_tick_full_duplex_opus_energy", AudioCodec::Opus, VadKind::Energy),
         ("session_tick_full_duplex_pcmu_energy", AudioCodec::Pcmu, VadKind::Energy),
+        ("session_tick_full_duplex_l16_earshot", AudioCodec::L16, VadKind::Earshot),
     ] {
         let (mut chain, mut handle) = SessionChain::with_options(turn, SessionOptions { codec, vad, ..SessionOptions::default() }).unwrap();
         let mut k = 0usize;
@@ -251,6 +252,10 @@ fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Ve
                 k += 1;
                 let packet = match codec {
                     AudioCodec::Opus => RtpIn::new(k as u16, (k as u32).wrapping_mul(960), &packets[k % n]).unwrap(),
+                    AudioCodec::L16 => {
+                        let bytes: Vec<u8> = frames24[k % n].iter().flat_map(|s| s.to_le_bytes()).collect();
+                        RtpIn::new(k as u16, (k as u32).wrapping_mul(480), &bytes).unwrap()
+                    }
                     _ => {
                         let mut codes = [0u8; 160];
                         G711Law::Mu.encode(&frames8[k % n], &mut codes);
