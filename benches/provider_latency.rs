@@ -111,7 +111,7 @@ async fn main() {
 
     let mut downlink = Vec::with_capacity(RESPONSES);
     for num in 1..=RESPONSES as u64 {
-        agent.start_response(num);
+        agent.start_response(num, &Default::default());
         let got = loop {
             match agent.poll_output() {
                 Some(AgentOutput::Audio(_)) => break Instant::now(),

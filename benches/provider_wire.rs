@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
 
     let (mut link, _tx, mut up) = Link::detached();
     let mut s = openai();
-    s.on_cmd(Cmd::StartResponse(1), &mut link);
+    s.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     s.on_event(&json!({"type": "response.created", "response": {"id": "r"}}), &mut link);
     let bytes: Vec<u8> = (0..2400).flat_map(|i| ((i % 300) as i16 * 20).to_le_bytes()).collect();
     let delta = json!({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "output_index": 0,

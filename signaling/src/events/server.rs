@@ -180,7 +180,35 @@ impl ServerEvent {
             }
             fields.insert("event_id".into(), Value::String(event_id.into()));
         }
+        if dialect == Dialect::Ga {
+            ga_content_types(&mut value);
+        }
         value.to_string()
+    }
+}
+
+/// GA names an assistant message's content parts `output_audio`/`output_text` (beta: `audio`/
+/// `text`); the `part` of content-part events keeps the short names in both.
+fn ga_content_types(event: &mut Value) {
+    let fix = |item: &mut Value| {
+        if item.get("role").and_then(Value::as_str) != Some("assistant") {
+            return;
+        }
+        for part in item.get_mut("content").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(Value::String(kind)) = part.get_mut("type") {
+                match kind.as_str() {
+                    "audio" => *kind = "output_audio".into(),
+                    "text" => *kind = "output_text".into(),
+                    _ => {}
+                }
+            }
+        }
+    };
+    if let Some(item) = event.get_mut("item") {
+        fix(item);
+    }
+    for item in event.pointer_mut("/response/output").and_then(Value::as_array_mut).into_iter().flatten() {
+        fix(item);
     }
 }
 

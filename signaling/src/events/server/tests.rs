@@ -7,8 +7,14 @@ use serde_json::{Value, json};
 use super::*;
 use crate::events::items::{CancelReason, ItemStatus, ResponseError, ResponseStatus, StatusDetails};
 
-/// What the old `server_event(dialect, beta_type, body)` produced, with a fixed event id.
+/// What the old `server_event(dialect, beta_type, body)` produced, with a fixed event id; in GA,
+/// with the one change made since: an assistant message's `audio` content is `output_audio`
+/// (GA's name; `ga_names_assistant_content_output_audio_and_output_text` tests it alone).
 fn before(dialect: Dialect, beta_type: &str, body: Value) -> Value {
+    let mut body = body;
+    if dialect == Dialect::Ga {
+        rename_assistant_audio(&mut body);
+    }
     let mut map = body.as_object().cloned().expect("bodies are objects");
     map.insert("type".into(), json!(dialect.name(beta_type)));
     map.insert("event_id".into(), json!("event_7"));
@@ -21,6 +27,24 @@ fn same(event: ServerEvent, beta_type: &str, body: Value) {
         let text = event.to_json(dialect, "event_7");
         let now: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(now, before(dialect, beta_type, body.clone()), "{dialect:?} {beta_type}");
+    }
+}
+
+/// Every assistant message inside `v`: content `audio` -> `output_audio`.
+fn rename_assistant_audio(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.get("role") == Some(&json!("assistant")) {
+                for part in map.get_mut("content").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if part["type"] == "audio" {
+                        part["type"] = json!("output_audio");
+                    }
+                }
+            }
+            map.values_mut().for_each(rename_assistant_audio);
+        }
+        Value::Array(items) => items.iter_mut().for_each(rename_assistant_audio),
+        _ => {}
     }
 }
 
@@ -286,4 +310,23 @@ fn ga_calls_get_ga_names_and_every_event_its_id() {
     assert_eq!(v["type"], "conversation.item.added");
     let v: Value = serde_json::from_str(&created.to_json(Dialect::Beta, "event_4")).unwrap();
     assert_eq!(v["type"], "conversation.item.created");
+}
+
+#[test]
+fn ga_names_assistant_content_output_audio_and_output_text() {
+    let item = Item::assistant("item_2", ItemStatus::Completed, vec![ContentPart::Audio { transcript: "hi".into() }]);
+    let added = ServerEvent::OutputItemDone { response_id: "resp_1".into(), output_index: 0, item: item.clone() };
+    let ga: Value = serde_json::from_str(&added.to_json(Dialect::Ga, "e")).unwrap();
+    assert_eq!(ga["item"]["content"][0]["type"], "output_audio");
+    let beta: Value = serde_json::from_str(&added.to_json(Dialect::Beta, "e")).unwrap();
+    assert_eq!(beta["item"]["content"][0]["type"], "audio");
+    let text = Item::assistant("item_3", ItemStatus::Completed, vec![ContentPart::Text { text: "hi".into() }]);
+    let done = ServerEvent::ResponseDone { response: Response::new("resp_1", ResponseStatus::Completed, None, vec![text]) };
+    let ga: Value = serde_json::from_str(&done.to_json(Dialect::Ga, "e")).unwrap();
+    assert_eq!(ga["response"]["output"][0]["content"][0]["type"], "output_text");
+    // The part of a content-part event keeps its short name; user content is untouched.
+    let part = ServerEvent::ContentPartAdded { at: at(), part: ContentPart::Audio { transcript: String::new() } };
+    assert_eq!(serde_json::from_str::<Value>(&part.to_json(Dialect::Ga, "e")).unwrap()["part"]["type"], "audio");
+    let user = ServerEvent::ItemCreated { previous_item_id: None, item: Item::user_text("item_1", "x") };
+    assert_eq!(serde_json::from_str::<Value>(&user.to_json(Dialect::Ga, "e")).unwrap()["item"]["content"][0]["type"], "input_text");
 }
