@@ -251,7 +251,10 @@ async fn text_turns_are_answered_with_text() {
     let done = s.until("response.text.done").await;
     assert_eq!(done["text"], "What is the capital of France?");
     let r = s.until("response.done").await;
-    assert_eq!((r["response"]["status"].as_str(), r["response"]["output"][0]["content"][0]["type"].as_str()), (Some("completed"), Some("text")));
+    assert_eq!(
+        (r["response"]["status"].as_str(), r["response"]["output"][0]["content"][0]["type"].as_str()),
+        (Some("completed"), Some("text"))
+    );
     assert!(!s.types().iter().any(|t| t.contains("audio")), "{:?}", s.types());
     // With audio (the default), the echo's words are the transcript of an answer with no audio.
     say(&s, "Bonjour");
@@ -291,6 +294,38 @@ async fn speaking_over_the_answer_cancels_it_and_its_deltas_stop() {
     s.until("response.done").await;
     let late = s.log[cut_at..].iter().filter(|v| v["type"] == "response.audio.delta" && v["response_id"] != second).count();
     assert_eq!(late, 0, "no delta of the cancelled response after its response.done");
+    drop(s);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_barge_in_as_the_sdk_examples_do_it() {
+    let server = start_server().await;
+    let mut s = Session::with_key(&server, "").await;
+    s.until("session.created").await;
+    let speech = le_bytes(&speech_24k());
+    s.append(&[le_bytes(&vec![0; 24 * 300]), speech, le_bytes(&vec![0; 24 * 700])].concat(), 48, 100);
+    s.until("response.created").await;
+    let first = s.until("response.audio.delta").await;
+    let item_id = first["item_id"].as_str().unwrap().to_string();
+    // The client's own VAD hears its user: it stops playback, cancels, and truncates the item
+    // at what it played (here: 100 ms, whatever the server has sent by then).
+    s.send(json!({"type": "response.cancel"}));
+    let done = s.until("response.done").await;
+    assert_eq!(
+        (done["response"]["status"].as_str(), done["response"]["status_details"]["reason"].as_str()),
+        (Some("cancelled"), Some("client_cancelled"))
+    );
+    s.send(json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 20}));
+    let truncated = s.until("conversation.item.truncated").await;
+    assert_eq!((truncated["item_id"].as_str(), truncated["audio_end_ms"].as_u64()), (Some(item_id.as_str()), Some(20)));
+    // Beyond what was sent is refused, by name.
+    s.send(json!({"type": "conversation.item.truncate", "event_id": "t2", "item_id": item_id, "content_index": 0, "audio_end_ms": 60_000}));
+    let e = s.until("error").await;
+    assert_eq!((e["error"]["code"].as_str(), e["error"]["event_id"].as_str()), (Some("invalid_audio_end_ms"), Some("t2")));
+    // output_audio_buffer.clear with nothing playing is answered, not refused.
+    s.send(json!({"type": "output_audio_buffer.clear"}));
+    assert_eq!(s.until("output_audio_buffer.cleared").await["response_id"], Value::Null);
     drop(s);
     server.shutdown().await;
 }

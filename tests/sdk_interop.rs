@@ -117,7 +117,9 @@ async fn tls_proxy(upstream: std::net::SocketAddr) -> (u16, String) {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let (Ok(mut tls), Ok(mut plain)) = (acceptor.accept(tcp).await, tokio::net::TcpStream::connect(upstream).await) else { return };
+                let (Ok(mut tls), Ok(mut plain)) = (acceptor.accept(tcp).await, tokio::net::TcpStream::connect(upstream).await) else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }

@@ -91,7 +91,8 @@ pub async fn run_session(index: usize, api_key: &str, spurt: &WsSpurt, cfg: &Loa
     result.connected_ms = Some(upgraded_ms);
     progress.up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (mut tx, mut rx) = ws.split();
-    let update = json!({"type": "session.update", "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}}});
+    let update =
+        json!({"type": "session.update", "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}}});
     if tx.send(Message::text(update.to_string())).await.is_err() {
         return fail(result, "socket closed before the first event".into());
     }
