@@ -3,7 +3,7 @@
 //! engine and the phone streams all ask here.
 //!
 //! Costs are counted in quarter calls: an Opus call (WebRTC, plain RTP) costs a whole call, a
-//! G.711 phone call a quarter (BENCHMARKS.md: ≈ 200 phone calls per core against ≈ 50 WebRTC
+//! Realtime WebSocket session half a call, a G.711 phone call a quarter (BENCHMARKS.md: ≈ 200 phone calls per core against ≈ 50 WebRTC
 //! calls by the same turn-latency criterion). A phone stream counts from its upgrade, before
 //! its `start` arrives, so a flood of idle upgrades cannot get past the limit. A room
 //! participant costs a quarter too: nothing is decoded for it, but it holds a peer connection
@@ -31,9 +31,11 @@ impl Admission {
     /// What one call of `kind` costs against `max_calls`, in quarter calls.
     pub fn cost_quarters(kind: TransportKind) -> usize {
         match kind {
-            // A WebSocket session has no Opus to code but JSON and base64 per frame: counted as a
-            // whole call until measured otherwise.
-            TransportKind::WebRtc | TransportKind::PlainRtp | TransportKind::WebSocket => 4,
+            TransportKind::WebRtc | TransportKind::PlainRtp => 4,
+            // No Opus to code, no DTLS/SRTP: JSON and base64 per frame. Measured at half a
+            // WebRTC call's CPU or less (BENCHMARKS.md "Realtime over WebSocket": 50 sessions
+            // 19 % of a core vs 41 %); counted as half a call.
+            TransportKind::WebSocket => 2,
             TransportKind::Twilio => 1,
         }
     }
@@ -66,7 +68,7 @@ impl Admission {
         let rooms = room_participants * Self::ROOM_PARTICIPANT_QUARTERS;
         if live + pending + rooms + cost > self.max_calls.saturating_mul(4) {
             let limit =
-                format!("the server is at its limit of {} calls (a phone call or a room participant counts as a quarter)", self.max_calls);
+                format!("the server is at its limit of {} calls (a WebSocket session counts as half, a phone call or a room participant as a quarter)", self.max_calls);
             return Err(ApiError::overloaded(limit));
         }
         Ok(())

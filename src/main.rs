@@ -47,6 +47,15 @@ enum ConfigAction {
 /// DTLS really fail are logged by voxrelay's own code.
 const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp::endpoint=error";
 
+/// The load generator's log: warnings on stderr, without webrtc-rs's per-connection noise (its
+/// own client peers print the same warnings as the server's), plain text unless stderr is a
+/// terminal.
+fn init_client_logging() {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let filter = EnvFilter::new(format!("warn,{QUIET_WEBRTC},rtc::peer_connection::handler=error"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
 fn init_logging(cfg: &ServeConfig) {
     let level = if cfg.log_level.contains("rtc") { cfg.log_level.clone() } else { format!("{},{QUIET_WEBRTC}", cfg.log_level) };
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|e| {
@@ -123,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Loadgen(cfg) if cfg.room.is_some() => {
-            tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+            init_client_logging();
             let report = voxrelay::loadgen::run_room(cfg).await?;
             print!("{}", report.summary());
             if report.failed > 0 {
@@ -131,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Loadgen(cfg) => {
-            tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+            init_client_logging();
             let report = voxrelay::loadgen::run(cfg).await?;
             print!("{}", report.summary());
             if report.sessions_failed > 0 {

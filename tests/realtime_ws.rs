@@ -379,14 +379,21 @@ async fn browser_subprotocol_credentials_and_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_count_against_max_calls_and_end_with_the_socket() {
+    // A session counts as half a call (src/admission.rs): --max-calls 1 takes two.
     let server = start_with(|c| c.max_calls = Some(1)).await;
     let mut first = Session::with_key(&server, "").await;
     first.until("session.created").await;
+    let mut second = Session::with_key(&server, "").await;
+    second.until("session.created").await;
     match Session::connect(&server, "", &[("authorization", &format!("Bearer {API_KEY}"))]).await {
-        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 503),
-        _ => panic!("a second session over --max-calls 1 is refused"),
+        Err(WsError::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["type"], "server_error", "{body}");
+        }
+        _ => panic!("a third session over --max-calls 1 is refused"),
     }
-    drop(first);
+    drop((first, second));
     let deadline = tokio::time::Instant::now() + WAIT;
     let metrics = || async { http().get(format!("{}/metrics", server.url())).send().await.unwrap().text().await.unwrap() };
     while !metrics().await.contains("\nvoxrelay_active_calls 0\n") {
