@@ -355,6 +355,11 @@ impl Engine for EngineHandle {
         agent::check_agent(&self.0.providers, name)
     }
 
+    fn check_session(&self, config: &SessionConfig) -> Result<(), ApiError> {
+        agent::check_agent(&self.0.providers, &config.agent)?;
+        agent::check_voice(config)
+    }
+
     async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError> {
         self.0.admit(TransportKind::WebRtc)?;
         self.0.start_webrtc_call(req).await

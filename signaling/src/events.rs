@@ -75,8 +75,9 @@ impl SessionUpdate {
 /// What a `response.create` asks of that one response (its `response` object).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResponseOptions {
-    /// `modalities: ["text"]` (beta) or `output_modalities: ["text"]` (GA): text deltas, no audio.
-    pub text_only: bool,
+    /// `modalities: ["text"]` (beta) or `output_modalities: ["text"]` (GA): text deltas, no
+    /// audio; `None` when the response does not say (the session's modalities decide).
+    pub text_only: Option<bool>,
     /// Instructions for this response instead of the session's.
     pub instructions: Option<String>,
 }
@@ -103,13 +104,13 @@ impl ResponseOptions {
             }
         };
         if let Some(m) = list("modalities")? {
-            options.text_only = !m.contains(&"audio");
+            options.text_only = Some(!m.contains(&"audio"));
         }
         if let Some(m) = list("output_modalities")? {
             if m.len() != 1 {
                 return Err(ApiError::bad_request("invalid_output_modalities", "response.output_modalities must be [\"audio\"] or [\"text\"]"));
             }
-            options.text_only = m[0] == "text";
+            options.text_only = Some(m[0] == "text");
         }
         match r.get("instructions") {
             None | Some(Value::Null) => {}
@@ -330,9 +331,10 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.code),
         };
-        assert!(opts(r#"{"type":"response.create","response":{"modalities":["text"]}}"#).unwrap().text_only);
-        assert!(!opts(r#"{"type":"response.create","response":{"modalities":["text","audio"]}}"#).unwrap().text_only);
-        assert!(opts(r#"{"type":"response.create","response":{"output_modalities":["text"],"instructions":"Be brief."}}"#).unwrap().text_only);
+        assert_eq!(opts(r#"{"type":"response.create","response":{"modalities":["text"]}}"#).unwrap().text_only, Some(true));
+        assert_eq!(opts(r#"{"type":"response.create","response":{"modalities":["text","audio"]}}"#).unwrap().text_only, Some(false));
+        assert_eq!(opts(r#"{"type":"response.create","response":{"output_modalities":["text"],"instructions":"Be brief."}}"#).unwrap().text_only, Some(true));
+        assert_eq!(opts(r#"{"type":"response.create","response":{"instructions":"x"}}"#).unwrap().text_only, None);
         assert_eq!(opts(r#"{"type":"response.create","response":{"instructions":"Be brief."}}"#).unwrap().instructions.as_deref(), Some("Be brief."));
         assert_eq!(opts(r#"{"type":"response.create","response":{"output_modalities":["audio","text"]}}"#), Err("invalid_output_modalities"));
         assert_eq!(opts(r#"{"type":"response.create","response":{"modalities":["video"]}}"#), Err("invalid_value"));

@@ -111,6 +111,11 @@ pub struct RealtimeChannel {
 pub trait Engine: Send + Sync + 'static {
     /// 400 when the named agent is unknown or not configured.
     fn check_agent(&self, agent: &str) -> Result<(), ApiError>;
+    /// 400 when the session cannot run as asked: its agent (as [`Engine::check_agent`]) or a
+    /// setting that agent does not have (`unsupported_value`, e.g. a voice it lacks).
+    fn check_session(&self, config: &SessionConfig) -> Result<(), ApiError> {
+        self.check_agent(&config.agent)
+    }
     async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError>;
     /// `owner`: when set, the call must belong to that session (else 404, not 403, so ids of
     /// other sessions are not confirmed to exist).

@@ -22,7 +22,7 @@ pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body)
     let req: BetaSession = read_json(&headers, body).await?;
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
-    api.engine.check_agent(&config.agent)?;
+    api.engine.check_session(&config)?;
     let created = api.engine.create_rtp_session(config, SessionId::random()).await?;
     let location = format!("/v1/rtp/{}", created.id);
     let body = json!({

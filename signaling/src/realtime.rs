@@ -32,7 +32,7 @@ pub(crate) fn mint_beta_session(api: &Api, req: BetaSession) -> Result<Value, Ap
     api.admit()?;
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
-    api.engine.check_agent(&config.agent)?;
+    api.engine.check_session(&config)?;
     let id = SessionId::random();
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), BETA_SECRET_TTL_S)?;
     let mut out = config.beta_json(id.as_str());
@@ -64,7 +64,7 @@ pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMa
     if let Some(s) = req.session {
         config.apply_ga(s)?;
     }
-    api.engine.check_agent(&config.agent)?;
+    api.engine.check_session(&config)?;
     let id = SessionId::random();
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), ttl)?;
     let mut out = json!({"value": value, "expires_at": expires_at, "session": config.ga_json(id.as_str())});
@@ -105,7 +105,7 @@ async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
             return Err(ApiError::bad_request("agent_change_unsupported", "the agent of a client secret's session cannot change"));
         }
     }
-    api.engine.check_agent(&config.agent)?;
+    api.engine.check_session(&config)?;
     let created = api.engine.create_call(CallRequest { offer, summary, config, dialect, session_id }).await?;
     let location = format!("/v1/realtime/calls/{}", created.call_id);
     // The ETag a PATCH's If-Match names (an ICE restart): the server's ICE ufrag, as for WHIP.

@@ -54,7 +54,7 @@ pub async fn session_socket(api: &Api, headers: &HeaderMap, query: SessionQuery,
         Caller::Secret(grant) => (grant.session_id, grant.config),
     };
     api.admit()?;
-    api.engine.check_agent(&config.agent)?;
+    api.engine.check_session(&config)?;
     let channel = api.engine.open_realtime_session(WsSessionRequest { config, dialect, session_id })?;
     Ok(ws
         .protocols(["realtime"])

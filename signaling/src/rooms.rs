@@ -76,7 +76,7 @@ pub async fn attach_agent(State(api): State<Arc<Api>>, headers: HeaderMap, Path(
     let room = RoomName::parse(&room)?;
     let body: serde_json::Map<String, serde_json::Value> = read_json(&headers, body).await?;
     let spec = agent_spec(room.clone(), body)?;
-    api.engine.check_agent(&spec.config.agent)?;
+    api.engine.check_session(&spec.config)?;
     api.admit()?;
     let attached = api.engine.attach_agent(spec).await?;
     let mut resp = (StatusCode::CREATED, Json(attached)).into_response();
@@ -210,7 +210,7 @@ pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body)
     // The agent's body is checked before the room exists, so a bad one creates nothing.
     let agent = req.agent.map(|body| agent_spec(room.clone(), body)).transpose()?;
     if let Some(spec) = &agent {
-        api.engine.check_agent(&spec.config.agent)?;
+        api.engine.check_session(&spec.config)?;
         api.admit()?;
     }
     let mut info = api.engine.create_room(&room, req.max_participants, req.empty_timeout_seconds).await?;

@@ -400,7 +400,7 @@ impl SessionConfig {
             // GA allows exactly one: ["audio"] (with its transcript) or ["text"].
             match m.iter().map(String::as_str).collect::<Vec<_>>()[..] {
                 ["audio"] => self.modalities = vec!["audio".into(), "text".into()],
-                ["text"] => return Err(unsupported("output_modalities [\"text\"] (text-only responses)", "use [\"audio\"]: answers come as audio with their transcript")),
+                ["text"] => self.modalities = vec!["text".into()],
                 _ => return Err(ApiError::bad_request("invalid_output_modalities", "output_modalities must be [\"audio\"] or [\"text\"]")),
             }
         }
@@ -609,6 +609,17 @@ mod tests {
     }
 
     #[test]
+    fn a_text_only_session_in_either_shape() {
+        let mut c = SessionConfig::default();
+        c.apply_ga(serde_json::from_str(r#"{"output_modalities":["text"]}"#).unwrap()).unwrap();
+        assert_eq!(c.modalities, ["text"]);
+        assert_eq!(c.ga_json("s")["output_modalities"], json!(["text"]));
+        let mut b = SessionConfig::default();
+        b.apply_beta(serde_json::from_str(r#"{"modalities":["text"]}"#).unwrap()).unwrap();
+        assert_eq!(b.beta_json("s")["modalities"], json!(["text"]));
+    }
+
+    #[test]
     fn audio_formats_in_both_shapes() {
         let mut c = SessionConfig::default();
         c.apply_beta(serde_json::from_str(r#"{"input_audio_format":"g711_ulaw","output_audio_format":"g711_alaw"}"#).unwrap()).unwrap();
@@ -632,7 +643,6 @@ mod tests {
             (r#"{"audio":{"input":{"turn_detection":{"type":"semantic_vad"}}}}"#, "semantic_vad"),
             (r#"{"audio":{"input":{"turn_detection":{"type":"server_vad","eagerness":"high"}}}}"#, "eagerness"),
             (r#"{"audio":{"input":{"noise_reduction":{"type":"near_field"}}}}"#, "noise_reduction"),
-            (r#"{"output_modalities":["text"]}"#, "output_modalities"),
         ] {
             let mut c = SessionConfig::default();
             let e = c.apply_ga(serde_json::from_str(body).unwrap()).unwrap_err();

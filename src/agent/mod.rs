@@ -104,10 +104,38 @@ pub fn check_agent(providers: &Providers, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// OpenAI Realtime's voices (its `session.voice`).
+pub const OPENAI_VOICES: [&str; 10] = ["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"];
+/// Gemini Live's prebuilt voices (`prebuiltVoiceConfig.voiceName`).
+pub const GEMINI_VOICES: [&str; 30] = [
+    "Achernar", "Achird", "Algenib", "Algieba", "Alnilam", "Aoede", "Autonoe", "Callirrhoe", "Charon", "Despina", "Enceladus",
+    "Erinome", "Fenrir", "Gacrux", "Iapetus", "Kore", "Laomedeia", "Leda", "Orus", "Puck", "Pulcherrima", "Rasalgethi",
+    "Sadachbia", "Sadaltager", "Schedar", "Sulafat", "Umbriel", "Vindemiatrix", "Zephyr", "Zubenelgenubi",
+];
+
+/// Whether the session's agent has the voice the session asks for: refused by name
+/// (`unsupported_value`), never replaced by another. The default voice (`alloy`) means "the
+/// server's configured voice" for every provider; the echo agent has no voice of its own and
+/// takes any.
+pub fn check_voice(config: &SessionConfig) -> Result<(), ApiError> {
+    let voice = config.voice.as_str();
+    if voice == SessionConfig::default().voice {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(ApiError::bad_request("unsupported_value", format!("voice {voice:?} is not supported by voxrelay's {} agent: {why}", config.agent)));
+    match config.agent.as_str() {
+        "openai-realtime" if !OPENAI_VOICES.contains(&voice) => refuse(format!("OpenAI Realtime's voices are {}", OPENAI_VOICES.join(", "))),
+        "gemini-live" if !GEMINI_VOICES.contains(&voice) => refuse(format!("Gemini Live's voices are {}", GEMINI_VOICES.join(", "))),
+        "cascade" => refuse("it speaks with the server's ElevenLabs voice ([providers.elevenlabs] voice); leave voice out".into()),
+        _ => Ok(()),
+    }
+}
+
 /// Builds the session's agent; provider agents start connecting at once (on the current tokio
 /// runtime) so the first turn does not wait for a handshake.
 pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dyn Agent>, ApiError> {
     check_agent(providers, &config.agent)?;
+    check_voice(config)?;
     Ok(match config.agent.as_str() {
         "openai-realtime" => {
             let (oa, session) = (providers.openai.clone().expect("checked above"), config.clone());
@@ -123,4 +151,28 @@ pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dy
         }
         _ => Box::new(EchoAgent::new()),
     })
+}
+
+#[cfg(test)]
+mod voice_tests {
+    use super::*;
+
+    fn session(agent: &str, voice: &str) -> SessionConfig {
+        SessionConfig { agent: agent.into(), voice: voice.into(), ..SessionConfig::default() }
+    }
+
+    #[test]
+    fn a_voice_the_agent_lacks_is_refused_by_name() {
+        assert!(check_voice(&session("openai-realtime", "marin")).is_ok());
+        assert!(check_voice(&session("gemini-live", "Kore")).is_ok());
+        assert!(check_voice(&session("echo", "anything")).is_ok(), "the echo agent has no voice of its own");
+        for agent in ["openai-realtime", "gemini-live", "cascade"] {
+            assert!(check_voice(&session(agent, "alloy")).is_ok(), "{agent}: the default is the server's configured voice");
+        }
+        for (agent, voice) in [("openai-realtime", "Kore"), ("gemini-live", "marin"), ("cascade", "Rachel")] {
+            let e = check_voice(&session(agent, voice)).unwrap_err();
+            assert_eq!(e.code, "unsupported_value", "{agent} {voice}");
+            assert!(e.message.contains(voice) && e.message.contains(agent), "{}", e.message);
+        }
+    }
 }

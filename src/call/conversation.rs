@@ -289,6 +289,9 @@ impl Conversation {
     }
 
     fn start_response(&mut self, now: Instant, options: ResponseOptions) {
+        // A response that does not say takes the session's modalities (`["text"]`: text only).
+        let text_only = options.text_only.unwrap_or(!self.config.modalities.iter().any(|m| m == "audio"));
+        let options = ResponseOptions { text_only: Some(text_only), ..options };
         self.responses_started += 1;
         let num = self.responses_started;
         let r = Response {
@@ -297,7 +300,7 @@ impl Conversation {
             item_id: self.ids.item(),
             playing: false,
             agent_done: false,
-            text_only: options.text_only,
+            text_only,
             audio_frames_queued: 0,
             voiced_frames_sent: 0,
             first_voiced: None,
@@ -483,7 +486,7 @@ impl Conversation {
         match parsed.event {
             ClientEvent::SessionUpdate(update) => {
                 let ga = matches!(update, SessionUpdate::Ga(_));
-                let next = match update.applied_to(&self.config) {
+                let next = match update.applied_to(&self.config).and_then(|next| crate::agent::check_voice(&next).map(|()| next)) {
                     Ok(next) => next,
                     Err(e) => return self.api_error(e, event_id),
                 };

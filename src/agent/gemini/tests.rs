@@ -236,7 +236,7 @@ fn in_a_room_the_speaker_is_named_in_the_context_without_asking_for_an_answer() 
 fn per_response_instructions_ask_for_the_answer_or_are_refused_when_too_late() {
     let (mut g, mut link, mut up) = gemini();
     ready(&mut g, &mut link);
-    let options = crate::agent::ResponseOptions { text_only: false, instructions: Some("Answer in French.".into()) };
+    let options = crate::agent::ResponseOptions { text_only: None, instructions: Some("Answer in French.".into()) };
     let sent = parsed(&g.on_cmd(Cmd::StartResponse(1, options.clone()), &mut link));
     assert_eq!(sent[0]["clientContent"]["turns"][0]["parts"][0]["text"], "[Instructions for this answer: Answer in French.]");
     assert_eq!(sent[0]["clientContent"]["turnComplete"], true);

@@ -93,7 +93,7 @@ impl Session {
     /// `response.create`, with what the client asked of this response in the upstream's dialect.
     fn response_create(&self, options: &voxrelay_signaling::events::ResponseOptions) -> Value {
         let mut response = serde_json::Map::new();
-        if options.text_only {
+        if options.text_only == Some(true) {
             let key = if self.beta() { "modalities" } else { "output_modalities" };
             response.insert(key.into(), json!(["text"]));
         }

@@ -303,3 +303,18 @@ fn a_text_only_answer_to_a_spoken_turn_drops_its_audio() {
     assert_eq!(delta["delta"], "[echo 1.0 s]");
     assert_eq!(t.last().unwrap()["type"], "response.done");
 }
+
+#[test]
+fn a_text_only_session_answers_every_response_with_text_unless_one_asks_for_audio() {
+    let mut c = conv();
+    c.on_client_text(r#"{"type":"session.update","session":{"type":"realtime","output_modalities":["text"]}}"#, at(0));
+    c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}}"#, at(0));
+    c.on_client_text(r#"{"type":"response.create"}"#, at(0));
+    let _ = c.next_agent_frame(at(0));
+    let kinds: Vec<String> = types(&mut c);
+    assert!(kinds.contains(&"response.text.delta".to_string()) && !kinds.iter().any(|k| k.contains("audio")), "{kinds:?}");
+    c.on_client_text(r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"again"}]}}"#, at(0));
+    c.on_client_text(r#"{"type":"response.create","response":{"output_modalities":["audio"]}}"#, at(0));
+    let _ = c.next_agent_frame(at(0));
+    assert!(types(&mut c).contains(&"response.audio_transcript.delta".to_string()), "this response asked for audio");
+}

@@ -272,12 +272,12 @@ fn in_a_room_a_text_item_names_the_speaker_before_the_audio_turn() {
 #[test]
 fn response_create_carries_the_clients_modalities_and_instructions_in_the_upstream_dialect() {
     let (mut s, mut link, _up) = session();
-    let options = voxrelay_signaling::events::ResponseOptions { text_only: true, instructions: Some("Be brief.".into()) };
+    let options = voxrelay_signaling::events::ResponseOptions { text_only: Some(true), instructions: Some("Be brief.".into()) };
     let sent: Vec<Value> = s.on_cmd(Cmd::StartResponse(1, options), &mut link).iter().map(|t| serde_json::from_str(t).unwrap()).collect();
     let response = &sent[0]["response"];
     assert_eq!(sent[0]["type"], "response.create");
     assert_eq!(response["instructions"], "Be brief.");
     assert_eq!(response["output_modalities"], json!(["text"]), "the GA upstream's name");
-    let beta = Session::new(cfg(OpenAiDialect::Beta), SessionConfig::default()).response_create(&voxrelay_signaling::events::ResponseOptions { text_only: true, instructions: None });
+    let beta = Session::new(cfg(OpenAiDialect::Beta), SessionConfig::default()).response_create(&voxrelay_signaling::events::ResponseOptions { text_only: Some(true), instructions: None });
     assert_eq!(beta, json!({"type": "response.create", "response": {"modalities": ["text"]}}));
 }
