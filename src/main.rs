@@ -52,7 +52,7 @@ const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp
 /// terminal.
 fn init_client_logging() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let filter = EnvFilter::new(format!("warn,{QUIET_WEBRTC},rtc::peer_connection::handler=error"));
+    let filter = EnvFilter::new("warn,rtc=error,webrtc=error");
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
