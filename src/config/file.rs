@@ -45,12 +45,18 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
+    /// Parses and checks a file's text (paths in it as written).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.check()?;
+        Ok(file)
+    }
+
     /// Reads and checks the file; relative paths in it are taken from the file's directory, so
     /// the same file works whatever directory the server starts in.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let mut file: ConfigFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        file.check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut file = Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut file.data_dir, &mut file.turn_config].into_iter().flatten() {
             if p.is_relative() {
