@@ -228,7 +228,7 @@ impl VoxEngine {
         self.admit(TransportKind::WebSocket)?;
         let (to_client_tx, to_client) = mpsc::unbounded_channel();
         let (from_client, from_rx) = mpsc::channel(ws::INBOUND_QUEUE);
-        let transport = ws::accept(&req.config, from_rx, to_client_tx.clone());
+        let transport = ws::accept(&req.config, from_rx, to_client_tx.clone())?;
         let engine = self.clone();
         tokio::spawn(async move {
             let addr = SocketAddr::from(([0, 0, 0, 0], 0));

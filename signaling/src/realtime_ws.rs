@@ -92,9 +92,10 @@ async fn relay(mut socket: WebSocket, mut outbound: mpsc::UnboundedReceiver<Stri
                     break;
                 }
             },
-            permit = inbound.reserve(), if held.is_some() => match permit {
-                Ok(permit) => permit.send(held.take().expect("held is some")),
-                Err(_) => break,
+            permit = inbound.reserve(), if held.is_some() => match (permit, held.take()) {
+                (Ok(permit), Some(msg)) => permit.send(msg),
+                (Ok(_), None) => {}
+                (Err(_), _) => break,
             },
             msg = socket.recv(), if held.is_none() => match msg {
                 Some(Ok(Message::Text(text))) => held = Some(SocketMessage::Text(text.to_string())),

@@ -10,6 +10,7 @@
 
 mod phone;
 mod realtime_ws;
+mod socket;
 mod report;
 mod room;
 mod room_agent;

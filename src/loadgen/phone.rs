@@ -106,14 +106,10 @@ pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, 
         let signature = voxrelay_signaling::telephony::twilio_signature(token, &signed, &[]);
         request.headers_mut().insert("x-twilio-signature", signature.parse().expect("base64 is a valid header value"));
     }
-    let dialled = Instant::now();
-    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request)).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => return fail(result, format!("upgrade: http_{}", r.status().as_u16())),
-        Ok(Err(e)) => return fail(result, format!("upgrade: {e}")),
-        Err(_) => return fail(result, "upgrade: timeout".into()),
+    let (ws, upgraded_ms) = match super::socket::dial(request).await {
+        Ok(dialled) => dialled,
+        Err(cause) => return fail(result, cause),
     };
-    let upgraded_ms = dialled.elapsed().as_secs_f64() * 1000.0;
     result.answer_ms = Some(upgraded_ms);
     result.connected_ms = Some(upgraded_ms);
     progress.up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -202,17 +198,7 @@ pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, 
         return fail(result, cause);
     }
 
-    result.first_audio_ms = received.first().zip(sent.first()).map(|(r, s)| r.at.duration_since(s.at).as_secs_f64() * 1000.0 + upgraded_ms);
-    let (turns, latencies) = super::turn_latencies(&sent, &received, f64::from(cfg.silence_ms));
-    result.turns_sent = turns;
-    result.turns_answered = latencies.len();
-    progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).extend(&latencies);
-    result.turn_latency_ms = latencies;
-    result.packets_received = received.len();
-    // TCP: nothing is lost on the way; what can suffer is the pacing.
-    result.jitter_ms = pacing_jitter_ms(&received);
-    progress.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    result
+    super::socket::finish(result, &sent, &received, upgraded_ms, cfg, progress)
 }
 
 /// RFC 3550's interarrival jitter estimator over the server's 20 ms frames, restarted at each

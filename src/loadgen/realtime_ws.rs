@@ -79,14 +79,10 @@ pub async fn run_session(index: usize, api_key: &str, spurt: &WsSpurt, cfg: &Loa
         Ok(v) => request.headers_mut().insert("authorization", v),
         Err(_) => return fail(result, "the API key is not a valid header value".into()),
     };
-    let dialled = Instant::now();
-    let ws = match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request)).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => return fail(result, format!("upgrade: http_{}", r.status().as_u16())),
-        Ok(Err(e)) => return fail(result, format!("upgrade: {e}")),
-        Err(_) => return fail(result, "upgrade: timeout".into()),
+    let (ws, upgraded_ms) = match super::socket::dial(request).await {
+        Ok(dialled) => dialled,
+        Err(cause) => return fail(result, cause),
     };
-    let upgraded_ms = dialled.elapsed().as_secs_f64() * 1000.0;
     result.answer_ms = Some(upgraded_ms);
     result.connected_ms = Some(upgraded_ms);
     progress.up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -151,16 +147,7 @@ pub async fn run_session(index: usize, api_key: &str, spurt: &WsSpurt, cfg: &Loa
     if let Some(cause) = failure {
         return fail(result, cause);
     }
-    result.first_audio_ms = received.first().zip(sent.first()).map(|(r, s)| r.at.duration_since(s.at).as_secs_f64() * 1000.0 + upgraded_ms);
-    let (turns, latencies) = super::turn_latencies(&sent, &received, f64::from(cfg.silence_ms));
-    result.turns_sent = turns;
-    result.turns_answered = latencies.len();
-    progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).extend(&latencies);
-    result.turn_latency_ms = latencies;
-    result.packets_received = received.len();
-    result.jitter_ms = super::pacing_jitter_ms(&received);
-    progress.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    result
+    super::socket::finish(result, &sent, &received, upgraded_ms, cfg, progress)
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::mpsc;
-use voxrelay_media::{AudioCodec, EncodedFrame, G711Law, PcmLaw, PcmOutput};
-use voxrelay_signaling::SocketMessage;
+use voxrelay_media::{AudioCodec, EncodedFrame, G711Law, PcmInput, PcmLaw, PcmOutput};
 use voxrelay_signaling::wire::{AudioFormat, SessionConfig};
+use voxrelay_signaling::{ApiError, SocketMessage};
 
 use super::{Closer, PacketSink, Transport, TransportEvent, TransportKind};
 
@@ -77,15 +77,21 @@ impl AudioOut {
 
 /// A session socket as a call transport. `config` is the session as it starts (its formats);
 /// the reader follows the client's `session.update`s from there.
-pub fn accept(config: &SessionConfig, from_client: mpsc::Receiver<SocketMessage>, to_client: mpsc::UnboundedSender<String>) -> Transport {
+pub fn accept(
+    config: &SessionConfig,
+    from_client: mpsc::Receiver<SocketMessage>,
+    to_client: mpsc::UnboundedSender<String>,
+) -> Result<Transport, ApiError> {
+    let media_err = |e| ApiError::internal(format!("audio format converter: {e:?}"));
+    let input = PcmInput::new(law(config.input_audio_format)).map_err(media_err)?;
+    let convert = PcmOutput::new(law(config.output_audio_format)).map_err(media_err)?;
     let output = Arc::new(OutputFormat::default());
     output.set(config.output_audio_format);
     let (inject, events) = mpsc::unbounded_channel();
     // The socket is where the session's events go: open from the start.
     let _ = inject.send(TransportEvent::EventsOpened(to_client));
     let (to_call, reader_output, config) = (inject.clone(), output.clone(), config.clone());
-    let convert = PcmOutput::new(output.law()).expect("24 kHz -> 8 kHz is a supported ratio");
-    Transport {
+    Ok(Transport {
         kind: TransportKind::WebSocket,
         codec: AudioCodec::L16,
         events,
@@ -93,9 +99,9 @@ pub fn accept(config: &SessionConfig, from_client: mpsc::Receiver<SocketMessage>
         heard: None,
         sink: PacketSink::Events(AudioOut { format: output, convert }),
         start_reader: Box::new(move |call_id, ingress, metrics| {
-            vec![tokio::spawn(reader::read_socket(call_id.clone(), from_client, ingress, to_call, config, reader_output, metrics))]
+            vec![tokio::spawn(reader::read_socket(call_id.clone(), from_client, ingress, to_call, config, input, reader_output, metrics))]
         }),
         closer: Closer::Nothing,
         ice: None,
-    }
+    })
 }

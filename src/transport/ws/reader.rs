@@ -71,11 +71,11 @@ pub async fn read_socket(
     mut ingress: rtrb::Producer<RtpIn>,
     events: mpsc::UnboundedSender<TransportEvent>,
     mut config: SessionConfig,
+    mut input: PcmInput,
     output: Arc<OutputFormat>,
     metrics: Arc<Metrics>,
 ) {
     let _ = events.send(TransportEvent::Connected);
-    let mut input = PcmInput::new(law(config.input_audio_format)).expect("8 kHz -> 24 kHz is a supported ratio");
     let mut pacer = Pacer { next_due: None, seq: 0 };
     while let Some(msg) = from.recv().await {
         let text = match msg {
@@ -94,7 +94,8 @@ pub async fn read_socket(
                 while let Some(frame) = input.next_frame(&mut rest) {
                     let seq = pacer.next().await;
                     let timestamp = u32::from(seq).wrapping_mul(SAMPLES_24K as u32);
-                    let packet = RtpIn::new(seq, timestamp, &frame).expect("an L16 frame fits a packet");
+                    // An L16 frame (960 bytes) always fits a packet.
+                    let Some(packet) = RtpIn::new(seq, timestamp, &frame) else { continue };
                     if ingress.push(packet).is_err() {
                         metrics.ring_overflow();
                     }
