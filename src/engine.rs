@@ -12,21 +12,22 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
-use voxrelay_signaling::{
-    ApiError, CallCreated, CallId, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RealtimeChannel, RtpCreated,
-    SessionConfig, SessionId, SocketMessage, WsSessionRequest,
-};
 use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
 use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
 use voxrelay_signaling::sdpfrag::IceFragment;
 use voxrelay_signaling::whip::IcePatched;
+use voxrelay_signaling::{
+    ApiError, CallCreated, CallId, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RealtimeChannel, RtpCreated,
+    SessionConfig, SessionId, SocketMessage, WsSessionRequest,
+};
 use voxrelay_signaling::{ParticipantId, RoomName};
 
 use crate::admission::Admission;
 use crate::agent;
-use crate::call::{CallSetup, Conversation, run_call, turn_config};
+use crate::call::{CallSetup, Conversation, Person, SessionRings, run_call, turn_config};
 use crate::metrics::Metrics;
+use crate::transport::link::Link;
 use crate::transport::webrtc::{OPUS_PAYLOAD_TYPE, PortAllocator};
 use crate::transport::{Inbound, Transport, TransportEvent, TransportKind, phone, plain_rtp, ws};
 
@@ -201,7 +202,9 @@ impl VoxEngine {
             let (stream, call) = (start.stream_sid.clone(), start.call_sid.clone());
             if let Some(room) = start.custom_parameters.get("room").cloned() {
                 match engine.phone_into_room(&room, start, from_carrier, to_carrier).await {
-                    Ok(identity) => info!(room = %room, identity = %identity, stream = %stream, twilio_call = %call, "phone stream joined a room"),
+                    Ok(identity) => {
+                        info!(room = %room, identity = %identity, stream = %stream, twilio_call = %call, "phone stream joined a room")
+                    }
                     Err(e) => warn!(stream = %stream, room = %room, "phone stream refused: {e}"),
                 }
                 return;
@@ -297,7 +300,15 @@ impl VoxEngine {
         let (done_tx, done_rx) = watch::channel(false);
         self.calls().insert(
             call_id.clone(),
-            CallEntry { session_id: session_id.clone(), stop: stop.clone(), done: done_rx, inject: t.inject, kind, stats: stats.clone(), ice: t.ice },
+            CallEntry {
+                session_id: session_id.clone(),
+                stop: stop.clone(),
+                done: done_rx,
+                inject: t.inject,
+                kind,
+                stats: stats.clone(),
+                ice: t.ice,
+            },
         );
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
@@ -308,27 +319,23 @@ impl VoxEngine {
         if kind == TransportKind::WebSocket {
             conversation = conversation.with_dialect_from_updates();
         }
+        let person = Person::new(t.sink, t.closer, tasks, Link::opened(std::time::Instant::now()));
         let setup = CallSetup {
             call_id: call_id.clone(),
+            person,
             events: t.events,
-            sink: t.sink,
-            closer: t.closer,
-            tasks,
-            control,
-            agent_out,
-            egress,
-            uplink,
             conversation,
+            rings: SessionRings { control, agent_out, egress, uplink },
             stop,
             metrics: self.metrics.clone(),
         };
         let engine = Arc::clone(self);
         let id = call_id.clone();
         tokio::spawn(async move {
-            run_call(setup).await;
+            let reason = run_call(setup).await;
+            engine.metrics.call_ended(reason);
             engine.calls().remove(&id);
             engine.ended_media.lock().unwrap_or_else(|p| p.into_inner()).add(&stats.snapshot());
-            engine.metrics.calls_ended.fetch_add(1, Ordering::Relaxed);
             let _ = done_tx.send(true);
         });
         Ok(call_id)
@@ -437,7 +444,12 @@ impl Engine for EngineHandle {
         self.0.rooms.info(room).await
     }
 
-    async fn create_room(&self, room: &RoomName, max_participants: Option<usize>, empty_timeout_s: Option<u64>) -> Result<RoomInfo, ApiError> {
+    async fn create_room(
+        &self,
+        room: &RoomName,
+        max_participants: Option<usize>,
+        empty_timeout_s: Option<u64>,
+    ) -> Result<RoomInfo, ApiError> {
         let defaults = crate::room::RoomLimits::default();
         let limits = crate::room::RoomLimits {
             max_participants: max_participants.unwrap_or(defaults.max_participants),
@@ -488,7 +500,13 @@ impl Engine for EngineHandle {
         self.0.rooms.detach_agent(room).await
     }
 
-    async fn patch_ice(&self, room: &RoomName, identity: &ParticipantId, fragment: IceFragment, if_match: Option<String>) -> Result<IcePatched, ApiError> {
+    async fn patch_ice(
+        &self,
+        room: &RoomName,
+        identity: &ParticipantId,
+        fragment: IceFragment,
+        if_match: Option<String>,
+    ) -> Result<IcePatched, ApiError> {
         let ice = self.0.rooms.ice(room, identity).await?;
         let patched = ice.patch(&fragment, if_match.as_deref()).await?;
         if matches!(patched, IcePatched::Restarted { .. }) {
@@ -537,6 +555,7 @@ impl Engine for EngineHandle {
         text.push_str(&e.render_by_transport());
         text.push_str(&e.metrics.rooms.render(e.rooms.count()));
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
+        text.push_str(&crate::metrics::render_process());
         if let Some(relay) = e.relay.get() {
             text.push_str(&relay.stats.prometheus());
         }

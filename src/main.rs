@@ -131,6 +131,15 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Loadgen(cfg) if cfg.churn.is_some() => {
+            init_client_logging();
+            let total = cfg.churn.unwrap_or_default();
+            let report = voxrelay::loadgen::run_churn(cfg, total).await?;
+            print!("{}", report.summary());
+            if report.failed > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Loadgen(cfg) if cfg.room.is_some() => {
             init_client_logging();
             let report = voxrelay::loadgen::run_room(cfg).await?;

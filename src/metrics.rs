@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use voxrelay_media::{MediaEvent, StatsSnapshot, TICK_BUCKETS_US, WorkerStats};
+use voxrelay_signaling::EndReason;
 use voxrelay_signaling::room_wire::RoomCounters;
 
 #[derive(Default)]
 pub struct Metrics {
     pub calls_started: AtomicU64,
     pub calls_ended: AtomicU64,
+    /// Ended calls by [`EndReason`] (index order).
+    calls_ended_by: [AtomicU64; EndReason::ALL.len()],
     pub calls_rejected: AtomicU64,
     pub rtp_packets_in: AtomicU64,
     pub rtp_bytes_in: AtomicU64,
@@ -81,11 +84,18 @@ impl RoomTotals {
         let mut out = String::with_capacity(1024);
         let live = self.participants.load(Relaxed).max(0);
         let _ = writeln!(out, "# HELP voxrelay_rooms Live rooms.\n# TYPE voxrelay_rooms gauge\nvoxrelay_rooms {rooms}");
-        let _ = writeln!(out, "# HELP voxrelay_room_participants Participants in rooms.\n# TYPE voxrelay_room_participants gauge\nvoxrelay_room_participants {live}");
+        let _ = writeln!(
+            out,
+            "# HELP voxrelay_room_participants Participants in rooms.\n# TYPE voxrelay_room_participants gauge\nvoxrelay_room_participants {live}"
+        );
         let counters: [(&str, &str, &AtomicU64); 5] = [
             ("voxrelay_room_participants_joined_total", "Room joins accepted.", &self.participants_joined),
             ("voxrelay_room_packets_in_total", "Packets received from room publishers.", &self.packets_in),
-            ("voxrelay_room_packets_forwarded_total", "Packets sent to room subscribers (one per slot carrying them).", &self.packets_forwarded),
+            (
+                "voxrelay_room_packets_forwarded_total",
+                "Packets sent to room subscribers (one per slot carrying them).",
+                &self.packets_forwarded,
+            ),
             ("voxrelay_room_bytes_forwarded_total", "Payload bytes sent to room subscribers.", &self.bytes_forwarded),
             ("voxrelay_room_slot_switches_total", "Slot assignments changed (a speaker put on or taken off a slot).", &self.slot_switches),
         ];
@@ -140,6 +150,12 @@ impl Metrics {
         self.ring_overflows.fetch_add(1, Relaxed);
     }
 
+    /// One call ended, for this reason.
+    pub fn call_ended(&self, reason: EndReason) {
+        self.calls_ended.fetch_add(1, Relaxed);
+        self.calls_ended_by[reason.index()].fetch_add(1, Relaxed);
+    }
+
     pub fn media_event(&self, ev: &MediaEvent) {
         let counter = match ev {
             MediaEvent::SpeechStarted { .. } => &self.speech_started,
@@ -174,6 +190,11 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let name = "voxrelay_calls_ended_by_reason_total";
+        let _ = writeln!(out, "# HELP {name} Calls torn down, by why.\n# TYPE {name} counter");
+        for reason in EndReason::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.calls_ended_by[reason.index()].load(Relaxed));
+        }
         let name = "voxrelay_agent_first_audio_seconds";
         let _ = writeln!(out, "# HELP {name} Response created to the agent's first audio frame.\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -186,6 +207,35 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}\n{name}_count {cumulative}", self.agent_latency_sum_us.load(Relaxed) as f64 / 1e6);
         out
     }
+}
+
+/// The process's own gauges (the standard Prometheus names, from /proc where there is one) and
+/// the tokio runtime's live tasks: what a leak shows in first (`voxrelay loadgen --churn`).
+pub fn render_process() -> String {
+    let mut out = String::with_capacity(512);
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let resident_kb =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    if let Some(kb) = resident_kb {
+        let name = "process_resident_memory_bytes";
+        let _ = writeln!(out, "# HELP {name} Resident memory size in bytes.\n# TYPE {name} gauge\n{name} {}", kb * 1024);
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let name = "voxrelay_tokio_alive_tasks";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Tasks alive on the tokio runtime.\n# TYPE {name} gauge\n{name} {}",
+            rt.metrics().num_alive_tasks()
+        );
+    }
+    out
 }
 
 /// The audio workers' side: per-session counters summed over all sessions (live and ended;

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{serve, wait_exit};
 use common::*;
 use serde_json::json;
 
@@ -93,47 +94,6 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     let status = exited.expect("server exits once its last call ended");
     assert!(status.success(), "clean exit, got {status}");
     let _ = std::fs::remove_dir_all(&data_dir);
-}
-
-/// `voxrelay serve` with `args` and extra environment; returns the child, its base URL and
-/// the `voxrelay listening` log line (JSON).
-async fn serve(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String, serde_json::Value) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
-    cmd.arg("serve").args(args).args(["--log-format", "json"]).stdout(Stdio::piped());
-    for var in ["VOXRELAY_API_KEY", "VOXRELAY_LISTEN", "VOXRELAY_CONFIG", "VOXRELAY_MAX_CALLS", "VOXRELAY_DRAIN_GRACE"] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
-    let mut child = cmd.spawn().expect("voxrelay binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && let Some(addr) = v["fields"]["addr"].as_str()
-        {
-            return (child, format!("http://{addr}"), v);
-        }
-    }
-}
-
-fn wait_exit(mut child: std::process::Child) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn sigterm(child: &std::process::Child) {

@@ -64,10 +64,7 @@ async fn full_turn(dialect: &str, path: &str) {
     let td = if dialect == "beta" { &update["turn_detection"] } else { &update["audio"]["input"]["turn_detection"] };
     assert!(td.is_null(), "upstream turn detection is off: {update}");
     let appended_ms = fake.log.lock().unwrap().appended_samples / 24;
-    assert!(
-        appended_ms >= speech_ms * 8 / 10 && appended_ms <= speech_ms + 1600,
-        "{appended_ms} ms appended for {speech_ms} ms of speech"
-    );
+    assert!(appended_ms >= speech_ms * 8 / 10 && appended_ms <= speech_ms + 1600, "{appended_ms} ms appended for {speech_ms} ms of speech");
     let pos = |t: &str| types.iter().position(|x| x == t).unwrap_or_else(|| panic!("{t} not sent: {types:?}"));
     assert!(pos("input_audio_buffer.append") < pos("input_audio_buffer.commit"));
     assert!(pos("input_audio_buffer.commit") < pos("response.create"));
@@ -99,7 +96,11 @@ async fn function_call_round_trip_with(dialect: &str) {
     let update = fake.events_of("session.update").pop().unwrap();
     assert_eq!(update["session"]["tools"][0], weather_tool(), "the tool reached the provider as declared");
     let outputs: Vec<Value> = fake.events_of("conversation.item.create").into_iter().map(|e| e["item"].clone()).collect();
-    assert_eq!(outputs, [json!({"type": "function_call_output", "call_id": args["call_id"], "output": output})], "the output went upstream exactly");
+    assert_eq!(
+        outputs,
+        [json!({"type": "function_call_output", "call_id": args["call_id"], "output": output})],
+        "the output went upstream exactly"
+    );
     let types = fake.types();
     let last = |t: &str| types.iter().rposition(|x| x == t).unwrap();
     assert!(last("conversation.item.create") < last("response.create"), "output first, then the follow-up response: {types:?}");
@@ -230,7 +231,13 @@ async fn in_a_room_the_provider_hears_each_turn_named_after_its_speaker() {
     let one_slot = RoomClientOptions { slots: 1, ..Default::default() };
     let mut alice = join(&base, "panel", "alice", one_slot.clone(), json!({"name": "Alice"})).await;
     let bob = join(&base, "panel", "bob", one_slot, json!({})).await;
-    let resp = http().post(format!("{base}/v1/rooms/panel/agent")).bearer_auth(API_KEY).json(&json!({"agent": "openai-realtime"})).send().await.unwrap();
+    let resp = http()
+        .post(format!("{base}/v1/rooms/panel/agent"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"agent": "openai-realtime"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
     let mut seen = Vec::new();
     events_until(&mut alice, &mut seen, |e| of_type(e, "participant.joined").iter().any(|p| p["participant"]["identity"] == "agent")).await;
@@ -251,4 +258,54 @@ async fn in_a_room_the_provider_hears_each_turn_named_after_its_speaker() {
     assert!(named < audio && audio < commit && commit < answer, "order: named {named}, audio {audio}, commit {commit}, answer {answer}");
     // Bob, who did not speak, heard the provider's answer through the room.
     common::rooms::until("bob heard the agent", || bob.received().iter().filter(|p| p.payload.len() > 10).count() > 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_then_unavailable_at_connect_then_recovered_with_backoff() {
+    let fake = FakeOpenAi::start(KEY, Behaviour { refuse_first: vec![429, 503], ..Default::default() }).await;
+    let server = server_for(&fake, KEY, "ga").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    // One error event for the outage (not one per attempt), with the first cause.
+    let err = c.expect("error").await;
+    assert_eq!(err["error"]["code"], "provider_rate_limited", "{err}");
+    assert_eq!(err["error"]["type"], "server_error");
+
+    // Backoff (250 ms, then ≈ 500 ms) reaches the provider on the third attempt: the turn works.
+    c.speak_turn(1500);
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    let log = fake.log.lock().unwrap();
+    assert_eq!((log.rejected, log.connections), (2, 1));
+    drop(log);
+    assert_eq!(c.types().iter().filter(|t| *t == "error").count(), 1, "{:?}", c.types());
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_gone_quiet_fails_the_response_and_the_call_goes_on() {
+    let fake = FakeOpenAi::start(KEY, Behaviour { ignore_responses: 1, ..Default::default() }).await;
+    let server = server_for(&fake, KEY, "ga").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, session_body()).await).await;
+    c.expect("session.created").await;
+    c.speak_turn(1500);
+    c.expect("response.created").await;
+    // Nothing comes back for the response: after AGENT_SILENCE_LIMIT (10 s) it fails.
+    let err = c.expect("error").await;
+    assert_eq!(err["error"]["code"], "provider_timeout", "{err}");
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "failed", "{done}");
+    assert_eq!(done["response"]["status_details"]["error"]["code"], "provider_timeout");
+    assert!(fake.events_of("response.cancel").len() == 1, "the provider is told to drop it");
+
+    // The provider answers again: so does the call.
+    c.wait_sent().await;
+    c.speak_turn(500);
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    c.close().await;
+    server.shutdown().await;
 }

@@ -13,10 +13,12 @@
 
 pub mod auth;
 pub mod body;
+mod call_end;
 pub mod error;
 pub mod events;
 mod health;
 pub mod ids;
+pub mod keepalive;
 mod plain_rtp;
 mod realtime;
 mod realtime_ws;
@@ -39,6 +41,7 @@ use axum::Router;
 use axum::routing::{delete, get, patch, post};
 
 pub use auth::Auth;
+pub use call_end::EndReason;
 pub use error::ApiError;
 pub use events::Dialect;
 pub use ids::{CallId, ParticipantId, RoomName, SessionId};
@@ -81,6 +84,9 @@ pub struct EventChannel {
 pub enum SocketMessage {
     Text(String),
     Binary(usize),
+    /// The client stopped answering pings (its network vanished): the socket is closed and
+    /// nothing follows.
+    Lost,
 }
 
 /// Both directions of an upgraded carrier media stream: messages for the carrier (text), and a

@@ -11,12 +11,15 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
 use axum::response::Response;
+use std::time::Instant;
+
 use tokio::sync::mpsc;
 
 use crate::auth::{Caller, bearer};
 use crate::error::ApiError;
 use crate::events::Dialect;
 use crate::ids::SessionId;
+use crate::keepalive::{Keepalive, PING_EVERY, Tick};
 use crate::wire::SessionConfig;
 use crate::{Api, SocketMessage, WsSessionRequest};
 
@@ -76,9 +79,11 @@ fn protocol_secret(headers: &HeaderMap) -> Option<String> {
 
 /// Relays until either side ends. What the client sends waits for room in the session's bounded
 /// queue before the next message is read (the session takes audio in real time); server events
-/// keep flowing meanwhile.
+/// keep flowing meanwhile. A client silent through two pings is gone ([`crate::keepalive`]).
 async fn relay(mut socket: WebSocket, mut outbound: mpsc::UnboundedReceiver<String>, inbound: mpsc::Sender<SocketMessage>) {
     let mut held: Option<SocketMessage> = None;
+    let mut alive = Keepalive::new(Instant::now());
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         tokio::select! {
             out = outbound.recv() => match out {
@@ -97,16 +102,38 @@ async fn relay(mut socket: WebSocket, mut outbound: mpsc::UnboundedReceiver<Stri
                 (Ok(_), None) => {}
                 (Err(_), _) => break,
             },
-            msg = socket.recv(), if held.is_none() => match msg {
-                Some(Ok(Message::Text(text))) => held = Some(SocketMessage::Text(text.to_string())),
-                Some(Ok(Message::Binary(b))) => held = Some(SocketMessage::Binary(b.len())),
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::info!("realtime socket error: {e}");
-                    break;
+            msg = socket.recv(), if held.is_none() => {
+                alive.heard(Instant::now());
+                match msg {
+                    Some(Ok(Message::Text(text))) => held = Some(SocketMessage::Text(text.to_string())),
+                    Some(Ok(Message::Binary(b))) => held = Some(SocketMessage::Binary(b.len())),
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::info!("realtime socket error: {e}");
+                        break;
+                    }
                 }
-            },
+            }
+            _ = pings.tick() => {
+                let now = Instant::now();
+                if held.is_some() {
+                    // Not reading (the session's queue is full): the client was heard just now.
+                    alive.heard(now);
+                }
+                match alive.tick(now) {
+                    Tick::Ping => {
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Tick::GiveUp => {
+                        tracing::info!("realtime socket: no answer to two pings, closing");
+                        let _ = inbound.try_send(SocketMessage::Lost);
+                        break;
+                    }
+                }
+            }
         }
     }
 }

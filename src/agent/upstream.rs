@@ -72,6 +72,8 @@ pub trait Protocol: Send + 'static {
 
 enum ConnectError {
     Auth(String),
+    /// HTTP 429 at the upgrade: the provider's rate limit (retried with backoff).
+    RateLimited(String),
     Other(String),
 }
 
@@ -93,6 +95,8 @@ async fn connect<P: Protocol>(p: &P) -> Result<Ws, ConnectError> {
             let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().chars().take(300).collect::<String>();
             if status == 401 || status == 403 {
                 Err(ConnectError::Auth(format!("HTTP {status}: {body}")))
+            } else if status == 429 {
+                Err(ConnectError::RateLimited(format!("HTTP {status}: {body}")))
             } else {
                 Err(ConnectError::Other(format!("HTTP {status}: {body}")))
             }
@@ -144,6 +148,7 @@ pub async fn run<P: Protocol>(mut p: P, mut link: Link) {
                         p.set_auth_failed(true);
                         ("provider_auth_failed", format!("{} refused this server's API key: {m}", P::NAME))
                     }
+                    ConnectError::RateLimited(m) => ("provider_rate_limited", format!("{} is rate limiting this server: {m}", P::NAME)),
                     ConnectError::Other(m) => ("provider_unavailable", format!("{} unreachable: {m}", P::NAME)),
                 };
                 warn!("{message}");
@@ -187,10 +192,10 @@ fn hold<P: Protocol>(cmd: Cmd, pending: &mut VecDeque<Cmd>, p: &mut P, link: &mu
             p.on_cmd(cmd, link);
         }
         Cmd::StartResponse(num, _) if p.auth_failed() => {
-            link.output(num, AgentOutput::Failed {
-                code: "provider_auth_failed".into(),
-                message: "the provider refused this server's API key".into(),
-            });
+            link.output(
+                num,
+                AgentOutput::Failed { code: "provider_auth_failed".into(), message: "the provider refused this server's API key".into() },
+            );
         }
         Cmd::CancelResponse { response, .. } => pending.retain(|c| !matches!(c, Cmd::StartResponse(n, _) if *n == response)),
         Cmd::ClearInput => {

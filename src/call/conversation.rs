@@ -21,8 +21,8 @@ use serde_json::Value;
 use voxrelay_media::barge_in::{self, BargeIn, ResponsePhase};
 use voxrelay_media::{AgentFrame, AudioTime, Control, FRAME, MediaEvent, TurnDetectConfig};
 use voxrelay_signaling::events::{
-    CancelReason, ClientEvent, ContentPart, ResponseOptions, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
-    ResponseError, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
+    CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
+    ResponseError, ResponseOptions, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
 };
 use voxrelay_signaling::{ApiError, SessionConfig, SessionId};
 
@@ -48,9 +48,16 @@ struct Response {
     failed: Option<(String, String)>,
     /// Function calls the agent made in this response (completed items, after the message).
     calls: Vec<Item>,
-    /// When the response was created, for the agent latency metric (not for any decision).
+    /// When the response was created: the agent latency metric, and [`AGENT_SILENCE_LIMIT`].
     created_at: Instant,
+    /// Whether the agent has given anything for it yet (audio, text, a call, its end).
+    heard_from_agent: bool,
 }
+
+/// A response the agent has given nothing for in this long (a provider that accepted the request
+/// and went quiet) fails: the client gets an `error` event (`provider_timeout`) and a failed
+/// `response.done`, the agent drops it, and the call goes on. Providers answer in ≈ 1 s.
+pub const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Conversation {
     dialect: Dialect,
@@ -308,6 +315,7 @@ impl Conversation {
             failed: None,
             calls: Vec::new(),
             created_at: now,
+            heard_from_agent: false,
         };
         self.suppress_voiced = false;
         self.emit(ServerEvent::ResponseCreated { response: WireResponse::in_progress(&r.id) });
@@ -412,11 +420,19 @@ impl Conversation {
         loop {
             let r = self.response.as_mut().filter(|r| !r.agent_done)?;
             let num = r.num;
-            match self.agent.poll_output()? {
+            let Some(output) = self.agent.poll_output() else {
+                if now.saturating_duration_since(r.created_at) >= AGENT_SILENCE_LIMIT && !r.heard_from_agent {
+                    self.abandon_silent_response();
+                }
+                return None;
+            };
+            r.heard_from_agent = true;
+            match output {
                 AgentOutput::TranscriptDelta(delta) => {
                     r.transcript.push_str(&delta);
                     let at = Self::part_ref(r);
-                    let event = if r.text_only { ServerEvent::TextDelta { at, delta } } else { ServerEvent::AudioTranscriptDelta { at, delta } };
+                    let event =
+                        if r.text_only { ServerEvent::TextDelta { at, delta } } else { ServerEvent::AudioTranscriptDelta { at, delta } };
                     self.emit(event);
                 }
                 AgentOutput::FunctionCall { call_id, name, arguments } => {
@@ -460,6 +476,17 @@ impl Conversation {
                 }
             }
         }
+    }
+
+    /// [`AGENT_SILENCE_LIMIT`] passed with nothing from the agent: the response fails.
+    fn abandon_silent_response(&mut self) {
+        let Some(r) = self.response.as_mut() else { return };
+        let message = format!("the agent gave nothing for {} s; the response was abandoned", AGENT_SILENCE_LIMIT.as_secs());
+        r.agent_done = true;
+        r.failed = Some(("provider_timeout".into(), message.clone()));
+        self.agent.cancel_response(r.num, Duration::ZERO);
+        self.server_error("provider_timeout", &message);
+        self.complete_response();
     }
 
     /// Moves the agent's next frames into the audio worker's ring while it has room (one call
@@ -524,22 +551,16 @@ impl Conversation {
                 self.agent.on_function_output(&call_id, &output);
                 self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::function_call_output(id, call_id, output) });
             }
-            ClientEvent::ItemTruncate { item_id, audio_end_ms } => {
-                match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
-                    Some((_, played)) if Duration::from_millis(audio_end_ms) <= *played => {
-                        self.emit(ServerEvent::ItemTruncated { item_id, content_index: 0, audio_end_ms });
-                    }
-                    Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
-                    None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
+            ClientEvent::ItemTruncate { item_id, audio_end_ms } => match self.assistant_items.iter().find(|(id, _)| *id == item_id) {
+                Some((_, played)) if Duration::from_millis(audio_end_ms) <= *played => {
+                    self.emit(ServerEvent::ItemTruncated { item_id, content_index: 0, audio_end_ms });
                 }
-            }
+                Some(_) => self.error("invalid_audio_end_ms", "audio_end_ms is beyond the audio of that item", event_id),
+                None => self.error("item_not_found", &format!("no truncatable assistant item {item_id:?}"), event_id),
+            },
             ClientEvent::ResponseCreate(options) => {
                 if self.response.is_some() {
-                    return self.error(
-                        "conversation_already_has_active_response",
-                        "a response is in progress; cancel it first",
-                        event_id,
-                    );
+                    return self.error("conversation_already_has_active_response", "a response is in progress; cancel it first", event_id);
                 }
                 if self.commits_in_flight > 0 {
                     self.response_after_commit = Some(options);

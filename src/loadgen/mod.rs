@@ -8,13 +8,15 @@
 //! Opus-encoded once and shared by every call, silence is the 3-byte Opus silence packet, and
 //! received audio is classified voiced/silent by packet size instead of being decoded.
 
+mod churn;
 mod phone;
 mod realtime_ws;
-mod socket;
 mod report;
 mod room;
 mod room_agent;
+mod socket;
 
+pub use churn::{ChurnReport, ServerGauges, run_churn};
 pub use phone::{PhoneSpurt, pacing_jitter_ms};
 
 pub use report::{Dist, Report, SessionResult, loss_and_jitter, turn_latencies};
@@ -31,6 +33,7 @@ use serde_json::{Value, json};
 use voxrelay_media::{OPUS_SILENCE, SAMPLES_48K};
 
 use crate::client::{Client, ClientOptions, OutFrame};
+use crate::transport::impair::NetworkFaults;
 
 /// The default talk spurt: the espeak-ng sentence of tests/fixtures (2.8 s, 48 kHz mono).
 const DEFAULT_SPEECH: &[u8] = include_bytes!("../../tests/fixtures/speech.wav");
@@ -48,6 +51,18 @@ pub enum LoadTransport {
     /// Realtime sessions over WebSocket (GET /v1/realtime): pcm16 24 kHz appends every 20 ms,
     /// the agent's audio back as response.audio.delta, as a server-side app streams.
     Ws,
+}
+
+/// How a load-generator session ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leave {
+    /// As a well-behaved client: `DELETE` of the call (WebRTC, plain RTP), `stop` (phone), a
+    /// close frame (WebSocket).
+    HangUp,
+    /// Without a word: a WebRTC peer closes without `DELETE`, a plain-RTP sender just stops,
+    /// phone and WebSocket sessions drop their TCP connection without `stop` or a close frame.
+    Abrupt,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -105,12 +120,32 @@ pub struct LoadgenConfig {
     /// and the report has the agent's turn latency.
     #[arg(long)]
     pub agent: Option<String>,
+    /// WebRTC calls: share of the RTP sent that is dropped, in percent (a bad network).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// WebRTC calls: each packet sent is delayed by a random 0..this many ms (reorders packets
+    /// whose delays differ by more than a frame).
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Churn mode: this many calls in total, --sessions at a time, each talking for --duration
+    /// and leaving, hang-ups and abrupt leaves in turn; reports the server's open fds, memory,
+    /// live tasks, calls and worker sessions before, after and after --churn-idle seconds.
+    #[arg(long)]
+    pub churn: Option<usize>,
+    /// Churn mode: seconds to wait idle after the last call before the final reading.
+    #[arg(long, default_value_t = 60.0)]
+    pub churn_idle: f64,
     /// Print progress every second.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
 }
 
 impl LoadgenConfig {
+    /// The network faults of session `index` (each session its own seed: losses differ).
+    pub fn faults(&self, index: usize) -> NetworkFaults {
+        NetworkFaults { loss: self.loss / 100.0, jitter: Duration::from_millis(self.jitter_ms), seed: index as u64 }
+    }
+
     pub fn new(url: &str, api_key: &str, sessions: usize, duration: f64) -> Self {
         Self {
             url: url.into(),
@@ -130,6 +165,10 @@ impl LoadgenConfig {
             subscribers: 10,
             slots: 3,
             agent: None,
+            churn: None,
+            churn_idle: 60.0,
+            loss: 0.0,
+            jitter_ms: 0,
             progress: false,
         }
     }
@@ -229,25 +268,63 @@ fn bind_ip(cfg: &LoadgenConfig, base: &str) -> anyhow::Result<std::net::IpAddr> 
     Ok(if loopback { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() })
 }
 
-pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
-    let api_key = api_key(&cfg)?;
-    let pcm = talk_spurt(&cfg)?;
-    if cfg.transport == LoadTransport::Twilio {
-        // customParameters cannot set turn detection: phone calls get the server's default.
-        let default_silence = voxrelay_media::TurnDetectConfig::default().silence_duration_ms;
+/// What every session of a run shares: the server, the key, the talk spurt in each transport's
+/// encoding.
+struct Kit {
+    http: reqwest::Client,
+    base: String,
+    api_key: String,
+    spurt: Spurt,
+    phone_spurt: PhoneSpurt,
+    ws_spurt: realtime_ws::WsSpurt,
+}
+
+impl Kit {
+    /// Checks the configuration and prepares the shared parts (sets `cfg.bind_ip`).
+    fn prepare(cfg: &mut LoadgenConfig) -> anyhow::Result<Kit> {
+        let api_key = api_key(cfg)?;
+        let pcm = talk_spurt(cfg)?;
+        if cfg.transport == LoadTransport::Twilio {
+            // customParameters cannot set turn detection: phone calls get the server's default.
+            let default_silence = voxrelay_media::TurnDetectConfig::default().silence_duration_ms;
+            anyhow::ensure!(
+                cfg.silence_ms == default_silence,
+                "--transport twilio: phone calls use the server's silence_duration_ms ({default_silence} ms); --silence-ms cannot change it"
+            );
+        }
+        anyhow::ensure!((0.0..100.0).contains(&cfg.loss), "--loss is a percentage below 100");
         anyhow::ensure!(
-            cfg.silence_ms == default_silence,
-            "--transport twilio: phone calls use the server's silence_duration_ms ({default_silence} ms); --silence-ms cannot change it"
+            cfg.transport == LoadTransport::Webrtc || (cfg.loss == 0.0 && cfg.jitter_ms == 0),
+            "--loss and --jitter-ms apply to --transport webrtc (TCP transports lose nothing)"
         );
+        crate::install_tls_provider();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let base = cfg.url.trim_end_matches('/').to_string();
+        cfg.bind_ip = Some(bind_ip(cfg, &base)?);
+        Ok(Kit {
+            http,
+            base,
+            api_key,
+            spurt: Spurt::from_pcm48(&pcm)?,
+            phone_spurt: PhoneSpurt::from_pcm48(&pcm)?,
+            ws_spurt: realtime_ws::WsSpurt::from_pcm48(&pcm)?,
+        })
     }
-    let spurt = Arc::new(Spurt::from_pcm48(&pcm)?);
-    let phone_spurt = Arc::new(PhoneSpurt::from_pcm48(&pcm)?);
-    let ws_spurt = Arc::new(realtime_ws::WsSpurt::from_pcm48(&pcm)?);
-    crate::install_tls_provider();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let base = cfg.url.trim_end_matches('/').to_string();
+
+    /// One session of `cfg.transport`, from connecting to leaving.
+    async fn session(&self, index: usize, cfg: &LoadgenConfig, progress: &Progress, leave: Leave) -> SessionResult {
+        match cfg.transport {
+            LoadTransport::Twilio => phone::run_session(index, &self.phone_spurt, cfg, progress, leave).await,
+            LoadTransport::Ws => realtime_ws::run_session(index, &self.api_key, &self.ws_spurt, cfg, progress, leave).await,
+            _ => run_session(index, &self.http, &self.base, &self.api_key, &self.spurt, cfg, progress, leave).await,
+        }
+    }
+}
+
+pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     let mut cfg = cfg;
-    cfg.bind_ip = Some(bind_ip(&cfg, &base)?);
+    let kit = Arc::new(Kit::prepare(&mut cfg)?);
+    let base = kit.base.clone();
     let progress = Arc::new(Progress::default());
     let cpu_start = (cpu_seconds(None), cfg.server_pid.map(|p| cpu_seconds(Some(p))));
     let started = Instant::now();
@@ -258,15 +335,8 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
         if index > 0 {
             tokio::time::sleep(ramp_gap).await;
         }
-        let (http, base, key, spurt, progress, cfg) = (http.clone(), base.clone(), api_key.clone(), spurt.clone(), progress.clone(), cfg.clone());
-        let (phone_spurt, ws_spurt) = (phone_spurt.clone(), ws_spurt.clone());
-        tasks.push(tokio::spawn(async move {
-            match cfg.transport {
-                LoadTransport::Twilio => phone::run_session(index, &phone_spurt, &cfg, &progress).await,
-                LoadTransport::Ws => realtime_ws::run_session(index, &key, &ws_spurt, &cfg, &progress).await,
-                _ => run_session(index, &http, &base, &key, &spurt, &cfg, &progress).await,
-            }
-        }));
+        let (kit, progress, cfg) = (kit.clone(), progress.clone(), cfg.clone());
+        tasks.push(tokio::spawn(async move { kit.session(index, &cfg, &progress, Leave::HangUp).await }));
     }
     let reporter = cfg.progress.then(|| {
         let (progress, total) = (progress.clone(), cfg.sessions);
@@ -312,7 +382,17 @@ pub async fn run(cfg: LoadgenConfig) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: &str, spurt: &Spurt, cfg: &LoadgenConfig, progress: &Progress) -> SessionResult {
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    index: usize,
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    spurt: &Spurt,
+    cfg: &LoadgenConfig,
+    progress: &Progress,
+    leave: Leave,
+) -> SessionResult {
     let mut result = SessionResult { index, ..Default::default() };
     let fail = |mut r: SessionResult, cause: String| {
         progress.failed.fetch_add(1, Relaxed);
@@ -321,8 +401,10 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
     };
     let body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
     let connected = match cfg.transport {
-        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip).await,
-        LoadTransport::Rtp => Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause()),
+        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip, cfg.faults(index)).await,
+        LoadTransport::Rtp => {
+            Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause())
+        }
         LoadTransport::Twilio | LoadTransport::Ws => Err("phone calls and WebSocket sessions run in their own modules".into()),
     };
     let (mut client, token) = match connected {
@@ -364,7 +446,9 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
             }
         }
     }
-    if let Ok(resp) = http.delete(format!("{base}{}", client.location)).bearer_auth(&token).send().await {
+    if leave == Leave::HangUp
+        && let Ok(resp) = http.delete(format!("{base}{}", client.location)).bearer_auth(&token).send().await
+    {
         if !resp.status().is_success() {
             *result.events.entry(format!("client.delete_http_{}", resp.status().as_u16())).or_default() += 1;
         }
@@ -373,7 +457,8 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
 
     let sent = client.sent();
     let received = client.received();
-    result.first_audio_ms = received.first().map(|r| r.at.duration_since(connected_at).as_secs_f64() * 1000.0 + result.connected_ms.unwrap_or(0.0));
+    result.first_audio_ms =
+        received.first().map(|r| r.at.duration_since(connected_at).as_secs_f64() * 1000.0 + result.connected_ms.unwrap_or(0.0));
     let (turns, latencies) = turn_latencies(&sent, &received, f64::from(cfg.silence_ms));
     result.turns_sent = turns;
     result.turns_answered = latencies.len();
@@ -389,7 +474,14 @@ async fn run_session(index: usize, http: &reqwest::Client, base: &str, api_key: 
 }
 
 /// Like a browser: the API key mints a short-lived secret, the secret makes the call.
-async fn connect_webrtc(http: &reqwest::Client, base: &str, api_key: &str, body: &Value, bind_ip: Option<std::net::IpAddr>) -> Result<(Client, String), String> {
+async fn connect_webrtc(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    body: &Value,
+    bind_ip: Option<std::net::IpAddr>,
+    faults: NetworkFaults,
+) -> Result<(Client, String), String> {
     let secret = match http.post(format!("{base}/v1/realtime/sessions")).bearer_auth(api_key).json(body).send().await {
         Ok(r) if r.status().is_success() => match r.json::<Value>().await {
             Ok(v) => v["client_secret"]["value"].as_str().unwrap_or_default().to_string(),
@@ -398,7 +490,7 @@ async fn connect_webrtc(http: &reqwest::Client, base: &str, api_key: &str, body:
         Ok(r) => return Err(format!("secret: http_{}", r.status().as_u16())),
         Err(_) => return Err("secret: http".into()),
     };
-    let mut opts = ClientOptions { decode: false, ..Default::default() };
+    let mut opts = ClientOptions { decode: false, faults, ..Default::default() };
     if let Some(ip) = bind_ip {
         opts.bind_ip = ip;
     }

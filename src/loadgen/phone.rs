@@ -87,7 +87,7 @@ fn media_message(stream_sid: &str, seq: u64, chunk: u64, payload: &str) -> Strin
 
 /// One phone call: connect, talk in spurts for `cfg.duration`, hang up; measured like a
 /// WebRTC session (turn latency from the last voiced frame sent to the first voiced frame back).
-pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, progress: &Progress) -> SessionResult {
+pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, progress: &Progress, leave: super::Leave) -> SessionResult {
     let mut result = SessionResult { index, ..Default::default() };
     let fail = |mut r: SessionResult, cause: String| {
         progress.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -189,11 +189,15 @@ pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, 
             }
         }
     }
-    seq += 1;
-    let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-        "stop": {"accountSid": "AC00000000000000000000000000000000", "callSid": call_sid}});
-    let _ = tx.send(Message::text(stop.to_string())).await;
-    let _ = tx.close().await;
+    if leave == super::Leave::HangUp {
+        seq += 1;
+        let stop = json!({"event": "stop", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
+            "stop": {"accountSid": "AC00000000000000000000000000000000", "callSid": call_sid}});
+        let _ = tx.send(Message::text(stop.to_string())).await;
+        let _ = tx.close().await;
+    }
+    // Abrupt: both halves drop here, the TCP connection closes without a word.
+    drop((tx, rx));
     if let Some(cause) = failure {
         return fail(result, cause);
     }

@@ -63,7 +63,14 @@ pub fn session_url(base: &str) -> anyhow::Result<String> {
 
 /// One session: connect, talk in spurts for `cfg.duration`, close; measured like a WebRTC
 /// session (turn latency from the last voiced frame sent to the first voiced delta back).
-pub async fn run_session(index: usize, api_key: &str, spurt: &WsSpurt, cfg: &LoadgenConfig, progress: &Progress) -> SessionResult {
+pub async fn run_session(
+    index: usize,
+    api_key: &str,
+    spurt: &WsSpurt,
+    cfg: &LoadgenConfig,
+    progress: &Progress,
+    leave: super::Leave,
+) -> SessionResult {
     let mut result = SessionResult { index, ..Default::default() };
     let fail = |mut r: SessionResult, cause: String| {
         progress.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -143,7 +150,11 @@ pub async fn run_session(index: usize, api_key: &str, spurt: &WsSpurt, cfg: &Loa
             }
         }
     }
-    let _ = tx.close().await;
+    if leave == super::Leave::HangUp {
+        let _ = tx.close().await;
+    }
+    // Abrupt: both halves drop here, the TCP connection closes without a close frame.
+    drop((tx, rx));
     if let Some(cause) = failure {
         return fail(result, cause);
     }

@@ -22,6 +22,7 @@ use super::registry::RoomLimits;
 use super::selection;
 use super::slot::{Skip, Slot, SourceHeader, TrackKey};
 use super::speakers::{ActiveSpeakers, SpeakerConfig};
+use crate::transport::link::Link;
 use crate::transport::webrtc::{RoomPeer, SendError};
 use crate::transport::{EventOutlet, RtpPacketIn, RtpPacketOut};
 
@@ -48,9 +49,8 @@ pub struct Member {
     outlet: Option<EventOutlet>,
     pending: Vec<String>,
     pub muted: bool,
-    pub connected: bool,
-    pub joined: Instant,
-    pub interrupted_since: Option<Instant>,
+    /// Its connection's state (when the room gives up on it: `transport::link`).
+    pub link: Link,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     packets_in: u64,
     packets_out: u64,
@@ -78,7 +78,7 @@ impl Member {
     pub fn agent(key: TrackKey, identity: ParticipantId, name: String, room: voxrelay_signaling::RoomName, now: Instant) -> Self {
         let grant = RoomGrant { publish: true, subscribe: false, publish_data: false, admin: false, ..RoomGrant::default_for(room) };
         let mut m = Self::with(key, identity, name, grant, None, Vec::new(), Vec::new(), now);
-        m.connected = true;
+        m.link = Link::up(now);
         m
     }
 
@@ -105,9 +105,7 @@ impl Member {
             outlet: None,
             pending: Vec::new(),
             muted: false,
-            connected: false,
-            joined: now,
-            interrupted_since: None,
+            link: Link::opened(now),
             tasks: Vec::new(),
             packets_in: 0,
             packets_out: 0,
@@ -133,7 +131,7 @@ impl Member {
         let slot = Slot::new(rand::random(), rand::random(), rand::random());
         let mut m = Self::with(key, identity, name, grant, None, vec!["phone".into()], vec![slot], now);
         m.phone_in = Some(room_in);
-        m.connected = true;
+        m.link = Link::up(now);
         m
     }
 
@@ -523,15 +521,8 @@ impl Room {
     }
 
     /// Members past a connection deadline, to be closed by the task.
-    pub fn overdue(&self, now: Instant, connect: Duration, grace: Duration) -> Vec<TrackKey> {
-        self.members
-            .iter()
-            .filter(|m| {
-                (!m.connected && now.duration_since(m.joined) > connect)
-                    || m.interrupted_since.is_some_and(|t| now.duration_since(t) > grace)
-            })
-            .map(|m| m.key)
-            .collect()
+    pub fn overdue(&self, now: Instant) -> Vec<TrackKey> {
+        self.members.iter().filter(|m| m.link.overdue(now).is_some()).map(|m| m.key).collect()
     }
 
     pub fn info(&self) -> RoomInfo {

@@ -17,9 +17,8 @@ use super::agent::{AgentInput, AgentSetup, ToRoom, run_agent};
 use super::registry::{Command, Rooms};
 use super::slot::TrackKey;
 use super::state::{Member, Room};
-use crate::call::{CONNECT_TIMEOUT, DISCONNECTED_GRACE};
 use crate::transport::webrtc::RoomPeer;
-use crate::transport::{RtpPacketIn, TransportEvent};
+use crate::transport::{Departure, RtpPacketIn, TransportEvent};
 
 const TICK: Duration = Duration::from_millis(20);
 
@@ -181,7 +180,7 @@ pub(super) async fn run_room(
                 let now = Instant::now();
                 room.on_tick(now);
                 room.report(&rooms.metrics.rooms);
-                for key in room.overdue(now, CONNECT_TIMEOUT, DISCONNECTED_GRACE) {
+                for key in room.overdue(now) {
                     if let Some(m) = room.leave(key, LeaveReason::Disconnected) {
                         warn!(room = %room.name, identity = %m.identity, "participant timed out");
                         tokio::spawn(close_member(m, false));
@@ -245,15 +244,15 @@ fn remove_agent(room: &mut Room, agent: &mut Option<AgentLink>) {
 fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {
     let Some(m) = room.member_mut(key) else { return };
     match event {
-        TransportEvent::Connected => {
-            m.connected = true;
-            m.interrupted_since = None;
-        }
-        TransportEvent::Interrupted => m.interrupted_since = Some(Instant::now()),
-        TransportEvent::Closed(why) => {
-            let reason = if why.contains("failed") || why.contains("dropped") { LeaveReason::Disconnected } else { LeaveReason::Left };
+        TransportEvent::Connected => m.link.on_connected(),
+        TransportEvent::Interrupted => m.link.on_interrupted(Instant::now()),
+        TransportEvent::Closed(departure) => {
+            let reason = match departure {
+                Departure::HungUp(_) => LeaveReason::Left,
+                Departure::Failed(_) => LeaveReason::Disconnected,
+            };
             if let Some(m) = room.leave(key, reason) {
-                info!(room = %room.name, identity = %m.identity, "participant gone: {why}");
+                info!(room = %room.name, identity = %m.identity, "participant gone: {}", departure.why());
                 tokio::spawn(close_member(m, false));
             }
         }

@@ -16,8 +16,12 @@
 //! - `plain_rtp` — RTP over UDP without DTLS/SRTP (PROTOCOL.md §7), comedia.
 //! - `phone` — carrier media streams (Twilio Media Streams; PROTOCOL.md §5).
 //! - `ws` — Realtime sessions over WebSocket (PROTOCOL.md §8): audio in and out as events.
+//! - `impair` — loss, delay and reordering the project's RTP client applies to what it sends.
+//! - `link` — a participant's connection state and when the server gives up on it.
 //! - `packetizer` — encoded frames → RTP packets (timestamps from the worker's frame index).
 
+pub mod impair;
+pub mod link;
 pub mod packetizer;
 pub mod phone;
 pub mod plain_rtp;
@@ -32,6 +36,7 @@ use voxrelay_media::{AudioCodec, AudioLevel, EncodedFrame, RtpIn};
 use voxrelay_signaling::CallId;
 
 use crate::metrics::Metrics;
+pub use link::Departure;
 
 /// How a call reaches the server (ids, `/metrics` labels, admission cost, which events URL may
 /// attach).
@@ -79,8 +84,8 @@ pub enum TransportEvent {
     Connected,
     /// Connectivity was lost but may come back (ICE "disconnected": often a Wi-Fi blip).
     Interrupted,
-    /// The far end is gone; the call ends. The reason is logged.
-    Closed(&'static str),
+    /// The far end is gone (hung up or failed); the call ends.
+    Closed(Departure),
     /// A place to send the call's events opened. The first one opening starts the session
     /// (`session.created`).
     EventsOpened(EventOutlet),

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use rtc::rtp::Packet;
 use rtc::shared::marshal::{Marshal, Unmarshal};
@@ -21,6 +22,11 @@ use crate::metrics::Metrics;
 
 /// Largest datagram read; RTP over UDP stays under the path MTU, 1500 covers Ethernet.
 const MAX_DATAGRAM: usize = 1500;
+/// Plain RTP has no connectivity checks: a peer that sent nothing for this long counts as
+/// interrupted (Opus DTX still sends a packet every 400 ms), and the call's `Link` ends it after
+/// its grace unless packets resume. Without this, a session abandoned without `DELETE` would
+/// live for ever.
+pub const QUIET_PEER: Duration = Duration::from_secs(5);
 
 /// Parses one datagram as RTP version 2.
 pub fn parse(datagram: &[u8]) -> Option<Packet> {
@@ -77,7 +83,8 @@ impl UdpSink {
 }
 
 /// Reads the peer's packets into the worker's ring. The first packet fixes the peer address and
-/// reports the session as connected.
+/// reports the session as connected; [`QUIET_PEER`] without a packet reports it interrupted,
+/// the next packet connected again.
 async fn read(
     socket: Arc<UdpSocket>,
     peer: Arc<OnceLock<SocketAddr>>,
@@ -87,14 +94,29 @@ async fn read(
     events: mpsc::UnboundedSender<TransportEvent>,
 ) {
     let mut buf = [0u8; MAX_DATAGRAM];
+    let mut quiet = false;
     loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf).await else { break };
+        let (n, from) = match tokio::time::timeout(QUIET_PEER, socket.recv_from(&mut buf)).await {
+            Ok(Ok(got)) => got,
+            Ok(Err(_)) => break,
+            Err(_) => {
+                if peer.get().is_some() && !quiet {
+                    quiet = true;
+                    let _ = events.send(TransportEvent::Interrupted);
+                }
+                continue;
+            }
+        };
         match peer.get() {
             None => {
                 let _ = peer.set(from);
                 let _ = events.send(TransportEvent::Connected);
             }
             Some(known) if *known != from => continue,
+            Some(_) if quiet => {
+                quiet = false;
+                let _ = events.send(TransportEvent::Connected);
+            }
             Some(_) => {}
         }
         if let Some(packet) = parse(&buf[..n]) {

@@ -2,6 +2,7 @@
 //! `voxrelay::client` (a real webrtc-rs peer: ICE, DTLS, SRTP, SCTP) and reqwest.
 #![allow(dead_code, unused_imports)]
 
+pub mod process;
 pub mod rooms;
 
 use std::time::{Duration, Instant};

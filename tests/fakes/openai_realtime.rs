@@ -40,6 +40,11 @@ pub struct Behaviour {
     pub drop_after_deltas: Option<usize>,
     /// Answer with this many ms of a 440 Hz tone instead of the user's audio.
     pub tone_ms: Option<usize>,
+    /// The first upgrade attempts are refused with these HTTP statuses (e.g. 429, 503), each
+    /// with OpenAI's JSON error body; later ones are accepted.
+    pub refuse_first: Vec<u16>,
+    /// The first this many `response.create` get no answer at all (a provider gone quiet).
+    pub ignore_responses: usize,
 }
 
 #[derive(Default)]
@@ -65,10 +70,13 @@ impl FakeOpenAi {
         let (key, log2) = (api_key.to_string(), log.clone());
         tokio::spawn(async move {
             let mut first = true;
+            let mut attempt = 0;
             while let Ok((tcp, _)) = listener.accept().await {
                 let (key, log, behaviour) = (key.clone(), log2.clone(), behaviour.clone());
-                let first_conn = std::mem::replace(&mut first, false);
-                tokio::spawn(async move { serve(tcp, key, log, behaviour, first_conn).await });
+                let refuse = behaviour.refuse_first.get(attempt).copied();
+                attempt += 1;
+                let first_conn = refuse.is_none() && std::mem::replace(&mut first, false);
+                tokio::spawn(async move { serve(tcp, key, log, behaviour, first_conn, refuse).await });
             }
         });
         Self { url, log }
@@ -94,6 +102,8 @@ struct Conn {
     counter: u64,
     /// The response being streamed: (id, item id, remaining audio, deltas sent, transcript sent).
     streaming: Option<Streaming>,
+    /// `response.create`s left unanswered so far (see `Behaviour::ignore_responses`).
+    ignored: usize,
 }
 
 struct Streaming {
@@ -121,9 +131,16 @@ impl Conn {
     }
 }
 
-async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, behaviour: Behaviour, first_conn: bool) {
+async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, behaviour: Behaviour, first_conn: bool, refuse: Option<u16>) {
     let mut beta = false;
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(status) = refuse {
+            let (kind, code) = if status == 429 { ("requests", "rate_limit_exceeded") } else { ("server_error", "server_error") };
+            let body = json!({"error": {"message": format!("fake refusal {status}"), "type": kind, "code": code, "param": null}});
+            let mut err = ErrorResponse::new(Some(body.to_string()));
+            *err.status_mut() = StatusCode::from_u16(status).unwrap();
+            return Err(err);
+        }
         beta = req.headers().get("openai-beta").is_some_and(|v| v == "realtime=v1");
         let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let model_given = req.uri().query().is_some_and(|q| q.contains("model="));
@@ -144,9 +161,22 @@ async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, be
     };
     log.lock().unwrap().connections += 1;
     let (mut tx, mut rx) = ws.split();
-    let mut c = Conn { beta, session: json!({}), input: Vec::new(), last_user_audio: Vec::new(), last_item: None, last_created: None, counter: 0, streaming: None };
+    let mut c = Conn {
+        beta,
+        session: json!({}),
+        input: Vec::new(),
+        last_user_audio: Vec::new(),
+        last_item: None,
+        last_created: None,
+        counter: 0,
+        streaming: None,
+        ignored: 0,
+    };
     let session_id = c.id("sess");
-    let created = c.event("session.created", json!({"session": {"id": session_id, "object": "realtime.session", "type": "realtime", "model": "gpt-realtime"}}));
+    let created = c.event(
+        "session.created",
+        json!({"session": {"id": session_id, "object": "realtime.session", "type": "realtime", "model": "gpt-realtime"}}),
+    );
     tx.send(created).await.unwrap();
     let mut tick = tokio::time::interval(DELTA_EVERY);
     // Idle time must not turn into a burst of deltas when a response starts.
@@ -210,8 +240,11 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
         }
         "input_audio_buffer.commit" => {
             if c.input.len() < 2400 {
-                return vec![c.event("error", json!({"error": {"type": "invalid_request_error", "code": "input_audio_buffer_commit_empty",
-                    "message": "buffer too small", "param": null, "event_id": ev["event_id"]}}))];
+                return vec![c.event(
+                    "error",
+                    json!({"error": {"type": "invalid_request_error", "code": "input_audio_buffer_commit_empty",
+                    "message": "buffer too small", "param": null, "event_id": ev["event_id"]}}),
+                )];
             }
             let item_id = c.id("item");
             let previous = c.last_item.replace(item_id.clone());
@@ -221,9 +254,13 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
                 "content": [{"type": "input_audio", "transcript": null}]});
             let mut out = vec![
                 c.event("input_audio_buffer.committed", json!({"previous_item_id": previous, "item_id": item_id})),
-                c.event(c.name("conversation.item.added", "conversation.item.created"), json!({"previous_item_id": previous, "item": item})),
+                c.event(
+                    c.name("conversation.item.added", "conversation.item.created"),
+                    json!({"previous_item_id": previous, "item": item}),
+                ),
             ];
-            let transcription = if c.beta { &c.session["input_audio_transcription"] } else { &c.session["audio"]["input"]["transcription"] };
+            let transcription =
+                if c.beta { &c.session["input_audio_transcription"] } else { &c.session["audio"]["input"]["transcription"] };
             if !transcription.is_null() {
                 let transcript = format!("user said {ms} ms");
                 out.push(c.event(
@@ -239,15 +276,30 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
             item["id"] = json!(item_id);
             c.last_created = item["type"].as_str().map(String::from);
             let previous = c.last_item.replace(item_id);
-            vec![c.event(c.name("conversation.item.added", "conversation.item.created"), json!({"previous_item_id": previous, "item": item}))]
+            vec![
+                c.event(
+                    c.name("conversation.item.added", "conversation.item.created"),
+                    json!({"previous_item_id": previous, "item": item}),
+                ),
+            ]
         }
         "conversation.item.truncate" => {
-            vec![c.event("conversation.item.truncated", json!({"item_id": ev["item_id"], "content_index": ev["content_index"], "audio_end_ms": ev["audio_end_ms"]}))]
+            vec![c.event(
+                "conversation.item.truncated",
+                json!({"item_id": ev["item_id"], "content_index": ev["content_index"], "audio_end_ms": ev["audio_end_ms"]}),
+            )]
         }
         "response.create" => {
+            if c.ignored < behaviour.ignore_responses {
+                c.ignored += 1;
+                return Vec::new();
+            }
             if c.streaming.is_some() {
-                return vec![c.event("error", json!({"error": {"type": "invalid_request_error", "code": "conversation_already_has_active_response",
-                    "message": "active response in progress", "param": null, "event_id": ev["event_id"]}}))];
+                return vec![c.event(
+                    "error",
+                    json!({"error": {"type": "invalid_request_error", "code": "conversation_already_has_active_response",
+                    "message": "active response in progress", "param": null, "event_id": ev["event_id"]}}),
+                )];
             }
             let (id, item_id) = (c.id("resp"), c.id("item"));
             let tool = c.session["tools"].as_array().and_then(|t| t.first()).and_then(|t| t["name"].as_str()).map(String::from);
@@ -269,10 +321,16 @@ fn handle(c: &mut Conn, ev: &Value, log: &Arc<Mutex<Log>>, behaviour: &Behaviour
             out
         }
         "response.cancel" => match c.streaming.take() {
-            Some(s) => vec![c.event("response.done", json!({"response": {"id": s.id, "object": "realtime.response", "status": "cancelled",
-                "status_details": {"type": "cancelled", "reason": "client_cancelled"}, "output": []}}))],
-            None => vec![c.event("error", json!({"error": {"type": "invalid_request_error", "code": "response_cancel_not_active",
-                "message": "no active response", "param": null, "event_id": ev["event_id"]}}))],
+            Some(s) => vec![c.event(
+                "response.done",
+                json!({"response": {"id": s.id, "object": "realtime.response", "status": "cancelled",
+                "status_details": {"type": "cancelled", "reason": "client_cancelled"}, "output": []}}),
+            )],
+            None => vec![c.event(
+                "error",
+                json!({"error": {"type": "invalid_request_error", "code": "response_cancel_not_active",
+                "message": "no active response", "param": null, "event_id": ev["event_id"]}}),
+            )],
         },
         _ => Vec::new(),
     }
@@ -288,9 +346,7 @@ pub fn rate_limits() -> Value {
 fn function_call(c: &mut Conn, id: &str, item_id: &str, name: &str) -> Vec<Message> {
     let call_id = c.id("call");
     c.last_item = Some(item_id.to_string());
-    let item = |status: &str, args: &str| {
-        json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": status, "name": name, "call_id": call_id, "arguments": args})
-    };
+    let item = |status: &str, args: &str| json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": status, "name": name, "call_id": call_id, "arguments": args});
     let ids = json!({"response_id": id, "item_id": item_id, "output_index": 0, "call_id": call_id});
     let (head, tail) = TOOL_ARGUMENTS.split_at(5);
     let mut out = vec![
@@ -306,9 +362,14 @@ fn function_call(c: &mut Conn, id: &str, item_id: &str, name: &str) -> Vec<Messa
     done["name"] = json!(name);
     done["arguments"] = json!(TOOL_ARGUMENTS);
     out.push(c.event("response.function_call_arguments.done", done));
-    out.push(c.event("response.output_item.done", json!({"response_id": id, "output_index": 0, "item": item("completed", TOOL_ARGUMENTS)})));
-    out.push(c.event("response.done", json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
-        "output": [item("completed", TOOL_ARGUMENTS)], "usage": {"total_tokens": 0}}})));
+    out.push(
+        c.event("response.output_item.done", json!({"response_id": id, "output_index": 0, "item": item("completed", TOOL_ARGUMENTS)})),
+    );
+    out.push(c.event(
+        "response.done",
+        json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
+        "output": [item("completed", TOOL_ARGUMENTS)], "usage": {"total_tokens": 0}}}),
+    ));
     out
 }
 
@@ -347,8 +408,11 @@ fn stream_step(c: &mut Conn) -> Vec<Message> {
         c.event(c.name("response.output_audio.done", "response.audio.done"), ids.clone()),
         c.event(c.name("response.output_audio_transcript.done", "response.audio_transcript.done"), done),
         c.event("response.output_item.done", json!({"response_id": id, "output_index": 0, "item": item})),
-        c.event("response.done", json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
-            "output": [item], "usage": {"total_tokens": 0}}})),
+        c.event(
+            "response.done",
+            json!({"response": {"id": id, "object": "realtime.response", "status": "completed", "status_details": null,
+            "output": [item], "usage": {"total_tokens": 0}}}),
+        ),
         c.event("rate_limits.updated", json!({"rate_limits": rate_limits()})),
     ]
 }

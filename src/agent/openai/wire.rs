@@ -349,8 +349,15 @@ impl Session {
                 let code = err["code"].as_str().unwrap_or("provider_error");
                 let message = err["message"].as_str().unwrap_or("provider error");
                 match code {
-                    // A cancel racing the response's natural end: nothing is wrong.
-                    "response_cancel_not_active" => {}
+                    // A cancel racing the response's natural end: nothing is wrong. The provider takes
+                    // events in order, so a cancelled response it never created (it went quiet,
+                    // see `AGENT_SILENCE_LIMIT`) never will be: stop waiting for it, or the next
+                    // response's `response.created` would be taken for it.
+                    "response_cancel_not_active" => {
+                        if let Some(i) = self.awaiting.iter().position(|(_, cancelled)| *cancelled) {
+                            self.awaiting.remove(i);
+                        }
+                    }
                     "invalid_api_key" => {
                         self.auth_failed = true;
                         link.error("provider_auth_failed", format!("openai-realtime: {message}"));

@@ -17,7 +17,7 @@ use voxrelay_signaling::{CallId, SocketMessage};
 
 use super::twilio::{self, DialectError, Inbound, Start};
 use crate::metrics::Metrics;
-use crate::transport::TransportEvent;
+use crate::transport::{Departure, TransportEvent};
 
 /// A stream that has not sent `start` this long after the upgrade is closed.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +74,7 @@ pub async fn await_start(from: &mut mpsc::UnboundedReceiver<SocketMessage>, metr
             let result = match msg {
                 SocketMessage::Binary(len) => Err(binary_error(len)),
                 SocketMessage::Text(text) => twilio::parse(&text),
+                SocketMessage::Lost => return None,
             };
             match result {
                 Ok(Inbound::Start(start)) => return Some(start),
@@ -117,6 +118,11 @@ fn log_error(errors: &mut u32, metrics: &Metrics, call: &str, e: &DialectError) 
 
 /// The stream after `start`: audio into the worker, marks into the line, DTMF and errors to the
 /// call task. Ends (reporting the stream closed) on `stop` or when the socket goes away.
+/// A carrier sends a `media` message every 20 ms for the whole call; a stream silent this long
+/// counts as interrupted (its TCP peer may be gone without a FIN), and the call's `Link` ends it
+/// after its grace unless messages resume.
+pub const QUIET_CARRIER: Duration = Duration::from_secs(5);
+
 pub async fn read_stream(
     call_id: CallId,
     mut from: mpsc::UnboundedReceiver<SocketMessage>,
@@ -127,10 +133,29 @@ pub async fn read_stream(
 ) {
     let _ = events.send(TransportEvent::Connected);
     let mut errors = 0;
-    while let Some(msg) = from.recv().await {
+    let mut quiet = false;
+    loop {
+        let msg = match tokio::time::timeout(QUIET_CARRIER, from.recv()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(_) => {
+                if !quiet {
+                    quiet = true;
+                    let _ = events.send(TransportEvent::Interrupted);
+                }
+                continue;
+            }
+        };
+        if std::mem::take(&mut quiet) {
+            let _ = events.send(TransportEvent::Connected);
+        }
         let result = match msg {
             SocketMessage::Binary(len) => Err(binary_error(len)),
             SocketMessage::Text(text) => twilio::parse(&text),
+            SocketMessage::Lost => {
+                let _ = events.send(TransportEvent::Closed(Departure::Failed("the carrier stopped answering")));
+                return;
+            }
         };
         let refused = match result {
             Ok(Inbound::Media(m)) => {
@@ -168,5 +193,5 @@ pub async fn read_stream(
         }
     }
     debug!(call = %call_id, "phone stream ended");
-    let _ = events.send(TransportEvent::Closed("the carrier stream ended"));
+    let _ = events.send(TransportEvent::Closed(Departure::HungUp("the carrier stream ended")));
 }

@@ -96,6 +96,8 @@ pub struct ClientOptions {
     /// Post the offer as the OpenAI SDKs' `calls.create` does: a multipart form with `sdp` and
     /// this `session` object.
     pub form_session: Option<Value>,
+    /// Loss, delay and reordering applied to the RTP this client sends (a bad network).
+    pub faults: crate::transport::impair::NetworkFaults,
 }
 
 impl Default for ClientOptions {
@@ -109,6 +111,7 @@ impl Default for ClientOptions {
             relay_only: false,
             tcp_only: false,
             form_session: None,
+            faults: crate::transport::impair::NetworkFaults::NONE,
         }
     }
 }
@@ -259,7 +262,7 @@ impl Client {
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let pt = default_payload_type(opts.codec);
-        tokio::spawn(send_loop(ClientSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone()));
+        tokio::spawn(send_loop(ClientSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone(), opts.faults));
         Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, outbox, sent, received })
     }
 
@@ -342,7 +345,8 @@ impl Client {
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = ClientSink::Udp { socket, to: server };
-        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone())));
+        let faults = crate::transport::impair::NetworkFaults::NONE;
+        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone(), faults)));
         let setup = SetupTimes { answer, connected: begin.elapsed() };
         Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, outbox, sent, received })
     }
@@ -416,8 +420,14 @@ impl Client {
 /// The multipart form the OpenAI SDKs post to `/v1/realtime/calls`: (content type, body).
 fn sdk_form(sdp: &str, session: &Value) -> (String, String) {
     let boundary = format!("voxrelay{:016x}", rand::random::<u64>());
-    let part = |name: &str, extra: &str, value: &str| format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{extra}\r\n{value}\r\n");
-    let body = format!("{}{}--{boundary}--\r\n", part("sdp", "", sdp), part("session", "Content-Type: application/json\r\n", &session.to_string()));
+    let part = |name: &str, extra: &str, value: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{extra}\r\n{value}\r\n")
+    };
+    let body = format!(
+        "{}{}--{boundary}--\r\n",
+        part("sdp", "", sdp),
+        part("session", "Content-Type: application/json\r\n", &session.to_string())
+    );
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
@@ -547,6 +557,7 @@ impl FrameDecoder {
 }
 
 /// Where the client's packets go: its outbound track (SRTP by the stack) or a plain UDP socket.
+#[derive(Clone)]
 enum ClientSink {
     Track(Arc<TrackLocalStaticRTP>),
     Udp { socket: Arc<tokio::net::UdpSocket>, to: std::net::SocketAddr },
@@ -572,8 +583,10 @@ async fn send_loop(
     codec: AudioCodec,
     outbox: Arc<Mutex<Outbox>>,
     sent: Arc<Mutex<Vec<Sent>>>,
+    faults: crate::transport::impair::NetworkFaults,
 ) {
     let Some(mut encoder) = FrameEncoder::new(codec) else { return };
+    let mut packets = 0u64;
     let silence = encoder.silence();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -601,8 +614,23 @@ async fn send_loop(
         };
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(ts_step);
-        if !sink.send(packet).await {
-            break;
+        let fate = faults.fate(packets);
+        packets += 1;
+        match fate {
+            // Lost on the way.
+            None => {}
+            Some(delay) if delay.is_zero() => {
+                if !sink.send(packet).await {
+                    break;
+                }
+            }
+            Some(delay) => {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    sink.send(packet).await;
+                });
+            }
         }
         sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { at: Instant::now(), voiced });
     }

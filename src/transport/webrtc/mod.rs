@@ -36,7 +36,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use super::packetizer::RtpPacketizer;
-use super::{Closer, Inbound, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
+use super::{Closer, Departure, Inbound, PacketSink, Transport, TransportEvent, TransportKind, ingest_rtp};
 use crate::metrics::Metrics;
 
 /// The data channel that carries the Realtime events (PROTOCOL.md §2).
@@ -137,7 +137,7 @@ async fn drive(
     let mut events_open = false;
     loop {
         let Some(ev) = raw.next().await else {
-            let _ = to_call.send(TransportEvent::Closed("peer connection dropped"));
+            let _ = to_call.send(TransportEvent::Closed(Departure::Failed("peer connection dropped")));
             return;
         };
         let event = match ev {
@@ -160,13 +160,13 @@ async fn drive(
             // sends DTLS close_notify, but the connection state stays "connected" until ICE
             // times out; the events channel closing is the prompt signal.
             PeerEvent::DataChannelClosed(label) if label == events_label && events_open => {
-                Some(TransportEvent::Closed("the peer closed the events channel"))
+                Some(TransportEvent::Closed(Departure::HungUp("the peer closed the events channel")))
             }
             PeerEvent::State(state) => match state {
                 RTCPeerConnectionState::Connected => Some(TransportEvent::Connected),
                 RTCPeerConnectionState::Disconnected => Some(TransportEvent::Interrupted),
-                RTCPeerConnectionState::Failed => Some(TransportEvent::Closed("ICE/DTLS failed")),
-                RTCPeerConnectionState::Closed => Some(TransportEvent::Closed("peer closed")),
+                RTCPeerConnectionState::Failed => Some(TransportEvent::Closed(Departure::Failed("ICE/DTLS failed"))),
+                RTCPeerConnectionState::Closed => Some(TransportEvent::Closed(Departure::HungUp("peer closed"))),
                 _ => None,
             },
             PeerEvent::GatheringComplete | PeerEvent::DataChannelClosed(_) => None,

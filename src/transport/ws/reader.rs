@@ -25,7 +25,7 @@ use voxrelay_signaling::{CallId, SocketMessage};
 
 use super::{OutputFormat, law};
 use crate::metrics::Metrics;
-use crate::transport::TransportEvent;
+use crate::transport::{Departure, TransportEvent};
 
 const FRAME: Duration = Duration::from_millis(20);
 /// A client this far behind its schedule (a scheduling hiccup here, a burst on the network)
@@ -86,6 +86,10 @@ pub async fn read_socket(
                 let _ = events.send(TransportEvent::Refused { code: "binary_frame", message, event_id: None });
                 continue;
             }
+            SocketMessage::Lost => {
+                let _ = events.send(TransportEvent::Closed(Departure::Failed("the client stopped answering pings")));
+                return;
+            }
         };
         match parse_append(&text) {
             Some(Ok(append)) => {
@@ -123,5 +127,5 @@ pub async fn read_socket(
         }
     }
     debug!(call = %call_id, "realtime socket closed by the client");
-    let _ = events.send(TransportEvent::Closed("the client closed the socket"));
+    let _ = events.send(TransportEvent::Closed(Departure::HungUp("the client closed the socket")));
 }

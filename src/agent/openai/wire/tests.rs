@@ -113,8 +113,11 @@ fn cancel_sends_cancel_and_truncate_and_drops_late_deltas() {
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "resp_up"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_up", "type": "message"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio_transcript.delta", "delta": "a long answer"}));
-    let sent: Vec<Value> =
-        s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(640) }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+    let sent: Vec<Value> = s
+        .on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(640) }, &mut link)
+        .iter()
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect();
     assert_eq!(sent[0], json!({"type": "response.cancel", "response_id": "resp_up"}));
     assert_eq!(sent[1], json!({"type": "conversation.item.truncate", "item_id": "item_up", "content_index": 0, "audio_end_ms": 640}));
     drain(&mut up);
@@ -128,10 +131,27 @@ fn cancel_sends_cancel_and_truncate_and_drops_late_deltas() {
 fn cancel_before_response_created_still_cancels_upstream() {
     let (mut s, mut link, mut up) = session();
     s.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
-    assert_eq!(s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(0) }, &mut link), [r#"{"type":"response.cancel"}"#]);
+    assert_eq!(
+        s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::from_millis(0) }, &mut link),
+        [r#"{"type":"response.cancel"}"#]
+    );
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "r"}}));
     ev(&mut s, &mut link, json!({"type": "response.output_audio.delta", "delta": B64.encode([0u8; 960])}));
     assert!(drain(&mut up).is_empty());
+}
+
+#[test]
+fn a_cancelled_response_the_provider_never_created_is_not_waited_for() {
+    let (mut s, mut link, mut up) = session();
+    s.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
+    s.on_cmd(Cmd::CancelResponse { response: 1, played: Duration::ZERO }, &mut link);
+    ev(&mut s, &mut link, json!({"type": "error", "error": {"code": "response_cancel_not_active", "message": "no active response"}}));
+    s.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link);
+    ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "r2"}}));
+    ev(&mut s, &mut link, json!({"type": "response.output_audio_transcript.delta", "response_id": "r2", "delta": "hi"}));
+    let outputs: Vec<u64> =
+        drain(&mut up).into_iter().filter_map(|u| if let Up::Output { response, .. } = u { Some(response) } else { None }).collect();
+    assert_eq!(outputs, [2], "the second response's output is its own");
 }
 
 #[test]
@@ -139,7 +159,11 @@ fn caller_transcripts_map_to_our_item_ids() {
     let (mut s, mut link, mut up) = session();
     s.on_cmd(Cmd::Commit { item_id: "item_ours".into() }, &mut link);
     ev(&mut s, &mut link, json!({"type": "input_audio_buffer.committed", "item_id": "item_theirs"}));
-    ev(&mut s, &mut link, json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_theirs", "content_index": 0, "transcript": "hi there"}));
+    ev(
+        &mut s,
+        &mut link,
+        json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_theirs", "content_index": 0, "transcript": "hi there"}),
+    );
     match drain(&mut up).pop() {
         Some(Up::Notice(AgentNotice::InputTranscript { item_id, transcript })) => {
             assert_eq!((item_id.as_str(), transcript.as_str()), ("item_ours", "hi there"));
@@ -168,7 +192,11 @@ fn a_lost_connection_fails_the_responses_in_flight() {
 #[test]
 fn provider_errors_become_notices_and_auth_failures_stick() {
     let (mut s, mut link, mut up) = session();
-    ev(&mut s, &mut link, json!({"type": "error", "error": {"type": "invalid_request_error", "code": "rate_limit_exceeded", "message": "slow down"}}));
+    ev(
+        &mut s,
+        &mut link,
+        json!({"type": "error", "error": {"type": "invalid_request_error", "code": "rate_limit_exceeded", "message": "slow down"}}),
+    );
     ev(&mut s, &mut link, json!({"type": "error", "error": {"code": "response_cancel_not_active", "message": "x"}}));
     ev(&mut s, &mut link, json!({"type": "error", "error": {"code": "invalid_api_key", "message": "Incorrect API key"}}));
     let codes: Vec<String> = drain(&mut up)
@@ -223,20 +251,33 @@ fn tools_go_upstream_and_function_calls_come_back() {
     let sc = SessionConfig { tools: vec![weather_tool()], tool_choice: json!("required"), ..SessionConfig::default() };
     for dialect in [OpenAiDialect::Ga, OpenAiDialect::Beta] {
         let update = Session::new(cfg(dialect), sc.clone()).session_update();
-        assert_eq!(update["session"]["tools"][0], json!({"type": "function", "name": "get_weather", "description": "Weather now",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}));
+        assert_eq!(
+            update["session"]["tools"][0],
+            json!({"type": "function", "name": "get_weather", "description": "Weather now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}})
+        );
         assert_eq!(update["session"]["tool_choice"], "required");
     }
 
     let (mut s, mut link, mut up) = session();
     s.on_cmd(Cmd::StartResponse(4, Default::default()), &mut link);
     ev(&mut s, &mut link, json!({"type": "response.created", "response": {"id": "resp_u"}}));
-    let item = json!({"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"});
-    ev(&mut s, &mut link, json!({"type": "response.output_item.added", "item": {"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": ""}}));
-    ev(&mut s, &mut link, json!({"type": "response.function_call_arguments.delta", "item_id": "item_f", "call_id": "call_9", "delta": "{\"city\""}));
+    let item =
+        json!({"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"});
+    ev(
+        &mut s,
+        &mut link,
+        json!({"type": "response.output_item.added", "item": {"id": "item_f", "type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": ""}}),
+    );
+    ev(
+        &mut s,
+        &mut link,
+        json!({"type": "response.function_call_arguments.delta", "item_id": "item_f", "call_id": "call_9", "delta": "{\"city\""}),
+    );
     ev(&mut s, &mut link, json!({"type": "response.output_item.done", "item": item}));
     ev(&mut s, &mut link, json!({"type": "response.done", "response": {"id": "resp_u", "status": "completed", "output": [item]}}));
-    let outs: Vec<AgentOutput> = drain(&mut up).into_iter().filter_map(|u| if let Up::Output { response: 4, out } = u { Some(out) } else { None }).collect();
+    let outs: Vec<AgentOutput> =
+        drain(&mut up).into_iter().filter_map(|u| if let Up::Output { response: 4, out } = u { Some(out) } else { None }).collect();
     match &outs[..] {
         [AgentOutput::FunctionCall { call_id, name, arguments }, AgentOutput::Done] => {
             assert_eq!((call_id.as_str(), name.as_str(), arguments.as_str()), ("call_9", "get_weather", "{\"city\":\"Oslo\"}"));
@@ -246,7 +287,10 @@ fn tools_go_upstream_and_function_calls_come_back() {
 
     let sent = s.on_cmd(Cmd::FunctionOutput { call_id: "call_9".into(), output: "{\"c\":21}".into() }, &mut link);
     let v: Value = serde_json::from_str(&sent[0]).unwrap();
-    assert_eq!(v, json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_9", "output": "{\"c\":21}"}}));
+    assert_eq!(
+        v,
+        json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_9", "output": "{\"c\":21}"}})
+    );
 }
 
 #[test]
@@ -263,8 +307,14 @@ fn rate_limits_are_passed_on() {
 fn in_a_room_a_text_item_names_the_speaker_before_the_audio_turn() {
     let (mut s, mut link, _up) = session();
     let sent: Vec<Value> = s.on_cmd(Cmd::Speaker("alice".into()), &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
-    assert_eq!(sent, [json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "[alice]"}]}})]);
-    let commit: Vec<Value> = s.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+    assert_eq!(
+        sent,
+        [
+            json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "[alice]"}]}})
+        ]
+    );
+    let commit: Vec<Value> =
+        s.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link).iter().map(|m| serde_json::from_str(m).unwrap()).collect();
     assert_eq!(commit[0]["type"], "input_audio_buffer.commit");
     assert_eq!(s.replay()[0]["item"]["content"][0]["text"], "[alice]", "remembered for a reconnect");
 }
@@ -278,6 +328,7 @@ fn response_create_carries_the_clients_modalities_and_instructions_in_the_upstre
     assert_eq!(sent[0]["type"], "response.create");
     assert_eq!(response["instructions"], "Be brief.");
     assert_eq!(response["output_modalities"], json!(["text"]), "the GA upstream's name");
-    let beta = Session::new(cfg(OpenAiDialect::Beta), SessionConfig::default()).response_create(&voxrelay_signaling::events::ResponseOptions { text_only: Some(true), instructions: None });
+    let beta = Session::new(cfg(OpenAiDialect::Beta), SessionConfig::default())
+        .response_create(&voxrelay_signaling::events::ResponseOptions { text_only: Some(true), instructions: None });
     assert_eq!(beta, json!({"type": "response.create", "response": {"modalities": ["text"]}}));
 }

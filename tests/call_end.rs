@@ -1,0 +1,119 @@
+//! How 1:1 calls end, counted by reason in `/metrics`: a hang-up, a DELETE, and a peer whose
+//! network vanishes (no hang-up, no packets at all), which ICE consent freshness (RFC 7675)
+//! must drop within 30 s. The vanishing is real: the caller reaches the server only through a
+//! TURN relay run by this test, which is then shut down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{API_KEY, Call, client_secret, http, start_server};
+use serde_json::json;
+use voxrelay::relay::{RelayConfig, RelayServer};
+use voxrelay::transport::webrtc::client::ClientOptions;
+use webrtc::peer_connection::RTCIceServer;
+
+async fn ended_by(base: &str, reason: &str) -> u64 {
+    let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let key = format!("voxrelay_calls_ended_by_reason_total{{reason=\"{reason}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("no {key} in /metrics"));
+    line[key.len()..].parse().unwrap()
+}
+
+/// Waits (bounded) until the server has no live call.
+async fn until_no_calls(server: &voxrelay::RunningServer, bound: Duration) -> Duration {
+    let start = Instant::now();
+    while server.engine.live_calls() > 0 {
+        assert!(start.elapsed() < bound, "the call was still live after {bound:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_ups_and_deletes_are_counted_by_reason() {
+    let server = start_server().await;
+    let base = server.url();
+
+    let token = client_secret(&base, json!({})).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &token).await;
+    c.expect("session.created").await;
+    c.close().await;
+    until_no_calls(&server, Duration::from_secs(10)).await;
+    assert_eq!(ended_by(&base, "hung_up").await, 1);
+
+    let token = client_secret(&base, json!({})).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &token).await;
+    c.expect("session.created").await;
+    let resp = http().delete(format!("{base}{}", c.location)).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(ended_by(&base, "requested").await, 1);
+    assert_eq!(ended_by(&base, "hung_up").await, 1);
+    for reason in ["failed", "never_connected", "lost"] {
+        assert_eq!(ended_by(&base, reason).await, 0, "{reason}");
+    }
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_network_vanishes_is_dropped_within_the_consent_bound() {
+    let server = start_server().await;
+    let base = server.url();
+    let relay_config = RelayConfig {
+        listening_ips: vec!["127.0.0.1".parse().unwrap()],
+        listening_port: 0,
+        min_port: 0,
+        max_port: 0,
+        use_auth_secret: true,
+        static_auth_secrets: vec!["vanish-secret".into()],
+        allow_loopback_peers: true,
+        no_tls: true,
+        ..RelayConfig::default()
+    };
+    let relay = RelayServer::start(&relay_config, None).await.unwrap();
+    let ice = relay.advert().ice_servers("caller", voxrelay_signaling::auth::unix_now())[0].clone();
+    let ice_servers = vec![RTCIceServer {
+        urls: ice["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect(),
+        username: ice["username"].as_str().unwrap().into(),
+        credential: ice["credential"].as_str().unwrap().into(),
+    }];
+    let token = client_secret(&base, json!({})).await;
+    let opts = ClientOptions { ice_servers, relay_only: true, decode: false, ..Default::default() };
+    let mut c = Call::connect_with(&base, "/v1/realtime", &token, opts).await;
+    c.expect("session.created").await;
+
+    // The caller's only path to the server disappears: no hang-up reaches the server.
+    relay.shutdown().await;
+    // ICE notices after 5 s without answers to its keepalives ("disconnected"); the call gets
+    // 15 s of grace for an ICE restart, then ends: ≈ 20 s, inside RFC 7675's 30 s.
+    let held = until_no_calls(&server, Duration::from_secs(30)).await;
+    assert_eq!(ended_by(&base, "lost").await, 1, "ended as lost after {held:?}");
+    assert_eq!(ended_by(&base, "hung_up").await, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.engine.media_sessions() > 0 {
+        assert!(Instant::now() < deadline, "the worker session outlived the call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_socket_that_stops_answering_pings_is_dropped() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = start_server().await;
+    let base = server.url();
+    let mut req = format!("{}/v1/realtime?model=gpt-realtime", base.replacen("http", "ws", 1)).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {API_KEY}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+    let first = ws.next().await.expect("an event").expect("read");
+    assert!(first.to_text().unwrap().contains("session.created"), "{first:?}");
+    // The client goes on holding its socket but never reads again, so it answers no ping: as a
+    // peer whose network vanished without a FIN looks to the server.
+    let held = until_no_calls(&server, Duration::from_secs(40)).await;
+    assert_eq!(ended_by(&base, "failed").await, 1, "ended as failed after {held:?}");
+    drop(ws);
+    server.shutdown().await;
+}
