@@ -21,6 +21,7 @@ pub mod api_key;
 pub mod call;
 pub mod config;
 pub mod engine;
+pub mod listener;
 pub mod loadgen;
 pub mod metrics;
 pub mod relay;

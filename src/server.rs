@@ -63,7 +63,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let providers = cfg.providers()?;
     info!(agents = %providers.available().join(","), "agents available");
-    let phone_echo_guard = voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
+    let phone_echo_guard =
+        voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
     let ports = PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp);
     let rooms = crate::room::RoomSettings { auto_create: cfg.rooms_auto_create, ..Default::default() };
     let settings = crate::engine::EngineSettings { rtp_ingest, vad, max_calls: cfg.max_calls(), phone_echo_guard, rooms };
@@ -78,7 +79,18 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let web = WebSettings { session_helper: cfg.web_session, max_pending: cfg.max_calls(), loopback_only: cfg.listen.ip().is_loopback() };
     let telephony = TelephonySettings { public_url: cfg.public_url.clone(), twilio_auth_token: cfg.twilio_auth_token.clone() };
-    let api = Arc::new(Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone()))).with_web(web).with_telephony(telephony));
+    let limits = voxrelay_signaling::limits::LimitSettings {
+        per_ip_per_minute: cfg.rate_limit_per_ip,
+        per_credential_per_minute: cfg.rate_limit_per_credential,
+        websockets_per_ip: cfg.max_websockets_per_ip,
+        limit_loopback: cfg.rate_limit_loopback,
+    };
+    let api = Arc::new(
+        Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone())))
+            .with_web(web)
+            .with_telephony(telephony)
+            .with_limits(limits),
+    );
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     info!(
@@ -107,11 +119,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         });
     }
     let app = router(api);
+    let header_read_timeout = Duration::from_secs(cfg.header_read_timeout.max(1));
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.notified().await }).await;
-        if let Err(e) = served {
-            tracing::error!("HTTP server: {e}");
-        }
+        crate::listener::serve(listener, app, header_read_timeout, http_stop).await;
         info!("voxrelay stopped");
     });
     Ok(RunningServer { addr, api_key, engine, shutdown, task })

@@ -28,5 +28,6 @@ pub async fn metrics(State(api): State<Arc<Api>>) -> ([(axum::http::HeaderName, 
     for (code, n) in api.errors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         text.push_str(&format!("voxrelay_api_errors_total{{code=\"{code}\"}} {n}\n"));
     }
+    text.push_str(&api.limits.prometheus());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

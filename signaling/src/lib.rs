@@ -19,6 +19,7 @@ pub mod events;
 mod health;
 pub mod ids;
 pub mod keepalive;
+pub mod limits;
 mod plain_rtp;
 mod realtime;
 mod realtime_ws;
@@ -215,6 +216,8 @@ pub struct Api {
     pub web: web::WebState,
     /// Telephony webhook settings: public URL, carrier signature secret.
     pub telephony: telephony::TelephonySettings,
+    /// Abuse limits: request rates per IP and credential, WebSockets per IP.
+    pub limits: limits::Limits,
 }
 
 impl Api {
@@ -225,7 +228,13 @@ impl Api {
             errors: Default::default(),
             web: web::WebState::new(web::WebSettings::disabled()),
             telephony: telephony::TelephonySettings::default(),
+            limits: limits::Limits::new(limits::LimitSettings::default()),
         }
+    }
+
+    pub fn with_limits(mut self, settings: limits::LimitSettings) -> Self {
+        self.limits = limits::Limits::new(settings);
+        self
     }
 
     pub fn with_telephony(mut self, settings: telephony::TelephonySettings) -> Self {
@@ -257,7 +266,27 @@ async fn count_errors(
     resp
 }
 
+/// Tags the request with the client's IP and refuses a costly one over its rate
+/// ([`limits::Limits`]).
+async fn enforce_limits(
+    axum::extract::State(api): axum::extract::State<Arc<Api>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let ip = limits::ClientIp(ip);
+    req.extensions_mut().insert(ip);
+    if limits::Costly::of(req.method(), req.uri().path()).is_some()
+        && let Err(e) = api.limits.check(ip, auth::bearer(req.headers()).ok())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
 pub fn router(api: Arc<Api>) -> Router {
+    let limit = || axum::middleware::from_fn_with_state(api.clone(), enforce_limits);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -287,9 +316,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))
         .fallback(realtime::not_found)
         .method_not_allowed_fallback(realtime::method_not_allowed)
+        // Inside CORS, so a browser can read a 429.
+        .layer(limit())
         .layer(cors())
         // The page and its helper stay outside the CORS layer: same-origin only.
-        .merge(web::routes())
+        .merge(web::routes().layer(limit()))
         .layer(axum::middleware::from_fn_with_state(api.clone(), count_errors))
         .with_state(api)
 }

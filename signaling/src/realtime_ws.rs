@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::events::Dialect;
 use crate::ids::SessionId;
 use crate::keepalive::{Keepalive, PING_EVERY, Tick};
+use crate::limits::ClientIp;
 use crate::wire::SessionConfig;
 use crate::{Api, SocketMessage, WsSessionRequest};
 
@@ -37,7 +38,13 @@ pub struct SessionQuery {
     pub dialect: Option<String>,
 }
 
-pub async fn session_socket(api: &Api, headers: &HeaderMap, query: SessionQuery, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn session_socket(
+    api: &Api,
+    ip: ClientIp,
+    headers: &HeaderMap,
+    query: SessionQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let caller = match bearer(headers) {
         Ok(token) => api.auth.caller_token(token)?,
         Err(missing) => match protocol_secret(headers) {
@@ -58,12 +65,14 @@ pub async fn session_socket(api: &Api, headers: &HeaderMap, query: SessionQuery,
     };
     api.admit()?;
     api.engine.check_session(&config)?;
+    let slot = api.limits.open_socket(ip)?;
     let channel = api.engine.open_realtime_session(WsSessionRequest { config, dialect, session_id })?;
-    Ok(ws
-        .protocols(["realtime"])
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| relay(socket, channel.to_client, channel.from_client)))
+    Ok(ws.protocols(["realtime"]).max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(
+        move |socket| async move {
+            let _slot = slot;
+            relay(socket, channel.to_client, channel.from_client).await
+        },
+    ))
 }
 
 /// The secret of an `openai-insecure-api-key.<secret>` subprotocol, if one was offered.

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -127,10 +128,20 @@ pub async fn twilio_voice(State(api): State<Arc<Api>>, headers: HeaderMap, uri: 
 }
 
 /// `GET /v1/telephony/twilio`: the Media Streams WebSocket (signature over the URL alone).
-pub async fn twilio_stream(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn twilio_stream(
+    State(api): State<Arc<Api>>,
+    Extension(ip): Extension<crate::limits::ClientIp>,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     api.telephony.check(&headers, &uri, &[], true)?;
+    let slot = api.limits.open_socket(ip)?;
     let channel = api.engine.open_phone_stream()?;
-    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| pump(socket, channel.to_carrier, channel.from_carrier, from_carrier, "phone stream")))
+    Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        pump(socket, channel.to_carrier, channel.from_carrier, from_carrier, "phone stream").await
+    }))
 }
 
 /// Binary frames are in no supported dialect: only their size goes on, to be refused and logged.
@@ -149,10 +160,16 @@ mod tests {
     #[test]
     fn signature_matches_twilios_documented_example() {
         // Twilio's security docs example: token 12345, this URL and these parameters.
-        let params: Vec<(String, String)> = [("CallSid", "CA1234567890ABCDE"), ("Caller", "+12349013030"), ("Digits", "1234"), ("From", "+12349013030"), ("To", "+18005551212")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let params: Vec<(String, String)> = [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let sig = twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", &params);
         assert_eq!(sig, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=");
     }

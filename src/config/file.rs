@@ -33,6 +33,12 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "seconds")]
     pub drain_grace: Option<u64>,
     pub web_session: Option<bool>,
+    pub rate_limit_per_ip: Option<u32>,
+    pub rate_limit_per_credential: Option<u32>,
+    pub rate_limit_loopback: Option<bool>,
+    pub max_websockets_per_ip: Option<usize>,
+    #[serde(default, deserialize_with = "seconds")]
+    pub header_read_timeout: Option<u64>,
     pub turn_config: Option<PathBuf>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
@@ -137,6 +143,11 @@ impl ServeConfig {
             }
         }
         take!(web_session);
+        take!(rate_limit_per_ip);
+        take!(rate_limit_per_credential);
+        take!(rate_limit_loopback);
+        take!(max_websockets_per_ip);
+        take!(header_read_timeout);
         take!(turn_config, Some);
         take!(log_level);
         take!(log_format);
@@ -170,7 +181,11 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
     let providers = crate::agent::Providers::resolve(&file.providers).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut out = format!("{}: OK\n", path.display());
     out.push_str(&format!("  listen        {}\n", cfg.listen));
-    out.push_str(&format!("  media         {} ports {}\n", cfg.rtc_ip(), cfg.rtc_ports.map_or("OS-assigned".into(), |(a, b)| format!("{a}-{b}"))));
+    out.push_str(&format!(
+        "  media         {} ports {}\n",
+        cfg.rtc_ip(),
+        cfg.rtc_ports.map_or("OS-assigned".into(), |(a, b)| format!("{a}-{b}"))
+    ));
     out.push_str(&format!("  max_calls     {}\n", cfg.max_calls()));
     out.push_str(&format!("  drain_grace   {} s\n", cfg.drain_grace_secs));
     out.push_str(&format!("  agents        {}\n", providers.available().join(", ")));

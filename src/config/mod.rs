@@ -95,6 +95,27 @@ pub struct ServeConfig {
     #[arg(long, env = "VOXRELAY_WEB_SESSION", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub web_session: bool,
+    // --- Abuse limits (README "Limits") ---
+    /// Costly requests (minting secrets and tokens, offers, joins, socket upgrades) per minute
+    /// from one IP; over it: 429 with Retry-After. 0: no limit. Loopback clients are exempt
+    /// unless --rate-limit-loopback.
+    #[arg(long, env = "VOXRELAY_RATE_LIMIT_PER_IP", default_value_t = 120)]
+    pub rate_limit_per_ip: u32,
+    /// Costly requests per minute with one credential (API key, client secret, room token).
+    #[arg(long, env = "VOXRELAY_RATE_LIMIT_PER_CREDENTIAL", default_value_t = 1200)]
+    pub rate_limit_per_credential: u32,
+    /// Apply the per-IP limits to loopback clients too (off: local tools and a reverse proxy on
+    /// the same host are not limited by address; limit at the proxy).
+    #[arg(long, env = "VOXRELAY_RATE_LIMIT_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rate_limit_loopback: bool,
+    /// Open WebSockets (Realtime sessions, event sockets, phone streams) per IP. 0: no limit.
+    #[arg(long, env = "VOXRELAY_MAX_WEBSOCKETS_PER_IP", default_value_t = 32)]
+    pub max_websockets_per_ip: usize,
+    /// Seconds a client gets to send a request's headers (on a new or kept-alive connection):
+    /// a slow or silent client is disconnected so it cannot hold connections.
+    #[arg(long, env = "VOXRELAY_HEADER_READ_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_read_timeout: u64,
     /// Embedded TURN server configuration (turn.conf, coturn's vocabulary); off when unset.
     #[arg(long, env = "VOXRELAY_TURN_CONFIG")]
     pub turn_config: Option<PathBuf>,
@@ -147,6 +168,11 @@ impl ServeConfig {
             max_calls: None,
             drain_grace_secs: 30,
             web_session: true,
+            rate_limit_per_ip: 120,
+            rate_limit_per_credential: 1200,
+            rate_limit_loopback: false,
+            max_websockets_per_ip: 32,
+            header_read_timeout: 10,
             turn_config: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
