@@ -29,6 +29,8 @@ pub struct Metrics {
     pub ring_overflows: AtomicU64,
     /// Phone stream messages refused (malformed, unknown, out of place).
     pub phone_bad_messages: AtomicU64,
+    /// Client events dropped over a call's event rate (`signaling::limits::EventRate`).
+    pub client_events_limited: AtomicU64,
     /// Response created → first agent audio frame (non-cumulative bucket counts, then +Inf).
     agent_latency_buckets: [AtomicU64; AGENT_LATENCY_BUCKETS_MS.len() + 1],
     agent_latency_sum_us: AtomicU64,
@@ -150,6 +152,10 @@ impl Metrics {
         self.ring_overflows.fetch_add(1, Relaxed);
     }
 
+    pub fn client_event_limited(&self) {
+        self.client_events_limited.fetch_add(1, Relaxed);
+    }
+
     /// One call ended, for this reason.
     pub fn call_ended(&self, reason: EndReason) {
         self.calls_ended.fetch_add(1, Relaxed);
@@ -169,7 +175,7 @@ impl Metrics {
     /// Prometheus text exposition; `gauges` are (name, help, value) read at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::with_capacity(2048);
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             ("voxrelay_calls_started_total", "Calls accepted.", &self.calls_started),
             ("voxrelay_calls_ended_total", "Calls torn down.", &self.calls_ended),
             ("voxrelay_calls_rejected_total", "Call offers refused (overload or draining).", &self.calls_rejected),
@@ -183,6 +189,11 @@ impl Metrics {
             ("voxrelay_barge_ins_total", "Agent playbacks cut by the caller or client.", &self.playbacks_cleared),
             ("voxrelay_ring_overflows_total", "Frames or commands dropped at a full tokio->worker ring.", &self.ring_overflows),
             ("voxrelay_phone_bad_messages_total", "Phone stream messages refused (logged, call unaffected).", &self.phone_bad_messages),
+            (
+                "voxrelay_client_events_limited_total",
+                "Client events dropped over a call's event rate (error event sent).",
+                &self.client_events_limited,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));

@@ -105,3 +105,43 @@ async fn slow_and_silent_connections_are_dropped_while_others_are_served() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_client_events_gets_one_error_and_the_session_goes_on() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start_server().await;
+    let mut req = format!("{}/v1/realtime?model=gpt-realtime", server.url().replacen("http", "ws", 1)).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {API_KEY}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+    let update = json!({"type": "session.update", "session": {"instructions": "again"}}).to_string();
+    const SENT: usize = 400;
+    for _ in 0..SENT {
+        ws.send(Message::text(update.clone())).await.unwrap();
+    }
+    // Read until the answers stop coming: every event taken is answered, the rest dropped.
+    let (mut updated, mut limited) = (0, 0);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        match v["type"].as_str().unwrap() {
+            "session.updated" => updated += 1,
+            "error" if v["error"]["code"] == "rate_limited" => limited += 1,
+            _ => {}
+        }
+    }
+    assert!(limited >= 1, "the flood is told: {updated} answered, {limited} errors");
+    assert!(updated < SENT && updated >= 200, "{updated} of {SENT} taken (a burst of 200 and 50 a second)");
+    assert!(limited <= 3, "one error per burst of refusals, not one per event: {limited}");
+    // The connection stays and takes events at the normal rate again.
+    ws.send(Message::text(update)).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline.into(), ws.next()).await.expect("answered").unwrap().unwrap();
+        if msg.to_text().unwrap_or_default().contains("session.updated") {
+            break;
+        }
+    }
+    assert!(metric(&server.url(), "voxrelay_client_events_limited_total").await >= 1);
+    server.shutdown().await;
+}

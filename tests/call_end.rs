@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{API_KEY, Call, client_secret, http, start_server};
 use serde_json::json;
-use voxrelay::relay::{RelayConfig, RelayServer};
 use voxrelay::transport::webrtc::client::ClientOptions;
-use webrtc::peer_connection::RTCIceServer;
 
 async fn ended_by(base: &str, reason: &str) -> u64 {
     let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -60,24 +58,7 @@ async fn hang_ups_and_deletes_are_counted_by_reason() {
 async fn a_caller_whose_network_vanishes_is_dropped_within_the_consent_bound() {
     let server = start_server().await;
     let base = server.url();
-    let relay_config = RelayConfig {
-        listening_ips: vec!["127.0.0.1".parse().unwrap()],
-        listening_port: 0,
-        min_port: 0,
-        max_port: 0,
-        use_auth_secret: true,
-        static_auth_secrets: vec!["vanish-secret".into()],
-        allow_loopback_peers: true,
-        no_tls: true,
-        ..RelayConfig::default()
-    };
-    let relay = RelayServer::start(&relay_config, None).await.unwrap();
-    let ice = relay.advert().ice_servers("caller", voxrelay_signaling::auth::unix_now())[0].clone();
-    let ice_servers = vec![RTCIceServer {
-        urls: ice["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect(),
-        username: ice["username"].as_str().unwrap().into(),
-        credential: ice["credential"].as_str().unwrap().into(),
-    }];
+    let (relay, ice_servers) = common::loopback_relay("caller").await;
     let token = client_secret(&base, json!({})).await;
     let opts = ClientOptions { ice_servers, relay_only: true, decode: false, ..Default::default() };
     let mut c = Call::connect_with(&base, "/v1/realtime", &token, opts).await;

@@ -9,21 +9,6 @@ use serde_json::json;
 
 const MAX_ONSET_ERROR_MS: i64 = 100;
 
-/// Best correlation over small lags in either direction (the detected onset may be a frame or
-/// two off the real one, so the echo may start a little early or late).
-fn best_lag_correlation(sent: &[f64], received: &[f64]) -> f64 {
-    let mut best = f64::MIN;
-    for lag in 0..12 {
-        let a = &sent[lag.min(sent.len())..];
-        let n = a.len().min(received.len());
-        best = best.max(correlation(&a[..n], &received[..n]));
-        let b = &received[lag.min(received.len())..];
-        let n = b.len().min(sent.len());
-        best = best.max(correlation(&sent[..n], &b[..n]));
-    }
-    best
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_call_round_trip() {
     let server = start_server().await;
@@ -57,7 +42,13 @@ async fn echo_call_round_trip() {
     c.expect("output_audio_buffer.started").await;
     let done = c.expect("response.done").await;
     assert_eq!(done["response"]["status"], "completed", "{done}");
-    for kind in ["response.output_item.added", "conversation.item.created", "response.audio.done", "response.audio_transcript.done", "output_audio_buffer.stopped"] {
+    for kind in [
+        "response.output_item.added",
+        "conversation.item.created",
+        "response.audio.done",
+        "response.audio_transcript.done",
+        "output_audio_buffer.stopped",
+    ] {
         assert!(c.types().iter().any(|t| t == kind), "missing {kind} in {:?}", c.types());
     }
 
@@ -220,9 +211,15 @@ async fn the_sdks_call_shapes_multipart_create_hangup_and_json_errors() {
     }
 
     // A setting voxrelay does not implement is refused by name, not replaced.
-    let opts = ClientOptions { form_session: Some(json!({"type": "realtime", "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})), ..Default::default() };
+    let opts = ClientOptions {
+        form_session: Some(json!({"type": "realtime", "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})),
+        ..Default::default()
+    };
     let err = voxrelay::client::Client::connect(&http(), &format!("{base}/v1/realtime/calls"), API_KEY, opts).await.err().unwrap();
-    assert!(matches!(err, voxrelay::client::ClientError::Refused(400, ref b) if b.contains("unsupported_value") && b.contains("semantic_vad")), "{err}");
+    assert!(
+        matches!(err, voxrelay::client::ClientError::Refused(400, ref b) if b.contains("unsupported_value") && b.contains("semantic_vad")),
+        "{err}"
+    );
 
     // A known path with a method it does not take: a JSON error, counted like the others.
     let resp = http().get(format!("{base}/v1/realtime/calls")).send().await.unwrap();

@@ -12,20 +12,6 @@ use common::*;
 use serde_json::json;
 use voxrelay::transport::impair::NetworkFaults;
 
-/// Best correlation over small lags in either direction.
-fn best_lag_correlation(sent: &[f64], received: &[f64]) -> f64 {
-    let mut best = f64::MIN;
-    for lag in 0..12 {
-        let a = &sent[lag.min(sent.len())..];
-        let n = a.len().min(received.len());
-        best = best.max(correlation(&a[..n], &received[..n]));
-        let b = &received[lag.min(received.len())..];
-        let n = b.len().min(sent.len());
-        best = best.max(correlation(&sent[..n], &b[..n]));
-    }
-    best
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_are_found_and_echoed_through_loss_jitter_and_reordering() {
     let server = start_server().await;

@@ -9,32 +9,13 @@ use std::time::{Duration, Instant};
 use common::rooms::{events_until, join, mint, of_type};
 use common::{API_KEY, http, start_server};
 use serde_json::{Value, json};
-use voxrelay::relay::{RelayConfig, RelayServer};
 use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
-use webrtc::peer_connection::RTCIceServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_network_vanishes_leaves_within_seconds() {
     let server = start_server().await;
     let base = server.url();
-    let relay_config = RelayConfig {
-        listening_ips: vec!["127.0.0.1".parse().unwrap()],
-        listening_port: 0,
-        min_port: 0,
-        max_port: 0,
-        use_auth_secret: true,
-        static_auth_secrets: vec!["vanish-secret".into()],
-        allow_loopback_peers: true,
-        no_tls: true,
-        ..RelayConfig::default()
-    };
-    let relay = RelayServer::start(&relay_config, None).await.unwrap();
-    let ice = relay.advert().ice_servers("dan", voxrelay_signaling::auth::unix_now())[0].clone();
-    let ice_servers = vec![RTCIceServer {
-        urls: ice["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect(),
-        username: ice["username"].as_str().unwrap().into(),
-        credential: ice["credential"].as_str().unwrap().into(),
-    }];
+    let (relay, ice_servers) = common::loopback_relay("dan").await;
 
     let mut alice = join(&base, "v", "alice", RoomClientOptions::default(), json!({})).await;
     let token = mint(&base, "v", json!({"identity": "dan"})).await;
@@ -46,8 +27,10 @@ async fn a_participant_whose_network_vanishes_leaves_within_seconds() {
     // Dan's only path to the server disappears.
     let vanished = Instant::now();
     relay.shutdown().await;
-    events_until(&mut alice, &mut seen, |e| of_type(e, "participant.left").iter().any(|l| l["identity"] == "dan" && l["reason"] == "disconnected"))
-        .await;
+    events_until(&mut alice, &mut seen, |e| {
+        of_type(e, "participant.left").iter().any(|l| l["identity"] == "dan" && l["reason"] == "disconnected")
+    })
+    .await;
     let held = vanished.elapsed();
     // ICE: 2 s without answers to keepalives, failed 2 s later (webrtc-rs's defaults would be
     // 5 s + 25 s). Generous bound; the point is seconds, not half a minute.

@@ -176,6 +176,54 @@ impl Limits {
     }
 }
 
+/// Client events (data channel, events socket, Realtime WebSocket) a call takes per second, and
+/// the burst above it. Audio travels on the track, or as WebSocket `append`s that the socket
+/// paces, so neither counts; a client that needs more than this is sending in a loop.
+pub const CLIENT_EVENTS_PER_SECOND: u32 = 50;
+pub const CLIENT_EVENTS_BURST: u32 = 200;
+
+/// One call's client event rate. Over it the event is dropped and the client told, once per
+/// burst of refusals, with an `error` event (`rate_limited`); the connection stays.
+pub struct EventRate {
+    limiter: governor::DefaultDirectRateLimiter,
+    refusing: bool,
+}
+
+/// What to do with one client event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventVerdict {
+    Take,
+    /// Drop it and send the client an `error` event.
+    RefuseAndSay,
+    /// Drop it (the client was told at the first refusal of this burst).
+    Refuse,
+}
+
+impl Default for EventRate {
+    fn default() -> Self {
+        let per_second = NonZeroU32::new(CLIENT_EVENTS_PER_SECOND).expect("non-zero");
+        let burst = NonZeroU32::new(CLIENT_EVENTS_BURST).expect("non-zero");
+        EventRate { limiter: governor::RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)), refusing: false }
+    }
+}
+
+impl EventRate {
+    pub fn check(&mut self) -> EventVerdict {
+        if self.limiter.check().is_ok() {
+            self.refusing = false;
+            return EventVerdict::Take;
+        }
+        if std::mem::replace(&mut self.refusing, true) { EventVerdict::Refuse } else { EventVerdict::RefuseAndSay }
+    }
+
+    pub fn message() -> String {
+        format!(
+            "too many client events: at most {CLIENT_EVENTS_PER_SECOND} a second (bursts of {CLIENT_EVENTS_BURST}); \
+             this one and the rest of the burst were dropped"
+        )
+    }
+}
+
 /// One open WebSocket counted against its IP; dropping it gives the place back.
 pub struct SocketSlot(Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>);
 
@@ -243,6 +291,17 @@ mod tests {
         }
         assert!(limits.check(ip("198.51.100.9"), Some("ek_1")).is_err());
         assert_eq!((limits.counters.per_ip.load(Relaxed), limits.counters.per_credential.load(Relaxed)), (1, 1));
+    }
+
+    #[test]
+    fn a_flood_of_client_events_is_cut_with_one_error_per_burst() {
+        let mut rate = EventRate::default();
+        let verdicts: Vec<EventVerdict> = (0..CLIENT_EVENTS_BURST + 5).map(|_| rate.check()).collect();
+        assert!(verdicts[..CLIENT_EVENTS_BURST as usize].iter().all(|v| *v == EventVerdict::Take));
+        assert_eq!(
+            &verdicts[CLIENT_EVENTS_BURST as usize..],
+            [EventVerdict::RefuseAndSay, EventVerdict::Refuse, EventVerdict::Refuse, EventVerdict::Refuse, EventVerdict::Refuse]
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 use voxrelay_media::{AgentFrame, Control, EncodedFrame, MediaEvent, Uplink};
 use voxrelay_signaling::CallId;
+use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use crate::metrics::Metrics;
 use crate::transport::TransportEvent;
@@ -62,6 +63,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
     let SessionRings { mut control, mut agent_out, mut egress, mut uplink } = rings;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut event_rate = EventRate::default();
 
     let end = loop {
         let event = tokio::select! {
@@ -81,7 +83,15 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                 break departure.into();
             }
             Some(TransportEvent::EventsOpened(outlet)) => person.events_opened(outlet),
-            Some(TransportEvent::ClientText(text)) => conversation.on_client_text(&text, now),
+            Some(TransportEvent::ClientText(text)) => match event_rate.check() {
+                EventVerdict::Take => conversation.on_client_text(&text, now),
+                verdict => {
+                    metrics.client_event_limited();
+                    if verdict == EventVerdict::RefuseAndSay {
+                        conversation.error("rate_limited", &EventRate::message(), None);
+                    }
+                }
+            },
             Some(TransportEvent::Dtmf(digit)) => conversation.on_dtmf(digit, std::time::SystemTime::now()),
             Some(TransportEvent::Refused { code, message, event_id }) => conversation.error(code, &message, event_id),
             None => {

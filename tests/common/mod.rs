@@ -169,6 +169,45 @@ impl Call {
     }
 }
 
+/// Best correlation over small lags in either direction (a detected onset may be a frame or two
+/// off the real one, so an echo may start a little early or late).
+pub fn best_lag_correlation(sent: &[f64], received: &[f64]) -> f64 {
+    let mut best = f64::MIN;
+    for lag in 0..12 {
+        let a = &sent[lag.min(sent.len())..];
+        let n = a.len().min(received.len());
+        best = best.max(correlation(&a[..n], &received[..n]));
+        let b = &received[lag.min(received.len())..];
+        let n = b.len().min(sent.len());
+        best = best.max(correlation(&sent[..n], &b[..n]));
+    }
+    best
+}
+
+/// A TURN relay on loopback (REST credentials for `user`) and the ICE servers to reach it: a
+/// client that uses only this relay loses its network for real when the relay shuts down.
+pub async fn loopback_relay(user: &str) -> (voxrelay::relay::RelayServer, Vec<webrtc::peer_connection::RTCIceServer>) {
+    let config = voxrelay::relay::RelayConfig {
+        listening_ips: vec!["127.0.0.1".parse().unwrap()],
+        listening_port: 0,
+        min_port: 0,
+        max_port: 0,
+        use_auth_secret: true,
+        static_auth_secrets: vec!["vanish-secret".into()],
+        allow_loopback_peers: true,
+        no_tls: true,
+        ..voxrelay::relay::RelayConfig::default()
+    };
+    let relay = voxrelay::relay::RelayServer::start(&config, None).await.unwrap();
+    let ice = relay.advert().ice_servers(user, voxrelay_signaling::auth::unix_now())[0].clone();
+    let servers = vec![webrtc::peer_connection::RTCIceServer {
+        urls: ice["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect(),
+        username: ice["username"].as_str().unwrap().into(),
+        credential: ice["credential"].as_str().unwrap().into(),
+    }];
+    (relay, servers)
+}
+
 /// Pearson correlation of two equally long series.
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len()) as f64;
