@@ -84,13 +84,16 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         per_credential_per_minute: cfg.rate_limit_per_credential,
         websockets_per_ip: cfg.max_websockets_per_ip,
         limit_loopback: cfg.rate_limit_loopback,
+        max_connections: cfg.max_http_connections,
     };
     let api = Arc::new(
         Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone())))
             .with_web(web)
             .with_telephony(telephony)
-            .with_limits(limits),
+            .with_limits(limits)
+            .with_public_metrics(cfg.metrics_public),
     );
+    let connections = api.limits.connections.clone();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     info!(
@@ -121,7 +124,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let app = router(api);
     let header_read_timeout = Duration::from_secs(cfg.header_read_timeout.max(1));
     let task = tokio::spawn(async move {
-        crate::listener::serve(listener, app, header_read_timeout, http_stop).await;
+        crate::listener::serve(listener, app, header_read_timeout, connections, http_stop).await;
         info!("voxrelay stopped");
     });
     Ok(RunningServer { addr, api_key, engine, shutdown, task })

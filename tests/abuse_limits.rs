@@ -145,3 +145,94 @@ async fn a_flood_of_client_events_gets_one_error_and_the_session_goes_on() {
     assert!(metric(&server.url(), "voxrelay_client_events_limited_total").await >= 1);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_capped_with_a_json_503_and_given_back() {
+    let server = start_with(|c| {
+        c.max_http_connections = 3;
+        c.header_read_timeout = 60;
+    })
+    .await;
+    let base = server.url();
+    let addr = server.addr;
+    // Three idle connections hold every place (a reqwest client's pool would share them).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let refused = || async {
+        let resp = reqwest::Client::new().get(format!("{base}/healthz")).send().await.unwrap();
+        let status = resp.status();
+        (status, resp.headers().get("retry-after").cloned(), resp.json::<Value>().await.unwrap_or_default())
+    };
+    // The server may not have accepted all three yet: the fourth is refused once it has.
+    let deadline = Instant::now() + WAIT;
+    let (status, retry, body) = loop {
+        let r = refused().await;
+        if r.0 == 503 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 503);
+    assert_eq!(retry.unwrap(), "1");
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    drop(held.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = reqwest::Client::new().get(format!("{base}/metrics")).send().await.unwrap();
+        if resp.status() == 200 {
+            let text = resp.text().await.unwrap();
+            let refused: u64 =
+                text.lines().find_map(|l| l.strip_prefix("voxrelay_http_connections_refused_total ")).unwrap().parse().unwrap();
+            assert!(refused >= 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed connection's place comes back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_json_and_metrics_are_not_cross_origin() {
+    let server = start_server().await;
+    let base = server.url();
+    let json_error = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        assert_eq!(resp.headers()["content-type"], "application/json", "status {status}");
+        let body: Value = resp.json().await.unwrap();
+        (status, body["error"]["code"].as_str().unwrap().to_string())
+    };
+    // A path id that is not UTF-8 (axum's own rejection).
+    let resp = http().delete(format!("{base}/v1/realtime/calls/%FF%FE")).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(json_error(resp).await, (400, "invalid_request".into()));
+    // A phone stream request without the WebSocket upgrade.
+    let resp = http().get(format!("{base}/v1/telephony/twilio")).send().await.unwrap();
+    assert_eq!(json_error(resp).await.0, 400);
+    // Too many headers: the API's JSON 431.
+    let mut req = http().get(format!("{base}/healthz"));
+    for i in 0..100 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(json_error(req.send().await.unwrap()).await, (431, "request_headers_too_large".into()));
+    // Far beyond the parser's buffer, hyper refuses by itself (431, no body), and the
+    // connection closes; the server goes on.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let huge = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n", "a".repeat(1_000_000));
+    let _ = raw.write_all(huge.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut answer)).await.expect("closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&answer));
+    // Unknown path and wrong method.
+    assert_eq!(json_error(http().get(format!("{base}/nope")).send().await.unwrap()).await, (404, "not_found".into()));
+    assert_eq!(json_error(http().put(format!("{base}/v1/rooms")).send().await.unwrap()).await, (405, "method_not_allowed".into()));
+    // /metrics: no CORS header (it is not for pages), served to loopback.
+    let resp = http().get(format!("{base}/metrics")).header("origin", "http://elsewhere.example").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let text = resp.text().await.unwrap();
+    let counted = |code: &str| text.lines().any(|l| l.starts_with(&format!("voxrelay_api_errors_total{{code=\"{code}\"}} ")));
+    assert!(counted("request_headers_too_large") && counted("invalid_request"), "rewritten errors are counted:\n{text}");
+    server.shutdown().await;
+}

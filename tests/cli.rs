@@ -120,6 +120,42 @@ async fn a_second_sigterm_ends_the_drain_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_dribbling_a_request_do_not_hold_up_the_drain() {
+    use tokio::io::AsyncWriteExt;
+    let (child, base, _) = serve(&["--listen", "127.0.0.1:0", "--api-key", API_KEY, "--drain-grace", "1s"], &[]).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    // One sends its headers a byte at a time, one its body; neither ever finishes.
+    let head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_string();
+    let body = format!(
+        "POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{"
+    );
+    let mut dribblers = Vec::new();
+    for start in [head, body] {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(start.as_bytes()).await.unwrap();
+        dribblers.push(tokio::spawn(async move {
+            for _ in 0..600 {
+                if tcp.write_all(b"a").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(http().get(format!("{base}/healthz")).send().await.unwrap().status(), 200, "others are served meanwhile");
+    sigterm(&child);
+    // The grace is 1 s and no call is live; the dribblers (a minute of bytes each) must not keep
+    // the process.
+    let status = tokio::task::spawn_blocking(move || wait_exit(child)).await.unwrap().expect("exits while clients dribble");
+    assert_eq!(status.code(), Some(0), "{status}");
+    for d in dribblers {
+        d.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_file_sits_under_environment_and_flags() {
     let dir = std::env::temp_dir().join(format!("voxrelay-cli-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -83,6 +83,28 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
     }
+    /// An error the framework or the HTTP layer produced (no handler of ours): its status kept,
+    /// a code named after the status, and `message` (their text) when there is one.
+    pub fn from_status(status: StatusCode, message: &str) -> Self {
+        let (kind, code) = match status.as_u16() {
+            400 => ("invalid_request_error", "invalid_request"),
+            401 => ("authentication_error", "missing_credentials"),
+            403 => ("permission_error", "forbidden"),
+            404 => ("invalid_request_error", "not_found"),
+            405 => ("invalid_request_error", "method_not_allowed"),
+            408 => ("invalid_request_error", "request_timeout"),
+            413 => ("invalid_request_error", "body_too_large"),
+            415 => ("invalid_request_error", "unsupported_content_type"),
+            422 => ("invalid_request_error", "unprocessable"),
+            426 => ("invalid_request_error", "upgrade_required"),
+            429 => ("rate_limit_error", "rate_limited"),
+            431 => ("invalid_request_error", "request_headers_too_large"),
+            500..=599 => ("server_error", "internal_error"),
+            _ => ("invalid_request_error", "http_error"),
+        };
+        let message = if message.is_empty() { status.canonical_reason().unwrap_or("request refused").to_string() } else { message.to_string() };
+        Self::new(status, kind, code, message)
+    }
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"type": self.kind, "code": self.code, "message": self.message}})
     }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod body;
 mod call_end;
 pub mod error;
+pub mod edge_errors;
 pub mod events;
 mod health;
 pub mod ids;
@@ -218,6 +219,8 @@ pub struct Api {
     pub telephony: telephony::TelephonySettings,
     /// Abuse limits: request rates per IP and credential, WebSockets per IP.
     pub limits: limits::Limits,
+    /// `/metrics` without the API key from any address (else: loopback only).
+    pub metrics_public: bool,
 }
 
 impl Api {
@@ -229,7 +232,13 @@ impl Api {
             web: web::WebState::new(web::WebSettings::disabled()),
             telephony: telephony::TelephonySettings::default(),
             limits: limits::Limits::new(limits::LimitSettings::default()),
+            metrics_public: false,
         }
+    }
+
+    pub fn with_public_metrics(mut self, public: bool) -> Self {
+        self.metrics_public = public;
+        self
     }
 
     pub fn with_limits(mut self, settings: limits::LimitSettings) -> Self {
@@ -290,7 +299,6 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/v1/realtime/sessions", post(realtime::create_session))
         .route("/v1/realtime/client_secrets", post(realtime::create_client_secret))
         .route("/v1/realtime", post(realtime::create_call_beta).get(watch::realtime_socket))
@@ -321,6 +329,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .layer(cors())
         // The page and its helper stay outside the CORS layer: same-origin only.
         .merge(web::routes().layer(limit()))
+        // Not for browsers either: no CORS, and the API key unless on loopback or made public.
+        .merge(Router::new().route("/metrics", get(health::metrics)).layer(limit()))
+        // Inside the counter, so rewritten framework errors are counted by their code.
+        .layer(axum::middleware::from_fn(edge_errors::json_errors))
         .layer(axum::middleware::from_fn_with_state(api.clone(), count_errors))
         .with_state(api)
 }

@@ -38,11 +38,13 @@ pub struct LimitSettings {
     pub websockets_per_ip: usize,
     /// Apply the per-IP limits to loopback clients too.
     pub limit_loopback: bool,
+    /// Open HTTP connections (before any upgrade) the listener serves at once; 0: no limit.
+    pub max_connections: usize,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        LimitSettings { per_ip_per_minute: 120, per_credential_per_minute: 1200, websockets_per_ip: 32, limit_loopback: false }
+        LimitSettings { per_ip_per_minute: 120, per_credential_per_minute: 1200, websockets_per_ip: 32, limit_loopback: false, max_connections: 1024 }
     }
 }
 
@@ -100,8 +102,48 @@ pub struct LimitCounters {
     pub websockets: AtomicU64,
 }
 
+/// Open HTTP connections, for the listener's cap (a connection that upgrades to a WebSocket
+/// leaves this count; sockets have their own per-IP cap and the call admission behind them).
+#[derive(Default)]
+pub struct Connections {
+    max: usize,
+    open: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Self {
+        Connections { max, ..Default::default() }
+    }
+
+    /// A place for one more connection, or `None` at the cap (counted).
+    pub fn open(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let n = self.open.fetch_add(1, Relaxed);
+        if self.max > 0 && n >= self.max as u64 {
+            self.open.fetch_sub(1, Relaxed);
+            self.refused.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(ConnectionSlot(self.clone()))
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// One open connection; dropping it gives the place back.
+pub struct ConnectionSlot(Arc<Connections>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
 pub struct Limits {
     settings: LimitSettings,
+    pub connections: Arc<Connections>,
     per_ip: Option<Rate<IpAddr>>,
     per_credential: Option<Rate<String>>,
     sockets: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -112,6 +154,7 @@ impl Limits {
     pub fn new(settings: LimitSettings) -> Self {
         Limits {
             settings,
+            connections: Arc::new(Connections::new(settings.max_connections)),
             per_ip: Rate::per_minute(settings.per_ip_per_minute),
             per_credential: Rate::per_minute(settings.per_credential_per_minute),
             sockets: Arc::default(),
@@ -166,7 +209,15 @@ impl Limits {
     pub fn prometheus(&self) -> String {
         let name = "voxrelay_limited_total";
         let c = &self.counters;
+        let conns = &self.connections;
         format!(
+            "# HELP voxrelay_http_connections Open HTTP connections (not counting upgraded WebSockets).\n\
+             # TYPE voxrelay_http_connections gauge\nvoxrelay_http_connections {}\n\
+             # HELP voxrelay_http_connections_refused_total Connections refused at --max-http-connections.\n\
+             # TYPE voxrelay_http_connections_refused_total counter\nvoxrelay_http_connections_refused_total {}\n",
+            conns.open.load(Relaxed),
+            conns.refused.load(Relaxed)
+        ) + &format!(
             "# HELP {name} Requests refused by an abuse limit, by limit.\n# TYPE {name} counter\n\
              {name}{{limit=\"per_ip\"}} {}\n{name}{{limit=\"per_credential\"}} {}\n{name}{{limit=\"websockets_per_ip\"}} {}\n",
             c.per_ip.load(Relaxed),

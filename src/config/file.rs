@@ -39,6 +39,8 @@ pub struct ConfigFile {
     pub max_websockets_per_ip: Option<usize>,
     #[serde(default, deserialize_with = "seconds")]
     pub header_read_timeout: Option<u64>,
+    pub max_http_connections: Option<usize>,
+    pub metrics_public: Option<bool>,
     pub turn_config: Option<PathBuf>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
@@ -148,6 +150,8 @@ impl ServeConfig {
         take!(rate_limit_loopback);
         take!(max_websockets_per_ip);
         take!(header_read_timeout);
+        take!(max_http_connections);
+        take!(metrics_public);
         take!(turn_config, Some);
         take!(log_level);
         take!(log_format);

@@ -116,6 +116,14 @@ pub struct ServeConfig {
     /// a slow or silent client is disconnected so it cannot hold connections.
     #[arg(long, env = "VOXRELAY_HEADER_READ_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub header_read_timeout: u64,
+    /// Open HTTP connections served at once (upgraded WebSockets not counted: they have
+    /// --max-websockets-per-ip); beyond it a new connection gets 503 and is closed. 0: no limit.
+    #[arg(long, env = "VOXRELAY_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+    /// Serve /metrics to any address without the API key (off: the API key, or a loopback client).
+    #[arg(long, env = "VOXRELAY_METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_public: bool,
     /// Embedded TURN server configuration (turn.conf, coturn's vocabulary); off when unset.
     #[arg(long, env = "VOXRELAY_TURN_CONFIG")]
     pub turn_config: Option<PathBuf>,
@@ -173,6 +181,8 @@ impl ServeConfig {
             rate_limit_loopback: false,
             max_websockets_per_ip: 32,
             header_read_timeout: 10,
+            max_http_connections: 1024,
+            metrics_public: false,
             turn_config: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
