@@ -167,6 +167,26 @@ fn every_denied_range_is_refused_on_create_permission_and_channel_bind() {
 }
 
 #[test]
+fn an_ipv6_peer_on_an_ipv4_relay_gets_443() {
+    let mut h = Harness::new(config());
+    let mut p = h.rest("sess_1", 600);
+    assert!(ok(&h.allocate(client(1), &mut p, &[])));
+    // Allowed by the policy (a public IPv6 address), but the relay is IPv4 (RFC 6156 §6.2).
+    let peer: SocketAddr = "[2001:4860:4860::8888]:3478".parse().unwrap();
+    let a = h.ask(client(1), &p.request(METHOD_CREATE_PERMISSION, &[Attr::Peer(peer)])).unwrap();
+    assert_eq!(a.code, Some(443));
+    let a = h.ask(client(1), &p.request(METHOD_CHANNEL_BIND, &[Attr::Channel(0x4000), Attr::Peer(peer)])).unwrap();
+    assert_eq!(a.code, Some(443));
+    // Nothing was permitted: a Send indication to it relays nothing.
+    h.core.on_client(client(1), &send_indication(peer, b"hello"), h.now, &mut h.io);
+    assert!(h.io.to_peer.is_empty());
+    // An IPv4 peer next to it fails the whole request too; alone it is fine.
+    let v4: SocketAddr = "8.8.8.8:1".parse().unwrap();
+    assert_eq!(h.ask(client(1), &p.request(METHOD_CREATE_PERMISSION, &[Attr::Peer(v4), Attr::Peer(peer)])).unwrap().code, Some(443));
+    assert!(ok(&h.ask(client(1), &p.request(METHOD_CREATE_PERMISSION, &[Attr::Peer(v4)])).unwrap()));
+}
+
+#[test]
 fn permitted_peers_relay_both_ways_by_send_indication_and_channel_data() {
     let mut h = Harness::new(config());
     let mut p = h.rest("sess_1", 600);

@@ -52,6 +52,7 @@ pub(crate) fn error(req: &Message, code: ErrorCode, key: Option<&[u8]>, extra: &
         440 => "Address Family not Supported",
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
         486 => "Allocation Quota Reached",
         508 => "Insufficient Capacity",
         _ => "Error",

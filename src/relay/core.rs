@@ -465,6 +465,12 @@ impl TurnCore {
         finish(m, key, req)
     }
 
+    /// RFC 6156 §6.2: a peer must be of the relayed address's family (one per server here);
+    /// checked after the policy, so a denied address is refused (403) and counted as such.
+    fn same_family(&self, peer: IpAddr) -> bool {
+        peer.is_ipv4() == self.relay_ip.is_ipv4()
+    }
+
     fn create_permission(&mut self, from: ClientKey, req: &mut Message, now: Now) -> Vec<u8> {
         let who = match self.authed_allocation(from, req, now) {
             Ok(w) => w,
@@ -489,6 +495,9 @@ impl TurnCore {
             TurnStats::bump(&self.stats.forbidden_peer);
             return error(req, CODE_FORBIDDEN, key, &[]);
         }
+        if peers.iter().any(|ip| !self.same_family(*ip)) {
+            return error(req, CODE_PEER_ADDR_FAMILY_MISMATCH, key, &[]);
+        }
         if let Some(a) = self.allocations.get_mut(&from) {
             for ip in peers {
                 a.permissions.insert(ip, now.mono + PERMISSION_LIFETIME);
@@ -511,6 +520,9 @@ impl TurnCore {
         if !self.policy.allows(peer.ip) {
             TurnStats::bump(&self.stats.forbidden_peer);
             return error(req, CODE_FORBIDDEN, key, &[]);
+        }
+        if !self.same_family(peer.ip) {
+            return error(req, CODE_PEER_ADDR_FAMILY_MISMATCH, key, &[]);
         }
         let peer = SocketAddr::new(peer.ip, peer.port);
         let Some(a) = self.allocations.get_mut(&from) else { return error(req, CODE_ALLOC_MISMATCH, key, &[]) };
