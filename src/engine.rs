@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,13 +18,14 @@ use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
 use voxrelay_signaling::sdpfrag::IceFragment;
 use voxrelay_signaling::whip::IcePatched;
 use voxrelay_signaling::{
-    ApiError, CallCreated, CallId, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, PhoneChannel, RealtimeChannel, RtpCreated,
-    SessionConfig, SessionId, SocketMessage, WsSessionRequest,
+    ApiError, CallCreated, CallId, CallRequest, Dialect, Engine, EventChannel, OfferedCodec, Origin, PhoneChannel, RealtimeChannel,
+    RtpCreated, SessionConfig, SessionId, SocketMessage, WsSessionRequest,
 };
 use voxrelay_signaling::{ParticipantId, RoomName};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Seat, Shares, Ticket};
 use crate::agent;
+use crate::call::lifetime::CallLimits;
 use crate::call::{CallSetup, Conversation, Person, SessionRings, run_call, turn_config};
 use crate::metrics::Metrics;
 use crate::transport::link::Link;
@@ -36,6 +37,9 @@ const END_WAIT: Duration = Duration::from_secs(3);
 
 struct CallEntry {
     session_id: SessionId,
+    /// Who holds it, for admission's shares; `connected` is set by the call task.
+    seat: Seat,
+    connected: Arc<AtomicBool>,
     stop: Arc<Notify>,
     done: watch::Receiver<bool>,
     /// Feeds the call task's event stream (to attach event sockets).
@@ -56,6 +60,7 @@ pub struct VoxEngine {
     providers: agent::Providers,
     calls: Mutex<HashMap<CallId, CallEntry>>,
     admission: Admission,
+    call_limits: CallLimits,
     /// Media counters of calls that have ended (live calls are read from their sessions).
     ended_media: Mutex<StatsSnapshot>,
     pub metrics: Arc<Metrics>,
@@ -73,13 +78,17 @@ pub struct EngineSettings {
     pub rtp_ingest: Option<IpAddr>,
     pub vad: VadKind,
     pub max_calls: usize,
+    /// What one address or client secret may hold (README "Limits").
+    pub shares: Shares,
+    /// Idle timeout and maximum duration of 1:1 calls (a session may lower them).
+    pub call_limits: CallLimits,
     pub phone_echo_guard: EchoGuardConfig,
     pub rooms: crate::room::RoomSettings,
 }
 
 impl VoxEngine {
     pub fn new(pool: WorkerPool, ports: PortAllocator, providers: agent::Providers, settings: EngineSettings) -> Arc<Self> {
-        let EngineSettings { rtp_ingest, vad, max_calls, phone_echo_guard, rooms } = settings;
+        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms } = settings;
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
             rooms: crate::room::Rooms::new(rooms, metrics.clone()),
@@ -89,7 +98,8 @@ impl VoxEngine {
             vad,
             providers,
             calls: Mutex::new(HashMap::new()),
-            admission: Admission::new(max_calls),
+            admission: Admission::new(max_calls, shares),
+            call_limits,
             ended_media: Mutex::new(StatsSnapshot::default()),
             metrics,
             relay: OnceLock::new(),
@@ -110,10 +120,13 @@ impl VoxEngine {
         self.calls().iter().filter(|(_, c)| c.kind == kind).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Whether one more call of `kind` may start now ([`Admission`] decides; refusals counted).
-    fn admit(&self, kind: TransportKind) -> Result<(), ApiError> {
-        let live: Vec<TransportKind> = self.calls().values().map(|c| c.kind).collect();
-        self.admission.admit(kind, live, self.rooms.seated()).inspect_err(|_| {
+    /// Whether `want` may start now ([`Admission`] decides; refusals counted); the ticket holds
+    /// its place until the call is in the registry.
+    fn admit(&self, want: Seat) -> Result<Ticket, ApiError> {
+        let mut live: Vec<Seat> =
+            self.calls().values().map(|c| Seat { connected: c.connected.load(Ordering::Relaxed), ..c.seat.clone() }).collect();
+        live.extend((0..self.rooms.seated()).map(|_| Seat { connected: true, ..Seat::room_participant() }));
+        self.admission.admit(want, live).inspect_err(|_| {
             self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
         })
     }
@@ -146,6 +159,10 @@ impl VoxEngine {
     /// Stops taking new calls, lets live ones finish for up to `grace`, then ends the rest.
     pub async fn drain(&self, grace: Duration) {
         self.admission.start_draining();
+        // Every live call is told how long it has (`session.ending`, reason `server_draining`).
+        for c in self.calls().values() {
+            let _ = c.inject.send(TransportEvent::Ending { reason: "server_draining", seconds_left: grace.as_secs() });
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -165,7 +182,7 @@ impl VoxEngine {
         self.rooms.close_all().await;
     }
 
-    async fn start_webrtc_call(self: &Arc<Self>, req: CallRequest) -> Result<CallCreated, ApiError> {
+    async fn start_webrtc_call(self: &Arc<Self>, req: CallRequest, ticket: Ticket) -> Result<CallCreated, ApiError> {
         let sockets = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
         let addr = sockets.udp.expect("the server always listens on UDP");
         let codec = match req.summary.codec {
@@ -175,32 +192,38 @@ impl VoxEngine {
         };
         let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
         let (transport, answer_sdp) = crate::transport::webrtc::answer(sockets, req.offer, codec, inbound).await?;
-        let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr).await?;
+        let seat = Seat::call(TransportKind::WebRtc, req.origin.ip, req.origin.secret);
+        let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr, (seat, ticket)).await?;
         Ok(CallCreated { call_id, answer_sdp })
     }
 
-    async fn start_rtp_session(self: &Arc<Self>, config: SessionConfig, session_id: SessionId) -> Result<RtpCreated, ApiError> {
+    async fn start_rtp_session(
+        self: &Arc<Self>,
+        config: SessionConfig,
+        session_id: SessionId,
+        origin: Origin,
+    ) -> Result<RtpCreated, ApiError> {
         let ip = self.rtp_ingest.ok_or_else(rtp_disabled)?;
+        let seat = Seat::call(TransportKind::PlainRtp, origin.ip, origin.secret);
+        let ticket = self.admit(seat.clone())?;
         let (transport, addr) = plain_rtp::open(ip).await?;
-        let id = self.launch(transport, config, Dialect::Beta, session_id, addr).await?;
+        let id = self.launch(transport, config, Dialect::Beta, session_id, addr, (seat, ticket)).await?;
         Ok(RtpCreated { id, ip: addr.ip().to_string(), port: addr.port(), payload_type: OPUS_PAYLOAD_TYPE })
     }
 
     /// Accepts a phone stream: admission now (its place is held until `start`), the call once
     /// `start` arrives.
-    fn open_phone_stream(self: &Arc<Self>) -> Result<PhoneChannel, ApiError> {
-        self.admit(TransportKind::Twilio)?;
+    fn open_phone_stream(self: &Arc<Self>, origin: Origin) -> Result<PhoneChannel, ApiError> {
+        let seat = Seat::call(TransportKind::Twilio, origin.ip, None);
+        let held = self.admit(seat.clone())?;
         let (to_carrier, to_rx) = mpsc::unbounded_channel();
         let (from_tx, mut from_carrier) = mpsc::unbounded_channel::<SocketMessage>();
         let engine = self.clone();
         tokio::spawn(async move {
-            let start = {
-                let _held = engine.admission.hold_phone_stream();
-                phone::await_start(&mut from_carrier, &engine.metrics).await
-            };
-            let Some(start) = start else { return };
+            let Some(start) = phone::await_start(&mut from_carrier, &engine.metrics).await else { return };
             let (stream, call) = (start.stream_sid.clone(), start.call_sid.clone());
             if let Some(room) = start.custom_parameters.get("room").cloned() {
+                drop(held);
                 match engine.phone_into_room(&room, start, from_carrier, to_carrier).await {
                     Ok(identity) => {
                         info!(room = %room, identity = %identity, stream = %stream, twilio_call = %call, "phone stream joined a room")
@@ -210,11 +233,11 @@ impl VoxEngine {
                 return;
             }
             let started = async {
-                engine.admit(TransportKind::Twilio)?;
+                // Its place was held from the upgrade; it becomes the call's.
                 let accepted = phone::accept(start, from_carrier, to_carrier)?;
                 // No media socket of our own: the stream rides the HTTP connection.
                 let addr = SocketAddr::from(([0, 0, 0, 0], 0));
-                engine.launch(accepted.transport, accepted.config, accepted.dialect, SessionId::random(), addr).await
+                engine.launch(accepted.transport, accepted.config, accepted.dialect, SessionId::random(), addr, (seat, held)).await
             };
             match started.await {
                 Ok(id) => info!(call = %id, stream = %stream, twilio_call = %call, "phone stream bridged"),
@@ -228,14 +251,15 @@ impl VoxEngine {
     /// A Realtime session over WebSocket (PROTOCOL.md §8): admitted now (the refusal is the
     /// upgrade's HTTP answer); the call starts at once, its events going to the socket.
     fn open_realtime_session(self: &Arc<Self>, req: WsSessionRequest) -> Result<RealtimeChannel, ApiError> {
-        self.admit(TransportKind::WebSocket)?;
+        let seat = Seat::call(TransportKind::WebSocket, req.origin.ip, req.origin.secret.clone());
+        let ticket = self.admit(seat.clone())?;
         let (to_client_tx, to_client) = mpsc::unbounded_channel();
         let (from_client, from_rx) = mpsc::channel(ws::INBOUND_QUEUE);
         let transport = ws::accept(&req.config, from_rx, to_client_tx.clone())?;
         let engine = self.clone();
         tokio::spawn(async move {
             let addr = SocketAddr::from(([0, 0, 0, 0], 0));
-            if let Err(e) = engine.launch(transport, req.config, req.dialect, req.session_id, addr).await {
+            if let Err(e) = engine.launch(transport, req.config, req.dialect, req.session_id, addr, (seat, ticket)).await {
                 warn!("realtime socket refused: {e}");
                 let event = voxrelay_signaling::events::ServerEvent::server_error(e.code, e.message);
                 let _ = to_client_tx.send(event.to_json(req.dialect, &IdSource::random().event()));
@@ -258,10 +282,7 @@ impl VoxEngine {
         let fallback = format!("phone-{}", start.call_sid.chars().rev().take(6).collect::<String>().chars().rev().collect::<String>());
         let identity = ParticipantId::parse(start.custom_parameters.get("identity").unwrap_or(&fallback))?;
         let name = start.custom_parameters.get("name").cloned().unwrap_or_else(|| identity.to_string());
-        let live: Vec<TransportKind> = self.calls().values().map(|c| c.kind).collect();
-        self.admission.admit_room_participant(live, self.rooms.seated()).inspect_err(|_| {
-            self.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-        })?;
+        let _ticket = self.admit(Seat::room_participant())?;
         let options = SessionOptions { codec: AudioCodec::Pcmu, vad: self.vad, echo_guard: EchoGuardConfig::OFF, room_bridge: true };
         let quiet = voxrelay_media::TurnDetectConfig { server_vad: false, ..Default::default() };
         let session = self.pool.add_session_with(quiet, options).map_err(|e| ApiError::overloaded(format!("audio workers: {e}")))?;
@@ -270,7 +291,8 @@ impl VoxEngine {
         Ok(identity)
     }
 
-    /// Starts the worker session, the agent and the call task for a ready transport.
+    /// Starts the worker session, the agent and the call task for a ready transport; the call
+    /// takes the admitted place (`seat`, held by its ticket until now).
     async fn launch(
         self: &Arc<Self>,
         t: Transport,
@@ -278,6 +300,7 @@ impl VoxEngine {
         dialect: Dialect,
         session_id: SessionId,
         addr: SocketAddr,
+        (seat, ticket): (Seat, Ticket),
     ) -> Result<CallId, ApiError> {
         let echo_guard = match t.kind {
             TransportKind::Twilio => self.phone_echo_guard,
@@ -298,9 +321,12 @@ impl VoxEngine {
         let tasks = (t.start_reader)(&call_id, ingress, self.metrics.clone());
         let stop = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);
+        let connected = Arc::new(AtomicBool::new(false));
         self.calls().insert(
             call_id.clone(),
             CallEntry {
+                seat,
+                connected: connected.clone(),
                 session_id: session_id.clone(),
                 stop: stop.clone(),
                 done: done_rx,
@@ -310,6 +336,7 @@ impl VoxEngine {
                 ice: t.ice,
             },
         );
+        drop(ticket);
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
         let mut conversation = Conversation::new(dialect, session_id, config, agent, IdSource::random());
@@ -328,6 +355,8 @@ impl VoxEngine {
             rings: SessionRings { control, agent_out, egress, uplink },
             stop,
             metrics: self.metrics.clone(),
+            connected,
+            limits: self.call_limits,
         };
         let engine = Arc::clone(self);
         let id = call_id.clone();
@@ -368,15 +397,12 @@ impl Engine for EngineHandle {
     }
 
     async fn create_call(&self, req: CallRequest) -> Result<CallCreated, ApiError> {
-        self.0.admit(TransportKind::WebRtc)?;
-        self.0.start_webrtc_call(req).await
+        let ticket = self.0.admit(Seat::call(TransportKind::WebRtc, req.origin.ip, req.origin.secret.clone()))?;
+        self.0.start_webrtc_call(req, ticket).await
     }
 
-    async fn create_rtp_session(&self, config: SessionConfig, session_id: SessionId) -> Result<RtpCreated, ApiError> {
-        let engine = &self.0;
-        engine.rtp_ingest.ok_or_else(rtp_disabled)?;
-        engine.admit(TransportKind::PlainRtp)?;
-        engine.start_rtp_session(config, session_id).await
+    async fn create_rtp_session(&self, config: SessionConfig, session_id: SessionId, origin: Origin) -> Result<RtpCreated, ApiError> {
+        self.0.start_rtp_session(config, session_id, origin).await
     }
 
     fn attach_events(&self, call_id: &CallId, plain_rtp: bool) -> Result<EventChannel, ApiError> {
@@ -419,8 +445,8 @@ impl Engine for EngineHandle {
         Ok(())
     }
 
-    fn open_phone_stream(&self) -> Result<PhoneChannel, ApiError> {
-        self.0.open_phone_stream()
+    fn open_phone_stream(&self, origin: Origin) -> Result<PhoneChannel, ApiError> {
+        self.0.open_phone_stream(origin)
     }
 
     fn open_realtime_session(&self, req: WsSessionRequest) -> Result<RealtimeChannel, ApiError> {
@@ -429,10 +455,7 @@ impl Engine for EngineHandle {
 
     async fn join_room(&self, req: JoinRequest) -> Result<String, ApiError> {
         let e = &self.0;
-        let live: Vec<TransportKind> = e.calls().values().map(|c| c.kind).collect();
-        e.admission.admit_room_participant(live, e.rooms.seated()).inspect_err(|_| {
-            e.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-        })?;
+        let _ticket = e.admit(Seat::room_participant())?;
         e.rooms.join(&e.ports, req).await
     }
 
@@ -472,10 +495,7 @@ impl Engine for EngineHandle {
 
     async fn attach_agent(&self, spec: AgentSpec) -> Result<AgentAttached, ApiError> {
         let e = &self.0;
-        let live: Vec<TransportKind> = e.calls().values().map(|c| c.kind).collect();
-        e.admission.admit_room_participant(live, e.rooms.seated()).inspect_err(|_| {
-            e.metrics.calls_rejected.fetch_add(1, Ordering::Relaxed);
-        })?;
+        let _ticket = e.admit(Seat::room_participant())?;
         let AgentSpec { room, identity, name, dialect, config } = spec;
         // The voice session only speaks: no turn detection runs on it.
         let quiet = voxrelay_media::TurnDetectConfig { server_vad: false, ..turn_config(&config) };

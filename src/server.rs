@@ -67,7 +67,16 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
     let ports = PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp);
     let rooms = crate::room::RoomSettings { auto_create: cfg.rooms_auto_create, ..Default::default() };
-    let settings = crate::engine::EngineSettings { rtp_ingest, vad, max_calls: cfg.max_calls(), phone_echo_guard, rooms };
+    let shares = crate::admission::Shares {
+        per_ip_quarters: cfg
+            .max_calls_per_ip
+            .map_or_else(|| crate::admission::Shares::default_for(cfg.max_calls()).per_ip_quarters, |n| n * 4),
+        pending_per_ip: cfg.max_pending_calls_per_ip,
+    };
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let call_limits = crate::call::lifetime::CallLimits { idle: secs(cfg.idle_timeout), max: secs(cfg.max_call_duration) };
+    let settings =
+        crate::engine::EngineSettings { rtp_ingest, vad, max_calls: cfg.max_calls(), shares, call_limits, phone_echo_guard, rooms };
     let engine = VoxEngine::new(pool, ports, providers, settings);
     let turn = match &cfg.turn_config {
         Some(path) => {
@@ -78,7 +87,8 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         None => None,
     };
     let web = WebSettings { session_helper: cfg.web_session, max_pending: cfg.max_calls(), loopback_only: cfg.listen.ip().is_loopback() };
-    let telephony = TelephonySettings { public_url: cfg.public_url.clone(), twilio_auth_token: cfg.twilio_auth_token.clone() };
+    let telephony =
+        TelephonySettings { public_url: cfg.public_url.clone(), twilio_auth_token: cfg.twilio_auth_token.clone(), open: cfg.twilio_open };
     let limits = voxrelay_signaling::limits::LimitSettings {
         per_ip_per_minute: cfg.rate_limit_per_ip,
         per_credential_per_minute: cfg.rate_limit_per_credential,

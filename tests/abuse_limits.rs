@@ -236,3 +236,107 @@ async fn every_refusal_is_json_and_metrics_are_not_cross_origin() {
     assert!(counted("request_headers_too_large") && counted("invalid_request"), "rewritten errors are counted:\n{text}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_secret_starts_one_call_at_a_time() {
+    let server = start_server().await;
+    let base = server.url();
+    let secret = client_secret(&base, json!({})).await;
+    let mut first = Call::connect(&base, "/v1/realtime", &secret).await;
+    first.expect("session.created").await;
+    // The same secret again: an offer and a Realtime socket are refused, nothing is started.
+    let offer = http()
+        .post(format!("{base}/v1/realtime"))
+        .bearer_auth(&secret)
+        .header("content-type", "application/sdp")
+        .body(MINIMAL_OFFER.to_string() + "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n");
+    let refused = offer.send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "client_secret_in_use");
+    let socket = || async {
+        let mut req = format!("{}/v1/realtime?model=gpt-realtime", base.replacen("http", "ws", 1)).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {secret}").parse().unwrap());
+        tokio_tungstenite::connect_async(req).await
+    };
+    match socket().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("a second session on one secret is refused, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    assert_eq!(server.engine.live_calls(), 1);
+    // Others are not affected: the API key starts a call meanwhile.
+    let mut other = Call::connect(&base, "/v1/realtime", API_KEY).await;
+    other.expect("session.created").await;
+    // Once the call ends, the secret may start another.
+    first.client.close().await;
+    let deadline = Instant::now() + WAIT;
+    let again = loop {
+        if let Ok((ws, _)) = socket().await {
+            break ws;
+        }
+        assert!(Instant::now() < deadline, "the secret calls again after its call ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(again);
+    other.client.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_its_share_and_few_unconnected_calls() {
+    let server = start_with(|c| {
+        c.rtp_ingest = true;
+        c.max_calls = Some(20);
+        c.max_calls_per_ip = Some(3);
+        c.max_pending_calls_per_ip = 2;
+        // Loopback stands for a remote client here.
+        c.rate_limit_loopback = true;
+    })
+    .await;
+    let base = server.url();
+    let open = || http().post(format!("{base}/v1/rtp")).bearer_auth(API_KEY).json(&json!({})).send();
+    let port = |v: &Value| v["rtp"]["port"].as_u64().unwrap() as u16;
+    let a: Value = open().await.unwrap().json().await.unwrap();
+    let b: Value = open().await.unwrap().json().await.unwrap();
+    // Two sessions nobody sends to yet: a third waits for one of them to connect.
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("not connected"), "{body}");
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let connected = |n: usize| {
+        let engine = server.engine.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while engine.live_calls() < n {
+                assert!(Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    connected(2).await;
+    for v in [&a, &b] {
+        // Any datagram from the peer connects a plain-RTP session (its first packet names it).
+        udp.send_to(&[0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], ("127.0.0.1", port(v))).await.unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    let c = loop {
+        let resp = open().await.unwrap();
+        if resp.status() == 201 {
+            break resp.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "connected sessions leave the unconnected count");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Three calls are this address's share (of 20): a fourth is refused, by the share.
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("share"), "{body}");
+    assert_eq!(server.engine.live_calls(), 3);
+    for v in [&a, &b, &c] {
+        let id = v["id"].as_str().unwrap();
+        assert_eq!(http().delete(format!("{base}/v1/rtp/{id}")).bearer_auth(API_KEY).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(open().await.unwrap().status(), 201, "the share comes back when its calls end");
+    server.shutdown().await;
+}

@@ -98,3 +98,47 @@ async fn a_realtime_socket_that_stops_answering_pings_is_dropped() {
     drop(ws);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_where_nobody_speaks_is_told_then_ended_as_idle() {
+    let server = start_server().await;
+    let base = server.url();
+    let refused =
+        http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(API_KEY).json(&json!({"idle_timeout": 0})).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"]["code"], "invalid_call_limit");
+
+    let token = client_secret(&base, json!({"idle_timeout": 4})).await;
+    let mut c = Call::connect(&base, "/v1/realtime", &token).await;
+    let created = c.expect("session.created").await;
+    assert_eq!(created["session"]["idle_timeout"], 4, "{created}");
+    // A turn and its answer keep the call alive; the idle count starts when the agent stops.
+    c.speak_turn(300);
+    c.expect("response.done").await;
+    let ending = c.expect("session.ending").await;
+    assert_eq!((ending["reason"].as_str(), ending["seconds_left"].as_u64()), (Some("idle_timeout"), Some(1)), "{ending}");
+    let types = c.types();
+    let done_at = types.iter().rposition(|t| t == "output_audio_buffer.stopped").expect("the answer played out");
+    assert!(types.iter().rposition(|t| t == "session.ending").unwrap() > done_at, "{types:?}");
+    until_no_calls(&server, Duration::from_secs(10)).await;
+    assert_eq!(ended_by(&base, "idle_timeout").await, 1);
+    c.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ends_at_its_maximum_duration_after_a_warning() {
+    let server = start_server().await;
+    let base = server.url();
+    let token = client_secret(&base, json!({"max_call_duration": 3})).await;
+    let started = Instant::now();
+    let mut c = Call::connect(&base, "/v1/realtime", &token).await;
+    c.expect("session.created").await;
+    let ending = c.expect("session.ending").await;
+    assert_eq!((ending["reason"].as_str(), ending["seconds_left"].as_u64()), (Some("max_call_duration"), Some(1)), "{ending}");
+    until_no_calls(&server, Duration::from_secs(10)).await;
+    assert!(started.elapsed() >= Duration::from_secs(3), "not before its time: {:?}", started.elapsed());
+    assert_eq!(ended_by(&base, "max_call_duration").await, 1);
+    c.close().await;
+    server.shutdown().await;
+}

@@ -81,6 +81,9 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"]["code"], "overloaded");
+    // The live call is told how long it has.
+    let ending = call.expect("session.ending").await;
+    assert_eq!((ending["reason"].as_str(), ending["seconds_left"].as_u64()), (Some("server_draining"), Some(60)), "{ending}");
 
     // The live call keeps its audio: a turn spoken after SIGTERM is answered to its end.
     call.speak_turn(300);
@@ -254,4 +257,71 @@ async fn redirected_text_logs_are_plain_and_a_healthy_call_logs_no_warnings() {
     assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "ANSI escapes in redirected logs: {lines:#?}");
     let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(" WARN ")).collect();
     assert!(warnings.is_empty(), "a healthy call logged warnings: {warnings:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_or_secret_reaches_a_log_line_or_an_error_body() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "--log-level", "debug,rtc=info,webrtc=info,hyper=info"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in ["VOXRELAY_API_KEY", "VOXRELAY_LISTEN", "VOXRELAY_CONFIG", "VOXRELAY_LOG", "VOXRELAY_LOG_FORMAT"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("voxrelay binary runs");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut lines = Vec::new();
+    let base = loop {
+        let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
+        lines.push(line.clone());
+        if let Some(at) = line.find("listening on http://") {
+            break line[at + "listening on ".len()..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let secret = client_secret(&base, json!({})).await;
+    let mut bodies = Vec::new();
+    // Almost the key, the secret where the key is needed, a secret used twice, and a secret
+    // on every route a secret may not use.
+    let near_miss = format!("{}x", &API_KEY[..API_KEY.len() - 1]);
+    let mut c = Call::connect(&base, "/v1/realtime", &secret).await;
+    c.expect("session.created").await;
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n";
+    let requests = [
+        http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(&near_miss).json(&json!({})),
+        http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(&secret).json(&json!({})),
+        http().post(format!("{base}/v1/realtime/client_secrets")).bearer_auth(&secret).json(&json!({})),
+        http().post(format!("{base}/v1/rooms/r1/tokens")).bearer_auth(&secret).json(&json!({"identity": "x"})),
+        http().get(format!("{base}/v1/rooms")).bearer_auth(&secret),
+        http().post(format!("{base}/v1/rtp")).bearer_auth(&secret).json(&json!({})),
+        http().get(format!("{base}/v1/calls/rtc_nope/events")).bearer_auth(&secret),
+        http().get(format!("{base}/v1/realtime?call_id=rtc_nope")).bearer_auth(&secret),
+        http().post(format!("{base}/v1/realtime")).bearer_auth(&secret).header("content-type", "application/sdp").body(offer),
+        http().post(format!("{base}/v1/realtime")).bearer_auth(format!("{secret}0")).header("content-type", "application/sdp").body(offer),
+    ];
+    for req in requests {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert!([400, 401, 403, 429].contains(&status), "a secret is refused here: {status} {body}");
+        bodies.push(body);
+    }
+    c.close().await;
+    sigterm(&child);
+    assert!(wait_exit(child).is_some(), "the server exits on SIGTERM");
+    while let Ok(Some(line)) = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await {
+        lines.push(line);
+    }
+    assert!(lines.len() > 10, "the debug log was read: {lines:#?}");
+    for text in lines.iter().chain(&bodies) {
+        for (what, value) in [("API key", API_KEY), ("near-miss key", near_miss.as_str()), ("client secret", secret.as_str())] {
+            assert!(!text.contains(value), "the {what} appears in: {text}");
+        }
+    }
 }

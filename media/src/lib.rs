@@ -54,6 +54,10 @@
 //! - `stats`    — [`SessionStats`], atomic counters shared with the tokio side.
 //! - `worker`   — [`WorkerPool`], the audio threads and their 20 ms clocks.
 //! - `error`    — [`MediaError`].
+//!
+//! The jitter buffer and the decoders take packets from the network: `unwrap`/`expect` are
+//! denied outside tests (the one left starts the worker threads at startup).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod audio_time;
 pub mod barge_in;

@@ -80,6 +80,7 @@ impl WorkerPool {
                 let load = Arc::new(AtomicUsize::new(0));
                 let stats = Arc::new(WorkerStats::default());
                 let (thread_load, thread_stop, thread_stats) = (load.clone(), stop.clone(), stats.clone());
+                #[allow(clippy::expect_used, reason = "at startup, before any input: no thread means no server")]
                 let thread = std::thread::Builder::new()
                     .name(format!("voxrelay-audio-{n}"))
                     .spawn(move || run_worker(rx, thread_load, thread_stop, thread_stats, sessions_per_worker))

@@ -15,11 +15,22 @@ pub enum EndReason {
     NeverConnected,
     /// Interrupted for longer than the grace.
     Lost,
+    /// Nothing said, by the caller or the agent, for the session's `idle_timeout`.
+    IdleTimeout,
+    /// The call reached its `max_call_duration`.
+    MaxCallDuration,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 5] =
-        [EndReason::Requested, EndReason::HungUp, EndReason::Failed, EndReason::NeverConnected, EndReason::Lost];
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Requested,
+        EndReason::HungUp,
+        EndReason::Failed,
+        EndReason::NeverConnected,
+        EndReason::Lost,
+        EndReason::IdleTimeout,
+        EndReason::MaxCallDuration,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -28,6 +39,8 @@ impl EndReason {
             EndReason::Failed => "failed",
             EndReason::NeverConnected => "never_connected",
             EndReason::Lost => "lost",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxCallDuration => "max_call_duration",
         }
     }
 

@@ -105,6 +105,11 @@ impl ApiError {
         let message = if message.is_empty() { status.canonical_reason().unwrap_or("request refused").to_string() } else { message.to_string() };
         Self::new(status, kind, code, message)
     }
+    /// The same error under a more precise code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"type": self.kind, "code": self.code, "message": self.message}})
     }

@@ -64,7 +64,7 @@ mod tests {
         async fn end_call(&self, _: &CallId, _: Option<&SessionId>) -> Result<(), ApiError> {
             Ok(())
         }
-        async fn create_rtp_session(&self, _: SessionConfig, _: SessionId) -> Result<RtpCreated, ApiError> {
+        async fn create_rtp_session(&self, _: SessionConfig, _: SessionId, _: crate::Origin) -> Result<RtpCreated, ApiError> {
             Err(ApiError::internal("none"))
         }
         fn attach_events(&self, _: &CallId, _: bool) -> Result<EventChannel, ApiError> {

@@ -10,6 +10,10 @@
 //!    PROTOCOL.md lives in one crate.
 //!
 //! This crate never touches media: it knows SDP only well enough to refuse bad offers early.
+//!
+//! Everything here parses what clients send, so `unwrap`/`expect` are denied outside tests:
+//! the few that remain are on values built here (marked, with why they cannot fail).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
 pub mod body;
@@ -50,6 +54,15 @@ pub use ids::{CallId, ParticipantId, RoomName, SessionId};
 pub use sdp::{OfferSummary, OfferedCodec};
 pub use wire::SessionConfig;
 
+/// Who starts a call, for the shares no single client may exceed (the root crate's admission):
+/// the client's address unless the edge exempts it (loopback, by default; a carrier that signed
+/// its request), and the client secret's session when a secret is the credential.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub ip: Option<std::net::IpAddr>,
+    pub secret: Option<SessionId>,
+}
+
 /// Everything needed to start one call.
 pub struct CallRequest {
     pub offer: String,
@@ -57,6 +70,7 @@ pub struct CallRequest {
     pub config: SessionConfig,
     pub dialect: Dialect,
     pub session_id: SessionId,
+    pub origin: Origin,
 }
 
 pub struct CallCreated {
@@ -104,6 +118,7 @@ pub struct WsSessionRequest {
     pub config: SessionConfig,
     pub dialect: Dialect,
     pub session_id: SessionId,
+    pub origin: Origin,
 }
 
 /// Both directions of an upgraded Realtime WebSocket: server events (JSON text) for the client,
@@ -129,13 +144,13 @@ pub trait Engine: Send + Sync + 'static {
     /// other sessions are not confirmed to exist).
     async fn end_call(&self, call_id: &CallId, owner: Option<&SessionId>) -> Result<(), ApiError>;
     /// Plain RTP ingest; 404 `rtp_ingest_disabled` when the server has it off.
-    async fn create_rtp_session(&self, config: SessionConfig, session_id: SessionId) -> Result<RtpCreated, ApiError>;
+    async fn create_rtp_session(&self, config: SessionConfig, session_id: SessionId, origin: Origin) -> Result<RtpCreated, ApiError>;
     /// Attaches an events socket to a live call (`plain_rtp` selects which kind of id).
     fn attach_events(&self, call_id: &CallId, plain_rtp: bool) -> Result<EventChannel, ApiError>;
     fn is_ready(&self) -> bool;
     /// Telephony (PROTOCOL.md §5): accepts a Twilio Media Streams WebSocket; the call starts at
     /// its `start` message. 503 at `max_calls` or while draining.
-    fn open_phone_stream(&self) -> Result<PhoneChannel, ApiError> {
+    fn open_phone_stream(&self, _origin: Origin) -> Result<PhoneChannel, ApiError> {
         Err(ApiError::not_found("telephony_disabled", "telephony is not available on this server"))
     }
     /// A Realtime session over WebSocket (PROTOCOL.md §8); called before the upgrade, so a

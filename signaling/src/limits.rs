@@ -44,7 +44,13 @@ pub struct LimitSettings {
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        LimitSettings { per_ip_per_minute: 120, per_credential_per_minute: 1200, websockets_per_ip: 32, limit_loopback: false, max_connections: 1024 }
+        LimitSettings {
+            per_ip_per_minute: 120,
+            per_credential_per_minute: 1200,
+            websockets_per_ip: 32,
+            limit_loopback: false,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -166,7 +172,9 @@ impl Limits {
         self.settings
     }
 
-    fn limited_ip(&self, ip: ClientIp) -> Option<IpAddr> {
+    /// The address the per-IP limits and shares apply to: `None` when exempt (loopback unless
+    /// `limit_loopback`).
+    pub fn limited_ip(&self, ip: ClientIp) -> Option<IpAddr> {
         ip.0.filter(|ip| self.settings.limit_loopback || !ip.is_loopback())
     }
 
@@ -252,8 +260,8 @@ pub enum EventVerdict {
 
 impl Default for EventRate {
     fn default() -> Self {
-        let per_second = NonZeroU32::new(CLIENT_EVENTS_PER_SECOND).expect("non-zero");
-        let burst = NonZeroU32::new(CLIENT_EVENTS_BURST).expect("non-zero");
+        let per_second = NonZeroU32::new(CLIENT_EVENTS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(CLIENT_EVENTS_BURST).unwrap_or(NonZeroU32::MIN);
         EventRate { limiter: governor::RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)), refusing: false }
     }
 }

@@ -17,13 +17,19 @@ use crate::error::ApiError;
 use crate::ids::{CallId, SessionId};
 use crate::wire::{BetaSession, SessionConfig};
 
-pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    State(api): State<Arc<Api>>,
+    axum::Extension(ip): axum::Extension<crate::limits::ClientIp>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     api.auth.require_api_key(&headers)?;
     let req: BetaSession = read_json(&headers, body).await?;
     let mut config = SessionConfig::default();
     config.apply_beta(req)?;
     api.engine.check_session(&config)?;
-    let created = api.engine.create_rtp_session(config, SessionId::random()).await?;
+    let origin = crate::Origin { ip: api.limits.limited_ip(ip), secret: None };
+    let created = api.engine.create_rtp_session(config, SessionId::random(), origin).await?;
     let location = format!("/v1/rtp/{}", created.id);
     let body = json!({
         "id": created.id,

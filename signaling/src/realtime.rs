@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -79,15 +80,31 @@ fn add_ice_servers(api: &Api, session_id: &SessionId, out: &mut Value) {
     }
 }
 
-pub async fn create_call_beta(state: State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    create_call(state, headers, body, Dialect::Beta).await
+pub async fn create_call_beta(
+    state: State<Arc<Api>>,
+    Extension(ip): Extension<crate::limits::ClientIp>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create_call(state, ip, headers, body, Dialect::Beta).await
 }
 
-pub async fn create_call_ga(state: State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    create_call(state, headers, body, Dialect::Ga).await
+pub async fn create_call_ga(
+    state: State<Arc<Api>>,
+    Extension(ip): Extension<crate::limits::ClientIp>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create_call(state, ip, headers, body, Dialect::Ga).await
 }
 
-async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body, dialect: Dialect) -> Result<Response, ApiError> {
+async fn create_call(
+    State(api): State<Arc<Api>>,
+    ip: crate::limits::ClientIp,
+    headers: HeaderMap,
+    body: Body,
+    dialect: Dialect,
+) -> Result<Response, ApiError> {
     let caller = api.auth.caller(&headers)?;
     let (offer, session) = read_call_body(&headers, body).await?;
     let summary = inspect_offer(&offer)?;
@@ -96,6 +113,7 @@ async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
         Caller::ApiKey => (SessionId::random(), SessionConfig::default()),
         Caller::Secret(grant) => (grant.session_id, grant.config),
     };
+    let origin = crate::Origin { ip: api.limits.limited_ip(ip), secret: by_secret.then(|| session_id.clone()) };
     if let Some(session) = session {
         // The SDKs' `session` field: settings applied before the call starts; a client secret's
         // agent stays the one it was minted for.
@@ -106,7 +124,7 @@ async fn create_call(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body
         }
     }
     api.engine.check_session(&config)?;
-    let created = api.engine.create_call(CallRequest { offer, summary, config, dialect, session_id }).await?;
+    let created = api.engine.create_call(CallRequest { offer, summary, config, dialect, session_id, origin }).await?;
     let location = format!("/v1/realtime/calls/{}", created.call_id);
     // The ETag a PATCH's If-Match names (an ICE restart): the server's ICE ufrag, as for WHIP.
     let etag = crate::sdpfrag::sdp_attribute(&created.answer_sdp, "ice-ufrag").map(crate::whip::etag_of);
@@ -167,7 +185,9 @@ async fn read_call_body(headers: &HeaderMap, body: Body) -> Result<(String, Opti
                     .map_err(|e| ApiError::bad_request("invalid_json", format!("the session field is not a valid session object: {e}")))?;
                 session = Some(parsed);
             }
-            other => return Err(ApiError::bad_request("unknown_parameter", format!("unknown form field {other:?} (expected sdp, session)"))),
+            other => {
+                return Err(ApiError::bad_request("unknown_parameter", format!("unknown form field {other:?} (expected sdp, session)")));
+            }
         }
     }
     let offer = offer.ok_or_else(|| ApiError::bad_request("missing_sdp", "the form has no sdp field"))?;

@@ -59,14 +59,15 @@ pub async fn session_socket(
             return Err(ApiError::bad_request("invalid_parameters", format!("dialect must be \"ga\" or \"beta\", not {other:?}")));
         }
     };
-    let (session_id, config) = match caller {
-        Caller::ApiKey => (SessionId::random(), SessionConfig::default()),
-        Caller::Secret(grant) => (grant.session_id, grant.config),
+    let (session_id, config, secret) = match caller {
+        Caller::ApiKey => (SessionId::random(), SessionConfig::default(), None),
+        Caller::Secret(grant) => (grant.session_id.clone(), grant.config, Some(grant.session_id)),
     };
+    let origin = crate::Origin { ip: api.limits.limited_ip(ip), secret };
     api.admit()?;
     api.engine.check_session(&config)?;
     let slot = api.limits.open_socket(ip)?;
-    let channel = api.engine.open_realtime_session(WsSessionRequest { config, dialect, session_id })?;
+    let channel = api.engine.open_realtime_session(WsSessionRequest { config, dialect, session_id, origin })?;
     Ok(ws.protocols(["realtime"]).max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(
         move |socket| async move {
             let _slot = slot;

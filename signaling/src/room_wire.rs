@@ -88,6 +88,7 @@ impl RoomEvent {
         RoomEvent::Error { error: RoomError { kind: "invalid_request_error", code, message: message.into() } }
     }
 
+    #[allow(clippy::expect_used, reason = "string keys only, no fallible Serialize impl: cannot fail")]
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("room events serialize")
     }

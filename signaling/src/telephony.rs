@@ -18,6 +18,7 @@ use sha1::Sha1;
 use crate::auth::constant_time_eq;
 use crate::body::{content_type, read_limited};
 use crate::error::ApiError;
+use crate::limits::ClientIp;
 use crate::ws_pump::pump;
 use crate::{Api, SocketMessage};
 
@@ -42,10 +43,14 @@ pub struct TelephonySettings {
     pub public_url: Option<String>,
     /// Twilio auth token: when set, requests without a valid `X-Twilio-Signature` get 403.
     pub twilio_auth_token: Option<String>,
+    /// Without a token, accept the webhook and streams from any address (`--twilio-open`;
+    /// otherwise from loopback only: a local test line or a proxy that checks signatures).
+    pub open: bool,
 }
 
 /// Twilio's request signature: base64 of HMAC-SHA1 (key: the auth token) over the full URL
 /// followed by every POST parameter's name and value, sorted by name.
+#[allow(clippy::expect_used, reason = "HMAC takes keys of any length: cannot fail")]
 pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
@@ -76,15 +81,25 @@ impl TelephonySettings {
 
     /// Checks the signature over this request's public URL (the wss:// one for the stream
     /// upgrade: Twilio signs the URL it was given in the TwiML).
-    fn check(&self, headers: &HeaderMap, uri: &Uri, params: &[(String, String)], websocket: bool) -> Result<(), ApiError> {
-        let Some(token) = &self.twilio_auth_token else { return Ok(()) };
+    /// Without a token, only loopback (or, with `open`, anyone) gets in; `Ok(true)` when the
+    /// request carried a valid signature.
+    fn check(&self, ip: ClientIp, headers: &HeaderMap, uri: &Uri, params: &[(String, String)], websocket: bool) -> Result<bool, ApiError> {
+        let Some(token) = &self.twilio_auth_token else {
+            if self.open || ip.0.is_none_or(|ip| ip.is_loopback()) {
+                return Ok(false);
+            }
+            return Err(ApiError::forbidden(
+                "twilio_auth_required",
+                "this server checks no Twilio signatures (no --twilio-auth-token), so it takes phone calls from loopback only; set the token, or --twilio-open",
+            ));
+        };
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         let base = if websocket { self.ws_base(headers) } else { self.base(headers) };
         let url = format!("{base}{path}");
         let expected = twilio_signature(token, &url, params);
         let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
         if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            Ok(())
+            Ok(true)
         } else {
             tracing::warn!(%url, "telephony request with a missing or wrong X-Twilio-Signature");
             Err(ApiError::forbidden("invalid_signature", "X-Twilio-Signature does not match this request"))
@@ -101,14 +116,20 @@ fn form_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// `POST /v1/telephony/twilio/voice`: answers the call with TwiML connecting it to the stream.
-pub async fn twilio_voice(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, body: Body) -> Result<Response, ApiError> {
+pub async fn twilio_voice(
+    State(api): State<Arc<Api>>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, MAX_WEBHOOK_BYTES).await?;
     let params = match content_type(&headers).as_deref() {
         Some("application/x-www-form-urlencoded") => form_pairs(&bytes)?,
         _ if bytes.is_empty() => Vec::new(),
         _ => return Err(ApiError::unsupported_media_type("application/x-www-form-urlencoded")),
     };
-    api.telephony.check(&headers, &uri, &params, false)?;
+    api.telephony.check(ip, &headers, &uri, &params, false)?;
     // Draining: a 503 makes Twilio use the number's fallback URL (another node).
     api.admit()?;
     let query = form_pairs(uri.query().unwrap_or("").as_bytes())?;
@@ -130,14 +151,17 @@ pub async fn twilio_voice(State(api): State<Arc<Api>>, headers: HeaderMap, uri: 
 /// `GET /v1/telephony/twilio`: the Media Streams WebSocket (signature over the URL alone).
 pub async fn twilio_stream(
     State(api): State<Arc<Api>>,
-    Extension(ip): Extension<crate::limits::ClientIp>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    api.telephony.check(&headers, &uri, &[], true)?;
+    let signed = api.telephony.check(ip, &headers, &uri, &[], true)?;
     let slot = api.limits.open_socket(ip)?;
-    let channel = api.engine.open_phone_stream()?;
+    // A signed stream comes from the carrier's media servers (a few addresses for all calls):
+    // no per-address share for them; unsigned ones (`--twilio-open`) share like any client.
+    let origin = crate::Origin { ip: if signed { None } else { api.limits.limited_ip(ip) }, secret: None };
+    let channel = api.engine.open_phone_stream(origin)?;
     Ok(ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| async move {
         let _slot = slot;
         pump(socket, channel.to_carrier, channel.from_carrier, from_carrier, "phone stream").await
@@ -177,5 +201,31 @@ mod tests {
     #[test]
     fn parameters_are_escaped_in_twiml() {
         assert_eq!(xml_escape(r#"a"<b>&'"#), "a&quot;&lt;b&gt;&amp;&apos;");
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn without_a_token_only_loopback_gets_in_unless_open() {
+        let uri: Uri = "/v1/telephony/twilio".parse().unwrap();
+        let remote = ClientIp(Some("198.51.100.7".parse().unwrap()));
+        let local = ClientIp(Some("127.0.0.1".parse().unwrap()));
+        let closed = TelephonySettings::default();
+        let e = closed.check(remote, &HeaderMap::new(), &uri, &[], true).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (403, "twilio_auth_required"));
+        assert_eq!(closed.check(local, &HeaderMap::new(), &uri, &[], true).unwrap(), false, "allowed, not signed");
+        let open = TelephonySettings { open: true, ..Default::default() };
+        assert_eq!(open.check(remote, &HeaderMap::new(), &uri, &[], true).unwrap(), false);
+        // With a token, every address needs the signature, and a good one is reported signed.
+        let signed =
+            TelephonySettings { twilio_auth_token: Some("12345".into()), public_url: Some("https://v.example".into()), open: false };
+        assert_eq!(signed.check(local, &HeaderMap::new(), &uri, &[], true).unwrap_err().code, "invalid_signature");
+        let mut h = HeaderMap::new();
+        let sig = twilio_signature("12345", "wss://v.example/v1/telephony/twilio", &[]);
+        h.insert("x-twilio-signature", sig.parse().unwrap());
+        assert!(signed.check(remote, &h, &uri, &[], true).unwrap());
     }
 }

@@ -53,9 +53,8 @@ pub fn parse_tools(tools: &[Value]) -> Result<Vec<Tool>, ApiError> {
             _ => return Err(bad("type must be \"function\" (the only kind of tool a voice agent here can call)")),
         }
         let name = obj.get("name").and_then(Value::as_str).ok_or_else(|| bad("needs a string \"name\""))?;
-        let name_ok = !name.is_empty()
-            && name.len() <= MAX_TOOL_NAME
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let name_ok =
+            !name.is_empty() && name.len() <= MAX_TOOL_NAME && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
             return Err(bad("name must be 1-64 characters of a-z, A-Z, 0-9, _ or -"));
         }
@@ -229,7 +228,10 @@ impl AudioFormat {
             "pcm16" => Ok(AudioFormat::Pcm16),
             "g711_ulaw" => Ok(AudioFormat::G711Ulaw),
             "g711_alaw" => Ok(AudioFormat::G711Alaw),
-            other => Err(ApiError::bad_request("invalid_value", format!("{field} must be \"pcm16\", \"g711_ulaw\" or \"g711_alaw\", not {other:?}"))),
+            other => Err(ApiError::bad_request(
+                "invalid_value",
+                format!("{field} must be \"pcm16\", \"g711_ulaw\" or \"g711_alaw\", not {other:?}"),
+            )),
         }
     }
 
@@ -238,9 +240,7 @@ impl AudioFormat {
     pub fn parse_ga(format: &GaFormat, field: &str) -> Result<Self, ApiError> {
         match (format.kind.as_str(), format.rate) {
             ("audio/pcm", None | Some(24_000)) => Ok(AudioFormat::Pcm16),
-            ("audio/pcm", Some(rate)) => {
-                Err(unsupported(&format!("{field}.rate {rate}"), "audio/pcm is 24000 Hz (OpenAI's only rate)"))
-            }
+            ("audio/pcm", Some(rate)) => Err(unsupported(&format!("{field}.rate {rate}"), "audio/pcm is 24000 Hz (OpenAI's only rate)")),
             ("audio/pcmu", _) => Ok(AudioFormat::G711Ulaw),
             ("audio/pcma", _) => Ok(AudioFormat::G711Alaw),
             (other, _) => Err(ApiError::bad_request(
@@ -286,6 +286,11 @@ pub struct SessionConfig {
     pub input_audio_format: AudioFormat,
     /// What `response.audio.delta` carries (WebSocket sessions).
     pub output_audio_format: AudioFormat,
+    /// voxrelay's own: seconds with nothing said (by the caller or the agent) before the call
+    /// ends, and the longest the call may last. `None`: the server's; a session may lower the
+    /// server's values, not raise them.
+    pub idle_timeout_s: Option<u64>,
+    pub max_call_duration_s: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -302,6 +307,8 @@ impl Default for SessionConfig {
             tool_choice: json!("auto"),
             input_audio_format: AudioFormat::Pcm16,
             output_audio_format: AudioFormat::Pcm16,
+            idle_timeout_s: None,
+            max_call_duration_s: None,
         }
     }
 }
@@ -382,6 +389,24 @@ impl SessionConfig {
         self.set_turn(req.turn_detection)?;
         self.input_audio_format = input_format.unwrap_or(self.input_audio_format);
         self.output_audio_format = output_format.unwrap_or(self.output_audio_format);
+        self.set_call_limits(req.idle_timeout, req.max_call_duration)
+    }
+
+    /// `idle_timeout`/`max_call_duration` (seconds; `null` or absent: the server's).
+    fn set_call_limits(&mut self, idle: Option<Option<u64>>, max: Option<Option<u64>>) -> Result<(), ApiError> {
+        for (value, name, slot) in
+            [(idle, "idle_timeout", &mut self.idle_timeout_s), (max, "max_call_duration", &mut self.max_call_duration_s)]
+        {
+            if let Some(v) = value {
+                if v.is_some_and(|s| !(1..=MAX_CALL_LIMIT_S).contains(&s)) {
+                    return Err(ApiError::bad_request(
+                        "invalid_call_limit",
+                        format!("{name} is in seconds, 1..={MAX_CALL_LIMIT_S} (or null for the server's)"),
+                    ));
+                }
+                *slot = v;
+            }
+        }
         Ok(())
     }
 
@@ -423,7 +448,10 @@ impl SessionConfig {
                     self.input_audio_format = AudioFormat::parse_ga(f, "audio.input.format")?;
                 }
                 if input.noise_reduction.as_ref().is_some_and(|n| !n.is_null()) {
-                    return Err(unsupported("audio.input.noise_reduction", "send null or leave it out (browsers' noise suppression runs on the client)"));
+                    return Err(unsupported(
+                        "audio.input.noise_reduction",
+                        "send null or leave it out (browsers' noise suppression runs on the client)",
+                    ));
                 }
                 if let Some(t) = input.transcription {
                     self.input_audio_transcription = t;
@@ -431,7 +459,7 @@ impl SessionConfig {
                 self.set_turn(input.turn_detection)?;
             }
         }
-        Ok(())
+        self.set_call_limits(req.idle_timeout, req.max_call_duration)
     }
 
     /// The beta `realtime.session` object.
@@ -450,6 +478,8 @@ impl SessionConfig {
             "tools": self.tools_json(),
             "tool_choice": self.tool_choice,
             "agent": self.agent,
+            "idle_timeout": self.idle_timeout_s,
+            "max_call_duration": self.max_call_duration_s,
         })
     }
 
@@ -474,9 +504,14 @@ impl SessionConfig {
             "tools": self.tools_json(),
             "tool_choice": self.tool_choice,
             "agent": self.agent,
+            "idle_timeout": self.idle_timeout_s,
+            "max_call_duration": self.max_call_duration_s,
         })
     }
 }
+
+/// The longest `idle_timeout`/`max_call_duration` a session may name: a day.
+pub const MAX_CALL_LIMIT_S: u64 = 86_400;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct BetaSession {
@@ -493,6 +528,10 @@ pub struct BetaSession {
     pub tool_choice: Option<Value>,
     pub input_audio_format: Option<String>,
     pub output_audio_format: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub idle_timeout: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_call_duration: Option<Option<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -506,6 +545,10 @@ pub struct GaSession {
     pub agent: Option<String>,
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub idle_timeout: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_call_duration: Option<Option<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -632,7 +675,8 @@ mod tests {
         let before = c.clone();
         let e = c.apply_beta(serde_json::from_str(r#"{"input_audio_format":"opus"}"#).unwrap()).unwrap_err();
         assert_eq!(e.code, "invalid_value");
-        let e = c.apply_ga(serde_json::from_str(r#"{"audio":{"input":{"format":{"type":"audio/pcm","rate":16000}}}}"#).unwrap()).unwrap_err();
+        let e =
+            c.apply_ga(serde_json::from_str(r#"{"audio":{"input":{"format":{"type":"audio/pcm","rate":16000}}}}"#).unwrap()).unwrap_err();
         assert_eq!(e.code, "unsupported_value");
         assert_eq!(c, before);
     }

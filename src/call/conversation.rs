@@ -206,6 +206,16 @@ impl Conversation {
         }
     }
 
+    /// The session's settings as they stand (a `session.update` changes them).
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Tells the client the call ends in `seconds_left` (`session.ending`).
+    pub fn ending(&mut self, reason: &str, seconds_left: u64) {
+        self.emit(ServerEvent::SessionEnding { reason: reason.to_string(), seconds_left });
+    }
+
     pub fn error(&mut self, code: &str, message: &str, event_id: Option<String>) {
         self.emit(ServerEvent::invalid_request(code, message, event_id));
     }

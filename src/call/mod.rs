@@ -10,6 +10,7 @@
 //! the call from its registry and counts the [`EndReason`].
 
 mod conversation;
+pub mod lifetime;
 mod person;
 mod tools;
 
@@ -26,6 +27,7 @@ use voxrelay_media::{AgentFrame, Control, EncodedFrame, MediaEvent, Uplink};
 use voxrelay_signaling::CallId;
 use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
+use self::lifetime::{CallLimits, Lifetime, Verdict};
 use crate::metrics::Metrics;
 use crate::transport::TransportEvent;
 use crate::transport::link::EndReason;
@@ -47,6 +49,10 @@ pub struct CallSetup {
     pub rings: SessionRings,
     pub stop: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Set once the transport connects (admission counts unconnected calls per address).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
+    /// The server's idle timeout and maximum duration (a session may lower them).
+    pub limits: CallLimits,
 }
 
 /// The tokio ends of the call's worker session.
@@ -59,11 +65,12 @@ pub struct SessionRings {
 
 /// Runs the call until it ends; says why.
 pub async fn run_call(setup: CallSetup) -> EndReason {
-    let CallSetup { call_id, mut person, mut events, mut conversation, rings, stop, metrics } = setup;
+    let CallSetup { call_id, mut person, mut events, mut conversation, rings, stop, metrics, connected, limits } = setup;
     let SessionRings { mut control, mut agent_out, mut egress, mut uplink } = rings;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut event_rate = EventRate::default();
+    let mut lifetime = Lifetime::new(Instant::now().into_std());
 
     let end = loop {
         let event = tokio::select! {
@@ -76,7 +83,10 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
         };
         let now = Instant::now().into_std();
         match event {
-            Some(TransportEvent::Connected) => person.link.on_connected(),
+            Some(TransportEvent::Connected) => {
+                person.link.on_connected();
+                connected.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             Some(TransportEvent::Interrupted) => person.link.on_interrupted(now),
             Some(TransportEvent::Closed(departure)) => {
                 info!(call = %call_id, "call ended: {}", departure.why());
@@ -84,7 +94,10 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
             }
             Some(TransportEvent::EventsOpened(outlet)) => person.events_opened(outlet),
             Some(TransportEvent::ClientText(text)) => match event_rate.check() {
-                EventVerdict::Take => conversation.on_client_text(&text, now),
+                EventVerdict::Take => {
+                    lifetime.on_activity(now);
+                    conversation.on_client_text(&text, now)
+                }
                 verdict => {
                     metrics.client_event_limited();
                     if verdict == EventVerdict::RefuseAndSay {
@@ -92,18 +105,38 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                     }
                 }
             },
-            Some(TransportEvent::Dtmf(digit)) => conversation.on_dtmf(digit, std::time::SystemTime::now()),
+            Some(TransportEvent::Dtmf(digit)) => {
+                lifetime.on_activity(now);
+                conversation.on_dtmf(digit, std::time::SystemTime::now())
+            }
+            Some(TransportEvent::Ending { reason, seconds_left }) => conversation.ending(reason, seconds_left),
             Some(TransportEvent::Refused { code, message, event_id }) => conversation.error(code, &message, event_id),
             None => {
                 if let Some(overdue) = person.link.overdue(now) {
                     warn!(call = %call_id, "call ended: transport {overdue:?}");
                     break overdue.into();
                 }
+                match lifetime.poll(now, limits.for_session(conversation.config())) {
+                    Some(Verdict::Warn { limit, left }) => conversation.ending(limit.label(), left.as_secs_f64().ceil() as u64),
+                    Some(Verdict::End(limit)) => {
+                        info!(call = %call_id, "call ended: {}", limit.label());
+                        break limit.into();
+                    }
+                    None => {}
+                }
                 while let Ok(up) = uplink.pop() {
                     match up {
                         Uplink::Audio { start, pcm } => conversation.on_caller_audio(start, &pcm),
                         Uplink::Event(ev) => {
                             metrics.media_event(&ev);
+                            match ev {
+                                MediaEvent::SpeechStarted { .. } => lifetime.on_activity(now),
+                                MediaEvent::PlaybackStarted { .. } => lifetime.on_agent_speaking(true, now),
+                                MediaEvent::PlaybackFinished { .. } | MediaEvent::PlaybackCleared { .. } => {
+                                    lifetime.on_agent_speaking(false, now)
+                                }
+                                _ => {}
+                            }
                             // The worker reports a response's end after its last frame: those
                             // frames go out first (they are its audio deltas on a WebSocket).
                             if matches!(ev, MediaEvent::PlaybackFinished { .. }) {
@@ -132,9 +165,10 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
         }
         person.publish(&mut conversation);
     };
-    // Ended by the server side (DELETE, or the drain's grace ran out): a running response is
-    // closed properly so the client's state machine does not wait for it forever.
-    let last = (end == EndReason::Requested && person.opened()).then(|| {
+    // Ended by the server side (DELETE, the drain's grace ran out, a limit): a running response
+    // is closed properly so the client's state machine does not wait for it forever.
+    let by_server = matches!(end, EndReason::Requested | EndReason::IdleTimeout | EndReason::MaxCallDuration);
+    let last = (by_server && person.opened()).then(|| {
         conversation.end_of_call();
         std::mem::take(&mut conversation.out)
     });

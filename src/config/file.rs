@@ -46,6 +46,13 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
     pub public_url: Option<String>,
     pub twilio_auth_token: Option<String>,
+    pub twilio_open: Option<bool>,
+    pub max_calls_per_ip: Option<usize>,
+    #[serde(default, deserialize_with = "seconds")]
+    pub idle_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "seconds")]
+    pub max_call_duration: Option<u64>,
+    pub max_pending_calls_per_ip: Option<usize>,
     /// dB relative to what was sent (negative).
     pub phone_echo_return_db: Option<f32>,
     #[serde(default)]
@@ -157,6 +164,11 @@ impl ServeConfig {
         take!(log_format);
         take!(public_url, Some);
         take!(twilio_auth_token, Some);
+        take!(twilio_open);
+        take!(max_calls_per_ip, Some);
+        take!(idle_timeout);
+        take!(max_call_duration);
+        take!(max_pending_calls_per_ip);
         take!(phone_echo_return_db);
     }
 

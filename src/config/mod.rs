@@ -120,6 +120,24 @@ pub struct ServeConfig {
     /// --max-websockets-per-ip); beyond it a new connection gets 503 and is closed. 0: no limit.
     #[arg(long, env = "VOXRELAY_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
+    /// Seconds with nothing said, by the caller or the agent, before a 1:1 call is ended
+    /// (reason idle_timeout; the client gets `session.ending` first). 0: never. A session may
+    /// ask for less (`idle_timeout`).
+    #[arg(long, env = "VOXRELAY_IDLE_TIMEOUT", default_value = "300", value_parser = parse_seconds)]
+    pub idle_timeout: u64,
+    /// The longest a 1:1 call may last, in seconds (reason max_call_duration, `session.ending`
+    /// a minute before). 0: no limit. A session may ask for less (`max_call_duration`).
+    #[arg(long, env = "VOXRELAY_MAX_CALL_DURATION", default_value = "3600", value_parser = parse_seconds)]
+    pub max_call_duration: u64,
+    /// Calls one IP address may hold at once (WebSocket sessions and phone calls count as in
+    /// --max-calls); beyond it 429. Default: a quarter of --max-calls (at least one); 0: no
+    /// limit. Loopback is exempt unless --rate-limit-loopback.
+    #[arg(long, env = "VOXRELAY_MAX_CALLS_PER_IP")]
+    pub max_calls_per_ip: Option<usize>,
+    /// Calls from one IP answered but not yet connected (each holds a port and a worker slot for
+    /// up to 30 s); beyond it 429. 0: no limit.
+    #[arg(long, env = "VOXRELAY_MAX_PENDING_CALLS_PER_IP", default_value_t = 10)]
+    pub max_pending_calls_per_ip: usize,
     /// Serve /metrics to any address without the API key (off: the API key, or a loopback client).
     #[arg(long, env = "VOXRELAY_METRICS_PUBLIC", default_value_t = false, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -151,6 +169,12 @@ pub struct ServeConfig {
     /// the internet.
     #[arg(long, env = "VOXRELAY_TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<String>,
+    /// Without --twilio-auth-token, take the telephony webhook and phone streams from any
+    /// address (off: from loopback only, 403 twilio_auth_required otherwise). Unsigned streams
+    /// count against --max-calls-per-ip.
+    #[arg(long, env = "VOXRELAY_TWILIO_OPEN", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub twilio_open: bool,
     /// Phone echo guard: the loudest echo of the agent's own voice a phone line is assumed to
     /// return, in dB relative to what was sent. Inbound audio below that (plus margin) while the
     /// agent speaks is not taken for the caller. Default chosen by tests/twilio_bridge.rs.
@@ -182,6 +206,11 @@ impl ServeConfig {
             max_websockets_per_ip: 32,
             header_read_timeout: 10,
             max_http_connections: 1024,
+            max_calls_per_ip: None,
+            idle_timeout: 300,
+            max_call_duration: 3600,
+            max_pending_calls_per_ip: 10,
+            twilio_open: false,
             metrics_public: false,
             turn_config: None,
             log_level: "info".into(),
@@ -231,11 +260,12 @@ impl ServeConfig {
 /// Seconds as "30", "30s" or "2m".
 pub fn parse_seconds(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let (num, mul) = match s.strip_suffix('m') {
-        Some(n) => (n, 60),
-        None => (s.strip_suffix('s').unwrap_or(s), 1),
+    let (num, mul) = match (s.strip_suffix('h'), s.strip_suffix('m')) {
+        (Some(n), _) => (n, 3600),
+        (_, Some(n)) => (n, 60),
+        _ => (s.strip_suffix('s').unwrap_or(s), 1),
     };
-    num.trim().parse::<u64>().map(|n| n * mul).map_err(|_| format!("expected seconds like 30, 30s or 2m, got {s:?}"))
+    num.trim().parse::<u64>().map(|n| n * mul).map_err(|_| format!("expected seconds like 30, 30s, 2m or 1h, got {s:?}"))
 }
 
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {

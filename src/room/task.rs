@@ -258,6 +258,7 @@ fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {
         }
         TransportEvent::EventsOpened(outlet) => m.events_opened(outlet),
         TransportEvent::ClientText(text) => room.on_client_text(key, &text),
-        TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } => {}
+        // Rooms are drained by closing (`server_shutdown`); 1:1 limits do not apply.
+        TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } | TransportEvent::Ending { .. } => {}
     }
 }

@@ -96,6 +96,8 @@ pub enum TransportEvent {
     /// Input the transport refused (a malformed carrier message, a bad `append`), for the
     /// call's `error` events; `event_id` is the refused client event's, when it had one.
     Refused { code: &'static str, message: String, event_id: Option<String> },
+    /// The server will end the call (its drain): the client is told the seconds left.
+    Ending { reason: &'static str, seconds_left: u64 },
 }
 
 /// The outbound side of a call's audio. An enum, not a trait object: the per-frame send is a

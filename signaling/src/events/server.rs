@@ -125,6 +125,11 @@ pub enum ServerEvent {
     RateLimitsUpdated { rate_limits: Value },
     #[serde(rename = "error")]
     Error { error: ErrorDetail },
+    /// voxrelay's own: the call will be ended in `seconds_left` seconds, and why
+    /// (`idle_timeout`, `max_call_duration`, `server_draining`). For an idle timeout, speaking
+    /// (or any client event) starts the count again.
+    #[serde(rename = "session.ending")]
+    SessionEnding { reason: String, seconds_left: u64 },
 }
 
 /// Where a content part is: response, item, and their indexes.
@@ -171,6 +176,7 @@ impl ServerEvent {
     }
 
     /// The event as the client receives it: named in `dialect`, stamped with `event_id`.
+    #[allow(clippy::expect_used, reason = "string keys only, no fallible Serialize impl: cannot fail")]
     pub fn to_json(&self, dialect: Dialect, event_id: &str) -> String {
         // Cannot fail: every map key is a string, and no Serialize impl here reports errors.
         let mut value = serde_json::to_value(self).expect("server events serialize");
