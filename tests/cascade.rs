@@ -21,7 +21,12 @@ async fn server_for(fake: &FakeCascade, llm: &str, elevenlabs_key: &str) -> voxr
     );
     let providers = providers(
         &toml,
-        &[("DEEPGRAM_API_KEY", "dg-key"), ("OPENAI_API_KEY", "llm-key"), ("ANTHROPIC_API_KEY", "llm-key"), ("ELEVENLABS_API_KEY", elevenlabs_key)],
+        &[
+            ("DEEPGRAM_API_KEY", "dg-key"),
+            ("OPENAI_API_KEY", "llm-key"),
+            ("ANTHROPIC_API_KEY", "llm-key"),
+            ("ELEVENLABS_API_KEY", elevenlabs_key),
+        ],
     );
     start_with(|c| c.providers = Some(providers)).await
 }
@@ -99,7 +104,8 @@ async fn barge_in_keeps_only_what_was_heard() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let second = fake.log.lock().unwrap().llm_requests[1].clone();
-    let assistant = second["messages"].as_array().unwrap().iter().find(|m| m["role"] == "assistant").expect("the first answer is in the context");
+    let assistant =
+        second["messages"].as_array().unwrap().iter().find(|m| m["role"] == "assistant").expect("the first answer is in the context");
     let said = assistant["content"].as_str().unwrap();
     let full = reply_for(second["messages"][1]["content"].as_str().unwrap());
     assert!(said.ends_with('…') && said.len() < full.len(), "only the heard part is remembered: {said:?} of {full:?}");
@@ -129,7 +135,13 @@ async fn refused_tts_key_fails_the_response_and_the_call_lives() {
 #[tokio::test]
 async fn cascade_names_every_missing_key() {
     let server = start_with(|c| c.providers = Some(providers("", &[("DEEPGRAM_API_KEY", "x")]))).await;
-    let resp = http().post(format!("{}/v1/realtime/sessions", server.url())).bearer_auth(API_KEY).json(&json!({"agent": "cascade"})).send().await.unwrap();
+    let resp = http()
+        .post(format!("{}/v1/realtime/sessions", server.url()))
+        .bearer_auth(API_KEY)
+        .json(&json!({"agent": "cascade"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
@@ -158,21 +170,38 @@ async fn tool_call(llm: &str) {
         let tool = weather_tool();
         let messages = second["messages"].as_array().unwrap();
         if llm == "anthropic" {
-            assert_eq!(first["tools"], json!([{"name": "get_weather", "description": tool["description"], "input_schema": tool["parameters"]}]));
+            assert_eq!(
+                first["tools"],
+                json!([{"name": "get_weather", "description": tool["description"], "input_schema": tool["parameters"]}])
+            );
             assert_eq!(first["tool_choice"], json!({"type": "auto"}));
             let call = &messages[messages.len() - 2];
             assert_eq!(call["role"], "assistant");
             assert_eq!(call["content"], json!([{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Oslo"}}]));
             let result = messages.last().unwrap();
             assert_eq!(result["role"], "user");
-            assert_eq!(result["content"], json!([{"type": "tool_result", "tool_use_id": call_id, "content": output}]), "the output, exactly");
+            assert_eq!(
+                result["content"],
+                json!([{"type": "tool_result", "tool_use_id": call_id, "content": output}]),
+                "the output, exactly"
+            );
         } else {
-            assert_eq!(first["tools"], json!([{"type": "function", "function": {"name": "get_weather", "description": tool["description"], "parameters": tool["parameters"]}}]));
+            assert_eq!(
+                first["tools"],
+                json!([{"type": "function", "function": {"name": "get_weather", "description": tool["description"], "parameters": tool["parameters"]}}])
+            );
             assert_eq!(first["tool_choice"], "auto");
             let call = &messages[messages.len() - 2];
             assert_eq!(call["role"], "assistant");
-            assert_eq!(call["tool_calls"], json!([{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGS}}]));
-            assert_eq!(messages.last().unwrap(), &json!({"role": "tool", "tool_call_id": call_id, "content": output}), "the output, exactly");
+            assert_eq!(
+                call["tool_calls"],
+                json!([{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGS}}])
+            );
+            assert_eq!(
+                messages.last().unwrap(),
+                &json!({"role": "tool", "tool_call_id": call_id, "content": output}),
+                "the output, exactly"
+            );
         }
         // The call itself was not spoken: every text sent to speech belongs to the follow-up.
         let spoken: String = log.tts_events.iter().filter(|(k, _)| k == "text").map(|(_, t)| t.as_str()).collect();
@@ -201,7 +230,8 @@ async fn full_turn_with_assemblyai_stt() {
         fake.llm_url, fake.assemblyai_url, fake.tts_url
     );
     // No Deepgram key: AssemblyAI's is all the STT needs.
-    let providers = providers(&toml, &[("ASSEMBLYAI_API_KEY", "aai-key"), ("ANTHROPIC_API_KEY", "llm-key"), ("ELEVENLABS_API_KEY", "el-key")]);
+    let providers =
+        providers(&toml, &[("ASSEMBLYAI_API_KEY", "aai-key"), ("ANTHROPIC_API_KEY", "llm-key"), ("ELEVENLABS_API_KEY", "el-key")]);
     let server = start_with(|c| c.providers = Some(providers)).await;
     let base = server.url();
     let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, body()).await).await;
@@ -222,7 +252,12 @@ async fn full_turn_with_assemblyai_stt() {
         let log = fake.log.lock().unwrap();
         let stt_ms = log.stt_samples / 16;
         assert!(stt_ms >= speech_ms * 8 / 10 && stt_ms <= speech_ms + 1600, "{stt_ms} ms to STT for {speech_ms} ms of speech");
-        assert!(log.aai_frames > 0 && log.aai_bad_frames == 0, "{} of {} audio messages outside 50-1000 ms", log.aai_bad_frames, log.aai_frames);
+        assert!(
+            log.aai_frames > 0 && log.aai_bad_frames == 0,
+            "{} of {} audio messages outside 50-1000 ms",
+            log.aai_bad_frames,
+            log.aai_frames
+        );
         assert_eq!(log.aai_force_endpoints, 1, "our commit ended the turn");
         assert_eq!(log.llm_requests[0]["messages"][0]["content"], user_text.as_str(), "the transcript went to the LLM");
     }
@@ -233,5 +268,34 @@ async fn full_turn_with_assemblyai_stt() {
         assert!(tokio::time::Instant::now() < deadline, "no Terminate sent at the end of the call");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_429_and_5xx_fail_one_response_each_and_the_conversation_goes_on() {
+    let fake = FakeCascade::start(keys(), 20).await;
+    fake.log.lock().unwrap().llm_failures.extend([429, 503, 500]);
+    let server = server_for(&fake, "openai", "el-key").await;
+    let base = server.url();
+    let mut c = Call::connect(&base, "/v1/realtime", &client_secret(&base, body()).await).await;
+    c.expect("session.created").await;
+    for expected in ["provider_rate_limited", "provider_error", "provider_error"] {
+        c.speak_turn(500);
+        let done = c.expect("response.done").await;
+        assert_eq!(done["response"]["status"], "failed", "{done}");
+        assert_eq!(done["response"]["status_details"]["error"]["code"], expected, "{done}");
+        let error = c.log.iter().rev().map(|(_, e)| e).find(|e| e["type"] == "error").expect("an error event").clone();
+        assert_eq!(error["error"]["code"], expected, "{error}");
+    }
+    // The provider is back: the next turn is answered, with the whole dialogue so far.
+    c.speak_turn(500);
+    let done = c.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    let log = fake.log.lock().unwrap();
+    assert_eq!(log.llm_requests.len(), 4);
+    let users = log.llm_requests[3]["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "user").count();
+    assert_eq!(users, 4, "the failed turns stay in the conversation: {}", log.llm_requests[3]);
+    drop(log);
+    c.close().await;
     server.shutdown().await;
 }

@@ -201,7 +201,14 @@ async fn an_offer_without_audio_is_refused() {
     let base = server.url();
     let token = mint(&base, "n", json!({"identity": "alice"})).await;
     let video_only = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
-    let resp = http().post(format!("{base}/v1/rooms/n/join")).bearer_auth(&token).header("content-type", "application/sdp").body(video_only).send().await.unwrap();
+    let resp = http()
+        .post(format!("{base}/v1/rooms/n/join"))
+        .bearer_auth(&token)
+        .header("content-type", "application/sdp")
+        .body(video_only)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "offer_without_audio");
@@ -225,7 +232,8 @@ async fn without_the_publish_grant_nothing_is_forwarded_even_if_sent() {
     let deadline = Instant::now() + common::WAIT;
     let info = loop {
         let (_, info) = api(reqwest::Method::GET, format!("{base}/v1/rooms/g"), None).await;
-        let eve_in = info["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "eve").unwrap()["packets_in"].as_u64().unwrap();
+        let eve_in =
+            info["participants"].as_array().unwrap().iter().find(|p| p["identity"] == "eve").unwrap()["packets_in"].as_u64().unwrap();
         if eve_in as usize >= sent {
             break info;
         }
@@ -274,6 +282,37 @@ async fn room_participants_count_against_the_servers_call_limit() {
     }
     for p in &people {
         p.close().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_room_events_is_capped_with_one_error_and_the_room_goes_on() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut alice = join(&base, "f", "alice", RoomClientOptions::default(), json!({})).await;
+    let mut bob = join(&base, "f", "bob", RoomClientOptions::default(), json!({})).await;
+    let (mut a_seen, mut b_seen) = (Vec::new(), Vec::new());
+    events_until(&mut alice, &mut a_seen, |e| of_type(e, "participant.joined").len() == 1).await;
+    // 400 messages at once: the burst (200) and what the rate refills meanwhile get through.
+    for n in 0..400 {
+        alice.send_event(&json!({"type": "data.send", "payload": n})).await.unwrap();
+    }
+    events_until(&mut alice, &mut a_seen, |e| of_type(e, "error").iter().any(|x| x["error"]["code"] == "rate_limited")).await;
+    // After the flood, once the rate has refilled, a message gets through again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.send_event(&json!({"type": "data.send", "payload": "after"})).await.unwrap();
+    events_until(&mut bob, &mut b_seen, |e| of_type(e, "data.received").iter().any(|d| d["payload"] == "after")).await;
+    let got = of_type(&b_seen, "data.received").len() - 1;
+    assert!((200..400).contains(&got), "{got} of 400 flooded messages forwarded");
+    let errors = of_type(&a_seen, "error").iter().filter(|x| x["error"]["code"] == "rate_limited").count();
+    assert_eq!(errors, 1, "one error per burst of refusals");
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let limited: u64 =
+        metrics.lines().find_map(|l| l.strip_prefix("voxrelay_client_events_limited_total ")).unwrap().trim().parse().unwrap();
+    assert_eq!(limited as usize, 400 - got);
+    for c in [&alice, &bob] {
+        c.close().await;
     }
     server.shutdown().await;
 }

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use voxrelay_media::{AudioLevel, MAX_DECODED_48K, OpusDecoder, RtpIn};
+use voxrelay_signaling::limits::{EventRate, EventVerdict};
 use voxrelay_signaling::room_token::RoomGrant;
 use voxrelay_signaling::room_wire::{
     LeaveReason, ParticipantInfo, ParticipantView, RoomClientEvent, RoomCounters, RoomEvent, RoomInfo, SpeakerLevel,
@@ -57,6 +58,8 @@ pub struct Member {
     /// Measures levels of a publisher that sends none (made at its first such packet).
     meter: Option<LevelMeter>,
     rate: PacketRate,
+    /// Its room events (`data.send`, `mute`) per second: the same rate as a 1:1 call's.
+    event_rate: EventRate,
     /// Its place against the server's limit, given back when the member is dropped.
     pub seat: Option<super::registry::Seat>,
     /// While an agent listens: the worker session decoding this participant for it.
@@ -111,6 +114,7 @@ impl Member {
             packets_out: 0,
             meter: None,
             rate: PacketRate::new(),
+            event_rate: EventRate::default(),
             seat: None,
             tap: None,
             phone_in: None,
@@ -247,6 +251,14 @@ pub struct Room {
     pub limits: RoomLimits,
     /// Keys of members that left since the task last asked (see `take_departed`).
     departed: Vec<TrackKey>,
+}
+
+/// What became of a participant's room event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    Taken,
+    /// Dropped over the participant's event rate.
+    Limited,
 }
 
 impl Room {
@@ -478,9 +490,23 @@ impl Room {
         self.reported_len = self.members.len();
     }
 
-    /// A room event from a participant.
-    pub fn on_client_text(&mut self, key: TrackKey, text: &str) {
-        let Some(i) = self.members.iter().position(|m| m.key == key) else { return };
+    /// A room event from a participant. Over its event rate it is dropped (the sender told
+    /// once per burst, with an `error`), before it costs a parse or a fan-out.
+    pub fn on_client_text(&mut self, key: TrackKey, text: &str) -> Handled {
+        let Some(i) = self.members.iter().position(|m| m.key == key) else { return Handled::Taken };
+        match self.members[i].event_rate.check() {
+            EventVerdict::Take => {}
+            EventVerdict::RefuseAndSay => {
+                self.members[i].send(&RoomEvent::error("rate_limited", EventRate::message()));
+                return Handled::Limited;
+            }
+            EventVerdict::Refuse => return Handled::Limited,
+        }
+        self.on_room_event(i, key, text);
+        Handled::Taken
+    }
+
+    fn on_room_event(&mut self, i: usize, key: TrackKey, text: &str) {
         let event = match RoomClientEvent::parse(text) {
             Ok(e) => e,
             Err(error) => return self.members[i].send(&error),

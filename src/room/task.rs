@@ -16,7 +16,7 @@ use voxrelay_signaling::room_wire::LeaveReason;
 use super::agent::{AgentInput, AgentSetup, ToRoom, run_agent};
 use super::registry::{Command, Rooms};
 use super::slot::TrackKey;
-use super::state::{Member, Room};
+use super::state::{Handled, Member, Room};
 use crate::transport::webrtc::RoomPeer;
 use crate::transport::{Departure, RtpPacketIn, TransportEvent};
 
@@ -119,7 +119,7 @@ pub(super) async fn run_room(
                         tokio::spawn(close_member(m, true));
                     }
                 }
-                Command::Transport { key, event } => on_transport_event(&mut room, key, event),
+                Command::Transport { key, event } => on_transport_event(&mut room, key, event, &rooms.metrics),
                 Command::Info { reply } => {
                     let _ = reply.send(room.info());
                 }
@@ -241,7 +241,7 @@ fn remove_agent(room: &mut Room, agent: &mut Option<AgentLink>) {
     }
 }
 
-fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {
+fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent, metrics: &crate::metrics::Metrics) {
     let Some(m) = room.member_mut(key) else { return };
     match event {
         TransportEvent::Connected => m.link.on_connected(),
@@ -257,7 +257,11 @@ fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent) {
             }
         }
         TransportEvent::EventsOpened(outlet) => m.events_opened(outlet),
-        TransportEvent::ClientText(text) => room.on_client_text(key, &text),
+        TransportEvent::ClientText(text) => {
+            if room.on_client_text(key, &text) == Handled::Limited {
+                metrics.client_event_limited();
+            }
+        }
         // Rooms are drained by closing (`server_shutdown`); 1:1 limits do not apply.
         TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } | TransportEvent::Ending { .. } => {}
     }

@@ -53,6 +53,9 @@ pub struct Log {
     pub aai_bad_frames: usize,
     pub aai_force_endpoints: usize,
     pub aai_terminated: usize,
+    /// HTTP statuses the chat completions endpoint answers the next requests with (429: rate
+    /// limited, 5xx: OpenAI's error bodies for each), before answering normally again.
+    pub llm_failures: std::collections::VecDeque<u16>,
 }
 
 #[derive(Clone)]
@@ -209,7 +212,9 @@ async fn assemblyai(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>
     let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, check).await else { return };
     let (mut tx, mut rx) = ws.split();
     if !key_ok {
-        let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "Unauthorized connection: Invalid API key".into() }))).await;
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "Unauthorized connection: Invalid API key".into() })))
+            .await;
         return;
     }
     let begin = json!({"type": "Begin", "id": "fake-session", "expires_at": 4_000_000_000u64});
@@ -282,7 +287,15 @@ fn results(text: &str, is_final: bool, from_finalize: bool) -> Value {
 
 fn last_user_text(body: &Value) -> String {
     let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-    msgs.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("").lines().last().unwrap_or("").to_string()
+    msgs.iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn sse(events: Vec<String>) -> HttpResponse {
@@ -308,8 +321,26 @@ async fn openai_chat(State((key, log)): State<(String, Arc<Mutex<Log>>)>, header
     }
     assert_eq!(body["stream"], true);
     log.lock().unwrap().llm_requests.push(body.0.clone());
+    let failure = log.lock().unwrap().llm_failures.pop_front();
+    if let Some(status) = failure {
+        // As OpenAI documents its error codes: 429 with Retry-After, 500/503 server errors.
+        let (kind, code, message) = match status {
+            429 => ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
+            503 => ("server_error", "service_unavailable", "The engine is currently overloaded, please try again later"),
+            _ => ("server_error", "internal_error", "The server had an error while processing your request."),
+        };
+        let err = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+        let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(err)).into_response();
+        if status == 429 {
+            resp.headers_mut().insert("retry-after", "1".parse().unwrap());
+        }
+        return resp;
+    }
     let chunk = |delta: Value, finish: Value| {
-        format!("data: {}\n\n", json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
     };
     let result = tool_result(&body);
     if let (Some(name), None) = (body["tools"][0]["function"]["name"].as_str(), &result) {
@@ -344,19 +375,31 @@ async fn anthropic(State((key, log)): State<(String, Arc<Mutex<Log>>)>, headers:
     assert_eq!(body["messages"][0]["role"], "user", "Anthropic conversations start with the user");
     log.lock().unwrap().llm_requests.push(body.0.clone());
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let start = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}}));
+    let start = ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}}),
+    );
     let result = tool_result(&body);
     if let (Some(name), None) = (body["tools"][0]["name"].as_str(), &result) {
         let mut events = vec![
             start,
-            ev("content_block_start", json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": ANTHROPIC_CALL_ID, "name": name, "input": {}}})),
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": ANTHROPIC_CALL_ID, "name": name, "input": {}}}),
+            ),
         ];
         for piece in args_pieces() {
-            events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+            events.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
         }
         events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-        events.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 10}})));
+        events.push(ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 10}}),
+        ));
         events.push(ev("message_stop", json!({"type": "message_stop"})));
         return sse(events);
     }
@@ -370,10 +413,14 @@ async fn anthropic(State((key, log)): State<(String, Arc<Mutex<Log>>)>, headers:
         ev("ping", json!({"type": "ping"})),
     ];
     for w in words(&text) {
-        events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
+        events.push(ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}),
+        ));
     }
     events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-    events.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 10}})));
+    events
+        .push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 10}})));
     events.push(ev("message_stop", json!({"type": "message_stop"})));
     sse(events)
 }
