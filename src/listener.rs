@@ -80,7 +80,7 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let Some(slot) = connections.open() else {
+        let Some(slot) = connections.open(peer.ip()) else {
             tokio::spawn(async move {
                 let mut tcp = tcp;
                 let _ = tokio::time::timeout(Duration::from_secs(1), refuse(&mut tcp)).await;

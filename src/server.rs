@@ -95,6 +95,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         websockets_per_ip: cfg.max_websockets_per_ip,
         limit_loopback: cfg.rate_limit_loopback,
         max_connections: cfg.max_http_connections,
+        max_connections_per_ip: cfg.max_http_connections_per_ip,
     };
     let api = Arc::new(
         Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone())))

@@ -183,8 +183,12 @@ async fn open_connections_are_capped_with_a_json_503_and_given_back() {
         let resp = reqwest::Client::new().get(format!("{base}/metrics")).send().await.unwrap();
         if resp.status() == 200 {
             let text = resp.text().await.unwrap();
-            let refused: u64 =
-                text.lines().find_map(|l| l.strip_prefix("voxrelay_http_connections_refused_total ")).unwrap().parse().unwrap();
+            let refused: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("voxrelay_http_connections_refused_total{cap=\"server\"} "))
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(refused >= 1);
             break;
         }

@@ -40,6 +40,8 @@ pub struct LimitSettings {
     pub limit_loopback: bool,
     /// Open HTTP connections (before any upgrade) the listener serves at once; 0: no limit.
     pub max_connections: usize,
+    /// The same, from one address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitSettings {
@@ -50,6 +52,7 @@ impl Default for LimitSettings {
             websockets_per_ip: 32,
             limit_loopback: false,
             max_connections: 1024,
+            max_connections_per_ip: 128,
         }
     }
 }
@@ -108,29 +111,47 @@ pub struct LimitCounters {
     pub websockets: AtomicU64,
 }
 
-/// Open HTTP connections, for the listener's cap (a connection that upgrades to a WebSocket
-/// leaves this count; sockets have their own per-IP cap and the call admission behind them).
+/// Open HTTP connections, for the listener's caps: in all, and per client address (so one
+/// address holding slow connections cannot fill the server's; loopback exempt unless
+/// `limit_loopback`). A connection that upgrades to a WebSocket leaves this count: sockets have
+/// their own per-IP cap and the call admission behind them.
 #[derive(Default)]
 pub struct Connections {
     max: usize,
+    per_ip: usize,
+    limit_loopback: bool,
     open: AtomicU64,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
     refused: AtomicU64,
+    refused_per_ip: AtomicU64,
 }
 
 impl Connections {
-    pub fn new(max: usize) -> Self {
-        Connections { max, ..Default::default() }
+    pub fn new(max: usize, per_ip: usize, limit_loopback: bool) -> Self {
+        Connections { max, per_ip, limit_loopback, ..Default::default() }
     }
 
-    /// A place for one more connection, or `None` at the cap (counted).
-    pub fn open(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    /// A place for one more connection from `ip`, or `None` at a cap (counted).
+    pub fn open(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let n = self.open.fetch_add(1, Relaxed);
         if self.max > 0 && n >= self.max as u64 {
             self.open.fetch_sub(1, Relaxed);
             self.refused.fetch_add(1, Relaxed);
             return None;
         }
-        Some(ConnectionSlot(self.clone()))
+        let counted = (self.per_ip > 0 && (self.limit_loopback || !ip.is_loopback())).then_some(ip);
+        if let Some(ip) = counted {
+            let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let held = by_ip.entry(ip).or_default();
+            if *held >= self.per_ip {
+                drop(by_ip);
+                self.open.fetch_sub(1, Relaxed);
+                self.refused_per_ip.fetch_add(1, Relaxed);
+                return None;
+            }
+            *held += 1;
+        }
+        Some(ConnectionSlot { connections: self.clone(), ip: counted })
     }
 
     pub fn max(&self) -> usize {
@@ -139,11 +160,23 @@ impl Connections {
 }
 
 /// One open connection; dropping it gives the place back.
-pub struct ConnectionSlot(Arc<Connections>);
+pub struct ConnectionSlot {
+    connections: Arc<Connections>,
+    ip: Option<IpAddr>,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
+        self.connections.open.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.ip {
+            let mut by_ip = self.connections.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -160,7 +193,7 @@ impl Limits {
     pub fn new(settings: LimitSettings) -> Self {
         Limits {
             settings,
-            connections: Arc::new(Connections::new(settings.max_connections)),
+            connections: Arc::new(Connections::new(settings.max_connections, settings.max_connections_per_ip, settings.limit_loopback)),
             per_ip: Rate::per_minute(settings.per_ip_per_minute),
             per_credential: Rate::per_minute(settings.per_credential_per_minute),
             sockets: Arc::default(),
@@ -221,10 +254,12 @@ impl Limits {
         format!(
             "# HELP voxrelay_http_connections Open HTTP connections (not counting upgraded WebSockets).\n\
              # TYPE voxrelay_http_connections gauge\nvoxrelay_http_connections {}\n\
-             # HELP voxrelay_http_connections_refused_total Connections refused at --max-http-connections.\n\
-             # TYPE voxrelay_http_connections_refused_total counter\nvoxrelay_http_connections_refused_total {}\n",
+             # HELP voxrelay_http_connections_refused_total Connections refused at a cap, by cap.\n\
+             # TYPE voxrelay_http_connections_refused_total counter\n\
+             voxrelay_http_connections_refused_total{{cap=\"server\"}} {}\nvoxrelay_http_connections_refused_total{{cap=\"per_ip\"}} {}\n",
             conns.open.load(Relaxed),
-            conns.refused.load(Relaxed)
+            conns.refused.load(Relaxed),
+            conns.refused_per_ip.load(Relaxed)
         ) + &format!(
             "# HELP {name} Requests refused by an abuse limit, by limit.\n# TYPE {name} counter\n\
              {name}{{limit=\"per_ip\"}} {}\n{name}{{limit=\"per_credential\"}} {}\n{name}{{limit=\"websockets_per_ip\"}} {}\n",
@@ -373,5 +408,20 @@ mod tests {
         drop(a);
         limits.open_socket(ip("127.0.0.1")).expect("a place was given back");
         assert!(limits.prometheus().contains("voxrelay_limited_total{limit=\"websockets_per_ip\"} 1"));
+    }
+
+    #[test]
+    fn connections_are_capped_in_all_and_per_address() {
+        let c = Arc::new(Connections::new(4, 2, false));
+        let remote = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = c.open(remote("198.51.100.7")).unwrap();
+        let _a2 = c.open(remote("198.51.100.7")).unwrap();
+        assert!(c.open(remote("198.51.100.7")).is_none(), "a third from one address");
+        let _b = c.open(remote("203.0.113.1")).unwrap();
+        let _local = c.open(remote("127.0.0.1")).unwrap();
+        assert!(c.open(remote("127.0.0.2")).is_none(), "the server's cap (4) holds for loopback too");
+        drop(a1);
+        assert!(c.open(remote("198.51.100.7")).is_some(), "a closed connection gives its place back");
+        assert_eq!((c.refused.load(Relaxed), c.refused_per_ip.load(Relaxed)), (1, 1));
     }
 }

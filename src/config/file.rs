@@ -40,6 +40,7 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "seconds")]
     pub header_read_timeout: Option<u64>,
     pub max_http_connections: Option<usize>,
+    pub max_http_connections_per_ip: Option<usize>,
     pub metrics_public: Option<bool>,
     pub turn_config: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -158,6 +159,7 @@ impl ServeConfig {
         take!(max_websockets_per_ip);
         take!(header_read_timeout);
         take!(max_http_connections);
+        take!(max_http_connections_per_ip);
         take!(metrics_public);
         take!(turn_config, Some);
         take!(log_level);

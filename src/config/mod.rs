@@ -120,6 +120,9 @@ pub struct ServeConfig {
     /// --max-websockets-per-ip); beyond it a new connection gets 503 and is closed. 0: no limit.
     #[arg(long, env = "VOXRELAY_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
+    /// The same, from one address (loopback exempt unless --rate-limit-loopback). 0: no limit.
+    #[arg(long, env = "VOXRELAY_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 128)]
+    pub max_http_connections_per_ip: usize,
     /// Seconds with nothing said, by the caller or the agent, before a 1:1 call is ended
     /// (reason idle_timeout; the client gets `session.ending` first). 0: never. A session may
     /// ask for less (`idle_timeout`).
@@ -206,6 +209,7 @@ impl ServeConfig {
             max_websockets_per_ip: 32,
             header_read_timeout: 10,
             max_http_connections: 1024,
+            max_http_connections_per_ip: 128,
             max_calls_per_ip: None,
             idle_timeout: 300,
             max_call_duration: 3600,
