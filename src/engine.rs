@@ -184,7 +184,7 @@ impl VoxEngine {
 
     async fn start_webrtc_call(self: &Arc<Self>, req: CallRequest, ticket: Ticket) -> Result<CallCreated, ApiError> {
         let sockets = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
-        let addr = sockets.udp.expect("the server always listens on UDP");
+        let Some(addr) = sockets.udp else { return Err(ApiError::internal("no UDP media socket was allocated")) };
         let codec = match req.summary.codec {
             OfferedCodec::Opus => AudioCodec::Opus,
             OfferedCodec::Pcmu => AudioCodec::Pcmu,

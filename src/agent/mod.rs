@@ -5,6 +5,9 @@
 //!
 //! Built in: `echo` (plays each committed turn back). Provider agents run their network side
 //! as a tokio task behind [`bridge::Bridge`], so the trait stays synchronous and pull-based.
+//!
+//! Agents parse what providers send: no `unwrap`/`expect` outside tests (the few left are marked).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod backoff;
 pub mod bridge;
@@ -133,6 +136,7 @@ pub fn check_voice(config: &SessionConfig) -> Result<(), ApiError> {
 
 /// Builds the session's agent; provider agents start connecting at once (on the current tokio
 /// runtime) so the first turn does not wait for a handshake.
+#[allow(clippy::expect_used, reason = "check_agent said the provider is configured")]
 pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dyn Agent>, ApiError> {
     check_agent(providers, &config.agent)?;
     check_voice(config)?;

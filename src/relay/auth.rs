@@ -93,6 +93,7 @@ impl Authenticator {
     }
 }
 
+#[allow(clippy::expect_used, reason = "a build property, checked by every test that starts TURN")]
 pub fn crypto_provider() -> Arc<dyn RTCCryptoProvider> {
     rtc::crypto::default_provider().expect("rtc is built with its ring crypto provider")
 }
@@ -100,7 +101,8 @@ pub fn crypto_provider() -> Arc<dyn RTCCryptoProvider> {
 /// `base64(HMAC-SHA1(secret, username))`.
 pub fn rest_password(crypto: &dyn RTCCryptoProvider, secret: &str, username: &str) -> String {
     let mut tag = [0u8; 20];
-    let signed = crypto.crypto().new_hmac(HmacAlgorithm::Sha1, secret.as_bytes()).and_then(|mut mac| mac.sign(&[username.as_bytes()], &mut tag));
+    let signed =
+        crypto.crypto().new_hmac(HmacAlgorithm::Sha1, secret.as_bytes()).and_then(|mut mac| mac.sign(&[username.as_bytes()], &mut tag));
     debug_assert!(signed.is_ok(), "HMAC-SHA1 is supported by the ring provider");
     base64::engine::general_purpose::STANDARD.encode(tag)
 }

@@ -2,6 +2,9 @@
 //! peer policy (deny private/loopback/metadata by default), REST and long-term credentials, and
 //! the server: a sans-IO core ([`core`], on webrtc-rs's `rtc::stun`/`rtc::turn::proto` codecs)
 //! driven by tokio sockets ([`server`]: UDP, TCP, TLS via [`tls`]).
+//!
+//! The relay parses what anyone on the internet sends: no `unwrap`/`expect` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod answer;
 pub mod auth;

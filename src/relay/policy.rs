@@ -108,6 +108,7 @@ pub struct PeerPolicy {
 impl PeerPolicy {
     /// The default deny list plus the operator's `denied`, with `allowed` taking precedence;
     /// `allow_loopback` (tests only) lifts the loopback denial.
+    #[allow(clippy::expect_used, reason = "built-in literals, parsed by the tests")]
     pub fn new(denied: Vec<IpRange>, mut allowed: Vec<IpRange>, allow_loopback: bool) -> PeerPolicy {
         let mut all: Vec<IpRange> = DENIED_BY_DEFAULT.iter().map(|r| r.parse().expect("valid built-in range")).collect();
         all.extend(denied);
@@ -149,8 +150,21 @@ mod tests {
     fn private_loopback_and_metadata_addresses_are_denied_by_default() {
         let p = PeerPolicy::default();
         for ip in [
-            "127.0.0.1", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
-            "100.64.0.1", "224.0.0.1", "255.255.255.255", "::", "::1", "fd00::1", "fe80::1", "ff02::1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
         ] {
             assert!(!allows(&p, ip), "{ip} must be denied");
         }

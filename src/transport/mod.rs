@@ -19,6 +19,9 @@
 //! - `impair` — loss, delay and reordering the project's RTP client applies to what it sends.
 //! - `link` — a participant's connection state and when the server gives up on it.
 //! - `packetizer` — encoded frames → RTP packets (timestamps from the worker's frame index).
+//!
+//! Transports read packets and messages from the network: no `unwrap`/`expect` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod impair;
 pub mod link;

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use voxrelay_media::{Resampler, SAMPLES_24K, SampleRate};
 use voxrelay_signaling::SessionConfig;
 
-use self::stt::{SttIn, SttOut};
 use self::reply::RespMsg;
+use self::stt::{SttIn, SttOut};
 use super::bridge::{Cmd, Link};
 use super::history::Dialogue;
 use super::{AgentNotice, AgentOutput};
@@ -92,8 +92,11 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
         resp_tx,
         speaker: None,
     };
-    let mut up = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).expect("24 -> 48 kHz");
-    let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).expect("48 -> 16 kHz");
+    #[allow(clippy::expect_used, reason = "fixed, supported rates: cannot fail")]
+    let (mut up, mut down) = (
+        Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).expect("24 -> 48 kHz"),
+        Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_16K).expect("48 -> 16 kHz"),
+    );
     loop {
         let deadline = c.finalizing.as_ref().map(|(_, t)| *t);
         tokio::select! {
@@ -236,6 +239,7 @@ impl Cascade {
                 r.calls.push(call.turn());
             }
             AgentOutput::Done | AgentOutput::Failed { .. } => {
+                #[allow(clippy::expect_used, reason = "matched as Some just above")]
                 let mut r = self.running.take().expect("matched above");
                 self.history.push("assistant", &r.text);
                 for call in r.calls.drain(..) {

@@ -84,6 +84,7 @@ fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
 }
 
 impl Gemini {
+    #[allow(clippy::expect_used, reason = "fixed, supported rates: cannot fail")]
     pub fn new(cfg: GeminiConfig, session: SessionConfig) -> Self {
         Self {
             cfg,
@@ -213,12 +214,16 @@ impl Gemini {
             Cmd::Speaker(name) => {
                 let text = crate::agent::speaker_label(&name);
                 self.history.push("user", &text);
-                out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": false}}).to_string());
+                out.push(
+                    json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": false}}).to_string(),
+                );
             }
             Cmd::Text { text, .. } => {
                 self.history.push("user", &text);
                 self.triggered = true;
-                out.push(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}).to_string());
+                out.push(
+                    json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}).to_string(),
+                );
             }
             Cmd::FunctionOutput { call_id, output } => match self.open_calls.remove(&call_id) {
                 Some(name) => {
@@ -236,10 +241,13 @@ impl Gemini {
             // (dropped by the conversation; its transcription is the text).
             Cmd::StartResponse(num, options) => {
                 if self.auth_failed {
-                    link.output(num, AgentOutput::Failed {
-                        code: "provider_auth_failed".into(),
-                        message: "the provider refused this server's API key".into(),
-                    });
+                    link.output(
+                        num,
+                        AgentOutput::Failed {
+                            code: "provider_auth_failed".into(),
+                            message: "the provider refused this server's API key".into(),
+                        },
+                    );
                     return out;
                 }
                 self.awaiting.push_back(num);
@@ -291,10 +299,8 @@ impl Gemini {
 
     /// The model turn output belongs to (bound on its first output).
     fn active(&mut self) -> &mut Active {
-        if self.active.is_none() {
-            self.active = Some(Active { num: self.awaiting.pop_front(), cancelled: false, transcript: String::new() });
-        }
-        self.active.as_mut().expect("just set")
+        let awaiting = &mut self.awaiting;
+        self.active.get_or_insert_with(|| Active { num: awaiting.pop_front(), cancelled: false, transcript: String::new() })
     }
 
     fn on_audio(&mut self, mime: &str, data: &str, link: &mut Link) {
@@ -403,7 +409,10 @@ impl Gemini {
         if let Some(tc) = field(v, "toolCallCancellation", "tool_call_cancellation") {
             for id in tc.get("ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
                 if self.open_calls.remove(id).is_some() {
-                    link.error("function_call_cancelled", format!("gemini-live cancelled function call {id:?}; its output will not be used"));
+                    link.error(
+                        "function_call_cancelled",
+                        format!("gemini-live cancelled function call {id:?}; its output will not be used"),
+                    );
                 }
             }
         }

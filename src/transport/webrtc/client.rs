@@ -290,7 +290,9 @@ impl Client {
         let location = v["location"].as_str().unwrap_or("").to_string();
         let id = v["id"].as_str().unwrap_or("").to_string();
         let server = std::net::SocketAddr::new(ip, port);
-        let local: std::net::SocketAddr = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+        let unspecified: std::net::IpAddr =
+            if ip.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+        let local = std::net::SocketAddr::new(unspecified, 0);
         let socket = Arc::new(tokio::net::UdpSocket::bind(local).await.map_err(|e| ClientError::WebRtc(e.to_string()))?);
 
         let ws_url = format!("{}/v1/rtp/{id}/events", base.replacen("http", "ws", 1));

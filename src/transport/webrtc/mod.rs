@@ -49,7 +49,7 @@ const FLUSH_WAIT: Duration = Duration::from_millis(500);
 /// we do not trickle).
 pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound: Inbound) -> Result<(Transport, String), ApiError> {
     let payload_type = inbound.payload_type;
-    let addr = sockets.udp.expect("the server always listens on UDP");
+    let Some(addr) = sockets.udp else { return Err(ApiError::internal("no UDP media socket was allocated")) };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let peer = build_peer(sockets, tx).await.map_err(|e| {
         warn!("building peer connection on {addr}: {e}");

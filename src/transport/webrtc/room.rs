@@ -78,7 +78,7 @@ pub async fn answer_room(
     inbound: Inbound,
     metrics: Arc<Metrics>,
 ) -> Result<(RoomPeer, String), ApiError> {
-    let addr = sockets.udp.expect("the server always listens on UDP");
+    let Some(addr) = sockets.udp else { return Err(ApiError::internal("no UDP media socket was allocated")) };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let peer = build_room_peer(sockets, tx).await.map_err(|e| {
         warn!("building peer connection on {addr}: {e}");
