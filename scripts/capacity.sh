@@ -4,6 +4,7 @@
 # scripts/plot_capacity.py turns the JSON files into docs/capacity.svg.
 #
 #   scripts/capacity.sh [webrtc|rtp|twilio|ws] "10 25 50 100" [duration_s]
+#   VOXRELAY_BIN=/tmp/voxrelay-before SERVER_ARGS="--vad energy" scripts/capacity.sh ...  # A/B runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-webrtc}
@@ -13,9 +14,9 @@ port=18080
 out=bench-out/capacity
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin voxrelay
-bin=${CARGO_TARGET_DIR:-target}/release/voxrelay
+bin=${VOXRELAY_BIN:-${CARGO_TARGET_DIR:-target}/release/voxrelay}
 taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --api-key capacity-bench --audio-workers 1 \
-  --rtp-ingest --max-calls 5000 --log-level error --data-dir "$out/data" &
+  --rtp-ingest --max-calls 5000 --log-level error --data-dir "$out/data" ${SERVER_ARGS:-} &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done

@@ -18,11 +18,10 @@ use crate::{
     AudioTime,
     AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING, JitterBuffer, MAX_OPUS_PACKET,
     MediaError, MediaEvent, EncodedFrame, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate,
-    SessionStats, TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad,
+    SessionStats, TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad, VadLag,
 };
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The tokio side of one session's rings. Dropping it ends the session: once every ring end in
 /// it has been dropped (they may be moved to different tasks first), the worker notices the
@@ -122,6 +121,7 @@ impl SessionChain {
         let (egress, egress_rx) = RingBuffer::new(EGRESS_RING);
         let (uplink, uplink_rx) = RingBuffer::new(UPLINK_RING);
         let stats = Arc::new(SessionStats::default());
+        let vad = vad.build();
         let chain = SessionChain {
             ingress,
             control,
@@ -137,8 +137,8 @@ impl SessionChain {
             // Only the VAD hears this feed: the short analysis filter is enough (BENCHMARKS.md).
             to_16k: Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K)?,
             to_24k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K)?,
-            vad: vad.build(),
-            turn: TurnDetector::new(turn),
+            turn: TurnDetector::new(turn).with_lag(VadLag::of(&*vad)),
+            vad,
             echo_guard: EchoGuard::new(echo_guard),
             echo_frames: 0,
             frames_in: 0,
@@ -274,9 +274,8 @@ impl SessionChain {
         if verdict == Verdict::Echo {
             self.echo_frames += 1;
         }
-        // Shift detector time back by the VAD's lag so timestamps point at the audio.
-        let vad_time = start.saturating_sub(Duration::from_millis(u64::from(self.vad.latency_ms())));
-        match self.turn.on_frame(prob, vad_time) {
+        // The detector knows its VAD's lag: timestamps point at the audio.
+        match self.turn.on_frame(prob, start) {
             Some(TurnEvent::SpeechStarted { audio_start }) => {
                 self.emit(MediaEvent::SpeechStarted { audio_start });
                 let phase = if self.playback.is_speaking(&self.agent_in) { ResponsePhase::Speaking } else { ResponsePhase::Idle };

@@ -38,6 +38,22 @@ pub enum TurnEvent {
     SpeechStopped { audio_end: AudioTime },
 }
 
+/// How far the detector's verdicts lag the audio: at a speech onset, and at its end (the
+/// detector's hold). Events are placed on the audio, and the silence that ends a turn is counted
+/// from where the audio went quiet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VadLag {
+    pub onset: Duration,
+    pub offset: Duration,
+}
+
+impl VadLag {
+    pub fn of(vad: &dyn crate::vad::Vad) -> VadLag {
+        let ms = |v: u32| Duration::from_millis(u64::from(v));
+        VadLag { onset: ms(vad.latency_ms()), offset: ms(vad.offset_lag_ms()) }
+    }
+}
+
 /// Unvoiced gaps up to this long inside a candidate voiced run do not restart it: speech has
 /// short pauses between syllables and the VAD dips there.
 pub const MAX_DIP: Duration = Duration::from_millis(100);
@@ -62,11 +78,18 @@ struct Run {
 pub struct TurnDetector {
     config: TurnDetectConfig,
     state: State,
+    lag: VadLag,
 }
 
 impl TurnDetector {
     pub fn new(config: TurnDetectConfig) -> Self {
-        TurnDetector { config, state: State::Idle { run: None } }
+        TurnDetector { config, state: State::Idle { run: None }, lag: VadLag::default() }
+    }
+
+    /// The lag of the detector whose probabilities this will be fed.
+    pub fn with_lag(mut self, lag: VadLag) -> Self {
+        self.lag = lag;
+        self
     }
 
     pub fn config(&self) -> TurnDetectConfig {
@@ -88,7 +111,8 @@ impl TurnDetector {
         matches!(self.state, State::Speaking { .. })
     }
 
-    /// One 20 ms frame whose audio starts at `now` had speech probability `speech_prob`.
+    /// One 20 ms frame whose audio starts at `now` had speech probability `speech_prob` (as
+    /// the detector judged it, `lag` behind the audio).
     pub fn on_frame(&mut self, speech_prob: f32, now: AudioTime) -> Option<TurnEvent> {
         if !self.config.server_vad {
             return None;
@@ -99,7 +123,8 @@ impl TurnDetector {
         match &mut self.state {
             State::Idle { run } => {
                 if voiced {
-                    let r = run.get_or_insert(Run { onset: now, voiced: Duration::ZERO, dip: Duration::ZERO });
+                    let onset = now.saturating_sub(self.lag.onset);
+                    let r = run.get_or_insert(Run { onset, voiced: Duration::ZERO, dip: Duration::ZERO });
                     r.voiced += FRAME;
                     r.dip = Duration::ZERO;
                     if r.voiced >= prefix_padding {
@@ -120,7 +145,7 @@ impl TurnDetector {
                     *silence_from = None;
                     return None;
                 }
-                let from = *silence_from.get_or_insert(now);
+                let from = *silence_from.get_or_insert(now.saturating_sub(self.lag.offset));
                 if (now + FRAME).since(from) >= silence_duration {
                     self.state = State::Idle { run: None };
                     return Some(TurnEvent::SpeechStopped { audio_end: from });
@@ -206,7 +231,10 @@ mod tests {
         let events = feed(&mut det, 0, &probs);
         assert_eq!(
             events,
-            vec![(280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(0) }), (1680, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1200) })]
+            vec![
+                (280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(0) }),
+                (1680, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1200) })
+            ]
         );
     }
 
@@ -219,7 +247,10 @@ mod tests {
         probs.extend(frames(200, 0.5));
         assert_eq!(
             feed(&mut det, 0, &probs),
-            vec![(280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }), (480, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(300) })]
+            vec![
+                (280, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) }),
+                (480, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(300) })
+            ]
         );
     }
 
@@ -238,5 +269,26 @@ mod tests {
         det.set_config(TurnDetectConfig::default());
         // Needs a fresh 300 ms run, onset at 200.
         assert_eq!(feed(&mut det, 200, &frames(300, 0.9)), vec![(480, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(200) })]);
+    }
+
+    #[test]
+    fn the_detectors_lag_places_events_on_the_audio_and_shortens_the_wait() {
+        // A detector that says "speech" 40 ms late and holds it 60 ms past the end: speech in
+        // the audio from 1000 to 1400 ms is reported voiced for frames 1040..1460.
+        let lag = VadLag { onset: Duration::from_millis(40), offset: Duration::from_millis(60) };
+        let mut det = TurnDetector::new(TurnDetectConfig::default()).with_lag(lag);
+        let mut probs = frames(1040, 0.0);
+        probs.extend(frames(420, 0.9));
+        probs.extend(frames(1000, 0.0));
+        let events = feed(&mut det, 0, &probs);
+        assert_eq!(
+            events,
+            vec![
+                (1320, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(1000) }),
+                // Silence counted from 1400 (where the audio went quiet), not from 1460: the
+                // turn ends 500 ms after the audio did, on the frame ending at 1900.
+                (1880, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1400) }),
+            ]
+        );
     }
 }

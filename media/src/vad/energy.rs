@@ -51,11 +51,8 @@ impl Vad for EnergyVad {
             self.started = true;
             self.noise_floor_db = level_db.max(FLOOR_START_DBFS);
         }
-        self.noise_floor_db = if level_db < self.noise_floor_db {
-            level_db.max(FLOOR_START_DBFS)
-        } else {
-            self.noise_floor_db + FLOOR_RISE_DB_PER_FRAME
-        };
+        self.noise_floor_db =
+            if level_db < self.noise_floor_db { level_db.max(FLOOR_START_DBFS) } else { self.noise_floor_db + FLOOR_RISE_DB_PER_FRAME };
         let prob = if level_db < ABSOLUTE_FLOOR_DBFS {
             0.0
         } else {
@@ -75,6 +72,11 @@ impl Vad for EnergyVad {
 
     fn reset(&mut self) {
         *self = Self::new();
+    }
+
+    /// The hangover holds the probability at or above 0.5 for its frames.
+    fn offset_lag_ms(&self) -> u32 {
+        HANGOVER_FRAMES * 20
     }
 }
 

@@ -26,6 +26,12 @@ pub trait Vad: Send {
     fn latency_ms(&self) -> u32 {
         0
     }
+    /// How long, in ms, the probability stays above threshold after speech ends (the
+    /// detector's hold): turn detection counts the silence from where speech ended, not from
+    /// where the detector let go (issue 20: this was ≈ 40–60 ms of every turn's latency).
+    fn offset_lag_ms(&self) -> u32 {
+        self.latency_ms()
+    }
 }
 
 /// Which detector a session runs.
