@@ -37,13 +37,18 @@ impl Default for EchoAgent {
 
 impl EchoAgent {
     pub fn new() -> Self {
-        Self { history: VecDeque::with_capacity(MAX_FRAMES), turn_start: AudioTime::ZERO, committed: None, text: None, pending: VecDeque::new() }
+        // Grows with the turn instead of holding 15 s (726 KB) from the first frame: most of a
+        // call's memory was this buffer (issue 20, "a megabyte per call").
+        Self { history: VecDeque::new(), turn_start: AudioTime::ZERO, committed: None, text: None, pending: VecDeque::new() }
     }
 }
 
 impl Agent for EchoAgent {
     fn on_audio(&mut self, start: AudioTime, pcm: &[i16; SAMPLES_24K]) {
-        if self.history.len() == MAX_FRAMES {
+        // Only what a response may still echo: from the turn in progress (or the committed turn
+        // not yet answered) on, at most 15 s.
+        let keep_from = self.committed.map_or(self.turn_start, |(from, _)| from.min(self.turn_start));
+        while self.history.front().is_some_and(|(t, _)| *t < keep_from) || self.history.len() >= MAX_FRAMES {
             self.history.pop_front();
         }
         self.history.push_back((start, *pcm));
@@ -76,12 +81,8 @@ impl Agent for EchoAgent {
             return;
         }
         let (start, end) = self.committed.take().unwrap_or_default();
-        let frames: Vec<_> = self
-            .history
-            .iter()
-            .filter(|(t, _)| *t >= start && *t < end)
-            .map(|(_, pcm)| AgentOutput::Audio(Box::new(*pcm)))
-            .collect();
+        let frames: Vec<_> =
+            self.history.iter().filter(|(t, _)| *t >= start && *t < end).map(|(_, pcm)| AgentOutput::Audio(Box::new(*pcm))).collect();
         let seconds = frames.len() as f64 * f64::from(FRAME_MS) / 1000.0;
         self.pending.push_back(AgentOutput::TranscriptDelta(format!("[echo {seconds:.1} s]")));
         self.pending.extend(frames);
@@ -121,5 +122,26 @@ mod tests {
             }
         }
         assert_eq!(firsts, (20..50).collect::<Vec<i16>>());
+    }
+
+    #[test]
+    fn holds_only_the_turn_it_may_still_echo() {
+        let mut a = EchoAgent::new();
+        let feed = |a: &mut EchoAgent, from: u64, to: u64| {
+            for ms in (from..to).step_by(20) {
+                a.on_audio(AudioTime::from_ms(ms), &[0; SAMPLES_24K]);
+            }
+        };
+        feed(&mut a, 0, 4000);
+        a.on_speech_started(AudioTime::from_ms(3000));
+        feed(&mut a, 4000, 5000);
+        assert_eq!(a.history.len(), 100, "the 2 s since the onset, not the 3 s of silence before it");
+        a.on_committed(AudioTime::from_ms(5000), "item_1");
+        feed(&mut a, 5000, 6000);
+        assert_eq!(a.history.len(), 150, "the committed turn waits for its response");
+        a.start_response(1, &ResponseOptions::default());
+        feed(&mut a, 6000, 6020);
+        assert_eq!(a.history.len(), 51, "answered: only what came after it");
+        assert_eq!(a.history.front().map(|(t, _)| *t), Some(AudioTime::from_ms(5000)));
     }
 }
