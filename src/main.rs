@@ -41,11 +41,12 @@ enum ConfigAction {
     },
 }
 
-/// webrtc-rs warnings printed on every healthy call (DTLS without a server name, ICE pinging
-/// before the first pair, an SCTP INIT from peers that open the association from both ends, as
-/// aiortc does): quieted unless the log level names `rtc` targets itself. Calls whose ICE or
-/// DTLS really fail are logged by voxrelay's own code.
-const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp::endpoint=error";
+/// webrtc-rs warnings printed on healthy calls (DTLS without a server name, ICE pinging before
+/// the first pair, an SCTP INIT from peers that open the association from both ends, as aiortc
+/// does, and an event written to a data channel the peer closed a moment before, as a hang-up
+/// races the call's last events): quieted unless the log level names `rtc` targets itself.
+/// Calls whose ICE or DTLS really fail are logged by voxrelay's own code.
+const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp::endpoint=error,rtc::peer_connection::handler=error";
 
 /// The load generator's log: warnings on stderr, without webrtc-rs's per-connection noise (its
 /// own client peers print the same warnings as the server's), plain text unless stderr is a
