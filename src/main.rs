@@ -41,12 +41,9 @@ enum ConfigAction {
     },
 }
 
-/// webrtc-rs warnings printed on healthy calls (DTLS without a server name, ICE pinging before
-/// the first pair, an SCTP INIT from peers that open the association from both ends, as aiortc
-/// does, and an event written to a data channel the peer closed a moment before, as a hang-up
-/// races the call's last events): quieted unless the log level names `rtc` targets itself.
-/// Calls whose ICE or DTLS really fail are logged by voxrelay's own code.
-const QUIET_WEBRTC: &str = "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp::endpoint=error,rtc::peer_connection::handler=error";
+/// webrtc-rs's per-call noise, quieted unless the log level names `rtc` targets itself (the
+/// transport knows its library's targets).
+const QUIET_WEBRTC: &str = voxrelay::transport::webrtc::QUIET_LOG_TARGETS;
 
 /// The load generator's log: warnings on stderr, without webrtc-rs's per-connection noise (its
 /// own client peers print the same warnings as the server's), plain text unless stderr is a

@@ -42,6 +42,14 @@ use crate::metrics::Metrics;
 /// The data channel that carries the Realtime events (PROTOCOL.md §2).
 pub const EVENTS_LABEL: &str = "oai-events";
 /// Closing the peer aborts SCTP at once; the last events get this long to be acknowledged.
+/// webrtc-rs warnings printed on healthy calls (DTLS without a server name, ICE pinging before
+/// the first pair, an SCTP INIT from peers that open the association from both ends, as aiortc
+/// does, and an event written to a data channel the peer closed a moment before, as a hang-up
+/// races the call's last events), as log filter directives at `error`. Calls whose ICE or DTLS
+/// really fail are logged by voxrelay's own code.
+pub const QUIET_LOG_TARGETS: &str =
+    "rtc_dtls::config=error,rtc_ice::agent=error,rtc_sctp::endpoint=error,rtc::peer_connection::handler=error";
+
 const FLUSH_WAIT: Duration = Duration::from_millis(500);
 
 /// Answers `offer` on a new peer connection bound to `sockets`, sending `codec` with the
