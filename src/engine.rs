@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
+use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery};
 use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
 use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
@@ -28,6 +29,7 @@ use crate::agent;
 use crate::call::lifetime::CallLimits;
 use crate::call::{CallSetup, Conversation, Person, SessionRings, run_call, turn_config};
 use crate::metrics::Metrics;
+use crate::store::{Opened, RecordId, Recorder, Store, StoreEvent, UnixMs};
 use crate::transport::link::Link;
 use crate::transport::webrtc::{OPUS_PAYLOAD_TYPE, PortAllocator};
 use crate::transport::{Inbound, Transport, TransportEvent, TransportKind, phone, plain_rtp, ws};
@@ -70,6 +72,8 @@ pub struct VoxEngine {
     pub phone_echo_guard: EchoGuardConfig,
     /// The SFU's rooms (PROTOCOL.md §4).
     pub rooms: Arc<crate::room::Rooms>,
+    /// The call history (calls, participants, transcripts).
+    pub store: Arc<Store>,
 }
 
 /// The engine's settings (from the server's configuration).
@@ -84,14 +88,16 @@ pub struct EngineSettings {
     pub call_limits: CallLimits,
     pub phone_echo_guard: EchoGuardConfig,
     pub rooms: crate::room::RoomSettings,
+    pub store: Arc<Store>,
 }
 
 impl VoxEngine {
     pub fn new(pool: WorkerPool, ports: PortAllocator, providers: agent::Providers, settings: EngineSettings) -> Arc<Self> {
-        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms } = settings;
+        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms, store } = settings;
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
-            rooms: crate::room::Rooms::new(rooms, metrics.clone()),
+            rooms: crate::room::Rooms::new(rooms, metrics.clone(), store.clone()),
+            store,
             pool: Arc::new(pool),
             ports,
             rtp_ingest,
@@ -339,6 +345,15 @@ impl VoxEngine {
         drop(ticket);
         self.metrics.calls_started.fetch_add(1, Ordering::Relaxed);
         info!(call = %call_id, session = %session_id, agent = %config.agent, transport = kind.label(), %addr, "call started");
+        let record = RecordId::from(&call_id);
+        self.store.record(StoreEvent::Opened(Opened {
+            id: record.clone(),
+            transport: kind.label(),
+            agent: Some(config.agent.clone()),
+            room: None,
+            identity: None,
+            at: UnixMs::now(),
+        }));
         let mut conversation = Conversation::new(dialect, session_id, config, agent, IdSource::random());
         if let Some(heard) = t.heard {
             conversation = conversation.with_heard(heard);
@@ -357,14 +372,19 @@ impl VoxEngine {
             metrics: self.metrics.clone(),
             connected,
             limits: self.call_limits,
+            history: Recorder::new(self.store.clone(), record.clone()),
         };
+        let history = Recorder::new(self.store.clone(), record);
         let engine = Arc::clone(self);
         let id = call_id.clone();
         tokio::spawn(async move {
             let reason = run_call(setup).await;
             engine.metrics.call_ended(reason);
             engine.calls().remove(&id);
-            engine.ended_media.lock().unwrap_or_else(|p| p.into_inner()).add(&stats.snapshot());
+            let media = stats.snapshot();
+            engine.ended_media.lock().unwrap_or_else(|p| p.into_inner()).add(&media);
+            // Before `done`: a DELETE answered, the record already says how the call ended.
+            history.closed(reason.label(), Some(crate::store::counters_json(&media)));
             let _ = done_tx.send(true);
         });
         Ok(call_id)
@@ -579,6 +599,15 @@ impl Engine for EngineHandle {
         if let Some(relay) = e.relay.get() {
             text.push_str(&relay.stats.prometheus());
         }
+        text.push_str(&e.store.render_metrics());
         text
+    }
+
+    async fn list_calls(&self, query: CallQuery) -> Result<CallList, ApiError> {
+        self.0.store.list(query).await
+    }
+
+    async fn call_record(&self, id: &str) -> Result<CallDetail, ApiError> {
+        self.0.store.get(id).await
     }
 }

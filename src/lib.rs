@@ -7,7 +7,7 @@
 //!   (WebRTC, plain RTP, phone streams; the only place that knows a wire); [`call`] runs one
 //!   call on tokio over any transport (protocol state in `call::Conversation`); [`agent`] holds
 //!   what answers the caller; [`relay`] is the embedded TURN server; [`room`] is the SFU's
-//!   forwarding core (slots, active speakers).
+//!   forwarding core (slots, active speakers); [`store`] is the call history (SQLite).
 //! - `voxrelay-media` (the `media/` crate): real-time audio on dedicated worker threads.
 //!
 //! Data path of one call: transport reader → ring → audio worker (jitter buffer, decode,
@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod relay;
 pub mod room;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 /// The WebRTC client (the load generator's and the tests' peer).

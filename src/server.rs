@@ -75,8 +75,18 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let call_limits = crate::call::lifetime::CallLimits { idle: secs(cfg.idle_timeout), max: secs(cfg.max_call_duration) };
-    let settings =
-        crate::engine::EngineSettings { rtp_ingest, vad, max_calls: cfg.max_calls(), shares, call_limits, phone_echo_guard, rooms };
+    let retention = (cfg.retention_days > 0).then(|| Duration::from_secs(cfg.retention_days * 86_400));
+    let store = Arc::new(crate::store::Store::open(&cfg.database(), retention).context("call history")?);
+    let settings = crate::engine::EngineSettings {
+        rtp_ingest,
+        vad,
+        max_calls: cfg.max_calls(),
+        shares,
+        call_limits,
+        phone_echo_guard,
+        rooms,
+        store,
+    };
     let engine = VoxEngine::new(pool, ports, providers, settings);
     let turn = match &cfg.turn_config {
         Some(path) => {

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{serve, wait_exit};
+use common::process::{LoggedServer, serve, sigterm, wait_exit};
 use common::*;
 use serde_json::json;
 
@@ -97,11 +97,6 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
     let status = exited.expect("server exits once its last call ended");
     assert!(status.success(), "clean exit, got {status}");
     let _ = std::fs::remove_dir_all(&data_dir);
-}
-
-fn sigterm(child: &std::process::Child) {
-    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0, "SIGTERM delivered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,27 +216,8 @@ fn token_mints_room_tokens_offline_with_the_servers_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirected_text_logs_are_plain_and_a_healthy_call_logs_no_warnings() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY]).stdout(Stdio::piped());
-    for var in ["VOXRELAY_API_KEY", "VOXRELAY_LISTEN", "VOXRELAY_CONFIG", "VOXRELAY_LOG_LEVEL", "VOXRELAY_LOG_FORMAT", "NO_COLOR"] {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd.spawn().expect("voxrelay binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let base = loop {
-        let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
-        lines.push(line.clone());
-        if let Some(at) = line.find("listening on http://") {
-            break line[at + "listening on ".len()..].split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let server = LoggedServer::start(&["--listen", "127.0.0.1:0", "--api-key", API_KEY], false).await;
+    let base = server.base.clone();
     // One whole echo turn over WebRTC.
     let secret = client_secret(&base, serde_json::json!({})).await;
     let mut c = Call::connect(&base, "/v1/realtime", &secret).await;
@@ -249,11 +225,7 @@ async fn redirected_text_logs_are_plain_and_a_healthy_call_logs_no_warnings() {
     c.say(&silence_ms(1500));
     c.expect("response.done").await;
     c.close().await;
-    sigterm(&child);
-    assert!(wait_exit(child).is_some(), "the server exits on SIGTERM");
-    while let Ok(Some(line)) = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await {
-        lines.push(line);
-    }
+    let lines = server.stop().await.expect("the server exits on SIGTERM");
     assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "ANSI escapes in redirected logs: {lines:#?}");
     let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(" WARN ")).collect();
     assert!(warnings.is_empty(), "a healthy call logged warnings: {warnings:#?}");
@@ -261,30 +233,9 @@ async fn redirected_text_logs_are_plain_and_a_healthy_call_logs_no_warnings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_or_secret_reaches_a_log_line_or_an_error_body() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "--log-level", "debug,rtc=info,webrtc=info,hyper=info"]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    for var in ["VOXRELAY_API_KEY", "VOXRELAY_LISTEN", "VOXRELAY_CONFIG", "VOXRELAY_LOG", "VOXRELAY_LOG_FORMAT"] {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd.spawn().expect("voxrelay binary runs");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let mut lines = Vec::new();
-    let base = loop {
-        let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
-        lines.push(line.clone());
-        if let Some(at) = line.find("listening on http://") {
-            break line[at + "listening on ".len()..].split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let args = ["--listen", "127.0.0.1:0", "--api-key", API_KEY, "--log-level", "debug,rtc=info,webrtc=info,hyper=info"];
+    let server = LoggedServer::start(&args, true).await;
+    let base = server.base.clone();
     let secret = client_secret(&base, json!({})).await;
     let mut bodies = Vec::new();
     // Almost the key, the secret where the key is needed, a secret used twice, and a secret
@@ -301,6 +252,8 @@ async fn no_key_or_secret_reaches_a_log_line_or_an_error_body() {
         http().get(format!("{base}/v1/rooms")).bearer_auth(&secret),
         http().post(format!("{base}/v1/rtp")).bearer_auth(&secret).json(&json!({})),
         http().get(format!("{base}/v1/calls/rtc_nope/events")).bearer_auth(&secret),
+        http().get(format!("{base}/v1/calls")).bearer_auth(&secret),
+        http().get(format!("{base}/v1/calls/rtc_nope")).bearer_auth(&secret),
         http().get(format!("{base}/v1/realtime?call_id=rtc_nope")).bearer_auth(&secret),
         http().post(format!("{base}/v1/realtime")).bearer_auth(&secret).header("content-type", "application/sdp").body(offer),
         http().post(format!("{base}/v1/realtime")).bearer_auth(format!("{secret}0")).header("content-type", "application/sdp").body(offer),
@@ -313,11 +266,7 @@ async fn no_key_or_secret_reaches_a_log_line_or_an_error_body() {
         bodies.push(body);
     }
     c.close().await;
-    sigterm(&child);
-    assert!(wait_exit(child).is_some(), "the server exits on SIGTERM");
-    while let Ok(Some(line)) = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await {
-        lines.push(line);
-    }
+    let lines = server.stop().await.expect("the server exits on SIGTERM");
     assert!(lines.len() > 10, "the debug log was read: {lines:#?}");
     for text in lines.iter().chain(&bodies) {
         for (what, value) in [("API key", API_KEY), ("near-miss key", near_miss.as_str()), ("client secret", secret.as_str())] {

@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod call_history;
 mod call_end;
 pub mod error;
 pub mod edge_errors;
@@ -219,6 +220,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<whip::IcePatched, ApiError> {
         Err(ApiError::not_found("call_not_found", "no such call"))
     }
+    /// Call history (PROTOCOL.md §5): a page of stored calls, newest first.
+    async fn list_calls(&self, _query: call_history::CallQuery) -> Result<call_history::CallList, ApiError> {
+        Err(call_history::history_disabled())
+    }
+    /// One stored call with its transcript.
+    async fn call_record(&self, _id: &str) -> Result<call_history::CallDetail, ApiError> {
+        Err(call_history::history_disabled())
+    }
     /// Prometheus text exposition for `/metrics`.
     fn metrics_text(&self) -> String;
 }
@@ -320,6 +329,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/realtime/calls", post(realtime::create_call_ga))
         .route("/v1/realtime/calls/{id}", delete(realtime::end_call).patch(realtime::patch_call))
         .route("/v1/realtime/calls/{id}/hangup", post(realtime::hangup))
+        .route("/v1/calls", get(call_history::list))
+        .route("/v1/calls/{id}", get(call_history::get))
         .route("/v1/calls/{id}/events", get(watch::call_events))
         .route("/v1/rtp", post(plain_rtp::create))
         .route("/v1/rtp/{id}", delete(plain_rtp::end))

@@ -48,6 +48,20 @@ pub enum LeaveReason {
     ServerShutdown,
 }
 
+impl LeaveReason {
+    /// As the call history records it.
+    pub fn label(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Disconnected => "disconnected",
+            LeaveReason::Replaced => "replaced",
+            LeaveReason::Removed => "removed",
+            LeaveReason::RoomDeleted => "room_deleted",
+            LeaveReason::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
 /// Server → participant, on `room-events`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type")]

@@ -24,10 +24,13 @@ use voxrelay_signaling::events::{
     CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
     ResponseError, ResponseOptions, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
 };
+use voxrelay_signaling::call_history::ToolCall;
+use voxrelay_signaling::events::ItemKind;
 use voxrelay_signaling::{ApiError, SessionConfig, SessionId};
 
 use super::tools::{self, OpenCalls};
 use crate::agent::{Agent, AgentNotice, AgentOutput};
+use crate::store::Note;
 
 struct Response {
     num: u64,
@@ -70,6 +73,9 @@ pub struct Conversation {
     pub out: Vec<StampedEvent>,
     /// Commands for the audio worker, in order.
     pub controls: Vec<Control>,
+    /// The conversation's lines for the call history, in order (whoever drives the
+    /// conversation drains them, as `out`).
+    pub notes: Vec<Note>,
     input_item: Option<String>,
     /// Manual commits sent to the worker and not yet confirmed: the audio thread commits
     /// asynchronously, and a `response.create` right after `input_audio_buffer.commit` (the
@@ -127,6 +133,7 @@ impl Conversation {
             ids,
             out: Vec::new(),
             controls: Vec::new(),
+            notes: Vec::new(),
             input_item: None,
             commits_in_flight: 0,
             response_after_commit: None,
@@ -180,6 +187,7 @@ impl Conversation {
     fn add_text_item(&mut self, id: String, text: &str) {
         let previous = self.last_item.replace(id.clone());
         self.agent.on_text(&id, text);
+        self.notes.push(Note::UserText { item_id: id.clone(), text: text.to_string() });
         self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_text(id, text) });
     }
 
@@ -230,6 +238,7 @@ impl Conversation {
         while let Some(n) = self.agent.poll_notice() {
             match n {
                 AgentNotice::InputTranscript { item_id, transcript } => {
+                    self.notes.push(Note::UserTranscript { item_id: item_id.clone(), text: transcript.clone() });
                     self.emit(ServerEvent::InputTranscriptionCompleted { item_id, content_index: 0, transcript })
                 }
                 AgentNotice::Error { code, message } => self.server_error(&code, &message),
@@ -296,6 +305,7 @@ impl Conversation {
         let previous = self.last_item.replace(item_id.clone());
         self.agent.on_committed(audio_end, &item_id);
         self.emit(ServerEvent::InputCommitted { previous_item_id: previous.clone(), item_id: item_id.clone() });
+        self.notes.push(Note::UserAudio { item_id: item_id.clone() });
         self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_audio(item_id) });
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
@@ -370,6 +380,8 @@ impl Conversation {
             }
         };
         let item = Self::final_item(&r, item_status);
+        let status_label = if r.failed.is_some() { "failed" } else { "completed" };
+        self.note_response(&r, status_label, FRAME * r.voiced_frames_sent as u32, None);
         self.emit(ServerEvent::OutputItemDone { response_id: r.id.clone(), output_index: 0, item: item.clone() });
         let output: Vec<Item> = std::iter::once(item).chain(r.calls).collect();
         if r.playing {
@@ -388,10 +400,34 @@ impl Conversation {
         self.suppress_voiced = true;
         self.emit(ServerEvent::OutputAudioCleared { response_id: Some(r.id.clone()) });
         self.emit(ServerEvent::ItemTruncated { item_id: r.item_id.clone(), content_index: 0, audio_end_ms: played.as_millis() as u64 });
+        self.note_response(&r, "cancelled", FRAME * r.audio_frames_queued as u32, Some(played));
         let output: Vec<Item> = std::iter::once(Self::final_item(&r, ItemStatus::Incomplete)).chain(r.calls).collect();
         let details = Some(StatusDetails::Cancelled { reason });
         self.emit(ServerEvent::ResponseDone { response: WireResponse::new(&r.id, ResponseStatus::Cancelled, details, output) });
         self.remember_item(r.item_id, played);
+    }
+
+    /// A response's line in the history: what it said, how it ended, its audio (`audio`: what
+    /// the agent made of it) and, when cut short, what the caller heard.
+    fn note_response(&mut self, r: &Response, status: &'static str, audio: Duration, heard: Option<Duration>) {
+        let tool_calls = r
+            .calls
+            .iter()
+            .filter_map(|item| match &item.kind {
+                ItemKind::FunctionCall { call_id, name, arguments, .. } => {
+                    Some(ToolCall { call_id: call_id.clone(), name: name.clone(), arguments: arguments.clone() })
+                }
+                _ => None,
+            })
+            .collect();
+        self.notes.push(Note::Response {
+            item_id: r.item_id.clone(),
+            text: r.transcript.clone(),
+            status,
+            audio_ms: audio.as_millis() as u64,
+            heard_ms: heard.map(|h| h.as_millis() as u64),
+            tool_calls,
+        });
     }
 
     /// The server ends the call: a running response is cancelled (`response.done`, status
@@ -559,6 +595,7 @@ impl Conversation {
                 let id = item_id.unwrap_or_else(|| self.ids.item());
                 let previous = self.last_item.replace(id.clone());
                 self.agent.on_function_output(&call_id, &output);
+                self.notes.push(Note::ToolOutput { item_id: id.clone(), call_id: call_id.clone(), output: output.clone() });
                 self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::function_call_output(id, call_id, output) });
             }
             ClientEvent::ItemTruncate { item_id, audio_end_ms } => match self.assistant_items.iter().find(|(id, _)| *id == item_id) {

@@ -29,6 +29,7 @@ use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
 use crate::metrics::Metrics;
+use crate::store::Recorder;
 use crate::transport::TransportEvent;
 use crate::transport::link::EndReason;
 
@@ -53,6 +54,8 @@ pub struct CallSetup {
     pub connected: Arc<std::sync::atomic::AtomicBool>,
     /// The server's idle timeout and maximum duration (a session may lower them).
     pub limits: CallLimits,
+    /// Where the conversation's lines go (the call history).
+    pub history: Recorder,
 }
 
 /// The tokio ends of the call's worker session.
@@ -65,7 +68,7 @@ pub struct SessionRings {
 
 /// Runs the call until it ends; says why.
 pub async fn run_call(setup: CallSetup) -> EndReason {
-    let CallSetup { call_id, mut person, mut events, mut conversation, rings, stop, metrics, connected, limits } = setup;
+    let CallSetup { call_id, mut person, mut events, mut conversation, rings, stop, metrics, connected, limits, history } = setup;
     let SessionRings { mut control, mut agent_out, mut egress, mut uplink } = rings;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -164,6 +167,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
             }
         }
         person.publish(&mut conversation);
+        history.take(&mut conversation.notes, |_| None);
     };
     // Ended by the server side (DELETE, the drain's grace ran out, a limit): a running response
     // is closed properly so the client's state machine does not wait for it forever.
@@ -172,6 +176,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
         conversation.end_of_call();
         std::mem::take(&mut conversation.out)
     });
+    history.take(&mut conversation.notes, |_| None);
     if end == EndReason::Requested {
         info!(call = %call_id, "call ended by request");
     }

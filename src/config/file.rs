@@ -54,6 +54,9 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "seconds")]
     pub max_call_duration: Option<u64>,
     pub max_pending_calls_per_ip: Option<usize>,
+    /// A path (relative: to the file's directory), `:memory:` or `off`.
+    pub database: Option<String>,
+    pub retention_days: Option<u64>,
     /// dB relative to what was sent (negative).
     pub phone_echo_return_db: Option<f32>,
     #[serde(default)]
@@ -74,6 +77,9 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let mut file = Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(db) = file.database.as_mut().filter(|d| !matches!(d.as_str(), "off" | ":memory:") && Path::new(d.as_str()).is_relative()) {
+            *db = base.join(db.as_str()).to_string_lossy().into_owned();
+        }
         for p in [&mut file.data_dir, &mut file.turn_config].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -172,6 +178,8 @@ impl ServeConfig {
         take!(max_call_duration);
         take!(max_pending_calls_per_ip);
         take!(phone_echo_return_db);
+        take!(database, Some);
+        take!(retention_days);
     }
 
     /// Settings from flags and environment as clap parsed them, then the config file (when one

@@ -48,6 +48,14 @@ pub struct ServeConfig {
     /// Default: $XDG_DATA_HOME/voxrelay, else ~/.local/share/voxrelay.
     #[arg(long, env = "VOXRELAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The call history (calls, room participants, transcripts): an SQLite file, `:memory:`
+    /// (kept until the server stops) or `off`. Default: voxrelay.db in the data directory.
+    #[arg(long, env = "VOXRELAY_DATABASE")]
+    pub database: Option<String>,
+    /// Days an ended call stays in the history; older ones are deleted (at start, then
+    /// hourly). 0: kept forever.
+    #[arg(long, env = "VOXRELAY_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
     /// IP address media (ICE/DTLS/SRTP) binds to and advertises. Default: the listen address's IP.
     #[arg(long, env = "VOXRELAY_RTC_IP")]
     pub rtc_ip: Option<IpAddr>,
@@ -192,6 +200,8 @@ impl ServeConfig {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
             api_key: None,
             data_dir: None,
+            database: None,
+            retention_days: 30,
             rtc_ip: None,
             rtc_ports: None,
             rtc_tcp: true,
@@ -224,6 +234,14 @@ impl ServeConfig {
             public_url: None,
             twilio_auth_token: None,
             phone_echo_return_db: voxrelay_media::EchoGuardConfig::DEFAULT.echo_return_db,
+        }
+    }
+
+    /// Where the call history lives.
+    pub fn database(&self) -> crate::store::Database {
+        match &self.database {
+            Some(d) => crate::store::Database::parse(d),
+            None => crate::store::Database::File(self.data_dir().join("voxrelay.db")),
         }
     }
 

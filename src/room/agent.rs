@@ -32,6 +32,7 @@ use super::server_track::ServerTrack;
 use super::slot::TrackKey;
 use crate::call::{Conversation, HeardTurn, POLL_INTERVAL};
 use crate::metrics::Metrics;
+use crate::store::{Note, Recorder};
 use crate::transport::RtpPacketIn;
 
 /// Speakers of recent input items, to attribute their events (a turn's events end with its
@@ -77,6 +78,8 @@ pub struct AgentSetup {
     pub key: TrackKey,
     pub parts: AgentParts,
     pub metrics: Arc<Metrics>,
+    /// The agent's record in the call history: the room's transcript.
+    pub history: Recorder,
 }
 
 /// One participant the agent hears.
@@ -100,7 +103,7 @@ pub async fn run_agent(
     to_room: mpsc::UnboundedSender<ToRoom>,
     packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
 ) {
-    let AgentSetup { room, identity, key, parts, metrics } = setup;
+    let AgentSetup { room, identity, key, parts, metrics, history } = setup;
     let AgentParts { mut conversation, voice, listen_turn, listen_options, pool } = parts;
     let SessionHandle { control: mut voice_control, mut agent_out, mut egress, uplink: mut voice_uplink, .. } = voice;
     let started = Instant::now();
@@ -183,12 +186,14 @@ pub async fn run_agent(
                         metrics.ring_overflow();
                     }
                 }
+                history.take(&mut conversation.notes, |note| speaker_of(note, &speakers, &identity));
                 send_events(&mut conversation, &mut speakers, &tag, &to_room);
             }
         }
     };
     // Leaving mid-response: the response ends as cancelled, so clients see it finish.
     conversation.end_of_call();
+    history.take(&mut conversation.notes, |note| speaker_of(note, &speakers, &identity));
     send_events(&mut conversation, &mut speakers, &tag, &to_room);
     let _ = to_room.send(ToRoom::Left { reply: reply.flatten() });
     info!(room = %room, identity = %identity, "agent left");
@@ -225,6 +230,17 @@ fn hear(
         }
         _ => {}
     }
+}
+
+/// Who a line of the room's transcript is from: the agent's own, or the participant whose turn
+/// it is (taken before the turn's last event lets go of its speaker).
+fn speaker_of(note: &Note, speakers: &VecDeque<(String, ParticipantId)>, agent: &ParticipantId) -> Option<String> {
+    let item = match note {
+        Note::Response { .. } => return Some(agent.to_string()),
+        Note::UserAudio { item_id } | Note::UserText { item_id, .. } | Note::UserTranscript { item_id, .. } => item_id,
+        Note::ToolOutput { .. } => return None,
+    };
+    speakers.iter().find(|(i, _)| i == item).map(|(_, who)| who.to_string())
 }
 
 /// Adds the room's fields to the agent's events.

@@ -11,6 +11,7 @@
 
 mod agent;
 pub mod floor;
+mod history;
 mod phone;
 mod server_track;
 mod registry;

@@ -13,6 +13,7 @@ use voxrelay_signaling::room_wire::{LeaveReason, RoomInfo};
 use voxrelay_signaling::rooms::JoinRequest;
 use voxrelay_signaling::{ApiError, ParticipantId, RoomName};
 
+use crate::store::Store;
 use super::agent::AgentParts;
 use super::phone::{PhoneRings, run_phone};
 use super::task::{close_member, pump_events, run_room};
@@ -130,11 +131,14 @@ pub struct Rooms {
     settings: RoomSettings,
     next_key: AtomicU32,
     pub(super) metrics: Arc<Metrics>,
+    /// Where participants' records go (the call history).
+    pub(super) store: Arc<Store>,
 }
 
 impl Rooms {
-    pub fn new(settings: RoomSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(settings: RoomSettings, metrics: Arc<Metrics>, store: Arc<Store>) -> Arc<Self> {
         Arc::new(Rooms {
+            store,
             rooms: Mutex::new(HashMap::new()),
             seated: Arc::new(AtomicUsize::new(0)),
             settings,
@@ -169,7 +173,7 @@ impl Rooms {
         let (packets, packet_rx) = mpsc::channel(PACKET_QUEUE);
         let handle = RoomHandle { commands, packets };
         rooms.insert(name.clone(), handle.clone());
-        let room = Room::new(name.clone(), limits, Instant::now());
+        let room = Room::new(name.clone(), limits, Instant::now()).with_history(self.store.clone());
         tokio::spawn(run_room(self.clone(), room, command_rx, packet_rx, handle.commands.downgrade()));
         info!(room = %name, max_participants = limits.max_participants, "room created");
         Ok(handle)
@@ -334,6 +338,7 @@ impl Rooms {
         let room = self.handle(name, self.settings.auto_create.then_some(self.settings.limits))?;
         let key = TrackKey(self.next_key.fetch_add(1, Ordering::Relaxed));
         let mut member = Member::agent(key, identity, display, name.clone(), Instant::now());
+        member.agent = Some(parts.conversation.config().agent.clone());
         member.seat = Some(seat);
         let (reply, done) = oneshot::channel();
         let command = Command::AttachAgent { member: Box::new(member), parts: Box::new(parts), packets: room.packets.clone(), reply };

@@ -9,6 +9,7 @@
 //! set changed, [`selection::assign`] maps the speakers onto each subscriber's slots
 //! (`slot.assigned`) and `active_speakers` goes out (at most 5 per second).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use voxrelay_media::{AudioLevel, MAX_DECODED_48K, OpusDecoder, RtpIn};
@@ -19,10 +20,12 @@ use voxrelay_signaling::room_wire::{
 };
 use voxrelay_signaling::{ParticipantId, RoomName};
 
+use super::history;
 use super::registry::RoomLimits;
 use super::selection;
 use super::slot::{Skip, Slot, SourceHeader, TrackKey};
 use super::speakers::{ActiveSpeakers, SpeakerConfig};
+use crate::store::{RecordId, Store};
 use crate::transport::link::Link;
 use crate::transport::webrtc::{RoomPeer, SendError};
 use crate::transport::{EventOutlet, RtpPacketIn, RtpPacketOut};
@@ -66,6 +69,10 @@ pub struct Member {
     tap: Option<rtrb::Producer<RtpIn>>,
     /// A phone caller's slot: its bridge session's room input (see `room::phone`).
     phone_in: Option<rtrb::Producer<RtpIn>>,
+    /// Its record in the call history.
+    pub record: RecordId,
+    /// The room's AI participant: its pipeline (`echo`, ...).
+    pub agent: Option<String>,
 }
 
 impl Member {
@@ -118,6 +125,8 @@ impl Member {
             seat: None,
             tap: None,
             phone_in: None,
+            record: RecordId::participant(),
+            agent: None,
         }
     }
 
@@ -251,6 +260,7 @@ pub struct Room {
     pub limits: RoomLimits,
     /// Keys of members that left since the task last asked (see `take_departed`).
     departed: Vec<TrackKey>,
+    history: Arc<Store>,
 }
 
 /// What became of a participant's room event.
@@ -277,7 +287,14 @@ impl Room {
             reported_len: 0,
             limits,
             departed: Vec::new(),
+            history: Arc::new(Store::off()),
         }
+    }
+
+    /// Records who joins and leaves in the call history.
+    pub fn with_history(mut self, store: Arc<Store>) -> Self {
+        self.history = store;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -305,6 +322,7 @@ impl Room {
         if member.is_agent() {
             self.speakers.configure(member.key, SpeakerConfig::SERVER_TRACK);
         }
+        history::joined(&self.history, &self.name, &member);
         self.members.push(member);
         self.speakers_changed = true;
     }
@@ -313,6 +331,7 @@ impl Room {
     pub fn leave(&mut self, key: TrackKey, reason: LeaveReason) -> Option<Member> {
         let i = self.members.iter().position(|m| m.key == key)?;
         let member = self.members.remove(i);
+        history::left(&self.history, &member, reason);
         self.departed.push(key);
         self.speakers.remove(key);
         let left = RoomEvent::ParticipantLeft { identity: member.identity.clone(), reason };
@@ -571,6 +590,7 @@ impl Room {
         let mut members = std::mem::take(&mut self.members);
         for m in &mut members {
             m.send(&RoomEvent::ParticipantLeft { identity: m.identity.clone(), reason });
+            history::left(&self.history, m, reason);
         }
         members
     }

@@ -17,6 +17,7 @@ use super::agent::{AgentInput, AgentSetup, ToRoom, run_agent};
 use super::registry::{Command, Rooms};
 use super::slot::TrackKey;
 use super::state::{Handled, Member, Room};
+use crate::store::Recorder;
 use crate::transport::webrtc::RoomPeer;
 use crate::transport::{Departure, RtpPacketIn, TransportEvent};
 
@@ -149,10 +150,11 @@ pub(super) async fn run_room(
                         continue;
                     }
                     let (key, identity) = (member.key, member.identity.clone());
+                    let history = Recorder::new(rooms.store.clone(), member.record.clone());
                     room.join(*member);
                     let (inbox, inbox_rx) = mpsc::unbounded_channel();
                     let (to_room, from_agent) = mpsc::unbounded_channel();
-                    let setup = AgentSetup { room: room.name.clone(), identity, key, parts: *parts, metrics: rooms.metrics.clone() };
+                    let setup = AgentSetup { room: room.name.clone(), identity, key, parts: *parts, metrics: rooms.metrics.clone(), history };
                     tokio::spawn(run_agent(setup, inbox_rx, to_room, packets));
                     for (key, identity, name) in room.publishers() {
                         let _ = inbox.send(AgentInput::Listen { key, identity, name });

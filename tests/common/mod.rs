@@ -36,6 +36,8 @@ pub async fn try_start_with(tweak: impl FnOnce(&mut ServeConfig)) -> anyhow::Res
     cfg.api_key = Some(API_KEY.into());
     cfg.audio_workers = Some(2);
     cfg.drain_grace_secs = 1;
+    // Each server its own history: tests run in parallel and must not see each other's calls.
+    cfg.database = Some(":memory:".into());
     // Hermetic: a developer's OPENAI_API_KEY must not send test audio to a real provider.
     cfg.providers = Some(voxrelay::agent::Providers::resolve_with(&Default::default(), &|_| None).unwrap());
     tweak(&mut cfg);

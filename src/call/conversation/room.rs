@@ -55,6 +55,7 @@ impl Conversation {
             self.agent.on_committed(t, turn.item_id);
             let previous = self.last_item.replace(turn.item_id.to_string());
             self.emit(ServerEvent::InputCommitted { previous_item_id: previous.clone(), item_id: turn.item_id.to_string() });
+            self.notes.push(crate::store::Note::UserAudio { item_id: turn.item_id.to_string() });
             self.emit(ServerEvent::ItemCreated { previous_item_id: previous, item: Item::user_audio(turn.item_id) });
         }
         let auto = self.config.turn_detection.is_some_and(|t| t.create_response);
