@@ -90,7 +90,7 @@ async fn main() {
     // Push-to-talk settings: every frame goes up (no VAD gate in the way of the measurement).
     let session = SessionConfig { turn_detection: None, ..SessionConfig::default() };
     let s2 = session.clone();
-    let mut agent = Bridge::spawn(&session, move |link| openai::run(cfg, s2, link));
+    let mut agent = Bridge::spawn(&session, move |link| openai::run(cfg, s2, Default::default(), link));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut sent = Vec::with_capacity(FRAMES);

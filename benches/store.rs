@@ -17,7 +17,8 @@ const EVENTS_PER_CALL: u64 = 2 + 5 * 3;
 fn one_call(store: &Store, n: u64) {
     let id = RecordId::from(&CallId::random("rtc_"));
     let at = UnixMs(1_700_000_000_000 + n);
-    let opened = Opened { id: id.clone(), transport: "webrtc", agent: Some("echo".into()), room: None, identity: None, at };
+    let opened =
+        Opened { id: id.clone(), transport: "webrtc", agent: Some("echo".into()), room: None, identity: None, conversation: None, at };
     store.record(StoreEvent::Opened(opened));
     for turn in 0..5 {
         let item_id = format!("item_{turn}");
@@ -46,7 +47,7 @@ fn bench(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
     let store = Store::open(&Database::File(dir.join("voxrelay.db")), None).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let barrier = || rt.block_on(store.list(CallQuery { room: None, since: None, before: None, limit: 1 })).unwrap();
+    let barrier = || rt.block_on(store.list(CallQuery { room: None, conversation: None, since: None, before: None, limit: 1 })).unwrap();
     // Calls per sample: ≈ 2,000 events, well inside the queue (8,192), so nothing drops.
     const CALLS: u64 = 100;
     let mut g = c.benchmark_group("call history");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use voxrelay_media::{AudioCodec, EchoGuardConfig, SessionHandle, SessionOptions, SessionStats, StatsSnapshot, VadKind, WorkerPool};
-use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery};
+use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery, TranscriptRole};
 use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
 use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
@@ -26,6 +26,7 @@ use voxrelay_signaling::{ParticipantId, RoomName};
 
 use crate::admission::{Admission, Seat, Shares, Ticket};
 use crate::agent;
+use crate::agent::history::{Dialogue, HISTORY_BUDGET_CHARS};
 use crate::call::lifetime::CallLimits;
 use crate::call::{CallSetup, Conversation, Person, SessionRings, run_call, turn_config};
 use crate::metrics::Metrics;
@@ -297,6 +298,22 @@ impl VoxEngine {
         Ok(identity)
     }
 
+    /// What was said so far in the conversation the session continues (empty for a new one, or
+    /// when the history cannot be read: the call starts fresh rather than not at all).
+    async fn prior_dialogue(&self, config: &SessionConfig) -> Dialogue {
+        let mut prior = Dialogue::default();
+        let Some(conversation) = &config.conversation else { return prior };
+        match self.store.dialogue(conversation, HISTORY_BUDGET_CHARS).await {
+            Ok(turns) => {
+                for (role, text) in turns {
+                    prior.push(if role == TranscriptRole::Assistant { "assistant" } else { "user" }, &text);
+                }
+            }
+            Err(e) => warn!(conversation = %conversation, "the conversation's history could not be read; the call starts without it: {e}"),
+        }
+        prior
+    }
+
     /// Starts the worker session, the agent and the call task for a ready transport; the call
     /// takes the admitted place (`seat`, held by its ticket until now).
     async fn launch(
@@ -317,7 +334,8 @@ impl VoxEngine {
             Ok(m) => m,
             Err(e) => return Err(refuse(t, ApiError::overloaded(format!("audio workers: {e}"))).await),
         };
-        let agent = match agent::new_agent(&self.providers, &config) {
+        let prior = self.prior_dialogue(&config).await;
+        let agent = match agent::new_agent(&self.providers, &config, prior) {
             Ok(a) => a,
             Err(e) => return Err(refuse(t, e).await),
         };
@@ -352,6 +370,7 @@ impl VoxEngine {
             agent: Some(config.agent.clone()),
             room: None,
             identity: None,
+            conversation: config.conversation.as_ref().map(ToString::to_string),
             at: UnixMs::now(),
         }));
         let mut conversation = Conversation::new(dialect, session_id, config, agent, IdSource::random());
@@ -523,7 +542,7 @@ impl Engine for EngineHandle {
         let voice = voice.map_err(|err| ApiError::overloaded(format!("audio workers: {err}")))?;
         let agent_name = config.agent.clone();
         let listen_turn = turn_config(&config);
-        let agent = agent::new_agent(&e.providers, &config)?;
+        let agent = agent::new_agent(&e.providers, &config, e.prior_dialogue(&config).await)?;
         let conversation = Conversation::new(dialect, SessionId::random(), config, agent, IdSource::random());
         let parts = crate::room::AgentParts {
             conversation,

@@ -299,3 +299,37 @@ async fn llm_429_and_5xx_fail_one_response_each_and_the_conversation_goes_on() {
     c.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_conversation_reaches_the_llm_with_the_next_turn() {
+    let fake = FakeCascade::start(keys(), 20).await;
+    let server = server_for(&fake, "openai", "el-key").await;
+    let base = server.url();
+    let mut with_conversation = body();
+    with_conversation["conversation"] = json!("conv_cascade_0123456789");
+    let mut first = Call::connect(&base, "/v1/realtime", &client_secret(&base, with_conversation.clone()).await).await;
+    first.expect("session.created").await;
+    first.speak_turn(1500);
+    let heard = first.expect("conversation.item.input_audio_transcription.completed").await["transcript"].as_str().unwrap().to_string();
+    first.expect("response.done").await;
+    first.close().await;
+
+    let mut second = Call::connect(&base, "/v1/realtime", &client_secret(&base, with_conversation).await).await;
+    second.expect("session.created").await;
+    second.speak_turn(1500);
+    second.expect("response.done").await;
+    let log = fake.log.lock().unwrap();
+    assert_eq!(log.llm_requests.len(), 2);
+    let messages: Vec<(&str, &str)> = log.llm_requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap_or("")))
+        .collect();
+    let reply = reply_for(&heard);
+    assert_eq!(&messages[..3], [("system", "Be a test."), ("user", heard.as_str()), ("assistant", reply.as_str())], "{messages:#?}");
+    assert_eq!(messages.len(), 4, "then the new call's turn: {messages:#?}");
+    drop(log);
+    second.close().await;
+    server.shutdown().await;
+}

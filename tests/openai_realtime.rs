@@ -309,3 +309,56 @@ async fn a_provider_gone_quiet_fails_the_response_and_the_call_goes_on() {
     c.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_the_same_conversation_continues_where_the_last_one_stopped() {
+    let fake = FakeOpenAi::start(KEY, Behaviour::default()).await;
+    let server = server_for(&fake, KEY, "ga").await;
+    let base = server.url();
+    let conversation = "conv_5d1f0c9e8b7a6d4c";
+    let body = |conv: &str| {
+        let mut b = session_body();
+        b["conversation"] = json!(conv);
+        b
+    };
+    let mut first = Call::connect(&base, "/v1/realtime", &client_secret(&base, body(conversation)).await).await;
+    let created = first.expect("session.created").await;
+    assert_eq!(created["session"]["conversation"], conversation);
+    first.speak_turn(1500);
+    first.expect("conversation.item.input_audio_transcription.completed").await;
+    first.expect("response.done").await;
+    first.close().await;
+    assert!(fake.events_of("conversation.item.create").is_empty(), "a new conversation starts with nothing: {:?}", fake.types());
+
+    // A later call (a reconnecting page) on the same conversation: its fresh upstream session
+    // is given the dialogue so far before anything else is said.
+    let mut second = Call::connect(&base, "/v1/realtime", &client_secret(&base, body(conversation)).await).await;
+    second.expect("session.created").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let items = loop {
+        let items: Vec<Value> = fake.events_of("conversation.item.create").into_iter().map(|e| e["item"].clone()).collect();
+        if items.len() >= 2 {
+            break items;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dialogue was not replayed: {:?}", fake.types());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(items[0]["role"], "user");
+    assert!(items[0]["content"][0]["text"].as_str().unwrap().starts_with("user said"), "{items:?}");
+    assert_eq!((items[1]["role"].as_str(), items[1]["content"][0]["text"].as_str()), (Some("assistant"), Some(REPLY_TRANSCRIPT)));
+    assert_eq!(fake.log.lock().unwrap().connections, 2);
+
+    // The conversation is fixed for the call's life.
+    second.send(json!({"type": "session.update", "session": {"type": "realtime", "conversation": "conv_ffffffffffffffff"}})).await;
+    let err = second.expect("error").await;
+    assert_eq!(err["error"]["code"], "conversation_change_unsupported", "{err}");
+
+    // The history lists both calls under the conversation.
+    let resp = http().get(format!("{base}/v1/calls?conversation={conversation}")).bearer_auth(API_KEY).send().await.unwrap();
+    let list: Value = resp.json().await.unwrap();
+    let calls = list["data"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{list}");
+    assert!(calls.iter().all(|c| c["conversation"] == conversation));
+    second.close().await;
+    server.shutdown().await;
+}

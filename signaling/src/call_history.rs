@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError as E;
-use crate::ids::RoomName;
+use crate::ids::{ConversationId, RoomName};
 use crate::{Api, ApiError};
 
 /// `limit` when the query gives none, and the most one page may hold.
@@ -36,6 +36,8 @@ pub struct CallSummary {
     /// reason, or `interrupted` (the server stopped without ending it: killed or crashed).
     pub end_reason: Option<String>,
     pub duration_ms: Option<u64>,
+    /// The conversation the call continues (its session's `conversation`), if any.
+    pub conversation: Option<String>,
 }
 
 /// `GET /v1/calls/<id>`: the summary, its transcript and its media counters.
@@ -132,6 +134,7 @@ pub struct CallList {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallQuery {
     pub room: Option<RoomName>,
+    pub conversation: Option<ConversationId>,
     /// Calls started at or after this (unix seconds).
     pub since: Option<u64>,
     /// Calls started before this one (the previous page's last id).
@@ -143,8 +146,8 @@ impl CallQuery {
     /// Checks the query string's parameters: unknown ones and bad values are 400s that say
     /// which.
     pub fn parse(params: &HashMap<String, String>) -> Result<Self, ApiError> {
-        if let Some(unknown) = params.keys().find(|k| !["room", "since", "before", "limit"].contains(&k.as_str())) {
-            let message = format!("unknown query parameter {unknown:?} (room, since, before, limit)");
+        if let Some(unknown) = params.keys().find(|k| !["room", "conversation", "since", "before", "limit"].contains(&k.as_str())) {
+            let message = format!("unknown query parameter {unknown:?} (room, conversation, since, before, limit)");
             return Err(E::bad_request("unknown_parameter", message));
         }
         let number = |key: &str| {
@@ -160,6 +163,7 @@ impl CallQuery {
         let before = params.get("before").map(|id| check_record_id(id).map(|()| id.clone())).transpose()?;
         Ok(CallQuery {
             room: params.get("room").map(|r| RoomName::parse(r)).transpose()?,
+            conversation: params.get("conversation").map(|c| ConversationId::parse(c)).transpose()?,
             since: number("since").transpose()?,
             before,
             limit: limit as usize,
@@ -213,7 +217,7 @@ mod tests {
     #[test]
     fn a_query_is_checked_where_it_enters() {
         let q = CallQuery::parse(&params(&[])).unwrap();
-        assert_eq!(q, CallQuery { room: None, since: None, before: None, limit: DEFAULT_LIMIT });
+        assert_eq!(q, CallQuery { room: None, conversation: None, since: None, before: None, limit: DEFAULT_LIMIT });
         let q = CallQuery::parse(&params(&[("room", "standup"), ("since", "1700000000"), ("limit", "3"), ("before", "rtc_abc")])).unwrap();
         assert_eq!(q.room.unwrap().as_str(), "standup");
         assert_eq!((q.since, q.limit, q.before.as_deref()), (Some(1_700_000_000), 3, Some("rtc_abc")));
@@ -223,6 +227,7 @@ mod tests {
             (params(&[("limit", "ten")]), "invalid_parameter"),
             (params(&[("since", "-1")]), "invalid_parameter"),
             (params(&[("room", "a b")]), "invalid_name"),
+            (params(&[("conversation", "short")]), "invalid_conversation"),
             (params(&[("before", "../x")]), "invalid_call_id"),
             (params(&[("order", "asc")]), "unknown_parameter"),
         ] {

@@ -68,6 +68,9 @@ impl SessionUpdate {
         if next.agent != config.agent {
             return Err(crate::ApiError::bad_request("agent_change_unsupported", "the agent of a live call cannot change"));
         }
+        if next.conversation != config.conversation {
+            return Err(crate::ApiError::bad_request("conversation_change_unsupported", "the conversation of a live call cannot change"));
+        }
         Ok(next)
     }
 }

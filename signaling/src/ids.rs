@@ -54,6 +54,29 @@ string_id!(
     /// A room's name, as it appears in `/v1/rooms/<room>/…` and in room tokens.
     RoomName
 );
+string_id!(
+    /// A conversation that spans calls (a session's `conversation`): a new call on it starts
+    /// with the dialogue so far. Whoever holds it continues the conversation, so it is a random
+    /// token the client makes, not a name.
+    ConversationId
+);
+
+/// Shortest conversation id: 16 characters of the id alphabet are ≥ 95 bits, not guessable.
+pub const MIN_CONVERSATION_ID: usize = 16;
+
+impl ConversationId {
+    pub fn parse(id: &str) -> Result<Self, ApiError> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if !(MIN_CONVERSATION_ID..=MAX_NAME_BYTES).contains(&id.len()) || !id.chars().all(ok) {
+            let message = format!(
+                "conversation is {MIN_CONVERSATION_ID} to {MAX_NAME_BYTES} characters of letters, digits, _ and - \
+                 (a random token: whoever knows it continues the conversation)"
+            );
+            return Err(ApiError::bad_request("invalid_conversation", message));
+        }
+        Ok(ConversationId(id.to_string()))
+    }
+}
 
 impl CallId {
     /// A new random id with the transport's prefix.
@@ -118,6 +141,14 @@ mod tests {
         assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::Value::String(id.to_string()));
         let back: SessionId = serde_json::from_str("\"sess_x\"").unwrap();
         assert_eq!(back.as_str(), "sess_x");
+    }
+
+    #[test]
+    fn conversation_ids_are_unguessable_tokens() {
+        assert!(ConversationId::parse("conv_3f9a7c2e1b4d5a6f").is_ok());
+        for bad in ["", "conv_short", "conv 3f9a7c2e1b4d5a6f", "conv.3f9a7c2e1b4d5a6f", &"x".repeat(MAX_NAME_BYTES + 1)] {
+            assert_eq!(ConversationId::parse(bad).unwrap_err().code, "invalid_conversation", "{bad:?}");
+        }
     }
 
     #[test]

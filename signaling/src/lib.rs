@@ -51,7 +51,7 @@ pub use auth::Auth;
 pub use call_end::EndReason;
 pub use error::ApiError;
 pub use events::Dialect;
-pub use ids::{CallId, ParticipantId, RoomName, SessionId};
+pub use ids::{CallId, ConversationId, ParticipantId, RoomName, SessionId};
 pub use sdp::{OfferSummary, OfferedCodec};
 pub use wire::SessionConfig;
 

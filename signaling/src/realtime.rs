@@ -117,10 +117,17 @@ async fn create_call(
     if let Some(session) = session {
         // The SDKs' `session` field: settings applied before the call starts; a client secret's
         // agent stays the one it was minted for.
-        let agent = config.agent.clone();
+        let (agent, conversation) = (config.agent.clone(), config.conversation.clone());
         config.apply_ga(session)?;
         if by_secret && config.agent != agent {
             return Err(ApiError::bad_request("agent_change_unsupported", "the agent of a client secret's session cannot change"));
+        }
+        // A secret minted for a conversation stays in it (one minted without may name one).
+        if by_secret && conversation.is_some() && config.conversation != conversation {
+            return Err(ApiError::bad_request(
+                "conversation_change_unsupported",
+                "the conversation of a client secret's session cannot change",
+            ));
         }
     }
     api.engine.check_session(&config)?;

@@ -9,7 +9,8 @@
 //    speaking indicator, barge-in. getStats() drives the call stats.
 // 4. Resilience: an unexpected drop starts a new call after an exponential backoff with jitter
 //    (capped). voxrelay's realtime calls take no re-offer, so an ICE restart is not possible:
-//    a network change starts a new call at once instead.
+//    a network change starts a new call at once instead. Every call from one Connect is in one
+//    `conversation` (a random token), so the agent of a new call continues where the last stopped.
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -39,6 +40,13 @@ let retryTimer = null;
 let cachedSecret = null;
 let audioCtx = null;
 let droppedBefore = false;  // the next session.created is a reconnect
+let conversationId = null;  // the conversation of this Connect (new at each Connect)
+
+/** An unguessable conversation token: whoever holds it continues the conversation. */
+function newConversationId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return 'conv_' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 /** A failure to show the user: `retry` when trying again later may help. */
 class CallError extends Error {
@@ -108,17 +116,18 @@ async function getSecret(agent) {
   const own = ui.secret.value.trim();
   if (own) return { value: own };
   const now = Date.now() / 1000;
-  if (cachedSecret && cachedSecret.agent === agent && cachedSecret.expiresAt - now > SECRET_MARGIN_S) return { ...cachedSecret, fresh: false };
+  if (cachedSecret && cachedSecret.agent === agent && cachedSecret.conversation === conversationId &&
+      cachedSecret.expiresAt - now > SECRET_MARGIN_S) return { ...cachedSecret, fresh: false };
   if (!helperOn) {
     throw new CallError('secret_required', 'This server does not mint client secrets for this page (its session helper is off). ' +
       'Paste a client secret minted with the API key under "Use your own client secret".', { askSecret: true });
   }
   const r = await api('/web/session', {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ agent, turn_detection: { type: 'server_vad' } }),
+    body: JSON.stringify({ agent, turn_detection: { type: 'server_vad' }, conversation: conversationId }),
   });
   const s = await r.json();
-  cachedSecret = { value: s.client_secret.value, expiresAt: s.client_secret.expires_at, agent, iceServers: s.ice_servers };
+  cachedSecret = { value: s.client_secret.value, expiresAt: s.client_secret.expires_at, agent, conversation: conversationId, iceServers: s.ice_servers };
   return { ...cachedSecret, fresh: true };
 }
 
@@ -370,6 +379,7 @@ function connect() {
   if (want) return;
   want = true;
   attempt = 0;
+  conversationId = newConversationId();
   clearError();
   startCall();
 }
@@ -454,7 +464,7 @@ function onServerEvent(c, data) {
     case 'session.created':
       setPhase('connected', `Connected to the ${c.agent} agent. Speak, then pause.`);
       c.stableTimer = setTimeout(() => { attempt = 0; }, STABLE_CALL_MS);
-      if (droppedBefore) note('Reconnected (a new call: voxrelay calls take no ICE restart).');
+      if (droppedBefore) note('Reconnected: a new call continuing the conversation (voxrelay calls take no ICE restart).');
       droppedBefore = false;
       break;
     case 'input_audio_buffer.speech_started':

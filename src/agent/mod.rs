@@ -24,6 +24,8 @@ pub use voxrelay_signaling::events::ResponseOptions;
 pub use echo::EchoAgent;
 pub use providers::{Providers, ProvidersFile};
 
+use history::Dialogue;
+
 use std::time::Duration;
 
 use voxrelay_media::{AudioTime, SAMPLES_24K};
@@ -137,21 +139,23 @@ pub fn check_voice(config: &SessionConfig) -> Result<(), ApiError> {
 /// Builds the session's agent; provider agents start connecting at once (on the current tokio
 /// runtime) so the first turn does not wait for a handshake.
 #[allow(clippy::expect_used, reason = "check_agent said the provider is configured")]
-pub fn new_agent(providers: &Providers, config: &SessionConfig) -> Result<Box<dyn Agent>, ApiError> {
+/// `prior`: the dialogue of the conversation the call continues (empty for a new one); the echo
+/// agent has no use for it.
+pub fn new_agent(providers: &Providers, config: &SessionConfig, prior: Dialogue) -> Result<Box<dyn Agent>, ApiError> {
     check_agent(providers, &config.agent)?;
     check_voice(config)?;
     Ok(match config.agent.as_str() {
         "openai-realtime" => {
             let (oa, session) = (providers.openai.clone().expect("checked above"), config.clone());
-            Box::new(bridge::Bridge::spawn(config, move |link| openai::run(oa, session, link)))
+            Box::new(bridge::Bridge::spawn(config, move |link| openai::run(oa, session, prior, link)))
         }
         "cascade" => {
             let (cc, session) = (providers.cascade.clone().expect("checked above"), config.clone());
-            Box::new(bridge::Bridge::spawn(config, move |link| cascade::run(cc, session, link)))
+            Box::new(bridge::Bridge::spawn(config, move |link| cascade::run(cc, session, prior, link)))
         }
         "gemini-live" => {
             let (gm, session) = (providers.gemini.clone().expect("checked above"), config.clone());
-            Box::new(bridge::Bridge::spawn(config, move |link| gemini::run(gm, session, link)))
+            Box::new(bridge::Bridge::spawn(config, move |link| gemini::run(gm, session, prior, link)))
         }
         _ => Box::new(EchoAgent::new()),
     })

@@ -24,6 +24,7 @@ pub fn joined(store: &Arc<Store>, room: &RoomName, m: &Member) {
         agent: m.agent.clone(),
         room: Some(room.to_string()),
         identity: Some(m.identity.to_string()),
+        conversation: m.conversation.clone(),
         at: UnixMs::now(),
     }));
 }

@@ -339,6 +339,7 @@ impl Rooms {
         let key = TrackKey(self.next_key.fetch_add(1, Ordering::Relaxed));
         let mut member = Member::agent(key, identity, display, name.clone(), Instant::now());
         member.agent = Some(parts.conversation.config().agent.clone());
+        member.conversation = parts.conversation.config().conversation.as_ref().map(ToString::to_string);
         member.seat = Some(seat);
         let (reply, done) = oneshot::channel();
         let command = Command::AttachAgent { member: Box::new(member), parts: Box::new(parts), packets: room.packets.clone(), reply };

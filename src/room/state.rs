@@ -71,8 +71,9 @@ pub struct Member {
     phone_in: Option<rtrb::Producer<RtpIn>>,
     /// Its record in the call history.
     pub record: RecordId,
-    /// The room's AI participant: its pipeline (`echo`, ...).
+    /// The room's AI participant: its pipeline (`echo`, ...) and the conversation it continues.
     pub agent: Option<String>,
+    pub conversation: Option<String>,
 }
 
 impl Member {
@@ -127,6 +128,7 @@ impl Member {
             phone_in: None,
             record: RecordId::participant(),
             agent: None,
+            conversation: None,
         }
     }
 

@@ -24,7 +24,8 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 use voxrelay_signaling::ApiError;
-use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery, history_disabled};
+use voxrelay_signaling::ConversationId;
+use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery, TranscriptRole, history_disabled};
 
 use self::writer::{Job, Writer};
 
@@ -128,6 +129,16 @@ impl Store {
     pub async fn get(&self, id: &str) -> Result<CallDetail, ApiError> {
         let id = id.to_string();
         self.ask(|reply| Job::Get(id, reply)).await
+    }
+
+    /// The dialogue so far of `conversation` (oldest first, within `budget_chars`), for the
+    /// call that continues it; empty when the history is off or has none.
+    pub async fn dialogue(&self, conversation: &ConversationId, budget_chars: usize) -> Result<Vec<(TranscriptRole, String)>, ApiError> {
+        if self.jobs.is_none() {
+            return Ok(Vec::new());
+        }
+        let id = conversation.to_string();
+        self.ask(|reply| Job::Dialogue(id, budget_chars, reply)).await
     }
 
     async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Job) -> Result<T, ApiError> {

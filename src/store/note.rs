@@ -75,6 +75,8 @@ pub struct Opened {
     pub agent: Option<String>,
     pub room: Option<String>,
     pub identity: Option<String>,
+    /// The conversation it continues (a session's `conversation`).
+    pub conversation: Option<String>,
     pub at: UnixMs,
 }
 

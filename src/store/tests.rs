@@ -11,6 +11,7 @@ fn opened(id: &str, at: u64, room: Option<&str>) -> StoreEvent {
         agent: Some("echo".into()),
         room: room.map(Into::into),
         identity: room.map(|_| "alice".into()),
+        conversation: None,
         at: UnixMs(at),
     })
 }
@@ -24,7 +25,7 @@ fn note(id: &str, at: u64, note: Note) -> StoreEvent {
 }
 
 fn query(limit: usize) -> CallQuery {
-    CallQuery { room: None, since: None, before: None, limit }
+    CallQuery { room: None, conversation: None, since: None, before: None, limit }
 }
 
 #[tokio::test]
@@ -170,4 +171,43 @@ async fn history_off_answers_that_it_is_off() {
     store.record(opened("rtc_1", 0, None));
     let e = store.list(query(1)).await.unwrap_err();
     assert_eq!((e.status.as_u16(), e.code), (404, "history_disabled"));
+}
+
+#[tokio::test]
+async fn a_conversations_dialogue_spans_its_calls_within_the_budget() {
+    let store = Store::open(&Database::Memory, None).unwrap();
+    let conv = voxrelay_signaling::ConversationId::parse("conv_0123456789abcdef").unwrap();
+    for (i, id) in ["rtc_a", "rtc_b", "rtc_other"].into_iter().enumerate() {
+        let mut o = opened(id, 1000 * i as u64, None);
+        if let StoreEvent::Opened(o) = &mut o {
+            o.conversation = (id != "rtc_other").then(|| conv.to_string());
+        }
+        store.record(o);
+    }
+    let response = |text: &str, status| Note::Response {
+        item_id: "item_r".into(),
+        text: text.into(),
+        status,
+        audio_ms: 1000,
+        heard_ms: None,
+        tool_calls: Vec::new(),
+    };
+    store.record(note("rtc_a", 1, Note::UserAudio { item_id: "item_1".into() }));
+    store.record(note("rtc_a", 2, Note::UserTranscript { item_id: "item_1".into(), text: "hello there".into() }));
+    store.record(note("rtc_a", 3, response("Hi! How can I help?", "completed")));
+    store.record(note("rtc_a", 4, Note::UserAudio { item_id: "item_2".into() }));
+    store.record(note("rtc_b", 5, Note::UserText { item_id: "item_3".into(), text: "book a table".into() }));
+    store.record(note("rtc_b", 6, response("For how many", "cancelled")));
+    store.record(note("rtc_other", 7, Note::UserText { item_id: "item_4".into(), text: "someone else".into() }));
+    let turns = store.dialogue(&conv, 10_000).await.unwrap();
+    let turns: Vec<(&str, &str)> = turns.iter().map(|(r, t)| (r.as_str(), t.as_str())).collect();
+    assert_eq!(
+        turns,
+        [("user", "hello there"), ("assistant", "Hi! How can I help?"), ("user", "book a table"), ("assistant", "For how many…")],
+        "oldest first, words only (an untranscribed turn has none), a cut response marked"
+    );
+    let newest = store.dialogue(&conv, 30).await.unwrap();
+    assert_eq!(newest.len(), 2, "the newest within the budget: {newest:?}");
+    let unknown = voxrelay_signaling::ConversationId::parse("conv_nobodyknowsthis").unwrap();
+    assert!(store.dialogue(&unknown, 10_000).await.unwrap().is_empty());
 }

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 use voxrelay_signaling::ApiError;
-use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery, EntryDetail, ToolOutput};
+use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery, EntryDetail, ToolOutput, TranscriptRole};
 
 use super::Counters;
 use super::note::{Note, RecordId, StoreEvent, UnixMs};
@@ -32,6 +32,8 @@ pub enum Job {
     Event(StoreEvent),
     List(CallQuery, oneshot::Sender<Result<CallList, ApiError>>),
     Get(String, oneshot::Sender<Result<CallDetail, ApiError>>),
+    /// A conversation's dialogue within a character budget.
+    Dialogue(String, usize, oneshot::Sender<Result<Vec<(TranscriptRole, String)>, ApiError>>),
 }
 
 pub struct Writer {
@@ -80,6 +82,9 @@ impl Writer {
                     Job::Get(id, reply) => {
                         let _ = reply.send(read::get(&self.conn, &id));
                     }
+                    Job::Dialogue(conversation, budget, reply) => {
+                        let _ = reply.send(read::dialogue(&self.conn, &conversation, budget));
+                    }
                     Job::Event(_) => {}
                 }
             }
@@ -124,9 +129,10 @@ fn apply(tx: &Transaction<'_>, lines: &mut HashMap<RecordId, u32>, counters: &Co
     match event {
         StoreEvent::Opened(o) => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO calls (id, transport, agent, room, identity, started_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO calls (id, transport, agent, room, identity, started_ms, conversation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![o.id.as_str(), o.transport, o.agent, o.room, o.identity, o.at.0 as i64])?;
+            .execute(params![o.id.as_str(), o.transport, o.agent, o.room, o.identity, o.at.0 as i64, o.conversation])?;
             lines.insert(o.id, 0);
         }
         StoreEvent::Closed { id, at, reason, counters: media } => {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::ids::ConversationId;
 
 mod audio;
 mod tools;
@@ -44,6 +45,8 @@ pub struct SessionConfig {
     /// server's values, not raise them.
     pub idle_timeout_s: Option<u64>,
     pub max_call_duration_s: Option<u64>,
+    /// voxrelay's own: the conversation this call continues (or begins).
+    pub conversation: Option<ConversationId>,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +65,7 @@ impl Default for SessionConfig {
             output_audio_format: AudioFormat::Pcm16,
             idle_timeout_s: None,
             max_call_duration_s: None,
+            conversation: None,
         }
     }
 }
@@ -142,7 +146,15 @@ impl SessionConfig {
         self.set_turn(req.turn_detection)?;
         self.input_audio_format = input_format.unwrap_or(self.input_audio_format);
         self.output_audio_format = output_format.unwrap_or(self.output_audio_format);
+        self.set_conversation(req.conversation)?;
         self.set_call_limits(req.idle_timeout, req.max_call_duration)
+    }
+
+    fn set_conversation(&mut self, id: Option<String>) -> Result<(), ApiError> {
+        if let Some(id) = id {
+            self.conversation = Some(ConversationId::parse(&id)?);
+        }
+        Ok(())
     }
 
     /// `idle_timeout`/`max_call_duration` (seconds; `null` or absent: the server's).
@@ -212,6 +224,7 @@ impl SessionConfig {
                 self.set_turn(input.turn_detection)?;
             }
         }
+        self.set_conversation(req.conversation)?;
         self.set_call_limits(req.idle_timeout, req.max_call_duration)
     }
 
@@ -233,6 +246,7 @@ impl SessionConfig {
             "agent": self.agent,
             "idle_timeout": self.idle_timeout_s,
             "max_call_duration": self.max_call_duration_s,
+            "conversation": self.conversation,
         })
     }
 
@@ -259,6 +273,7 @@ impl SessionConfig {
             "agent": self.agent,
             "idle_timeout": self.idle_timeout_s,
             "max_call_duration": self.max_call_duration_s,
+            "conversation": self.conversation,
         })
     }
 }
@@ -285,6 +300,7 @@ pub struct BetaSession {
     pub idle_timeout: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub max_call_duration: Option<Option<u64>>,
+    pub conversation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +318,7 @@ pub struct GaSession {
     pub idle_timeout: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub max_call_duration: Option<Option<u64>>,
+    pub conversation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -65,7 +65,9 @@ struct Cascade {
     speaker: Option<String>,
 }
 
-pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
+/// `prior`: the dialogue of the conversation this call continues (the LLM gets it with every
+/// request, as it gets this call's turns).
+pub async fn run(cfg: CascadeConfig, session: SessionConfig, prior: Dialogue, mut link: Link) {
     let cfg = Arc::new(cfg);
     let (stt_tx, stt_in) = mpsc::channel(512);
     let (stt_out_tx, mut stt_out) = mpsc::unbounded_channel();
@@ -82,7 +84,7 @@ pub async fn run(cfg: CascadeConfig, session: SessionConfig, mut link: Link) {
         cfg,
         http,
         session,
-        history: Dialogue::default(),
+        history: prior,
         turn_text: String::new(),
         finalizing: None,
         waiting_response: None,

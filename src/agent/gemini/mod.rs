@@ -37,8 +37,12 @@ const SAMPLES_16K: usize = SAMPLES_24K * 2 / 3;
 /// memory, so past this many the book starts over (late outputs are then refused).
 const MAX_OPEN_CALLS: usize = 64;
 
-pub async fn run(cfg: GeminiConfig, session: SessionConfig, link: Link) {
-    upstream::run(Gemini::new(cfg, session), link).await;
+/// `prior`: the dialogue of the conversation this call continues (sent as context when the
+/// session opens).
+pub async fn run(cfg: GeminiConfig, session: SessionConfig, prior: Dialogue, link: Link) {
+    let mut gemini = Gemini::new(cfg, session);
+    gemini.history = prior;
+    upstream::run(gemini, link).await;
 }
 
 struct Active {
@@ -453,7 +457,7 @@ impl Protocol for Gemini {
         self.cfg.connect_timeout
     }
 
-    fn opening(&mut self, reconnect: bool) -> Vec<String> {
+    fn opening(&mut self, _reconnect: bool) -> Vec<String> {
         // A connection that never completed setup sent nothing but its setup: what waited for
         // it (caller audio, an activity in progress) goes out on this one instead of being lost.
         let (unsent, in_activity) = if self.ready { (Vec::new(), false) } else { (std::mem::take(&mut self.outbox), self.in_activity) };
@@ -462,8 +466,9 @@ impl Protocol for Gemini {
         self.go_away = false;
         self.settings_changed = false;
         self.outbox.clear();
-        if reconnect && self.handle.is_none() {
-            // Not resumable: give the new session the dialogue so far.
+        if self.handle.is_none() {
+            // A new upstream session (the first, or one that cannot be resumed): it gets the
+            // dialogue so far (a resumed conversation's, this call's after a reconnect).
             self.outbox.extend(self.replay());
         }
         self.outbox.extend(unsent);

@@ -190,8 +190,11 @@ fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
     }];
     let setup = &parsed(&g.opening(false))[0]["setup"];
-    assert_eq!(setup["tools"], json!([{"functionDeclarations": [{"name": "get_weather", "description": "Weather now",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}]));
+    assert_eq!(
+        setup["tools"],
+        json!([{"functionDeclarations": [{"name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}])
+    );
     msg(&mut g, &mut link, json!({"setupComplete": {}}));
 
     g.on_cmd(Cmd::Text { item_id: "i".into(), text: "weather?".into() }, &mut link);
@@ -210,7 +213,10 @@ fn tools_are_declared_and_tool_calls_round_trip_as_function_calls() {
     let sent = parsed(&g.on_cmd(Cmd::FunctionOutput { call_id: "fc_1".into(), output: r#"{"temp_c":21}"#.into() }, &mut link));
     assert_eq!(sent, [json!({"toolResponse": {"functionResponses": [{"id": "fc_1", "name": "get_weather", "response": {"temp_c": 21}}]}})]);
     assert_eq!(tool_response("x", "f", "sunny")["toolResponse"]["functionResponses"][0]["response"], json!({"output": "sunny"}));
-    assert!(g.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link).is_empty(), "the model continues from the result: no empty user turn");
+    assert!(
+        g.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link).is_empty(),
+        "the model continues from the result: no empty user turn"
+    );
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
     assert!(outputs(&mut up).iter().all(|(n, _)| *n == 2));
 
@@ -229,7 +235,10 @@ fn in_a_room_the_speaker_is_named_in_the_context_without_asking_for_an_answer() 
     assert_eq!(sent, [json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "[alice]"}]}], "turnComplete": false}})]);
     g.on_cmd(Cmd::SpeechStarted, &mut link);
     g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
-    assert!(g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(), "the audio turn's end asks for the answer, as without a name");
+    assert!(
+        g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(),
+        "the audio turn's end asks for the answer, as without a name"
+    );
 }
 
 #[test]
@@ -248,4 +257,17 @@ fn per_response_instructions_ask_for_the_answer_or_are_refused_when_too_late() {
         refused |= matches!(u, Up::Notice(crate::agent::AgentNotice::Error { ref code, .. }) if code == "unsupported_value");
     }
     assert!(refused, "the client is told");
+}
+
+#[test]
+fn a_resumed_conversation_is_given_to_the_first_session_as_context() {
+    let (mut g, mut link, _up) = gemini();
+    g.history.push("user", "my name is Ada");
+    g.history.push("assistant", "Nice to meet you, Ada.");
+    g.opening(false);
+    let sent = parsed(&msg(&mut g, &mut link, json!({"setupComplete": {}})).send);
+    let turns = &sent[0]["clientContent"]["turns"];
+    assert_eq!((turns[0]["role"].as_str(), turns[0]["parts"][0]["text"].as_str()), (Some("user"), Some("my name is Ada")));
+    assert_eq!((turns[1]["role"].as_str(), turns[1]["parts"][0]["text"].as_str()), (Some("model"), Some("Nice to meet you, Ada.")));
+    assert_eq!(sent[0]["clientContent"]["turnComplete"], false, "context, not a turn to answer");
 }

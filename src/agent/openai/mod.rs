@@ -10,11 +10,14 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Request, header};
 use voxrelay_signaling::SessionConfig;
 
 use super::bridge::{Cmd, Link};
+use super::history::Dialogue;
 use super::providers::{OpenAiConfig, OpenAiDialect};
 use super::upstream::{self, Protocol, Reply};
 
-pub async fn run(cfg: OpenAiConfig, session: SessionConfig, link: Link) {
-    upstream::run(wire::Session::new(cfg, session), link).await;
+/// `prior`: the dialogue of the conversation this call continues (sent as items when the
+/// session opens).
+pub async fn run(cfg: OpenAiConfig, session: SessionConfig, prior: Dialogue, link: Link) {
+    upstream::run(wire::Session::new(cfg, session).resuming(prior), link).await;
 }
 
 impl Protocol for wire::Session {
@@ -35,11 +38,11 @@ impl Protocol for wire::Session {
         self.config().connect_timeout
     }
 
-    fn opening(&mut self, reconnect: bool) -> Vec<String> {
+    fn opening(&mut self, _reconnect: bool) -> Vec<String> {
+        // A fresh upstream session knows nothing: the dialogue so far (this call's, after a
+        // reconnect; a resumed conversation's, at the start) is recreated as items.
         let mut out = vec![self.session_update().to_string()];
-        if reconnect {
-            out.extend(self.replay().iter().map(|v| v.to_string()));
-        }
+        out.extend(self.replay().iter().map(|v| v.to_string()));
         out
     }
 

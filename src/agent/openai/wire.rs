@@ -72,6 +72,12 @@ impl Session {
         }
     }
 
+    /// Starts from a conversation's dialogue so far.
+    pub fn resuming(mut self, prior: Dialogue) -> Self {
+        self.history = prior;
+        self
+    }
+
     pub fn config(&self) -> &OpenAiConfig {
         &self.cfg
     }
