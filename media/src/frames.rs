@@ -18,15 +18,17 @@ use crate::AudioTime;
 use std::time::Duration;
 
 /// Ring capacities, in slots, chosen per direction (slot sizes ≈ 1.3 KB for RTP/Opus, ≈ 1 KB
-/// for PCM frames). They bound memory per session (≈ 0.7 MB in total) and how far a side may run
+/// for PCM frames). They bound memory per session (≈ 0.3 MB in total) and how far a side may run
 /// ahead of the other.
 /// Inbound RTP: 64 packets = 1.28 s of slack if the worker stalls.
 pub const INGRESS_RING: usize = 64;
 /// Control commands: a handful per turn.
 pub const CONTROL_RING: usize = 32;
-/// Agent speech: 500 frames = 10 s at 24 kHz. Providers stream faster than real time; the agent
-/// task keeps anything beyond this on its side (push fails with `Full`, it never blocks).
-pub const AGENT_RING: usize = 500;
+/// Agent speech: 64 frames = 1.28 s at 24 kHz (62 KB). Providers stream faster than real
+/// time; the call task tops the ring up every 10 ms and the agent keeps the rest on its side
+/// (it is pulled only while the ring has room), so more depth would only cost memory: at 500
+/// frames this ring was the largest allocation of a call (484 KB; BENCHMARKS "Memory per call").
+pub const AGENT_RING: usize = 64;
 /// Outbound Opus: 16 packets = 320 ms for the RTP writer to fall behind before frames drop.
 pub const EGRESS_RING: usize = 16;
 /// Uplink audio + events: 64 entries ≈ 1.2 s of caller audio.

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::collections::VecDeque;
 use std::time::Duration;
 use voxrelay_media::{
     AudioTime,
@@ -24,10 +25,16 @@ fn tick(chain: &mut SessionChain, handle: &mut SessionHandle, events: &mut Vec<M
 
 /// Streams the fixture in (one packet per tick) plus `extra` ticks of nothing; returns events.
 fn stream_fixture(chain: &mut SessionChain, handle: &mut SessionHandle, extra: usize) -> Vec<MediaEvent> {
+    stream_fixture_over(chain, handle, extra, &mut VecDeque::new())
+}
+
+/// [`stream_fixture`] while the agent speaks `agent` (fed as the call task feeds it).
+fn stream_fixture_over(chain: &mut SessionChain, handle: &mut SessionHandle, extra: usize, agent: &mut VecDeque<AgentFrame>) -> Vec<MediaEvent> {
     let packets = rtp_packets(&speech_48k(), 4000);
     let mut events = Vec::new();
     for p in &packets {
         handle.ingress.push(*p).unwrap();
+        feed(handle, agent);
         tick(chain, handle, &mut events);
         while handle.egress.pop().is_ok() {}
     }
@@ -65,12 +72,25 @@ fn a_silero_session_times_speech_like_the_default() {
     assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
 }
 
-/// Queues `frames` of agent audio for `response`, then its End.
+/// Queues `frames` of agent audio for `response`, then its End (they fit in the ring).
 fn queue_response(handle: &mut SessionHandle, response: u64, frames: usize) {
-    for pcm in agent_tone(frames) {
-        handle.agent_out.push(AgentFrame::Audio { response, pcm }).unwrap();
+    let mut all = response_frames(response, frames);
+    feed(handle, &mut all);
+    assert!(all.is_empty(), "{frames} frames do not fit the agent ring; feed them as the call task does");
+}
+
+/// `frames` of agent audio for `response`, then its End.
+fn response_frames(response: u64, frames: usize) -> VecDeque<AgentFrame> {
+    agent_tone(frames).into_iter().map(|pcm| AgentFrame::Audio { response, pcm }).chain([AgentFrame::End { response }]).collect()
+}
+
+/// Moves frames into the agent ring while it has room, as the call task does each tick (the
+/// ring holds about a second; the rest waits on the agent's side).
+fn feed(handle: &mut SessionHandle, pending: &mut VecDeque<AgentFrame>) {
+    while handle.agent_out.slots() > 0 {
+        let Some(frame) = pending.pop_front() else { break };
+        let _ = handle.agent_out.push(frame);
     }
-    handle.agent_out.push(AgentFrame::End { response }).unwrap();
 }
 
 #[test]
@@ -102,14 +122,18 @@ fn egress_gets_one_packet_per_tick_silence_or_voiced() {
 #[test]
 fn barge_in_cancels_response() {
     let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
-    // 10 s of agent audio queued; the caller starts talking at 1.0 s of the fixture.
-    queue_response(&mut handle, 7, 400);
+    // 8 s of agent audio, fed as it plays; the caller starts talking at 1.0 s of the fixture.
+    let mut agent = response_frames(7, 400);
     let packets = rtp_packets(&speech_48k(), 0);
     let mut events = Vec::new();
     let mut voiced_after_cut = 0;
     for p in &packets {
         handle.ingress.push(*p).unwrap();
         let cleared_before = events.iter().any(|e| matches!(e, MediaEvent::PlaybackCleared { .. }));
+        // The conversation stops pulling a cancelled response from its agent.
+        if !cleared_before {
+            feed(&mut handle, &mut agent);
+        }
         tick(&mut chain, &mut handle, &mut events);
         while let Ok(out) = handle.egress.pop() {
             if cleared_before && out.voiced {
@@ -132,8 +156,7 @@ fn barge_in_cancels_response() {
 fn without_interrupt_response_the_agent_keeps_talking() {
     let turn = TurnDetectConfig { interrupt_response: false, ..TurnDetectConfig::default() };
     let (mut chain, mut handle) = SessionChain::new(turn).unwrap();
-    queue_response(&mut handle, 1, 400);
-    let events = stream_fixture(&mut chain, &mut handle, 0);
+    let events = stream_fixture_over(&mut chain, &mut handle, 0, &mut response_frames(1, 400));
     assert!(events.iter().any(|e| matches!(e, MediaEvent::SpeechStarted { .. })));
     assert!(!events.iter().any(|e| matches!(e, MediaEvent::PlaybackCleared { .. })));
 }
