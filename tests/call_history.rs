@@ -136,8 +136,8 @@ async fn a_rooms_participants_and_its_agent_have_records() {
     let mut alice = join(&base, "standup", "alice", one_slot.clone(), json!({})).await;
     let mut seen = Vec::new();
     events_until(&mut alice, &mut seen, |e| !of_type(e, "room.joined").is_empty()).await;
-    let resp =
-        http().post(format!("{base}/v1/rooms/standup/agent")).bearer_auth(API_KEY).json(&json!({"agent": "echo"})).send().await.unwrap();
+    let body = json!({"agent": "echo", "conversation": "conv_standup_0123456789"});
+    let resp = http().post(format!("{base}/v1/rooms/standup/agent")).bearer_auth(API_KEY).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 201);
     events_until(&mut alice, &mut seen, |e| of_type(e, "participant.joined").iter().any(|p| p["participant"]["identity"] == "agent")).await;
     alice.say(&voice(1.0));
@@ -152,6 +152,7 @@ async fn a_rooms_participants_and_its_agent_have_records() {
     let who: Vec<(&str, &str)> = data.iter().map(|c| (c["identity"].as_str().unwrap(), c["transport"].as_str().unwrap())).collect();
     assert_eq!(who, [("agent", "agent"), ("alice", "webrtc")], "newest first: {data:#?}");
     assert_eq!((data[0]["agent"].as_str(), data[1]["agent"].as_str()), (Some("echo"), None));
+    assert_eq!((data[0]["conversation"].as_str(), data[1]["conversation"].as_str()), (Some("conv_standup_0123456789"), None));
     let agent = ended(&base, data[0]["id"].as_str().unwrap()).await;
     assert_eq!(agent["end_reason"], "removed");
     let t = agent["transcript"].as_array().unwrap();

@@ -211,3 +211,40 @@ async fn a_conversations_dialogue_spans_its_calls_within_the_budget() {
     let unknown = voxrelay_signaling::ConversationId::parse("conv_nobodyknowsthis").unwrap();
     assert!(store.dialogue(&unknown, 10_000).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_stalled_disk_drops_and_counts_events_and_never_blocks_a_call() {
+    let dir = std::env::temp_dir().join(format!("voxrelay-store-stall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("voxrelay.db");
+    let store = Store::open(&Database::File(path.clone()), None).unwrap();
+    store.list(query(1)).await.unwrap();
+    // Another process holds the database's write lock: the writer's next commit waits for it.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    store.record(opened("rtc_first", 1, None));
+    // More than the queue and a batch the writer may hold: the rest must drop.
+    for i in 0..(QUEUE as u64 + 1000) {
+        store.record(note("rtc_first", 2 + i, Note::UserText { item_id: format!("item_{i}"), text: "hi".into() }));
+    }
+    let dropped = store.counters.dropped.load(Relaxed);
+    assert!(dropped >= 1000 - 512, "a full queue drops instead of waiting: {dropped} dropped");
+    assert!(store.render_metrics().contains("voxrelay_history_events_lost_total{why=\"queue_full\"}"));
+    other.execute_batch("COMMIT").unwrap();
+    // The writer catches up with what it kept, in order (a read meanwhile is refused as busy,
+    // not queued behind a full queue).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let detail = loop {
+        match store.get("rtc_first").await {
+            Ok(d) => break d,
+            Err(e) if e.status.as_u16() == 503 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(detail.transcript.len() as u64, QUEUE as u64 + 1000 - dropped);
+    assert_eq!(detail.transcript[0].detail.item_id.as_deref(), Some("item_0"));
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
