@@ -75,6 +75,10 @@ pub struct VoxEngine {
     pub rooms: Arc<crate::room::Rooms>,
     /// The call history (calls, participants, transcripts).
     pub store: Arc<Store>,
+    /// Several nodes on one Redis (set at start with `--redis-url`).
+    pub cluster: OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Forwards room requests to the node a room lives on.
+    http: reqwest::Client,
 }
 
 /// The engine's settings (from the server's configuration).
@@ -99,6 +103,8 @@ impl VoxEngine {
         Arc::new(Self {
             rooms: crate::room::Rooms::new(rooms, metrics.clone(), store.clone()),
             store,
+            cluster: OnceLock::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
             pool: Arc::new(pool),
             ports,
             rtp_ingest,
@@ -148,6 +154,11 @@ impl VoxEngine {
             out.push_str(&format!("{name}{{transport=\"{}\"}} {n}\n", kind.label()));
         }
         out
+    }
+
+    /// What this node tells the cluster about itself.
+    pub fn node_load(&self) -> crate::cluster::NodeLoad {
+        crate::cluster::NodeLoad { load: self.live_calls() + self.rooms.seated(), draining: self.admission.is_draining() }
     }
 
     pub fn media_sessions(&self) -> usize {
@@ -620,6 +631,30 @@ impl Engine for EngineHandle {
         }
         text.push_str(&e.store.render_metrics());
         text
+    }
+
+    async fn room_home(&self, room: &RoomName, claim: bool) -> Result<Option<String>, ApiError> {
+        let Some(cluster) = self.0.cluster.get() else { return Ok(None) };
+        // A draining node takes no new rooms: the client's retry lands elsewhere.
+        if claim && !self.0.rooms.exists(room) && self.0.admission.is_draining() {
+            return Err(ApiError::overloaded("this node is draining and takes no new rooms"));
+        }
+        match cluster.room_home(room, self.0.rooms.exists(room), claim).await? {
+            crate::cluster::Home::Here => Ok(None),
+            crate::cluster::Home::There(base) => Ok(Some(base)),
+        }
+    }
+
+    async fn forward(
+        &self,
+        base: &str,
+        method: axum::http::Method,
+        path_and_query: &str,
+        headers: &axum::http::HeaderMap,
+        body: bytes::Bytes,
+    ) -> Result<axum::response::Response, ApiError> {
+        let from = self.0.cluster.get().map_or("", |c| c.node_id());
+        crate::cluster::forward(&self.0.http, base, method, path_and_query, headers, body, from).await
     }
 
     async fn list_calls(&self, query: CallQuery) -> Result<CallList, ApiError> {

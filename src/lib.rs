@@ -19,6 +19,7 @@ pub mod admission;
 pub mod agent;
 pub mod api_key;
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod listener;

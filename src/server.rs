@@ -126,6 +126,20 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         "voxrelay listening on http://{addr}"
     );
 
+    let upkeep = match &cfg.redis_url {
+        Some(redis_url) => {
+            let url = cfg.node_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+            let ttl = Duration::from_secs(cfg.room_claim_ttl.max(1));
+            let cluster = crate::cluster::Cluster::connect(redis_url, url, ttl).await.context("cluster (--redis-url)")?;
+            let _ = engine.cluster.set(cluster.clone());
+            let weak = Arc::downgrade(&engine);
+            Some(cluster.spawn_upkeep(move || match weak.upgrade() {
+                Some(e) => (e.node_load(), e.rooms.names()),
+                None => (Default::default(), Vec::new()),
+            }))
+        }
+        None => None,
+    };
     let shutdown = Arc::new(Notify::new());
     let http_stop = Arc::new(Notify::new());
     let grace = Duration::from_secs(cfg.drain_grace_secs);
@@ -138,6 +152,10 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
             // TURN goes last: relayed calls keep their relay through the drain.
             if let Some(turn) = turn {
                 turn.shutdown().await;
+            }
+            // Its registration and room claims lapse within their lifetime.
+            if let Some(upkeep) = upkeep {
+                upkeep.abort();
             }
             http_stop.notify_one();
         });

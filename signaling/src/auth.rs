@@ -72,12 +72,19 @@ pub struct Auth {
     api_key: String,
     /// Room tokens are signed with a key derived from the API key.
     pub room_tokens: crate::room_token::RoomTokens,
+    /// Vouches for the client address of requests passed between nodes.
+    pub node_key: crate::node_auth::NodeKey,
     secrets: Mutex<HashMap<String, SecretGrant>>,
 }
 
 impl Auth {
     pub fn new(api_key: String) -> Self {
-        Self { room_tokens: crate::room_token::RoomTokens::new(&api_key), api_key, secrets: Mutex::new(HashMap::new()) }
+        Self {
+            room_tokens: crate::room_token::RoomTokens::new(&api_key),
+            node_key: crate::node_auth::NodeKey::new(&api_key),
+            api_key,
+            secrets: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn require_api_key(&self, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -29,6 +29,7 @@ pub mod limits;
 mod plain_rtp;
 mod realtime;
 mod realtime_ws;
+pub mod room_forwarding;
 pub mod room_token;
 pub mod room_wire;
 pub mod rooms;
@@ -37,6 +38,7 @@ mod watch;
 pub mod whip;
 mod ws_pump;
 pub mod multipart;
+pub mod node_auth;
 pub mod sdp;
 pub mod sdpfrag;
 pub mod web;
@@ -220,6 +222,23 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<whip::IcePatched, ApiError> {
         Err(ApiError::not_found("call_not_found", "no such call"))
     }
+    /// Scale-out: the base URL of the node `room` lives on, `None` when it is this one (or there
+    /// is no cluster). `claim`: the request may create the room, so this node takes it when
+    /// nobody has it.
+    async fn room_home(&self, _room: &RoomName, _claim: bool) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+    /// Passes a room request to the node at `base` and returns its answer.
+    async fn forward(
+        &self,
+        _base: &str,
+        _method: axum::http::Method,
+        _path_and_query: &str,
+        _headers: &axum::http::HeaderMap,
+        _body: axum::body::Bytes,
+    ) -> Result<axum::response::Response, ApiError> {
+        Err(ApiError::internal("this server forwards no requests"))
+    }
     /// Call history (PROTOCOL.md §5): a page of stored calls, newest first.
     async fn list_calls(&self, _query: call_history::CallQuery) -> Result<call_history::CallList, ApiError> {
         Err(call_history::history_disabled())
@@ -308,6 +327,8 @@ async fn enforce_limits(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let ip = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    // A room request another node of the cluster passed on: the client's own address counts.
+    let ip = api.auth.node_key.vouched(req.headers(), auth::unix_now()).or(ip);
     let ip = limits::ClientIp(ip);
     req.extensions_mut().insert(ip);
     if limits::Costly::of(req.method(), req.uri().path()).is_some()
@@ -350,6 +371,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/telephony/twilio", get(telephony::twilio_stream))
         .fallback(realtime::not_found)
         .method_not_allowed_fallback(realtime::method_not_allowed)
+        // A room on another node: its requests go there (after this node's rate limits).
+        .layer(axum::middleware::from_fn_with_state(api.clone(), room_forwarding::forward_rooms))
         // Inside CORS, so a browser can read a 429.
         .layer(limit())
         .layer(cors())

@@ -57,6 +57,10 @@ pub struct ConfigFile {
     /// A path (relative: to the file's directory), `:memory:` or `off`.
     pub database: Option<String>,
     pub retention_days: Option<u64>,
+    pub redis_url: Option<String>,
+    pub node_url: Option<String>,
+    #[serde(default, deserialize_with = "seconds")]
+    pub room_claim_ttl: Option<u64>,
     /// dB relative to what was sent (negative).
     pub phone_echo_return_db: Option<f32>,
     #[serde(default)]
@@ -180,6 +184,9 @@ impl ServeConfig {
         take!(phone_echo_return_db);
         take!(database, Some);
         take!(retention_days);
+        take!(redis_url, Some);
+        take!(node_url, Some);
+        take!(room_claim_ttl);
     }
 
     /// Settings from flags and environment as clap parsed them, then the config file (when one

@@ -56,6 +56,17 @@ pub struct ServeConfig {
     /// hourly). 0: kept forever.
     #[arg(long, env = "VOXRELAY_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
+    /// Several nodes: the Redis they share (`redis://host:6379/0`). Off by default (one node).
+    #[arg(long, env = "VOXRELAY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's base URL as the other nodes reach it (room requests are forwarded there).
+    /// Default: http:// and the listen address (set it when listening on 0.0.0.0).
+    #[arg(long, env = "VOXRELAY_NODE_URL")]
+    pub node_url: Option<String>,
+    /// Seconds a node's registration and its room claims last without being refreshed (they
+    /// are refreshed every third of it): how long a dead node's rooms stay unreachable.
+    #[arg(long, env = "VOXRELAY_ROOM_CLAIM_TTL", default_value = "10", value_parser = parse_seconds)]
+    pub room_claim_ttl: u64,
     /// IP address media (ICE/DTLS/SRTP) binds to and advertises. Default: the listen address's IP.
     #[arg(long, env = "VOXRELAY_RTC_IP")]
     pub rtc_ip: Option<IpAddr>,
@@ -202,6 +213,9 @@ impl ServeConfig {
             data_dir: None,
             database: None,
             retention_days: 30,
+            redis_url: None,
+            node_url: None,
+            room_claim_ttl: 10,
             rtc_ip: None,
             rtc_ports: None,
             rtc_tcp: true,

@@ -155,6 +155,15 @@ impl Rooms {
         self.rooms().len()
     }
 
+    /// The rooms on this node.
+    pub fn names(&self) -> Vec<RoomName> {
+        self.rooms().keys().cloned().collect()
+    }
+
+    pub fn exists(&self, name: &RoomName) -> bool {
+        self.rooms().get(name).is_some_and(|h| !h.commands.is_closed())
+    }
+
     /// Participants in rooms, joins under way included (what admission counts).
     pub fn seated(&self) -> usize {
         self.seated.load(Ordering::Relaxed)

@@ -1,0 +1,202 @@
+//! Several nodes on one Redis (issue 22, part 3; ARCHITECTURE.md "Scale-out"), off unless
+//! `--redis-url` names one. No cluster protocol of our own: Redis holds who is alive and which
+//! node each room lives on, with expiries, and the nodes only read and refresh keys.
+//!
+//! - **Nodes**: `voxrelay:node:<id>` → `{"url", "load", "draining"}`, set every third of the
+//!   claim lifetime with that lifetime as its expiry, so a dead node's key is gone within it.
+//! - **Rooms** live on one node (LiveKit's `room_node_map`): `voxrelay:room:<name>` → the
+//!   owner's node id, claimed with `SET NX PX` by the first node a room request reaches, and
+//!   refreshed by the owner while the room lives there (a compare-and-expire script, so a node
+//!   never extends another's claim). A claim nobody refreshes expires: a killed owner's rooms
+//!   are free again after one lifetime.
+//! - A room request reaching another node is **forwarded** to the owner (`forward.rs`): the
+//!   client's credential goes along (a redirect would lose `Authorization`: browsers and HTTP
+//!   clients drop it on a cross-origin redirect), and the answer's ICE candidates are the
+//!   owner's, so media flows to the owner directly.
+//!
+//! Redis gone: each node keeps serving what it has (its rooms, its calls); a room request that
+//! would need Redis to know where the room lives gets 503 `cluster_unavailable` until it is back
+//! (the connection manager reconnects by itself).
+
+mod forward;
+
+pub use forward::forward;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use voxrelay_signaling::{ApiError, RoomName};
+
+/// Where a room request is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// Here: the room is (or may now be created) on this node.
+    Here,
+    /// On the node at this base URL.
+    There(String),
+}
+
+/// What a node tells the others about itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeLoad {
+    /// Live 1:1 calls plus room participants.
+    pub load: usize,
+    pub draining: bool,
+}
+
+pub struct Cluster {
+    node: String,
+    url: String,
+    redis: ConnectionManager,
+    claim_ttl: Duration,
+}
+
+const NODE_PREFIX: &str = "voxrelay:node:";
+const ROOM_PREFIX: &str = "voxrelay:room:";
+
+/// Extends a room's claim only if this node holds it.
+const REFRESH: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
+impl Cluster {
+    /// Connects (the first connection must succeed: a node that cannot reach its Redis at start
+    /// is misconfigured) and names this node. `url`: this node's base URL as the other nodes
+    /// reach it.
+    pub async fn connect(redis_url: &str, url: String, claim_ttl: Duration) -> anyhow::Result<Arc<Self>> {
+        let client = redis::Client::open(redis_url)?;
+        let redis = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer from Redis at {redis_url} in 5 s"))??;
+        let node = voxrelay_signaling::auth::random_id("node_");
+        info!(node = %node, %url, "cluster: joined through Redis");
+        Ok(Arc::new(Cluster { node, url, redis, claim_ttl }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Where `room` lives: here when this node owns it (or just claimed it, nobody having it);
+    /// `local`: the room is on this node now (served here even if Redis cannot say).
+    /// `claim`: take the room when nobody has it (a request that may create it).
+    pub async fn room_home(&self, room: &RoomName, local: bool, claim: bool) -> Result<Home, ApiError> {
+        match self.locate(room, claim).await {
+            Ok(home) => Ok(home),
+            Err(Miss::OwnerGone) => Err(ApiError::overloaded(format!(
+                "the node holding room {:?} stopped answering; the room is free again within {} s",
+                room.as_str(),
+                self.claim_ttl.as_secs().max(1)
+            ))
+            .with_code("room_node_gone")),
+            Err(Miss::Redis(e)) if local => {
+                warn!(room = %room, "cluster: Redis unreachable ({e}); the room is served where it is");
+                Ok(Home::Here)
+            }
+            Err(Miss::Redis(e)) => {
+                warn!(room = %room, "cluster: Redis unreachable: {e}");
+                Err(unavailable())
+            }
+        }
+    }
+
+    async fn locate(&self, room: &RoomName, claim: bool) -> Result<Home, Miss> {
+        let mut redis = self.redis.clone();
+        let key = format!("{ROOM_PREFIX}{room}");
+        for _ in 0..2 {
+            let owner: Option<String> = redis.get(&key).await?;
+            let owner = match owner {
+                Some(owner) => owner,
+                // Nobody has it and this request would not create it: answered here (404).
+                None if !claim => return Ok(Home::Here),
+                None => {
+                    let opts = redis::SetOptions::default()
+                        .conditional_set(redis::ExistenceCheck::NX)
+                        .with_expiration(redis::SetExpiry::PX(self.claim_ttl.as_millis() as u64));
+                    let claimed: bool = redis.set_options(&key, &self.node, opts).await?;
+                    if claimed {
+                        info!(room = %room, node = %self.node, "cluster: room claimed");
+                        return Ok(Home::Here);
+                    }
+                    // Another node claimed it between the two calls: ask again.
+                    continue;
+                }
+            };
+            if owner == self.node {
+                return Ok(Home::Here);
+            }
+            let info: Option<String> = redis.get(format!("{NODE_PREFIX}{owner}")).await?;
+            // No key: the owner stopped refreshing itself (dead or cut off); its claims expire soon.
+            let url =
+                info.and_then(|i| serde_json::from_str::<serde_json::Value>(&i).ok()).and_then(|v| v["url"].as_str().map(String::from));
+            return url.map(Home::There).ok_or(Miss::OwnerGone);
+        }
+        Err(Miss::OwnerGone)
+    }
+
+    /// Keeps this node registered and its rooms claimed, every third of the claim lifetime,
+    /// until the server stops (the task is aborted).
+    pub fn spawn_upkeep(self: &Arc<Self>, status: impl Fn() -> (NodeLoad, Vec<RoomName>) + Send + 'static) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.claim_ttl / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut healthy = true;
+            loop {
+                tick.tick().await;
+                let (load, rooms) = status();
+                match me.upkeep(load, &rooms).await {
+                    Ok(()) if !healthy => {
+                        info!("cluster: Redis is back");
+                        healthy = true;
+                    }
+                    Ok(()) => {}
+                    Err(e) if healthy => {
+                        warn!("cluster: Redis unreachable, serving what this node has: {e}");
+                        healthy = false;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+
+    async fn upkeep(&self, load: NodeLoad, rooms: &[RoomName]) -> Result<(), redis::RedisError> {
+        let mut redis = self.redis.clone();
+        let ttl = self.claim_ttl.as_millis() as u64;
+        let info = serde_json::json!({"url": self.url, "load": load.load, "draining": load.draining}).to_string();
+        let _: () = redis.pset_ex(format!("{NODE_PREFIX}{}", self.node), info, ttl).await?;
+        let refresh = Script::new(REFRESH);
+        for room in rooms {
+            let key = format!("{ROOM_PREFIX}{room}");
+            let kept: i64 = refresh.key(&key).arg(&self.node).arg(ttl).invoke_async(&mut redis).await?;
+            if kept == 0 {
+                // Lost (Redis restarted empty, or the claim lapsed): the room is still here.
+                let opts =
+                    redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX).with_expiration(redis::SetExpiry::PX(ttl));
+                let _: bool = redis.set_options(&key, &self.node, opts).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::overloaded("the cluster's Redis cannot be reached, so where this room lives is unknown; try again shortly")
+        .with_code("cluster_unavailable")
+}
+
+/// Why a room's node is not known.
+enum Miss {
+    Redis(redis::RedisError),
+    /// Its owner's node key expired: it died or lost Redis.
+    OwnerGone,
+}
+
+impl From<redis::RedisError> for Miss {
+    fn from(e: redis::RedisError) -> Self {
+        Miss::Redis(e)
+    }
+}

@@ -1,0 +1,138 @@
+//! Several nodes on one Redis (issue 22, part 3): a real `redis-server` on a free loopback port
+//! and real servers on 127.0.0.1. Participants joining one room through different nodes end up
+//! in one room and hear each other; a killed owner's room is free again after its claim's
+//! lifetime; with Redis gone a node keeps its rooms, refuses what needs Redis with 503, and
+//! recovers when Redis is back.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::KillOnDrop;
+use common::rooms::{events_until, heard_to_the_end, join, mint, of_type, voice};
+use common::*;
+use serde_json::{Value, json};
+use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
+
+/// A throwaway `redis-server` (no persistence) on `port`.
+fn redis(port: u16) -> KillOnDrop {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (.ci/run installs it; Debian package redis-server)");
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    KillOnDrop(child)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn node(port: u16) -> voxrelay::RunningServer {
+    start_with(|c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
+        c.room_claim_ttl = 2;
+    })
+    .await
+}
+
+async fn participants(base: &str, room: &str) -> (u16, Vec<String>) {
+    let resp = http().get(format!("{base}/v1/rooms/{room}")).bearer_auth(API_KEY).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    let names =
+        v["participants"].as_array().map_or(Vec::new(), |p| p.iter().map(|p| p["identity"].as_str().unwrap().to_string()).collect());
+    (status, names)
+}
+
+/// Joins through `base`, retrying while the cluster answers 503 (a claim changing hands),
+/// bounded by `WAIT`.
+async fn join_when_ready(base: &str, room: &str, identity: &str) -> RoomClient {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let token = mint(base, room, json!({"identity": identity})).await;
+        match RoomClient::join(&http(), base, room, &token, RoomClientOptions { slots: 1, ..Default::default() }).await {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{identity} could not join {room} through {base}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
+    let port = free_port();
+    let _redis = redis(port);
+    let (a, b) = (node(port).await, node(port).await);
+    let one_slot = RoomClientOptions { slots: 1, ..Default::default() };
+
+    // Alice reaches node A first: the room is A's. Bob comes in through B and is forwarded.
+    let mut alice = join(&a.url(), "huddle", "alice", one_slot.clone(), json!({})).await;
+    let bob = join(&b.url(), "huddle", "bob", one_slot.clone(), json!({})).await;
+    let mut seen = Vec::new();
+    events_until(&mut alice, &mut seen, |e| of_type(e, "participant.joined").iter().any(|p| p["participant"]["identity"] == "bob")).await;
+    assert_eq!(a.engine.rooms.count(), 1);
+    assert_eq!(b.engine.rooms.count(), 0, "the room was not made twice");
+    for base in [a.url(), b.url()] {
+        let (status, names) = participants(&base, "huddle").await;
+        assert_eq!((status, names), (200, vec!["alice".to_string(), "bob".to_string()]), "the same room seen through {base}");
+    }
+    bob.say(&voice(0.8));
+    heard_to_the_end(&bob, &alice).await;
+    alice.say(&voice(1.0));
+    heard_to_the_end(&alice, &bob).await;
+
+    // Node A goes away: its claim lapses within its lifetime and the room is made again where
+    // the next participant arrives.
+    drop((alice, bob));
+    a.shutdown().await;
+    let carol = join_when_ready(&b.url(), "huddle", "carol").await;
+    assert_eq!(b.engine.rooms.count(), 1, "the room now lives on B");
+    let (status, names) = participants(&b.url(), "huddle").await;
+    assert_eq!((status, names), (200, vec!["carol".to_string()]));
+    drop(carol);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_a_node_keeps_its_rooms_refuses_new_ones_and_recovers() {
+    let port = free_port();
+    let redis_server = redis(port);
+    let b = node(port).await;
+    let dave = join_when_ready(&b.url(), "kept", "dave").await;
+
+    drop(redis_server);
+    let resp = {
+        let token = mint(&b.url(), "fresh", json!({"identity": "erin"})).await;
+        let offer = MINIMAL_OFFER;
+        http()
+            .post(format!("{}/v1/rooms/fresh/join", b.url()))
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(offer)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "cluster_unavailable", "{v}");
+    // Its own room is served as before.
+    let (status, names) = participants(&b.url(), "kept").await;
+    assert_eq!((status, names), (200, vec!["dave".to_string()]));
+
+    let _redis_again = redis(port);
+    let erin = join_when_ready(&b.url(), "fresh", "erin").await;
+    assert_eq!(b.engine.rooms.count(), 2);
+    drop((dave, erin));
+    b.shutdown().await;
+}
