@@ -132,6 +132,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
             let ttl = Duration::from_secs(cfg.room_claim_ttl.max(1));
             let cluster = crate::cluster::Cluster::connect(redis_url, url, ttl).await.context("cluster (--redis-url)")?;
             let _ = engine.cluster.set(cluster.clone());
+            api.auth.share_secrets(cluster.clone());
             let weak = Arc::downgrade(&engine);
             Some(cluster.spawn_upkeep(move || match weak.upgrade() {
                 Some(e) => (e.node_load(), e.rooms.names()),

@@ -88,6 +88,13 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
     }
     bob.say(&voice(0.8));
     heard_to_the_end(&bob, &alice).await;
+    // A client secret minted on A is good on B (and B's call is B's).
+    let secret = client_secret(&a.url(), json!({"instructions": "from A"})).await;
+    let mut call = Call::connect(&b.url(), "/v1/realtime", &secret).await;
+    let created = call.expect("session.created").await;
+    assert_eq!(created["session"]["instructions"], "from A");
+    assert_eq!((a.engine.live_calls(), b.engine.live_calls()), (0, 1));
+    call.close().await;
     alice.say(&voice(1.0));
     heard_to_the_end(&alice, &bob).await;
 

@@ -54,11 +54,15 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("missing_credentials", "Authorization: Bearer <key> is required"))
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SecretGrant {
     pub session_id: SessionId,
     pub config: SessionConfig,
     pub expires_at: u64,
+}
+
+fn invalid_credential() -> ApiError {
+    ApiError::unauthorized("invalid_api_key", "the API key or client secret is not valid")
 }
 
 /// Who is calling: the operator (API key) or a client holding a minted secret.
@@ -75,6 +79,16 @@ pub struct Auth {
     /// Vouches for the client address of requests passed between nodes.
     pub node_key: crate::node_auth::NodeKey,
     secrets: Mutex<HashMap<String, SecretGrant>>,
+    /// Several nodes: where secrets minted here are published and secrets minted elsewhere are
+    /// found.
+    shared: std::sync::OnceLock<std::sync::Arc<dyn SharedSecrets>>,
+}
+
+/// Client secrets shared by the nodes of a cluster (the server implements it on Redis).
+#[async_trait::async_trait]
+pub trait SharedSecrets: Send + Sync {
+    async fn put(&self, value: &str, grant: &SecretGrant) -> Result<(), String>;
+    async fn get(&self, value: &str) -> Result<Option<SecretGrant>, String>;
 }
 
 impl Auth {
@@ -84,6 +98,24 @@ impl Auth {
             node_key: crate::node_auth::NodeKey::new(&api_key),
             api_key,
             secrets: Mutex::new(HashMap::new()),
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Shares client secrets with the other nodes of a cluster.
+    pub fn share_secrets(&self, shared: std::sync::Arc<dyn SharedSecrets>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Publishes a secret this node minted, so every node accepts it. Without the cluster's
+    /// store (down) it still works on this node; that is logged.
+    pub async fn publish(&self, value: &str) {
+        let Some(shared) = self.shared.get() else { return };
+        let grant = self.secrets.lock().unwrap_or_else(|p| p.into_inner()).get(value).cloned();
+        if let Some(grant) = grant
+            && let Err(e) = shared.put(value, &grant).await
+        {
+            tracing::warn!("a client secret could not be shared with the cluster (it works on this node only): {e}");
         }
     }
 
@@ -97,25 +129,39 @@ impl Auth {
     }
 
     /// Accepts the API key or a live client secret.
-    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        self.caller_token(bearer(headers)?)
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        self.caller_token(bearer(headers)?).await
     }
 
-    /// [`Auth::caller`] for a token that came another way (a WebSocket subprotocol).
-    pub fn caller_token(&self, token: &str) -> Result<Caller, ApiError> {
+    /// [`Auth::caller`] for a token that came another way (a WebSocket subprotocol). A secret
+    /// this node does not know may have been minted by another node of the cluster.
+    pub async fn caller_token(&self, token: &str) -> Result<Caller, ApiError> {
         if constant_time_eq(token.as_bytes(), self.api_key.as_bytes()) {
             return Ok(Caller::ApiKey);
         }
-        if token.starts_with("ek_") {
-            let secrets = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(grant) = secrets.get(token) {
-                if grant.expires_at <= unix_now() {
-                    return Err(ApiError::unauthorized("expired_client_secret", "the client secret has expired"));
-                }
-                return Ok(Caller::Secret(grant.clone()));
-            }
+        if !token.starts_with("ek_") {
+            return Err(invalid_credential());
         }
-        Err(ApiError::unauthorized("invalid_api_key", "the API key or client secret is not valid"))
+        let local = self.secrets.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
+        let grant = match (local, self.shared.get()) {
+            (Some(grant), _) => grant,
+            (None, Some(shared)) => match shared.get(token).await {
+                Ok(Some(grant)) => grant,
+                Ok(None) => return Err(invalid_credential()),
+                Err(e) => {
+                    tracing::warn!("the cluster's client secrets cannot be read: {e}");
+                    return Err(ApiError::overloaded(
+                        "this client secret may be another node's, and the cluster cannot be asked now; try again",
+                    )
+                    .with_code("cluster_unavailable"));
+                }
+            },
+            (None, None) => return Err(invalid_credential()),
+        };
+        if grant.expires_at <= unix_now() {
+            return Err(ApiError::unauthorized("expired_client_secret", "the client secret has expired"));
+        }
+        Ok(Caller::Secret(grant))
     }
 
     pub fn mint(&self, session_id: SessionId, config: SessionConfig, ttl_s: u64) -> Result<(String, u64), ApiError> {
@@ -159,14 +205,60 @@ mod tests {
         h
     }
 
-    #[test]
-    fn minted_secret_authorizes_until_it_expires() {
+    #[tokio::test]
+    async fn minted_secret_authorizes_until_it_expires() {
         let auth = Auth::new("sk_test".into());
         let (secret, _) = auth.mint(SessionId::random(), SessionConfig::default(), 60).unwrap();
-        assert!(matches!(auth.caller(&headers(&secret)), Ok(Caller::Secret(_))));
+        assert!(matches!(auth.caller(&headers(&secret)).await, Ok(Caller::Secret(_))));
         assert!(auth.expire_secret(&secret));
-        assert_eq!(auth.caller(&headers(&secret)).unwrap_err().code, "expired_client_secret");
-        assert_eq!(auth.caller(&headers("nope")).unwrap_err().code, "invalid_api_key");
-        assert!(matches!(auth.caller(&headers("sk_test")), Ok(Caller::ApiKey)));
+        assert_eq!(auth.caller(&headers(&secret)).await.unwrap_err().code, "expired_client_secret");
+        assert_eq!(auth.caller(&headers("nope")).await.unwrap_err().code, "invalid_api_key");
+        assert!(matches!(auth.caller(&headers("sk_test")).await, Ok(Caller::ApiKey)));
+    }
+
+    /// The cluster's store as a map (or one that cannot be reached).
+    #[derive(Default)]
+    struct Shared {
+        map: Mutex<HashMap<String, String>>,
+        down: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl SharedSecrets for Shared {
+        async fn put(&self, value: &str, grant: &SecretGrant) -> Result<(), String> {
+            self.map.lock().unwrap().insert(value.into(), serde_json::to_string(grant).unwrap());
+            Ok(())
+        }
+        async fn get(&self, value: &str) -> Result<Option<SecretGrant>, String> {
+            if self.down {
+                return Err("connection refused".into());
+            }
+            Ok(self.map.lock().unwrap().get(value).map(|g| serde_json::from_str(g).unwrap()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_minted_on_one_node_works_on_another_with_its_settings() {
+        let shared = std::sync::Arc::new(Shared::default());
+        let (a, b) = (Auth::new("sk_cluster".into()), Auth::new("sk_cluster".into()));
+        a.share_secrets(shared.clone());
+        b.share_secrets(shared.clone());
+        let mut config = SessionConfig::default();
+        let body = serde_json::json!({"agent": "echo", "instructions": "be brief", "conversation": "conv_0123456789abcdef",
+            "tools": [{"type": "function", "name": "clock", "description": "time", "parameters": {"type": "object"}}],
+            "input_audio_format": "g711_ulaw", "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}});
+        config.apply_beta(serde_json::from_value(body).unwrap()).unwrap();
+        let (secret, _) = a.mint(SessionId::random(), config.clone(), 60).unwrap();
+        assert!(b.caller_token(&secret).await.is_err(), "not published yet");
+        a.publish(&secret).await;
+        match b.caller_token(&secret).await {
+            Ok(Caller::Secret(grant)) => assert_eq!(grant.config, config, "the settings travel whole"),
+            other => panic!("{other:?}"),
+        }
+        let down = Auth::new("sk_cluster".into());
+        down.share_secrets(std::sync::Arc::new(Shared { down: true, ..Default::default() }));
+        let e = down.caller_token(&secret).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (503, "cluster_unavailable"));
+        assert_eq!(down.caller_token("sk_wrong").await.unwrap_err().code, "invalid_api_key", "only ek_ tokens are looked up");
     }
 }

@@ -24,7 +24,9 @@ use crate::{Api, CallRequest};
 pub async fn create_session(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     api.auth.require_api_key(&headers)?;
     let req: BetaSession = read_json(&headers, body).await?;
-    mint_beta_session(&api, req).map(Json)
+    let out = mint_beta_session(&api, req)?;
+    publish_secret(&api, &out["client_secret"]["value"]).await;
+    Ok(Json(out))
 }
 
 /// The beta session object with a fresh `client_secret` (also what the web page's helper
@@ -68,9 +70,17 @@ pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMa
     api.engine.check_session(&config)?;
     let id = SessionId::random();
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), ttl)?;
+    api.auth.publish(&value).await;
     let mut out = json!({"value": value, "expires_at": expires_at, "session": config.ga_json(id.as_str())});
     add_ice_servers(&api, &id, &mut out);
     Ok(Json(out))
+}
+
+/// Several nodes: every node accepts the secret before the client has it.
+pub(crate) async fn publish_secret(api: &Api, value: &Value) {
+    if let Some(value) = value.as_str() {
+        api.auth.publish(value).await;
+    }
 }
 
 fn add_ice_servers(api: &Api, session_id: &SessionId, out: &mut Value) {
@@ -105,7 +115,7 @@ async fn create_call(
     body: Body,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
-    let caller = api.auth.caller(&headers)?;
+    let caller = api.auth.caller(&headers).await?;
     let (offer, session) = read_call_body(&headers, body).await?;
     let summary = inspect_offer(&offer)?;
     let by_secret = matches!(caller, Caller::Secret(_));
@@ -149,7 +159,7 @@ async fn create_call(
 
 pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     // A client secret may end only calls of its own session; the API key may end any.
-    let owner = match api.auth.caller(&headers)? {
+    let owner = match api.auth.caller(&headers).await? {
         Caller::ApiKey => None,
         Caller::Secret(grant) => Some(grant.session_id),
     };
@@ -161,7 +171,7 @@ pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id):
 /// (204) or an ICE restart (200 + the server's fragment, `ETag`), with WHIP's rules (§3). The
 /// call's `ETag` is its server ICE ufrag, quoted; a restart needs `If-Match` (it or `*`).
 pub async fn patch_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let owner = match api.auth.caller(&headers)? {
+    let owner = match api.auth.caller(&headers).await? {
         Caller::ApiKey => None,
         Caller::Secret(grant) => Some(grant.session_id),
     };

@@ -46,9 +46,9 @@ pub async fn session_socket(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let caller = match bearer(headers) {
-        Ok(token) => api.auth.caller_token(token)?,
+        Ok(token) => api.auth.caller_token(token).await?,
         Err(missing) => match protocol_secret(headers) {
-            Some(token) => api.auth.caller_token(&token)?,
+            Some(token) => api.auth.caller_token(&token).await?,
             None => return Err(missing),
         },
     };

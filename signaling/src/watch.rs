@@ -73,7 +73,7 @@ pub async fn realtime_socket(
     let Some(call_id) = query.call_id else {
         // Credentials first, so an unauthenticated probe learns nothing else.
         if ws.is_err() {
-            api.auth.caller(&headers)?;
+            api.auth.caller(&headers).await?;
         }
         let ws = ws.map_err(upgrade_required)?;
         let query = crate::realtime_ws::SessionQuery { dialect: query.dialect };

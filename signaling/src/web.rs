@@ -140,6 +140,7 @@ async fn session(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) ->
         let exp = out["client_secret"]["expires_at"].as_u64();
         Ok((out, exp))
     })?;
+    crate::realtime::publish_secret(&api, &out["client_secret"]["value"]).await;
     Ok(no_store(Json(out).into_response()))
 }
 

@@ -14,6 +14,9 @@
 //!   clients drop it on a cross-origin redirect), and the answer's ICE candidates are the
 //!   owner's, so media flows to the owner directly.
 //!
+//! - **Client secrets** minted on one node are published (`voxrelay:secret:<digest>`, expiring
+//!   with the secret) before the client gets them; a node that does not know a secret asks.
+//!
 //! Redis gone: each node keeps serving what it has (its rooms, its calls); a room request that
 //! would need Redis to know where the room lives gets 503 `cluster_unavailable` until it is back
 //! (the connection manager reconnects by itself).
@@ -29,6 +32,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use voxrelay_signaling::auth::{SecretGrant, SharedSecrets};
 use voxrelay_signaling::{ApiError, RoomName};
 
 /// Where a room request is served.
@@ -181,6 +185,30 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Client secrets minted on any node, under a digest of their value (a key listing shows no
+/// usable secret), for as long as they are valid.
+#[async_trait::async_trait]
+impl SharedSecrets for Cluster {
+    async fn put(&self, value: &str, grant: &SecretGrant) -> Result<(), String> {
+        let ttl = grant.expires_at.saturating_sub(voxrelay_signaling::auth::unix_now()).max(1);
+        let json = serde_json::to_string(grant).map_err(|e| e.to_string())?;
+        let mut redis = self.redis.clone();
+        redis.set_ex::<_, _, ()>(secret_key(value), json, ttl).await.map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, value: &str) -> Result<Option<SecretGrant>, String> {
+        let mut redis = self.redis.clone();
+        let json: Option<String> = redis.get(secret_key(value)).await.map_err(|e| e.to_string())?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+}
+
+fn secret_key(value: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("voxrelay:secret:{hex}")
 }
 
 fn unavailable() -> ApiError {

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 /// (milliseconds given as seconds * 1000 * 1000) cannot stall a turn for hours.
 pub const MAX_TURN_MS: u32 = 10_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TurnDetection {
     /// Speech probability at or above which a frame counts as voiced, 0..1.
     pub threshold: f32,
@@ -126,7 +126,7 @@ where
 /// An audio format of the Realtime API (`input_audio_format`/`output_audio_format`, GA
 /// `audio.*.format`). It matters where audio travels in events (the WebSocket transport); over
 /// WebRTC the track's codec is the format and this is only reported back.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AudioFormat {
     /// 16-bit little-endian PCM, 24 kHz mono.
     #[default]

@@ -21,8 +21,9 @@ pub const DEFAULT_VOICE: &str = "alloy";
 pub const DEFAULT_MODEL: &str = "voxrelay-echo";
 
 pub const MAX_INSTRUCTIONS_BYTES: usize = 32 * 1024;
-/// The normalized settings of one voice session.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The normalized settings of one voice session (also how a client secret's settings travel
+/// between the nodes of a cluster).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionConfig {
     pub model: String,
     pub voice: String,

@@ -14,7 +14,7 @@ pub const MAX_TOOL_NAME: usize = 64;
 
 /// A function the model may call (`session.tools[i]`, OpenAI Realtime's shape). The client
 /// runs it; voxrelay only carries the call and its output between the client and the provider.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Tool {
     pub name: String,
     pub description: String,
