@@ -143,3 +143,80 @@ async fn without_redis_a_node_keeps_its_rooms_refuses_new_ones_and_recovers() {
     drop((dave, erin));
     b.shutdown().await;
 }
+
+/// An offer a room answers (the peer never connects: only the answer is timed).
+const ROOM_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+
+/// Join latency, direct vs forwarded, and Redis commands per join (BENCHMARKS "Several nodes"):
+/// `cargo test --release --test cluster -- --ignored --nocapture join_latency`. Prints numbers;
+/// asserts only that every join was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run by hand"]
+async fn join_latency_direct_and_forwarded() {
+    const N: usize = 50;
+    let port = free_port();
+    let _redis = redis(port);
+    let (a, b) = (node(port).await, node(port).await);
+    let redis_client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut conn = redis_client.get_multiplexed_async_connection().await.unwrap();
+    let offer_once = |base: String, room: String, token: String| async move {
+        let started = Instant::now();
+        let resp = http()
+            .post(format!("{base}/v1/rooms/{room}/join"))
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(ROOM_OFFER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        started.elapsed()
+    };
+    // `cmdstat_get:calls=12,...` → ("get", 12)
+    let commands = |info: &str| -> std::collections::BTreeMap<String, u64> {
+        info.lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                Some((name.to_string(), rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let mut report = Vec::new();
+    for (label, via) in [("direct (owner)", a.url()), ("forwarded (other node)", b.url())] {
+        let mut times = Vec::new();
+        let before: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        for i in 0..N {
+            let room = format!("bench-{i}");
+            if label.starts_with("direct") {
+                // The first join claims the room for A; the measured one is A's second.
+                let t = mint(&a.url(), &room, json!({"identity": "owner"})).await;
+                offer_once(a.url(), room.clone(), t).await;
+            }
+            let token = mint(&via, &room, json!({"identity": format!("p{i}-{}", label.len())})).await;
+            times.push(offer_once(via.clone(), room, token).await);
+        }
+        let after: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (before, after) = (commands(&before), commands(&after));
+        let per_join: Vec<String> = after
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(name, n)| format!("{name} {:.2}", (n - before.get(name).copied().unwrap_or(0)) as f64 / N as f64))
+            .collect();
+        report.push(format!(
+            "{label}: p50 {:.2} ms, p90 {:.2} ms; Redis commands per iteration (upkeep included): {}",
+            ms(times[N / 2]),
+            ms(times[N * 9 / 10]),
+            per_join.join(", ")
+        ));
+    }
+    for line in report {
+        println!("{line}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
