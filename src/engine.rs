@@ -630,7 +630,31 @@ impl Engine for EngineHandle {
             text.push_str(&relay.stats.prometheus());
         }
         text.push_str(&e.store.render_metrics());
+        if let Some(cluster) = e.cluster.get() {
+            text.push_str(&cluster.render_metrics());
+        }
         text
+    }
+
+    async fn list_cluster_rooms(&self, headers: &axum::http::HeaderMap) -> Result<Vec<RoomInfo>, ApiError> {
+        let mut rooms = self.0.rooms.list().await;
+        let Some(cluster) = self.0.cluster.get() else { return Ok(rooms) };
+        for r in &mut rooms {
+            r.node = Some(cluster.url().to_string());
+        }
+        let nodes = cluster.nodes().await.map_err(|e| {
+            warn!("cluster: Redis unreachable for the room list: {e}");
+            ApiError::overloaded("the cluster's Redis cannot be reached to list every node's rooms").with_code("cluster_unavailable")
+        })?;
+        for node in nodes.into_iter().filter(|n| n.id != cluster.node_id()) {
+            match crate::cluster::rooms_of(&self.0.http, &node.url, headers, cluster.node_id()).await {
+                Ok(theirs) => rooms.extend(theirs.into_iter().map(|r| RoomInfo { node: Some(node.url.clone()), ..r })),
+                // A node that does not answer is left out of the list, not the cause of a failure.
+                Err(e) => warn!(node = %node.url, "cluster: a node did not list its rooms: {e}"),
+            }
+        }
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rooms)
     }
 
     async fn room_home(&self, room: &RoomName, claim: bool) -> Result<Option<String>, ApiError> {

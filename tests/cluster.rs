@@ -86,6 +86,23 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
         let (status, names) = participants(&base, "huddle").await;
         assert_eq!((status, names), (200, vec!["alice".to_string(), "bob".to_string()]), "the same room seen through {base}");
     }
+    // The cluster's view from either node: one room, on A; two nodes.
+    for base in [a.url(), b.url()] {
+        let list: Value = http().get(format!("{base}/v1/rooms")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+        let rooms = list["rooms"].as_array().unwrap();
+        assert_eq!(rooms.len(), 1, "{list}");
+        assert_eq!((rooms[0]["name"].as_str(), rooms[0]["node"].as_str()), (Some("huddle"), Some(a.url().as_str())), "{list}");
+        assert_eq!(rooms[0]["participants"].as_array().unwrap().len(), 2);
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = http().get(format!("{}/metrics", b.url())).send().await.unwrap().text().await.unwrap();
+        if metrics.contains("voxrelay_cluster_nodes 2\n") && metrics.contains("voxrelay_cluster_redis_up 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes never saw each other: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     bob.say(&voice(0.8));
     heard_to_the_end(&bob, &alice).await;
     // A client secret minted on A is good on B (and B's call is B's).

@@ -184,6 +184,11 @@ pub trait Engine: Send + Sync + 'static {
     async fn list_rooms(&self) -> Vec<room_wire::RoomInfo> {
         Vec::new()
     }
+    /// `GET /v1/rooms` across the cluster's nodes (`headers`: the caller's, to ask the others
+    /// with); without a cluster, this node's.
+    async fn list_cluster_rooms(&self, _headers: &axum::http::HeaderMap) -> Result<Vec<room_wire::RoomInfo>, ApiError> {
+        Ok(self.list_rooms().await)
+    }
     /// Everyone leaves (`room_deleted`) and the room closes.
     async fn delete_room(&self, _room: &RoomName) -> Result<(), ApiError> {
         Err(rooms::rooms_disabled())

@@ -13,14 +13,14 @@ pub const MAX_DATA_BYTES: usize = 16 * 1024;
 pub const MAX_ROOM_CLIENT_EVENT_BYTES: usize = 24 * 1024;
 
 /// One participant as others see it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantView {
     pub identity: ParticipantId,
     pub name: String,
     pub publishing: bool,
     pub muted: bool,
     /// Present (true) on the room's AI participant.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agent: bool,
 }
 
@@ -195,13 +195,13 @@ pub struct MuteRequest {
 }
 
 /// `GET /v1/rooms`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoomList {
     pub rooms: Vec<RoomInfo>,
 }
 
 /// `GET /v1/rooms/<room>`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoomInfo {
     pub name: Option<RoomName>,
     pub max_participants: usize,
@@ -210,9 +210,12 @@ pub struct RoomInfo {
     /// Identities speaking now, loudest first.
     pub speaking: Vec<ParticipantId>,
     pub counters: RoomCounters,
+    /// Several nodes: the base URL of the node the room lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     #[serde(flatten)]
     pub view: ParticipantView,
@@ -222,7 +225,7 @@ pub struct ParticipantInfo {
 }
 
 /// Forwarding counters of a room since it was created.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomCounters {
     pub packets_in: u64,
     pub packets_forwarded: u64,

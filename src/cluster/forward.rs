@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use voxrelay_signaling::ApiError;
+use voxrelay_signaling::room_wire::{RoomInfo, RoomList};
 
 use voxrelay_signaling::room_forwarding::FORWARDED_HEADER;
 
@@ -19,6 +20,19 @@ const PASSED_ON: [HeaderName; 6] = [
     HeaderName::from_static(voxrelay_signaling::node_auth::NODE_SIGNATURE),
 ];
 const PASSED_BACK: [HeaderName; 5] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG, header::LINK, header::RETRY_AFTER];
+
+/// Another node's own rooms (`GET /v1/rooms`, marked as forwarded so it answers for itself).
+pub async fn rooms_of(http: &reqwest::Client, base: &str, headers: &HeaderMap, from: &str) -> Result<Vec<RoomInfo>, String> {
+    let mut req = http.get(format!("{}/v1/rooms", base.trim_end_matches('/'))).header(FORWARDED_HEADER, from);
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    resp.json::<RoomList>().await.map(|l| l.rooms).map_err(|e| e.to_string())
+}
 
 pub async fn forward(
     http: &reqwest::Client,

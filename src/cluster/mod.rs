@@ -23,9 +23,10 @@
 
 mod forward;
 
-pub use forward::forward;
+pub use forward::{forward, rooms_of};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -57,6 +58,18 @@ pub struct Cluster {
     url: String,
     redis: ConnectionManager,
     claim_ttl: Duration,
+    /// As of the last upkeep, for `/metrics`: nodes registered, and whether Redis answered.
+    nodes_seen: AtomicUsize,
+    redis_up: AtomicBool,
+}
+
+/// A node as it registered itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub url: String,
+    pub load: usize,
+    pub draining: bool,
 }
 
 const NODE_PREFIX: &str = "voxrelay:node:";
@@ -76,11 +89,50 @@ impl Cluster {
             .map_err(|_| anyhow::anyhow!("no answer from Redis at {redis_url} in 5 s"))??;
         let node = voxrelay_signaling::auth::random_id("node_");
         info!(node = %node, %url, "cluster: joined through Redis");
-        Ok(Arc::new(Cluster { node, url, redis, claim_ttl }))
+        Ok(Arc::new(Cluster { node, url, redis, claim_ttl, nodes_seen: AtomicUsize::new(0), redis_up: AtomicBool::new(true) }))
     }
 
     pub fn node_id(&self) -> &str {
         &self.node
+    }
+
+    /// This node's base URL, as the others reach it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Every registered node (this one included).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, redis::RedisError> {
+        let mut redis = self.redis.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut iter: redis::AsyncIter<String> = redis.scan_match(format!("{NODE_PREFIX}*")).await?;
+        while let Some(key) = iter.next_item().await {
+            keys.push(key?);
+        }
+        drop(iter);
+        let mut nodes = Vec::new();
+        for key in keys {
+            let info: Option<String> = redis.get(&key).await?;
+            let Some(v) = info.and_then(|i| serde_json::from_str::<serde_json::Value>(&i).ok()) else { continue };
+            nodes.push(NodeInfo {
+                id: key.trim_start_matches(NODE_PREFIX).to_string(),
+                url: v["url"].as_str().unwrap_or_default().to_string(),
+                load: v["load"].as_u64().unwrap_or(0) as usize,
+                draining: v["draining"].as_bool().unwrap_or(false),
+            });
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// Prometheus lines: nodes registered and whether Redis answers, as of the last upkeep.
+    pub fn render_metrics(&self) -> String {
+        let nodes = self.nodes_seen.load(Ordering::Relaxed);
+        let up = u8::from(self.redis_up.load(Ordering::Relaxed));
+        format!(
+            "# HELP voxrelay_cluster_nodes Nodes registered in the cluster's Redis.\n# TYPE voxrelay_cluster_nodes gauge\nvoxrelay_cluster_nodes {nodes}\n\
+             # HELP voxrelay_cluster_redis_up Whether the cluster's Redis answered the last upkeep.\n# TYPE voxrelay_cluster_redis_up gauge\nvoxrelay_cluster_redis_up {up}\n"
+        )
     }
 
     /// Where `room` lives: here when this node owns it (or just claimed it, nobody having it);
@@ -151,7 +203,9 @@ impl Cluster {
             loop {
                 tick.tick().await;
                 let (load, rooms) = status();
-                match me.upkeep(load, &rooms).await {
+                let result = me.upkeep(load, &rooms).await;
+                me.redis_up.store(result.is_ok(), Ordering::Relaxed);
+                match result {
                     Ok(()) if !healthy => {
                         info!("cluster: Redis is back");
                         healthy = true;
@@ -183,6 +237,7 @@ impl Cluster {
                 let _: bool = redis.set_options(&key, &self.node, opts).await?;
             }
         }
+        self.nodes_seen.store(self.nodes().await?.len(), Ordering::Relaxed);
         Ok(())
     }
 }

@@ -584,6 +584,7 @@ impl Room {
                 .collect(),
             speaking: self.speaking.iter().filter_map(|k| self.members.iter().find(|m| m.key == *k)).map(|m| m.identity.clone()).collect(),
             counters: self.counters,
+            node: None,
         }
     }
 
