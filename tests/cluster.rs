@@ -1,6 +1,6 @@
 //! Several nodes on one Redis (issue 22, part 3): a real `redis-server` on a free loopback port
-//! and real servers on 127.0.0.1. Participants joining one room through different nodes end up
-//! in one room and hear each other; a killed owner's room is free again after its claim's
+//! and real servers on 127.0.0.1. Participants joining one room through three different nodes
+//! end up in one room and hear each other; a secret minted on one node works on another; a killed owner's room is free again after its claim's
 //! lifetime; with Redis gone a node keeps its rooms, refuses what needs Redis with 503, and
 //! recovers when Redis is back.
 
@@ -72,7 +72,7 @@ async fn join_when_ready(base: &str, room: &str, identity: &str) -> RoomClient {
 async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
     let port = free_port();
     let _redis = redis(port);
-    let (a, b) = (node(port).await, node(port).await);
+    let (a, b, c) = (node(port).await, node(port).await, node(port).await);
     let one_slot = RoomClientOptions { slots: 1, ..Default::default() };
 
     // Alice reaches node A first: the room is A's. Bob comes in through B and is forwarded.
@@ -97,7 +97,7 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
     let deadline = Instant::now() + WAIT;
     loop {
         let metrics = http().get(format!("{}/metrics", b.url())).send().await.unwrap().text().await.unwrap();
-        if metrics.contains("voxrelay_cluster_nodes 2\n") && metrics.contains("voxrelay_cluster_redis_up 1\n") {
+        if metrics.contains("voxrelay_cluster_nodes 3\n") && metrics.contains("voxrelay_cluster_redis_up 1\n") {
             break;
         }
         assert!(Instant::now() < deadline, "the nodes never saw each other: {metrics}");
@@ -115,16 +115,25 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
     alice.say(&voice(1.0));
     heard_to_the_end(&alice, &bob).await;
 
+    // A third node forwards to the same owner.
+    let dan = join(&c.url(), "huddle", "dan", one_slot.clone(), json!({})).await;
+    let (status, names) = participants(&c.url(), "huddle").await;
+    assert_eq!((status, names), (200, vec!["alice".to_string(), "bob".to_string(), "dan".to_string()]));
+    assert_eq!(c.engine.rooms.count(), 0);
+
     // Node A goes away: its claim lapses within its lifetime and the room is made again where
-    // the next participant arrives.
-    drop((alice, bob));
+    // the next participant arrives; the third node then forwards there.
+    drop((alice, bob, dan));
     a.shutdown().await;
     let carol = join_when_ready(&b.url(), "huddle", "carol").await;
     assert_eq!(b.engine.rooms.count(), 1, "the room now lives on B");
-    let (status, names) = participants(&b.url(), "huddle").await;
-    assert_eq!((status, names), (200, vec!["carol".to_string()]));
-    drop(carol);
+    let erin = join_when_ready(&c.url(), "huddle", "erin").await;
+    let (status, names) = participants(&c.url(), "huddle").await;
+    assert_eq!((status, names), (200, vec!["carol".to_string(), "erin".to_string()]));
+    assert_eq!(c.engine.rooms.count(), 0);
+    drop((carol, erin));
     b.shutdown().await;
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
