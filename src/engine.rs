@@ -297,6 +297,10 @@ impl VoxEngine {
         to_carrier: mpsc::UnboundedSender<String>,
     ) -> Result<ParticipantId, ApiError> {
         let room = RoomName::parse(room)?;
+        // A phone stream cannot be passed to another node: the room must live here.
+        if let Some(node) = self.room_elsewhere(&room).await? {
+            return Err(ApiError::conflict("room_on_another_node", format!("room {room:?} lives on {node}; send this call to that node")));
+        }
         let fallback = format!("phone-{}", start.call_sid.chars().rev().take(6).collect::<String>().chars().rev().collect::<String>());
         let identity = ParticipantId::parse(start.custom_parameters.get("identity").unwrap_or(&fallback))?;
         let name = start.custom_parameters.get("name").cloned().unwrap_or_else(|| identity.to_string());
@@ -307,6 +311,16 @@ impl VoxEngine {
         let line = Arc::new(phone::PhoneLine::new(start.stream_sid, to_carrier));
         self.rooms.join_phone(&room, identity.clone(), name, session, line, from_carrier).await?;
         Ok(identity)
+    }
+
+    /// Several nodes: the node `room` lives on when it is another one; otherwise the room is
+    /// (now) this node's to create.
+    async fn room_elsewhere(&self, room: &RoomName) -> Result<Option<String>, ApiError> {
+        let Some(cluster) = self.cluster.get() else { return Ok(None) };
+        match cluster.room_home(room, self.rooms.exists(room), true).await? {
+            crate::cluster::Home::Here => Ok(None),
+            crate::cluster::Home::There(node) => Ok(Some(node)),
+        }
     }
 
     /// What was said so far in the conversation the session continues (empty for a new one, or
@@ -528,6 +542,10 @@ impl Engine for EngineHandle {
             max_participants: max_participants.unwrap_or(defaults.max_participants),
             empty_timeout: empty_timeout_s.map_or(defaults.empty_timeout, Duration::from_secs),
         };
+        // Several nodes: a room is made where it is claimed, once.
+        if let Some(node) = self.0.room_elsewhere(room).await? {
+            return Err(ApiError::conflict("room_exists", format!("room {:?} exists (on {node})", room.as_str())));
+        }
         self.0.rooms.create(room, limits).await
     }
 

@@ -115,6 +115,10 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
     alice.say(&voice(1.0));
     heard_to_the_end(&alice, &bob).await;
 
+    // Creating it through another node finds it where it lives.
+    let resp = http().post(format!("{}/v1/rooms", b.url())).bearer_auth(API_KEY).json(&json!({"name": "huddle"})).send().await.unwrap();
+    assert_eq!(resp.status(), 409);
+    assert_eq!(b.engine.rooms.count(), 0);
     // A third node forwards to the same owner.
     let dan = join(&c.url(), "huddle", "dan", one_slot.clone(), json!({})).await;
     let (status, names) = participants(&c.url(), "huddle").await;
