@@ -150,10 +150,7 @@ impl Auth {
                 Ok(None) => return Err(invalid_credential()),
                 Err(e) => {
                     tracing::warn!("the cluster's client secrets cannot be read: {e}");
-                    return Err(ApiError::overloaded(
-                        "this client secret may be another node's, and the cluster cannot be asked now; try again",
-                    )
-                    .with_code("cluster_unavailable"));
+                    return Err(ApiError::cluster_unavailable("a client secret another node minted cannot be checked"));
                 }
             },
             (None, None) => return Err(invalid_credential()),

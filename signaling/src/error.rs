@@ -80,6 +80,12 @@ impl ApiError {
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
     }
+    /// 503 `cluster_unavailable`: several nodes, and their Redis cannot be reached now, so
+    /// `what` (a consequence, said to the client) until it is back.
+    pub fn cluster_unavailable(what: &str) -> Self {
+        Self::overloaded(format!("the cluster's Redis cannot be reached, so {what}; try again shortly")).with_code("cluster_unavailable")
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message)
     }
@@ -102,7 +108,8 @@ impl ApiError {
             500..=599 => ("server_error", "internal_error"),
             _ => ("invalid_request_error", "http_error"),
         };
-        let message = if message.is_empty() { status.canonical_reason().unwrap_or("request refused").to_string() } else { message.to_string() };
+        let message =
+            if message.is_empty() { status.canonical_reason().unwrap_or("request refused").to_string() } else { message.to_string() };
         Self::new(status, kind, code, message)
     }
     /// The same error under a more precise code.

@@ -63,13 +63,17 @@ pub struct Cluster {
     redis_up: AtomicBool,
 }
 
-/// A node as it registered itself.
+/// A registered node: its id and base URL.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeInfo {
     pub id: String,
     pub url: String,
-    pub load: usize,
-    pub draining: bool,
+}
+
+/// The base URL in a node's registration.
+fn url_of(registration: Option<String>) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(&registration?).ok()?;
+    v["url"].as_str().map(String::from)
 }
 
 const NODE_PREFIX: &str = "voxrelay:node:";
@@ -101,25 +105,25 @@ impl Cluster {
         &self.url
     }
 
-    /// Every registered node (this one included).
-    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, redis::RedisError> {
+    /// The registration keys of every live node (this one included).
+    async fn node_keys(&self) -> Result<Vec<String>, redis::RedisError> {
         let mut redis = self.redis.clone();
-        let mut keys: Vec<String> = Vec::new();
         let mut iter: redis::AsyncIter<String> = redis.scan_match(format!("{NODE_PREFIX}*")).await?;
+        let mut keys = Vec::new();
         while let Some(key) = iter.next_item().await {
             keys.push(key?);
         }
-        drop(iter);
+        Ok(keys)
+    }
+
+    /// Every registered node (this one included), by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, redis::RedisError> {
+        let mut redis = self.redis.clone();
         let mut nodes = Vec::new();
-        for key in keys {
-            let info: Option<String> = redis.get(&key).await?;
-            let Some(v) = info.and_then(|i| serde_json::from_str::<serde_json::Value>(&i).ok()) else { continue };
-            nodes.push(NodeInfo {
-                id: key.trim_start_matches(NODE_PREFIX).to_string(),
-                url: v["url"].as_str().unwrap_or_default().to_string(),
-                load: v["load"].as_u64().unwrap_or(0) as usize,
-                draining: v["draining"].as_bool().unwrap_or(false),
-            });
+        for key in self.node_keys().await? {
+            if let Some(url) = url_of(redis.get(&key).await?) {
+                nodes.push(NodeInfo { id: key.trim_start_matches(NODE_PREFIX).to_string(), url });
+            }
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
@@ -153,7 +157,7 @@ impl Cluster {
             }
             Err(Miss::Redis(e)) => {
                 warn!(room = %room, "cluster: Redis unreachable: {e}");
-                Err(unavailable())
+                Err(ApiError::cluster_unavailable("where this room lives is unknown"))
             }
         }
     }
@@ -185,9 +189,7 @@ impl Cluster {
             }
             let info: Option<String> = redis.get(format!("{NODE_PREFIX}{owner}")).await?;
             // No key: the owner stopped refreshing itself (dead or cut off); its claims expire soon.
-            let url =
-                info.and_then(|i| serde_json::from_str::<serde_json::Value>(&i).ok()).and_then(|v| v["url"].as_str().map(String::from));
-            return url.map(Home::There).ok_or(Miss::OwnerGone);
+            return url_of(info).map(Home::There).ok_or(Miss::OwnerGone);
         }
         Err(Miss::OwnerGone)
     }
@@ -237,7 +239,7 @@ impl Cluster {
                 let _: bool = redis.set_options(&key, &self.node, opts).await?;
             }
         }
-        self.nodes_seen.store(self.nodes().await?.len(), Ordering::Relaxed);
+        self.nodes_seen.store(self.node_keys().await?.len(), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -264,11 +266,6 @@ fn secret_key(value: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("voxrelay:secret:{hex}")
-}
-
-fn unavailable() -> ApiError {
-    ApiError::overloaded("the cluster's Redis cannot be reached, so where this room lives is unknown; try again shortly")
-        .with_code("cluster_unavailable")
 }
 
 /// Why a room's node is not known.

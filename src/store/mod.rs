@@ -27,7 +27,7 @@ use voxrelay_signaling::ApiError;
 use voxrelay_signaling::ConversationId;
 use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery, TranscriptRole, history_disabled};
 
-use self::writer::{Job, Writer};
+use self::writer::{Job, Read, Writer};
 
 /// Events (and reads) waiting for the writer. At ≈ 10 events per call-minute this is minutes
 /// of a thousand calls' history; it fills only when the disk stalls.
@@ -123,12 +123,12 @@ impl Store {
     }
 
     pub async fn list(&self, query: CallQuery) -> Result<CallList, ApiError> {
-        self.ask(|reply| Job::List(query, reply)).await
+        self.ask(|reply| Read::List(query, reply)).await
     }
 
     pub async fn get(&self, id: &str) -> Result<CallDetail, ApiError> {
         let id = id.to_string();
-        self.ask(|reply| Job::Get(id, reply)).await
+        self.ask(|reply| Read::Get(id, reply)).await
     }
 
     /// The dialogue so far of `conversation` (oldest first, within `budget_chars`), for the
@@ -138,13 +138,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let id = conversation.to_string();
-        self.ask(|reply| Job::Dialogue(id, budget_chars, reply)).await
+        self.ask(|reply| Read::Dialogue(id, budget_chars, reply)).await
     }
 
-    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Job) -> Result<T, ApiError> {
+    async fn ask<T>(&self, read: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Read) -> Result<T, ApiError> {
         let jobs = self.jobs.as_ref().ok_or_else(history_disabled)?;
         let (reply, answer) = oneshot::channel();
-        match jobs.try_send(job(reply)) {
+        match jobs.try_send(Job::Read(read(reply))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(ApiError::overloaded("the call history is busy; try again")),
             Err(TrySendError::Disconnected(_)) => return Err(ApiError::internal("the call history is not running")),

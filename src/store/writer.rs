@@ -30,6 +30,11 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 pub enum Job {
     Event(StoreEvent),
+    Read(Read),
+}
+
+/// A read, answered after the writes queued before it.
+pub enum Read {
     List(CallQuery, oneshot::Sender<Result<CallList, ApiError>>),
     Get(String, oneshot::Sender<Result<CallDetail, ApiError>>),
     /// A conversation's dialogue within a character budget.
@@ -65,7 +70,7 @@ impl Writer {
             while let Some(j) = job.take() {
                 match j {
                     Job::Event(e) => events.push(e),
-                    read => reads.push(read),
+                    Job::Read(r) => reads.push(r),
                 }
                 if events.len() + reads.len() < MAX_BATCH {
                     job = jobs.try_recv().ok();
@@ -74,18 +79,17 @@ impl Writer {
             if !events.is_empty() {
                 self.write(&mut events);
             }
-            for job in reads.drain(..) {
-                match job {
-                    Job::List(query, reply) => {
+            for r in reads.drain(..) {
+                match r {
+                    Read::List(query, reply) => {
                         let _ = reply.send(read::list(&self.conn, &query));
                     }
-                    Job::Get(id, reply) => {
+                    Read::Get(id, reply) => {
                         let _ = reply.send(read::get(&self.conn, &id));
                     }
-                    Job::Dialogue(conversation, budget, reply) => {
+                    Read::Dialogue(conversation, budget, reply) => {
                         let _ = reply.send(read::dialogue(&self.conn, &conversation, budget));
                     }
-                    Job::Event(_) => {}
                 }
             }
         }

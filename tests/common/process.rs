@@ -20,14 +20,7 @@ pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child,
         cmd.env("VOXRELAY_DATABASE", ":memory:");
     }
     cmd.envs(env.iter().copied());
-    let mut child = cmd.spawn().expect("voxrelay binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, mut rx) = spawn_lines(&mut cmd);
     loop {
         let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
@@ -36,6 +29,24 @@ pub async fn serve(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child,
             return (child, format!("http://{addr}"), v);
         }
     }
+}
+
+/// Spawns `cmd` and reads its piped output (stdout, and stderr when piped) line by line.
+fn spawn_lines(cmd: &mut Command) -> (std::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut child = cmd.spawn().expect("voxrelay binary runs");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut pipes: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+    pipes.extend(child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>));
+    pipes.extend(child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>));
+    for pipe in pipes {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (child, rx)
 }
 
 pub fn sigterm(child: &std::process::Child) {
@@ -90,18 +101,7 @@ impl LoggedServer {
             cmd.env_remove(var);
         }
         cmd.env("VOXRELAY_DATABASE", ":memory:");
-        let mut child = cmd.spawn().expect("voxrelay binary runs");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut pipes: Vec<Box<dyn std::io::Read + Send>> = vec![Box::new(child.stdout.take().unwrap())];
-        pipes.extend(child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>));
-        for pipe in pipes {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
+        let (child, mut rx) = spawn_lines(&mut cmd);
         let mut lines = Vec::new();
         let base = loop {
             let line = tokio::time::timeout(WAIT, rx.recv()).await.expect("server output").expect("server running");

@@ -231,7 +231,7 @@ impl SessionConfig {
 
     /// The beta `realtime.session` object.
     pub fn beta_json(&self, id: &str) -> Value {
-        json!({
+        self.with_common_fields(json!({
             "id": id,
             "object": "realtime.session",
             "model": self.model,
@@ -242,18 +242,12 @@ impl SessionConfig {
             "output_audio_format": self.output_audio_format,
             "input_audio_transcription": self.input_audio_transcription,
             "turn_detection": self.turn_detection_json(),
-            "tools": self.tools_json(),
-            "tool_choice": self.tool_choice,
-            "agent": self.agent,
-            "idle_timeout": self.idle_timeout_s,
-            "max_call_duration": self.max_call_duration_s,
-            "conversation": self.conversation,
-        })
+        }))
     }
 
     /// The GA `session` object.
     pub fn ga_json(&self, id: &str) -> Value {
-        json!({
+        self.with_common_fields(json!({
             "type": "realtime",
             "id": id,
             "object": "realtime.session",
@@ -269,13 +263,18 @@ impl SessionConfig {
                 },
                 "output": {"format": self.output_audio_format.ga_json(), "voice": self.voice},
             },
-            "tools": self.tools_json(),
-            "tool_choice": self.tool_choice,
-            "agent": self.agent,
-            "idle_timeout": self.idle_timeout_s,
-            "max_call_duration": self.max_call_duration_s,
-            "conversation": self.conversation,
-        })
+        }))
+    }
+
+    /// What both shapes carry alike: the tools, and voxrelay's own settings.
+    fn with_common_fields(&self, mut session: Value) -> Value {
+        session["tools"] = self.tools_json();
+        session["tool_choice"] = self.tool_choice.clone();
+        session["agent"] = json!(self.agent);
+        session["idle_timeout"] = json!(self.idle_timeout_s);
+        session["max_call_duration"] = json!(self.max_call_duration_s);
+        session["conversation"] = json!(self.conversation);
+        session
     }
 }
 
