@@ -43,6 +43,19 @@ async fn node(port: u16) -> voxrelay::RunningServer {
     .await
 }
 
+/// Polls `base`'s `/metrics` until `ok` holds, bounded by `WAIT`.
+async fn metrics_until(base: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        if ok(&metrics) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "the cluster's view never got there: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn participants(base: &str, room: &str) -> (u16, Vec<String>) {
     let resp = http().get(format!("{base}/v1/rooms/{room}")).bearer_auth(API_KEY).send().await.unwrap();
     let status = resp.status().as_u16();
@@ -94,23 +107,16 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
         assert_eq!((rooms[0]["name"].as_str(), rooms[0]["node"].as_str()), (Some("huddle"), Some(a.url().as_str())), "{list}");
         assert_eq!(rooms[0]["participants"].as_array().unwrap().len(), 2);
     }
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let metrics = http().get(format!("{}/metrics", b.url())).send().await.unwrap().text().await.unwrap();
-        if metrics.contains("voxrelay_cluster_nodes 3\n") && metrics.contains("voxrelay_cluster_redis_up 1\n") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the nodes never saw each other: {metrics}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    metrics_until(&b.url(), |m| m.contains("voxrelay_cluster_nodes 3\n") && m.contains("voxrelay_cluster_redis_up 1\n")).await;
     bob.say(&voice(0.8));
     heard_to_the_end(&bob, &alice).await;
-    // A client secret minted on A is good on B (and B's call is B's).
+    // A client secret minted on A is good on B; its call goes to a node without the room's
+    // load (A holds two participants, B and C nothing).
     let secret = client_secret(&a.url(), json!({"instructions": "from A"})).await;
     let mut call = Call::connect(&b.url(), "/v1/realtime", &secret).await;
     let created = call.expect("session.created").await;
     assert_eq!(created["session"]["instructions"], "from A");
-    assert_eq!((a.engine.live_calls(), b.engine.live_calls()), (0, 1));
+    assert_eq!((a.engine.live_calls(), b.engine.live_calls() + c.engine.live_calls()), (0, 1));
     call.close().await;
     alice.say(&voice(1.0));
     heard_to_the_end(&alice, &bob).await;
@@ -138,6 +144,165 @@ async fn a_room_lives_on_one_node_and_moves_when_its_node_dies() {
     drop((carol, erin));
     b.shutdown().await;
     c.shutdown().await;
+}
+
+/// The node (index into `nodes`) whose tag a call's id carries.
+fn holder(nodes: &[voxrelay::RunningServer], call_id: &str) -> usize {
+    let tag = call_id.split('_').nth(1).unwrap();
+    nodes.iter().position(|n| n.engine.cluster.get().unwrap().tag() == tag).unwrap_or_else(|| panic!("no node made {call_id}"))
+}
+
+fn live(nodes: &[voxrelay::RunningServer]) -> Vec<usize> {
+    nodes.iter().map(|n| n.engine.live_calls()).collect()
+}
+
+async fn wait_live(nodes: &[voxrelay::RunningServer], want: Vec<usize>) {
+    let deadline = Instant::now() + WAIT;
+    while live(nodes) != want {
+        assert!(Instant::now() < deadline, "live calls per node {:?}, not {want:?}", live(nodes));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn socket(base: &str, path: &str, token: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let url = format!("{}{path}", base.replacen("http", "ws", 1));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads events until one of type `kind`, bounded by `WAIT`.
+async fn socket_event(ws: &mut Socket, kind: &str) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.unwrap_or_else(|_| panic!("no {kind}")).unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+async fn send_event(ws: &mut Socket, event: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(event.to_string().into())).await.unwrap();
+}
+
+fn refusal(e: tokio_tungstenite::tungstenite::Error) -> (u16, Value) {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let body = resp.body().clone().unwrap_or_default();
+            (resp.status().as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+        }
+        other => panic!("not an HTTP refusal: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_go_to_the_least_loaded_node_and_are_reached_through_any() {
+    let port = free_port();
+    let _redis = redis(port);
+    let nodes = [node(port).await, node(port).await, node(port).await];
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    metrics_until(&urls[0], |m| m.contains("voxrelay_cluster_nodes 3\n")).await;
+
+    // Three calls by the API key, all offered to the first node: a tie stays there, then each
+    // goes to an emptier node, so one lands on each. Their ids name their nodes.
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let mut call = Call::connect(&urls[0], "/v1/realtime/calls", API_KEY).await;
+        call.expect("session.created").await;
+        calls.push(call);
+    }
+    assert_eq!(live(&nodes), vec![1, 1, 1]);
+    let ids: Vec<String> = calls.iter().map(|c| c.location.rsplit('/').next().unwrap().to_string()).collect();
+    let mut holders: Vec<usize> = ids.iter().map(|id| holder(&nodes, id)).collect();
+    assert_eq!(holders[0], 0, "the first call stays where it was offered");
+    holders.sort();
+    assert_eq!(holders, vec![0, 1, 2]);
+    let on = |node: usize| (0..3).find(|&i| holder(&nodes, &ids[i]) == node).unwrap();
+    let (on_b, on_c) = (on(1), on(2));
+
+    // The sideband socket of B's call, opened through C: the app's update reaches the call and
+    // the call's answer comes back through both nodes.
+    let mut sideband = socket(&urls[2], &format!("/v1/realtime?call_id={}", ids[on_b]), API_KEY).await.expect("sideband through C");
+    send_event(&mut sideband, json!({"type": "session.update", "session": {"type": "realtime", "instructions": "via C"}})).await;
+    assert_eq!(calls[on_b].expect("session.updated").await["session"]["instructions"], "via C");
+    assert_eq!(socket_event(&mut sideband, "session.updated").await["session"]["instructions"], "via C");
+    // C's call watched through A.
+    let mut events = socket(&urls[0], &format!("/v1/calls/{}/events", ids[on_c]), API_KEY).await.expect("events through A");
+    calls[on_c].send(json!({"type": "session.update", "session": {"instructions": "watched"}})).await;
+    assert_eq!(socket_event(&mut events, "session.updated").await["session"]["instructions"], "watched");
+    // A refusal comes back as the holding node gave it.
+    let e = socket(&urls[0], &format!("/v1/calls/{}/events", ids[on_c]), "sk_wrong").await.unwrap_err();
+    assert_eq!(refusal(e).0, 401);
+
+    // C's call ended through B; its record read through A.
+    let resp = http().delete(format!("{}/v1/realtime/calls/{}", urls[1], ids[on_c])).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_live(&nodes, vec![1, 1, 0]).await;
+    let record: Value =
+        http().get(format!("{}/v1/calls/{}", urls[0], ids[on_c])).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(record["id"], ids[on_c].as_str(), "{record}");
+    // An id made by a node that is not (or no longer) in the cluster.
+    let resp = http()
+        .delete(format!("{}/v1/realtime/calls/rtc_ZZZZzzzz_abcdefghijklmnopqrstuvwx", urls[1]))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "call_not_found");
+
+    // Once the view shows C empty, a Realtime session socket offered to A goes there.
+    metrics_until(&urls[0], |m| {
+        m.lines().filter(|l| l.starts_with("voxrelay_cluster_node_load") && l.ends_with(" 1")).count() == 2
+            && m.lines().any(|l| l.starts_with("voxrelay_cluster_node_load") && l.ends_with(" 0"))
+    })
+    .await;
+    let mut session = socket(&urls[0], "/v1/realtime?model=gpt-realtime", API_KEY).await.expect("session through A");
+    socket_event(&mut session, "session.created").await;
+    assert_eq!(live(&nodes), vec![1, 1, 1], "the session is C's");
+    send_event(&mut session, json!({"type": "session.update", "session": {"instructions": "relayed"}})).await;
+    assert_eq!(socket_event(&mut session, "session.updated").await["session"]["instructions"], "relayed");
+    drop(session);
+    wait_live(&nodes, vec![1, 1, 0]).await;
+
+    // A client secret's calls meet on the node chosen when it was minted: one at a time, whichever
+    // node the client reaches.
+    let before = live(&nodes);
+    let secret = client_secret(&urls[0], json!({})).await;
+    let mut first = Call::connect(&urls[1], "/v1/realtime", &secret).await;
+    first.expect("session.created").await;
+    let pinned = holder(&nodes, first.location.rsplit('/').next().unwrap());
+    assert_eq!(nodes[pinned].engine.live_calls(), before[pinned] + 1);
+    for url in &urls {
+        let second =
+            voxrelay::transport::webrtc::client::Client::connect(&http(), &format!("{url}/v1/realtime"), &secret, Default::default()).await;
+        match second {
+            Err(voxrelay::transport::webrtc::client::ClientError::Refused(429, body)) => {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["error"]["code"], "client_secret_in_use", "through {url}: {body}");
+            }
+            Err(e) => panic!("through {url}: {e}"),
+            Ok(_) => panic!("through {url}: a second call on one secret"),
+        }
+    }
+    let elsewhere = (pinned + 1) % 3;
+    let (status, body) = refusal(socket(&urls[elsewhere], "/v1/realtime?model=gpt-realtime", &secret).await.unwrap_err());
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("client_secret_in_use")), "{body}");
+    first.close().await;
+    for call in calls {
+        call.close().await;
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -242,6 +407,45 @@ async fn join_latency_direct_and_forwarded() {
             ms(times[N / 2]),
             ms(times[N * 9 / 10]),
             per_join.join(", ")
+        ));
+    }
+    // 1:1 calls: offered to B directly, then to A, which (holding the rooms' participants) places
+    // them on B. The offers never connect; they stay live (and counted) until the test ends.
+    metrics_until(&a.url(), |m| m.contains("voxrelay_cluster_nodes 2\n")).await;
+    let b_tag = b.engine.cluster.get().unwrap().tag().to_string();
+    const CALLS: usize = 40;
+    for (label, via) in [("call offered to the node it lands on", b.url()), ("call placed on another node (forwarded)", a.url())] {
+        let before: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        let mut times = Vec::new();
+        for _ in 0..CALLS {
+            let started = Instant::now();
+            let resp = http()
+                .post(format!("{via}/v1/realtime/calls"))
+                .bearer_auth(API_KEY)
+                .header("content-type", "application/sdp")
+                .body(ROOM_OFFER)
+                .send()
+                .await
+                .unwrap();
+            times.push(started.elapsed());
+            assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+            let location = resp.headers()["location"].to_str().unwrap().to_string();
+            assert!(location.contains(&format!("_{b_tag}_")), "placed on B: {location}");
+        }
+        let after: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        let (before, after) = (commands(&before), commands(&after));
+        let per_call: Vec<String> = after
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(name, n)| format!("{name} {:.2}", (n - before.get(name).copied().unwrap_or(0)) as f64 / CALLS as f64))
+            .collect();
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        report.push(format!(
+            "{label}: p50 {:.2} ms, p90 {:.2} ms; Redis commands per call (upkeep included): {}",
+            ms(times[CALLS / 2]),
+            ms(times[CALLS * 9 / 10]),
+            per_call.join(", ")
         ));
     }
     for line in report {

@@ -59,6 +59,10 @@ pub struct SecretGrant {
     pub session_id: SessionId,
     pub config: SessionConfig,
     pub expires_at: u64,
+    /// Several nodes: the node its calls are placed on (chosen when it was minted, the least
+    /// loaded then), so "one call at a time per secret" holds across the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn invalid_credential() -> ApiError {
@@ -107,11 +111,15 @@ impl Auth {
         let _ = self.shared.set(shared);
     }
 
-    /// Publishes a secret this node minted, so every node accepts it. Without the cluster's
-    /// store (down) it still works on this node; that is logged.
-    pub async fn publish(&self, value: &str) {
+    /// Publishes a secret this node minted, so every node accepts it, with the node its calls
+    /// are placed on. Without the cluster's store (down) it still works on this node; that is
+    /// logged.
+    pub async fn publish(&self, value: &str, node: Option<String>) {
         let Some(shared) = self.shared.get() else { return };
-        let grant = self.secrets.lock().unwrap_or_else(|p| p.into_inner()).get(value).cloned();
+        let grant = self.secrets.lock().unwrap_or_else(|p| p.into_inner()).get_mut(value).map(|g| {
+            g.node = node;
+            g.clone()
+        });
         if let Some(grant) = grant
             && let Err(e) = shared.put(value, &grant).await
         {
@@ -174,7 +182,7 @@ impl Auth {
                 return Err(ApiError::overloaded("too many live client secrets"));
             }
         }
-        secrets.insert(value.clone(), SecretGrant { session_id, config, expires_at });
+        secrets.insert(value.clone(), SecretGrant { session_id, config, expires_at, node: None });
         Ok((value, expires_at))
     }
 
@@ -247,9 +255,12 @@ mod tests {
         config.apply_beta(serde_json::from_value(body).unwrap()).unwrap();
         let (secret, _) = a.mint(SessionId::random(), config.clone(), 60).unwrap();
         assert!(b.caller_token(&secret).await.is_err(), "not published yet");
-        a.publish(&secret).await;
+        a.publish(&secret, Some("node_Ab3dE6g8".into())).await;
         match b.caller_token(&secret).await {
-            Ok(Caller::Secret(grant)) => assert_eq!(grant.config, config, "the settings travel whole"),
+            Ok(Caller::Secret(grant)) => {
+                assert_eq!(grant.config, config, "the settings travel whole");
+                assert_eq!(grant.node.as_deref(), Some("node_Ab3dE6g8"), "and where its calls go");
+            }
             other => panic!("{other:?}"),
         }
         let down = Auth::new("sk_cluster".into());

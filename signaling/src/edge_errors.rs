@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, Relayed};
 
 /// Request headers beyond these get a JSON 431. hyper's parser is set a little above (see the
 /// listener) and answers a bare 431 only for requests too large even for it.
@@ -26,7 +26,8 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     }
     let resp = next.run(req).await;
     let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) || resp.extensions().get::<ErrorCode>().is_some() {
+    let ours = resp.extensions().get::<ErrorCode>().is_some() || resp.extensions().get::<Relayed>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || ours {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -117,6 +118,20 @@ mod tests {
         let (status, _, body) = call(app, axum::http::Request::get("/api").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(body["error"]["code"], "room_exists");
+    }
+
+    #[tokio::test]
+    async fn another_nodes_errors_are_relayed_as_they_came() {
+        async fn relayed() -> Response {
+            let body = r#"{"error":{"type":"rate_limit_error","code":"client_secret_in_use","message":"busy"}}"#;
+            let mut resp = (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            resp.extensions_mut().insert(Relayed);
+            resp
+        }
+        let app = Router::new().route("/r", get(relayed));
+        let (status, _, body) = call(app, axum::http::Request::get("/r").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!((body["error"]["code"].as_str(), body["error"]["message"].as_str()), (Some("client_secret_in_use"), Some("busy")));
     }
 
     #[tokio::test]

@@ -130,6 +130,11 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// Marks an answer relayed from another node of the cluster: its errors are that node's JSON
+/// errors as it sent them (and counted there), not framework errors to rewrite.
+#[derive(Clone, Copy, Debug)]
+pub struct Relayed;
+
 /// Marks a response as an API error, for the error counters in `/metrics`.
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorCode(pub &'static str);

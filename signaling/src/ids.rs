@@ -84,6 +84,23 @@ impl CallId {
         CallId(random_id(prefix))
     }
 
+    /// A new id made on a node of a cluster: `<prefix><tag>_<random>`, so any node can tell
+    /// from the id alone where the call lives ([`CallId::node_tag`]).
+    pub fn random_on(prefix: &str, node_tag: Option<&str>) -> Self {
+        match node_tag {
+            Some(tag) => CallId(random_id(&format!("{prefix}{tag}_"))),
+            None => CallId::random(prefix),
+        }
+    }
+
+    /// The tag of the node that made this id, if a node of a cluster made it (`rtc_<tag>_<random>`).
+    pub fn node_tag(&self) -> Option<&str> {
+        let mut parts = self.0.split('_');
+        let (_prefix, tag, _random) = (parts.next()?, parts.next()?, parts.next()?);
+        let ok = parts.next().is_none() && tag.len() == NODE_TAG_LEN && tag.chars().all(|c| c.is_ascii_alphanumeric());
+        ok.then_some(tag)
+    }
+
     /// An id as a client sent it (a path segment); unknown ids are simply not found.
     pub fn from_client(id: &str) -> Self {
         CallId(id.to_string())
@@ -102,6 +119,9 @@ impl From<&str> for SessionId {
         SessionId(id.to_string())
     }
 }
+
+/// Characters of a node's tag in the ids it makes.
+pub const NODE_TAG_LEN: usize = 8;
 
 /// Longest room name or identity accepted: long enough for UUIDs and readable names, short
 /// enough to log and to put in URLs and tokens.
@@ -138,6 +158,13 @@ mod tests {
     fn ids_are_plain_strings_on_the_wire() {
         let id = CallId::random("rtc_");
         assert!(id.as_str().starts_with("rtc_") && id.as_str().len() == 4 + 24);
+        assert_eq!(id.node_tag(), None);
+        let tagged = CallId::random_on("rtc_", Some("Ab3dE6g8"));
+        assert!(tagged.as_str().starts_with("rtc_Ab3dE6g8_") && tagged.as_str().len() == 4 + 9 + 24, "{tagged}");
+        assert_eq!(tagged.node_tag(), Some("Ab3dE6g8"));
+        for odd in ["rtc_short_x", "rtc_Ab3dE6g8_x_y", "rtc_Ab3d-6g8_x", "plain"] {
+            assert_eq!(CallId::from_client(odd).node_tag(), None, "{odd}");
+        }
         assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::Value::String(id.to_string()));
         let back: SessionId = serde_json::from_str("\"sess_x\"").unwrap();
         assert_eq!(back.as_str(), "sess_x");

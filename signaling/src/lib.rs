@@ -28,8 +28,8 @@ pub mod keepalive;
 pub mod limits;
 mod plain_rtp;
 mod realtime;
-mod realtime_ws;
-pub mod room_forwarding;
+pub mod realtime_ws;
+pub mod forwarding;
 pub mod room_token;
 pub mod room_wire;
 pub mod rooms;
@@ -233,7 +233,27 @@ pub trait Engine: Send + Sync + 'static {
     async fn room_home(&self, _room: &RoomName, _claim: bool) -> Result<Option<String>, ApiError> {
         Ok(None)
     }
-    /// Passes a room request to the node at `base` and returns its answer.
+    /// Scale-out: the base URL of the node a 1:1 call request goes to, `None` when it is this
+    /// one (or there is no cluster). A new call is placed on the least-loaded node.
+    async fn call_home(&self, _target: forwarding::calls::CallTarget<'_>) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+    /// Scale-out: the node (id) a client secret minted now places its calls on.
+    fn place_secret(&self) -> Option<String> {
+        None
+    }
+    /// Passes a WebSocket request to the node at `base`: the client's upgrade is answered as
+    /// that node answers, and the socket relayed both ways.
+    async fn forward_socket(
+        &self,
+        _base: &str,
+        _path_and_query: &str,
+        _headers: &axum::http::HeaderMap,
+        _ws: axum::extract::ws::WebSocketUpgrade,
+    ) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(ApiError::internal("this server forwards no requests"))
+    }
+    /// Passes a request to the node at `base` and returns its answer.
     async fn forward(
         &self,
         _base: &str,
@@ -377,7 +397,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .fallback(realtime::not_found)
         .method_not_allowed_fallback(realtime::method_not_allowed)
         // A room on another node: its requests go there (after this node's rate limits).
-        .layer(axum::middleware::from_fn_with_state(api.clone(), room_forwarding::forward_rooms))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), forwarding::rooms::forward_rooms))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), forwarding::calls::forward_calls))
         // Inside CORS, so a browser can read a 429.
         .layer(limit())
         .layer(cors())

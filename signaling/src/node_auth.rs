@@ -1,4 +1,4 @@
-//! A request one node passes to another (`room_forwarding`) carries the client's address,
+//! A request one node passes to another (`forwarding`) carries the client's address,
 //! signed with a key derived from the API key (every node of a cluster has the same), so the
 //! owner applies its per-address limits and shares to the client, not to the forwarding node.
 //! The signature covers the address and the minute (the current or the previous one is

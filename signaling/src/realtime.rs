@@ -70,7 +70,7 @@ pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMa
     api.engine.check_session(&config)?;
     let id = SessionId::random();
     let (value, expires_at) = api.auth.mint(id.clone(), config.clone(), ttl)?;
-    api.auth.publish(&value).await;
+    api.auth.publish(&value, api.engine.place_secret()).await;
     let mut out = json!({"value": value, "expires_at": expires_at, "session": config.ga_json(id.as_str())});
     add_ice_servers(&api, &id, &mut out);
     Ok(Json(out))
@@ -79,7 +79,7 @@ pub async fn create_client_secret(State(api): State<Arc<Api>>, headers: HeaderMa
 /// Several nodes: every node accepts the secret before the client has it.
 pub(crate) async fn publish_secret(api: &Api, value: &Value) {
     if let Some(value) = value.as_str() {
-        api.auth.publish(value).await;
+        api.auth.publish(value, api.engine.place_secret()).await;
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn session_socket(
 }
 
 /// The secret of an `openai-insecure-api-key.<secret>` subprotocol, if one was offered.
-fn protocol_secret(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn protocol_secret(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()

@@ -229,7 +229,7 @@ pub async fn create(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body)
 pub async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<RoomList>, E> {
     api.auth.require_api_key(&headers)?;
     // Another node asking for this node's rooms (it lists the cluster's itself).
-    if headers.contains_key(crate::room_forwarding::FORWARDED_HEADER) {
+    if headers.contains_key(crate::forwarding::FORWARDED_HEADER) {
         return Ok(Json(RoomList { rooms: api.engine.list_rooms().await }));
     }
     Ok(Json(RoomList { rooms: api.engine.list_cluster_rooms(&headers).await? }))

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use voxrelay_signaling::ApiError;
 use voxrelay_signaling::room_wire::{RoomInfo, RoomList};
 
-use voxrelay_signaling::room_forwarding::FORWARDED_HEADER;
+use voxrelay_signaling::forwarding::FORWARDED_HEADER;
 
 const PASSED_ON: [HeaderName; 6] = [
     header::AUTHORIZATION,
@@ -55,7 +55,7 @@ pub async fn forward(
         ApiError::overloaded("the node holding this room did not answer; try again").with_code("room_node_unreachable")
     })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut out = Response::builder().status(status);
+    let mut out = Response::builder().status(status).extension(voxrelay_signaling::error::Relayed);
     for name in PASSED_BACK {
         if let Some(v) = resp.headers().get(name.as_str()) {
             out = out.header(name, v.as_bytes());

@@ -16,17 +16,24 @@
 //!
 //! - **Client secrets** minted on one node are published (`voxrelay:secret:<digest>`, expiring
 //!   with the secret) before the client gets them; a node that does not know a secret asks.
+//! - **1:1 calls** are placed on the least-loaded node (`place`): the loads the nodes registered
+//!   at their last upkeep, plus what this node placed on each since. A call's id carries its
+//!   node's tag (`node_<tag>` is the node's id), so its requests find it without a lookup table;
+//!   a secret's calls go to the node chosen when it was minted.
 //!
 //! Redis gone: each node keeps serving what it has (its rooms, its calls); a room request that
 //! would need Redis to know where the room lives gets 503 `cluster_unavailable` until it is back
 //! (the connection manager reconnects by itself).
 
 mod forward;
+mod placement;
+mod socket;
 
 pub use forward::{forward, rooms_of};
+pub use socket::forward_socket;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -34,7 +41,9 @@ use redis::{AsyncCommands, Script};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use voxrelay_signaling::auth::{SecretGrant, SharedSecrets};
-use voxrelay_signaling::{ApiError, RoomName};
+use voxrelay_signaling::{ApiError, CallId, RoomName};
+
+use placement::{NodeView, View};
 
 /// Where a room request is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +67,9 @@ pub struct Cluster {
     url: String,
     redis: ConnectionManager,
     claim_ttl: Duration,
-    /// As of the last upkeep, for `/metrics`: nodes registered, and whether Redis answered.
-    nodes_seen: AtomicUsize,
+    /// Every node's registration as of the last upkeep, and the calls placed since.
+    view: Mutex<View>,
+    /// Whether Redis answered the last upkeep (`/metrics`).
     redis_up: AtomicBool,
 }
 
@@ -74,6 +84,14 @@ pub struct NodeInfo {
 fn url_of(registration: Option<String>) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&registration?).ok()?;
     v["url"].as_str().map(String::from)
+}
+
+/// What a node registers about itself.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Registration {
+    url: String,
+    load: usize,
+    draining: bool,
 }
 
 const NODE_PREFIX: &str = "voxrelay:node:";
@@ -91,9 +109,14 @@ impl Cluster {
         let redis = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
             .await
             .map_err(|_| anyhow::anyhow!("no answer from Redis at {redis_url} in 5 s"))??;
-        let node = voxrelay_signaling::auth::random_id("node_");
+        let node = register_new(&mut redis.clone(), &url, claim_ttl).await?;
         info!(node = %node, %url, "cluster: joined through Redis");
-        Ok(Arc::new(Cluster { node, url, redis, claim_ttl, nodes_seen: AtomicUsize::new(0), redis_up: AtomicBool::new(true) }))
+        Ok(Arc::new(Cluster { node, url, redis, claim_ttl, view: Mutex::new(View::default()), redis_up: AtomicBool::new(true) }))
+    }
+
+    /// The tag this node puts in the ids it makes (its id is `node_<tag>`).
+    pub fn tag(&self) -> &str {
+        self.node.trim_start_matches("node_")
     }
 
     pub fn node_id(&self) -> &str {
@@ -131,12 +154,19 @@ impl Cluster {
 
     /// Prometheus lines: nodes registered and whether Redis answers, as of the last upkeep.
     pub fn render_metrics(&self) -> String {
-        let nodes = self.nodes_seen.load(Ordering::Relaxed);
+        use std::fmt::Write;
+        let view = self.view();
         let up = u8::from(self.redis_up.load(Ordering::Relaxed));
-        format!(
-            "# HELP voxrelay_cluster_nodes Nodes registered in the cluster's Redis.\n# TYPE voxrelay_cluster_nodes gauge\nvoxrelay_cluster_nodes {nodes}\n\
-             # HELP voxrelay_cluster_redis_up Whether the cluster's Redis answered the last upkeep.\n# TYPE voxrelay_cluster_redis_up gauge\nvoxrelay_cluster_redis_up {up}\n"
-        )
+        let mut text = format!(
+            "# HELP voxrelay_cluster_nodes Nodes registered in the cluster's Redis.\n# TYPE voxrelay_cluster_nodes gauge\nvoxrelay_cluster_nodes {}\n\
+             # HELP voxrelay_cluster_redis_up Whether the cluster's Redis answered the last upkeep.\n# TYPE voxrelay_cluster_redis_up gauge\nvoxrelay_cluster_redis_up {up}\n\
+             # HELP voxrelay_cluster_node_load Each node's calls and room participants, as it registered them (what placement reads).\n# TYPE voxrelay_cluster_node_load gauge\n",
+            view.nodes.len()
+        );
+        for n in &view.nodes {
+            let _ = writeln!(text, "voxrelay_cluster_node_load{{node=\"{}\",draining=\"{}\"}} {}", n.id, n.draining, n.load);
+        }
+        text
     }
 
     /// Where `room` lives: here when this node owns it (or just claimed it, nobody having it);
@@ -226,7 +256,8 @@ impl Cluster {
     async fn upkeep(&self, load: NodeLoad, rooms: &[RoomName]) -> Result<(), redis::RedisError> {
         let mut redis = self.redis.clone();
         let ttl = self.claim_ttl.as_millis() as u64;
-        let info = serde_json::json!({"url": self.url, "load": load.load, "draining": load.draining}).to_string();
+        let info = serde_json::to_string(&Registration { url: self.url.clone(), load: load.load, draining: load.draining })
+            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "registration", e.to_string())))?;
         let _: () = redis.pset_ex(format!("{NODE_PREFIX}{}", self.node), info, ttl).await?;
         let refresh = Script::new(REFRESH);
         for room in rooms {
@@ -239,8 +270,76 @@ impl Cluster {
                 let _: bool = redis.set_options(&key, &self.node, opts).await?;
             }
         }
-        self.nodes_seen.store(self.node_keys().await?.len(), Ordering::Relaxed);
+        let keys = self.node_keys().await?;
+        let registrations: Vec<Option<String>> = if keys.is_empty() { Vec::new() } else { redis.mget(&keys).await? };
+        let nodes = keys
+            .iter()
+            .zip(registrations)
+            .filter_map(|(key, json)| {
+                let r: Registration = serde_json::from_str(&json?).ok()?;
+                Some(NodeView { id: key.trim_start_matches(NODE_PREFIX).to_string(), url: r.url, load: r.load, draining: r.draining })
+            })
+            .collect();
+        *self.view() = View::new(nodes);
         Ok(())
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node a new call goes to (`None`: this one), by the loads seen and this node's own
+    /// now; counted as placed there until the next upkeep's fresh loads.
+    pub fn place(&self, me: NodeLoad) -> Option<NodeView> {
+        self.view().place(&self.node, me)
+    }
+
+    /// The node a client secret minted now places its calls on (this one's id included).
+    pub fn place_secret(&self, me: NodeLoad) -> String {
+        self.place(me).map_or_else(|| self.node.clone(), |n| n.id)
+    }
+
+    /// The base URL of the node with this id, `None` when it is not registered (dead or cut
+    /// off from Redis).
+    async fn url_of_node(&self, id: &str) -> Result<Option<String>, redis::RedisError> {
+        if let Some(url) = self.view().url_of(id) {
+            return Ok(Some(url));
+        }
+        let mut redis = self.redis.clone();
+        Ok(url_of(redis.get(format!("{NODE_PREFIX}{id}")).await?))
+    }
+
+    /// Where a new call by a client secret goes: the node chosen when it was minted while that
+    /// node lives (so the secret's calls meet in one place), else placed anew.
+    pub async fn pinned_home(&self, pinned: Option<&str>, me: NodeLoad) -> Option<String> {
+        let id = pinned?;
+        if id == self.node {
+            return None;
+        }
+        match self.url_of_node(id).await {
+            Ok(Some(url)) => Some(url),
+            Ok(None) => self.place(me).map(|n| n.url),
+            Err(e) => {
+                warn!("cluster: Redis unreachable, a secret's call is served here: {e}");
+                None
+            }
+        }
+    }
+
+    /// Where a live call (or its record) is: the node whose tag its id carries.
+    pub async fn call_home(&self, id: &CallId) -> Result<Option<String>, ApiError> {
+        let Some(tag) = id.node_tag() else { return Ok(None) };
+        if tag == self.tag() {
+            return Ok(None);
+        }
+        match self.url_of_node(&format!("node_{tag}")).await {
+            Ok(Some(url)) => Ok(Some(url)),
+            Ok(None) => Err(ApiError::not_found("call_not_found", format!("no such call: the node that held {id} is gone"))),
+            Err(e) => {
+                warn!(call = %id, "cluster: Redis unreachable: {e}");
+                Err(ApiError::cluster_unavailable("the node holding this call cannot be found"))
+            }
+        }
     }
 }
 
@@ -266,6 +365,24 @@ fn secret_key(value: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("voxrelay:secret:{hex}")
+}
+
+/// Registers under a fresh id, retrying on the (unlikely) clash with a live node's: ids are short
+/// because every call id carries one.
+async fn register_new(redis: &mut ConnectionManager, url: &str, ttl: Duration) -> anyhow::Result<String> {
+    let info = serde_json::to_string(&Registration { url: url.to_string(), load: 0, draining: false })?;
+    for _ in 0..8 {
+        let tag = voxrelay_signaling::auth::random_id("");
+        let node = format!("node_{}", &tag[..voxrelay_signaling::ids::NODE_TAG_LEN]);
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
+        let fresh: bool = redis.set_options(format!("{NODE_PREFIX}{node}"), &info, opts).await?;
+        if fresh {
+            return Ok(node);
+        }
+    }
+    anyhow::bail!("no free node id after 8 tries (is something else writing {NODE_PREFIX}* keys?)")
 }
 
 /// Why a room's node is not known.

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use voxrelay_media::SessionOptions;
 use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery};
 use voxrelay_signaling::events::IdSource;
+use voxrelay_signaling::forwarding::calls::CallTarget;
 use voxrelay_signaling::room_wire::{AgentAttached, RoomInfo};
 use voxrelay_signaling::rooms::{AgentSpec, JoinRequest};
 use voxrelay_signaling::sdpfrag::IceFragment;
@@ -256,6 +257,30 @@ impl Engine for EngineHandle {
 
     async fn room_home(&self, room: &RoomName, claim: bool) -> Result<Option<String>, ApiError> {
         self.0.room_node(room, claim).await
+    }
+
+    async fn call_home(&self, target: CallTarget<'_>) -> Result<Option<String>, ApiError> {
+        let Some(cluster) = self.0.cluster.get() else { return Ok(None) };
+        match target {
+            CallTarget::New => Ok(cluster.place(self.0.node_load()).map(|n| n.url)),
+            CallTarget::Pinned(node) => Ok(cluster.pinned_home(node, self.0.node_load()).await),
+            CallTarget::Live(id) => cluster.call_home(id).await,
+        }
+    }
+
+    fn place_secret(&self) -> Option<String> {
+        self.0.cluster.get().map(|c| c.place_secret(self.0.node_load()))
+    }
+
+    async fn forward_socket(
+        &self,
+        base: &str,
+        path_and_query: &str,
+        headers: &axum::http::HeaderMap,
+        ws: axum::extract::ws::WebSocketUpgrade,
+    ) -> axum::response::Response {
+        let from = self.0.cluster.get().map_or("", |c| c.node_id());
+        crate::cluster::forward_socket(base, path_and_query, headers, ws, from).await
     }
 
     async fn forward(

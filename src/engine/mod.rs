@@ -371,7 +371,7 @@ impl VoxEngine {
         };
         let SessionHandle { ingress, control, agent_out, egress, uplink, stats, .. } = media;
         let kind = t.kind;
-        let call_id = CallId::random(kind.id_prefix());
+        let call_id = CallId::random_on(kind.id_prefix(), self.cluster.get().map(|c| c.tag()));
         let tasks = (t.start_reader)(&call_id, ingress, self.metrics.clone());
         let stop = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);

@@ -1,23 +1,16 @@
-//! Scale-out (several nodes on one Redis): a room's requests are served by the node the room
-//! lives on. This layer asks the engine where a request's room lives and, when it is another
-//! node, has the engine pass the request there and answers with that node's answer. Without a
-//! cluster the engine always says "here" and this layer costs a path match.
+//! A room's requests are served by the node the room lives on: this layer asks the engine where
+//! a request's room lives and, when it is another node, passes the request there.
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::body::read_limited;
+use super::{already_forwarded, moved, pass_on};
+use crate::Api;
 use crate::ids::RoomName;
-use crate::sdp::MAX_SDP_BYTES;
-use crate::{Api, ApiError};
-
-/// Set on a request one node passes to another; such a request is never passed on again.
-pub const FORWARDED_HEADER: &str = "x-voxrelay-forwarded";
 
 /// The room a request is about, and whether it may create the room (and so claims it). Room
 /// tokens are signed and valid on every node: minting one is served anywhere.
@@ -45,25 +38,10 @@ pub async fn forward_rooms(State(api): State<Arc<Api>>, req: Request, next: Next
         Ok(Some(base)) => base,
         Err(e) => return e.into_response(),
     };
-    if req.headers().contains_key(FORWARDED_HEADER) {
-        let message = "the nodes disagree about where this room lives (a claim just changed hands); try again";
-        return ApiError::overloaded(message).with_code("room_moved").into_response();
+    if already_forwarded(&req) {
+        return moved("room_moved", "room");
     }
-    let (mut parts, body) = req.into_parts();
-    let body = match read_limited(&parts.headers, Body::new(body), MAX_SDP_BYTES).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    // The owner limits the client, not this node.
-    if let Some(ip) = parts.extensions.get::<crate::limits::ClientIp>().and_then(|ip| ip.0) {
-        for (name, value) in api.auth.node_key.vouch(ip, crate::auth::unix_now()) {
-            if let Ok(value) = value.parse() {
-                parts.headers.insert(name, value);
-            }
-        }
-    }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    api.engine.forward(&base, parts.method, &path, &parts.headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    pass_on(&api, &base, req).await
 }
 
 #[cfg(test)]
