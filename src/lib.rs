@@ -29,6 +29,7 @@ pub mod relay;
 pub mod room;
 pub mod server;
 pub mod store;
+pub mod talk;
 pub mod transport;
 
 /// The WebRTC client (the load generator's and the tests' peer).

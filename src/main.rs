@@ -19,6 +19,8 @@ enum Command {
     Loadgen(voxrelay::loadgen::LoadgenConfig),
     /// Mint a room token (PROTOCOL.md §4) with this server's API key; prints the token.
     Token(voxrelay::room::token_cli::TokenArgs),
+    /// Talk to an agent from this terminal (1:1 call; WAV files in place of the devices for now).
+    Talk(voxrelay::talk::TalkArgs),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -113,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Turn { config } => {
-            tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("VOXRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::try_from_env("VOXRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+                .init();
             let turn = voxrelay::relay::start_from_file(&config, None).await?;
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
@@ -129,6 +133,13 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Talk(args) => {
+            init_client_logging();
+            if let Err(e) = voxrelay::talk::run(args).await {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+        }
         Command::Loadgen(cfg) if cfg.churn.is_some() => {
             init_client_logging();
             let total = cfg.churn.unwrap_or_default();

@@ -59,23 +59,26 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
+/// The server's API key: `--api-key`, else the key file the server wrote in its data directory.
+pub fn api_key(given: Option<&str>, data_dir: Option<PathBuf>) -> anyhow::Result<String> {
+    if let Some(k) = given.map(str::trim).filter(|k| !k.is_empty()) {
+        return Ok(k.to_string());
+    }
+    let mut cfg = crate::config::ServeConfig::defaults();
+    cfg.data_dir = data_dir;
+    let path = cfg.data_dir().join(crate::api_key::KEY_FILE);
+    let key = std::fs::read_to_string(&path)
+        .with_context(|| format!("no API key: pass --api-key, or start the server once so it writes {}", path.display()))?;
+    let key = key.trim().to_string();
+    if key.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(key)
+}
+
 /// The signed token.
 pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
-    let key = match args.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-        Some(k) => k.to_string(),
-        None => {
-            let mut cfg = crate::config::ServeConfig::defaults();
-            cfg.data_dir = args.data_dir.clone();
-            let path = cfg.data_dir().join(crate::api_key::KEY_FILE);
-            let key = std::fs::read_to_string(&path)
-                .with_context(|| format!("no API key: pass --api-key, or start the server once so it writes {}", path.display()))?;
-            let key = key.trim().to_string();
-            if key.is_empty() {
-                bail!("{} is empty", path.display());
-            }
-            key
-        }
-    };
+    let key = api_key(args.api_key.as_deref(), args.data_dir.clone())?;
     let room = RoomName::parse(&args.room).map_err(|e| anyhow::anyhow!("--room: {}", e.message))?;
     let identity = ParticipantId::parse(&args.identity).map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
     let name = args.name.clone().unwrap_or_else(|| identity.to_string());

@@ -98,6 +98,18 @@ pub struct ClientOptions {
     pub form_session: Option<Value>,
     /// Loss, delay and reordering applied to the RTP this client sends (a bad network).
     pub faults: crate::transport::impair::NetworkFaults,
+    /// Where the decoded audio it receives goes (`voxrelay talk`'s speaker or WAV file); needs
+    /// `decode`.
+    pub audio_out: Option<mpsc::UnboundedSender<Heard>>,
+}
+
+/// A received frame, decoded: its RTP timestamp (the sender's clock, so gaps and order can be
+/// rebuilt) and its samples at `rate` (48 kHz for Opus, 8 kHz for G.711).
+#[derive(Clone, Debug)]
+pub struct Heard {
+    pub timestamp: u32,
+    pub rate: u32,
+    pub pcm: Vec<i16>,
 }
 
 impl Default for ClientOptions {
@@ -112,6 +124,7 @@ impl Default for ClientOptions {
             tcp_only: false,
             form_session: None,
             faults: crate::transport::impair::NetworkFaults::NONE,
+            audio_out: None,
         }
     }
 }
@@ -250,7 +263,8 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), opts.decode.then_some(opts.codec)));
+        let decode = opts.decode.then_some(opts.codec);
+        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), decode, opts.audio_out.clone()));
         match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
             Ok(Ok(())) => {}
             _ => {
@@ -446,6 +460,7 @@ async fn pump_peer_events(
     connected_tx: tokio::sync::oneshot::Sender<()>,
     received: Arc<Mutex<Vec<Received>>>,
     decode: Option<AudioCodec>,
+    audio_out: Option<mpsc::UnboundedSender<Heard>>,
 ) {
     let mut connected_tx = Some(connected_tx);
     let mut events = PeerEvents::new(early, rx);
@@ -462,11 +477,18 @@ async fn pump_peer_events(
             }
             PeerEvent::Track(remote) => {
                 let received = received.clone();
+                let audio_out = audio_out.clone();
                 tokio::spawn(async move {
                     let mut decoder = decode.and_then(FrameDecoder::new);
                     while let Some(ev) = remote.poll().await {
                         let TrackRemoteEvent::OnRtpPacket(p) = ev else { continue };
-                        let level = decoder.as_mut().map(|d| d.level(&p.payload));
+                        let level = decoder.as_mut().map(|d| {
+                            let (rate, pcm) = d.decode(&p.payload);
+                            if let Some(out) = &audio_out {
+                                let _ = out.send(Heard { timestamp: p.header.timestamp, rate, pcm: pcm.to_vec() });
+                            }
+                            rms(pcm)
+                        });
                         received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
                             at: Instant::now(),
                             seq: p.header.sequence_number,
@@ -543,16 +565,17 @@ impl FrameDecoder {
         }
     }
 
-    fn level(&mut self, payload: &[u8]) -> f64 {
+    /// The frame's samples and their rate.
+    fn decode(&mut self, payload: &[u8]) -> (u32, &[i16]) {
         match self {
             FrameDecoder::Opus(d, pcm) => {
                 let n = d.decode(payload, pcm).unwrap_or(0);
-                rms(&pcm[..n])
+                (48_000, &pcm[..n])
             }
             FrameDecoder::G711(law, pcm) => {
                 let n = payload.len().min(pcm.len());
                 law.decode(&payload[..n], &mut pcm[..n]);
-                rms(&pcm[..n])
+                (8_000, &pcm[..n])
             }
         }
     }

@@ -1,0 +1,154 @@
+//! `voxrelay talk` (issue 23, first part): the real binary against a real server on loopback,
+//! with WAV files in place of the microphone and the speaker. An echo call's recorded output
+//! follows the speech it sent; without devices or credentials it says what is missing.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use voxrelay::transport::webrtc::client::VOICED_RMS;
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `voxrelay talk ARGS` to its end (bounded: killed after a minute).
+async fn talk(args: Vec<String>) -> Ran {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voxrelay"))
+            .arg("talk")
+            .args(&args)
+            .env_remove("VOXRELAY_API_KEY")
+            .env_remove("VOXRELAY_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("voxrelay binary runs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                panic!("voxrelay talk did not finish in a minute");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        Ran { code: status.code(), stdout, stderr }
+    })
+    .await
+    .unwrap()
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("voxrelay-talk-test-{}-{name}", std::process::id()))
+}
+
+fn write_wav(path: &std::path::Path, pcm: &[i16]) {
+    let spec = hound::WavSpec { channels: 1, sample_rate: 48_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    pcm.iter().for_each(|&s| w.write_sample(s).unwrap());
+    w.finalize().unwrap();
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_call_from_wav_files_records_the_echo() {
+    let server = start_server().await;
+    let (input, output) = (temp("in.wav"), temp("out.wav"));
+    let speech = speech();
+    let mut sent = silence_ms(400);
+    sent.extend_from_slice(&speech);
+    write_wav(&input, &sent);
+    let ran = talk(args(&[
+        "--url",
+        &server.url(),
+        "--api-key",
+        API_KEY,
+        "--agent",
+        "echo",
+        "--input-wav",
+        input.to_str().unwrap(),
+        "--output-wav",
+        output.to_str().unwrap(),
+        "--linger",
+        "1.5",
+    ]))
+    .await;
+    assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+    // The conversation, one line per event.
+    for expected in ["connected: agent echo", "you: speaking…", "you: stopped", "agent: done", "hung up"] {
+        assert!(ran.stdout.contains(expected), "no {expected:?} in:\n{}", ran.stdout);
+    }
+    // What the speaker would have played: the speech, echoed.
+    let heard: Vec<i16> = hound::WavReader::open(&output).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    let levels = envelope(&heard);
+    let first = levels.iter().position(|&r| r > VOICED_RMS).unwrap_or_else(|| panic!("no echo in {} frames", levels.len()));
+    let echoed: Vec<f64> = levels[first..].iter().copied().take(speech.len() / 960).collect();
+    let corr = best_lag_correlation(&envelope(&speech), &echoed);
+    assert!(corr > 0.8, "recorded echo envelope correlation {corr:.2}");
+    // The call was hung up, not left to time out.
+    let deadline = Instant::now() + WAIT;
+    while server.engine.live_calls() != 0 {
+        assert!(Instant::now() < deadline, "the call outlived the client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(&input).ok();
+    std::fs::remove_file(&output).ok();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_missing_is_named() {
+    let server = start_server().await;
+    let input = temp("quiet.wav");
+    write_wav(&input, &silence_ms(200));
+    let output = temp("unused.wav");
+    // No sound devices in this build: the WAV options are named.
+    let ran = talk(args(&["--url", &server.url(), "--api-key", API_KEY])).await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("--input-wav") && ran.stderr.contains("--output-wav"), "{}", ran.stderr);
+    // A secret the server does not know: its refusal, in words.
+    let files = ["--input-wav", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()];
+    let mut with_token = args(&["--url", &server.url(), "--token", "ek_not_a_secret"]);
+    with_token.extend(args(&files));
+    let ran = talk(with_token).await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("401") && ran.stderr.contains("invalid_api_key"), "{}", ran.stderr);
+    // A wrong API key: the mint is refused.
+    let mut wrong_key = args(&["--url", &server.url(), "--api-key", "sk_wrong"]);
+    wrong_key.extend(args(&files));
+    let ran = talk(wrong_key).await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("refused a client secret"), "{}", ran.stderr);
+    // An input file that is not there.
+    let ran = talk(args(&[
+        "--url",
+        &server.url(),
+        "--api-key",
+        API_KEY,
+        "--input-wav",
+        "/nonexistent.wav",
+        "--output-wav",
+        output.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("/nonexistent.wav"), "{}", ran.stderr);
+    assert_eq!(server.engine.live_calls(), 0);
+    std::fs::remove_file(&input).ok();
+    std::fs::remove_file(&output).ok();
+    server.shutdown().await;
+}
