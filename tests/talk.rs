@@ -1,6 +1,7 @@
 //! `voxrelay talk` (issue 23, first part): the real binary against a real server on loopback,
 //! with WAV files in place of the microphone and the speaker. An echo call's recorded output
-//! follows the speech it sent; without devices or credentials it says what is missing.
+//! follows the speech it sent; in a room, talk and a webrtc-rs participant hear each other;
+//! without devices or credentials it says what is missing.
 
 mod common;
 
@@ -8,8 +9,11 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::rooms::{events_until, join, voice};
 use common::*;
+use serde_json::json;
 use voxrelay::transport::webrtc::client::VOICED_RMS;
+use voxrelay::transport::webrtc::room_client::RoomClientOptions;
 
 struct Ran {
     code: Option<i32>,
@@ -94,10 +98,7 @@ async fn an_echo_call_from_wav_files_records_the_echo() {
     }
     // What the speaker would have played: the speech, echoed.
     let heard: Vec<i16> = hound::WavReader::open(&output).unwrap().samples::<i16>().map(Result::unwrap).collect();
-    let levels = envelope(&heard);
-    let first = levels.iter().position(|&r| r > VOICED_RMS).unwrap_or_else(|| panic!("no echo in {} frames", levels.len()));
-    let echoed: Vec<f64> = levels[first..].iter().copied().take(speech.len() / 960).collect();
-    let corr = best_lag_correlation(&envelope(&speech), &echoed);
+    let corr = best_lag_correlation(&envelope(&speech), &from_first_voiced(&envelope(&heard), &speech));
     assert!(corr > 0.8, "recorded echo envelope correlation {corr:.2}");
     // The call was hung up, not left to time out.
     let deadline = Instant::now() + WAIT;
@@ -105,6 +106,72 @@ async fn an_echo_call_from_wav_files_records_the_echo() {
         assert!(Instant::now() < deadline, "the call outlived the client");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    std::fs::remove_file(&input).ok();
+    std::fs::remove_file(&output).ok();
+    server.shutdown().await;
+}
+
+/// The envelope from the first voiced frame on, as long as `reference`: what an echo or a
+/// listener's copy is compared with.
+fn from_first_voiced(levels: &[f64], reference: &[i16]) -> Vec<f64> {
+    let first = levels.iter().position(|&r| r > VOICED_RMS).unwrap_or_else(|| panic!("nothing voiced in {} frames", levels.len()));
+    levels[first..].iter().copied().take(reference.len() / 960).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_room_talk_and_another_participant_hear_each_other() {
+    let server = start_server().await;
+    let base = server.url();
+    let mut bob = join(&base, "huddle", "bob", RoomClientOptions { slots: 1, ..Default::default() }, json!({})).await;
+    let (input, output) = (temp("room-in.wav"), temp("room-out.wav"));
+    let speech = speech();
+    let mut sent = silence_ms(400);
+    sent.extend_from_slice(&speech);
+    write_wav(&input, &sent);
+    let run = tokio::spawn(talk(args(&[
+        "--url",
+        &base,
+        "--api-key",
+        API_KEY,
+        "--room",
+        "huddle",
+        "--identity",
+        "talker",
+        "--input-wav",
+        input.to_str().unwrap(),
+        "--output-wav",
+        output.to_str().unwrap(),
+        "--linger",
+        "1.5",
+    ])));
+    let mut seen = Vec::new();
+    events_until(&mut bob, &mut seen, |e| e.iter().any(|e| e["type"] == "participant.joined" && e["participant"]["identity"] == "talker"))
+        .await;
+    let bobs = voice(0.8);
+    bob.say(&bobs);
+    let ran = run.await.unwrap();
+    assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+    for expected in ["joined huddle as talker: bob", "left: sent"] {
+        assert!(ran.stdout.contains(expected), "no {expected:?} in:\n{}", ran.stdout);
+    }
+    // Talk heard Bob: its recording follows what he said.
+    let heard: Vec<i16> = hound::WavReader::open(&output).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    let corr = best_lag_correlation(&envelope(&bobs), &from_first_voiced(&envelope(&heard), &bobs));
+    assert!(corr > 0.8, "talk's recording of Bob: envelope correlation {corr:.2}");
+    // Bob heard talk: his slot carried the WAV's speech.
+    let mut decoder = voxrelay_media::OpusDecoder::new().unwrap();
+    let mut pcm = vec![0i16; voxrelay_media::MAX_DECODED_48K];
+    let levels: Vec<f64> = bob
+        .received()
+        .iter()
+        .map(|p| {
+            let n = decoder.decode(&p.payload, &mut pcm).unwrap_or(0);
+            voxrelay::transport::webrtc::client::rms(&pcm[..n])
+        })
+        .collect();
+    let corr = best_lag_correlation(&envelope(&speech), &from_first_voiced(&levels, &speech));
+    assert!(corr > 0.8, "Bob's copy of talk's speech: envelope correlation {corr:.2}");
+    bob.close().await;
     std::fs::remove_file(&input).ok();
     std::fs::remove_file(&output).ok();
     server.shutdown().await;

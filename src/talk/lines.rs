@@ -38,6 +38,14 @@ pub fn line(event: &Value) -> Option<String> {
             format!("error {}: {}", e["code"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or(""))
         }
         // Rooms (PROTOCOL.md §4).
+        "room.joined" => {
+            let others: Vec<&str> = event["participants"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|p| p["identity"].as_str()).filter(|i| Some(*i) != event["identity"].as_str()).collect())
+                .unwrap_or_default();
+            let with = if others.is_empty() { "nobody else yet".to_string() } else { others.join(", ") };
+            format!("joined {} as {}: {with}", event["room"].as_str().unwrap_or("?"), event["identity"].as_str().unwrap_or("?"))
+        }
         "participant.joined" => format!("{} joined", event["participant"]["identity"].as_str().unwrap_or("?")),
         "participant.left" => format!("{} left", event["identity"].as_str().unwrap_or("?")),
         "active_speakers" => {
@@ -78,6 +86,9 @@ mod tests {
         assert_eq!(shown(json!({"type": "response.output_audio.delta", "delta": "AAAA"})), None);
         assert_eq!(shown(json!({"type": "rate_limits.updated"})), None);
         assert_eq!(shown(json!({"no": "type"})), None);
+        let joined = json!({"type": "room.joined", "room": "standup", "identity": "me",
+            "participants": [{"identity": "me"}, {"identity": "ann"}]});
+        assert_eq!(shown(joined).as_deref(), Some("joined standup as me: ann"));
         assert_eq!(
             shown(json!({"type": "active_speakers", "speakers": [{"identity": "ann"}, {"identity": "bo"}]})).as_deref(),
             Some("speaking: ann, bo")

@@ -3,12 +3,14 @@
 //! the project's client (`transport::webrtc::client`), sends the microphone's audio and plays
 //! what the server sends, and prints the conversation as it goes ([`lines`]).
 //!
-//! This part: 1:1 calls, with WAV files in place of the microphone and the speaker
-//! (`--input-wav`, `--output-wav`: what a machine without sound devices and the tests use).
-//! Still to come (issue 23 stays open): the devices themselves (cpal, behind a cargo feature so
-//! the server's build needs no ALSA headers), rooms, and the live terminal view with its keys.
+//! This part: 1:1 calls and rooms (`--room`, the slots mixed, [`mix`]), with WAV files in place
+//! of the microphone and the speaker (`--input-wav`, `--output-wav`: what a machine without
+//! sound devices and the tests use). Still to come (issue 23 stays open): the devices themselves
+//! (cpal, behind a cargo feature so the server's build needs no ALSA headers) and the live
+//! terminal view with its keys.
 
 pub mod lines;
+pub mod mix;
 pub mod wav;
 
 use std::path::PathBuf;
@@ -18,7 +20,8 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::transport::webrtc::client::{Client, ClientOptions, VOICED_RMS, rms};
+use crate::transport::webrtc::client::{Client, ClientOptions, Heard, VOICED_RMS, rms};
+use crate::transport::webrtc::room_client::{ReceivedPacket, RoomClient, RoomClientOptions};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TalkArgs {
@@ -26,13 +29,19 @@ pub struct TalkArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The agent to talk to (the server's default when not given): echo, openai-realtime, ...
-    #[arg(long)]
+    #[arg(long, conflicts_with = "room")]
     pub agent: Option<String>,
     /// The agent's instructions for this call.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "room")]
     pub instructions: Option<String>,
-    /// A client secret to call with, instead of minting one with the API key (for a user who
-    /// holds only a secret).
+    /// Join this room (with --identity) instead of a 1:1 call: you hear its speakers mixed.
+    #[arg(long, requires = "identity")]
+    pub room: Option<String>,
+    /// Your identity in the room.
+    #[arg(long, requires = "room")]
+    pub identity: Option<String>,
+    /// A client secret (1:1) or room token (--room) to use, instead of minting one with the API
+    /// key (for a user who holds only that).
     #[arg(long, env = "VOXRELAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The server's API key. Default: the key file in the data directory.
@@ -74,18 +83,34 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
     let base = args.url.trim_end_matches('/').to_string();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
     let pcm = wav::read_48k_mono(input)?;
-    let mut sink = wav::WavSink::create(output)?;
-    let secret = match &args.token {
-        Some(t) => t.clone(),
-        None => mint_secret(&http, &base, &args).await?,
+    let sink = wav::WavSink::create(output)?;
+    let (heard_tx, mut heard_rx) = mpsc::unbounded_channel();
+    let (packets_tx, mut packets_rx) = mpsc::unbounded_channel::<ReceivedPacket>();
+    let (mut peer, credential, mut recording) = match (&args.room, &args.identity) {
+        (Some(room), Some(identity)) => {
+            let token = match &args.token {
+                Some(t) => t.clone(),
+                None => mint_room_token(&http, &base, room, identity, &args).await?,
+            };
+            let opts = RoomClientOptions { bind_ip: bind_ip_for(&base), packets_out: Some(packets_tx), ..Default::default() };
+            let client = RoomClient::join(&http, &base, room, &token, opts).await.map_err(|e| anyhow!("joining {room} at {base}: {e}"))?;
+            (Peer::Room(client), token, Recording::Room(mix::Mixer::new(sink, Instant::now())))
+        }
+        (None, None) => {
+            let secret = match &args.token {
+                Some(t) => t.clone(),
+                None => mint_secret(&http, &base, &args).await?,
+            };
+            let opts = ClientOptions { audio_out: Some(heard_tx), bind_ip: bind_ip_for(&base), ..Default::default() };
+            let url = format!("{base}/v1/realtime/calls");
+            let client = Client::connect(&http, &url, &secret, opts).await.map_err(|e| anyhow!("calling {base}: {e}"))?;
+            (Peer::Call(client), secret, Recording::Call(sink))
+        }
+        _ => bail!("--room and --identity go together"),
     };
-    let (audio_tx, mut audio_rx) = mpsc::unbounded_channel();
-    let opts = ClientOptions { audio_out: Some(audio_tx), bind_ip: bind_ip_for(&base), ..Default::default() };
-    let mut client =
-        Client::connect(&http, &format!("{base}/v1/realtime/calls"), &secret, opts).await.map_err(|e| anyhow!("calling {base}: {e}"))?;
     let started = Instant::now();
     let print = |line: String| println!("[{:>7.2}s] {line}", started.elapsed().as_secs_f64());
-    client.say(&pcm);
+    peer.say(&pcm);
     let linger = Duration::from_secs_f64(args.linger);
     let mut last_activity = Instant::now();
     let mut events = 0;
@@ -94,7 +119,7 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
     tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            ev = client.events.recv() => match ev {
+            ev = peer.events().recv() => match ev {
                 Some((_, ev)) => {
                     events += 1;
                     last_activity = Instant::now();
@@ -103,21 +128,23 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
                     }
                 }
                 None => {
-                    print("the server closed the call".into());
+                    print("the server closed the connection".into());
                     break;
                 }
             },
-            Some(heard) = audio_rx.recv() => {
-                if heard.rate == wav::RATE {
-                    sink.write(heard.timestamp, &heard.pcm)?;
-                    if rms(&heard.pcm) > VOICED_RMS {
-                        last_activity = Instant::now();
-                    }
+            Some(heard) = heard_rx.recv() => {
+                if recording.heard(&heard)? > VOICED_RMS {
+                    last_activity = Instant::now();
+                }
+            }
+            Some(packet) = packets_rx.recv() => {
+                if recording.packet(&packet)? > VOICED_RMS {
+                    last_activity = Instant::now();
                 }
             }
             _ = tick.tick() => {
                 // The input's end counts as activity: the answer to it comes after.
-                if client.queued() > 0 {
+                if peer.queued() > 0 {
                     last_activity = Instant::now();
                 } else if last_activity.elapsed() >= linger {
                     break;
@@ -126,17 +153,134 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
             _ = &mut interrupted => break,
         }
     }
-    hang_up(&http, &base, &client.location, &secret).await;
-    client.close().await;
-    while let Ok(heard) = audio_rx.try_recv() {
-        if heard.rate == wav::RATE {
-            sink.write(heard.timestamp, &heard.pcm)?;
+    peer.leave(&http, &base, &credential).await;
+    while let Ok(heard) = heard_rx.try_recv() {
+        recording.heard(&heard)?;
+    }
+    while let Ok(packet) = packets_rx.try_recv() {
+        recording.packet(&packet)?;
+    }
+    let received_s = recording.finish()?;
+    let summary = TalkSummary { sent_s: pcm.len() as f64 / f64::from(wav::RATE), received_s, events };
+    let left = if args.room.is_some() { "left" } else { "hung up" };
+    print(format!("{left}: sent {:.1} s, received {:.1} s → {}", summary.sent_s, summary.received_s, output.display()));
+    Ok(summary)
+}
+
+/// The connection: a 1:1 call or a room.
+enum Peer {
+    Call(Client),
+    Room(RoomClient),
+}
+
+impl Peer {
+    fn events(&mut self) -> &mut mpsc::UnboundedReceiver<(Instant, Value)> {
+        match self {
+            Peer::Call(c) => &mut c.events,
+            Peer::Room(r) => &mut r.events,
         }
     }
-    let summary = TalkSummary { sent_s: pcm.len() as f64 / f64::from(wav::RATE), received_s: sink.seconds(), events };
-    sink.finish()?;
-    print(format!("hung up: sent {:.1} s, received {:.1} s → {}", summary.sent_s, summary.received_s, output.display()));
-    Ok(summary)
+
+    fn say(&self, pcm: &[i16]) {
+        match self {
+            Peer::Call(c) => {
+                c.say(pcm);
+            }
+            Peer::Room(r) => r.say(pcm),
+        }
+    }
+
+    fn queued(&self) -> usize {
+        match self {
+            Peer::Call(c) => c.queued(),
+            Peer::Room(r) => r.queued(),
+        }
+    }
+
+    /// A call is ended on the server (the peer closing would end it too, once ICE notices); a
+    /// room is left as a browser tab leaves it (its events channel closes, then the connection).
+    async fn leave(&self, http: &reqwest::Client, base: &str, credential: &str) {
+        match self {
+            Peer::Call(c) => {
+                if !c.location.is_empty()
+                    && let Err(e) = http.delete(format!("{base}{}", c.location)).bearer_auth(credential).send().await
+                {
+                    tracing::warn!("hanging up: {e}");
+                }
+                c.close().await;
+            }
+            Peer::Room(r) => r.close().await,
+        }
+    }
+}
+
+/// Where what is heard goes: one stream written as it comes, or a room's slots mixed.
+enum Recording {
+    Call(wav::WavSink),
+    Room(mix::Mixer),
+}
+
+impl Recording {
+    /// Records a decoded frame of a call; returns its RMS.
+    fn heard(&mut self, heard: &Heard) -> anyhow::Result<f64> {
+        match self {
+            Recording::Call(sink) if heard.rate == wav::RATE => {
+                sink.write(heard.timestamp, &heard.pcm)?;
+                Ok(rms(&heard.pcm))
+            }
+            _ => Ok(0.0),
+        }
+    }
+
+    /// Records a room packet; returns its RMS.
+    fn packet(&mut self, p: &ReceivedPacket) -> anyhow::Result<f64> {
+        match self {
+            Recording::Room(mixer) => mixer.add(p.at, p.ssrc, p.timestamp, &p.payload),
+            Recording::Call(_) => Ok(0.0),
+        }
+    }
+
+    /// Seconds recorded.
+    fn finish(self) -> anyhow::Result<f64> {
+        match self {
+            Recording::Call(sink) => {
+                let s = sink.seconds();
+                sink.finish()?;
+                Ok(s)
+            }
+            Recording::Room(mixer) => {
+                let s = mixer.seconds() + mix::HOLD_FRAMES as f64 * 0.02;
+                mixer.finish()?;
+                Ok(s)
+            }
+        }
+    }
+}
+
+/// A room token for `identity` (default grants), minted with the API key
+/// (`POST /v1/rooms/<room>/tokens`).
+async fn mint_room_token(http: &reqwest::Client, base: &str, room: &str, identity: &str, args: &TalkArgs) -> anyhow::Result<String> {
+    let key = crate::room::token_cli::api_key(args.api_key.as_deref(), args.data_dir.clone())?;
+    let resp = http
+        .post(format!("{base}/v1/rooms/{room}/tokens"))
+        .bearer_auth(key)
+        .json(&json!({"identity": identity}))
+        .send()
+        .await
+        .with_context(|| format!("reaching {base}"))?;
+    let body = answer(resp, base, "a room token").await?;
+    body["token"].as_str().map(String::from).ok_or_else(|| anyhow!("{base} answered a room token without one: {body}"))
+}
+
+/// A successful answer's JSON body, or the refusal in words.
+async fn answer(resp: reqwest::Response, base: &str, what: &str) -> anyhow::Result<Value> {
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let e = &body["error"];
+        bail!("{base} refused {what} ({status}): {} {}", e["code"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+    }
+    Ok(body)
 }
 
 /// A client secret for this call, minted with the API key (`POST /v1/realtime/client_secrets`).
@@ -156,23 +300,8 @@ async fn mint_secret(http: &reqwest::Client, base: &str, args: &TalkArgs) -> any
         .send()
         .await
         .with_context(|| format!("reaching {base}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let e = &body["error"];
-        bail!("{base} refused a client secret ({status}): {} {}", e["code"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
-    }
+    let body = answer(resp, base, "a client secret").await?;
     body["value"].as_str().map(String::from).ok_or_else(|| anyhow!("{base} answered a client secret without a value: {body}"))
-}
-
-/// Ends the call on the server (the peer closing would end it too, after ICE notices).
-async fn hang_up(http: &reqwest::Client, base: &str, location: &str, secret: &str) {
-    if location.is_empty() {
-        return;
-    }
-    if let Err(e) = http.delete(format!("{base}{location}")).bearer_auth(secret).send().await {
-        tracing::warn!("hanging up: {e}");
-    }
 }
 
 /// Loopback for a server on this machine (ICE then offers only loopback candidates), every

@@ -47,6 +47,9 @@ pub struct RoomClientOptions {
     pub endpoint: Endpoint,
     /// WHIP/WHEP: post the offer without candidates and send them in a `PATCH` afterwards.
     pub trickle: bool,
+    /// Where received packets go instead of the client's own log (`received()`), for a client
+    /// that runs for hours (`voxrelay talk`).
+    pub packets_out: Option<mpsc::UnboundedSender<ReceivedPacket>>,
 }
 
 /// How the client enters the room.
@@ -72,6 +75,7 @@ impl Default for RoomClientOptions {
             relay_only: false,
             endpoint: Endpoint::Join,
             trickle: false,
+            packets_out: None,
         }
     }
 }
@@ -210,7 +214,7 @@ impl RoomClient {
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
         let (open_tx, open_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(pump(early, rx, ev_tx, connected_tx, open_tx, received.clone()));
+        tokio::spawn(pump(early, rx, ev_tx, connected_tx, open_tx, received.clone(), opts.packets_out.clone()));
         if !matches!(tokio::time::timeout(opts.connect_timeout, connected_rx).await, Ok(Ok(()))) {
             let _ = peer.close().await;
             return Err(ClientError::Timeout("ICE/DTLS did not connect"));
@@ -318,7 +322,8 @@ impl RoomClient {
         let etag = super::ice_client::restart(&self.peer, &self.resource, etag.as_deref()).await?;
         *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = etag;
         Ok(())
-    }}
+    }
+}
 
 /// Takes the candidates out of an offer (to trickle them instead): the fragment that carries them.
 fn take_candidates(sdp: &mut String) -> IceFragment {
@@ -356,6 +361,7 @@ async fn pump(
     connected_tx: tokio::sync::oneshot::Sender<()>,
     open_tx: tokio::sync::oneshot::Sender<()>,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
+    packets_out: Option<mpsc::UnboundedSender<ReceivedPacket>>,
 ) {
     let mut connected_tx = Some(connected_tx);
     let mut open_tx = Some(open_tx);
@@ -378,17 +384,24 @@ async fn pump(
             }
             PeerEvent::Track(remote) => {
                 let received = received.clone();
+                let packets_out = packets_out.clone();
                 tokio::spawn(async move {
                     while let Some(ev) = remote.poll().await {
                         let TrackRemoteEvent::OnRtpPacket(p) = ev else { continue };
-                        received.lock().unwrap_or_else(|e| e.into_inner()).push(ReceivedPacket {
+                        let packet = ReceivedPacket {
                             at: Instant::now(),
                             ssrc: p.header.ssrc,
                             seq: p.header.sequence_number,
                             timestamp: p.header.timestamp,
                             marker: p.header.marker,
                             payload: p.payload,
-                        });
+                        };
+                        match &packets_out {
+                            Some(out) => {
+                                let _ = out.send(packet);
+                            }
+                            None => received.lock().unwrap_or_else(|e| e.into_inner()).push(packet),
+                        }
                     }
                 });
             }
