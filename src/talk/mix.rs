@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use voxrelay_media::{MAX_DECODED_48K, OpusDecoder};
 
-use super::wav::WavSink;
+use super::wav::Timeline;
 
 const FRAME: usize = 960;
 /// Frames held before writing (200 ms): later than this, a frame is dropped.
@@ -28,11 +28,11 @@ pub struct Mixer {
     pending: VecDeque<Box<[i32; FRAME]>>,
     first: i64,
     decoded: Vec<i16>,
-    sink: WavSink,
+    sink: Timeline,
 }
 
 impl Mixer {
-    pub fn new(sink: WavSink, origin: Instant) -> Self {
+    pub fn new(sink: Timeline, origin: Instant) -> Self {
         Mixer { origin, streams: HashMap::new(), pending: VecDeque::new(), first: 0, decoded: vec![0; MAX_DECODED_48K], sink }
     }
 
@@ -97,7 +97,7 @@ mod tests {
     fn two_slots_meet_on_one_grid_and_a_late_burst_lands_in_place() {
         let path = std::env::temp_dir().join(format!("voxrelay-mix-{}.wav", std::process::id()));
         let origin = Instant::now();
-        let mut mixer = Mixer::new(WavSink::create(&path).unwrap(), origin);
+        let mut mixer = Mixer::new(Timeline::wav(&path).unwrap(), origin);
         let mut enc = OpusEncoder::new().unwrap();
         let mut encoded = |f: f32| -> Vec<u8> {
             let mut pcm = [0i16; FRAME];

@@ -60,7 +60,42 @@ pub struct TalkArgs {
     /// many seconds (the agent's answer comes in the meantime).
     #[arg(long, default_value_t = 3.0)]
     pub linger: f64,
+    /// Hang up after this many seconds at most (default: Ctrl-C, or --linger with --input-wav).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// The microphone to use, by name (`--list-devices`); default: the system's default input.
+    #[arg(long)]
+    pub input_device: Option<String>,
+    /// The speaker to use, by name; default: the system's default output.
+    #[arg(long)]
+    pub output_device: Option<String>,
+    /// List the sound devices and exit.
+    #[arg(long)]
+    pub list_devices: bool,
 }
+
+/// How to get a build that opens sound devices (`voxrelay` itself never links ALSA).
+pub const DEVICES_BUILD: &str = "sound devices need the voxrelay-talk binary built with its devices feature \
+     (apt install libasound2-dev pkg-config; cargo build --release -p voxrelay-talk --features devices); \
+     this one takes --input-wav FILE and --output-wav FILE";
+
+/// Where the call's audio comes from and goes.
+pub struct Io {
+    /// The microphone: a file sent at once, or live 48 kHz mono 20 ms frames.
+    pub input: Input,
+    pub output: Box<dyn wav::PcmOut>,
+    /// How the output is named in the last line.
+    pub output_name: String,
+}
+
+pub enum Input {
+    File(Vec<i16>),
+    Live(mpsc::UnboundedReceiver<Vec<i16>>),
+}
+
+/// With a live microphone, frames beyond this many waiting to be sent (100 ms) are dropped:
+/// the device's clock and the sender's 20 ms tick drift apart, and latency must not grow.
+const MAX_QUEUED_FRAMES: usize = 5;
 
 /// What a finished run did.
 #[derive(Debug)]
@@ -70,20 +105,38 @@ pub struct TalkSummary {
     pub events: usize,
 }
 
+/// `voxrelay talk`: WAV files in place of the devices.
 pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
+    if args.list_devices || args.input_device.is_some() || args.output_device.is_some() {
+        bail!("{DEVICES_BUILD}");
+    }
     let (Some(input), Some(output)) = (&args.input_wav, &args.output_wav) else {
-        bail!(
-            "this build opens no sound devices: give --input-wav FILE and --output-wav FILE \
-             (microphone and speaker through cpal are the next part of issue 23)"
-        );
+        bail!("{DEVICES_BUILD}");
     };
+    let io = Io {
+        input: Input::File(wav::read_48k_mono(input)?),
+        output: Box::new(wav::WavFile::create(output)?),
+        output_name: output.display().to_string(),
+    };
+    run_with(args, io).await
+}
+
+/// A call (or a room) with `io` as its microphone and speaker.
+pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     if !(args.linger.is_finite() && args.linger >= 0.0) {
         bail!("--linger is a number of seconds ≥ 0");
     }
+    if args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+        bail!("--duration is a number of seconds > 0");
+    }
     let base = args.url.trim_end_matches('/').to_string();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
-    let pcm = wav::read_48k_mono(input)?;
-    let sink = wav::WavSink::create(output)?;
+    let Io { input, output: out, output_name } = io;
+    let (pcm, mut mic) = match input {
+        Input::File(pcm) => (pcm, None),
+        Input::Live(rx) => (Vec::new(), Some(rx)),
+    };
+    let sink = wav::Timeline::new(out);
     let (heard_tx, mut heard_rx) = mpsc::unbounded_channel();
     let (packets_tx, mut packets_rx) = mpsc::unbounded_channel::<ReceivedPacket>();
     let (mut peer, credential, mut recording) = match (&args.room, &args.identity) {
@@ -111,7 +164,10 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
     let started = Instant::now();
     let print = |line: String| println!("[{:>7.2}s] {line}", started.elapsed().as_secs_f64());
     peer.say(&pcm);
-    let linger = Duration::from_secs_f64(args.linger);
+    // A live microphone never runs out: the call lasts until Ctrl-C or --duration.
+    let linger = if mic.is_some() { Duration::MAX } else { Duration::from_secs_f64(args.linger) };
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let mut sent_frames = 0usize;
     let mut last_activity = Instant::now();
     let mut events = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -137,6 +193,12 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
                     last_activity = Instant::now();
                 }
             }
+            Some(frame) = async { match mic.as_mut() { Some(m) => m.recv().await, None => std::future::pending().await } } => {
+                if peer.queued() < MAX_QUEUED_FRAMES {
+                    peer.say(&frame);
+                    sent_frames += 1;
+                }
+            }
             Some(packet) = packets_rx.recv() => {
                 if recording.packet(&packet)? > VOICED_RMS {
                     last_activity = Instant::now();
@@ -144,6 +206,9 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
             }
             _ = tick.tick() => {
                 // The input's end counts as activity: the answer to it comes after.
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
                 if peer.queued() > 0 {
                     last_activity = Instant::now();
                 } else if last_activity.elapsed() >= linger {
@@ -161,9 +226,10 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
         recording.packet(&packet)?;
     }
     let received_s = recording.finish()?;
-    let summary = TalkSummary { sent_s: pcm.len() as f64 / f64::from(wav::RATE), received_s, events };
+    let sent_s = (pcm.len() + sent_frames * 960) as f64 / f64::from(wav::RATE);
+    let summary = TalkSummary { sent_s, received_s, events };
     let left = if args.room.is_some() { "left" } else { "hung up" };
-    print(format!("{left}: sent {:.1} s, received {:.1} s → {}", summary.sent_s, summary.received_s, output.display()));
+    print(format!("{left}: sent {:.1} s, received {:.1} s → {output_name}", summary.sent_s, summary.received_s));
     Ok(summary)
 }
 
@@ -216,7 +282,7 @@ impl Peer {
 
 /// Where what is heard goes: one stream written as it comes, or a room's slots mixed.
 enum Recording {
-    Call(wav::WavSink),
+    Call(wav::Timeline),
     Room(mix::Mixer),
 }
 

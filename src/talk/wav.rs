@@ -47,28 +47,59 @@ fn to_48k(mono: &[i16], rate: u32) -> anyhow::Result<Vec<i16>> {
     Ok(out)
 }
 
-/// What the server sends, written as it arrives to a 48 kHz mono WAV: each frame where its RTP
-/// timestamp puts it, so the server's pauses stay pauses (zeros) and the file's time is the
-/// call's. A frame older than what is written already (late, reordered) is dropped.
-pub struct WavSink {
-    writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
-    /// The timestamp of the file's first sample, and how many samples are written.
+/// Where heard audio goes, 48 kHz mono, in order: a WAV file, or a speaker.
+pub trait PcmOut: Send {
+    fn push(&mut self, pcm: &[i16]) -> anyhow::Result<()>;
+    fn finish(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// A 48 kHz mono WAV file.
+pub struct WavFile(hound::WavWriter<std::io::BufWriter<std::fs::File>>);
+
+impl WavFile {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let spec = hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        Ok(WavFile(hound::WavWriter::create(path, spec).with_context(|| format!("--output-wav {}", path.display()))?))
+    }
+}
+
+impl PcmOut for WavFile {
+    fn push(&mut self, pcm: &[i16]) -> anyhow::Result<()> {
+        let mut w = self.0.get_i16_writer(pcm.len() as u32);
+        pcm.iter().for_each(|&s| w.write_sample(s));
+        Ok(w.flush()?)
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        self.0.finalize().context("--output-wav: finishing the file")
+    }
+}
+
+/// What the server sends, laid out as it arrives: each frame where its RTP timestamp puts it, so
+/// the server's pauses stay pauses (zeros) and the output's time is the call's. A frame older
+/// than what is out already (late, reordered) is dropped.
+pub struct Timeline {
+    out: Box<dyn PcmOut>,
+    /// The timestamp of the first sample, and how many samples are out.
     origin: Option<u32>,
     written: u64,
 }
 
-/// A timestamp more than this far ahead of the file is a new stream (the sender restarted), not
-/// a pause: written right after what is there.
+/// A timestamp more than this far ahead is a new stream (the sender restarted), not a pause:
+/// placed right after what is out.
 const MAX_GAP_SAMPLES: u64 = 60 * RATE as u64;
 
-impl WavSink {
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let spec = hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-        let writer = hound::WavWriter::create(path, spec).with_context(|| format!("--output-wav {}", path.display()))?;
-        Ok(WavSink { writer, origin: None, written: 0 })
+impl Timeline {
+    /// Into a 48 kHz mono WAV file.
+    pub fn wav(path: &Path) -> anyhow::Result<Self> {
+        Ok(Timeline::new(Box::new(WavFile::create(path)?)))
     }
 
-    /// Writes one decoded 48 kHz frame sent at `timestamp`.
+    pub fn new(out: Box<dyn PcmOut>) -> Self {
+        Timeline { out, origin: None, written: 0 }
+    }
+
+    /// Places one decoded 48 kHz frame sent at `timestamp`.
     pub fn write(&mut self, timestamp: u32, pcm: &[i16]) -> anyhow::Result<()> {
         let origin = *self.origin.get_or_insert(timestamp);
         let at = u64::from(timestamp.wrapping_sub(origin));
@@ -78,25 +109,27 @@ impl WavSink {
         if at > self.written + MAX_GAP_SAMPLES {
             self.origin = Some(timestamp.wrapping_sub(self.written as u32));
         } else {
-            for _ in self.written..at {
-                self.writer.write_sample(0i16)?;
+            const ZEROS: [i16; FRAME] = [0; FRAME];
+            let mut gap = (at - self.written) as usize;
+            while gap > 0 {
+                let n = gap.min(FRAME);
+                self.out.push(&ZEROS[..n])?;
+                gap -= n;
             }
             self.written = at;
         }
-        for &s in pcm {
-            self.writer.write_sample(s)?;
-        }
+        self.out.push(pcm)?;
         self.written += pcm.len() as u64;
         Ok(())
     }
 
-    /// Seconds written so far.
+    /// Seconds out so far.
     pub fn seconds(&self) -> f64 {
         self.written as f64 / f64::from(RATE)
     }
 
     pub fn finish(self) -> anyhow::Result<()> {
-        self.writer.finalize().context("--output-wav: finishing the file")
+        self.out.finish()
     }
 }
 
@@ -133,7 +166,7 @@ mod tests {
     #[test]
     fn output_keeps_pauses_and_drops_late_frames() {
         let path = tmp("out.wav");
-        let mut sink = WavSink::create(&path).unwrap();
+        let mut sink = Timeline::wav(&path).unwrap();
         let frame = vec![1000i16; FRAME];
         sink.write(u32::MAX - 100, &frame).unwrap();
         // A 40 ms pause, across the timestamp's wrap.
