@@ -11,6 +11,7 @@
 
 pub mod lines;
 pub mod mix;
+pub mod view;
 pub mod wav;
 
 use std::path::PathBuf;
@@ -72,6 +73,13 @@ pub struct TalkArgs {
     /// List the sound devices and exit.
     #[arg(long)]
     pub list_devices: bool,
+    /// Push-to-talk (1:1, on a terminal): the server's turn detection is off, space starts your
+    /// turn and space sends it.
+    #[arg(long, conflicts_with = "room")]
+    pub push_to_talk: bool,
+    /// Print one line per event even on a terminal (no live view).
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// How to get a build that opens sound devices (`voxrelay` itself never links ALSA).
@@ -162,7 +170,20 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
         _ => bail!("--room and --identity go together"),
     };
     let started = Instant::now();
-    let print = |line: String| println!("[{:>7.2}s] {line}", started.elapsed().as_secs_f64());
+    // The live view with a live microphone on a terminal; else one line per event.
+    let mut terminal = if args.plain || mic.is_none() { None } else { view::Terminal::open() };
+    if args.push_to_talk && terminal.is_none() {
+        peer.leave(&http, &base, &credential).await;
+        bail!("--push-to-talk needs a microphone and a terminal (its keys)");
+    }
+    let mut view = view::View::new(args.room.as_deref(), args.push_to_talk);
+    let print = |view: &mut view::View, terminal: &Option<view::Terminal>, line: String| {
+        let at = started.elapsed().as_secs_f64();
+        if terminal.is_some() { view.line(format!("{at:>6.1}s  {line}")) } else { println!("[{at:>7.2}s] {line}") }
+    };
+    // Push-to-talk turns the server's turn detection off once the events channel is open (the
+    // session's first event says so).
+    let mut turn_detection_off = args.push_to_talk;
     peer.say(&pcm);
     // A live microphone never runs out: the call lasts until Ctrl-C or --duration.
     let linger = if mic.is_some() { Duration::MAX } else { Duration::from_secs_f64(args.linger) };
@@ -173,38 +194,66 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
-    loop {
+    'call: loop {
         tokio::select! {
             ev = peer.events().recv() => match ev {
                 Some((_, ev)) => {
                     events += 1;
                     last_activity = Instant::now();
-                    if let Some(line) = lines::line(&ev) {
-                        print(line);
+                    if turn_detection_off && ev["type"] == "session.created" {
+                        turn_detection_off = false;
+                        let off = json!({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": null}}}});
+                        peer.send(&off).await?;
+                    }
+                    if terminal.is_some() {
+                        view.on_event(&ev, started.elapsed().as_secs_f64());
+                    } else if let Some(line) = lines::line(&ev) {
+                        print(&mut view, &terminal, line);
                     }
                 }
                 None => {
-                    print("the server closed the connection".into());
+                    print(&mut view, &terminal, "the server closed the connection".into());
                     break;
                 }
             },
             Some(heard) = heard_rx.recv() => {
+                view.stats.on_packet(0, heard.seq, heard.timestamp, Instant::now(), started);
                 if recording.heard(&heard)? > VOICED_RMS {
                     last_activity = Instant::now();
                 }
             }
-            Some(frame) = async { match mic.as_mut() { Some(m) => m.recv().await, None => std::future::pending().await } } => {
+            Some(mut frame) = async { match mic.as_mut() { Some(m) => m.recv().await, None => std::future::pending().await } } => {
+                view.on_mic(&frame);
+                if !view.sending() {
+                    frame.fill(0);
+                }
                 if peer.queued() < MAX_QUEUED_FRAMES {
                     peer.say(&frame);
                     sent_frames += 1;
                 }
             }
             Some(packet) = packets_rx.recv() => {
+                view.stats.on_packet(packet.ssrc, packet.seq, packet.timestamp, packet.at, started);
                 if recording.packet(&packet)? > VOICED_RMS {
                     last_activity = Instant::now();
                 }
             }
+            Some(key) = async { match terminal.as_mut() { Some(t) => t.keys.recv().await, None => std::future::pending().await } } => {
+                for action in view.on_key(key) {
+                    match action {
+                        view::Action::Quit => break 'call,
+                        view::Action::Send(ev) => {
+                            if let Err(e) = peer.send(&ev).await {
+                                view.line(format!("  could not send {}: {e}", ev["type"]));
+                            }
+                        }
+                    }
+                }
+            }
             _ = tick.tick() => {
+                if let Some(t) = &terminal {
+                    t.draw(&view);
+                }
                 // The input's end counts as activity: the answer to it comes after.
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
@@ -218,6 +267,8 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             _ = &mut interrupted => break,
         }
     }
+    // Back to a normal terminal before the last line.
+    terminal.take();
     peer.leave(&http, &base, &credential).await;
     while let Ok(heard) = heard_rx.try_recv() {
         recording.heard(&heard)?;
@@ -229,7 +280,7 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     let sent_s = (pcm.len() + sent_frames * 960) as f64 / f64::from(wav::RATE);
     let summary = TalkSummary { sent_s, received_s, events };
     let left = if args.room.is_some() { "left" } else { "hung up" };
-    print(format!("{left}: sent {:.1} s, received {:.1} s → {output_name}", summary.sent_s, summary.received_s));
+    print(&mut view, &terminal, format!("{left}: sent {:.1} s, received {:.1} s → {output_name}", summary.sent_s, summary.received_s));
     Ok(summary)
 }
 
@@ -254,6 +305,14 @@ impl Peer {
             }
             Peer::Room(r) => r.say(pcm),
         }
+    }
+
+    async fn send(&self, event: &Value) -> anyhow::Result<()> {
+        match self {
+            Peer::Call(c) => c.send_event(event).await,
+            Peer::Room(r) => r.send_event(event).await,
+        }
+        .map_err(|e| anyhow!("{e}"))
     }
 
     fn queued(&self) -> usize {

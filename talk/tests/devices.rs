@@ -58,6 +58,72 @@ async fn talk(home: PathBuf, args: Vec<String>) -> Ran {
     .unwrap()
 }
 
+/// Waits (bounded) until the terminal output so far contains `what`.
+fn screen_shows(screen: &std::sync::Mutex<String>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !screen.lock().unwrap().contains(what) {
+        assert!(Instant::now() < deadline, "the screen never showed {what:?}:\n{}", screen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The live view and its keys on a real terminal: `script` (util-linux) runs voxrelay-talk on a
+/// pseudo-terminal and passes it the keys written to its stdin. Push-to-talk: space starts the
+/// turn, space sends it (the server commits and answers), `q` quits.
+fn push_to_talk_on_a_terminal(home: PathBuf, url: String) -> String {
+    use std::io::Write;
+    let command = format!("{} --url {url} --api-key {API_KEY} --agent echo --push-to-talk", env!("CARGO_BIN_EXE_voxrelay-talk"));
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("HOME", &home)
+        .env("COLUMNS", "100")
+        .env_remove("VOXRELAY_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let copy = screen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            copy.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut keys = child.stdin.take().unwrap();
+    screen_shows(&screen, "you   press space to talk");
+    assert!(screen.lock().unwrap().contains("space talk/send · m mute · q quit"));
+    keys.write_all(b" ").unwrap();
+    screen_shows(&screen, "you   talking (space sends)");
+    keys.write_all(b"m").unwrap();
+    screen_shows(&screen, "MUTED");
+    keys.write_all(b"m").unwrap();
+    keys.write_all(b" ").unwrap();
+    screen_shows(&screen, "you: turn sent");
+    screen_shows(&screen, "agent: answering");
+    keys.write_all(b"q").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("q did not end voxrelay-talk:\n{}", screen.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    let screen = screen.lock().unwrap().clone();
+    assert!(status.success(), "exit {status:?}:\n{screen}");
+    screen
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -87,6 +153,12 @@ async fn the_null_device_opens_streams_through_a_call_and_closes() {
     // The microphone streamed: about two seconds were sent (null capture is silence).
     let sent: f64 = ran.stdout.split("sent ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap();
     assert!(sent >= 1.0, "only {sent} s of microphone audio sent:\n{}", ran.stdout);
+
+    // The live view on a terminal, driven by keys.
+    let url = server.url();
+    let home_t = home.clone();
+    let screen = tokio::task::spawn_blocking(move || push_to_talk_on_a_terminal(home_t, url)).await.unwrap();
+    assert!(screen.contains("hung up: sent"), "the last line, after the terminal is restored:\n{screen}");
 
     // A device that is not there is named, with what there is.
     let ran = talk(home.clone(), args(&["--url", &server.url(), "--api-key", API_KEY, "--input-device", "no such mic"])).await;

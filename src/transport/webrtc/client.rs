@@ -107,6 +107,7 @@ pub struct ClientOptions {
 /// rebuilt) and its samples at `rate` (48 kHz for Opus, 8 kHz for G.711).
 #[derive(Clone, Debug)]
 pub struct Heard {
+    pub seq: u16,
     pub timestamp: u32,
     pub rate: u32,
     pub pcm: Vec<i16>,
@@ -485,7 +486,12 @@ async fn pump_peer_events(
                         let level = decoder.as_mut().map(|d| {
                             let (rate, pcm) = d.decode(&p.payload);
                             if let Some(out) = &audio_out {
-                                let _ = out.send(Heard { timestamp: p.header.timestamp, rate, pcm: pcm.to_vec() });
+                                let _ = out.send(Heard {
+                                    seq: p.header.sequence_number,
+                                    timestamp: p.header.timestamp,
+                                    rate,
+                                    pcm: pcm.to_vec(),
+                                });
                             }
                             rms(pcm)
                         });
