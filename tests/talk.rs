@@ -171,6 +171,9 @@ async fn in_a_room_talk_and_another_participant_hear_each_other() {
         .collect();
     let corr = best_lag_correlation(&envelope(&speech), &from_first_voiced(&levels, &speech));
     assert!(corr > 0.8, "Bob's copy of talk's speech: envelope correlation {corr:.2}");
+    // What the live view shows as RTT: ICE's measurement, a loopback's fraction of a second.
+    let rtt = bob.rtt().await.expect("ICE measured a round trip in five seconds");
+    assert!(rtt < Duration::from_secs(1), "{rtt:?}");
     bob.close().await;
     std::fs::remove_file(&input).ok();
     std::fs::remove_file(&output).ok();

@@ -192,6 +192,7 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     let mut last_activity = Instant::now();
     let mut events = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks = 0u64;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     'call: loop {
@@ -252,6 +253,10 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             }
             _ = tick.tick() => {
                 if let Some(t) = &terminal {
+                    ticks += 1;
+                    if ticks % 10 == 0 {
+                        view.rtt = peer.rtt().await.or(view.rtt);
+                    }
                     t.draw(&view);
                 }
                 // The input's end counts as activity: the answer to it comes after.
@@ -313,6 +318,13 @@ impl Peer {
             Peer::Room(r) => r.send_event(event).await,
         }
         .map_err(|e| anyhow!("{e}"))
+    }
+
+    async fn rtt(&self) -> Option<Duration> {
+        match self {
+            Peer::Call(c) => c.rtt().await,
+            Peer::Room(r) => r.rtt().await,
+        }
     }
 
     fn queued(&self) -> usize {

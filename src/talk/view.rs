@@ -1,7 +1,7 @@
 //! The live terminal view of `voxrelay talk`: your microphone's level, what the server's voice
 //! detection says about you, what the agent is doing, the conversation so far, a room's people
-//! with who is speaking, and what the network does to the audio coming in (packets, loss,
-//! jitter). Redrawn whole every 100 ms with plain ANSI escapes (no TUI crate: the screen is a
+//! with who is speaking, the connection's round-trip time and what the network does to the
+//! audio coming in (packets, loss, jitter). Redrawn whole every 100 ms with plain ANSI escapes (no TUI crate: the screen is a
 //! dozen lines). Keys: `m` mutes, space talks and sends in push-to-talk mode, `q` quits.
 //!
 //! The state and its text are plain data ([`View`]), so the tests check them without a
@@ -92,6 +92,8 @@ pub struct View {
     /// A room's people and whether each is speaking.
     people: BTreeMap<String, bool>,
     pub stats: RxStats,
+    /// The connection's round-trip time, as ICE last measured it.
+    pub rtt: Option<std::time::Duration>,
 }
 
 impl View {
@@ -106,6 +108,7 @@ impl View {
             push_to_talk: push_to_talk.then_some(false),
             people: BTreeMap::new(),
             stats: RxStats::default(),
+            rtt: None,
         }
     }
 
@@ -220,8 +223,9 @@ impl View {
                 self.people.iter().map(|(id, on)| if *on { format!("{id} (speaking)") } else { id.clone() }).collect();
             out.push_str(&format!("room  {}\r\n", if people.is_empty() { "nobody else".into() } else { people.join(", ") }));
         }
+        let rtt = self.rtt.map_or_else(|| "not measured yet".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
         out.push_str(&format!(
-            "in    {} packets, loss {:.1} %, jitter {:.1} ms\r\n",
+            "net   RTT {rtt}; in: {} packets, loss {:.1} %, jitter {:.1} ms\r\n",
             self.stats.packets,
             self.stats.loss_pct(),
             self.stats.jitter_ms()
@@ -332,6 +336,9 @@ mod tests {
         let screen = v.render(80);
         assert!(!screen.contains("line 7\r") && screen.contains("line 19"), "only the last lines are shown: {screen}");
         assert!(screen.contains("m mute · q quit") && !screen.contains("space"));
+        assert!(screen.contains("net   RTT not measured yet; in: 0 packets, loss 0.0 %"), "{screen}");
+        v.rtt = Some(Duration::from_micros(1500));
+        assert!(v.render(80).contains("net   RTT 1.5 ms"));
     }
 
     #[test]

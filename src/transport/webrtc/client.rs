@@ -425,6 +425,14 @@ impl Client {
         }
     }
 
+    /// The connection's round-trip time as ICE last measured it (WebRTC only).
+    pub async fn rtt(&self) -> Option<Duration> {
+        match &self.transport {
+            Transport::WebRtc { peer, .. } => super::peer::ice_rtt(peer).await,
+            Transport::Rtp { .. } => None,
+        }
+    }
+
     /// ICE restart of the call (`PATCH` of its `Location` at `base`, `If-Match: *`), as the
     /// web page does on a network change; returns the call's new ETag.
     pub async fn restart_ice(&self, http: &reqwest::Client, base: &str, token: &str) -> Result<Option<String>, ClientError> {

@@ -349,3 +349,14 @@ pub(crate) async fn wait_gathered(rx: &mut mpsc::UnboundedReceiver<PeerEvent>) -
         Err(_) => Err("ICE gathering timed out"),
     }
 }
+
+/// The selected ICE pair's latest round-trip time (measured by ICE's consent checks), once
+/// there is one.
+pub(crate) async fn ice_rtt(peer: &Peer) -> Option<Duration> {
+    let report = peer.get_stats(std::time::Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
+    report
+        .candidate_pairs()
+        .filter(|p| p.nominated && p.current_round_trip_time > 0.0)
+        .map(|p| Duration::from_secs_f64(p.current_round_trip_time))
+        .next()
+}

@@ -295,6 +295,11 @@ impl RoomClient {
         dc.send_text(&ev.to_string()).await.map_err(|e| ClientError::WebRtc(e.to_string()))
     }
 
+    /// The connection's round-trip time as ICE last measured it.
+    pub async fn rtt(&self) -> Option<Duration> {
+        super::peer::ice_rtt(&self.peer).await
+    }
+
     /// Hangs up as a browser tab does: the events channel closes, then the connection.
     pub async fn close(&self) {
         if let Some(dc) = &self.dc {
