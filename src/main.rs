@@ -19,7 +19,7 @@ enum Command {
     Loadgen(voxrelay::loadgen::LoadgenConfig),
     /// Mint a room token (PROTOCOL.md §4) with this server's API key; prints the token.
     Token(voxrelay::room::token_cli::TokenArgs),
-    /// Talk to an agent from this terminal (1:1 call; WAV files in place of the devices for now).
+    /// Talk to an agent or join a room from this terminal, with WAV files (sound devices: the voxrelay-talk binary).
     Talk(voxrelay::talk::TalkArgs),
     /// Configuration file tools.
     Config {
