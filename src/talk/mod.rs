@@ -193,6 +193,8 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     let mut events = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks = 0u64;
+    // An error inside the call (the output cannot be written) still hangs up first.
+    let mut failure: Option<anyhow::Error> = None;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     'call: loop {
@@ -204,7 +206,10 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
                     if turn_detection_off && ev["type"] == "session.created" {
                         turn_detection_off = false;
                         let off = json!({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": null}}}});
-                        peer.send(&off).await?;
+                        if let Err(e) = peer.send(&off).await {
+                            failure = Some(e.context("turning the server's turn detection off"));
+                            break;
+                        }
                     }
                     if terminal.is_some() {
                         view.on_event(&ev, started.elapsed().as_secs_f64());
@@ -219,8 +224,13 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             },
             Some(heard) = heard_rx.recv() => {
                 view.stats.on_packet(0, heard.seq, heard.timestamp, Instant::now(), started);
-                if recording.heard(&heard)? > VOICED_RMS {
-                    last_activity = Instant::now();
+                match recording.heard(&heard) {
+                    Ok(level) if level > VOICED_RMS => last_activity = Instant::now(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
             Some(mut frame) = async { match mic.as_mut() { Some(m) => m.recv().await, None => std::future::pending().await } } => {
@@ -235,8 +245,13 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             }
             Some(packet) = packets_rx.recv() => {
                 view.stats.on_packet(packet.ssrc, packet.seq, packet.timestamp, packet.at, started);
-                if recording.packet(&packet)? > VOICED_RMS {
-                    last_activity = Instant::now();
+                match recording.packet(&packet) {
+                    Ok(level) if level > VOICED_RMS => last_activity = Instant::now(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
             Some(key) = async { match terminal.as_mut() { Some(t) => t.keys.recv().await, None => std::future::pending().await } } => {
@@ -275,6 +290,9 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     // Back to a normal terminal before the last line.
     terminal.take();
     peer.leave(&http, &base, &credential).await;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     while let Ok(heard) = heard_rx.try_recv() {
         recording.heard(&heard)?;
     }
