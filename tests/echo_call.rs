@@ -68,6 +68,16 @@ async fn echo_call_round_trip() {
     let last_voiced_sent = c.sent().iter().rev().find(|s| s.voiced).map(|s| s.at).unwrap();
     let latency = received[first].0.duration_since(last_voiced_sent).as_millis() as i64 - 500;
     eprintln!("TURN_LATENCY_MS={latency} (end of speech to first echoed packet, minus silence_duration_ms=500)");
+    // Where it went, as the client saw it: each step's arrival after the end of speech, minus
+    // the silence (the events and the audio take different paths out of the server).
+    let after = |at: std::time::Instant| at.duration_since(last_voiced_sent).as_millis() as i64 - 500;
+    let event_at = |kind: &str| c.log.iter().find(|(_, ev)| ev["type"] == kind).map(|(at, _)| after(*at));
+    eprintln!(
+        "TURN_SPLIT_MS committed={:?} response_created={:?} output_started={:?} first_voiced_packet={latency}",
+        event_at("input_audio_buffer.committed"),
+        event_at("response.created"),
+        event_at("output_audio_buffer.started")
+    );
     eprintln!("ENVELOPE_CORRELATION={corr:.3} VOICED_ECHO_FRAMES={voiced}/{sent_voiced}");
 
     c.close().await;

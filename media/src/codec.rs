@@ -14,24 +14,23 @@ pub const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
 /// Outbound bitrate: 32 kbps is transparent for wideband speech and what WebRTC peers expect.
 pub const ENCODER_BITRATE_BPS: i32 = 32_000;
 
-/// Encoder complexity, chosen by measurement (BENCHMARKS.md; VOIP, 32 kbps, FEC on, per 20 ms
-/// frame on the 2-vCPU dev machine; the quality proxy is the round-trip SNR on the speech
-/// fixture, best alignment). Chosen with the system libopus 1.3.1, re-measured with the vendored
-/// 1.6.1 (SSE4.1/AVX2 kernels):
+/// Encoder complexity, chosen by measurement for capacity (issue 20; BENCHMARKS.md "Encoder
+/// complexity"). VOIP, 32 kbps, FEC on, vendored libopus 1.6.1; quality from
+/// `cargo run --release -p voxrelay-media --example opus_quality` (seven espeak-ng clips, the
+/// round trip scored against the original; it also writes the WAVs to listen to):
 ///
-/// | complexity | 0 | 3 | 5 | 8 | 10 |
+/// | complexity | 0 | 1 | 3 | 4–5 | 8 |
 /// |---|---|---|---|---|---|
-/// | 1.3.1: µs per frame | 73 | 151 | 201 | 409 | 383 |
-/// | 1.3.1: round-trip SNR, dB | 10.02 | 10.02 | 10.36 | 10.91 | 10.91 |
-/// | 1.6.1: µs per frame | 56 | 129 | 157–166 | 186–191 | 196–198 |
-/// | 1.6.1: round-trip SNR, dB | 10.74 | 10.63 | 10.98 | 11.27 | 11.27 |
+/// | SNR / segmental SNR, dB | 10.09 / 8.07 | 10.13 / 8.09 | 10.24 / 8.12 | 10.46 / 8.34 | 10.90 / 8.73 |
+/// | log-spectral distance, dB | 4.12 | 4.04 | 4.36 | 3.69 | 3.12 |
+/// | earshot VAD agreement with the original | 99.5 % | 99.5 % | 99.6 % | 99.5 % | 99.5 % |
 ///
-/// 5 was the cheapest setting that improved on 0 (SILK's fuller pitch and noise-shaping
-/// analysis); with 1.3.1, 8–10 doubled the cost again for ≈ 0.55 dB. With 1.6.1, 8 costs only
-/// ≈ 15 % more than 5 for ≈ 0.3 dB: worth revisiting with a perceptual metric (SNR is a waveform
-/// measure). The encoder only runs while the agent speaks; 0 is the capacity lever (≈ 2.8×
-/// cheaper) if the encoder ever limits a node.
-pub const ENCODER_COMPLEXITY: i32 = 5;
+/// 0 costs a third of 5 (56 vs 157–166 µs per frame on the reference machine, 97 vs 310 µs on
+/// session 15's slower one) for ≈ 0.3 dB of waveform SNR and ≈ 0.4 dB of spectral distance; the
+/// server's own VAD hears the decoded speech the same. A voice agent's speech is encoded for
+/// every frame it talks, so this is the largest per-call CPU cost the server controls: at 5 a
+/// node's knee was ≈ 25–35 echo calls per core on that machine, at 0 ≈ 40–45.
+pub const ENCODER_COMPLEXITY: i32 = 0;
 
 /// Expected loss for in-band FEC: libopus only spends bits on FEC when this is > 0. FEC (SILK
 /// LBRR) costs ≈ 13 % more encode CPU at complexity 5 (201 vs 178 µs per frame) and ≈ 1 dB of
