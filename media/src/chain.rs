@@ -13,6 +13,7 @@ use crate::mix::mix_48k;
 use crate::playback::Playback;
 use crate::room_bridge::{BridgeHandle, RoomBridge};
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
+use crate::turn_detect::level_dbfs;
 use crate::vad::VadKind;
 use crate::{
     AudioTime,
@@ -275,7 +276,7 @@ impl SessionChain {
             self.echo_frames += 1;
         }
         // The detector knows its VAD's lag: timestamps point at the audio.
-        match self.turn.on_frame(prob, start) {
+        match self.turn.on_frame_with_level(prob, level_dbfs(&frame), start) {
             Some(TurnEvent::SpeechStarted { audio_start }) => {
                 self.emit(MediaEvent::SpeechStarted { audio_start });
                 let phase = if self.playback.is_speaking(&self.agent_in) { ResponsePhase::Speaking } else { ResponsePhase::Idle };

@@ -3,6 +3,12 @@
 //! Owns: `TurnDetectConfig` and the idle -> speaking -> idle state machine.
 //! Must never: read a clock (time is the `now` argument: audio time of the frame's start),
 //! allocate, or know how the probability was computed.
+//!
+//! Where speech ended: a VAD holds "speech" past the end of it (earshot's probability decays
+//! over ≈ 100 ms after an abrupt stop). Each VAD states a typical hold ([`VadLag`]); where the
+//! frames' levels are known ([`TurnDetector::on_frame_with_level`]) the end is placed where the
+//! level fell, so `silence_duration_ms` counts real silence (issue 20: this was ≈ 60 ms of every
+//! turn's latency with the default VAD).
 
 use std::time::Duration;
 
@@ -58,6 +64,67 @@ impl VadLag {
 /// short pauses between syllables and the VAD dips there.
 pub const MAX_DIP: Duration = Duration::from_millis(100);
 
+/// Frames of level history kept to place the end of speech (320 ms, more than any VAD's hold).
+const LEVEL_FRAMES: usize = 16;
+/// Speech ends after the last frame within this many dB of the loudest recent frame...
+const END_DROP_DB: f32 = 30.0;
+/// ...and this far above the quietest one: on a noisy line the level cannot tell speech from
+/// the noise floor, and the end stays where the VAD put it.
+const END_FLOOR_MARGIN_DB: f32 = 10.0;
+/// The level moves the end at most this far before where the VAD's own lag puts it.
+pub const MAX_END_REFINE: Duration = Duration::from_millis(160);
+/// The level of digital silence, dBFS.
+const SILENT_DBFS: f32 = -100.0;
+
+/// The last [`LEVEL_FRAMES`] frames' levels (dBFS), newest last.
+#[derive(Clone, Debug)]
+struct Levels {
+    db: [f32; LEVEL_FRAMES],
+    len: usize,
+    next: usize,
+}
+
+impl Levels {
+    fn new() -> Self {
+        Levels { db: [SILENT_DBFS; LEVEL_FRAMES], len: 0, next: 0 }
+    }
+
+    fn push(&mut self, db: f32) {
+        self.db[self.next] = db;
+        self.next = (self.next + 1) % LEVEL_FRAMES;
+        self.len = (self.len + 1).min(LEVEL_FRAMES);
+    }
+
+    /// The level `k` frames before the newest (0 = the newest).
+    fn back(&self, k: usize) -> f32 {
+        self.db[(self.next + LEVEL_FRAMES - 1 - k) % LEVEL_FRAMES]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Where the audio went quiet, for the newest frame starting at `now`: the end of the last
+    /// frame within [`END_DROP_DB`] of the loudest (and [`END_FLOOR_MARGIN_DB`] above the
+    /// quietest); `None` when nothing in the history is loud enough to tell.
+    fn quiet_from(&self, now: AudioTime) -> Option<AudioTime> {
+        let recent = (0..self.len).map(|k| self.back(k));
+        let (peak, floor) = recent.fold((f32::MIN, f32::MAX), |(p, f), db| (p.max(db), f.min(db)));
+        let loud = (peak - END_DROP_DB).max(floor + END_FLOOR_MARGIN_DB);
+        let k = (0..self.len).find(|&k| self.back(k) >= loud)?;
+        // Frame k started k frames before `now`; speech ran to its end.
+        Some((now + FRAME).saturating_sub(FRAME * k as u32))
+    }
+}
+
+/// A frame's level in dBFS (RMS against full scale), as [`TurnDetector::on_frame_with_level`]
+/// takes it.
+pub fn level_dbfs(pcm: &[i16]) -> f32 {
+    let sum: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (sum / pcm.len().max(1) as f64).sqrt();
+    if rms < 1.0 { SILENT_DBFS } else { (20.0 * (rms / 32768.0).log10()) as f32 }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
     /// Waiting for speech; `run` is the voiced run being measured, if any.
@@ -79,11 +146,12 @@ pub struct TurnDetector {
     config: TurnDetectConfig,
     state: State,
     lag: VadLag,
+    levels: Levels,
 }
 
 impl TurnDetector {
     pub fn new(config: TurnDetectConfig) -> Self {
-        TurnDetector { config, state: State::Idle { run: None }, lag: VadLag::default() }
+        TurnDetector { config, state: State::Idle { run: None }, lag: VadLag::default(), levels: Levels::new() }
     }
 
     /// The lag of the detector whose probabilities this will be fed.
@@ -114,6 +182,18 @@ impl TurnDetector {
     /// One 20 ms frame whose audio starts at `now` had speech probability `speech_prob` (as
     /// the detector judged it, `lag` behind the audio).
     pub fn on_frame(&mut self, speech_prob: f32, now: AudioTime) -> Option<TurnEvent> {
+        self.levels.clear();
+        self.step(speech_prob, now)
+    }
+
+    /// As [`Self::on_frame`], with the frame's level ([`level_dbfs`]): the end of speech is
+    /// placed where the level fell (see the module's top comment).
+    pub fn on_frame_with_level(&mut self, speech_prob: f32, level_dbfs: f32, now: AudioTime) -> Option<TurnEvent> {
+        self.levels.push(level_dbfs);
+        self.step(speech_prob, now)
+    }
+
+    fn step(&mut self, speech_prob: f32, now: AudioTime) -> Option<TurnEvent> {
         if !self.config.server_vad {
             return None;
         }
@@ -145,7 +225,13 @@ impl TurnDetector {
                     *silence_from = None;
                     return None;
                 }
-                let from = *silence_from.get_or_insert(now.saturating_sub(self.lag.offset));
+                let from = *silence_from.get_or_insert_with(|| {
+                    let held = now.saturating_sub(self.lag.offset);
+                    match self.levels.quiet_from(now) {
+                        Some(quiet) if quiet < held => quiet.max(held.saturating_sub(MAX_END_REFINE)),
+                        _ => held,
+                    }
+                });
                 if (now + FRAME).since(from) >= silence_duration {
                     self.state = State::Idle { run: None };
                     return Some(TurnEvent::SpeechStopped { audio_end: from });
@@ -290,5 +376,68 @@ mod tests {
                 (1880, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1400) }),
             ]
         );
+    }
+    /// Feeds (probability, level) frames from `start_ms`, as the chain does.
+    fn feed_levels(det: &mut TurnDetector, start_ms: u64, frames: &[(f32, f32)]) -> Vec<(u64, TurnEvent)> {
+        frames
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(p, db))| {
+                let now = start_ms + i as u64 * 20;
+                det.on_frame_with_level(p, db, AudioTime::from_ms(now)).map(|e| (now, e))
+            })
+            .collect()
+    }
+
+    /// `ms` of frames at probability `p` and level `db`.
+    fn span(ms: u64, p: f32, db: f32) -> Vec<(f32, f32)> {
+        vec![(p, db); (ms / 20) as usize]
+    }
+
+    /// Speech in the audio from 1000 to 1400 ms at −20 dBFS, the VAD voiced from 1040 (its onset
+    /// lag) and holding `hold_ms` past the end; the rest at `quiet_db`.
+    fn abrupt_end(hold_ms: u64, speech_db: f32, quiet_db: f32) -> Vec<(u64, TurnEvent)> {
+        let lag = VadLag { onset: Duration::from_millis(40), offset: Duration::from_millis(40) };
+        let mut det = TurnDetector::new(TurnDetectConfig::default()).with_lag(lag);
+        let mut frames = span(1000, 0.0, quiet_db);
+        frames.extend(span(40, 0.0, speech_db));
+        frames.extend(span(360, 0.9, speech_db));
+        frames.extend(span(hold_ms, 0.9, quiet_db));
+        frames.extend(span(1000, 0.0, quiet_db));
+        feed_levels(&mut det, 0, &frames)
+    }
+
+    #[test]
+    fn the_end_of_speech_is_where_the_level_fell_not_where_the_vad_let_go() {
+        // Held 100 ms: the VAD's own lag (40 ms) would put the end at 1460.
+        assert_eq!(
+            abrupt_end(100, -20.0, -100.0),
+            vec![
+                (1320, TurnEvent::SpeechStarted { audio_start: AudioTime::from_ms(1000) }),
+                (1880, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1400) }),
+            ]
+        );
+        // A quiet room (−60 dBFS) is as good as digital silence.
+        assert_eq!(abrupt_end(100, -20.0, -60.0)[1], (1880, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1400) }));
+    }
+
+    #[test]
+    fn on_a_noisy_line_the_end_stays_where_the_vad_put_it() {
+        // Speech 8 dB over the noise: the level cannot tell where it ended.
+        assert_eq!(abrupt_end(100, -32.0, -40.0)[1], (1940, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(1460) }));
+    }
+
+    #[test]
+    fn the_level_moves_the_end_back_at_most_max_end_refine() {
+        // Held 240 ms (a VAD fooled by a tail): 1600 by its lag, 1400 by the level, capped at 1440.
+        let end = 1600 - MAX_END_REFINE.as_millis() as u64;
+        assert_eq!(abrupt_end(240, -20.0, -100.0)[1], (end + 480, TurnEvent::SpeechStopped { audio_end: AudioTime::from_ms(end) }));
+    }
+
+    #[test]
+    fn frame_levels_in_dbfs() {
+        assert_eq!(level_dbfs(&[0; 960]), -100.0);
+        assert!((level_dbfs(&[i16::MAX; 960])).abs() < 0.01);
+        assert!((level_dbfs(&[3277; 960]) + 20.0).abs() < 0.01);
     }
 }
