@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use voxrelay_media::{AudioTime, Liveness, MediaEvent, SAMPLES_48K, SessionChain, SessionOptions, TurnDetectConfig, Uplink, VadKind};
+use voxrelay_media::{Liveness, MediaEvent, SAMPLES_48K, SessionChain, SessionOptions, TurnDetectConfig, Uplink, VadKind};
 
 /// Silence before the spurt, in frames.
 const LEAD_FRAMES: usize = 50;
