@@ -13,13 +13,12 @@ use crate::mix::mix_48k;
 use crate::playback::Playback;
 use crate::room_bridge::{BridgeHandle, RoomBridge};
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
-use crate::turn_detect::level_dbfs;
+use crate::turn_detect::dbfs;
 use crate::vad::VadKind;
 use crate::{
-    AudioTime,
-    AGENT_RING, AgentFrame, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING, JitterBuffer, MAX_OPUS_PACKET,
-    MediaError, MediaEvent, EncodedFrame, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate,
-    SessionStats, TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad, VadLag,
+    AGENT_RING, AgentFrame, AudioTime, CONTROL_RING, Control, EGRESS_RING, EncodedFrame, FRAME_MS, INGRESS_RING, JitterBuffer,
+    MAX_OPUS_PACKET, MediaError, MediaEvent, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionStats,
+    TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad, VadLag,
 };
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
@@ -231,7 +230,12 @@ impl SessionChain {
                 }
                 Control::CancelResponse(response) => {
                     let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
-                    self.playback.cancel(response, &mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+                    self.playback.cancel(
+                        response,
+                        &mut self.agent_in,
+                        &mut |e| push(uplink, overflows, Uplink::Event(e)),
+                        &mut self.agent_dropped,
+                    );
                 }
             }
         }
@@ -270,13 +274,14 @@ impl SessionChain {
         }
         let mut pcm16 = [0i16; SAMPLES_16K];
         self.to_16k.process(&frame, &mut pcm16);
-        let level = if self.echo_guard.is_on() { rms(&frame) } else { 0.0 };
+        // One pass for the level both the echo guard and the turn detector use.
+        let level = rms(&frame);
         let (verdict, prob) = self.echo_guard.judge(level, self.vad.frame_16k(&pcm16));
         if verdict == Verdict::Echo {
             self.echo_frames += 1;
         }
         // The detector knows its VAD's lag: timestamps point at the audio.
-        match self.turn.on_frame_with_level(prob, level_dbfs(&frame), start) {
+        match self.turn.on_frame(prob, dbfs(level), start) {
             Some(TurnEvent::SpeechStarted { audio_start }) => {
                 self.emit(MediaEvent::SpeechStarted { audio_start });
                 let phase = if self.playback.is_speaking(&self.agent_in) { ResponsePhase::Speaking } else { ResponsePhase::Idle };
@@ -346,10 +351,12 @@ impl SessionChain {
     /// mixer -> encoder; with neither, the codec's silence payload.
     fn outbound(&mut self) {
         let silence = self.codec.silence();
-        let mut packet = EncodedFrame { frame_index: self.frames_out, voiced: false, len: silence.len() as u16, data: [0; MAX_OPUS_PACKET] };
+        let mut packet =
+            EncodedFrame { frame_index: self.frames_out, voiced: false, len: silence.len() as u16, data: [0; MAX_OPUS_PACKET] };
         packet.data[..silence.len()].copy_from_slice(silence);
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
-        let next = self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+        let next =
+            self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
         let mut sent_energy = 0.0;
         let mut agent48 = [0i16; SAMPLES_48K];
         let agent = match next {

@@ -98,7 +98,7 @@ pub use resample::{Resampler, SampleRate};
 pub use pcm_format::{L16Frame, PcmInput, PcmLaw, PcmOutput};
 pub use session_codec::{AudioCodec, L16_FRAME_BYTES};
 pub use stats::{SessionStats, StatsSnapshot};
-pub use turn_detect::{MAX_END_REFINE, TurnDetectConfig, TurnDetector, TurnEvent, VadLag, level_dbfs};
+pub use turn_detect::{TurnDetectConfig, TurnDetector, TurnEvent, VadLag};
 #[cfg(feature = "silero")]
 pub use vad::SileroVad;
 pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};

@@ -6,9 +6,9 @@
 //!
 //! Where speech ended: a VAD holds "speech" past the end of it (earshot's probability decays
 //! over ≈ 100 ms after an abrupt stop). Each VAD states a typical hold ([`VadLag`]); where the
-//! frames' levels are known ([`TurnDetector::on_frame_with_level`]) the end is placed where the
-//! level fell, so `silence_duration_ms` counts real silence (issue 20: this was ≈ 60 ms of every
-//! turn's latency with the default VAD).
+//! frames' levels show where the audio fell quiet, the end is placed there, so
+//! `silence_duration_ms` counts real silence (issue 20: this was ≈ 60 ms of every turn's
+//! latency with the default VAD).
 
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ const END_DROP_DB: f32 = 30.0;
 /// the noise floor, and the end stays where the VAD put it.
 const END_FLOOR_MARGIN_DB: f32 = 10.0;
 /// The level moves the end at most this far before where the VAD's own lag puts it.
-pub const MAX_END_REFINE: Duration = Duration::from_millis(160);
+const MAX_END_REFINE: Duration = Duration::from_millis(160);
 /// The level of digital silence, dBFS.
 const SILENT_DBFS: f32 = -100.0;
 
@@ -100,10 +100,6 @@ impl Levels {
         self.db[(self.next + LEVEL_FRAMES - 1 - k) % LEVEL_FRAMES]
     }
 
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-
     /// Where the audio went quiet, for the newest frame starting at `now`: the end of the last
     /// frame within [`END_DROP_DB`] of the loudest (and [`END_FLOOR_MARGIN_DB`] above the
     /// quietest); `None` when nothing in the history is loud enough to tell.
@@ -117,12 +113,10 @@ impl Levels {
     }
 }
 
-/// A frame's level in dBFS (RMS against full scale), as [`TurnDetector::on_frame_with_level`]
-/// takes it.
-pub fn level_dbfs(pcm: &[i16]) -> f32 {
-    let sum: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    let rms = (sum / pcm.len().max(1) as f64).sqrt();
-    if rms < 1.0 { SILENT_DBFS } else { (20.0 * (rms / 32768.0).log10()) as f32 }
+/// A frame's level in dBFS from its RMS (as [`crate::echo_guard::rms`] gives it), as
+/// [`TurnDetector::on_frame`] takes it.
+pub(crate) fn dbfs(rms: f32) -> f32 {
+    if rms < 1.0 { SILENT_DBFS } else { 20.0 * (rms / 32768.0).log10() }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -180,20 +174,10 @@ impl TurnDetector {
     }
 
     /// One 20 ms frame whose audio starts at `now` had speech probability `speech_prob` (as
-    /// the detector judged it, `lag` behind the audio).
-    pub fn on_frame(&mut self, speech_prob: f32, now: AudioTime) -> Option<TurnEvent> {
-        self.levels.clear();
-        self.step(speech_prob, now)
-    }
-
-    /// As [`Self::on_frame`], with the frame's level ([`level_dbfs`]): the end of speech is
-    /// placed where the level fell (see the module's top comment).
-    pub fn on_frame_with_level(&mut self, speech_prob: f32, level_dbfs: f32, now: AudioTime) -> Option<TurnEvent> {
+    /// the detector judged it, `lag` behind the audio) and level `level_dbfs` ([`dbfs`]): the
+    /// end of speech is placed where the level fell (see the module's top comment).
+    pub fn on_frame(&mut self, speech_prob: f32, level_dbfs: f32, now: AudioTime) -> Option<TurnEvent> {
         self.levels.push(level_dbfs);
-        self.step(speech_prob, now)
-    }
-
-    fn step(&mut self, speech_prob: f32, now: AudioTime) -> Option<TurnEvent> {
         if !self.config.server_vad {
             return None;
         }
@@ -254,7 +238,7 @@ mod tests {
             .enumerate()
             .filter_map(|(i, &p)| {
                 let now = start_ms + i as u64 * 20;
-                det.on_frame(p, AudioTime::from_ms(now)).map(|e| (now, e))
+                det.on_frame(p, SILENT_DBFS, AudioTime::from_ms(now)).map(|e| (now, e))
             })
             .collect()
     }
@@ -384,7 +368,7 @@ mod tests {
             .enumerate()
             .filter_map(|(i, &(p, db))| {
                 let now = start_ms + i as u64 * 20;
-                det.on_frame_with_level(p, db, AudioTime::from_ms(now)).map(|e| (now, e))
+                det.on_frame(p, db, AudioTime::from_ms(now)).map(|e| (now, e))
             })
             .collect()
     }
@@ -436,8 +420,9 @@ mod tests {
 
     #[test]
     fn frame_levels_in_dbfs() {
-        assert_eq!(level_dbfs(&[0; 960]), -100.0);
-        assert!((level_dbfs(&[i16::MAX; 960])).abs() < 0.01);
-        assert!((level_dbfs(&[3277; 960]) + 20.0).abs() < 0.01);
+        use crate::echo_guard::rms;
+        assert_eq!(dbfs(rms(&[0; 960])), -100.0);
+        assert!(dbfs(rms(&[i16::MAX; 960])).abs() < 0.01);
+        assert!((dbfs(rms(&[3277; 960])) + 20.0).abs() < 0.01);
     }
 }

@@ -129,6 +129,14 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<TalkSummary> {
     run_with(args, io).await
 }
 
+/// What was heard, recorded: its level marks the call active when it is speech.
+fn note_activity(level: anyhow::Result<f64>, last_activity: &mut Instant) -> anyhow::Result<()> {
+    if level? > VOICED_RMS {
+        *last_activity = Instant::now();
+    }
+    Ok(())
+}
+
 /// A call (or a room) with `io` as its microphone and speaker.
 pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
     if !(args.linger.is_finite() && args.linger >= 0.0) {
@@ -224,13 +232,9 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             },
             Some(heard) = heard_rx.recv() => {
                 view.stats.on_packet(0, heard.seq, heard.timestamp, Instant::now(), started);
-                match recording.heard(&heard) {
-                    Ok(level) if level > VOICED_RMS => last_activity = Instant::now(),
-                    Ok(_) => {}
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
+                if let Err(e) = note_activity(recording.heard(&heard), &mut last_activity) {
+                    failure = Some(e);
+                    break;
                 }
             }
             Some(mut frame) = async { match mic.as_mut() { Some(m) => m.recv().await, None => std::future::pending().await } } => {
@@ -245,13 +249,9 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             }
             Some(packet) = packets_rx.recv() => {
                 view.stats.on_packet(packet.ssrc, packet.seq, packet.timestamp, packet.at, started);
-                match recording.packet(&packet) {
-                    Ok(level) if level > VOICED_RMS => last_activity = Instant::now(),
-                    Ok(_) => {}
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
+                if let Err(e) = note_activity(recording.packet(&packet), &mut last_activity) {
+                    failure = Some(e);
+                    break;
                 }
             }
             Some(key) = async { match terminal.as_mut() { Some(t) => t.keys.recv().await, None => std::future::pending().await } } => {
