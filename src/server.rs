@@ -53,7 +53,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         println!("Generated API key (stored in {}): {api_key}", data_dir.join(crate::api_key::KEY_FILE).display());
     }
     let workers = cfg.audio_workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let pool = WorkerPool::new(workers.max(1));
+    let workers = workers.max(1);
+    let bells = crate::engine::WorkerBells::start(workers);
+    let pool = WorkerPool::with_bell(workers, voxrelay_media::DEFAULT_SESSIONS_PER_WORKER, bells.bell());
     let rtp_ingest = cfg.rtp_ingest.then_some(cfg.rtp_ingest_ip);
     let vad = match cfg.vad {
         crate::config::VadChoice::Earshot => VadKind::Earshot,
@@ -86,6 +88,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         phone_echo_guard,
         rooms,
         store,
+        bells,
     };
     let engine = VoxEngine::new(pool, ports, providers, settings);
     let turn = match &cfg.turn_config {

@@ -35,6 +35,8 @@ pub struct SessionHandle {
     pub stats: Arc<SessionStats>,
     /// A room bridge's rings (see [`crate::room_bridge`]), when the session was built as one.
     pub bridge: Option<BridgeHandle>,
+    /// The index of the worker ticking the session (whose [`crate::TickBell`] rings for it).
+    pub worker: usize,
 }
 
 /// How a session is built: its RTP codec (both directions), its VAD, and its echo guard (on
@@ -165,6 +167,7 @@ impl SessionChain {
             uplink: uplink_rx,
             stats,
             bridge: bridge_handle,
+            worker: 0,
         };
         Ok((chain, handle))
     }
@@ -189,16 +192,35 @@ impl SessionChain {
     /// One 20 ms tick: controls, ingress, inbound DSP, outbound DSP. Returns `Abandoned` (and
     /// does nothing) once the tokio side has dropped every ring end.
     pub fn tick(&mut self) -> Liveness {
+        match self.tick_inbound() {
+            Liveness::Alive => {
+                self.tick_outbound();
+                Liveness::Alive
+            }
+            gone => gone,
+        }
+    }
+
+    /// The first half of a tick: controls, ingress, inbound DSP (uplink audio and turn events).
+    /// The worker runs it for all its sessions, lets tokio answer (an agent's first frame after a
+    /// commit), then runs [`SessionChain::tick_outbound`] half a frame later, so that frame goes
+    /// out in this tick instead of the next.
+    pub fn tick_inbound(&mut self) -> Liveness {
         if self.is_abandoned() {
             return Liveness::Abandoned;
         }
         self.apply_controls();
         self.receive();
         self.inbound();
+        Liveness::Alive
+    }
+
+    /// The second half: controls that arrived since (a cancel), then one outbound frame.
+    pub fn tick_outbound(&mut self) {
+        self.apply_controls();
         self.outbound();
         self.publish_stats();
         self.ticks += 1;
-        Liveness::Alive
     }
 
     fn is_abandoned(&self) -> bool {

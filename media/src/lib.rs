@@ -102,4 +102,4 @@ pub use turn_detect::{TurnDetectConfig, TurnDetector, TurnEvent, VadLag};
 #[cfg(feature = "silero")]
 pub use vad::SileroVad;
 pub use vad::{EarshotVad, EnergyVad, Vad, VadKind};
-pub use worker::{DEFAULT_SESSIONS_PER_WORKER, TICK_BUCKETS_US, WorkerPool, WorkerStats};
+pub use worker::{DEFAULT_SESSIONS_PER_WORKER, TICK_BUCKETS_US, TickBell, WorkerPool, WorkerStats};

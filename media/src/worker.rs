@@ -1,13 +1,18 @@
 //! The audio worker pool: a few named OS threads, each owning a shard of `SessionChain`s and
-//! ticking them on an absolute 20 ms clock.
+//! ticking them on an absolute 20 ms clock, in two halves: inbound for every session at the
+//! deadline, outbound 10 ms later. After each half the worker rings its [`TickBell`], so tokio
+//! moves the frames and events of the half at once instead of polling for them, and an agent's
+//! answer to this tick's turn event is encoded in this tick's outbound half.
 //! Owns: threads, session placement (least loaded), the clock, and freeing abandoned sessions.
 //! Must never: block on a ring, lock or allocate per tick (new sessions arrive through an mpsc
 //! channel drained with `try_recv`; the session Vec has its capacity reserved), or log per frame.
-//! The only syscall per tick is the sleep until the next deadline.
+//! The syscalls per tick are the two sleeps, and whatever the bell costs: one cross-thread wake
+//! per half tick for the whole worker, never one per session (one per session per tick cost
+//! more CPU than the 10 ms polls it replaced; BENCHMARKS.md "a worker doorbell").
 
 use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, TurnDetectConfig, VadKind, chain::Liveness};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +26,13 @@ pub const DEFAULT_SESSIONS_PER_WORKER: usize = 256;
 const MAX_CATCH_UP_TICKS: u32 = 3;
 
 const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
+/// Where the outbound half of a tick runs, after the deadline: tokio has this long to answer the
+/// inbound half (its bell) before the agent's frame is taken.
+const OUTBOUND_OFFSET: Duration = Duration::from_millis(FRAME_MS as u64 / 2);
+
+/// Rung from an audio thread with the worker's index after each half of its tick. It must return
+/// at once and never block (the server's wakes one tokio task per worker).
+pub type TickBell = Arc<dyn Fn(usize) + Send + Sync>;
 
 /// Upper bounds (µs) of the per-tick DSP time histogram buckets; the last bucket is +Inf. A
 /// tick must finish well inside 20 000 µs or every session on the worker falls behind.
@@ -72,6 +84,11 @@ impl WorkerPool {
     }
 
     pub fn with_capacity(threads: usize, sessions_per_worker: usize) -> Self {
+        Self::with_bell(threads, sessions_per_worker, Arc::new(|_| {}))
+    }
+
+    /// A pool whose workers ring `bell` after each half of every tick.
+    pub fn with_bell(threads: usize, sessions_per_worker: usize, bell: TickBell) -> Self {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..threads)
@@ -80,10 +97,14 @@ impl WorkerPool {
                 let load = Arc::new(AtomicUsize::new(0));
                 let stats = Arc::new(WorkerStats::default());
                 let (thread_load, thread_stop, thread_stats) = (load.clone(), stop.clone(), stats.clone());
+                let ring = {
+                    let bell = bell.clone();
+                    move || bell(n)
+                };
                 #[allow(clippy::expect_used, reason = "at startup, before any input: no thread means no server")]
                 let thread = std::thread::Builder::new()
                     .name(format!("voxrelay-audio-{n}"))
-                    .spawn(move || run_worker(rx, thread_load, thread_stop, thread_stats, sessions_per_worker))
+                    .spawn(move || run_worker(rx, thread_load, thread_stop, thread_stats, sessions_per_worker, ring))
                     .expect("spawning an audio worker thread");
                 Worker { new_sessions: tx, stats, load, thread: Some(thread) }
             })
@@ -105,7 +126,8 @@ impl WorkerPool {
         if self.stop.load(Ordering::Relaxed) {
             return Err(MediaError::WorkerGone);
         }
-        let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(MediaError::WorkerGone)?;
+        let (index, worker) =
+            self.workers.iter().enumerate().min_by_key(|(_, w)| w.load.load(Ordering::Relaxed)).ok_or(MediaError::WorkerGone)?;
         // Reserve the slot before building, so concurrent callers cannot overshoot capacity.
         if worker.load.fetch_add(1, Ordering::Relaxed) >= self.capacity_per_worker {
             worker.load.fetch_sub(1, Ordering::Relaxed);
@@ -113,7 +135,7 @@ impl WorkerPool {
         }
         let built = SessionChain::with_options(turn, options).and_then(|(chain, handle)| {
             worker.new_sessions.send(chain).map_err(|_| MediaError::WorkerGone)?;
-            Ok(handle)
+            Ok(SessionHandle { worker: index, ..handle })
         });
         if built.is_err() {
             worker.load.fetch_sub(1, Ordering::Relaxed);
@@ -184,7 +206,14 @@ fn request_realtime() -> bool {
     }
 }
 
-fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>, stop: Arc<AtomicBool>, stats: Arc<WorkerStats>, capacity: usize) {
+fn run_worker(
+    new_sessions: mpsc::Receiver<SessionChain>,
+    load: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<WorkerStats>,
+    capacity: usize,
+    ring: impl Fn(),
+) {
     stats.realtime.store(request_realtime(), Ordering::Relaxed);
     let mut sessions: Vec<SessionChain> = Vec::with_capacity(capacity);
     let mut deadline = Instant::now();
@@ -199,7 +228,7 @@ fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>
             // A panic in one session (a bug, e.g. a codec surprise) must not take down the other
             // sessions of this worker: that session is dropped, so its rings read as abandoned
             // on the tokio side. catch_unwind costs nothing unless something panics.
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].tick())).unwrap_or(Liveness::Abandoned);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].tick_inbound())).unwrap_or(Liveness::Abandoned);
             if outcome == Liveness::Abandoned {
                 // Freeing a session returns its buffers to the allocator: rare, and bounded.
                 sessions.swap_remove(i);
@@ -208,20 +237,41 @@ fn run_worker(new_sessions: mpsc::Receiver<SessionChain>, load: Arc<AtomicUsize>
                 i += 1;
             }
         }
+        let inbound_busy = started.elapsed();
+        ring();
+        sleep_until(deadline + OUTBOUND_OFFSET);
+        let outbound_started = Instant::now();
+        let mut i = 0;
+        while i < sessions.len() {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].tick_outbound())).is_err() {
+                sessions.swap_remove(i);
+                load.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                i += 1;
+            }
+        }
         let now = Instant::now();
-        stats.record(now.duration_since(started).as_micros() as u64);
+        ring();
+        stats.record((inbound_busy + now.duration_since(outbound_started)).as_micros() as u64);
         stats.sessions.store(sessions.len(), Ordering::Relaxed);
         if started > deadline + TICK {
             stats.late_ticks.fetch_add(1, Ordering::Relaxed);
         }
         deadline += TICK;
-        if now < deadline {
-            std::thread::sleep(deadline - now);
-        } else if now - deadline > TICK * MAX_CATCH_UP_TICKS {
+        if now > deadline && now - deadline > TICK * MAX_CATCH_UP_TICKS {
             deadline = now;
         }
+        sleep_until(deadline);
     }
     load.fetch_sub(sessions.len(), Ordering::Relaxed);
+}
+
+/// Sleeps until `deadline`; returns at once when it has passed.
+fn sleep_until(deadline: Instant) {
+    let now = Instant::now();
+    if now < deadline {
+        std::thread::sleep(deadline - now);
+    }
 }
 
 #[cfg(test)]

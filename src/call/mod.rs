@@ -1,8 +1,9 @@
 //! One 1:1 call on tokio, whatever its transport: the task joining the call's two
 //! participants, the person over its transport ([`Person`]: sink, outlets, link) and the agent
 //! ([`Conversation`]: protocol, barge-in, the agent it drives), through the tokio ends of their
-//! shared worker session's rings. It moves data between them on a short tick and leaves every
-//! decision to the conversation (protocol), the worker (DSP) and the link (liveness).
+//! shared worker session's rings. It moves data between them when the worker's tick bell rings
+//! (after each half tick, see `engine::bells`) and leaves every decision to the conversation
+//! (protocol), the worker (DSP) and the link (liveness).
 //!
 //! Teardown is one path: whatever ends the call (DELETE, drain, the person hanging up or
 //! vanishing, a timeout), the task leaves its loop, the person leaves (the transport closes),
@@ -20,7 +21,7 @@ pub use person::Person;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 use voxrelay_media::{AgentFrame, Control, EncodedFrame, MediaEvent, Uplink};
@@ -33,8 +34,9 @@ use crate::store::Recorder;
 use crate::transport::TransportEvent;
 use crate::transport::link::EndReason;
 
-/// How often the call task moves frames and events. The worker produces one frame per 20 ms;
-/// polling twice as often keeps the added latency at ≤ 10 ms without a wakeup per frame.
+/// How often a task that does not hear a worker's bell moves frames and events (room agents and
+/// phone lines in rooms; a 1:1 call whose worker is gone). The worker produces one frame per
+/// 20 ms; polling twice as often keeps the added latency at ≤ 10 ms.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A call's two participants and what joins them.
@@ -48,6 +50,8 @@ pub struct CallSetup {
     pub conversation: Conversation,
     /// The worker session joining them (its ingress ring went to the transport's reader).
     pub rings: SessionRings,
+    /// Half ticks of the session's worker (`engine::bells`); `None`: poll every [`POLL_INTERVAL`].
+    pub ticks: Option<watch::Receiver<u64>>,
     pub stop: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     /// Set once the transport connects (admission counts unconnected calls per address).
@@ -68,10 +72,11 @@ pub struct SessionRings {
 
 /// Runs the call until it ends; says why.
 pub async fn run_call(setup: CallSetup) -> EndReason {
-    let CallSetup { call_id, mut person, mut events, mut conversation, rings, stop, metrics, connected, limits, history } = setup;
+    let CallSetup { call_id, mut person, mut events, mut conversation, rings, mut ticks, stop, metrics, connected, limits, history } =
+        setup;
     let SessionRings { mut control, mut agent_out, mut egress, mut uplink } = rings;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut event_rate = EventRate::default();
     let mut lifetime = Lifetime::new(Instant::now().into_std());
 
@@ -82,7 +87,8 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                 Some(ev) => Some(ev),
                 None => break EndReason::Failed,
             },
-            _ = tick.tick() => None,
+            _ = next_half_tick(&mut ticks) => None,
+            _ = poll.tick(), if ticks.is_none() => None,
         };
         let now = Instant::now().into_std();
         match event {
@@ -182,4 +188,16 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
     }
     person.leave(&call_id, last).await;
     end
+}
+
+/// Waits for the worker's next half tick; once the bell is gone (or there was none), never
+/// returns, and the caller polls instead.
+async fn next_half_tick(ticks: &mut Option<watch::Receiver<u64>>) {
+    if let Some(rx) = ticks
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    *ticks = None;
+    std::future::pending::<()>().await
 }

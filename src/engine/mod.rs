@@ -31,7 +31,9 @@ use crate::transport::link::Link;
 use crate::transport::webrtc::{OPUS_PAYLOAD_TYPE, PortAllocator};
 use crate::transport::{Inbound, Transport, TransportEvent, TransportKind, phone, plain_rtp, ws};
 
+mod bells;
 mod handle;
+pub use bells::WorkerBells;
 pub use handle::EngineHandle;
 
 /// How long DELETE waits for the call's resources to be released before answering.
@@ -54,6 +56,7 @@ struct CallEntry {
 
 pub struct VoxEngine {
     pool: Arc<WorkerPool>,
+    bells: Arc<WorkerBells>,
     ports: PortAllocator,
     /// Plain RTP ingest (PROTOCOL.md §7): the IP its sockets bind to, `None` when off.
     rtp_ingest: Option<IpAddr>,
@@ -93,11 +96,13 @@ pub struct EngineSettings {
     pub phone_echo_guard: EchoGuardConfig,
     pub rooms: crate::room::RoomSettings,
     pub store: Arc<Store>,
+    /// The pool's tick bells, for the call tasks.
+    pub bells: Arc<WorkerBells>,
 }
 
 impl VoxEngine {
     pub fn new(pool: WorkerPool, ports: PortAllocator, providers: agent::Providers, settings: EngineSettings) -> Arc<Self> {
-        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms, store } = settings;
+        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms, store, bells } = settings;
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
             rooms: crate::room::Rooms::new(rooms, metrics.clone(), store.clone()),
@@ -105,6 +110,7 @@ impl VoxEngine {
             cluster: OnceLock::new(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
             pool: Arc::new(pool),
+            bells,
             ports,
             rtp_ingest,
             vad,
@@ -369,7 +375,7 @@ impl VoxEngine {
             Ok(a) => a,
             Err(e) => return Err(refuse(t, e).await),
         };
-        let SessionHandle { ingress, control, agent_out, egress, uplink, stats, .. } = media;
+        let SessionHandle { ingress, control, agent_out, egress, uplink, stats, worker, .. } = media;
         let kind = t.kind;
         let call_id = CallId::random_on(kind.id_prefix(), self.cluster.get().map(|c| c.tag()));
         let tasks = (t.start_reader)(&call_id, ingress, self.metrics.clone());
@@ -417,6 +423,7 @@ impl VoxEngine {
             events: t.events,
             conversation,
             rings: SessionRings { control, agent_out, egress, uplink },
+            ticks: self.bells.subscribe(worker),
             stop,
             metrics: self.metrics.clone(),
             connected,
