@@ -13,7 +13,7 @@
 //!   (a running mean of |transit-time differences|) and its delay relative to the fastest recent
 //!   packet; the latter's peak decays with a ≈ 3 s half-life. `J` is a mean, so sparse spikes
 //!   (one packet in 20 held back 60 ms) barely move it: the peak covers those.
-//! - **Target.** `1 + ceil(max(JITTER_MULTIPLIER · J, peak) / 20 ms)` frames, clamped to
+//! - **Target.** `1 + round(max(JITTER_MULTIPLIER · J, peak) / 20 ms)` frames, clamped to
 //!   [`MIN_TARGET_FRAMES`]..=[`MAX_TARGET_FRAMES`]; at least 2 while losses were seen in the last
 //!   [`LOSS_MEMORY_TICKS`], so the next packet (and its in-band FEC) is in hand when a loss is due.
 //! - **Grow.** When the buffer is empty at playout time the packet is late, not necessarily lost:
@@ -132,7 +132,11 @@ impl Estimator {
 
     fn target_frames(&self) -> u16 {
         let needed_ms = (JITTER_MULTIPLIER * self.jitter_ms()).max(self.peak_ms);
-        let frames = 1 + (needed_ms / FRAME_MS as f32).ceil() as u32;
+        // Rounded, not rounded up: both estimates decay geometrically after a spike and never
+        // quite reach 0, and a ceiling turned any rest into a whole frame. One 20 ms spike then
+        // held every later packet of the call a frame longer for minutes (until the float
+        // underflowed); now it holds them for one half-life (≈ 3 s).
+        let frames = 1 + (needed_ms / FRAME_MS as f32).round() as u32;
         frames.clamp(MIN_TARGET_FRAMES as u32, MAX_TARGET_FRAMES as u32) as u16
     }
 }
@@ -522,9 +526,17 @@ mod tests {
         let mut jb = JitterBuffer::new();
         // 100 packets with 100 ms spikes, then 1000 calm ones.
         run(&mut jb, 1100, |s| if s < 100 && s % 10 == 5 { 5 } else { 0 });
-        assert!(jb.target_frames() <= 2, "target {}", jb.target_frames());
+        assert_eq!(jb.estimator.target_frames(), MIN_TARGET_FRAMES, "20 s after the last spike");
         assert!(jb.span_frames() <= 2, "depth {} after 20 s of calm", jb.span_frames());
         assert!(jb.counters().skipped > 0);
+    }
+
+    #[test]
+    fn one_late_packet_costs_a_frame_of_delay_for_seconds_not_minutes() {
+        let mut jb = JitterBuffer::new();
+        // One packet a tick late (its arrival crossed a tick boundary), then 10 s of calm.
+        run(&mut jb, 500, |s| u64::from(s == 50));
+        assert_eq!(jb.estimator.target_frames(), MIN_TARGET_FRAMES, "peak {} ms, jitter {} ms", jb.estimator.peak_ms, jb.jitter_ms());
     }
 
     #[test]
