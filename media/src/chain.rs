@@ -223,6 +223,11 @@ impl SessionChain {
         self.ticks += 1;
     }
 
+    /// RTP packets waiting in the ingress ring (the worker watches when they arrive).
+    pub fn queued_packets(&self) -> usize {
+        self.ingress.slots()
+    }
+
     fn is_abandoned(&self) -> bool {
         self.ingress.is_abandoned()
             && self.control.is_abandoned()

@@ -75,6 +75,7 @@ mod resample;
 pub mod room_bridge;
 mod session_codec;
 mod stats;
+mod tick_phase;
 mod turn_detect;
 mod vad;
 mod worker;
@@ -98,6 +99,7 @@ pub use resample::{Resampler, SampleRate};
 pub use pcm_format::{L16Frame, PcmInput, PcmLaw, PcmOutput};
 pub use session_codec::{AudioCodec, L16_FRAME_BYTES};
 pub use stats::{SessionStats, StatsSnapshot};
+pub use tick_phase::{OUTBOUND_SLOTS, SLOTS as TICK_SLOTS, TickPhase};
 pub use turn_detect::{TurnDetectConfig, TurnDetector, TurnEvent, VadLag};
 #[cfg(feature = "silero")]
 pub use vad::SileroVad;

@@ -79,6 +79,9 @@ counters! {
     ticks,
     /// Inbound frames the echo guard judged to be the line's echo of the agent (phone calls).
     echo_frames,
+    /// The 5 ms slot of the worker's 20 ms tick (0..4) the session's inbound half runs in: where
+    /// its packets arrive (`tick_phase`). Its outbound half runs `OUTBOUND_SLOTS` later.
+    tick_slot,
 }
 
 impl SessionStats {

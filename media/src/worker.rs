@@ -1,16 +1,19 @@
 //! The audio worker pool: a few named OS threads, each owning a shard of `SessionChain`s and
-//! ticking them on an absolute 20 ms clock, in two halves: inbound for every session at the
-//! deadline, outbound 10 ms later. After each half the worker rings its [`TickBell`], so tokio
-//! moves the frames and events of the half at once instead of polling for them, and an agent's
-//! answer to this tick's turn event is encoded in this tick's outbound half.
+//! ticking them on an absolute 20 ms clock split into [`TICK_SLOTS`] slots of 5 ms. A session's
+//! tick runs in two halves: inbound in the slot after its packets usually arrive
+//! ([`TickPhase`]), outbound [`crate::OUTBOUND_SLOTS`] (10 ms) later. After each slot in which some
+//! session ran a half the worker rings its [`TickBell`] with the slot, so tokio moves the frames
+//! and events of that half at once instead of polling for them, and an agent's answer to a turn
+//! event is encoded in the same tick's outbound half.
 //! Owns: threads, session placement (least loaded), the clock, and freeing abandoned sessions.
 //! Must never: block on a ring, lock or allocate per tick (new sessions arrive through an mpsc
 //! channel drained with `try_recv`; the session Vec has its capacity reserved), or log per frame.
-//! The syscalls per tick are the two sleeps, and whatever the bell costs: one cross-thread wake
-//! per half tick for the whole worker, never one per session (one per session per tick cost
-//! more CPU than the 10 ms polls it replaced; BENCHMARKS.md "a worker doorbell").
+//! The syscalls per tick are the four slot sleeps, and whatever the bell costs: one cross-thread
+//! wake per slot with work for the whole worker, never one per session (one per session per
+//! tick cost more CPU than the 10 ms polls it replaced; BENCHMARKS.md "a worker doorbell").
 
-use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, TurnDetectConfig, VadKind, chain::Liveness};
+use crate::tick_phase::{SLOTS as TICK_SLOTS, TickPhase};
+use crate::{FRAME_MS, MediaError, SessionChain, SessionHandle, SessionOptions, SessionStats, TurnDetectConfig, VadKind, chain::Liveness};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -26,13 +29,14 @@ pub const DEFAULT_SESSIONS_PER_WORKER: usize = 256;
 const MAX_CATCH_UP_TICKS: u32 = 3;
 
 const TICK: Duration = Duration::from_millis(FRAME_MS as u64);
-/// Where the outbound half of a tick runs, after the deadline: tokio has this long to answer the
-/// inbound half (its bell) before the agent's frame is taken.
-const OUTBOUND_OFFSET: Duration = Duration::from_millis(FRAME_MS as u64 / 2);
+const SLOT: Duration = Duration::from_millis(FRAME_MS as u64 / TICK_SLOTS as u64);
 
-/// Rung from an audio thread with the worker's index after each half of its tick. It must return
-/// at once and never block (the server's wakes one tokio task per worker).
-pub type TickBell = Arc<dyn Fn(usize) + Send + Sync>;
+/// Rung from an audio thread with the worker's index and a bit mask of slots (bit `s` for slot
+/// `s` of 0..[`TICK_SLOTS`]) after every slot in which sessions ran halves of their ticks: the
+/// bits are the slots those halves belong to, a session's being [`SessionStats::tick_slot`] and
+/// [`crate::OUTBOUND_SLOTS`] after it (an inbound half put off by a slot rings its own). It must return at once and never
+/// block (the server's wakes one tokio task per worker).
+pub type TickBell = Arc<dyn Fn(usize, u8) + Send + Sync>;
 
 /// Upper bounds (µs) of the per-tick DSP time histogram buckets; the last bucket is +Inf. A
 /// tick must finish well inside 20 000 µs or every session on the worker falls behind.
@@ -84,10 +88,10 @@ impl WorkerPool {
     }
 
     pub fn with_capacity(threads: usize, sessions_per_worker: usize) -> Self {
-        Self::with_bell(threads, sessions_per_worker, Arc::new(|_| {}))
+        Self::with_bell(threads, sessions_per_worker, Arc::new(|_, _| {}))
     }
 
-    /// A pool whose workers ring `bell` after each half of every tick.
+    /// A pool whose workers ring `bell` after every slot in which a session ran a half tick.
     pub fn with_bell(threads: usize, sessions_per_worker: usize, bell: TickBell) -> Self {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let stop = Arc::new(AtomicBool::new(false));
@@ -99,7 +103,7 @@ impl WorkerPool {
                 let (thread_load, thread_stop, thread_stats) = (load.clone(), stop.clone(), stats.clone());
                 let ring = {
                     let bell = bell.clone();
-                    move || bell(n)
+                    move |slots| bell(n, slots)
                 };
                 #[allow(clippy::expect_used, reason = "at startup, before any input: no thread means no server")]
                 let thread = std::thread::Builder::new()
@@ -206,58 +210,120 @@ fn request_realtime() -> bool {
     }
 }
 
+/// A session on a worker, and where in the tick its halves run.
+struct Scheduled {
+    chain: SessionChain,
+    phase: TickPhase,
+    /// The next half due is an inbound one (false: this tick's outbound half).
+    inbound_next: bool,
+    /// This tick's inbound half was put off by a slot: nothing had arrived in its own.
+    deferred: bool,
+}
+
+#[derive(PartialEq)]
+enum SlotRun {
+    /// Halves ran for these of the session's own slots (bits): whose bell to ring. A deferred
+    /// inbound half rings its own slot's bell, where the call listens.
+    Ran(u8),
+    Abandoned,
+}
+
+impl Scheduled {
+    fn new(chain: SessionChain) -> Self {
+        let phase = TickPhase::new(0);
+        SessionStats::set(&chain.stats().tick_slot, u64::from(phase.inbound_slot()));
+        Scheduled { chain, phase, inbound_next: true, deferred: false }
+    }
+
+    /// Slot `slot` of the tick has come: runs the half due in it, if any. The outbound half
+    /// comes first, so a session moved onto its own outbound slot still finishes its tick.
+    ///
+    /// An inbound half that finds no packet waiting waits one slot (5 ms) more, once: a packet
+    /// a few ms later than usual (a busy core, a scheduling hiccup on either side) is then
+    /// played in its tick instead of making the jitter buffer conceal it and hold a frame more
+    /// of delay for seconds. A call without packets (DTX) only has its inbound half 5 ms later.
+    fn on_slot(&mut self, slot: u8) -> SlotRun {
+        self.phase.observe(slot, self.chain.queued_packets());
+        let mut rang = 0u8;
+        if !self.inbound_next && slot == self.phase.outbound_slot() {
+            rang |= 1 << slot;
+            self.chain.tick_outbound();
+            self.inbound_next = true;
+            if self.phase.tick_done() {
+                SessionStats::set(&self.chain.stats().tick_slot, u64::from(self.phase.inbound_slot()));
+            }
+        }
+        let inbound = self.phase.inbound_slot();
+        let due = slot == inbound || (self.deferred && slot == (inbound + 1) % TICK_SLOTS);
+        if self.inbound_next && due {
+            if !self.deferred && self.chain.queued_packets() == 0 {
+                self.deferred = true;
+                return SlotRun::Ran(rang);
+            }
+            self.deferred = false;
+            if self.chain.tick_inbound() == Liveness::Abandoned {
+                return SlotRun::Abandoned;
+            }
+            self.phase.drained();
+            self.inbound_next = false;
+            rang |= 1 << inbound;
+        }
+        SlotRun::Ran(rang)
+    }
+}
+
 fn run_worker(
     new_sessions: mpsc::Receiver<SessionChain>,
     load: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     stats: Arc<WorkerStats>,
     capacity: usize,
-    ring: impl Fn(),
+    ring: impl Fn(u8),
 ) {
     stats.realtime.store(request_realtime(), Ordering::Relaxed);
-    let mut sessions: Vec<SessionChain> = Vec::with_capacity(capacity);
+    let mut sessions: Vec<Scheduled> = Vec::with_capacity(capacity);
     let mut deadline = Instant::now();
+    let mut slot = 0u8;
+    let mut busy = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         // Instant::now() reads the vDSO clock: no syscall on Linux.
         let started = Instant::now();
         while let Ok(chain) = new_sessions.try_recv() {
-            sessions.push(chain);
+            sessions.push(Scheduled::new(chain));
         }
+        let mut rang = 0u8;
         let mut i = 0;
         while i < sessions.len() {
             // A panic in one session (a bug, e.g. a codec surprise) must not take down the other
             // sessions of this worker: that session is dropped, so its rings read as abandoned
             // on the tokio side. catch_unwind costs nothing unless something panics.
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].tick_inbound())).unwrap_or(Liveness::Abandoned);
-            if outcome == Liveness::Abandoned {
-                // Freeing a session returns its buffers to the allocator: rare, and bounded.
-                sessions.swap_remove(i);
-                load.fetch_sub(1, Ordering::Relaxed);
-            } else {
-                i += 1;
-            }
-        }
-        let inbound_busy = started.elapsed();
-        ring();
-        sleep_until(deadline + OUTBOUND_OFFSET);
-        let outbound_started = Instant::now();
-        let mut i = 0;
-        while i < sessions.len() {
-            if std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].tick_outbound())).is_err() {
-                sessions.swap_remove(i);
-                load.fetch_sub(1, Ordering::Relaxed);
-            } else {
-                i += 1;
+            match std::panic::catch_unwind(AssertUnwindSafe(|| sessions[i].on_slot(slot))).unwrap_or(SlotRun::Abandoned) {
+                SlotRun::Abandoned => {
+                    // Freeing a session returns its buffers to the allocator: rare, and bounded.
+                    sessions.swap_remove(i);
+                    load.fetch_sub(1, Ordering::Relaxed);
+                }
+                SlotRun::Ran(slots) => {
+                    rang |= slots;
+                    i += 1;
+                }
             }
         }
         let now = Instant::now();
-        ring();
-        stats.record((inbound_busy + now.duration_since(outbound_started)).as_micros() as u64);
-        stats.sessions.store(sessions.len(), Ordering::Relaxed);
-        if started > deadline + TICK {
+        if rang != 0 {
+            ring(rang);
+        }
+        busy += now.duration_since(started);
+        if slot == 0 && started > deadline + TICK {
             stats.late_ticks.fetch_add(1, Ordering::Relaxed);
         }
-        deadline += TICK;
+        if slot + 1 == TICK_SLOTS {
+            stats.record(busy.as_micros() as u64);
+            stats.sessions.store(sessions.len(), Ordering::Relaxed);
+            busy = Duration::ZERO;
+        }
+        slot = (slot + 1) % TICK_SLOTS;
+        deadline += SLOT;
         if now > deadline && now - deadline > TICK * MAX_CATCH_UP_TICKS {
             deadline = now;
         }
@@ -312,6 +378,29 @@ mod tests {
         assert!(wait_until(|| pool.sessions() == 1));
         drop(a);
         assert!(wait_until(|| pool.sessions() == 0));
+        pool.shutdown();
+    }
+
+    #[test]
+    fn the_bell_rings_in_the_slots_of_the_sessions_halves() {
+        let rung = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let bell: TickBell = {
+            let rung = rung.clone();
+            Arc::new(move |worker, slot| rung.lock().unwrap().push((worker, slot)))
+        };
+        let pool = WorkerPool::with_bell(1, 4, bell);
+        let a = pool.add_session(TurnDetectConfig::default()).unwrap();
+        assert!(wait_until(|| a.stats.ticks() >= 5));
+        // No packets arrive, so the session stays in its first slot: its inbound half there (put
+        // off a slot each tick, as nothing is waiting, but rung as its own), outbound
+        // OUTBOUND_SLOTS later, and no ring for any other slot.
+        let inbound = a.stats.tick_slot() as u8;
+        let outbound = (inbound + crate::OUTBOUND_SLOTS) % TICK_SLOTS;
+        let rung = rung.lock().unwrap().clone();
+        assert!(rung.len() >= 8, "{rung:?}");
+        let ours = (1u8 << inbound) | (1 << outbound);
+        assert!(rung.iter().all(|&(w, mask)| w == 0 && mask != 0 && mask & !ours == 0), "{rung:?}");
+        assert!(rung.iter().any(|&(_, m)| m & (1 << inbound) != 0) && rung.iter().any(|&(_, m)| m & (1 << outbound) != 0));
         pool.shutdown();
     }
 

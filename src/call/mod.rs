@@ -13,6 +13,7 @@
 mod conversation;
 pub mod lifetime;
 mod person;
+mod ticks;
 mod tools;
 
 pub use conversation::{Conversation, HeardTurn, turn_config};
@@ -21,7 +22,7 @@ pub use person::Person;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 use voxrelay_media::{AgentFrame, Control, EncodedFrame, MediaEvent, Uplink};
@@ -29,6 +30,7 @@ use voxrelay_signaling::CallId;
 use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
+pub use self::ticks::SessionTicks;
 use crate::metrics::Metrics;
 use crate::store::Recorder;
 use crate::transport::TransportEvent;
@@ -51,7 +53,7 @@ pub struct CallSetup {
     /// The worker session joining them (its ingress ring went to the transport's reader).
     pub rings: SessionRings,
     /// Half ticks of the session's worker (`engine::bells`); `None`: poll every [`POLL_INTERVAL`].
-    pub ticks: Option<watch::Receiver<u64>>,
+    pub ticks: Option<SessionTicks>,
     pub stop: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     /// Set once the transport connects (admission counts unconnected calls per address).
@@ -192,9 +194,9 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
 
 /// Waits for the worker's next half tick; once the bell is gone (or there was none), never
 /// returns, and the caller polls instead.
-async fn next_half_tick(ticks: &mut Option<watch::Receiver<u64>>) {
+async fn next_half_tick(ticks: &mut Option<SessionTicks>) {
     if let Some(rx) = ticks
-        && rx.changed().await.is_ok()
+        && rx.next_half().await
     {
         return;
     }

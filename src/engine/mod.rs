@@ -423,7 +423,7 @@ impl VoxEngine {
             events: t.events,
             conversation,
             rings: SessionRings { control, agent_out, egress, uplink },
-            ticks: self.bells.subscribe(worker),
+            ticks: self.bells.subscribe(worker, stats.clone()),
             stop,
             metrics: self.metrics.clone(),
             connected,
