@@ -18,21 +18,23 @@ use crate::AudioTime;
 use std::time::Duration;
 
 /// Ring capacities, in slots, chosen per direction (slot sizes ≈ 1.3 KB for RTP/Opus, ≈ 1 KB
-/// for PCM frames). They bound memory per session (≈ 0.3 MB in total) and how far a side may run
-/// ahead of the other.
-/// Inbound RTP: 64 packets = 1.28 s of slack if the worker stalls.
-pub const INGRESS_RING: usize = 64;
+/// for PCM frames). They bound memory per session (≈ 0.16 MB in total) and how far a side may
+/// run ahead of the other; each ring was halved where measured RSS per call showed it (BENCHMARKS.md
+/// "Memory per call, part 3") while its slack stays far above what a tick or a tokio hiccup needs.
+/// Inbound RTP: 32 packets = 640 ms of slack if the worker stalls (it drains every 20 ms).
+pub const INGRESS_RING: usize = 32;
 /// Control commands: a handful per turn.
 pub const CONTROL_RING: usize = 32;
-/// Agent speech: 64 frames = 1.28 s at 24 kHz (62 KB). Providers stream faster than real
-/// time; the call task tops the ring up every 10 ms and the agent keeps the rest on its side
+/// Agent speech: 32 frames = 640 ms at 24 kHz (31 KB). Providers stream faster than real
+/// time; the call task tops the ring up at every half tick and the agent keeps the rest on its side
 /// (it is pulled only while the ring has room), so more depth would only cost memory: at 500
 /// frames this ring was the largest allocation of a call (484 KB; BENCHMARKS "Memory per call").
-pub const AGENT_RING: usize = 64;
+pub const AGENT_RING: usize = 32;
 /// Outbound Opus: 16 packets = 320 ms for the RTP writer to fall behind before frames drop.
 pub const EGRESS_RING: usize = 16;
-/// Uplink audio + events: 64 entries ≈ 1.2 s of caller audio.
-pub const UPLINK_RING: usize = 64;
+/// Uplink audio + events: 32 entries ≈ 600 ms of caller audio (the call task drains it at every
+/// half tick).
+pub const UPLINK_RING: usize = 32;
 
 /// An RFC 6464 audio level: the sender's level of this packet's audio in -dBov (0 = loudest,
 /// 127 = silence), and its voice-activity flag. Rooms rank active speakers by it without

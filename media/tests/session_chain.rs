@@ -187,13 +187,13 @@ fn set_turn_switches_to_server_vad_mid_call() {
 fn cancel_response_and_clear_output_cut_playback() {
     let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let mut events = Vec::new();
-    queue_response(&mut handle, 1, 50);
+    queue_response(&mut handle, 1, 20);
     for _ in 0..3 {
         tick(&mut chain, &mut handle, &mut events);
     }
     handle.control.push(Control::CancelResponse(1)).unwrap();
     tick(&mut chain, &mut handle, &mut events);
-    queue_response(&mut handle, 2, 50);
+    queue_response(&mut handle, 2, 20);
     tick(&mut chain, &mut handle, &mut events);
     handle.control.push(Control::ClearOutput).unwrap();
     tick(&mut chain, &mut handle, &mut events);

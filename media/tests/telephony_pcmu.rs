@@ -16,13 +16,18 @@ fn run_speech(codec: AudioCodec, law: G711Law) {
     let mut out = Vec::new();
     // Agent speech queued after the caller's turn: 1 s of a 300 Hz tone, then End.
     let tone = agent_tone(50);
+    // The agent's side: topped up into the ring while it has room, as the call task does.
+    let mut pending = std::collections::VecDeque::new();
     for (i, p) in packets.iter().enumerate() {
         handle.ingress.push(*p).unwrap();
         if i == 10 {
-            for pcm in &tone {
-                handle.agent_out.push(AgentFrame::Audio { response: 1, pcm: *pcm }).unwrap();
-            }
-            handle.agent_out.push(AgentFrame::End { response: 1 }).unwrap();
+            pending.extend(tone.iter().map(|pcm| AgentFrame::Audio { response: 1, pcm: *pcm }));
+            pending.push_back(AgentFrame::End { response: 1 });
+        }
+        while handle.agent_out.slots() > 0
+            && let Some(frame) = pending.pop_front()
+        {
+            handle.agent_out.push(frame).unwrap();
         }
         chain.tick();
         while let Ok(item) = handle.uplink.pop() {
