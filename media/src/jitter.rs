@@ -13,7 +13,7 @@
 //!   (a running mean of |transit-time differences|) and its delay relative to the fastest recent
 //!   packet; the latter's peak decays with a ≈ 3 s half-life. `J` is a mean, so sparse spikes
 //!   (one packet in 20 held back 60 ms) barely move it: the peak covers those.
-//! - **Target.** `1 + round(max(JITTER_MULTIPLIER · J, peak) / 20 ms)` frames, clamped to
+//! - **Target.** `1 + ceil((max(JITTER_MULTIPLIER · J, peak) − 5 ms) / 20 ms)` frames, clamped to
 //!   [`MIN_TARGET_FRAMES`]..=[`MAX_TARGET_FRAMES`]; at least 2 while losses were seen in the last
 //!   [`LOSS_MEMORY_TICKS`], so the next packet (and its in-band FEC) is in hand when a loss is due.
 //! - **Grow.** When the buffer is empty at playout time the packet is late, not necessarily lost:
@@ -46,6 +46,9 @@ const JITTER_MULTIPLIER: f32 = 3.0;
 pub const SHRINK_WINDOW_TICKS: u32 = 50;
 /// After a loss or underrun, keep at least 2 frames for this many ticks (5 s) so FEC can work.
 pub const LOSS_MEMORY_TICKS: u32 = 250;
+/// What is left of a decayed estimate below this (ms, a quarter frame) asks for no frame of
+/// depth: arrival times are tick-quantized, so a rest this small is only the decay's tail.
+const IGNORED_REST_MS: f32 = 5.0;
 /// Per-packet decay of the peak relative delay: 0.995^140 ≈ 0.5, a ≈ 3 s half-life at 50 pkt/s.
 const PEAK_DECAY: f32 = 0.995;
 /// How fast (ms per packet) the "fastest transit" reference creeps up, so sender clock skew of
@@ -132,11 +135,13 @@ impl Estimator {
 
     fn target_frames(&self) -> u16 {
         let needed_ms = (JITTER_MULTIPLIER * self.jitter_ms()).max(self.peak_ms);
-        // Rounded, not rounded up: both estimates decay geometrically after a spike and never
-        // quite reach 0, and a ceiling turned any rest into a whole frame. One 20 ms spike then
-        // held every later packet of the call a frame longer for minutes (until the float
-        // underflowed); now it holds them for one half-life (≈ 3 s).
-        let frames = 1 + (needed_ms / FRAME_MS as f32).round() as u32;
+        // Rounded up, less a quarter frame: both estimates decay geometrically after a spike and
+        // never quite reach 0, and a plain ceiling turned any rest into a whole frame. One 20 ms
+        // spike then held every later packet of the call a frame longer for minutes (until the
+        // float underflowed); now for ≈ 5 s. Rounding to nearest instead let go of frames
+        // while sustained reordering still needed them (tests/loss_and_reorder.rs: more late
+        // packets, envelope correlation 0.966 -> 0.904).
+        let frames = 1 + ((needed_ms - IGNORED_REST_MS).max(0.0) / FRAME_MS as f32).ceil() as u32;
         frames.clamp(MIN_TARGET_FRAMES as u32, MAX_TARGET_FRAMES as u32) as u16
     }
 }
