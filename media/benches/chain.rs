@@ -15,7 +15,7 @@ use std::hint::black_box;
 use voxrelay_media::{
     AgentFrame, AudioCodec, EarshotVad, EnergyVad, G711Law, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET,
     OpusDecoder, OpusEncoder, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionChain,
-    SessionOptions, TurnDetectConfig, Vad, VadKind, mix_48k,
+    SESSION_RATE, SessionOptions, TurnDetectConfig, Vad, VadKind, mix,
 };
 
 fn packets(frames: &[[i16; SAMPLES_48K]]) -> Vec<Vec<u8>> {
@@ -78,6 +78,14 @@ fn codecs(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>])
             black_box(dec.decode(&packets[i], &mut pcm).unwrap())
         })
     });
+    // What a session runs: straight to its 24 kHz.
+    let mut dec24 = OpusDecoder::at(SESSION_RATE).unwrap();
+    c.bench_function("opus_decode_24k", |b| {
+        b.iter(|| {
+            i = (i + 1) % n;
+            black_box(dec24.decode(&packets[i], &mut pcm).unwrap())
+        })
+    });
 
     let mut out = [0u8; MAX_OPUS_PACKET];
     for complexity in [0, 3, 5, 8, 10] {
@@ -93,6 +101,16 @@ fn codecs(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>])
             });
         }
     }
+
+    // What a session runs: the agent's 24 kHz speech as it is, at the session's settings.
+    let frames24: Vec<[i16; SAMPLES_24K]> = resample_all(frames, SampleRate::HZ_24K);
+    let mut enc24 = OpusEncoder::for_input(SESSION_RATE).unwrap();
+    c.bench_function("opus_encode_24k_input_session", |b| {
+        b.iter(|| {
+            i = (i + 1) % n;
+            black_box(enc24.encode(&frames24[i], &mut out).unwrap())
+        })
+    });
 
     // G.711, one 20 ms frame (160 samples at 8 kHz) each way.
     let frames8: Vec<[i16; 160]> = resample_all(frames, SampleRate::HZ_8K);
@@ -134,27 +152,47 @@ fn codecs(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>])
             })
         });
     }
-    for (name, from, len) in [("resample_24k_to_48k", SampleRate::HZ_24K, SAMPLES_24K), ("resample_8k_to_48k", SampleRate::HZ_8K, 160)] {
-        let mut r = Resampler::new(from, SampleRate::HZ_48K).unwrap();
-        let input = vec![1000i16; len];
-        let mut out48 = [0i16; SAMPLES_48K];
-        c.bench_function(name, |b| b.iter(|| r.process(black_box(&input), &mut out48)));
+    // The session's own: the VAD feed (2/3, analysis filter) and G.711 both ways.
+    for (name, to, analysis) in [
+        ("resample_24k_to_16k_analysis", SampleRate::HZ_16K, true),
+        ("resample_24k_to_8k", SampleRate::HZ_8K, false),
+    ] {
+        let mut r = if analysis { Resampler::for_analysis(SESSION_RATE, to) } else { Resampler::new(SESSION_RATE, to) }.unwrap();
+        let mut o = vec![0i16; r.output_len()];
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                r.process(&frames24[i], &mut o);
+                black_box(o[0])
+            })
+        });
+    }
+    for (name, from, to) in [
+        ("resample_24k_to_48k", SampleRate::HZ_24K, SampleRate::HZ_48K),
+        ("resample_8k_to_48k", SampleRate::HZ_8K, SampleRate::HZ_48K),
+        ("resample_8k_to_24k", SampleRate::HZ_8K, SESSION_RATE),
+    ] {
+        let mut r = Resampler::new(from, to).unwrap();
+        let input = vec![1000i16; r.input_len()];
+        let mut o = vec![0i16; r.output_len()];
+        c.bench_function(name, |b| b.iter(|| r.process(black_box(&input), &mut o)));
     }
 
-    // Mixer: one source (the agent alone, the common case) and three loud ones (limiter busy).
-    let mut mixed = [0i16; SAMPLES_48K];
+    // Mixer (at the session rate): one source (the agent alone, the common case) and three loud
+    // ones (limiter busy).
+    let mut mixed = [0i16; SAMPLES_24K];
     c.bench_function("mix_1_source", |b| {
         b.iter(|| {
             i = (i + 1) % n;
-            mix_48k(&[&frames[i]], &mut mixed);
+            mix(&[&frames24[i]], &mut mixed);
             black_box(mixed[0])
         })
     });
-    let loud: Vec<[i16; SAMPLES_48K]> = frames.iter().map(|f| f.map(|s| s.saturating_mul(4))).collect();
+    let loud: Vec<[i16; SAMPLES_24K]> = frames24.iter().map(|f| f.map(|s| s.saturating_mul(4))).collect();
     c.bench_function("mix_3_loud_sources", |b| {
         b.iter(|| {
             i = (i + 1) % (n - 2);
-            mix_48k(&[&loud[i], &loud[i + 1], &loud[i + 2]], &mut mixed);
+            mix(&[&loud[i], &loud[i + 1], &loud[i + 2]], &mut mixed);
             black_box(mixed[0])
         })
     });
@@ -178,7 +216,7 @@ fn vads(c: &mut Criterion, frames16: &[[i16; SAMPLES_16K]]) {
     }
 }
 
-/// Inbound: jitter buffer + Opus decode + 48->24 (uplink) + 48->16 + VAD, per VAD.
+/// Inbound: jitter buffer + Opus decode to 24 kHz (the uplink) + 24->16 + VAD, per VAD.
 fn inbound(c: &mut Criterion, packets: &[Vec<u8>]) {
     let n = packets.len();
     let rtp: Vec<RtpIn> = packets.iter().enumerate().map(|(s, p)| RtpIn::new(s as u16, s as u32 * 960, p).unwrap()).collect();
@@ -188,9 +226,8 @@ fn inbound(c: &mut Criterion, packets: &[Vec<u8>]) {
     kinds.push(("inbound_chain_silero", VadKind::Silero));
     for (name, kind) in kinds {
         let mut jitter = JitterBuffer::new();
-        let mut dec = OpusDecoder::new().unwrap();
-        let mut to24 = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K).unwrap();
-        let mut to16 = Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K).unwrap();
+        let mut dec = OpusDecoder::at(SESSION_RATE).unwrap();
+        let mut to16 = Resampler::for_analysis(SESSION_RATE, SampleRate::HZ_16K).unwrap();
         let mut vad = kind.build();
         let mut seq = 1usize;
         jitter.push(&rtp[0], 0);
@@ -201,34 +238,31 @@ fn inbound(c: &mut Criterion, packets: &[Vec<u8>]) {
                 // Sequence numbers keep counting (u16 wrap) while the payloads cycle.
                 let p = &rtp[seq % n];
                 jitter.push(&RtpIn { seq: seq as u16, timestamp: (seq as u32).wrapping_mul(960), ..*p }, seq as u64 * 20);
-                let mut pcm48 = [0i16; SAMPLES_48K];
+                let mut pcm = [0i16; SAMPLES_24K];
                 match jitter.pop() {
-                    Pop::Packet(p) => dec.decode(p.bytes(), &mut pcm48).unwrap(),
-                    _ => dec.conceal(&mut pcm48).unwrap(),
+                    Pop::Packet(p) => dec.decode(p.bytes(), &mut pcm).unwrap(),
+                    _ => dec.conceal(&mut pcm).unwrap(),
                 };
-                let (mut p24, mut p16) = ([0i16; SAMPLES_24K], [0i16; SAMPLES_16K]);
-                to24.process(&pcm48, &mut p24);
-                to16.process(&pcm48, &mut p16);
+                let mut p16 = [0i16; SAMPLES_16K];
+                to16.process(&pcm, &mut p16);
                 black_box(vad.frame_16k(&p16))
             })
         });
     }
 }
 
-/// Outbound: 24->48 + mix (one source) + Opus encode at the session's settings.
+/// Outbound: mix (one source) + Opus encode of 24 kHz input at the session's settings.
 fn outbound(c: &mut Criterion, frames24: &[[i16; SAMPLES_24K]]) {
     let n = frames24.len();
     let mut i = 0;
-    let mut up = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).unwrap();
-    let mut enc = OpusEncoder::new().unwrap();
+    let mut enc = OpusEncoder::for_input(SESSION_RATE).unwrap();
     let mut out = [0u8; MAX_OPUS_PACKET];
     c.bench_function("outbound_chain", |b| {
         b.iter(|| {
             i = (i + 1) % n;
-            let (mut agent48, mut pcm48) = ([0i16; SAMPLES_48K], [0i16; SAMPLES_48K]);
-            up.process(&frames24[i], &mut agent48);
-            mix_48k(&[&agent48], &mut pcm48);
-            black_box(enc.encode(&pcm48, &mut out).unwrap())
+            let mut pcm = [0i16; SAMPLES_24K];
+            mix(&[&frames24[i]], &mut pcm);
+            black_box(enc.encode(&pcm, &mut out).unwrap())
         })
     });
 }

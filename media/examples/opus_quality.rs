@@ -68,7 +68,7 @@ fn round_trip(pcm: &[i16], complexity: i32) -> Vec<i16> {
     let (mut buf, mut out) = ([0u8; MAX_OPUS_PACKET], [0i16; MAX_DECODED_48K]);
     let mut decoded = Vec::with_capacity(pcm.len());
     for frame in pcm.chunks_exact(SAMPLES_48K) {
-        let len = enc.encode(frame.try_into().unwrap_or(&[0; SAMPLES_48K]), &mut buf).unwrap();
+        let len = enc.encode(frame, &mut buf).unwrap();
         let n = dec.decode(&buf[..len], &mut out).unwrap();
         decoded.extend_from_slice(&out[..n]);
     }

@@ -7,18 +7,18 @@
 //! blocks on a ring: a full output ring drops the frame and counts it.
 
 use crate::barge_in::{self, BargeIn, ResponsePhase};
-use crate::codec::MAX_DECODED_48K;
+use crate::codec::MAX_DECODED_24K;
 use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, rms};
-use crate::mix::mix_48k;
+use crate::mix::mix;
 use crate::playback::Playback;
 use crate::room_bridge::{BridgeHandle, RoomBridge};
-use crate::session_codec::{AudioCodec, Decoder, Encoder};
+use crate::session_codec::{AudioCodec, Decoder, Encoder, SESSION_RATE};
 use crate::turn_detect::dbfs;
 use crate::vad::VadKind;
 use crate::{
     AGENT_RING, AgentFrame, AudioTime, CONTROL_RING, Control, EGRESS_RING, EncodedFrame, FRAME_MS, INGRESS_RING, JitterBuffer,
-    MAX_OPUS_PACKET, MediaError, MediaEvent, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionStats,
-    TurnDetectConfig, TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad, VadLag,
+    MAX_OPUS_PACKET, MediaError, MediaEvent, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SampleRate, SessionStats, TurnDetectConfig,
+    TurnDetector, TurnEvent, UPLINK_RING, Uplink, Vad, VadLag,
 };
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
@@ -70,11 +70,10 @@ pub struct SessionChain {
     codec: AudioCodec,
     jitter: JitterBuffer,
     decoder: Decoder,
-    /// Decoded 48 kHz audio not yet consumed: packets may hold more than 20 ms.
-    pcm48_in: Box<[i16; MAX_DECODED_48K + SAMPLES_48K]>,
-    pcm48_in_len: usize,
+    /// Decoded audio (24 kHz) not yet consumed: packets may hold more than 20 ms.
+    pcm_in: Box<[i16; MAX_DECODED_24K + SAMPLES_24K]>,
+    pcm_in_len: usize,
     to_16k: Resampler,
-    to_24k: Resampler,
     vad: Box<dyn Vad>,
     turn: TurnDetector,
     echo_guard: EchoGuard,
@@ -85,7 +84,6 @@ pub struct SessionChain {
     packets_in: u64,
 
     playback: Playback,
-    to_48k: Resampler,
     encoder: Encoder,
     /// Ticks run so far; tick time (ms) = this × 20, the arrival time of packets drained in it.
     ticks: u64,
@@ -124,6 +122,8 @@ impl SessionChain {
         let (uplink, uplink_rx) = RingBuffer::new(UPLINK_RING);
         let stats = Arc::new(SessionStats::default());
         let vad = vad.build();
+        let (decoder, encoder) = (Decoder::new(codec)?, Encoder::new(codec)?);
+        let echo_guard = EchoGuard::new(echo_guard).aligned(encoder.delay_samples() + decoder.delay_samples());
         let chain = SessionChain {
             ingress,
             control,
@@ -133,21 +133,19 @@ impl SessionChain {
             stats: stats.clone(),
             codec,
             jitter: JitterBuffer::with_clock_rate(codec.clock_rate()),
-            decoder: Decoder::new(codec)?,
-            pcm48_in: Box::new([0; MAX_DECODED_48K + SAMPLES_48K]),
-            pcm48_in_len: 0,
+            decoder,
+            pcm_in: Box::new([0; MAX_DECODED_24K + SAMPLES_24K]),
+            pcm_in_len: 0,
             // Only the VAD hears this feed: the short analysis filter is enough (BENCHMARKS.md).
-            to_16k: Resampler::for_analysis(SampleRate::HZ_48K, SampleRate::HZ_16K)?,
-            to_24k: Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K)?,
+            to_16k: Resampler::for_analysis(SESSION_RATE, SampleRate::HZ_16K)?,
             turn: TurnDetector::new(turn).with_lag(VadLag::of(&*vad)),
             vad,
-            echo_guard: EchoGuard::new(echo_guard),
+            echo_guard,
             echo_frames: 0,
             frames_in: 0,
             packets_in: 0,
             playback: Playback::default(),
-            to_48k: Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K)?,
-            encoder: Encoder::new(codec)?,
+            encoder,
             ticks: 0,
             frames_out: 0,
             voiced_out: 0,
@@ -277,24 +275,22 @@ impl SessionChain {
         }
     }
 
-    /// Stage 3: one frame of caller audio -> uplink at 24 kHz, VAD at 16 kHz -> turn events.
+    /// Stage 3: one frame of caller audio -> uplink (24 kHz), VAD at 16 kHz -> turn events.
     fn inbound(&mut self) {
-        if !self.fill_frame_48k() {
+        if !self.fill_frame() {
             return;
         }
-        let mut frame = [0i16; SAMPLES_48K];
-        frame.copy_from_slice(&self.pcm48_in[..SAMPLES_48K]);
-        self.pcm48_in.copy_within(SAMPLES_48K..self.pcm48_in_len, 0);
-        self.pcm48_in_len -= SAMPLES_48K;
+        let mut frame = [0i16; SAMPLES_24K];
+        frame.copy_from_slice(&self.pcm_in[..SAMPLES_24K]);
+        self.pcm_in.copy_within(SAMPLES_24K..self.pcm_in_len, 0);
+        self.pcm_in_len -= SAMPLES_24K;
 
         let start = self.audio_time();
         if let Some(bridge) = &mut self.bridge {
             bridge.forward(&frame, self.frames_in);
         }
         self.frames_in += 1;
-        let mut pcm = [0i16; SAMPLES_24K];
-        self.to_24k.process(&frame, &mut pcm);
-        self.push_uplink(Uplink::Audio { start, pcm });
+        self.push_uplink(Uplink::Audio { start, pcm: frame });
 
         if !self.turn.config().server_vad {
             return;
@@ -324,10 +320,10 @@ impl SessionChain {
         }
     }
 
-    /// Decodes until 20 ms of 48 kHz audio is buffered. False while playout has not started.
-    fn fill_frame_48k(&mut self) -> bool {
-        while self.pcm48_in_len < SAMPLES_48K {
-            let out = &mut self.pcm48_in[self.pcm48_in_len..];
+    /// Decodes until 20 ms of audio is buffered. False while playout has not started.
+    fn fill_frame(&mut self) -> bool {
+        while self.pcm_in_len < SAMPLES_24K {
+            let out = &mut self.pcm_in[self.pcm_in_len..];
             let decoded = match self.jitter.pop() {
                 Pop::Waiting => return false,
                 Pop::Packet(packet) => match self.decoder.decode(packet.bytes(), out) {
@@ -356,12 +352,12 @@ impl SessionChain {
                 }
             };
             match decoded {
-                Ok(n) if n > 0 => self.pcm48_in_len += n,
+                Ok(n) if n > 0 => self.pcm_in_len += n,
                 _ => {
                     // Even PLC failed: play silence rather than stall the clock.
                     self.codec_errors += 1;
-                    out[..SAMPLES_48K].fill(0);
-                    self.pcm48_in_len += SAMPLES_48K;
+                    out[..SAMPLES_24K].fill(0);
+                    self.pcm_in_len += SAMPLES_24K;
                 }
             }
         }
@@ -374,8 +370,8 @@ impl SessionChain {
         self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
     }
 
-    /// Stage 4: at most one agent frame -> 48 kHz, and for a room bridge the room's frame ->
-    /// mixer -> encoder; with neither, the codec's silence payload.
+    /// Stage 4: at most one agent frame, and for a room bridge the room's frame -> mixer ->
+    /// encoder; with neither, the codec's silence payload.
     fn outbound(&mut self) {
         let silence = self.codec.silence();
         let mut packet =
@@ -384,34 +380,34 @@ impl SessionChain {
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next =
             self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
-        let mut sent_energy = 0.0;
-        let mut agent48 = [0i16; SAMPLES_48K];
+        let mut reference_taken = false;
+        let mut agent_pcm = [0i16; SAMPLES_24K];
         let agent = match next {
             Some(next) => {
                 if next.after_silence {
                     // A fresh start so the previous response's tail does not leak into this one.
                     self.encoder.reset();
-                    self.to_48k.reset();
                 }
-                self.to_48k.process(&next.pcm, &mut agent48);
+                agent_pcm = next.pcm;
                 true
             }
             None => false,
         };
-        let mut room48 = [0i16; SAMPLES_48K];
+        let mut room_pcm = [0i16; SAMPLES_24K];
         let now_ms = self.ticks * FRAME_MS as u64;
-        let room = self.bridge.as_mut().is_some_and(|b| b.next_frame(now_ms, &mut room48));
+        let room = self.bridge.as_mut().is_some_and(|b| b.next_frame(now_ms, &mut room_pcm));
         if agent || room {
-            let mut pcm48 = [0i16; SAMPLES_48K];
+            let mut pcm = [0i16; SAMPLES_24K];
             match (agent, room) {
-                (true, true) => mix_48k(&[&agent48, &room48], &mut pcm48),
-                (true, false) => mix_48k(&[&agent48], &mut pcm48),
-                _ => mix_48k(&[&room48], &mut pcm48),
+                (true, true) => mix(&[&agent_pcm, &room_pcm], &mut pcm),
+                (true, false) => mix(&[&agent_pcm], &mut pcm),
+                _ => mix(&[&room_pcm], &mut pcm),
             }
             if self.echo_guard.is_on() {
-                sent_energy = rms(&pcm48);
+                self.echo_guard.on_sent_frame(&pcm);
+                reference_taken = true;
             }
-            match self.encoder.encode(&pcm48, &mut packet.data) {
+            match self.encoder.encode(&pcm, &mut packet.data) {
                 Ok(len) => {
                     packet.len = len as u16;
                     packet.voiced = true;
@@ -424,7 +420,9 @@ impl SessionChain {
                 }
             }
         }
-        self.echo_guard.on_sent(sent_energy);
+        if !reference_taken {
+            self.echo_guard.on_sent_frame(&[]);
+        }
         self.frames_out += 1;
         push(&mut self.egress, &mut self.overflows, packet);
     }

@@ -10,13 +10,13 @@
 //!    - drains `control` ([`Control`]);
 //!    - drains `ingress` ([`RtpIn`]) into the [`JitterBuffer`], stamped with the tick time (its
 //!      adaptive depth follows the measured jitter);
-//!    - once playout has started, takes one 20 ms frame: decode (Opus, or G.711 + 8→48 kHz; PLC
-//!      or FEC on loss) at 48 kHz,
-//!      resamples to 24 kHz for `uplink` ([`Uplink::Audio`]) and to 16 kHz for the [`Vad`], feeds
+//!    - once playout has started, takes one 20 ms frame at the session rate, 24 kHz: decode
+//!      (Opus straight to 24 kHz, G.711 + 8→24 kHz, or L16 as is; PLC or FEC on loss), hands it
+//!      to `uplink` ([`Uplink::Audio`]) and, resampled to 16 kHz, to the [`Vad`], feeds
 //!      the [`TurnDetector`] with audio time and pushes [`Uplink::Event`]s as they happen
 //!      (barge-in cuts the playing response in this same tick);
-//!    - pops at most one [`AgentFrame::Audio`] (24 kHz), resamples to 48 kHz, mixes
-//!      ([`mix_48k`], soft limiter), encodes in the session's codec and pushes an [`EncodedFrame`]
+//!    - pops at most one [`AgentFrame::Audio`] (24 kHz), mixes it ([`mix`], soft limiter) with a
+//!      room bridge's frame if any, encodes in the session's codec and pushes an [`EncodedFrame`]
 //!      (the codec's payload: an Opus packet, or 160 bytes of G.711) to `egress`; when
 //!      the agent is silent it pushes the codec's precomputed silence payload, so `egress` gets
 //!      exactly one packet per tick.
@@ -32,13 +32,13 @@
 //!
 //! # Module guide
 //! - `frames`   — the fixed-size values that travel through the rings, and frame constants.
-//! - `codec`    — thin Opus encoder/decoder wrappers (48 kHz mono) and the silence packet.
+//! - `codec`    — thin Opus encoder/decoder wrappers (mono, 48 or 24 kHz) and the silence packet.
 //! - `g711`     — ITU-T G.711 mu-law / A-law companding.
 //! - `pcm_format` — a Realtime client's pcm16/G.711 chunks <-> the session's 20 ms L16 frames.
-//! - `session_codec` — [`AudioCodec`]: one RTP payload <-> 48 kHz PCM for Opus, G.711 or L16, with
+//! - `session_codec` — [`AudioCodec`]: one RTP payload <-> 24 kHz PCM for Opus, G.711 or L16, with
 //!   per-codec concealment and silence.
-//! - `resample` — allocation-free polyphase FIR resampler for integer ratios (48/24/16/8 kHz).
-//! - `mix`      — [`mix_48k`]: sums 48 kHz sources with a soft limiter.
+//! - `resample` — allocation-free polyphase FIR resampler for small ratios (48/24/16/8 kHz).
+//! - `mix`      — [`mix`]: sums 20 ms sources with a soft limiter.
 //! - `vad`      — the [`Vad`] trait, [`EarshotVad`] (neural, default) and [`EnergyVad`]; with the
 //!   `silero` cargo feature also `SileroVad` (Silero v6 through tract; allocates per inference).
 //! - `echo_guard` — [`EchoGuard`]: keeps a phone line's echo of the agent from counting as
@@ -82,7 +82,7 @@ mod worker;
 
 pub use audio_time::{AudioTime, FRAME};
 pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
-pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder, opus_version};
+pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder, opus_version};
 pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};
 pub use error::MediaError;
 pub use frames::{
@@ -94,10 +94,10 @@ pub use g711::{G711_FRAME_BYTES, G711Law, linear_to_alaw, linear_to_ulaw};
 pub use jitter::{
     JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, MAX_TARGET_FRAMES, MIN_TARGET_FRAMES, Pop,
 };
-pub use mix::{LIMITER_KNEE, mix_48k, soft_limit};
+pub use mix::{LIMITER_KNEE, mix, soft_limit};
 pub use resample::{Resampler, SampleRate};
 pub use pcm_format::{L16Frame, PcmInput, PcmLaw, PcmOutput};
-pub use session_codec::{AudioCodec, L16_FRAME_BYTES};
+pub use session_codec::{AudioCodec, L16_FRAME_BYTES, SESSION_RATE};
 pub use stats::{SessionStats, StatsSnapshot};
 pub use tick_phase::{OUTBOUND_SLOTS, SLOTS as TICK_SLOTS, TickPhase};
 pub use turn_detect::{TurnDetectConfig, TurnDetector, TurnEvent, VadLag};

@@ -1,4 +1,4 @@
-//! The mixer: several 48 kHz 20 ms sources summed into one frame, with a soft limiter instead of
+//! The mixer: several 20 ms sources at one rate (the session's 24 kHz, or 48 kHz) summed into one frame, with a soft limiter instead of
 //! wrap-around or hard clipping.
 //! Owns: the summing and the limiter curve. Must never: allocate, keep per-stream state (it is a
 //! pure function of its inputs, so any number of sessions can share it), or resample.
@@ -12,15 +12,14 @@
 //! gets gently rounded peaks instead of the harsh odd harmonics of clipping, with no attack or
 //! release time to tune and no look-ahead delay.
 
-use crate::SAMPLES_48K;
-
 /// Magnitudes up to this pass unchanged: 24 576 = 0.75 of full scale ≈ -2.5 dBFS.
 pub const LIMITER_KNEE: i32 = 24_576;
 /// Room between the knee and full scale that the compressed part is squeezed into.
 const HEADROOM: f32 = (i16::MAX as i32 - LIMITER_KNEE) as f32;
 
-/// Sums `sources` into `out` through the soft limiter. No sources gives silence.
-pub fn mix_48k(sources: &[&[i16; SAMPLES_48K]], out: &mut [i16; SAMPLES_48K]) {
+/// Sums `sources` (frames of `N` samples) into `out` through the soft limiter. No sources gives
+/// silence.
+pub fn mix<const N: usize>(sources: &[&[i16; N]], out: &mut [i16; N]) {
     match sources {
         [] => out.fill(0),
         [only] => {
@@ -31,7 +30,7 @@ pub fn mix_48k(sources: &[&[i16; SAMPLES_48K]], out: &mut [i16; SAMPLES_48K]) {
             }
         }
         [first, rest @ ..] => {
-            let mut acc = [0i32; SAMPLES_48K];
+            let mut acc = [0i32; N];
             for (a, &x) in acc.iter_mut().zip(first.iter()) {
                 *a = x as i32;
             }
@@ -64,6 +63,7 @@ pub fn soft_limit(x: i32) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SAMPLES_48K;
 
     fn sine(amplitude: f64, hz: f64, phase: f64) -> [i16; SAMPLES_48K] {
         let mut f = [0i16; SAMPLES_48K];
@@ -78,15 +78,15 @@ mod tests {
         let a = [i16::MAX; SAMPLES_48K];
         let b = [i16::MAX; SAMPLES_48K];
         let mut out = [0i16; SAMPLES_48K];
-        mix_48k(&[&a, &b], &mut out);
+        mix(&[&a, &b], &mut out);
         assert!(out.iter().all(|&s| s > 32_000), "a positive overload must stay positive and near full scale");
         let (c, d) = ([i16::MIN; SAMPLES_48K], [i16::MIN; SAMPLES_48K]);
-        mix_48k(&[&c, &d], &mut out);
+        mix(&[&c, &d], &mut out);
         assert!(out.iter().all(|&s| s < -32_000), "a negative overload must stay negative");
 
         // Two full-scale sines in phase: the sum follows the sine's sign everywhere.
         let s = sine(32_767.0, 440.0, 0.0);
-        mix_48k(&[&s, &s], &mut out);
+        mix(&[&s, &s], &mut out);
         for (y, x) in out.iter().zip(s.iter()) {
             assert!(y.signum() == x.signum() || *x == 0, "wrapped: {x} -> {y}");
             assert!(y.unsigned_abs() >= x.unsigned_abs().min(LIMITER_KNEE as u16), "a louder sum must not get quieter than the knee");
@@ -98,13 +98,13 @@ mod tests {
         let a = sine(8_000.0, 300.0, 0.0);
         let b = sine(8_000.0, 500.0, 1.0);
         let mut out = [0i16; SAMPLES_48K];
-        mix_48k(&[&a, &b], &mut out);
+        mix(&[&a, &b], &mut out);
         for i in 0..SAMPLES_48K {
             assert_eq!(out[i], a[i] + b[i]);
         }
-        mix_48k(&[&a], &mut out);
+        mix(&[&a], &mut out);
         assert_eq!(out, a);
-        mix_48k(&[], &mut out);
+        mix(&[], &mut out);
         assert!(out.iter().all(|&s| s == 0));
     }
 

@@ -1,15 +1,15 @@
-//! Fixed-frame resampling between the rates voxrelay uses (48 kHz Opus, 24 kHz providers,
-//! 16 kHz VAD, 8 kHz telephony), for integer ratios only.
+//! Fixed-frame resampling between the rates voxrelay uses (48 kHz Opus clients, 24 kHz sessions
+//! and providers, 16 kHz VAD, 8 kHz telephony), for ratios of small integers (÷2, ÷3, ×2, ×3, 2/3).
 //! Owns: the anti-aliasing/anti-imaging filter design and its per-stream history.
 //! Must never: allocate in `process` (all buffers are sized in `new`), or accept a frame of the
 //! wrong length silently.
 //!
-//! Why a hand-written polyphase FIR instead of rubato: every ratio we need is an integer (÷2, ÷3,
-//! ×2), where a windowed-sinc polyphase filter is a few dot products per output sample. With 48
-//! taps per ratio step (96 taps for ÷2/×2, 144 for ÷3, Kaiser β = 8, ≈ 80 dB stop band) it adds
-//! ≈ 1 ms of delay, against ≈ 10 ms for rubato's FFT resampler (MEASURED.md) in each direction —
-//! and delay is what a caller hears. It costs a few µs per 20 ms frame, small next to Opus
-//! (20 µs decode, 60–150 µs encode), and needs no dependency.
+//! Why a hand-written polyphase FIR instead of rubato: every ratio we need is `up/down` with
+//! small integers, where a windowed-sinc polyphase filter is one short dot product per output
+//! sample. With 48 taps per unit of the larger factor (96 taps for ÷2/×2, 144 for ÷3, Kaiser
+//! β = 8, ≈ 80 dB stop band) it adds ≈ 1 ms of delay, against ≈ 10 ms for rubato's FFT resampler
+//! (MEASURED.md) in each direction — and delay is what a caller hears. It costs a few µs per
+//! 20 ms frame, small next to Opus (20 µs decode, 60–150 µs encode), and needs no dependency.
 
 use crate::MediaError;
 
@@ -29,7 +29,8 @@ impl SampleRate {
     }
 }
 
-/// Filter taps per unit of the conversion factor: the filter spans 48 samples of the lower rate.
+/// Filter taps per unit of the larger conversion factor: the filter spans 48 samples of the
+/// lower rate.
 const TAPS_PER_FACTOR: usize = 48;
 // dot2 and the vectorized dot assume whole chunks of 8 taps per phase.
 #[allow(clippy::manual_is_multiple_of)] // MSRV 1.85, as below
@@ -44,24 +45,21 @@ const ANALYSIS_KAISER_BETA: f64 = 5.0;
 const _: () = assert!(ANALYSIS_TAPS_PER_FACTOR % 8 == 0);
 /// Pass-band edge as a fraction of the lower rate's Nyquist frequency.
 const CUTOFF_FRACTION: f64 = 0.9;
+/// Largest factor either way (48 ↔ 8 kHz).
+const MAX_FACTOR: u32 = 6;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Direction {
-    /// Keep every `factor`-th sample after low-pass filtering.
-    Down,
-    /// Insert `factor - 1` samples between inputs by polyphase interpolation.
-    Up,
-}
-
-/// Converts fixed 20 ms frames from one rate to another. One instance per stream (it keeps the
-/// filter history so consecutive frames join without clicks).
+/// Converts fixed 20 ms frames from one rate to another by `up / down` (one of them 1, or both
+/// small, as 24 → 16 kHz = 2/3). One instance per stream (it keeps the filter history so
+/// consecutive frames join without clicks).
 pub struct Resampler {
-    direction: Direction,
-    factor: usize,
+    /// Interpolation factor: the filter runs at `from × up`, and output `n` sits at sample
+    /// `n × down` of that rate.
+    up: usize,
+    down: usize,
     in_len: usize,
     out_len: usize,
-    /// Down: the whole symmetric filter. Up: `factor` phases of `taps_per_phase` taps, each stored
-    /// reversed so every output is a plain dot product with a contiguous input window.
+    /// `up` phases of `taps_per_phase` taps, each stored reversed so every output is a plain dot
+    /// product with a contiguous window of the input (for `up` = 1: the whole filter).
     coeffs: Vec<f32>,
     taps_per_phase: usize,
     /// Kept history (`history` samples) followed by room for one input frame.
@@ -70,7 +68,8 @@ pub struct Resampler {
 }
 
 impl Resampler {
-    /// A resampler for 20 ms frames from `from` to `to`; the ratio must be an integer either way.
+    /// A resampler for 20 ms frames from `from` to `to`; `to / from` must reduce to a ratio of
+    /// integers up to 6 (every pair of 8, 16, 24 and 48 kHz).
     pub fn new(from: SampleRate, to: SampleRate) -> Result<Self, MediaError> {
         Self::design(from, to, TAPS_PER_FACTOR, KAISER_BETA)
     }
@@ -88,36 +87,31 @@ impl Resampler {
         if from.0 == 0 || to.0 == 0 || from == to {
             return Err(unsupported);
         }
-        let (direction, factor) = if from.0 > to.0 && from.0 % to.0 == 0 {
-            (Direction::Down, (from.0 / to.0) as usize)
-        } else if to.0 > from.0 && to.0 % from.0 == 0 {
-            (Direction::Up, (to.0 / from.0) as usize)
-        } else {
-            return Err(unsupported);
-        };
-        let in_len = from.frame_samples();
-        let out_len = to.frame_samples();
-        if in_len * 1000 != from.0 as usize * crate::FRAME_MS as usize {
+        let g = gcd(from.0, to.0);
+        let (up, down) = (to.0 / g, from.0 / g);
+        if up > MAX_FACTOR || down > MAX_FACTOR {
             return Err(unsupported);
         }
-        let taps = taps_per_factor * factor;
+        let (up, down) = (up as usize, down as usize);
+        let in_len = from.frame_samples();
+        let out_len = to.frame_samples();
+        if in_len * 1000 != from.0 as usize * crate::FRAME_MS as usize || in_len * up != out_len * down {
+            return Err(unsupported);
+        }
+        let factor = up.max(down);
+        // A multiple of `up` so every phase has the same length.
+        let taps = (taps_per_factor * factor).div_ceil(up) * up;
         let filter = design_lowpass(taps, CUTOFF_FRACTION * 0.5 / factor as f64, beta);
-        let (coeffs, taps_per_phase) = match direction {
-            Direction::Down => (filter, taps),
-            Direction::Up => {
-                let k = taps / factor;
-                let mut phases = vec![0.0f32; taps];
-                for p in 0..factor {
-                    for i in 0..k {
-                        // Gain `factor` restores the level lost to zero-stuffing.
-                        phases[p * k + i] = filter[p + factor * (k - 1 - i)] * factor as f32;
-                    }
-                }
-                (phases, k)
+        let k = taps / up;
+        let mut coeffs = vec![0.0f32; taps];
+        for p in 0..up {
+            for i in 0..k {
+                // Gain `up` restores the level lost to zero-stuffing.
+                coeffs[p * k + i] = filter[p + up * (k - 1 - i)] * up as f32;
             }
-        };
-        let history = taps_per_phase - 1;
-        Ok(Resampler { direction, factor, in_len, out_len, coeffs, taps_per_phase, buf: vec![0.0; history + in_len], history })
+        }
+        let history = k - 1;
+        Ok(Resampler { up, down, in_len, out_len, coeffs, taps_per_phase: k, buf: vec![0.0; history + in_len], history })
     }
 
     /// Samples per input frame.
@@ -132,11 +126,7 @@ impl Resampler {
 
     /// Added delay in output samples (the filter's group delay).
     pub fn delay_output_samples(&self) -> usize {
-        let taps = self.coeffs.len();
-        match self.direction {
-            Direction::Down => (taps - 1) / 2 / self.factor,
-            Direction::Up => (taps - 1) / 2,
-        }
+        (self.coeffs.len() - 1) / 2 / self.down
     }
 
     /// Resamples one frame. Panics if `input` or `out` is not exactly one frame long.
@@ -147,32 +137,27 @@ impl Resampler {
         for (slot, &s) in self.buf[h..].iter_mut().zip(input) {
             *slot = s as f32;
         }
-        match self.direction {
-            Direction::Down => {
-                let m = self.factor;
-                let taps = self.coeffs.len();
-                for (k, y) in out.iter_mut().enumerate() {
-                    *y = to_i16(dot(&self.buf[k * m..k * m + taps], &self.coeffs));
+        let k = self.taps_per_phase;
+        match (self.up, self.down) {
+            (1, m) => {
+                for (n, y) in out.iter_mut().enumerate() {
+                    *y = to_i16(dot(&self.buf[n * m..n * m + k], &self.coeffs));
                 }
             }
-            Direction::Up => {
-                let l = self.factor;
-                let k = self.taps_per_phase;
-                if l == 2 {
-                    // The common ×2 case: both phases in one pass over the window.
-                    let (c0, c1) = self.coeffs.split_at(k);
-                    for (n, pair) in out.chunks_exact_mut(2).enumerate() {
-                        let (y0, y1) = dot2(&self.buf[n..n + k], c0, c1);
-                        pair[0] = to_i16(y0);
-                        pair[1] = to_i16(y1);
-                    }
-                } else {
-                    for n in 0..self.in_len {
-                        let window = &self.buf[n..n + k];
-                        for p in 0..l {
-                            out[n * l + p] = to_i16(dot(window, &self.coeffs[p * k..(p + 1) * k]));
-                        }
-                    }
+            (2, 1) => {
+                // The common ×2 case: both phases in one pass over the window.
+                let (c0, c1) = self.coeffs.split_at(k);
+                for (n, pair) in out.chunks_exact_mut(2).enumerate() {
+                    let (y0, y1) = dot2(&self.buf[n..n + k], c0, c1);
+                    pair[0] = to_i16(y0);
+                    pair[1] = to_i16(y1);
+                }
+            }
+            (l, m) => {
+                // Output n is at n·m on the ×l grid: phase (n·m) mod l of input (n·m) / l.
+                for (n, y) in out.iter_mut().enumerate() {
+                    let (base, p) = ((n * m) / l, (n * m) % l);
+                    *y = to_i16(dot(&self.buf[base..base + k], &self.coeffs[p * k..(p + 1) * k]));
                 }
             }
         }
@@ -183,6 +168,10 @@ impl Resampler {
     pub fn reset(&mut self) {
         self.buf.fill(0.0);
     }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn to_i16(x: f32) -> i16 {
@@ -294,6 +283,10 @@ mod tests {
             (SampleRate::HZ_8K, SampleRate::HZ_48K),
             (SampleRate::HZ_16K, SampleRate::HZ_8K),
             (SampleRate::HZ_8K, SampleRate::HZ_16K),
+            (SampleRate::HZ_24K, SampleRate::HZ_16K),
+            (SampleRate::HZ_16K, SampleRate::HZ_24K),
+            (SampleRate::HZ_24K, SampleRate::HZ_8K),
+            (SampleRate::HZ_8K, SampleRate::HZ_24K),
         ];
         for (from, to) in pairs {
             let input = tone(from, 440.0, 10_000.0, 50);
@@ -315,6 +308,9 @@ mod tests {
     fn tones_above_the_new_nyquist_are_removed_when_downsampling() {
         // 11 kHz would alias to 5 kHz at 16 kHz.
         let out = run(SampleRate::HZ_48K, SampleRate::HZ_16K, &tone(SampleRate::HZ_48K, 11_000.0, 10_000.0, 25));
+        assert!(rms(&out[320..]) < 10.0, "aliased energy {}", rms(&out[320..]));
+        // 10 kHz would alias to 6 kHz at 16 kHz (the session's VAD feed, 2/3).
+        let out = run(SampleRate::HZ_24K, SampleRate::HZ_16K, &tone(SampleRate::HZ_24K, 10_000.0, 10_000.0, 25));
         assert!(rms(&out[320..]) < 10.0, "aliased energy {}", rms(&out[320..]));
         // 14 kHz would alias to 10 kHz at 24 kHz.
         let out = run(SampleRate::HZ_48K, SampleRate::HZ_24K, &tone(SampleRate::HZ_48K, 14_000.0, 10_000.0, 25));
@@ -342,6 +338,26 @@ mod tests {
     }
 
     #[test]
+    fn the_analysis_filter_from_24_khz_rejects_aliases_by_40_db() {
+        let mut r = Resampler::for_analysis(SampleRate::HZ_24K, SampleRate::HZ_16K).unwrap();
+        let mut out = [0i16; 320];
+        let mut all = Vec::new();
+        for f in tone(SampleRate::HZ_24K, 440.0, 10_000.0, 25).chunks(480) {
+            r.process(f, &mut out);
+            all.extend_from_slice(&out);
+        }
+        let ratio = rms(&all[320..]) / (10_000.0 / 2f64.sqrt());
+        assert!((ratio - 1.0).abs() < 0.02, "440 Hz rms ratio {ratio}");
+        let mut r = Resampler::for_analysis(SampleRate::HZ_24K, SampleRate::HZ_16K).unwrap();
+        let mut all = Vec::new();
+        for f in tone(SampleRate::HZ_24K, 10_000.0, 10_000.0, 25).chunks(480) {
+            r.process(f, &mut out);
+            all.extend_from_slice(&out);
+        }
+        assert!(rms(&all[320..]) < 70.0, "aliased energy {}", rms(&all[320..]));
+    }
+
+    #[test]
     fn delay_is_about_a_millisecond() {
         let r = Resampler::new(SampleRate::HZ_24K, SampleRate::HZ_48K).unwrap();
         assert!(r.delay_output_samples() <= 48, "{} samples at 48 kHz", r.delay_output_samples());
@@ -352,6 +368,7 @@ mod tests {
     #[test]
     fn unsupported_ratios_are_rejected() {
         assert!(Resampler::new(SampleRate(44_100), SampleRate::HZ_48K).is_err());
+        assert!(Resampler::new(SampleRate::HZ_48K, SampleRate(7_000)).is_err(), "48/7 needs a factor above 6");
         assert!(Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_48K).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! A session that bridges a non-Opus line (a phone call, G.711 at 8 kHz) into a room, where
 //! everyone's packets are Opus and forwarded untouched. Per tick, on the audio thread:
-//! - **to the room**: the caller's decoded 48 kHz frame is encoded to Opus once
+//! - **to the room**: the caller's decoded frame (24 kHz) is encoded to Opus once
 //!   ([`RoomBridge::forward`]) and handed to tokio, which sends it into the room as this
 //!   participant's packets;
 //! - **from the room**: the Opus packets of the speaker the room puts on this participant's
@@ -12,7 +12,7 @@
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::session_codec::{AudioCodec, Decoder, Encoder};
-use crate::{EncodedFrame, INGRESS_RING, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET, MediaError, Pop, RtpIn, SAMPLES_48K, SampleRate};
+use crate::{EncodedFrame, INGRESS_RING, JitterBuffer, MAX_DECODED_24K, MAX_OPUS_PACKET, MediaError, Pop, RtpIn, SAMPLES_24K, SampleRate};
 
 /// Opus frames for the room waiting for tokio: ≈ 0.3 s.
 pub const FORWARD_RING: usize = 16;
@@ -30,7 +30,7 @@ pub struct RoomBridge {
     encoder: Encoder,
     jitter: JitterBuffer,
     decoder: Decoder,
-    pcm: Box<[i16; MAX_DECODED_48K]>,
+    pcm: Box<[i16; MAX_DECODED_24K]>,
     pub frames_forwarded: u64,
     pub frames_heard: u64,
     pub dropped: u64,
@@ -47,7 +47,7 @@ impl RoomBridge {
             encoder: Encoder::new(AudioCodec::Opus)?,
             jitter: JitterBuffer::with_clock_rate(SampleRate::HZ_48K),
             decoder: Decoder::new(AudioCodec::Opus)?,
-            pcm: Box::new([0; MAX_DECODED_48K]),
+            pcm: Box::new([0; MAX_DECODED_24K]),
             frames_forwarded: 0,
             frames_heard: 0,
             dropped: 0,
@@ -61,9 +61,9 @@ impl RoomBridge {
     }
 
     /// The caller's frame `index`, encoded once for the room.
-    pub fn forward(&mut self, frame48: &[i16; SAMPLES_48K], index: u64) {
+    pub fn forward(&mut self, frame: &[i16; SAMPLES_24K], index: u64) {
         let mut packet = EncodedFrame { frame_index: index, voiced: true, len: 0, data: [0; MAX_OPUS_PACKET] };
-        match self.encoder.encode(frame48, &mut packet.data) {
+        match self.encoder.encode(frame, &mut packet.data) {
             Ok(len) => packet.len = len as u16,
             Err(_) => {
                 self.codec_errors += 1;
@@ -77,9 +77,9 @@ impl RoomBridge {
         }
     }
 
-    /// The room's audio for this tick (48 kHz), if its slot carries a speaker now. `now_ms`:
+    /// The room's audio for this tick (24 kHz), if its slot carries a speaker now. `now_ms`:
     /// the tick's time, for the jitter buffer.
-    pub fn next_frame(&mut self, now_ms: u64, out: &mut [i16; SAMPLES_48K]) -> bool {
+    pub fn next_frame(&mut self, now_ms: u64, out: &mut [i16; SAMPLES_24K]) -> bool {
         while let Ok(packet) = self.room_in.pop() {
             self.jitter.push(&packet, now_ms);
         }
@@ -91,8 +91,8 @@ impl RoomBridge {
         };
         match decoded {
             // Longer packets (40/60 ms) keep only their first 20 ms: browsers send 20 ms.
-            Ok(n) if n >= SAMPLES_48K => {
-                out.copy_from_slice(&self.pcm[..SAMPLES_48K]);
+            Ok(n) if n >= SAMPLES_24K => {
+                out.copy_from_slice(&self.pcm[..SAMPLES_24K]);
                 self.frames_heard += 1;
                 true
             }
@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn frames_cross_both_ways_through_the_codec() {
         let (mut bridge, mut handle) = RoomBridge::new().unwrap();
-        let tone: [i16; SAMPLES_48K] = std::array::from_fn(|i| ((i as f32 * 0.06).sin() * 8000.0) as i16);
+        let tone: [i16; SAMPLES_24K] = std::array::from_fn(|i| ((i as f32 * 0.12).sin() * 8000.0) as i16);
         bridge.forward(&tone, 7);
         let sent = handle.forward.pop().unwrap();
         assert_eq!((sent.frame_index, sent.voiced), (7, true));
@@ -121,11 +121,12 @@ mod tests {
 
         // The room's packets come out decoded, one 20 ms frame per tick, once buffered.
         let mut enc = OpusEncoder::new().unwrap();
+        let tone48: [i16; crate::SAMPLES_48K] = std::array::from_fn(|i| ((i as f32 * 0.06).sin() * 8000.0) as i16);
         let mut heard = 0;
-        let mut out = [0i16; SAMPLES_48K];
+        let mut out = [0i16; SAMPLES_24K];
         for i in 0..20u16 {
             let mut buf = [0u8; MAX_OPUS_PACKET];
-            let n = enc.encode(&tone, &mut buf).unwrap();
+            let n = enc.encode(&tone48, &mut buf).unwrap();
             handle.room_in.push(RtpIn::new(i, u32::from(i) * 960, &buf[..n]).unwrap()).unwrap();
             if bridge.next_frame(u64::from(i) * 20, &mut out) {
                 heard += 1;

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use voxrelay_media::{
-    AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnDetectConfig, VadKind, mix_48k,
+    AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnDetectConfig, VadKind, mix,
 };
 
 struct Counting;
@@ -138,7 +138,7 @@ fn mixing_several_sources_allocates_nothing() {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     COUNTING.with(|c| c.set(true));
     for i in 0..a.len() - 2 {
-        mix_48k(&[&a[i], &a[i + 1], &a[i + 2]], &mut out);
+        mix(&[&a[i], &a[i + 1], &a[i + 2]], &mut out);
     }
     COUNTING.with(|c| c.set(false));
     assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0);
