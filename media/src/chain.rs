@@ -200,9 +200,9 @@ impl SessionChain {
     }
 
     /// The first half of a tick: controls, ingress, inbound DSP (uplink audio and turn events).
-    /// The worker runs it for all its sessions, lets tokio answer (an agent's first frame after a
-    /// commit), then runs [`SessionChain::tick_outbound`] half a frame later, so that frame goes
-    /// out in this tick instead of the next.
+    /// The worker runs it in the session's slot, lets tokio answer (an agent's first frame after
+    /// a commit), then runs [`SessionChain::tick_outbound`] `OUTBOUND_SLOTS` (10 ms) later, so
+    /// that frame goes out in this tick instead of the next.
     pub fn tick_inbound(&mut self) -> Liveness {
         if self.is_abandoned() {
             return Liveness::Abandoned;
@@ -380,7 +380,6 @@ impl SessionChain {
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next =
             self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
-        let mut reference_taken = false;
         let mut agent_pcm = [0i16; SAMPLES_24K];
         let agent = match next {
             Some(next) => {
@@ -403,15 +402,14 @@ impl SessionChain {
                 (true, false) => mix(&[&agent_pcm], &mut pcm),
                 _ => mix(&[&room_pcm], &mut pcm),
             }
-            if self.echo_guard.is_on() {
-                self.echo_guard.on_sent_frame(&pcm);
-                reference_taken = true;
-            }
             match self.encoder.encode(&pcm, &mut packet.data) {
                 Ok(len) => {
                     packet.len = len as u16;
                     packet.voiced = true;
                     self.voiced_out += 1;
+                    if self.echo_guard.is_on() {
+                        self.echo_guard.on_sent_frame(&pcm);
+                    }
                 }
                 Err(_) => {
                     self.codec_errors += 1;
@@ -420,7 +418,9 @@ impl SessionChain {
                 }
             }
         }
-        if !reference_taken {
+        // The echo guard's reference is what went out: silence too (it may still carry the
+        // previous frame's tail).
+        if !packet.voiced {
             self.echo_guard.on_sent_frame(&[]);
         }
         self.frames_out += 1;

@@ -135,7 +135,11 @@ pub fn energy(pcm: &[i16]) -> f32 {
     if pcm.is_empty() {
         return 0.0;
     }
-    pcm.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>() / pcm.len() as f32
+    sum_of_squares(pcm) / pcm.len() as f32
+}
+
+fn sum_of_squares(pcm: &[i16]) -> f32 {
+    pcm.iter().map(|&s| (s as f32) * (s as f32)).sum()
 }
 
 /// Per-learned-frame decay of the echo-path sums: ≈ 0.7 s of agent audio of memory, so a
@@ -233,9 +237,8 @@ impl EchoGuard {
             return self.on_sent(0.0);
         }
         let split = pcm.len().saturating_sub(self.align);
-        let sum_sq = |x: &[i16]| x.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>();
-        let window = self.carry + sum_sq(&pcm[..split]);
-        self.carry = sum_sq(&pcm[split..]);
+        let window = self.carry + sum_of_squares(&pcm[..split]);
+        self.carry = sum_of_squares(&pcm[split..]);
         self.on_sent((window / n as f32).sqrt());
     }
 
@@ -292,7 +295,10 @@ impl EchoGuard {
         }
         // Not learned yet (or no echo to learn): the assumption, unless the line has been
         // measurably quieter than it for a while (no echo at all on this line).
-        let measured = (1..=self.lag_frames).filter(|&b| self.yy[b] >= MIN_REFERENCE).map(|b| self.xy[b] / self.yy[b]).fold(None, |m: Option<f32>, g| Some(m.map_or(g, |m| m.max(g))));
+        let measured = (1..=self.lag_frames)
+            .filter(|&b| self.yy[b] >= MIN_REFERENCE)
+            .map(|b| self.xy[b] / self.yy[b])
+            .fold(None, |m: Option<f32>, g| Some(m.map_or(g, |m| m.max(g))));
         let gain = match measured {
             Some(g) if self.active_ticks >= MIN_LEARN_TICKS => (g * 10f32.powf(LEARNED_MARGIN_DB / 20.0)).min(self.assumed_gain),
             _ => self.assumed_gain,

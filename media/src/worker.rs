@@ -2,7 +2,7 @@
 //! ticking them on an absolute 20 ms clock split into [`TICK_SLOTS`] slots of 5 ms. A session's
 //! tick runs in two halves: inbound in the slot after its packets usually arrive
 //! ([`TickPhase`]), outbound [`crate::OUTBOUND_SLOTS`] (10 ms) later. After each slot in which some
-//! session ran a half the worker rings its [`TickBell`] with the slot, so tokio moves the frames
+//! session ran a half the worker rings its [`TickBell`] with the slots, so tokio moves the frames
 //! and events of that half at once instead of polling for them, and an agent's answer to a turn
 //! event is encoded in the same tick's outbound half.
 //! Owns: threads, session placement (least loaded), the clock, and freeing abandoned sessions.
@@ -34,8 +34,8 @@ const SLOT: Duration = Duration::from_millis(FRAME_MS as u64 / TICK_SLOTS as u64
 /// Rung from an audio thread with the worker's index and a bit mask of slots (bit `s` for slot
 /// `s` of 0..[`TICK_SLOTS`]) after every slot in which sessions ran halves of their ticks: the
 /// bits are the slots those halves belong to, a session's being [`SessionStats::tick_slot`] and
-/// [`crate::OUTBOUND_SLOTS`] after it (an inbound half put off by a slot rings its own). It must return at once and never
-/// block (the server's wakes one tokio task per worker).
+/// [`crate::OUTBOUND_SLOTS`] after it (an inbound half put off by a slot rings its own). It must
+/// return at once and never block (the server's wakes one tokio task per worker).
 pub type TickBell = Arc<dyn Fn(usize, u8) + Send + Sync>;
 
 /// Upper bounds (µs) of the per-tick DSP time histogram buckets; the last bucket is +Inf. A
@@ -220,7 +220,6 @@ struct Scheduled {
     deferred: bool,
 }
 
-#[derive(PartialEq)]
 enum SlotRun {
     /// Halves ran for these of the session's own slots (bits): whose bell to ring. A deferred
     /// inbound half rings its own slot's bell, where the call listens.
