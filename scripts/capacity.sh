@@ -5,6 +5,7 @@
 #
 #   scripts/capacity.sh [webrtc|rtp|twilio|ws] "10 25 50 100" [duration_s]
 #   VOXRELAY_BIN=/tmp/voxrelay-before SERVER_ARGS="--vad energy" scripts/capacity.sh ...  # A/B runs
+#   LOADGEN_BIN=/tmp/voxrelay-now VOXRELAY_BIN=/tmp/voxrelay-old ...  # an old server, today's instrument
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-webrtc}
@@ -15,6 +16,7 @@ out=bench-out/capacity
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin voxrelay
 bin=${VOXRELAY_BIN:-${CARGO_TARGET_DIR:-target}/release/voxrelay}
+loadgen=${LOADGEN_BIN:-$bin}
 taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --api-key capacity-bench --audio-workers 1 \
   --rtp-ingest --max-calls 5000 --log-level error --data-dir "$out/data" ${SERVER_ARGS:-} &
 server=$!
@@ -24,7 +26,7 @@ echo "| transport | sessions | connected | failed | turn p50 (ms) | turn p99 (ms
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for n in $counts; do
   json="$out/$transport-$n.json"
-  taskset -c 1 "$bin" loadgen --url http://127.0.0.1:$port --api-key capacity-bench --transport "$transport" \
+  taskset -c 1 "$loadgen" loadgen --url http://127.0.0.1:$port --api-key capacity-bench --transport "$transport" \
     --sessions "$n" --ramp 25 --duration "$duration" --server-pid $server --progress false --json "$json" >/dev/null || true
   python3 - "$json" <<'PY'
 import json, sys

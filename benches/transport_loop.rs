@@ -1,0 +1,390 @@
+//! Transport prototype (issue 20): what a call's packets cost in webrtc-rs's async driver (a UDP
+//! socket and a driver task per peer connection, as the server runs today) against the same
+//! sans-IO core (`rtc`) driven from one loop over one shared UDP socket, as an audio worker
+//! would own it. Both servers reflect every RTP packet back on their outbound track (SRTP both
+//! ways, the library's default interceptors, the client's `oai-events` data channel open), so
+//! the difference is the transport's own cost: no codec, no VAD.
+//!
+//! The server runs on one thread (a current-thread runtime, pinned to CPU 0) and its CPU time
+//! is read from the kernel (`/proc/self/task/<tid>/schedstat`, user + system); the clients are
+//! voxrelay's own load-generator client (webrtc-rs, CPU 1) sending 50 packets/s each.
+//!
+//! ```sh
+//! cargo bench --bench transport_loop -- webrtc 200 20    # variant, calls, seconds measured
+//! cargo bench --bench transport_loop -- shared 200 20
+//! ```
+//!
+//! Not a server: the shared loop handles UDP host candidates only (no ICE-TCP, no TURN), finds
+//! each connection's deadline by scanning all of them, and never closes a connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::{mpsc, oneshot};
+use voxrelay::client::{Client, ClientOptions, OutFrame};
+use voxrelay_media::AudioCodec;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState};
+
+const PT: u8 = 111;
+/// A 32 kbps Opus frame is ≈ 80 bytes; the servers never decode it.
+const PAYLOAD: [u8; 80] = [0x5a; 80];
+
+type Offer = (String, oneshot::Sender<Result<String, String>>);
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn media_engine() -> MediaEngine {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: PT }, RtpCodecKind::Audio).expect("opus registers");
+    engine
+}
+
+fn outbound_track() -> (MediaStreamTrack, u32) {
+    let ssrc: u32 = rand::random();
+    let track = MediaStreamTrack::new(
+        "echo-stream".into(),
+        "echo-audio".into(),
+        "echo audio".into(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: opus(),
+            ..Default::default()
+        }],
+    );
+    (track, ssrc)
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn gettid() -> i64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+/// Nanoseconds the thread `tid` has run (user + system), from the scheduler.
+fn thread_cpu_ns(tid: i64) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).expect("schedstat");
+    text.split_whitespace().next().and_then(|v| v.parse().ok()).expect("schedstat runtime")
+}
+
+// ---- today's transport: a webrtc-rs peer connection (socket + driver task) per call ----
+
+struct Gathered(mpsc::UnboundedSender<Arc<dyn TrackRemote>>, mpsc::UnboundedSender<()>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Gathered {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.1.send(());
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(track);
+    }
+}
+
+async fn serve_webrtc(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<AtomicU64>) {
+    while let Some((sdp, reply)) = offers.recv().await {
+        let echoed = echoed.clone();
+        tokio::spawn(async move {
+            let (tracks_tx, mut tracks) = mpsc::unbounded_channel();
+            let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
+            let mut engine = media_engine();
+            let registry = register_default_interceptors(rtc::interceptor::Registry::new(), &mut engine).expect("interceptors");
+            let peer = PeerConnectionBuilder::<SocketAddr>::new()
+                .with_media_engine(engine)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(Gathered(tracks_tx, gathered_tx)))
+                .with_udp_addrs(vec![SocketAddr::from(([127, 0, 0, 1], 0))])
+                .build()
+                .await
+                .expect("peer");
+            let (track, ssrc) = outbound_track();
+            let track = Arc::new(TrackLocalStaticRTP::new(track));
+            peer.add_track(track.clone() as Arc<dyn TrackLocal>).await.expect("track");
+            peer.set_remote_description(RTCSessionDescription::offer(sdp).expect("offer")).await.expect("remote");
+            let answer = peer.create_answer(None).await.expect("answer");
+            peer.set_local_description(answer).await.expect("local");
+            gathered.recv().await;
+            let local = peer.local_description().await.expect("local description").sdp;
+            let _ = reply.send(Ok(local));
+            let Some(remote) = tracks.recv().await else { return };
+            while let Some(event) = remote.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
+                    packet.header.ssrc = ssrc;
+                    packet.header.payload_type = PT;
+                    if track.write_rtp(packet).await.is_ok() {
+                        echoed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            drop(peer);
+        });
+    }
+}
+
+// ---- the prototype: every call's sans-IO core on one loop and one UDP socket ----
+
+struct Conn {
+    pc: RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    deadline: Option<Instant>,
+}
+
+/// The local ufrag in a STUN request's USERNAME ("local:remote"), which says whose connectivity
+/// check this is before the remote address is known (RFC 8445 §7.2.2).
+fn stun_local_ufrag(packet: &[u8]) -> Option<&str> {
+    if packet.len() < 20 || packet[0] & 0xc0 != 0 || packet[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    let mut at = 20;
+    while at + 4 <= packet.len() {
+        let kind = u16::from_be_bytes([packet[at], packet[at + 1]]);
+        let len = u16::from_be_bytes([packet[at + 2], packet[at + 3]]) as usize;
+        let value = packet.get(at + 4..at + 4 + len)?;
+        if kind == 0x0006 {
+            return std::str::from_utf8(value).ok()?.split(':').next();
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:")).map(str::to_owned)
+}
+
+fn accept(sdp: String, local: SocketAddr) -> Result<(Conn, String), String> {
+    let e = |e: rtc::shared::error::Error| e.to_string();
+    let mut engine = media_engine();
+    let registry = register_default_interceptors(rtc::interceptor::Registry::new(), &mut engine).map_err(e)?;
+    let now = Instant::now();
+    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(e)?;
+    let (track, ssrc) = outbound_track();
+    let sender = pc.add_track(track).map_err(e)?;
+    pc.set_remote_description(now, RTCSessionDescription::offer(sdp).map_err(e)?).map_err(e)?;
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(e)?;
+    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().map_err(e)?).map_err(e)?;
+    let answer = pc.create_answer(None).map_err(e)?;
+    pc.set_local_description(now, answer).map_err(e)?;
+    let sdp = pc.local_description().ok_or("no local description")?.sdp;
+    Ok((Conn { pc, sender, ssrc, deadline: None }, sdp))
+}
+
+/// Drains what `conn` has for the application (reflecting RTP) and for the wire.
+fn service(conn: &mut Conn, socket: &tokio::net::UdpSocket, now: Instant, echoed: &AtomicU64) {
+    while let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() {
+        if let RTCMessage::RtpPacket(_, mut packet) = message {
+            packet.header.ssrc = conn.ssrc;
+            packet.header.payload_type = PT;
+            if let Some(mut sender) = conn.pc.rtp_sender(conn.sender)
+                && sender.write_rtp(now, packet).is_ok()
+            {
+                echoed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    while conn.pc.poll_event().is_some() {}
+    while let Some(out) = conn.pc.poll_write() {
+        let _ = socket.try_send_to(&out.message, out.transport.peer_addr);
+    }
+    conn.deadline = conn.pc.poll_timeout();
+}
+
+async fn serve_shared(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<AtomicU64>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+    let local = socket.local_addr().expect("local addr");
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut by_ufrag: HashMap<String, usize> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let next = conns.iter().filter_map(|c| c.deadline).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            offer = offers.recv() => {
+                let Some((sdp, reply)) = offer else { return };
+                match accept(sdp, local) {
+                    Ok((mut conn, answer)) => {
+                        if let Some(ufrag) = ice_ufrag(&answer) {
+                            by_ufrag.insert(ufrag, conns.len());
+                        }
+                        service(&mut conn, &socket, Instant::now(), &echoed);
+                        conns.push(conn);
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Err(e) => { let _ = reply.send(Err(e)); }
+                }
+            }
+            readable = socket.readable() => {
+                if readable.is_err() { return; }
+                // Everything queued, not one datagram per wake-up.
+                while let Ok((n, from)) = socket.try_recv_from(&mut buf) {
+                    let now = Instant::now();
+                    let index = match by_addr.get(&from) {
+                        Some(&i) => i,
+                        None => match stun_local_ufrag(&buf[..n]).and_then(|u| by_ufrag.get(u)) {
+                            Some(&i) => { by_addr.insert(from, i); i }
+                            None => continue,
+                        },
+                    };
+                    let conn = &mut conns[index];
+                    let transport = TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP };
+                    if conn.pc.handle_read(TaggedBytesMut { now, transport, message: BytesMut::from(&buf[..n]) }).is_ok() {
+                        service(conn, &socket, now, &echoed);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next.into()) => {
+                let now = Instant::now();
+                for conn in conns.iter_mut().filter(|c| c.deadline.is_some_and(|d| d <= now)) {
+                    let _ = conn.pc.handle_timeout(now);
+                    service(conn, &socket, now, &echoed);
+                }
+            }
+        }
+    }
+}
+
+// ---- the bench ----
+
+fn main() {
+    voxrelay::install_tls_provider();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let variant = args.first().cloned().unwrap_or_else(|| "shared".into());
+    let calls: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(100);
+    let seconds: u64 = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(20);
+
+    let (offer_tx, offer_rx) = mpsc::unbounded_channel::<Offer>();
+    let echoed = Arc::new(AtomicU64::new(0));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let server_echoed = echoed.clone();
+    let server_variant = variant.clone();
+    std::thread::spawn(move || {
+        pin_to(0);
+        let _ = tid_tx.send(gettid());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        match server_variant.as_str() {
+            "webrtc" => rt.block_on(serve_webrtc(offer_rx, server_echoed)),
+            _ => rt.block_on(serve_shared(offer_rx, server_echoed)),
+        }
+    });
+    let server_tid = tid_rx.recv().expect("server thread");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(|| pin_to(1))
+        .build()
+        .expect("client runtime");
+    pin_to(1);
+    rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/offer",
+            axum::routing::post(move |body: String| {
+                let offers = offer_tx.clone();
+                async move {
+                    let (reply, answer) = oneshot::channel();
+                    let _ = offers.send((body, reply));
+                    match answer.await {
+                        Ok(Ok(sdp)) => (axum::http::StatusCode::CREATED, sdp),
+                        Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e),
+                        Err(_) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("http");
+        let url = format!("http://{}/offer", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let opts = ClientOptions {
+            decode: false,
+            connect_timeout: Duration::from_secs(10),
+            codec: AudioCodec::Opus,
+            bind_ip: "127.0.0.1".parse().expect("ip"),
+            ice_servers: vec![],
+            relay_only: false,
+            tcp_only: false,
+            form_session: None,
+            faults: voxrelay::transport::impair::NetworkFaults::NONE,
+            audio_out: None,
+        };
+        let frames = (seconds as usize + 10) * 50;
+        let mut clients = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let client = Client::connect(&http, &url, "prototype", opts.clone()).await.expect("client connects");
+            client.queue((0..frames).map(|_| OutFrame::Opus { payload: Bytes::from_static(&PAYLOAD), voiced: false }));
+            clients.push(client);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu0, echoed0, at0) = (thread_cpu_ns(server_tid), echoed.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let (cpu1, echoed1, elapsed) = (thread_cpu_ns(server_tid), echoed.load(Ordering::Relaxed), at0.elapsed());
+        let received: usize = clients.iter().map(|c| c.received().len()).sum();
+        let cpu_s = (cpu1 - cpu0) as f64 / 1e9;
+        let packets = echoed1 - echoed0;
+        let call_seconds = calls as f64 * elapsed.as_secs_f64();
+        println!(
+            "| {variant} | {calls} | {:.1} | {:.2} | {:.1} | {:.0} | {received} |",
+            100.0 * cpu_s / elapsed.as_secs_f64(),
+            1000.0 * cpu_s / call_seconds,
+            1e6 * cpu_s / packets.max(1) as f64,
+            packets as f64 / call_seconds,
+        );
+        std::process::exit(0);
+    });
+}
