@@ -14,10 +14,10 @@
 //! cargo bench --bench transport_loop -- shared 200 20
 //! ```
 //!
-//! Not a server: the shared loop handles UDP host candidates only (no ICE-TCP, no TURN), finds
-//! each connection's deadline by scanning all of them, and never closes a connection.
+//! The shared loop routes and schedules with `voxrelay::transport::shared_udp` (the server's
+//! pieces for it). Not a server: UDP host candidates only (no ICE-TCP), and it never closes a
+//! connection.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +39,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 use voxrelay::client::{Client, ClientOptions, OutFrame};
+use voxrelay::transport::shared_udp::{Deadlines, Router};
 use voxrelay_media::AudioCodec;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -165,26 +166,6 @@ struct Conn {
     pc: RTCPeerConnection,
     sender: RTCRtpSenderId,
     ssrc: u32,
-    deadline: Option<Instant>,
-}
-
-/// The local ufrag in a STUN request's USERNAME ("local:remote"), which says whose connectivity
-/// check this is before the remote address is known (RFC 8445 §7.2.2).
-fn stun_local_ufrag(packet: &[u8]) -> Option<&str> {
-    if packet.len() < 20 || packet[0] & 0xc0 != 0 || packet[4..8] != [0x21, 0x12, 0xa4, 0x42] {
-        return None;
-    }
-    let mut at = 20;
-    while at + 4 <= packet.len() {
-        let kind = u16::from_be_bytes([packet[at], packet[at + 1]]);
-        let len = u16::from_be_bytes([packet[at + 2], packet[at + 3]]) as usize;
-        let value = packet.get(at + 4..at + 4 + len)?;
-        if kind == 0x0006 {
-            return std::str::from_utf8(value).ok()?.split(':').next();
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    None
 }
 
 fn ice_ufrag(sdp: &str) -> Option<String> {
@@ -220,11 +201,12 @@ fn accept(sdp: String, local: SocketAddr) -> Result<(Conn, String), String> {
     let answer = pc.create_answer(None).map_err(e)?;
     pc.set_local_description(now, answer).map_err(e)?;
     let sdp = pc.local_description().ok_or("no local description")?.sdp;
-    Ok((Conn { pc, sender, ssrc, deadline: None }, sdp))
+    Ok((Conn { pc, sender, ssrc }, sdp))
 }
 
-/// Drains what `conn` has for the application (reflecting RTP) and for the wire.
-fn service(conn: &mut Conn, socket: &tokio::net::UdpSocket, now: Instant, echoed: &AtomicU64) {
+/// Drains what `conn` has for the application (reflecting RTP) and for the wire; returns its
+/// next deadline.
+fn service(conn: &mut Conn, socket: &tokio::net::UdpSocket, now: Instant, echoed: &AtomicU64) -> Option<Instant> {
     while let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() {
         if let RTCMessage::RtpPacket(_, mut packet) = message {
             packet.header.ssrc = conn.ssrc;
@@ -240,28 +222,29 @@ fn service(conn: &mut Conn, socket: &tokio::net::UdpSocket, now: Instant, echoed
     while let Some(out) = conn.pc.poll_write() {
         let _ = socket.try_send_to(&out.message, out.transport.peer_addr);
     }
-    conn.deadline = conn.pc.poll_timeout();
+    conn.pc.poll_timeout()
 }
 
 async fn serve_shared(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<AtomicU64>) {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("socket");
     let local = socket.local_addr().expect("local addr");
     let mut conns: Vec<Conn> = Vec::new();
-    let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut by_ufrag: HashMap<String, usize> = HashMap::new();
+    let mut router: Router<usize> = Router::default();
+    let mut deadlines: Deadlines<usize> = Deadlines::default();
     let mut buf = vec![0u8; 2048];
     loop {
-        let next = conns.iter().filter_map(|c| c.deadline).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let next = deadlines.next().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             biased;
             offer = offers.recv() => {
                 let Some((sdp, reply)) = offer else { return };
                 match accept(sdp, local) {
                     Ok((mut conn, answer)) => {
+                        let key = conns.len();
                         if let Some(ufrag) = ice_ufrag(&answer) {
-                            by_ufrag.insert(ufrag, conns.len());
+                            router.add(&ufrag, key);
                         }
-                        service(&mut conn, &socket, Instant::now(), &echoed);
+                        deadlines.set(key, service(&mut conn, &socket, Instant::now(), &echoed));
                         conns.push(conn);
                         let _ = reply.send(Ok(answer));
                     }
@@ -273,25 +256,20 @@ async fn serve_shared(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<At
                 // Everything queued, not one datagram per wake-up.
                 while let Ok((n, from)) = socket.try_recv_from(&mut buf) {
                     let now = Instant::now();
-                    let index = match by_addr.get(&from) {
-                        Some(&i) => i,
-                        None => match stun_local_ufrag(&buf[..n]).and_then(|u| by_ufrag.get(u)) {
-                            Some(&i) => { by_addr.insert(from, i); i }
-                            None => continue,
-                        },
-                    };
-                    let conn = &mut conns[index];
+                    let Some(key) = router.route(from, &buf[..n]) else { continue };
+                    let conn = &mut conns[key];
                     let transport = TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP };
                     if conn.pc.handle_read(TaggedBytesMut { now, transport, message: BytesMut::from(&buf[..n]) }).is_ok() {
-                        service(conn, &socket, now, &echoed);
+                        deadlines.set(key, service(conn, &socket, now, &echoed));
                     }
                 }
             }
             _ = tokio::time::sleep_until(next.into()) => {
                 let now = Instant::now();
-                for conn in conns.iter_mut().filter(|c| c.deadline.is_some_and(|d| d <= now)) {
+                while let Some(key) = deadlines.pop_due(now) {
+                    let conn = &mut conns[key];
                     let _ = conn.pc.handle_timeout(now);
-                    service(conn, &socket, now, &echoed);
+                    deadlines.set(key, service(conn, &socket, now, &echoed));
                 }
             }
         }

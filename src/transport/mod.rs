@@ -19,6 +19,7 @@
 //! - `impair` — loss, delay and reordering the project's RTP client applies to what it sends.
 //! - `link` — a participant's connection state and when the server gives up on it.
 //! - `packetizer` — encoded frames → RTP packets (timestamps from the worker's frame index).
+//! - `shared_udp` — one UDP socket for many peer connections: routing and deadlines (issue 20).
 //!
 //! Transports read packets and messages from the network: no `unwrap`/`expect` outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -28,6 +29,7 @@ pub mod link;
 pub mod packetizer;
 pub mod phone;
 pub mod plain_rtp;
+pub mod shared_udp;
 pub mod webrtc;
 pub mod ws;
 
