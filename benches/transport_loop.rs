@@ -24,64 +24,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 use voxrelay::client::{Client, ClientOptions, OutFrame};
 use voxrelay::transport::shared_udp::{Deadlines, Router};
+use voxrelay::transport::webrtc::{OPUS_PAYLOAD_TYPE, audio_stream_track, rtp_codec};
 use voxrelay_media::AudioCodec;
+use voxrelay_signaling::sdpfrag::sdp_attribute;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState};
 
-const PT: u8 = 111;
 /// A 32 kbps Opus frame is ≈ 80 bytes; the servers never decode it.
 const PAYLOAD: [u8; 80] = [0x5a; 80];
 
 type Offer = (String, oneshot::Sender<Result<String, String>>);
 
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
 fn media_engine() -> MediaEngine {
     let mut engine = MediaEngine::default();
-    engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: PT }, RtpCodecKind::Audio).expect("opus registers");
+    let opus = RTCRtpCodecParameters { rtp_codec: rtp_codec(AudioCodec::Opus), payload_type: OPUS_PAYLOAD_TYPE };
+    engine.register_codec(opus, RtpCodecKind::Audio).expect("opus registers");
     engine
-}
-
-fn outbound_track() -> (MediaStreamTrack, u32) {
-    let ssrc: u32 = rand::random();
-    let track = MediaStreamTrack::new(
-        "echo-stream".into(),
-        "echo-audio".into(),
-        "echo audio".into(),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: opus(),
-            ..Default::default()
-        }],
-    );
-    (track, ssrc)
 }
 
 fn pin_to(cpu: usize) {
@@ -136,7 +109,7 @@ async fn serve_webrtc(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<At
                 .build()
                 .await
                 .expect("peer");
-            let (track, ssrc) = outbound_track();
+            let (track, ssrc) = audio_stream_track("echo", AudioCodec::Opus);
             let track = Arc::new(TrackLocalStaticRTP::new(track));
             peer.add_track(track.clone() as Arc<dyn TrackLocal>).await.expect("track");
             peer.set_remote_description(RTCSessionDescription::offer(sdp).expect("offer")).await.expect("remote");
@@ -149,7 +122,7 @@ async fn serve_webrtc(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<At
             while let Some(event) = remote.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(mut packet) = event {
                     packet.header.ssrc = ssrc;
-                    packet.header.payload_type = PT;
+                    packet.header.payload_type = OPUS_PAYLOAD_TYPE;
                     if track.write_rtp(packet).await.is_ok() {
                         echoed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -168,10 +141,6 @@ struct Conn {
     ssrc: u32,
 }
 
-fn ice_ufrag(sdp: &str) -> Option<String> {
-    sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:")).map(str::to_owned)
-}
-
 fn accept(sdp: String, local: SocketAddr) -> Result<(Conn, String), String> {
     let e = |e: rtc::shared::error::Error| e.to_string();
     let mut engine = media_engine();
@@ -182,7 +151,7 @@ fn accept(sdp: String, local: SocketAddr) -> Result<(Conn, String), String> {
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(e)?;
-    let (track, ssrc) = outbound_track();
+    let (track, ssrc) = audio_stream_track("echo", AudioCodec::Opus);
     let sender = pc.add_track(track).map_err(e)?;
     pc.set_remote_description(now, RTCSessionDescription::offer(sdp).map_err(e)?).map_err(e)?;
     let host = CandidateHostConfig {
@@ -210,7 +179,7 @@ fn service(conn: &mut Conn, socket: &tokio::net::UdpSocket, now: Instant, echoed
     while let Some(TaggedRTCMessage { message, .. }) = conn.pc.poll_read() {
         if let RTCMessage::RtpPacket(_, mut packet) = message {
             packet.header.ssrc = conn.ssrc;
-            packet.header.payload_type = PT;
+            packet.header.payload_type = OPUS_PAYLOAD_TYPE;
             if let Some(mut sender) = conn.pc.rtp_sender(conn.sender)
                 && sender.write_rtp(now, packet).is_ok()
             {
@@ -241,8 +210,8 @@ async fn serve_shared(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<At
                 match accept(sdp, local) {
                     Ok((mut conn, answer)) => {
                         let key = conns.len();
-                        if let Some(ufrag) = ice_ufrag(&answer) {
-                            router.add(&ufrag, key);
+                        if let Some(ufrag) = sdp_attribute(&answer, "ice-ufrag") {
+                            router.add(ufrag, key);
                         }
                         deadlines.set(key, service(&mut conn, &socket, Instant::now(), &echoed));
                         conns.push(conn);

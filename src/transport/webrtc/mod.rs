@@ -19,7 +19,9 @@ pub mod room_client;
 pub use ice::IceControl;
 pub use room::{RoomPeer, SendError, SlotSink, answer_room};
 
-pub use peer::{GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, default_payload_type, samples_per_frame};
+pub use peer::{
+    GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, audio_stream_track, default_payload_type, rtp_codec, samples_per_frame,
+};
 use peer::{Peer, PeerEvent, PeerEvents, audio_track, build_peer, wait_gathered};
 
 use std::sync::{Arc, Mutex};

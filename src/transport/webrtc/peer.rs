@@ -41,7 +41,7 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
 }
 
 /// The audio codecs voxrelay negotiates (the media crate's names), with their RTP details.
-pub(crate) fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
+pub fn rtp_codec(codec: AudioCodec) -> RTCRtpCodec {
     let g711 = |mime: &str| RTCRtpCodec {
         mime_type: mime.to_owned(),
         clock_rate: 8_000,
@@ -315,8 +315,14 @@ async fn build_peer_full(
 
 /// A local audio track of `codec` with a random SSRC, for sending audio we packetize ourselves.
 pub(crate) fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStaticRTP>, u32) {
+    let (track, ssrc) = audio_stream_track(label, codec);
+    (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+}
+
+/// The media description of such a track (a sans-IO peer connection adds it as is).
+pub fn audio_stream_track(label: &str, codec: AudioCodec) -> (MediaStreamTrack, u32) {
     let ssrc: u32 = rand::random();
-    let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+    let track = MediaStreamTrack::new(
         format!("{label}-stream"),
         format!("{label}-audio"),
         format!("{label} audio"),
@@ -326,8 +332,8 @@ pub(crate) fn audio_track(label: &str, codec: AudioCodec) -> (Arc<TrackLocalStat
             codec: rtp_codec(codec),
             ..Default::default()
         }],
-    ));
-    (Arc::new(track), ssrc)
+    );
+    (track, ssrc)
 }
 
 /// Waits for ICE gathering to complete (we do not trickle: the answer carries all candidates).
