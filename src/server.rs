@@ -16,7 +16,7 @@ use voxrelay_signaling::{Api, Auth, router};
 
 use crate::config::ServeConfig;
 use crate::engine::{EngineHandle, VoxEngine};
-use crate::transport::webrtc::PortAllocator;
+use crate::transport::webrtc::{PortAllocator, RtcLoops};
 
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -68,6 +68,16 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
     let phone_echo_guard =
         voxrelay_media::EchoGuardConfig { echo_return_db: cfg.phone_echo_return_db, ..voxrelay_media::EchoGuardConfig::DEFAULT };
     let ports = PortAllocator::new(cfg.rtc_ip(), cfg.rtc_ports).with_tcp(cfg.rtc_tcp);
+    let rtc_loops = match cfg.rtc_loop {
+        true => match RtcLoops::start(&ports, workers).await {
+            Ok(loops) => Some(loops),
+            Err(e) => {
+                tracing::warn!("1:1 calls keep a peer connection driver each: {e}");
+                None
+            }
+        },
+        false => None,
+    };
     let rooms = crate::room::RoomSettings { auto_create: cfg.rooms_auto_create, ..Default::default() };
     let shares = crate::admission::Shares {
         per_ip_quarters: cfg
@@ -89,6 +99,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         rooms,
         store,
         bells,
+        rtc_loops,
     };
     let engine = VoxEngine::new(pool, ports, providers, settings);
     let turn = match &cfg.turn_config {

@@ -241,3 +241,42 @@ async fn the_sdks_call_shapes_multipart_create_hangup_and_json_errors() {
     c.close().await;
     server.shutdown().await;
 }
+
+/// The `udp` host candidates' ports in an answer (each m-line lists them).
+fn udp_host_ports(sdp: &str) -> std::collections::BTreeSet<u16> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 7 && f[2].eq_ignore_ascii_case("udp") && f[7] == "host")
+        .filter_map(|f| f[5].parse().ok())
+        .collect()
+}
+
+/// Calls on one audio worker ride its loop's one socket (issue 20); with `rtc_loop` off each call
+/// gets a peer connection driver and a socket of its own, and still echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_share_the_loops_socket_and_the_driver_still_works() {
+    for shared in [true, false] {
+        let server = start_with(|c| {
+            c.audio_workers = Some(1);
+            c.rtc_loop = shared;
+        })
+        .await;
+        let base = server.url();
+        let mut a = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+        let b = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+        let (pa, pb) = (udp_host_ports(&a.answer_sdp), udp_host_ports(&b.answer_sdp));
+        assert_eq!((pa.len(), pb.len()), (1, 1), "one UDP host port each: {pa:?} {pb:?}");
+        assert_eq!(pa == pb, shared, "loop {shared}: ports {pa:?} and {pb:?}");
+        a.expect("session.created").await;
+        a.say(&silence_ms(300));
+        a.say(&speech());
+        a.say(&silence_ms(3000));
+        let done = a.expect("response.done").await;
+        assert_eq!(done["response"]["status"], "completed");
+        assert!(a.levels().iter().any(|(_, r)| *r > VOICED_RMS), "loop {shared}: A hears its echo");
+        a.close().await;
+        b.close().await;
+        server.shutdown().await;
+    }
+}

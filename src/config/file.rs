@@ -23,6 +23,7 @@ pub struct ConfigFile {
     /// "LOW-HIGH", as the flag.
     pub rtc_ports: Option<String>,
     pub rtc_tcp: Option<bool>,
+    pub rtc_loop: Option<bool>,
     pub rtp_ingest: Option<bool>,
     pub rtp_ingest_ip: Option<IpAddr>,
     pub rooms_auto_create: Option<bool>,
@@ -151,6 +152,7 @@ impl ServeConfig {
             }
         }
         take!(rtc_tcp);
+        take!(rtc_loop);
         take!(rtp_ingest);
         take!(rtp_ingest_ip);
         take!(rooms_auto_create);

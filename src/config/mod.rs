@@ -79,6 +79,13 @@ pub struct ServeConfig {
     #[arg(long, env = "VOXRELAY_RTC_TCP", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rtc_tcp: bool,
+    /// Run 1:1 WebRTC calls on shared loops: one UDP socket (and ICE-TCP listener) and one task
+    /// per audio worker for all their calls, instead of a socket and a webrtc-rs driver per call
+    /// (≈ 10 % less server CPU per call, ≈ 1.5× the calls at the capacity criterion; BENCHMARKS.md).
+    /// Needs a concrete media IP (a wildcard falls back to the driver); rooms keep the driver.
+    #[arg(long, env = "VOXRELAY_RTC_LOOP", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rtc_loop: bool,
     /// Enable plain RTP ingest (POST /v1/rtp): unencrypted RTP for load testing and gateways.
     #[arg(long, env = "VOXRELAY_RTP_INGEST")]
     pub rtp_ingest: bool,
@@ -219,6 +226,7 @@ impl ServeConfig {
             rtc_ip: None,
             rtc_ports: None,
             rtc_tcp: true,
+            rtc_loop: true,
             rtp_ingest: false,
             rooms_auto_create: true,
             rtp_ingest_ip: IpAddr::from([127, 0, 0, 1]),

@@ -58,6 +58,7 @@ pub struct VoxEngine {
     pool: Arc<WorkerPool>,
     bells: Arc<WorkerBells>,
     ports: PortAllocator,
+    rtc_loops: Option<crate::transport::webrtc::RtcLoops>,
     /// Plain RTP ingest (PROTOCOL.md §7): the IP its sockets bind to, `None` when off.
     rtp_ingest: Option<IpAddr>,
     vad: VadKind,
@@ -98,11 +99,13 @@ pub struct EngineSettings {
     pub store: Arc<Store>,
     /// The pool's tick bells, for the call tasks.
     pub bells: Arc<WorkerBells>,
+    /// Shared loops for 1:1 WebRTC calls (`rtc_loop`); none: a driver per call.
+    pub rtc_loops: Option<crate::transport::webrtc::RtcLoops>,
 }
 
 impl VoxEngine {
     pub fn new(pool: WorkerPool, ports: PortAllocator, providers: agent::Providers, settings: EngineSettings) -> Arc<Self> {
-        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms, store, bells } = settings;
+        let EngineSettings { rtp_ingest, vad, max_calls, shares, call_limits, phone_echo_guard, rooms, store, bells, rtc_loops } = settings;
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
             rooms: crate::room::Rooms::new(rooms, metrics.clone(), store.clone()),
@@ -112,6 +115,7 @@ impl VoxEngine {
             pool: Arc::new(pool),
             bells,
             ports,
+            rtc_loops,
             rtp_ingest,
             vad,
             providers,
@@ -206,15 +210,21 @@ impl VoxEngine {
     }
 
     async fn start_webrtc_call(self: &Arc<Self>, req: CallRequest, ticket: Ticket) -> Result<CallCreated, ApiError> {
-        let sockets = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
-        let Some(addr) = sockets.udp else { return Err(ApiError::internal("no UDP media socket was allocated")) };
         let codec = match req.summary.codec {
             OfferedCodec::Opus => AudioCodec::Opus,
             OfferedCodec::Pcmu => AudioCodec::Pcmu,
             OfferedCodec::Pcma => AudioCodec::Pcma,
         };
         let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
-        let (transport, answer_sdp) = crate::transport::webrtc::answer(sockets, req.offer, codec, inbound).await?;
+        let (transport, answer_sdp, addr) = match &self.rtc_loops {
+            Some(loops) => loops.answer(req.offer, codec, inbound).await?,
+            None => {
+                let sockets = self.ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+                let Some(addr) = sockets.udp else { return Err(ApiError::internal("no UDP media socket was allocated")) };
+                let (transport, sdp) = crate::transport::webrtc::answer(sockets, req.offer, codec, inbound).await?;
+                (transport, sdp, addr)
+            }
+        };
         let seat = Seat::call(TransportKind::WebRtc, req.origin.ip, req.origin.secret);
         let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr, (seat, ticket)).await?;
         Ok(CallCreated { call_id, answer_sdp })

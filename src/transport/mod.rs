@@ -109,6 +109,8 @@ pub enum TransportEvent {
 /// match, and each wire keeps its own state (packetizer, peer address).
 pub enum PacketSink {
     WebRtc(self::webrtc::TrackSink),
+    /// A 1:1 call on a shared loop.
+    WebRtcLoop(self::webrtc::LoopSink),
     PlainRtp(plain_rtp::UdpSink),
     Phone(Arc<phone::PhoneLine>),
     /// The audio travels as events (a Realtime WebSocket): the call writes them.
@@ -128,6 +130,7 @@ impl PacketSink {
     pub async fn send(&mut self, frame: &EncodedFrame) -> Sent {
         match self {
             PacketSink::WebRtc(track) => Sent::Wire(track.send(frame).await),
+            PacketSink::WebRtcLoop(conn) => Sent::Wire(conn.send(frame)),
             PacketSink::PlainRtp(udp) => Sent::Wire(udp.send(frame).await),
             PacketSink::Phone(line) => Sent::Wire(line.send_frame(frame.bytes())),
             PacketSink::Events(out) => Sent::AsEvent(out.convert(frame)),
@@ -255,6 +258,7 @@ pub enum Closer {
     /// closes them).
     Nothing,
     WebRtc(self::webrtc::PeerCloser),
+    WebRtcLoop(self::webrtc::LoopCloser),
 }
 
 impl Closer {
@@ -265,6 +269,7 @@ impl Closer {
         match self {
             Closer::Nothing => {}
             Closer::WebRtc(peer) => peer.close(call, flush_events).await,
+            Closer::WebRtcLoop(conn) => conn.close(call, flush_events).await,
         }
     }
 }

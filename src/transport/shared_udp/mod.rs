@@ -7,8 +7,9 @@
 //! - `deadlines` — the earliest protocol deadline among all connections, and which are due,
 //!   without scanning them.
 //!
-//! Pure: datagrams, addresses and instants come in as arguments. `benches/transport_loop.rs`
-//! drives webrtc-rs's `rtc` core with them; the server's loop is the next step.
+//! Pure: datagrams, addresses and instants come in as arguments. The server's loops
+//! (`transport::webrtc::rtc_loop`) and `benches/transport_loop.rs` drive webrtc-rs's `rtc` core
+//! with them.
 
 pub mod deadlines;
 pub mod route;

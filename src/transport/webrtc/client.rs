@@ -191,6 +191,8 @@ pub struct Client {
     pub events: mpsc::UnboundedReceiver<(Instant, Value)>,
     pub location: String,
     pub setup: SetupTimes,
+    /// The server's answer SDP (empty for plain RTP).
+    pub answer_sdp: String,
     outbox: Arc<Mutex<Outbox>>,
     sent: Arc<Mutex<Vec<Sent>>>,
     received: Arc<Mutex<Vec<Received>>>,
@@ -278,7 +280,7 @@ impl Client {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let pt = default_payload_type(opts.codec);
         tokio::spawn(send_loop(ClientSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone(), opts.faults));
-        Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, outbox, sent, received })
+        Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, answer_sdp: body, outbox, sent, received })
     }
 
     /// Starts a plain-RTP session (`POST {base}/v1/rtp`, API key) and attaches to its events
@@ -365,7 +367,7 @@ impl Client {
         let faults = crate::transport::impair::NetworkFaults::NONE;
         tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone(), faults)));
         let setup = SetupTimes { answer, connected: begin.elapsed() };
-        Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, outbox, sent, received })
+        Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, answer_sdp: String::new(), outbox, sent, received })
     }
 
     /// Queues frames after what is already queued; returns the audio time (ms since the call's

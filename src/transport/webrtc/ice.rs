@@ -11,18 +11,48 @@ use voxrelay_signaling::whip::{IcePatched, etag_of};
 use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::peer::{GATHER_TIMEOUT, Peer};
+use super::rtc_loop::LoopConn;
 
 /// A handle on one participant's connection, for its ICE.
 #[derive(Clone)]
 pub struct IceControl {
-    pub(crate) peer: Peer,
+    conn: IceConn,
+}
+
+/// The connection: a webrtc-rs peer (rooms), or a call on a shared loop.
+#[derive(Clone)]
+enum IceConn {
+    Driver(Peer),
+    Loop(LoopConn),
 }
 
 impl IceControl {
+    pub(crate) fn driver(peer: Peer) -> Self {
+        Self { conn: IceConn::Driver(peer) }
+    }
+
+    pub(crate) fn on_loop(conn: LoopConn) -> Self {
+        Self { conn: IceConn::Loop(conn) }
+    }
+
+    async fn local_sdp(&self) -> Option<String> {
+        match &self.conn {
+            IceConn::Driver(peer) => peer.local_description().await.map(|d| d.sdp),
+            IceConn::Loop(conn) => conn.descriptions().await.0,
+        }
+    }
+
+    async fn remote_sdp(&self) -> Option<String> {
+        match &self.conn {
+            IceConn::Driver(peer) => peer.remote_description().await.map(|d| d.sdp),
+            IceConn::Loop(conn) => conn.descriptions().await.1,
+        }
+    }
+
     /// The resource's ETag: the server's current ICE username fragment, quoted.
     pub async fn etag(&self) -> Option<String> {
-        let local = self.peer.local_description().await?;
-        sdp_attribute(&local.sdp, "ice-ufrag").map(etag_of)
+        let local = self.local_sdp().await?;
+        sdp_attribute(&local, "ice-ufrag").map(etag_of)
     }
 
     /// A `PATCH` (RFC 9725 §4.3): a fragment with new credentials restarts ICE, which must be
@@ -50,8 +80,8 @@ impl IceControl {
     /// Whether `fragment` carries ICE credentials other than the client's current ones.
     pub async fn is_restart(&self, fragment: &IceFragment) -> bool {
         let Some(ufrag) = &fragment.ufrag else { return false };
-        let remote = self.peer.remote_description().await;
-        remote.as_ref().and_then(|r| sdp_attribute(&r.sdp, "ice-ufrag")) != Some(ufrag.as_str())
+        let remote = self.remote_sdp().await;
+        remote.as_deref().and_then(|r| sdp_attribute(r, "ice-ufrag")) != Some(ufrag.as_str())
     }
 
     /// Adds the trickled candidates (an end-of-candidates line needs nothing: the ICE agent
@@ -65,10 +95,11 @@ impl IceControl {
                 username_fragment: fragment.ufrag.clone(),
                 ..Default::default()
             };
-            self.peer
-                .add_ice_candidate(init)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_candidate", format!("candidate {candidate:?} was refused: {e}")))?;
+            let added = match &self.conn {
+                IceConn::Driver(peer) => peer.add_ice_candidate(init).await.map_err(|e| e.to_string()),
+                IceConn::Loop(conn) => conn.add_candidate(init).await,
+            };
+            added.map_err(|e| ApiError::bad_request("invalid_candidate", format!("candidate {candidate:?} was refused: {e}")))?;
         }
         Ok(())
     }
@@ -82,15 +113,24 @@ impl IceControl {
         };
         let failed =
             |what: &str, e: &dyn std::fmt::Display| ApiError::unprocessable("ice_restart_failed", format!("ICE restart: {what}: {e}"));
-        let remote = self.peer.remote_description().await.ok_or_else(|| failed("no session", &"nothing negotiated yet"))?;
-        let offer = with_credentials(&remote.sdp, ufrag, pwd);
-        let offer = RTCSessionDescription::offer(offer).map_err(|e| failed("the renewed offer", &e))?;
+        let remote = self.remote_sdp().await.ok_or_else(|| failed("no session", &"nothing negotiated yet"))?;
+        let offer = with_credentials(&remote, ufrag, pwd);
         let before = self.etag().await;
-        self.peer.set_remote_description(offer).await.map_err(|e| failed("applying the new credentials", &e))?;
-        let answer = self.peer.create_answer(None).await.map_err(|e| failed("answering", &e))?;
-        self.peer.set_local_description(answer).await.map_err(|e| failed("applying the answer", &e))?;
-        self.add_candidates(fragment).await?;
-        let local = self.gathered().await.ok_or_else(|| failed("gathering", &"no local description"))?;
+        let local = match &self.conn {
+            IceConn::Driver(peer) => {
+                let offer = RTCSessionDescription::offer(offer).map_err(|e| failed("the renewed offer", &e))?;
+                peer.set_remote_description(offer).await.map_err(|e| failed("applying the new credentials", &e))?;
+                let answer = peer.create_answer(None).await.map_err(|e| failed("answering", &e))?;
+                peer.set_local_description(answer).await.map_err(|e| failed("applying the answer", &e))?;
+                self.add_candidates(fragment).await?;
+                self.gathered(peer).await.ok_or_else(|| failed("gathering", &"no local description"))?
+            }
+            IceConn::Loop(conn) => {
+                let local = conn.renegotiate(offer).await.map_err(|(what, e)| failed(what, &e))?;
+                self.add_candidates(fragment).await?;
+                local
+            }
+        };
         if self.etag().await == before {
             return Err(ApiError::unprocessable("ice_restart_failed", "the WebRTC stack kept the old ICE credentials"));
         }
@@ -109,10 +149,10 @@ impl IceControl {
     }
 
     /// The local description once it lists candidates again (bounded by the gathering timeout).
-    async fn gathered(&self) -> Option<String> {
+    async fn gathered(&self, peer: &Peer) -> Option<String> {
         let deadline = Instant::now() + GATHER_TIMEOUT;
         loop {
-            let sdp = self.peer.local_description().await?.sdp;
+            let sdp = peer.local_description().await?.sdp;
             if sdp.contains("a=candidate:") || Instant::now() > deadline {
                 return Some(sdp);
             }

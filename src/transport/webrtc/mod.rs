@@ -8,6 +8,7 @@
 //!
 //! - `peer` — building peer connections (codecs, sockets, ICE-TCP), shared by both sides.
 //! - `client` — the offering side: the client the load generator and the tests use.
+//! - `rtc_loop` — 1:1 calls on shared loops: one socket and one task for many connections.
 
 pub mod client;
 mod ice;
@@ -15,8 +16,10 @@ mod ice_client;
 mod peer;
 mod room;
 pub mod room_client;
+mod rtc_loop;
 
 pub use ice::IceControl;
+pub use rtc_loop::{LoopCloser, LoopSink, RtcLoops};
 pub use room::{RoomPeer, SendError, SlotSink, answer_room};
 
 pub use peer::{
@@ -98,7 +101,7 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound:
             vec![tokio::spawn(drive(early, rx, to_call, channel, EVENTS_LABEL, on_track))]
         }),
         closer: Closer::WebRtc(closer),
-        ice: Some(IceControl { peer: peer.clone() }),
+        ice: Some(IceControl::driver(peer.clone())),
     };
     Ok((transport, local_sdp))
 }

@@ -105,7 +105,7 @@ pub async fn answer_room(
     let (sender, queue) = mpsc::channel(SEND_QUEUE);
     let writer = tokio::spawn(write_slots(queue, slot_tracks, inbound.payload_type));
     let (to_room, events) = mpsc::unbounded_channel();
-    let ice = super::IceControl { peer: peer.clone() };
+    let ice = super::IceControl::driver(peer.clone());
     let closer = PeerCloser { peer: peer.clone(), events_channel: Arc::new(Mutex::new(None)) };
     let channel = closer.events_channel.clone();
     let start = Box::new(move |deliver: DeliverRtp| {

@@ -1,0 +1,299 @@
+//! One call's connection on a loop: the sans-IO peer connection that answers the caller's offer,
+//! and what becomes of what it reports (the caller's RTP into the worker's ring, state and
+//! data-channel texts as [`TransportEvent`]s, datagrams to the wire).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::data_channel::RTCDataChannelId;
+use rtc::ice::tcp_type::TcpType;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::TaggedBytesMut;
+use tokio::sync::mpsc;
+use voxrelay_media::{AudioCodec, RtpIn};
+use voxrelay_signaling::ApiError;
+
+use super::super::EVENTS_LABEL;
+use super::super::peer::{audio_stream_track, default_payload_type, rtp_codec};
+use super::{Command, ConnKey};
+use crate::metrics::Metrics;
+use crate::transport::{Departure, EventOutlet, Inbound, TransportEvent, ingest_rtp};
+
+/// The local addresses a loop's connections are reached at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LocalAddrs {
+    pub udp: SocketAddr,
+    /// Passive ICE-TCP (RFC 6544), when the loop listens for it.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// Where the call's events go once the events channel opened: a task forwards the texts the
+/// call writes to its outlet into the loop, in order. The closer waits for it to finish.
+pub(super) struct EventsWriter {
+    pub key: ConnKey,
+    pub to_loop: mpsc::WeakUnboundedSender<Command>,
+    pub task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl EventsWriter {
+    fn open(&self) -> EventOutlet {
+        let (outlet, mut texts) = mpsc::unbounded_channel::<String>();
+        let (key, to_loop) = (self.key, self.to_loop.clone());
+        let task = tokio::spawn(async move {
+            while let Some(text) = texts.recv().await {
+                let Some(to_loop) = to_loop.upgrade() else { return };
+                if to_loop.send(Command::Text { key, text }).is_err() {
+                    return;
+                }
+            }
+        });
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        outlet
+    }
+}
+
+pub(crate) struct Conn {
+    pub pc: RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    inbound: Inbound,
+    /// The caller's first audio track: its packets are the call's input, later ones are ignored.
+    track: Option<String>,
+    /// The worker session's ring, once the call started its reader.
+    ingress: Option<(rtrb::Producer<RtpIn>, Arc<Metrics>)>,
+    pub events: mpsc::UnboundedSender<TransportEvent>,
+    pub events_channel: Option<RTCDataChannelId>,
+    writer: EventsWriter,
+    /// The ufrag the loop routes STUN requests by (a restart replaces it).
+    pub ufrag: String,
+}
+
+/// Answers `offer` with a peer connection that sends `codec`, reachable at `local`. Returns the
+/// connection, the answer SDP with its candidates (we do not trickle), and the outbound SSRC.
+pub(super) fn answer(
+    offer: String,
+    codec: AudioCodec,
+    inbound: Inbound,
+    local: LocalAddrs,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    writer: EventsWriter,
+    now: Instant,
+) -> Result<(Conn, String, u32), ApiError> {
+    let internal = |what: &str, e: rtc::shared::error::Error| ApiError::internal(format!("{what}: {e}"));
+    let mut engine = MediaEngine::default();
+    for c in [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma] {
+        let params = RTCRtpCodecParameters { rtp_codec: rtp_codec(c), payload_type: default_payload_type(c) };
+        engine.register_codec(params, RtpCodecKind::Audio).map_err(|e| internal("registering a codec", e))?;
+    }
+    // RFC 6464 levels, as the driver's peers negotiate them.
+    let level = RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() };
+    engine.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| internal("registering audio levels", e))?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(|e| internal("interceptors", e))?;
+    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(|e| internal("building the peer connection", e))?;
+    let (track, ssrc) = audio_stream_track("voxrelay", codec);
+    let sender = pc.add_track(track).map_err(|e| internal("adding the outbound track", e))?;
+    let offer =
+        RTCSessionDescription::offer(offer).map_err(|e| ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}")))?;
+    pc.set_remote_description(now, offer)
+        .map_err(|e| ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}")))?;
+    add_host_candidates(&mut pc, local)?;
+    let answer = pc.create_answer(None).map_err(|e| ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")))?;
+    pc.set_local_description(now, answer).map_err(|e| internal("setting the local description", e))?;
+    let sdp = pc.local_description().ok_or_else(|| ApiError::internal("no local description after answering"))?.sdp;
+    let ufrag = voxrelay_signaling::sdpfrag::sdp_attribute(&sdp, "ice-ufrag").unwrap_or_default().to_string();
+    let conn = Conn { pc, sender, inbound, track: None, ingress: None, events, events_channel: None, writer, ufrag };
+    Ok((conn, sdp, ssrc))
+}
+
+/// The loop's host candidates: its UDP socket, and its ICE-TCP listener as a passive candidate.
+fn add_host_candidates(pc: &mut RTCPeerConnection, local: LocalAddrs) -> Result<(), ApiError> {
+    let host = |network: &str, addr: SocketAddr, tcp_type| {
+        let config = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: network.to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            tcp_type,
+        };
+        config.new_candidate_host().and_then(|c| RTCIceCandidate::from(&c).to_json())
+    };
+    let mut candidates = vec![host("udp", local.udp, TcpType::Unspecified)];
+    if let Some(tcp) = local.tcp {
+        candidates.push(host("tcp", tcp, TcpType::Passive));
+    }
+    for candidate in candidates {
+        let init = candidate.map_err(|e| ApiError::internal(format!("a host candidate: {e}")))?;
+        pc.add_local_candidate(init).map_err(|e| ApiError::internal(format!("adding a host candidate: {e}")))?;
+    }
+    Ok(())
+}
+
+impl Conn {
+    /// The call's reader starts: the caller's packets go to `ingress` from now on.
+    pub fn attach(&mut self, ingress: rtrb::Producer<RtpIn>, metrics: Arc<Metrics>) {
+        self.ingress = Some((ingress, metrics));
+    }
+
+    /// Sends one RTP packet on the outbound track (SRTP by the core).
+    pub fn send_rtp(&mut self, now: Instant, packet: rtc::rtp::Packet) -> bool {
+        self.pc.rtp_sender(self.sender).is_some_and(|mut s| s.write_rtp(now, packet).is_ok())
+    }
+
+    /// Sends one of the call's events on the events channel.
+    pub fn send_text(&mut self, now: Instant, text: String) {
+        let Some(id) = self.events_channel else { return };
+        if let Some(mut channel) = self.pc.data_channel(id)
+            && let Err(e) = channel.send_text(now, text)
+        {
+            tracing::debug!("data channel send failed: {e}");
+        }
+    }
+
+    /// An ICE restart: the client's offer with new credentials, answered with new ones of ours.
+    /// Returns the local SDP, candidates in it; on error, what failed and why.
+    pub fn renegotiate(&mut self, offer: String, local: LocalAddrs, now: Instant) -> Result<String, (&'static str, String)> {
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| ("the renewed offer", e.to_string()))?;
+        self.pc.set_remote_description(now, offer).map_err(|e| ("applying the new credentials", e.to_string()))?;
+        let answer = self.pc.create_answer(None).map_err(|e| ("answering", e.to_string()))?;
+        self.pc.set_local_description(now, answer).map_err(|e| ("applying the answer", e.to_string()))?;
+        let described =
+            |pc: &RTCPeerConnection| pc.local_description().map(|d| d.sdp).ok_or(("gathering", "no local description".to_string()));
+        let sdp = described(&self.pc)?;
+        if sdp.contains("a=candidate:") {
+            return Ok(sdp);
+        }
+        add_host_candidates(&mut self.pc, local).map_err(|e| ("gathering", e.message))?;
+        described(&self.pc)
+    }
+
+    /// Bytes the events channel has not had acknowledged yet.
+    pub fn outstanding(&mut self) -> usize {
+        self.events_channel.and_then(|id| self.pc.data_channel(id)).map_or(0, |c| c.outstanding_bytes())
+    }
+
+    /// Feeds one datagram (or ICE-TCP frame) to the core.
+    pub fn receive(&mut self, message: TaggedBytesMut) {
+        if let Err(e) = self.pc.handle_read(message) {
+            tracing::trace!("handle_read: {e}");
+        }
+    }
+
+    /// Drains what the core has for the call and for the wire (`send`); returns the next
+    /// deadline.
+    pub fn service(&mut self, send: &mut impl FnMut(TaggedBytesMut)) -> Option<Instant> {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.pc.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+                progressed = true;
+                self.on_message(message);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        while let Some(out) = self.pc.poll_write() {
+            send(out);
+        }
+        self.pc.poll_timeout()
+    }
+
+    fn on_message(&mut self, message: RTCMessage) {
+        match message {
+            RTCMessage::RtpPacket(track, packet) => {
+                if self.track.is_none() {
+                    self.track = Some(track.clone());
+                }
+                if self.track.as_ref() == Some(&track)
+                    && let Some((ingress, metrics)) = &mut self.ingress
+                {
+                    ingest_rtp(&packet, self.inbound, ingress, metrics);
+                }
+            }
+            RTCMessage::DataChannelMessage(id, message) => {
+                // A message may be read before its channel's open event is: open it here.
+                self.open_events_channel(id);
+                if self.events_channel == Some(id) {
+                    // A binary or non-UTF-8 message is passed on as text the parser will
+                    // refuse, so the client gets an `error` event instead of silence.
+                    let text = String::from_utf8(message.data.to_vec()).unwrap_or_else(|_| "\u{0}binary".to_string());
+                    let _ = self.events.send(TransportEvent::ClientText(text));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, event: RTCPeerConnectionEvent) {
+        let event = match event {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                if self.track.is_none() {
+                    self.track = Some(init.track_id);
+                }
+                None
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                self.open_events_channel(id);
+                None
+            }
+            // A browser hanging up closes the events channel; the connection state stays
+            // "connected" until ICE times out, so this is the prompt signal.
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id)) if self.events_channel == Some(id) => {
+                Some(TransportEvent::Closed(Departure::HungUp("the peer closed the events channel")))
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                RTCPeerConnectionState::Connected => Some(TransportEvent::Connected),
+                RTCPeerConnectionState::Disconnected => Some(TransportEvent::Interrupted),
+                RTCPeerConnectionState::Failed => Some(TransportEvent::Closed(Departure::Failed("ICE/DTLS failed"))),
+                RTCPeerConnectionState::Closed => Some(TransportEvent::Closed(Departure::HungUp("peer closed"))),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(event) = event {
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// The first channel labelled `oai-events` carries the call's events; others are ignored.
+    fn open_events_channel(&mut self, id: RTCDataChannelId) {
+        if self.events_channel.is_some() || self.pc.data_channel(id).is_none_or(|c| c.label() != EVENTS_LABEL) {
+            return;
+        }
+        self.events_channel = Some(id);
+        let _ = self.events.send(TransportEvent::EventsOpened(self.writer.open()));
+    }
+}
+
+/// A frame read from an ICE-TCP stream or a datagram, tagged for the core.
+pub(super) fn tagged(now: Instant, local: SocketAddr, peer: SocketAddr, tcp: bool, data: &[u8]) -> TaggedBytesMut {
+    use rtc::shared::{TransportContext, TransportProtocol};
+    let transport_protocol = if tcp { TransportProtocol::TCP } else { TransportProtocol::UDP };
+    TaggedBytesMut {
+        now,
+        transport: TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol },
+        message: BytesMut::from(data),
+    }
+}

@@ -1,0 +1,271 @@
+//! 1:1 calls on shared loops (issue 20): each loop is one task that owns one UDP socket (and an
+//! ICE-TCP listener on the same port number) and drives the sans-IO core (`rtc`) of every
+//! connection on it. A packet goes socket → ICE/DTLS/SRTP → the worker's ingress ring within one
+//! wake-up, with no per-call driver task, socket or track reader (BENCHMARKS.md "The transport
+//! prototype": 40–47 % less transport CPU than a webrtc-rs driver per call).
+//!
+//! - `conn` — one call's connection: answering its offer, and what its core reports.
+//! - `run` — the loop itself: routing (by remote address, or by the ufrag a STUN request names),
+//!   deadlines, commands from the calls.
+//! - `tcp` — ICE-TCP streams (RFC 4571 framing).
+//!
+//! Calls reach their loop through [`Command`]s: outbound RTP, event texts, ICE `PATCH`es,
+//! closing. Rooms still use webrtc-rs's driver (a participant has several tracks).
+
+mod conn;
+mod run;
+mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+use voxrelay_signaling::{ApiError, CallId};
+
+use super::peer::{PortAllocator, samples_per_frame};
+use crate::metrics::Metrics;
+use crate::transport::packetizer::RtpPacketizer;
+use crate::transport::{Closer, Inbound, PacketSink, Transport, TransportKind};
+
+/// A connection on a loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ConnKey(u64);
+
+/// What calls ask of their loop (rare: setup, events, ICE, closing; unbounded, as the driver's
+/// were).
+pub(crate) enum Command {
+    /// A connection answered by the call (off the loop: building one costs a certificate and
+    /// an SDP round, which would hold every other call's packets meanwhile).
+    Adopt {
+        key: ConnKey,
+        conn: Box<conn::Conn>,
+    },
+    /// The call's reader starts: the caller's RTP goes to this ring.
+    Start {
+        key: ConnKey,
+        ingress: rtrb::Producer<RtpIn>,
+        metrics: Arc<Metrics>,
+    },
+    /// One of the call's events, for the events channel.
+    Text {
+        key: ConnKey,
+        text: String,
+    },
+    /// Bytes the events channel has not had acknowledged.
+    Outstanding {
+        key: ConnKey,
+        reply: oneshot::Sender<usize>,
+    },
+    Ice {
+        key: ConnKey,
+        op: IceOp,
+    },
+    Close {
+        key: ConnKey,
+    },
+    TcpGone {
+        peer: SocketAddr,
+    },
+}
+
+/// The per-packet traffic into a loop, on a bounded queue: a loop that falls behind drops the
+/// calls' outbound audio (as a full socket buffer would) and slows ICE-TCP readers, instead of
+/// queueing without end.
+pub(crate) enum Media {
+    /// One outbound packet of a call's audio.
+    Rtp { key: ConnKey, packet: rtc::rtp::Packet },
+    /// A frame from an ICE-TCP stream.
+    TcpIn { local: SocketAddr, peer: SocketAddr, data: Bytes },
+}
+
+/// Packets queued to one loop: 20 ms of 256 calls, four times over.
+const MEDIA_QUEUE: usize = 1024;
+
+/// ICE on a live connection (WHIP-style `PATCH` of a call).
+pub(crate) enum IceOp {
+    /// The local and remote SDP.
+    Descriptions {
+        reply: oneshot::Sender<(Option<String>, Option<String>)>,
+    },
+    AddCandidate {
+        init: RTCIceCandidateInit,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A restart's offer, answered; the local SDP, or what failed and why.
+    Renegotiate {
+        offer: String,
+        reply: oneshot::Sender<Result<String, (&'static str, String)>>,
+    },
+}
+
+/// A call's connection on its loop: what the call and its ICE control hold.
+#[derive(Clone)]
+pub(crate) struct LoopConn {
+    key: ConnKey,
+    to_loop: mpsc::UnboundedSender<Command>,
+    media: mpsc::Sender<Media>,
+}
+
+impl LoopConn {
+    fn send(&self, command: Command) -> bool {
+        self.to_loop.send(command).is_ok()
+    }
+
+    async fn ask<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> IceOp) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Ice { key: self.key, op: op(reply) }) {
+            return None;
+        }
+        answer.await.ok()
+    }
+
+    /// The local and remote SDP (none once the connection closed).
+    pub(crate) async fn descriptions(&self) -> (Option<String>, Option<String>) {
+        self.ask(|reply| IceOp::Descriptions { reply }).await.unwrap_or((None, None))
+    }
+
+    pub(crate) async fn add_candidate(&self, init: RTCIceCandidateInit) -> Result<(), String> {
+        self.ask(|reply| IceOp::AddCandidate { init, reply }).await.unwrap_or_else(|| Err("the connection is closed".into()))
+    }
+
+    pub(crate) async fn renegotiate(&self, offer: String) -> Result<String, (&'static str, String)> {
+        self.ask(|reply| IceOp::Renegotiate { offer, reply })
+            .await
+            .unwrap_or_else(|| Err(("renegotiating", "the connection is closed".into())))
+    }
+}
+
+/// The server's loops; calls are spread over them in turn.
+pub struct RtcLoops {
+    loops: Vec<Loop>,
+    next: AtomicUsize,
+    keys: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Loop {
+    commands: mpsc::UnboundedSender<Command>,
+    media: mpsc::Sender<Media>,
+    local: conn::LocalAddrs,
+}
+
+impl RtcLoops {
+    /// Starts `count` loops on ports from `ports` (UDP, and TCP with the same number when ICE-TCP
+    /// is on). A wildcard IP is refused: a connection's candidates name the address it is
+    /// reached at, and one socket on 0.0.0.0 cannot tell which of the host's addresses that is.
+    pub async fn start(ports: &PortAllocator, count: usize) -> Result<Self, String> {
+        if ports.ip().is_unspecified() {
+            return Err(format!("media IP {} is a wildcard; shared loops need the address to advertise", ports.ip()));
+        }
+        let mut loops = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            let sockets = ports.allocate().ok_or("no free media port for a loop")?;
+            let udp_addr = sockets.udp.ok_or("no UDP address for a loop")?;
+            let udp = tokio::net::UdpSocket::bind(udp_addr).await.map_err(|e| format!("binding {udp_addr}: {e}"))?;
+            let udp_local = udp.local_addr().map_err(|e| e.to_string())?;
+            let tcp = match sockets.tcp {
+                // The same port number as the UDP socket, so an operator opens one range.
+                Some(tcp_addr) => {
+                    let at = SocketAddr::new(tcp_addr.ip(), udp_local.port());
+                    Some(tokio::net::TcpListener::bind(at).await.map_err(|e| format!("binding ICE-TCP on {at}: {e}"))?)
+                }
+                None => None,
+            };
+            let tcp_local = tcp.as_ref().and_then(|l| l.local_addr().ok());
+            let (to_loop, commands) = mpsc::unbounded_channel();
+            let (media, media_in) = mpsc::channel(MEDIA_QUEUE);
+            let local = conn::LocalAddrs { udp: udp_local, tcp: tcp_local };
+            info!(udp = %udp_local, tcp = ?tcp_local, "WebRTC loop started");
+            let queues = run::Queues { commands, media: media_in, me: to_loop.downgrade(), media_tx: media.downgrade() };
+            tokio::spawn(run::run(queues, udp, tcp, local));
+            loops.push(Loop { commands: to_loop, media, local });
+        }
+        Ok(Self { loops, next: AtomicUsize::new(0), keys: AtomicU64::new(0) })
+    }
+
+    /// Answers `offer` on the next loop, sending `codec` with the offer's payload type. Returns
+    /// the transport, the answer SDP and the loop's UDP address.
+    pub async fn answer(&self, offer: String, codec: AudioCodec, inbound: Inbound) -> Result<(Transport, String, SocketAddr), ApiError> {
+        let chosen = self.loops[self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len()].clone();
+        let key = ConnKey(self.keys.fetch_add(1, Ordering::Relaxed));
+        let (inject, events) = mpsc::unbounded_channel();
+        let writer_task = Arc::new(Mutex::new(None));
+        let writer = conn::EventsWriter { key, to_loop: chosen.commands.downgrade(), task: writer_task.clone() };
+        let (answered, sdp, ssrc) = conn::answer(offer, codec, inbound, chosen.local, inject.clone(), writer, Instant::now())?;
+        if chosen.commands.send(Command::Adopt { key, conn: Box::new(answered) }).is_err() {
+            return Err(ApiError::internal("the WebRTC loop has stopped"));
+        }
+        let addr = chosen.local.udp;
+        let conn = LoopConn { key, to_loop: chosen.commands, media: chosen.media };
+        let started = conn.clone();
+        let transport = Transport {
+            kind: TransportKind::WebRtc,
+            codec,
+            events,
+            inject,
+            sink: PacketSink::WebRtcLoop(LoopSink {
+                conn: conn.clone(),
+                packetizer: RtpPacketizer::new(ssrc, inbound.payload_type, samples_per_frame(codec)),
+            }),
+            heard: None,
+            start_reader: Box::new(move |_call_id, ingress, metrics| {
+                started.send(Command::Start { key: started.key, ingress, metrics });
+                Vec::new()
+            }),
+            closer: Closer::WebRtcLoop(LoopCloser { conn: conn.clone(), writer_task }),
+            ice: Some(super::IceControl::on_loop(conn)),
+        };
+        Ok((transport, sdp, addr))
+    }
+}
+
+/// The call's outbound audio: frames become RTP packets the loop encrypts and sends.
+pub struct LoopSink {
+    conn: LoopConn,
+    packetizer: RtpPacketizer,
+}
+
+impl LoopSink {
+    /// Queues one frame for the loop; false when the loop is gone or too far behind (dropped).
+    pub fn send(&mut self, frame: &EncodedFrame) -> bool {
+        let packet = self.packetizer.packetize(frame);
+        self.conn.media.try_send(Media::Rtp { key: self.conn.key, packet }).is_ok()
+    }
+}
+
+/// Closes a call's connection on its loop, after the last events when asked.
+pub struct LoopCloser {
+    conn: LoopConn,
+    writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl LoopCloser {
+    pub async fn close(self, call: Option<&CallId>, flush_events: bool) {
+        let writer = self.writer_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            if flush_events {
+                // The call has dropped its outlet: the writer ends once it has queued everything.
+                let deadline = tokio::time::Instant::now() + super::FLUSH_WAIT;
+                let _ = tokio::time::timeout_at(deadline, writer).await;
+                while tokio::time::Instant::now() < deadline {
+                    let (reply, outstanding) = oneshot::channel();
+                    if !self.conn.send(Command::Outstanding { key: self.conn.key, reply }) || !outstanding.await.is_ok_and(|n| n > 0) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } else {
+                writer.abort();
+            }
+        }
+        if !self.conn.send(Command::Close { key: self.conn.key }) {
+            debug!(call = call.map(CallId::as_str), "closing a connection on a stopped loop");
+        }
+    }
+}

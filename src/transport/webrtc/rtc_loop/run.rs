@@ -1,0 +1,264 @@
+//! The loop: one task owns a UDP socket (and an ICE-TCP listener) and every connection on it.
+//! It wakes for a datagram, a command from a call, an accepted stream or the earliest protocol
+//! deadline, and does everything a packet needs on the spot: routing, the sans-IO core (ICE,
+//! DTLS, SRTP, SCTP), and the caller's RTP into the worker's ring.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportProtocol};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::conn::{self, Conn, LocalAddrs};
+use super::{Command, ConnKey, IceOp, Media};
+use crate::transport::shared_udp::{Deadlines, Router};
+
+/// Datagrams read per wake-up before the loop looks at its commands and deadlines again.
+const READ_BATCH: usize = 64;
+/// ICE-TCP streams one loop keeps open (each costs two tasks); more are closed on accept.
+const MAX_TCP_STREAMS: usize = 1024;
+/// How long the loop sleeps when no connection has a deadline.
+const IDLE: Duration = Duration::from_secs(1);
+
+struct Wire {
+    udp: UdpSocket,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+}
+
+impl Wire {
+    fn send(&mut self, out: TaggedBytesMut) {
+        let to = out.transport.peer_addr;
+        if out.transport.transport_protocol == TransportProtocol::TCP {
+            if let Some(stream) = self.tcp.get(&to)
+                && stream.try_send(out.message.freeze()).is_err()
+            {
+                debug!(peer = %to, "ICE-TCP stream too slow or gone: frame dropped");
+            }
+        } else if let Err(e) = self.udp.try_send_to(&out.message, to) {
+            debug!(peer = %to, "UDP send: {e}");
+        }
+    }
+}
+
+struct State {
+    local: LocalAddrs,
+    wire: Wire,
+    conns: HashMap<ConnKey, Conn>,
+    udp_routes: Router<ConnKey>,
+    tcp_routes: Router<ConnKey>,
+    deadlines: Deadlines<ConnKey>,
+    me: mpsc::WeakUnboundedSender<Command>,
+    media_tx: mpsc::WeakSender<Media>,
+}
+
+/// A loop's inbound queues, and weak ends of them for the tasks it starts.
+pub(super) struct Queues {
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub media: mpsc::Receiver<Media>,
+    pub me: mpsc::WeakUnboundedSender<Command>,
+    pub media_tx: mpsc::WeakSender<Media>,
+}
+
+pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>, local: LocalAddrs) {
+    let Queues { mut commands, mut media, me, media_tx } = queues;
+    let mut state = State {
+        local,
+        wire: Wire { udp, tcp: HashMap::new() },
+        conns: HashMap::new(),
+        udp_routes: Router::default(),
+        tcp_routes: Router::default(),
+        deadlines: Deadlines::default(),
+        me,
+        media_tx,
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let next = state.deadlines.next().unwrap_or_else(|| Instant::now() + IDLE);
+        tokio::select! {
+            biased;
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                state.command(command);
+                // Whatever else the calls queued meanwhile, in one go.
+                while let Ok(command) = commands.try_recv() {
+                    state.command(command);
+                }
+            }
+            Some(first) = media.recv() => {
+                state.media(first);
+                for _ in 0..READ_BATCH {
+                    let Ok(next) = media.try_recv() else { break };
+                    state.media(next);
+                }
+            }
+            readable = state.wire.udp.readable() => {
+                if readable.is_err() { break; }
+                for _ in 0..READ_BATCH {
+                    let Ok((n, from)) = state.wire.udp.try_recv_from(&mut buf) else { break };
+                    state.datagram(from, &buf[..n], false);
+                }
+            }
+            accepted = accept(tcp.as_ref()) => {
+                if let Ok((stream, peer)) = accepted {
+                    if state.wire.tcp.len() >= MAX_TCP_STREAMS {
+                        debug!(%peer, "ICE-TCP stream refused: {MAX_TCP_STREAMS} open on this loop");
+                        continue;
+                    }
+                    let local = stream.local_addr().unwrap_or(state.local.udp);
+                    let writer = super::tcp::start(stream, local, peer, state.me.clone(), state.media_tx.clone());
+                    state.wire.tcp.insert(peer, writer);
+                }
+            }
+            _ = tokio::time::sleep_until(next.into()) => {
+                let now = Instant::now();
+                while let Some(key) = state.deadlines.pop_due(now) {
+                    state.timeout(key, now);
+                }
+            }
+        }
+    }
+    for (_, mut conn) in state.conns.drain() {
+        let _ = conn.pc.close();
+    }
+}
+
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl State {
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Adopt { key, conn } => {
+                self.route_ufrag(&conn.ufrag, key);
+                self.conns.insert(key, *conn);
+                self.service(key);
+            }
+            Command::Start { key, ingress, metrics } => {
+                if let Some(conn) = self.conns.get_mut(&key) {
+                    conn.attach(ingress, metrics);
+                }
+            }
+            Command::Text { key, text } => {
+                if let Some(conn) = self.conns.get_mut(&key) {
+                    conn.send_text(now, text);
+                    self.service(key);
+                }
+            }
+            Command::Outstanding { key, reply } => {
+                let _ = reply.send(self.conns.get_mut(&key).map_or(0, Conn::outstanding));
+            }
+            Command::Ice { key, op } => self.ice(key, op, now),
+            Command::Close { key } => self.close(key),
+            Command::TcpGone { peer } => {
+                self.wire.tcp.remove(&peer);
+            }
+        }
+    }
+
+    fn media(&mut self, media: Media) {
+        match media {
+            Media::Rtp { key, packet } => {
+                if let Some(conn) = self.conns.get_mut(&key)
+                    && conn.send_rtp(Instant::now(), packet)
+                {
+                    self.service(key);
+                }
+            }
+            Media::TcpIn { local, peer, data } => self.datagram_at(local, peer, &data, true),
+        }
+    }
+
+    fn datagram(&mut self, from: SocketAddr, data: &[u8], tcp: bool) {
+        self.datagram_at(self.local.udp, from, data, tcp)
+    }
+
+    fn datagram_at(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8], tcp: bool) {
+        let routes = if tcp { &mut self.tcp_routes } else { &mut self.udp_routes };
+        let Some(key) = routes.route(from, data) else { return };
+        let now = Instant::now();
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.receive(conn::tagged(now, local, from, tcp, data));
+            self.service(key);
+        }
+    }
+
+    fn timeout(&mut self, key: ConnKey, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&key) else { return };
+        // The call is gone without closing its transport (it always should): nothing would
+        // ever close this connection, so the loop does.
+        if conn.events.is_closed() {
+            self.close(key);
+            return;
+        }
+        let _ = conn.pc.handle_timeout(now);
+        self.service(key);
+    }
+
+    /// Drains the connection's output and reschedules it.
+    fn service(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(&key) else { return };
+        let wire = &mut self.wire;
+        let next = conn.service(&mut |out| wire.send(out));
+        self.deadlines.set(key, next);
+    }
+
+    fn route_ufrag(&mut self, ufrag: &str, key: ConnKey) {
+        if self.udp_routes.add(ufrag, key).is_some() | self.tcp_routes.add(ufrag, key).is_some() {
+            warn!(ufrag, "two connections on one loop drew the same ICE ufrag; the newer one takes it");
+        }
+    }
+
+    fn close(&mut self, key: ConnKey) {
+        let Some(mut conn) = self.conns.remove(&key) else { return };
+        // Queues the SCTP abort and DTLS close_notify, so the peer learns at once.
+        let _ = conn.pc.close();
+        while let Some(out) = conn.pc.poll_write() {
+            self.wire.send(out);
+        }
+        self.udp_routes.remove(key);
+        self.tcp_routes.remove(key);
+        self.deadlines.remove(key);
+    }
+
+    fn ice(&mut self, key: ConnKey, op: IceOp, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&key) else { return };
+        match op {
+            IceOp::Descriptions { reply } => {
+                let local = conn.pc.local_description().map(|d| d.sdp);
+                let remote = conn.pc.remote_description().map(|d| d.sdp.clone());
+                let _ = reply.send((local, remote));
+            }
+            IceOp::AddCandidate { init, reply } => {
+                let _ = reply.send(conn.pc.add_remote_candidate(init).map_err(|e| e.to_string()));
+            }
+            IceOp::Renegotiate { offer, reply } => {
+                let old = conn.ufrag.clone();
+                let renegotiated = conn.renegotiate(offer, self.local, now);
+                if let Ok(sdp) = &renegotiated
+                    && let Some(ufrag) = voxrelay_signaling::sdpfrag::sdp_attribute(sdp, "ice-ufrag")
+                    && ufrag != old
+                {
+                    let ufrag = ufrag.to_string();
+                    self.udp_routes.forget_ufrag(&old);
+                    self.tcp_routes.forget_ufrag(&old);
+                    self.route_ufrag(&ufrag, key);
+                    if let Some(conn) = self.conns.get_mut(&key) {
+                        conn.ufrag = ufrag;
+                    }
+                }
+                let _ = reply.send(renegotiated);
+            }
+        }
+        self.service(key);
+    }
+}
