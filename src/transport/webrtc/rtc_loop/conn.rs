@@ -75,6 +75,9 @@ pub(crate) struct Conn {
     ingress: Option<(rtrb::Producer<RtpIn>, Arc<Metrics>)>,
     pub events: mpsc::UnboundedSender<TransportEvent>,
     pub events_channel: Option<RTCDataChannelId>,
+    /// The call's closer holds the other end: once it is gone without closing (a call that
+    /// panicked), nothing else would, so the loop closes the connection.
+    pub owner: std::sync::Weak<()>,
     writer: EventsWriter,
     /// The ufrag the loop routes STUN requests by (a restart replaces it).
     pub ufrag: String,
@@ -117,7 +120,7 @@ pub(super) fn answer(
     pc.set_local_description(now, answer).map_err(|e| internal("setting the local description", e))?;
     let sdp = pc.local_description().ok_or_else(|| ApiError::internal("no local description after answering"))?.sdp;
     let ufrag = voxrelay_signaling::sdpfrag::sdp_attribute(&sdp, "ice-ufrag").unwrap_or_default().to_string();
-    let conn = Conn { pc, sender, inbound, track: None, ingress: None, events, events_channel: None, writer, ufrag };
+    let conn = Conn { pc, sender, inbound, track: None, ingress: None, events, events_channel: None, owner: std::sync::Weak::new(), writer, ufrag };
     Ok((conn, sdp, ssrc))
 }
 

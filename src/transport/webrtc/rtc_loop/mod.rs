@@ -197,7 +197,9 @@ impl RtcLoops {
         let (inject, events) = mpsc::unbounded_channel();
         let writer_task = Arc::new(Mutex::new(None));
         let writer = conn::EventsWriter { key, to_loop: chosen.commands.downgrade(), task: writer_task.clone() };
-        let (answered, sdp, ssrc) = conn::answer(offer, codec, inbound, chosen.local, inject.clone(), writer, Instant::now())?;
+        let (mut answered, sdp, ssrc) = conn::answer(offer, codec, inbound, chosen.local, inject.clone(), writer, Instant::now())?;
+        let alive = Arc::new(());
+        answered.owner = Arc::downgrade(&alive);
         if chosen.commands.send(Command::Adopt { key, conn: Box::new(answered) }).is_err() {
             return Err(ApiError::internal("the WebRTC loop has stopped"));
         }
@@ -218,7 +220,7 @@ impl RtcLoops {
                 started.send(Command::Start { key: started.key, ingress, metrics });
                 Vec::new()
             }),
-            closer: Closer::WebRtcLoop(LoopCloser { conn: conn.clone(), writer_task }),
+            closer: Closer::WebRtcLoop(LoopCloser { conn: conn.clone(), writer_task, _alive: alive }),
             ice: Some(super::IceControl::on_loop(conn)),
         };
         Ok((transport, sdp, addr))
@@ -243,6 +245,8 @@ impl LoopSink {
 pub struct LoopCloser {
     conn: LoopConn,
     writer_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The connection's `owner`: dropped without `close`, the loop closes it by itself.
+    _alive: Arc<()>,
 }
 
 impl LoopCloser {

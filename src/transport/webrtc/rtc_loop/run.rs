@@ -22,7 +22,8 @@ use crate::transport::shared_udp::{Deadlines, Router};
 const READ_BATCH: usize = 64;
 /// ICE-TCP streams one loop keeps open (each costs two tasks); more are closed on accept.
 const MAX_TCP_STREAMS: usize = 1024;
-/// How long the loop sleeps when no connection has a deadline.
+/// How long the loop sleeps when no connection has a deadline, and the longest a connection
+/// goes unchecked.
 const IDLE: Duration = Duration::from_secs(1);
 
 struct Wire {
@@ -194,9 +195,7 @@ impl State {
 
     fn timeout(&mut self, key: ConnKey, now: Instant) {
         let Some(conn) = self.conns.get_mut(&key) else { return };
-        // The call is gone without closing its transport (it always should): nothing would
-        // ever close this connection, so the loop does.
-        if conn.events.is_closed() {
+        if conn.owner.strong_count() == 0 {
             self.close(key);
             return;
         }
@@ -208,8 +207,10 @@ impl State {
     fn service(&mut self, key: ConnKey) {
         let Some(conn) = self.conns.get_mut(&key) else { return };
         let wire = &mut self.wire;
-        let next = conn.service(&mut |out| wire.send(out));
-        self.deadlines.set(key, next);
+        // At least once a second, so a connection whose owner vanished is noticed even when
+        // its core has nothing scheduled.
+        let next = conn.service(&mut |out| wire.send(out)).unwrap_or_else(|| Instant::now() + IDLE);
+        self.deadlines.set(key, Some(next));
     }
 
     fn route_ufrag(&mut self, ufrag: &str, key: ConnKey) {
