@@ -12,7 +12,12 @@
 //! ```sh
 //! cargo bench --bench transport_loop -- webrtc 200 20    # variant, calls, seconds measured
 //! cargo bench --bench transport_loop -- shared 200 20
+//! cargo bench --bench transport_loop -- server 200 20
 //! ```
+//!
+//! `server` is the server's own loop (`RtcLoops`, what 1:1 calls run on): packets reach the
+//! bench through the worker's ingress rings and go back through the calls' packet sinks, drained
+//! every 10 ms as a worker tick would, so the rings and the sinks' queue are counted too.
 //!
 //! The shared loop routes and schedules with `voxrelay::transport::shared_udp` (the server's
 //! pieces for it). Not a server: UDP host candidates only (no ICE-TCP), and it never closes a
@@ -37,7 +42,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 use voxrelay::client::{Client, ClientOptions, OutFrame};
 use voxrelay::transport::shared_udp::{Deadlines, Router};
-use voxrelay::transport::webrtc::{OPUS_PAYLOAD_TYPE, audio_stream_track, rtp_codec};
+use voxrelay::transport::webrtc::{OPUS_PAYLOAD_TYPE, PortAllocator, RtcLoops, audio_stream_track, rtp_codec};
 use voxrelay_media::AudioCodec;
 use voxrelay_signaling::sdpfrag::sdp_attribute;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -245,6 +250,50 @@ async fn serve_shared(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<At
     }
 }
 
+/// The server's loop: one `RtcLoops` on this thread; every 10 ms the packets in each call's
+/// ingress ring go back out through its sink.
+async fn serve_server(mut offers: mpsc::UnboundedReceiver<Offer>, echoed: Arc<AtomicU64>) {
+    use voxrelay::transport::{Inbound, Transport};
+    use voxrelay_media::{EncodedFrame, MAX_OPUS_PACKET, RtpIn};
+    let ports = PortAllocator::new("127.0.0.1".parse().expect("ip"), None);
+    let loops = RtcLoops::start(&ports, 1).await.expect("loop starts");
+    let metrics = Arc::new(voxrelay::metrics::Metrics::default());
+    let mut calls: Vec<(rtrb::Consumer<RtpIn>, Transport)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut frame = EncodedFrame { frame_index: 0, voiced: false, len: 0, data: [0; MAX_OPUS_PACKET] };
+    let inbound = Inbound { payload_type: OPUS_PAYLOAD_TYPE, audio_level_ext: None };
+    loop {
+        tokio::select! {
+            offer = offers.recv() => {
+                let Some((sdp, reply)) = offer else { return };
+                match loops.answer(sdp, AudioCodec::Opus, inbound).await {
+                    Ok((mut transport, answer, _addr)) => {
+                        let (producer, consumer) = rtrb::RingBuffer::new(32);
+                        let start = std::mem::replace(&mut transport.start_reader, Box::new(|_, _, _| Vec::new()));
+                        start(&voxrelay_signaling::CallId::random("rtc_"), producer, metrics.clone());
+                        calls.push((consumer, transport));
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Err(e) => { let _ = reply.send(Err(e.message)); }
+                }
+            }
+            _ = tick.tick() => {
+                for (ring, transport) in &mut calls {
+                    while let Ok(packet) = ring.pop() {
+                        let n = packet.bytes().len().min(MAX_OPUS_PACKET);
+                        frame.data[..n].copy_from_slice(&packet.bytes()[..n]);
+                        frame.len = n as u16;
+                        frame.frame_index += 1;
+                        if matches!(transport.sink.send(&frame).await, voxrelay::transport::Sent::Wire(true)) {
+                            echoed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---- the bench ----
 
 fn main() {
@@ -265,6 +314,7 @@ fn main() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         match server_variant.as_str() {
             "webrtc" => rt.block_on(serve_webrtc(offer_rx, server_echoed)),
+            "server" => rt.block_on(serve_server(offer_rx, server_echoed)),
             _ => rt.block_on(serve_shared(offer_rx, server_echoed)),
         }
     });
