@@ -219,6 +219,7 @@ impl Engine for EngineHandle {
         let mut text = e.metrics.render(&[
             ("voxrelay_active_calls", "Live calls.", e.live_calls() as u64),
             ("voxrelay_media_sessions", "Sessions held by the audio workers.", e.media_sessions() as u64),
+            ("voxrelay_webrtc_loop_connections", "Peer connections held by the WebRTC loops.", e.loop_connections() as u64),
         ]);
         text.push_str(&e.render_by_transport());
         text.push_str(&e.metrics.rooms.render(e.rooms.count()));

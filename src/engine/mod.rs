@@ -129,6 +129,11 @@ impl VoxEngine {
         })
     }
 
+    /// Peer connections on the WebRTC loops (0 without them).
+    pub fn loop_connections(&self) -> usize {
+        self.rtc_loops.as_ref().map_or(0, |l| l.connections())
+    }
+
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, CallEntry>> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }

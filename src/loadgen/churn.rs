@@ -24,6 +24,8 @@ pub struct ServerGauges {
     pub alive_tasks: u64,
     pub active_calls: u64,
     pub media_sessions: u64,
+    /// Connections the server's WebRTC loops hold (1:1 calls on `--rtc-loop`).
+    pub loop_connections: u64,
     /// Ended calls by reason, since the server started.
     pub ended_by_reason: BTreeMap<String, u64>,
 }
@@ -47,6 +49,7 @@ impl ServerGauges {
                 "voxrelay_tokio_alive_tasks" => g.alive_tasks = v,
                 "voxrelay_active_calls" => g.active_calls = v,
                 "voxrelay_media_sessions" => g.media_sessions = v,
+                "voxrelay_webrtc_loop_connections" => g.loop_connections = v,
                 _ => {
                     if let Some(reason) =
                         name.strip_prefix("voxrelay_calls_ended_by_reason_total{reason=\"").and_then(|r| r.strip_suffix("\"}"))
@@ -182,7 +185,7 @@ pub async fn run_churn(cfg: LoadgenConfig, total: usize) -> anyhow::Result<Churn
     let settle = Instant::now();
     loop {
         let g = ServerGauges::read(&kit.http, &kit.base).await?;
-        if (g.active_calls == 0 && g.media_sessions == 0) || settle.elapsed() > SETTLE_WAIT {
+        if (g.active_calls == 0 && g.media_sessions == 0 && g.loop_connections == 0) || settle.elapsed() > SETTLE_WAIT {
             report.after = g;
             break;
         }

@@ -120,7 +120,18 @@ pub(super) fn answer(
     pc.set_local_description(now, answer).map_err(|e| internal("setting the local description", e))?;
     let sdp = pc.local_description().ok_or_else(|| ApiError::internal("no local description after answering"))?.sdp;
     let ufrag = voxrelay_signaling::sdpfrag::sdp_attribute(&sdp, "ice-ufrag").unwrap_or_default().to_string();
-    let conn = Conn { pc, sender, inbound, track: None, ingress: None, events, events_channel: None, owner: std::sync::Weak::new(), writer, ufrag };
+    let conn = Conn {
+        pc,
+        sender,
+        inbound,
+        track: None,
+        ingress: None,
+        events,
+        events_channel: None,
+        owner: std::sync::Weak::new(),
+        writer,
+        ufrag,
+    };
     Ok((conn, sdp, ssrc))
 }
 

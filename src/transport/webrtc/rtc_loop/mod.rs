@@ -146,6 +146,8 @@ pub struct RtcLoops {
     loops: Vec<Loop>,
     next: AtomicUsize,
     keys: AtomicU64,
+    /// Connections held by all the loops (`/metrics`: a leak shows here).
+    connections: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -164,6 +166,7 @@ impl RtcLoops {
             return Err(format!("media IP {} is a wildcard; shared loops need the address to advertise", ports.ip()));
         }
         let mut loops = Vec::with_capacity(count);
+        let connections = Arc::new(AtomicUsize::new(0));
         for _ in 0..count.max(1) {
             let sockets = ports.allocate().ok_or("no free media port for a loop")?;
             let udp_addr = sockets.udp.ok_or("no UDP address for a loop")?;
@@ -182,11 +185,22 @@ impl RtcLoops {
             let (media, media_in) = mpsc::channel(MEDIA_QUEUE);
             let local = conn::LocalAddrs { udp: udp_local, tcp: tcp_local };
             info!(udp = %udp_local, tcp = ?tcp_local, "WebRTC loop started");
-            let queues = run::Queues { commands, media: media_in, me: to_loop.downgrade(), media_tx: media.downgrade() };
+            let queues = run::Queues {
+                commands,
+                media: media_in,
+                me: to_loop.downgrade(),
+                media_tx: media.downgrade(),
+                connections: connections.clone(),
+            };
             tokio::spawn(run::run(queues, udp, tcp, local));
             loops.push(Loop { commands: to_loop, media, local });
         }
-        Ok(Self { loops, next: AtomicUsize::new(0), keys: AtomicU64::new(0) })
+        Ok(Self { loops, next: AtomicUsize::new(0), keys: AtomicU64::new(0), connections })
+    }
+
+    /// Connections the loops hold now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Answers `offer` on the next loop, sending `codec` with the offer's payload type. Returns

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -55,6 +57,7 @@ struct State {
     deadlines: Deadlines<ConnKey>,
     me: mpsc::WeakUnboundedSender<Command>,
     media_tx: mpsc::WeakSender<Media>,
+    connections: Arc<AtomicUsize>,
 }
 
 /// A loop's inbound queues, and weak ends of them for the tasks it starts.
@@ -63,10 +66,11 @@ pub(super) struct Queues {
     pub media: mpsc::Receiver<Media>,
     pub me: mpsc::WeakUnboundedSender<Command>,
     pub media_tx: mpsc::WeakSender<Media>,
+    pub connections: Arc<AtomicUsize>,
 }
 
 pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>, local: LocalAddrs) {
-    let Queues { mut commands, mut media, me, media_tx } = queues;
+    let Queues { mut commands, mut media, me, media_tx, connections } = queues;
     let mut state = State {
         local,
         wire: Wire { udp, tcp: HashMap::new() },
@@ -76,6 +80,7 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
         deadlines: Deadlines::default(),
         me,
         media_tx,
+        connections,
     };
     let mut buf = vec![0u8; 2048];
     loop {
@@ -125,6 +130,7 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
     }
     for (_, mut conn) in state.conns.drain() {
         let _ = conn.pc.close();
+        state.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -141,7 +147,9 @@ impl State {
         match command {
             Command::Adopt { key, conn } => {
                 self.route_ufrag(&conn.ufrag, key);
-                self.conns.insert(key, *conn);
+                if self.conns.insert(key, *conn).is_none() {
+                    self.connections.fetch_add(1, Ordering::Relaxed);
+                }
                 self.service(key);
             }
             Command::Start { key, ingress, metrics } => {
@@ -221,6 +229,7 @@ impl State {
 
     fn close(&mut self, key: ConnKey) {
         let Some(mut conn) = self.conns.remove(&key) else { return };
+        self.connections.fetch_sub(1, Ordering::Relaxed);
         // Queues the SCTP abort and DTLS close_notify, so the peer learns at once.
         let _ = conn.pc.close();
         while let Some(out) = conn.pc.poll_write() {
