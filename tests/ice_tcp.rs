@@ -37,3 +37,38 @@ async fn without_rtc_tcp_a_tcp_only_caller_cannot_connect() {
         Ok(_) => panic!("connected without any TCP candidate on the server"),
     }
 }
+
+/// The passive TCP candidate's port in an answer.
+fn tcp_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2].eq_ignore_ascii_case("tcp") && f.contains(&"passive"))
+        .and_then(|f| f[5].parse().ok())
+        .expect("a passive TCP candidate")
+}
+
+/// A TCP connection to the calls' ICE-TCP port that never names a call (no STUN check with a
+/// known ufrag) is closed by the server, and so is one that sends garbage: idle connections
+/// cannot pile up on the shared listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_connection_that_names_no_call_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_server().await;
+    let base = server.url();
+    let mut c = Call::connect_with(&base, "/v1/realtime", API_KEY, tcp_only()).await;
+    c.expect("session.created").await;
+    let port = tcp_port(&c.answer_sdp);
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut noisy = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    noisy.write_all(&[0, 4, 0xde, 0xad, 0xbe, 0xef]).await.unwrap();
+    for stream in [&mut silent, &mut noisy] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the server closes it: {read:?}");
+    }
+    // The call on the same listener is unaffected.
+    c.speak_turn(500);
+    assert_eq!(c.expect("response.done").await["response"]["status"], "completed");
+    c.close().await;
+}

@@ -85,10 +85,19 @@ impl<K: Copy + Eq + Hash> Router<K> {
         self.by_addr.get(&from).copied()
     }
 
-    /// Takes a closed connection out: its ufrags and every address bound to it.
-    pub fn remove(&mut self, key: K) {
+    /// Takes a closed connection out: its ufrags and every address bound to it, which it
+    /// returns (ICE-TCP: the streams to close).
+    pub fn remove(&mut self, key: K) -> Vec<SocketAddr> {
         self.by_ufrag.retain(|_, k| *k != key);
-        self.by_addr.retain(|_, k| *k != key);
+        let mut gone = Vec::new();
+        self.by_addr.retain(|addr, k| {
+            let keep = *k != key;
+            if !keep {
+                gone.push(*addr);
+            }
+            keep
+        });
+        gone
     }
 
     /// Ufrags routed (one per connection, two during an ICE restart).

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportProtocol};
 use tokio::net::{TcpListener, UdpSocket};
@@ -30,7 +29,7 @@ const IDLE: Duration = Duration::from_secs(1);
 
 struct Wire {
     udp: UdpSocket,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp: HashMap<SocketAddr, super::tcp::Stream>,
 }
 
 impl Wire {
@@ -38,7 +37,7 @@ impl Wire {
         let to = out.transport.peer_addr;
         if out.transport.transport_protocol == TransportProtocol::TCP {
             if let Some(stream) = self.tcp.get(&to)
-                && stream.try_send(out.message.freeze()).is_err()
+                && stream.frames.try_send(out.message.freeze()).is_err()
             {
                 debug!(peer = %to, "ICE-TCP stream too slow or gone: frame dropped");
             }
@@ -83,6 +82,7 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
         connections,
     };
     let mut buf = vec![0u8; 2048];
+    let mut due = Vec::new();
     loop {
         let next = state.deadlines.next().unwrap_or_else(|| Instant::now() + IDLE);
         tokio::select! {
@@ -91,7 +91,8 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
                 let Some(command) = command else { break };
                 state.command(command);
                 // Whatever else the calls queued meanwhile, in one go.
-                while let Ok(command) = commands.try_recv() {
+                for _ in 0..READ_BATCH {
+                    let Ok(command) = commands.try_recv() else { break };
                     state.command(command);
                 }
             }
@@ -116,15 +117,21 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
                         continue;
                     }
                     let local = stream.local_addr().unwrap_or(state.local.udp);
-                    let writer = super::tcp::start(stream, local, peer, state.me.clone(), state.media_tx.clone());
-                    state.wire.tcp.insert(peer, writer);
+                    let stream = super::tcp::start(stream, local, peer, state.me.clone(), state.media_tx.clone());
+                    state.wire.tcp.insert(peer, stream);
                 }
             }
             _ = tokio::time::sleep_until(next.into()) => {
                 let now = Instant::now();
+                // Due first, then serviced: a core that asks to be woken again at once waits
+                // for the next turn instead of holding the loop.
                 while let Some(key) = state.deadlines.pop_due(now) {
+                    due.push(key);
+                }
+                for key in due.drain(..) {
                     state.timeout(key, now);
                 }
+                state.wire.tcp.retain(|_, s| s.routed || now.duration_since(s.opened) < super::tcp::UNROUTED_TIMEOUT);
             }
         }
     }
@@ -194,6 +201,9 @@ impl State {
     fn datagram_at(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8], tcp: bool) {
         let routes = if tcp { &mut self.tcp_routes } else { &mut self.udp_routes };
         let Some(key) = routes.route(from, data) else { return };
+        if tcp && let Some(stream) = self.wire.tcp.get_mut(&from) {
+            stream.routed = true;
+        }
         let now = Instant::now();
         if let Some(conn) = self.conns.get_mut(&key) {
             conn.receive(conn::tagged(now, local, from, tcp, data));
@@ -236,7 +246,9 @@ impl State {
             self.wire.send(out);
         }
         self.udp_routes.remove(key);
-        self.tcp_routes.remove(key);
+        for peer in self.tcp_routes.remove(key) {
+            self.wire.tcp.remove(&peer);
+        }
         self.deadlines.remove(key);
     }
 

@@ -3,6 +3,7 @@
 //! the rare path (UDP blocked), so a channel hop per frame is acceptable here.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,14 +17,34 @@ const MAX_FRAME: usize = u16::MAX as usize;
 /// Frames queued to a slow stream before it is dropped.
 const WRITE_QUEUE: usize = 256;
 
-/// Starts the reader and writer of one accepted stream; returns where the loop queues frames.
+/// One stream's ends, as the loop holds them: dropping it closes the stream (the writer ends
+/// when its queue closes, the reader is aborted).
+pub(super) struct Stream {
+    pub frames: mpsc::Sender<Bytes>,
+    reader: tokio::task::JoinHandle<()>,
+    /// When it was accepted, and whether a frame on it reached a connection yet: a stream
+    /// that names no connection for [`UNROUTED_TIMEOUT`] is closed.
+    pub opened: Instant,
+    pub routed: bool,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// How long an accepted stream may go without a frame for a known connection.
+pub(super) const UNROUTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the reader and writer of one accepted stream.
 pub(super) fn start(
     stream: TcpStream,
     local: SocketAddr,
     peer: SocketAddr,
     to_loop: mpsc::WeakUnboundedSender<Command>,
     media: mpsc::WeakSender<Media>,
-) -> mpsc::Sender<Bytes> {
+) -> Stream {
     let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
     let (frames, mut queued) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -35,7 +56,7 @@ pub(super) fn start(
             }
         }
     });
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(2048);
         loop {
             let mut len = [0u8; 2];
@@ -57,5 +78,5 @@ pub(super) fn start(
             let _ = to_loop.send(Command::TcpGone { peer });
         }
     });
-    frames
+    Stream { frames, reader, opened: Instant::now(), routed: false }
 }
