@@ -13,11 +13,12 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportProtocol};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::conn::{self, Conn, LocalAddrs};
 use super::{Command, ConnKey, IceOp, Media};
 use crate::transport::shared_udp::{Deadlines, Router};
+use crate::transport::{Departure, TransportEvent};
 
 /// Datagrams read per wake-up before the loop looks at its commands and deadlines again.
 const READ_BATCH: usize = 64;
@@ -157,19 +158,14 @@ impl State {
                 if self.conns.insert(key, *conn).is_none() {
                     self.connections.fetch_add(1, Ordering::Relaxed);
                 }
-                self.service(key);
+                self.with_conn(key, |_| {});
             }
             Command::Start { key, ingress, metrics } => {
                 if let Some(conn) = self.conns.get_mut(&key) {
                     conn.attach(ingress, metrics);
                 }
             }
-            Command::Text { key, text } => {
-                if let Some(conn) = self.conns.get_mut(&key) {
-                    conn.send_text(now, text);
-                    self.service(key);
-                }
-            }
+            Command::Text { key, text } => self.with_conn(key, |conn| conn.send_text(now, text)),
             Command::Outstanding { key, reply } => {
                 let _ = reply.send(self.conns.get_mut(&key).map_or(0, Conn::outstanding));
             }
@@ -183,13 +179,9 @@ impl State {
 
     fn media(&mut self, media: Media) {
         match media {
-            Media::Rtp { key, packet } => {
-                if let Some(conn) = self.conns.get_mut(&key)
-                    && conn.send_rtp(Instant::now(), packet)
-                {
-                    self.service(key);
-                }
-            }
+            Media::Rtp { key, packet } => self.with_conn(key, |conn| {
+                conn.send_rtp(Instant::now(), packet);
+            }),
             Media::TcpIn { local, peer, data } => self.datagram_at(local, peer, &data, true),
         }
     }
@@ -204,11 +196,7 @@ impl State {
         if tcp && let Some(stream) = self.wire.tcp.get_mut(&from) {
             stream.routed = true;
         }
-        let now = Instant::now();
-        if let Some(conn) = self.conns.get_mut(&key) {
-            conn.receive(conn::tagged(now, local, from, tcp, data));
-            self.service(key);
-        }
+        self.with_conn(key, |conn| conn.receive(conn::tagged(Instant::now(), local, from, tcp, data)));
     }
 
     fn timeout(&mut self, key: ConnKey, now: Instant) {
@@ -217,18 +205,31 @@ impl State {
             self.close(key);
             return;
         }
-        let _ = conn.pc.handle_timeout(now);
-        self.service(key);
+        self.with_conn(key, |conn| {
+            let _ = conn.pc.handle_timeout(now);
+        });
     }
 
-    /// Drains the connection's output and reschedules it.
-    fn service(&mut self, key: ConnKey) {
+    /// Runs `step` on one connection, then drains its output and reschedules it. A panic in
+    /// its core (input it did not expect) ends that call, not the loop and every call on it.
+    fn with_conn(&mut self, key: ConnKey, step: impl FnOnce(&mut Conn)) {
         let Some(conn) = self.conns.get_mut(&key) else { return };
         let wire = &mut self.wire;
-        // At least once a second, so a connection whose owner vanished is noticed even when
-        // its core has nothing scheduled.
-        let next = conn.service(&mut |out| wire.send(out)).unwrap_or_else(|| Instant::now() + IDLE);
-        self.deadlines.set(key, Some(next));
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(conn);
+            // At least once a second, so a connection whose owner vanished is noticed even
+            // when its core has nothing scheduled.
+            conn.service(&mut |out| wire.send(out)).unwrap_or_else(|| Instant::now() + IDLE)
+        }));
+        match stepped {
+            Ok(next) => self.deadlines.set(key, Some(next)),
+            Err(_) => {
+                error!("a WebRTC connection's core panicked: that call ends, the loop goes on");
+                if let Some(conn) = self.forget(key) {
+                    let _ = conn.events.send(TransportEvent::Closed(Departure::Failed("internal error in the WebRTC stack")));
+                }
+            }
+        }
     }
 
     fn route_ufrag(&mut self, ufrag: &str, key: ConnKey) {
@@ -238,18 +239,29 @@ impl State {
     }
 
     fn close(&mut self, key: ConnKey) {
-        let Some(mut conn) = self.conns.remove(&key) else { return };
-        self.connections.fetch_sub(1, Ordering::Relaxed);
+        // Its routes first: the stream to an ICE-TCP peer closes after the goodbye is queued.
+        let tcp_peers = self.tcp_routes.remove(key);
+        let Some(mut conn) = self.forget(key) else { return };
         // Queues the SCTP abort and DTLS close_notify, so the peer learns at once.
         let _ = conn.pc.close();
         while let Some(out) = conn.pc.poll_write() {
             self.wire.send(out);
         }
+        for peer in tcp_peers {
+            self.wire.tcp.remove(&peer);
+        }
+    }
+
+    /// Takes a connection off the loop: its routes, deadline and ICE-TCP streams.
+    fn forget(&mut self, key: ConnKey) -> Option<Conn> {
+        let conn = self.conns.remove(&key)?;
+        self.connections.fetch_sub(1, Ordering::Relaxed);
         self.udp_routes.remove(key);
         for peer in self.tcp_routes.remove(key) {
             self.wire.tcp.remove(&peer);
         }
         self.deadlines.remove(key);
+        Some(conn)
     }
 
     fn ice(&mut self, key: ConnKey, op: IceOp, now: Instant) {
@@ -281,6 +293,6 @@ impl State {
                 let _ = reply.send(renegotiated);
             }
         }
-        self.service(key);
+        self.with_conn(key, |_| {});
     }
 }
