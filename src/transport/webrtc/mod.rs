@@ -169,19 +169,8 @@ async fn drive(
                 Some(TransportEvent::EventsOpened(outlet))
             }
             PeerEvent::DataChannelText(text) => Some(TransportEvent::ClientText(text)),
-            // A browser hanging up (pc.close(), a closed tab) closes the events channel and
-            // sends DTLS close_notify, but the connection state stays "connected" until ICE
-            // times out; the events channel closing is the prompt signal.
-            PeerEvent::DataChannelClosed(label) if label == events_label && events_open => {
-                Some(TransportEvent::Closed(Departure::HungUp("the peer closed the events channel")))
-            }
-            PeerEvent::State(state) => match state {
-                RTCPeerConnectionState::Connected => Some(TransportEvent::Connected),
-                RTCPeerConnectionState::Disconnected => Some(TransportEvent::Interrupted),
-                RTCPeerConnectionState::Failed => Some(TransportEvent::Closed(Departure::Failed("ICE/DTLS failed"))),
-                RTCPeerConnectionState::Closed => Some(TransportEvent::Closed(Departure::HungUp("peer closed"))),
-                _ => None,
-            },
+            PeerEvent::DataChannelClosed(label) if label == events_label && events_open => Some(events_channel_closed()),
+            PeerEvent::State(state) => state_event(state),
             PeerEvent::GatheringComplete | PeerEvent::DataChannelClosed(_) => None,
         };
         if let Some(event) = event
@@ -190,6 +179,24 @@ async fn drive(
             return;
         }
     }
+}
+
+/// What a call hears of its peer connection's state (both the driver and the loops).
+pub(crate) fn state_event(state: RTCPeerConnectionState) -> Option<TransportEvent> {
+    match state {
+        RTCPeerConnectionState::Connected => Some(TransportEvent::Connected),
+        RTCPeerConnectionState::Disconnected => Some(TransportEvent::Interrupted),
+        RTCPeerConnectionState::Failed => Some(TransportEvent::Closed(Departure::Failed("ICE/DTLS failed"))),
+        RTCPeerConnectionState::Closed => Some(TransportEvent::Closed(Departure::HungUp("peer closed"))),
+        _ => None,
+    }
+}
+
+/// A browser hanging up (pc.close(), a closed tab) closes the events channel and sends DTLS
+/// close_notify, but the connection state stays "connected" until ICE times out; the events
+/// channel closing is the prompt signal.
+pub(crate) fn events_channel_closed() -> TransportEvent {
+    TransportEvent::Closed(Departure::HungUp("the peer closed the events channel"))
 }
 
 /// Writes the call's events to the data channel, in order, until the call drops its outlet.

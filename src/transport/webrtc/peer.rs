@@ -131,6 +131,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// A data-channel message as a client event's text. A binary or non-UTF-8 message becomes text
+/// the parser will refuse, so the client gets an `error` event instead of silence.
+pub(crate) fn client_text(data: &[u8]) -> String {
+    String::from_utf8(data.to_vec()).unwrap_or_else(|_| "\u{0}binary".to_string())
+}
+
 /// Forwards a data channel's events into the peer's event stream.
 pub(crate) fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<PeerEvent>) {
     tokio::spawn(async move {
@@ -139,10 +145,7 @@ pub(crate) fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::Unbo
             let sent = match event {
                 DataChannelEvent::OnOpen => tx.send(PeerEvent::DataChannelOpen(dc.clone())),
                 DataChannelEvent::OnMessage(msg) => {
-                    // A binary or non-UTF-8 message is passed on as text the parser will refuse,
-                    // so the client gets an `error` event instead of silence.
-                    let text = String::from_utf8(msg.data.to_vec()).unwrap_or_else(|_| "\u{0}binary".to_string());
-                    tx.send(PeerEvent::DataChannelText(text))
+                    tx.send(PeerEvent::DataChannelText(client_text(&msg.data)))
                 }
                 DataChannelEvent::OnClose => {
                     let _ = tx.send(PeerEvent::DataChannelClosed(label));
@@ -221,7 +224,7 @@ pub(crate) type Peer = Arc<dyn PeerConnection>;
 /// Builds a peer connection bound to `addr` that negotiates Opus, PCMU and PCMA (in that order
 /// of preference) and reports to `tx`.
 pub(crate) async fn build_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
-    build_peer_with(sockets, tx, &[AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma]).await
+    build_peer_with(sockets, tx, &ANSWER_CODECS).await
 }
 
 /// Like [`build_peer`], offering or accepting only `codecs`.
@@ -232,6 +235,32 @@ pub(crate) async fn build_peer_with(
 ) -> Result<Peer, webrtc::error::Error> {
     build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default(), true).await
 }
+
+/// The codecs (in order of preference) and header extensions a peer connection negotiates, and
+/// the interceptors for them: shared by the driver's peers and the loops' connections.
+pub(crate) fn media_engine(codecs: &[AudioCodec], audio_levels: bool) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
+    let mut media_engine = MediaEngine::default();
+    for &codec in codecs {
+        media_engine.register_codec(
+            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec) },
+            RtpCodecKind::Audio,
+        )?;
+    }
+    // RFC 6464 levels: browsers send them when the answer keeps the offer's extmap; rooms rank
+    // speakers by them without decoding.
+    if audio_levels {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() },
+            RtpCodecKind::Audio,
+            None,
+        )?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    Ok((media_engine, registry))
+}
+
+/// Every codec voxrelay answers with, in order of preference.
+pub(crate) const ANSWER_CODECS: [AudioCodec; 3] = [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma];
 
 /// ICE liveness of a room participant's peer: keepalives every 500 ms, disconnected after 2 s
 /// without an answer, failed 2 s later. A participant whose network vanished is gone from the
@@ -273,23 +302,7 @@ async fn build_peer_full(
     audio_levels: bool,
     ice: Option<IceTimeouts>,
 ) -> Result<Peer, webrtc::error::Error> {
-    let mut media_engine = MediaEngine::default();
-    for &codec in codecs {
-        media_engine.register_codec(
-            RTCRtpCodecParameters { rtp_codec: rtp_codec(codec), payload_type: default_payload_type(codec) },
-            RtpCodecKind::Audio,
-        )?;
-    }
-    // RFC 6464 levels: browsers send them when the answer keeps the offer's extmap; rooms rank
-    // speakers by them without decoding.
-    if audio_levels {
-        media_engine.register_header_extension(
-            RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() },
-            RtpCodecKind::Audio,
-            None,
-        )?;
-    }
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (media_engine, registry) = media_engine(codecs, audio_levels)?;
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_media_engine(media_engine)

@@ -9,17 +9,12 @@ use std::time::Instant;
 use bytes::BytesMut;
 use rtc::data_channel::RTCDataChannelId;
 use rtc::ice::tcp_type::TcpType;
-use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::TaggedBytesMut;
 use tokio::sync::mpsc;
@@ -27,10 +22,10 @@ use voxrelay_media::{AudioCodec, RtpIn};
 use voxrelay_signaling::ApiError;
 
 use super::super::EVENTS_LABEL;
-use super::super::peer::{audio_stream_track, default_payload_type, rtp_codec};
+use super::super::peer::{ANSWER_CODECS, audio_stream_track, client_text, media_engine};
 use super::{Command, ConnKey};
 use crate::metrics::Metrics;
-use crate::transport::{Departure, EventOutlet, Inbound, TransportEvent, ingest_rtp};
+use crate::transport::{EventOutlet, Inbound, TransportEvent, ingest_rtp};
 
 /// The local addresses a loop's connections are reached at.
 #[derive(Clone, Copy, Debug)]
@@ -95,15 +90,8 @@ pub(super) fn answer(
     now: Instant,
 ) -> Result<(Conn, String, u32), ApiError> {
     let internal = |what: &str, e: rtc::shared::error::Error| ApiError::internal(format!("{what}: {e}"));
-    let mut engine = MediaEngine::default();
-    for c in [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma] {
-        let params = RTCRtpCodecParameters { rtp_codec: rtp_codec(c), payload_type: default_payload_type(c) };
-        engine.register_codec(params, RtpCodecKind::Audio).map_err(|e| internal("registering a codec", e))?;
-    }
-    // RFC 6464 levels, as the driver's peers negotiate them.
-    let level = RTCRtpHeaderExtensionCapability { uri: voxrelay_signaling::sdp::AUDIO_LEVEL_URI.to_string() };
-    engine.register_header_extension(level, RtpCodecKind::Audio, None).map_err(|e| internal("registering audio levels", e))?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(|e| internal("interceptors", e))?;
+    // The same codecs, audio levels and interceptors as the driver's peers.
+    let (engine, registry) = media_engine(&ANSWER_CODECS, true).map_err(|e| internal("the media engine", e))?;
     let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -250,10 +238,7 @@ impl Conn {
                 // A message may be read before its channel's open event is: open it here.
                 self.open_events_channel(id);
                 if self.events_channel == Some(id) {
-                    // A binary or non-UTF-8 message is passed on as text the parser will
-                    // refuse, so the client gets an `error` event instead of silence.
-                    let text = String::from_utf8(message.data.to_vec()).unwrap_or_else(|_| "\u{0}binary".to_string());
-                    let _ = self.events.send(TransportEvent::ClientText(text));
+                    let _ = self.events.send(TransportEvent::ClientText(client_text(&message.data)));
                 }
             }
             _ => {}
@@ -272,18 +257,10 @@ impl Conn {
                 self.open_events_channel(id);
                 None
             }
-            // A browser hanging up closes the events channel; the connection state stays
-            // "connected" until ICE times out, so this is the prompt signal.
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id)) if self.events_channel == Some(id) => {
-                Some(TransportEvent::Closed(Departure::HungUp("the peer closed the events channel")))
+                Some(super::super::events_channel_closed())
             }
-            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
-                RTCPeerConnectionState::Connected => Some(TransportEvent::Connected),
-                RTCPeerConnectionState::Disconnected => Some(TransportEvent::Interrupted),
-                RTCPeerConnectionState::Failed => Some(TransportEvent::Closed(Departure::Failed("ICE/DTLS failed"))),
-                RTCPeerConnectionState::Closed => Some(TransportEvent::Closed(Departure::HungUp("peer closed"))),
-                _ => None,
-            },
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => super::super::state_event(state),
             _ => None,
         };
         if let Some(event) = event {
