@@ -6,6 +6,7 @@
 #   scripts/capacity.sh [webrtc|rtp|twilio|ws] "10 25 50 100" [duration_s]
 #   VOXRELAY_BIN=/tmp/voxrelay-before SERVER_ARGS="--vad energy" scripts/capacity.sh ...  # A/B runs
 #   LOADGEN_BIN=/tmp/voxrelay-now VOXRELAY_BIN=/tmp/voxrelay-old ...  # an old server, today's instrument
+#   LOADGEN_ARGS="--dtx false" scripts/capacity.sh ...  # callers that send every frame (no DTX)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=${1:-webrtc}
@@ -27,7 +28,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for n in $counts; do
   json="$out/$transport-$n.json"
   taskset -c 1 "$loadgen" loadgen --url http://127.0.0.1:$port --api-key capacity-bench --transport "$transport" \
-    --sessions "$n" --ramp 25 --duration "$duration" --server-pid $server --progress false --json "$json" >/dev/null || true
+    --sessions "$n" --ramp 25 --duration "$duration" --server-pid $server --progress false --json "$json" ${LOADGEN_ARGS:-} >/dev/null || true
   python3 - "$json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -90,7 +90,10 @@ async fn page_is_served_with_security_headers() {
         assert!(header("content-type").starts_with(content_type), "{path}: {}", header("content-type"));
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         let csp = header("content-security-policy");
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
         assert!(header("access-control-allow-origin").is_empty(), "{path} must not be readable cross-origin");
         total += resp.bytes().await.unwrap().len();
     }
@@ -107,7 +110,8 @@ async fn page_is_served_with_security_headers() {
 async fn session_helper_mints_a_working_secret() {
     let server = start_server().await;
     let base = server.url();
-    let (status, headers, v) = helper(&base, "application/json", r#"{"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}"#, &[]).await;
+    let (status, headers, v) =
+        helper(&base, "application/json", r#"{"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}"#, &[]).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(headers.get("cache-control").unwrap(), "no-store");
     let secret = v["client_secret"]["value"].as_str().unwrap().to_string();
@@ -331,7 +335,9 @@ fn browser_tooling(dir: &Path) -> Result<PathBuf, String> {
         missing.push(format!("Chromium at {} (Debian package `chromium`; or set CHROMIUM)", chromium.display()));
     }
     let node = Command::new("node").arg("--version").output().ok().filter(|o| o.status.success());
-    let major = node.as_ref().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').split('.').next()?.parse::<u32>().ok());
+    let major = node
+        .as_ref()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').split('.').next()?.parse::<u32>().ok());
     match major {
         None => missing.push("`node` on PATH (Debian packages `nodejs npm`)".into()),
         // playwright-core's `engines`; Debian 12's own nodejs is 18 (NodeSource or Debian 13 have 20+).
@@ -445,12 +451,21 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
     // "[echo N s]", N the fixture's length.
     let call = &s["during_call"];
     let conv = call["conversation"].as_array().unwrap();
-    let barged = conv.iter().position(|e| e["role"] == "agent" && e["status"] == "cancelled").unwrap_or_else(|| panic!("no interrupted answer{}", ctx()));
+    let barged = conv
+        .iter()
+        .position(|e| e["role"] == "agent" && e["status"] == "cancelled")
+        .unwrap_or_else(|| panic!("no interrupted answer{}", ctx()));
     assert_eq!(conv[barged]["meta"], "interrupted (barge-in)");
     assert!(conv[barged + 1..].iter().any(|e| e["role"] == "agent" && e["status"] == "completed"), "no answer after the barge-in{}", ctx());
-    let user = conv.iter().find(|e| e["role"] == "user" && e["status"] == "committed").unwrap_or_else(|| panic!("no committed user turn{}", ctx()));
+    let user = conv
+        .iter()
+        .find(|e| e["role"] == "user" && e["status"] == "committed")
+        .unwrap_or_else(|| panic!("no committed user turn{}", ctx()));
     let user_secs: f64 = user["meta"].as_str().unwrap().trim_end_matches(" s").parse().unwrap();
-    let agent = conv.iter().find(|e| e["role"] == "agent" && e["status"] == "completed").unwrap_or_else(|| panic!("no completed agent turn{}", ctx()));
+    let agent = conv
+        .iter()
+        .find(|e| e["role"] == "agent" && e["status"] == "completed")
+        .unwrap_or_else(|| panic!("no completed agent turn{}", ctx()));
     let echo_secs: f64 = agent["text"]
         .as_str()
         .and_then(|t| t.strip_prefix("[echo ")?.strip_suffix(" s]")?.parse().ok())
@@ -465,9 +480,21 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
 
     // getStats(): the agent's audio reached the browser after the turn (silent before it).
     let g = &s["getstats"];
-    assert!(f(&g["total_audio_energy_end"]) > f(&g["total_audio_energy_at_speech_stopped"]) + 1e-3, "no inbound audio energy from the agent: {g}");
+    assert!(
+        f(&g["total_audio_energy_end"]) > f(&g["total_audio_energy_at_speech_stopped"]) + 1e-3,
+        "no inbound audio energy from the agent: {g}"
+    );
     assert!(f(&g["audio_level_max"]) > 0.01, "{g}");
     assert!(s["mic_meter_max"].as_f64().unwrap() > 0.0, "the input level meter never moved");
+
+    // Chromium honours the answer's usedtx=1: its fake microphone's silences arrive as DTX
+    // (one DTX packet, then nothing), which the server plays as silence without decoding. Its
+    // bandwidth probes (RTP padding without payload) are passed over, not decoded as bad
+    // packets.
+    let media = server.engine.media_totals();
+    println!("BROWSER_MEDIA {media:?}");
+    assert!(media.dtx_frames > 0, "Chromium sent no DTX: {media:?}");
+    assert_eq!(media.codec_errors, 0, "{media:?}");
 
     // The page's stats panel shows numbers.
     let st = &call["stats"];
@@ -495,10 +522,17 @@ async fn browser_page_call_shows_turns_transcript_and_agent_audio() {
     assert_eq!(s["server_drop"]["status"], 200, "{}", ctx());
     let phases: Vec<&str> = s["phases"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     let first_up = phases.iter().position(|p| *p == "connected").unwrap_or_else(|| panic!("never connected: {phases:?}"));
-    let retry = first_up + phases[first_up..].iter().position(|p| *p == "reconnecting").unwrap_or_else(|| panic!("no reconnect: {phases:?}"));
+    let retry =
+        first_up + phases[first_up..].iter().position(|p| *p == "reconnecting").unwrap_or_else(|| panic!("no reconnect: {phases:?}"));
     assert!(phases[retry..].contains(&"connected"), "not connected again after the drop: {phases:?}");
     assert_eq!(s["peer_connections"], 2, "one new peer connection for the reconnect");
-    let notes: Vec<&str> = s["after_reconnect"]["conversation"].as_array().unwrap().iter().filter(|e| e["role"] == "note").filter_map(|e| e["text"].as_str()).collect();
+    let notes: Vec<&str> = s["after_reconnect"]["conversation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["role"] == "note")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
     assert!(notes.iter().any(|n| n.starts_with("Call dropped")) && notes.iter().any(|n| n.starts_with("Reconnected")), "{notes:?}");
     assert_eq!(s["after_reconnect"]["status"]["phase"], "connected");
 

@@ -46,6 +46,13 @@ async fn loadgen_small_run_reports_answered_turns() {
     }
     assert!(metric(&after, "voxrelay_turns_committed_total") >= sent as f64);
     assert!(metric(&after, "voxrelay_media_frames_decoded_total") > 100.0, "jitter/decoder counters exported");
+    // Its callers send with DTX, as browsers do against the answer's usedtx=1: the silences
+    // between spurts arrive as DTX pauses, not decoded frames.
+    let dtx = metric(&after, "voxrelay_media_dtx_frames_total");
+    assert!(dtx > 100.0, "the load generator's silences are DTX: {dtx} frames");
+    // Concealed, each paused tick would count (as many as the DTX frames); a busy machine may
+    // still make a packet or two late.
+    assert!(metric(&after, "voxrelay_media_concealed_total") < dtx / 10.0, "a DTX pause is not concealed as a loss");
     assert!(metric(&after, "voxrelay_media_voiced_out_total") > 0.0);
     assert!(metric(&after, "voxrelay_agent_first_audio_seconds_count") >= sent as f64, "agent latency observed per response");
     let ticks = metric(&after, "voxrelay_worker_tick_seconds_count{worker=\"0\"}");

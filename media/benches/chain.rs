@@ -306,6 +306,47 @@ fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Ve
     }
 }
 
+/// One whole tick of a silent caller while the agent is quiet too, the two ways a caller's
+/// silence arrives: coded every 20 ms (a browser without DTX) or in DTX (one DTX packet, then a
+/// comfort-noise update every 400 ms; `usedtx=1` in the answer). The input is faint noise
+/// (≈ −72 dBFS), what a microphone with noise suppression sends while nobody talks.
+fn silent_caller_ticks(c: &mut Criterion) {
+    let mut seed = 1u32;
+    let noise: Vec<[i16; SAMPLES_48K]> = (0..400)
+        .map(|_| {
+            let mut f = [0i16; SAMPLES_48K];
+            for s in f.iter_mut() {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                *s = ((seed >> 16) as i16) >> 12;
+            }
+            f
+        })
+        .collect();
+    // The steady state after the encoder's hangover: `None` where a DTX sender sends nothing.
+    let coded: Vec<Option<Vec<u8>>> = packets(&noise).into_iter().skip(100).map(Some).collect();
+    let dtx: Vec<Option<Vec<u8>>> = common::dtx_rtp_packets(&noise, 0).into_iter().skip(100).map(|p| p.map(|p| p.bytes().to_vec())).collect();
+    let sent = dtx.iter().flatten().count();
+    eprintln!("silent caller: DTX sends {sent} of {} frames (coded: {} bytes per frame)", dtx.len(), coded[0].as_ref().map_or(0, Vec::len));
+    for (name, stream) in [("session_tick_silent_caller_coded", &coded), ("session_tick_silent_caller_dtx", &dtx)] {
+        let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), SessionOptions::default()).unwrap();
+        let (mut k, mut seq) = (0usize, 0u16);
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                k += 1;
+                if let Some(payload) = &stream[k % stream.len()] {
+                    let _ = handle.ingress.push(RtpIn::new(seq, (k as u32).wrapping_mul(960), payload).unwrap());
+                    seq = seq.wrapping_add(1);
+                }
+                chain.tick();
+                while handle.egress.pop().is_ok() {}
+                while handle.uplink.pop().is_ok() {}
+            })
+        });
+        let stats = handle.stats.snapshot();
+        eprintln!("{name}: decoded {}, DTX frames {}, concealed {}", stats.frames_decoded, stats.dtx_frames, stats.concealed);
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let frames = speech_48k();
     let packets = packets(&frames);
@@ -316,6 +357,7 @@ fn benches(c: &mut Criterion) {
     inbound(c, &packets);
     outbound(c, &frames24);
     session_ticks(c, &frames, &packets, &frames24);
+    silent_caller_ticks(c);
 }
 
 criterion_group!(chain, benches);

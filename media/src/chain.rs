@@ -95,7 +95,20 @@ pub struct SessionChain {
     concealed: u64,
     recovered: u64,
     frames_decoded: u64,
+    /// Inbound frames of the caller's DTX silence (neither decoded nor heard by the VAD).
+    dtx_frames: u64,
     bridge: Option<Box<RoomBridge>>,
+}
+
+/// What one tick's inbound frame is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inbound {
+    /// Playout has not started: no frame this tick.
+    Waiting,
+    /// Decoded (or concealed) caller audio.
+    Audio,
+    /// The caller's DTX silence: zeros, nothing to analyse.
+    Dtx,
 }
 
 impl SessionChain {
@@ -155,6 +168,7 @@ impl SessionChain {
             concealed: 0,
             recovered: 0,
             frames_decoded: 0,
+            dtx_frames: 0,
             bridge,
         };
         let handle = SessionHandle {
@@ -277,7 +291,8 @@ impl SessionChain {
 
     /// Stage 3: one frame of caller audio -> uplink (24 kHz), VAD at 16 kHz -> turn events.
     fn inbound(&mut self) {
-        if !self.fill_frame() {
+        let source = self.fill_frame();
+        if source == Inbound::Waiting {
             return;
         }
         let mut frame = [0i16; SAMPLES_24K];
@@ -295,11 +310,18 @@ impl SessionChain {
         if !self.turn.config().server_vad {
             return;
         }
-        let mut pcm16 = [0i16; SAMPLES_16K];
-        self.to_16k.process(&frame, &mut pcm16);
-        // One pass for the level both the echo guard and the turn detector use.
-        let level = rms(&frame);
-        let (verdict, prob) = self.echo_guard.judge(level, self.vad.frame_16k(&pcm16));
+        // A DTX frame is digital silence by construction: no level to measure and nothing for the
+        // VAD to hear (its state simply skips the pause, as the caller's encoder did).
+        let (level, speech) = match source {
+            Inbound::Dtx => (0.0, 0.0),
+            _ => {
+                let mut pcm16 = [0i16; SAMPLES_16K];
+                self.to_16k.process(&frame, &mut pcm16);
+                // One pass for the level both the echo guard and the turn detector use.
+                (rms(&frame), self.vad.frame_16k(&pcm16))
+            }
+        };
+        let (verdict, prob) = self.echo_guard.judge(level, speech);
         if verdict == Verdict::Echo {
             self.echo_frames += 1;
         }
@@ -320,12 +342,23 @@ impl SessionChain {
         }
     }
 
-    /// Decodes until 20 ms of audio is buffered. False while playout has not started.
-    fn fill_frame(&mut self) -> bool {
+    /// Decodes until 20 ms of audio is buffered. `Dtx` when the whole frame is the sender's DTX
+    /// silence (nothing decoded).
+    fn fill_frame(&mut self) -> Inbound {
+        let mut source = Inbound::Audio;
         while self.pcm_in_len < SAMPLES_24K {
             let out = &mut self.pcm_in[self.pcm_in_len..];
             let decoded = match self.jitter.pop() {
-                Pop::Waiting => return false,
+                Pop::Waiting => return Inbound::Waiting,
+                Pop::Dtx => {
+                    // Leftover decoded audio (a packet longer than 20 ms) makes it a mixed frame.
+                    if self.pcm_in_len == 0 {
+                        source = Inbound::Dtx;
+                    }
+                    self.dtx_frames += 1;
+                    out[..SAMPLES_24K].fill(0);
+                    Ok(SAMPLES_24K)
+                }
                 Pop::Packet(packet) => match self.decoder.decode(packet.bytes(), out) {
                     Ok(n) => {
                         self.frames_decoded += 1;
@@ -361,7 +394,7 @@ impl SessionChain {
                 }
             }
         }
-        true
+        source
     }
 
     /// Caller speech while the agent talks: cut the response within this tick.
@@ -441,6 +474,7 @@ impl SessionChain {
         let j = self.jitter.counters();
         SessionStats::set(&s.packets_in, self.packets_in);
         SessionStats::set(&s.frames_decoded, self.frames_decoded);
+        SessionStats::set(&s.dtx_frames, self.dtx_frames);
         SessionStats::set(&s.plc_frames, self.concealed + self.recovered);
         SessionStats::set(&s.concealed, self.concealed);
         SessionStats::set(&s.recovered, self.recovered);
@@ -450,6 +484,7 @@ impl SessionChain {
         SessionStats::set(&s.jitter_target_ms, self.jitter.target_frames() as u64 * FRAME_MS as u64);
         SessionStats::set(&s.late, j.late);
         SessionStats::set(&s.duplicates, j.duplicates);
+        SessionStats::set(&s.padding_packets, j.padding);
         SessionStats::set(&s.jitter_skipped, j.skipped);
         SessionStats::set(&s.codec_errors, self.codec_errors);
         SessionStats::set(&s.ring_overflows, self.overflows);

@@ -146,6 +146,24 @@ impl OpusEncoder {
     pub fn reset(&mut self) {
         self.inner.reset();
     }
+
+    /// Discontinuous transmission, as a browser's encoder runs when the answer says `usedtx=1`
+    /// (clients and the load generator; the server's own encoder sends [`OPUS_SILENCE`] instead).
+    pub fn set_dtx(&mut self, on: bool) -> Result<(), MediaError> {
+        Ok(self.inner.set_dtx(on)?)
+    }
+}
+
+/// Longest payload that is a DTX packet: a TOC byte (and for code 1–3 packets a frame count)
+/// with no coded frame (RFC 6716 §3.2). libopus returns one when it enters DTX, WebRTC sends the
+/// first of a run and then nothing until speech or the next comfort-noise update, so the receiver
+/// learns that the pause that follows is silence, not loss. G.711 and L16 payloads are whole
+/// frames (160 / 960 bytes) and never this short.
+pub const DTX_MAX_PAYLOAD: usize = 2;
+
+/// Whether `payload` is a DTX packet ([`DTX_MAX_PAYLOAD`]): it carries no audio to decode.
+pub fn is_dtx_packet(payload: &[u8]) -> bool {
+    !payload.is_empty() && payload.len() <= DTX_MAX_PAYLOAD
 }
 
 #[cfg(test)]
@@ -188,5 +206,18 @@ mod tests {
         assert!((rms / expected - 1.0).abs() < 0.2, "rms {rms} vs {expected}");
         // PLC continues the signal rather than erroring.
         assert_eq!(dec.conceal(&mut out[..SAMPLES_48K]).unwrap(), SAMPLES_48K);
+    }
+
+    #[test]
+    fn a_dtx_encoder_goes_quiet_in_silence_and_says_so() {
+        let mut enc = OpusEncoder::new().unwrap();
+        enc.set_dtx(true).unwrap();
+        let mut packet = [0u8; MAX_OPUS_PACKET];
+        let silence = [0i16; SAMPLES_48K];
+        let lens: Vec<usize> = (0..60).map(|_| enc.encode(&silence, &mut packet).unwrap()).collect();
+        let dtx = lens.iter().filter(|&&n| is_dtx_packet(&packet[..n])).count();
+        // 1.2 s of silence: after the hangover nearly every frame is a DTX packet.
+        assert!(dtx >= 40, "DTX frames {dtx} of 60: {lens:?}");
+        assert!(!is_dtx_packet(&OPUS_SILENCE), "the server's silence packet is a coded frame");
     }
 }

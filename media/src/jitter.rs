@@ -20,6 +20,11 @@
 //!   the tick is concealed *without* advancing the playout point (`Pop::Underrun`), which adds one
 //!   frame of delay; the packet then plays when it arrives instead of being dropped as late.
 //!   (This also keeps a DTX pause from turning every later packet into a late one.)
+//! - **DTX.** A sender in discontinuous transmission sends one DTX packet ([`is_dtx_packet`]:
+//!   no coded frame) and then nothing, its sequence numbers continuing where it resumes. So an
+//!   empty buffer after a DTX packet is the sender's silence, not lateness: `Pop::Dtx`, playout
+//!   held like an underrun but nothing counted as lost or late, no loss memory (which would keep
+//!   two frames of delay for 5 s after every pause) and nothing to conceal.
 //! - **Shrink.** If the smallest depth seen over [`SHRINK_WINDOW_TICKS`] stayed above target, the
 //!   oldest buffered frame is skipped (one per window): delay a caller hears is only kept while
 //!   the network needs it.
@@ -29,7 +34,7 @@
 //! Arrival time comes from the caller; in the session chain it is the tick time, so `J` is
 //! quantized to 20 ms steps — the same granularity at which depth exists.
 
-use crate::{FRAME_MS, RtpIn, SampleRate};
+use crate::{FRAME_MS, RtpIn, SampleRate, is_dtx_packet};
 
 /// Slots in the ring, indexed by `seq % JITTER_CAPACITY`: 32 packets = 640 ms.
 pub const JITTER_CAPACITY: usize = 32;
@@ -68,11 +73,15 @@ pub enum Pop<'a> {
     /// The due packet is missing and the buffer is below its target depth (or empty): conceal one
     /// frame and wait for it (the buffer grows by one frame of delay; nothing is counted as lost).
     Underrun,
+    /// The sender is silent on purpose (DTX): the due packet is a DTX packet, or nothing has
+    /// arrived since one. Produce silence; there is nothing to decode or conceal.
+    Dtx,
 }
 
 /// Counters since creation. Once playing, every tick pops a packet (`played`), a `Lost` or an
 /// `Underrun`; `lost` additionally counts missing frames passed over while shrinking the delay.
-/// Every received packet ends up played, late, duplicate, skipped, or still buffered.
+/// Every received packet ends up played, late, duplicate, skipped, a DTX packet (`dtx`), padding,
+/// or still buffered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JitterCounters {
     pub received: u64,
@@ -88,6 +97,11 @@ pub struct JitterCounters {
     pub skipped: u64,
     /// Sequence jumps larger than the buffer (stream restart): playout moved to the new packet.
     pub resyncs: u64,
+    /// Ticks of sender silence under DTX (`Pop::Dtx`): DTX packets played and the ticks after
+    /// them with nothing buffered. Not counted in `played` or `underruns`.
+    pub dtx: u64,
+    /// Packets without payload (RTP padding only) passed over: they take no tick.
+    pub padding: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -155,6 +169,8 @@ pub struct JitterBuffer {
     next_seq: u16,
     /// Newest sequence number received.
     highest_seq: u16,
+    /// The last packet played was a DTX packet: an empty buffer is the sender's silence.
+    in_dtx: bool,
     estimator: Estimator,
     /// Ticks left during which a recent loss keeps the target at ≥ 2 frames.
     loss_memory: u32,
@@ -178,7 +194,10 @@ impl JitterBuffer {
 
     /// A buffer whose packets carry RTP timestamps at `clock` (8 kHz for G.711).
     pub fn with_clock_rate(clock: SampleRate) -> Self {
-        let empty = Slot { present: false, packet: RtpIn { seq: 0, timestamp: 0, ssrc: 0, audio_level: None, len: 0, payload: [0; crate::MAX_OPUS_PACKET] } };
+        let empty = Slot {
+            present: false,
+            packet: RtpIn { seq: 0, timestamp: 0, ssrc: 0, audio_level: None, len: 0, payload: [0; crate::MAX_OPUS_PACKET] },
+        };
         JitterBuffer {
             slots: vec![empty; JITTER_CAPACITY],
             seen_first: false,
@@ -186,6 +205,7 @@ impl JitterBuffer {
             wait_ticks: 0,
             next_seq: 0,
             highest_seq: 0,
+            in_dtx: false,
             estimator: Estimator::new(clock),
             loss_memory: 0,
             window_min_depth: u16::MAX,
@@ -280,14 +300,25 @@ impl JitterBuffer {
         self.loss_memory = self.loss_memory.saturating_sub(1);
         self.bound_delay();
         self.maybe_shrink();
+        self.pass_padding();
 
         let seq = self.next_seq;
         let index = seq as usize % JITTER_CAPACITY;
         if self.slots[index].present && self.slots[index].packet.seq == seq {
             self.next_seq = seq.wrapping_add(1);
             self.slots[index].present = false;
+            self.in_dtx = is_dtx_packet(self.slots[index].packet.bytes());
+            if self.in_dtx {
+                self.counters.dtx += 1;
+                return Pop::Dtx;
+            }
             self.counters.played += 1;
             return Pop::Packet(&self.slots[index].packet);
+        }
+        if self.in_dtx && self.span_frames() == 0 {
+            // Nothing newer is here either: the pause the DTX packet announced (see the top).
+            self.counters.dtx += 1;
+            return Pop::Dtx;
         }
         self.loss_memory = LOSS_MEMORY_TICKS;
         if self.span_frames() < self.target_frames() {
@@ -300,6 +331,21 @@ impl JitterBuffer {
         self.counters.lost += 1;
         let next = &self.slots[self.next_seq as usize % JITTER_CAPACITY];
         Pop::Lost { next: (next.present && next.packet.seq == self.next_seq).then_some(&next.packet) }
+    }
+
+    /// Moves playout past due packets without payload: RTP padding only (a browser's bandwidth
+    /// probes, sent on the audio stream between frames with the previous frame's timestamp). They
+    /// hold a sequence number and no audio, so they take no tick.
+    fn pass_padding(&mut self) {
+        loop {
+            let slot = &mut self.slots[self.next_seq as usize % JITTER_CAPACITY];
+            if !(slot.present && slot.packet.seq == self.next_seq && slot.packet.len == 0) {
+                return;
+            }
+            slot.present = false;
+            self.counters.padding += 1;
+            self.next_seq = self.next_seq.wrapping_add(1);
+        }
     }
 
     /// Skips the oldest frames while playout trails the newest packet by more than the bound.
@@ -341,6 +387,7 @@ impl JitterBuffer {
         self.seen_first = false;
         self.playing = false;
         self.wait_ticks = 0;
+        self.in_dtx = false;
         self.estimator = Estimator::new(self.estimator.clock);
         self.loss_memory = 0;
         self.window_min_depth = u16::MAX;
@@ -360,7 +407,7 @@ mod tests {
     fn tick(jb: &mut JitterBuffer) -> Option<u16> {
         match jb.pop() {
             Pop::Packet(p) => Some(p.seq),
-            Pop::Lost { .. } | Pop::Underrun => None,
+            Pop::Lost { .. } | Pop::Underrun | Pop::Dtx => None,
             Pop::Waiting => panic!("still waiting"),
         }
     }
@@ -492,7 +539,7 @@ mod tests {
             match jb.pop() {
                 Pop::Waiting => {}
                 Pop::Packet(p) => played.push(Some(p.seq)),
-                Pop::Lost { .. } | Pop::Underrun => played.push(None),
+                Pop::Lost { .. } | Pop::Underrun | Pop::Dtx => played.push(None),
             }
         }
         played
@@ -558,5 +605,81 @@ mod tests {
         jb.push(&pkt(5), 2100);
         assert_eq!(tick(&mut jb), Some(5));
         assert_eq!(jb.counters().late, 0);
+    }
+
+    fn dtx_pkt(seq: u16) -> RtpIn {
+        RtpIn::new(seq, seq as u32 * 960, &[0x08]).unwrap()
+    }
+
+    #[test]
+    fn a_dtx_pause_is_silence_not_loss_and_keeps_the_minimum_depth() {
+        let mut jb = JitterBuffer::new();
+        for s in 0..50 {
+            jb.push(&pkt(s), s as u64 * 20);
+            jb.pop();
+        }
+        // The sender enters DTX: one DTX packet, then 1 s of nothing; it resumes at the next
+        // sequence number with a timestamp 1 s later.
+        jb.push(&dtx_pkt(50), 1000);
+        // Whatever is still buffered plays first, then the DTX packet.
+        while matches!(jb.pop(), Pop::Packet(_)) {}
+        for _ in 0..49 {
+            assert!(matches!(jb.pop(), Pop::Dtx));
+        }
+        let resumed = RtpIn::new(51, 101 * 960, &[51, 1, 2]).unwrap();
+        jb.push(&resumed, 2020);
+        assert_eq!(tick(&mut jb), Some(51), "plays at the next tick: no frame of delay added");
+        let c = jb.counters();
+        assert_eq!((c.dtx, c.underruns, c.lost, c.late), (50, 0, 0, 0), "{c:?}");
+        assert_eq!(jb.target_frames(), MIN_TARGET_FRAMES, "no loss memory after a pause");
+        assert_eq!(c.received, c.played + c.skipped + 1, "every packet accounted for, the DTX packet as silence");
+    }
+
+    #[test]
+    fn a_gap_after_a_dtx_packet_is_still_a_loss() {
+        let mut jb = JitterBuffer::new();
+        jb.push(&pkt(1), 0);
+        jb.push(&dtx_pkt(2), 0);
+        assert_eq!(tick(&mut jb), Some(1));
+        assert!(matches!(jb.pop(), Pop::Dtx));
+        // The talk spurt resumes but its first packet (3) is lost: 4 and 5 are buffered.
+        jb.push(&pkt(4), 80);
+        jb.push(&pkt(5), 100);
+        let mut ticks = 0;
+        while tick(&mut jb) != Some(4) {
+            ticks += 1;
+            assert!(ticks < 5, "4 plays after the loss");
+        }
+        let c = jb.counters();
+        assert_eq!((c.dtx, c.lost), (1, 1), "{c:?}");
+    }
+
+    #[test]
+    fn without_a_dtx_packet_an_empty_buffer_is_an_underrun() {
+        let mut jb = JitterBuffer::new();
+        jb.push(&pkt(1), 0);
+        assert!(matches!(jb.pop(), Pop::Waiting));
+        assert_eq!(tick(&mut jb), Some(1));
+        assert!(matches!(jb.pop(), Pop::Underrun), "a sender that stops without a DTX packet may be late");
+    }
+
+    #[test]
+    fn padding_only_packets_take_no_tick_and_keep_a_dtx_pause() {
+        let mut jb = JitterBuffer::new();
+        let padding = |seq: u16, ts_of: u16| RtpIn::new(seq, ts_of as u32 * 960, &[]).unwrap();
+        // Mid-speech: 10 (audio), 11 (padding, 10's timestamp), 12 (audio).
+        jb.push(&pkt(10), 0);
+        jb.push(&padding(11, 10), 0);
+        jb.push(&pkt(12), 20);
+        assert_eq!(tick(&mut jb), Some(10));
+        assert_eq!(tick(&mut jb), Some(12), "the padding packet is passed over in the same tick");
+        // In a pause: a DTX packet, padding after it, then nothing: still the sender's silence.
+        jb.push(&dtx_pkt(13), 40);
+        jb.push(&padding(14, 13), 60);
+        for _ in 0..10 {
+            assert!(matches!(jb.pop(), Pop::Dtx));
+        }
+        let c = jb.counters();
+        assert_eq!((c.padding, c.dtx, c.lost, c.underruns, c.played), (2, 10, 0, 0, 2), "{c:?}");
     }
 }

@@ -82,21 +82,21 @@ mod worker;
 
 pub use audio_time::{AudioTime, FRAME};
 pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
-pub use codec::{ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder, OpusEncoder, opus_version};
+pub use codec::{
+    DTX_MAX_PAYLOAD, ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder,
+    OpusEncoder, is_dtx_packet, opus_version,
+};
 pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};
 pub use error::MediaError;
 pub use frames::{
-    AGENT_RING, AgentFrame, AudioLevel, CONTROL_RING, Control, EGRESS_RING, FRAME_MS, INGRESS_RING,
-    MAX_OPUS_PACKET, MediaEvent, EncodedFrame, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K,
-    UPLINK_RING, Uplink,
+    AGENT_RING, AgentFrame, AudioLevel, CONTROL_RING, Control, EGRESS_RING, EncodedFrame, FRAME_MS, INGRESS_RING, MAX_OPUS_PACKET,
+    MediaEvent, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, UPLINK_RING, Uplink,
 };
 pub use g711::{G711_FRAME_BYTES, G711Law, linear_to_alaw, linear_to_ulaw};
-pub use jitter::{
-    JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, MAX_TARGET_FRAMES, MIN_TARGET_FRAMES, Pop,
-};
+pub use jitter::{JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, MAX_TARGET_FRAMES, MIN_TARGET_FRAMES, Pop};
 pub use mix::{LIMITER_KNEE, mix, soft_limit};
-pub use resample::{Resampler, SampleRate};
 pub use pcm_format::{L16Frame, PcmInput, PcmLaw, PcmOutput};
+pub use resample::{Resampler, SampleRate};
 pub use session_codec::{AudioCodec, L16_FRAME_BYTES, SESSION_RATE};
 pub use stats::{SessionStats, StatsSnapshot};
 pub use tick_phase::{OUTBOUND_SLOTS, SLOTS as TICK_SLOTS, TickPhase};

@@ -84,7 +84,8 @@ impl RoomBridge {
             self.jitter.push(&packet, now_ms);
         }
         let decoded = match self.jitter.pop() {
-            Pop::Waiting | Pop::Underrun => return false,
+            // A DTX pause is silence from that side: nothing to mix, as for a missing frame.
+            Pop::Waiting | Pop::Underrun | Pop::Dtx => return false,
             Pop::Packet(p) => self.decoder.decode(p.bytes(), &mut self.pcm[..]),
             Pop::Lost { next: Some(next) } => self.decoder.recover(next.bytes(), &mut self.pcm[..]).0,
             Pop::Lost { next: None } => self.decoder.conceal(&mut self.pcm[..]),

@@ -45,6 +45,9 @@ counters! {
     packets_in,
     /// Opus packets decoded (not counting PLC).
     frames_decoded,
+    /// Inbound frames of the caller's DTX silence: a DTX packet or the pause after one, neither
+    /// decoded nor analysed (see `jitter`).
+    dtx_frames,
     /// Frames synthesized instead of decoded from their own packet: `concealed + recovered`.
     plc_frames,
     /// Frames concealed (PLC, or fading repetition for G.711): lost, late or corrupt packets.
@@ -63,6 +66,9 @@ counters! {
     late,
     /// Packets received twice.
     duplicates,
+    /// Packets without payload (RTP padding only, e.g. a browser's bandwidth probes): passed
+    /// over, they take no tick.
+    padding_packets,
     /// Packets skipped to bound the jitter delay or flushed by a sequence jump.
     jitter_skipped,
     /// Opus decode or encode failures (the frame is replaced by PLC or silence).

@@ -6,8 +6,7 @@ use common::*;
 use std::collections::VecDeque;
 use std::time::Duration;
 use voxrelay_media::{
-    AudioTime,
-    AgentFrame, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnDetectConfig, Uplink,
+    AgentFrame, AudioTime, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnDetectConfig, Uplink,
 };
 
 /// Ticks once; collects the events and the number of uplink audio frames.
@@ -29,7 +28,12 @@ fn stream_fixture(chain: &mut SessionChain, handle: &mut SessionHandle, extra: u
 }
 
 /// [`stream_fixture`] while the agent speaks `agent` (fed as the call task feeds it).
-fn stream_fixture_over(chain: &mut SessionChain, handle: &mut SessionHandle, extra: usize, agent: &mut VecDeque<AgentFrame>) -> Vec<MediaEvent> {
+fn stream_fixture_over(
+    chain: &mut SessionChain,
+    handle: &mut SessionHandle,
+    extra: usize,
+    agent: &mut VecDeque<AgentFrame>,
+) -> Vec<MediaEvent> {
     let packets = rtp_packets(&speech_48k(), 4000);
     let mut events = Vec::new();
     for p in &packets {
@@ -48,8 +52,20 @@ fn stream_fixture_over(chain: &mut SessionChain, handle: &mut SessionHandle, ext
 fn speech_timestamps_match_the_fixture_within_100_ms() {
     let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
-    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()), _ => None }).collect();
-    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()), _ => None }).collect();
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()),
+            _ => None,
+        })
+        .collect();
+    let stopped: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(started.len(), 1, "one utterance: {events:?}");
     assert_eq!(stopped.len(), 1, "one utterance: {events:?}");
     assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
@@ -65,8 +81,20 @@ fn a_silero_session_times_speech_like_the_default() {
     let options = SessionOptions { vad: VadKind::Silero, ..SessionOptions::default() };
     let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
     let events = stream_fixture(&mut chain, &mut handle, 10);
-    let started: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()), _ => None }).collect();
-    let stopped: Vec<_> = events.iter().filter_map(|e| match e { MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()), _ => None }).collect();
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()),
+            _ => None,
+        })
+        .collect();
+    let stopped: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()),
+            _ => None,
+        })
+        .collect();
     assert_eq!((started.len(), stopped.len()), (1, 1), "one utterance: {events:?}");
     assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
     assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
@@ -233,6 +261,50 @@ fn lost_packets_are_concealed_and_audio_time_keeps_running() {
     // Playout starts one tick after the first packet (2-frame target depth).
     assert_eq!(audio_frames, 49);
     assert_eq!(chain.audio_time(), AudioTime::from_ms(49 * 20));
+}
+
+#[test]
+fn a_caller_in_dtx_is_timed_like_one_that_sends_every_frame_and_costs_no_decode_in_its_pauses() {
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
+    let frames = speech_48k();
+    let packets = dtx_rtp_packets(&frames, 4000);
+    let sent = packets.iter().flatten().count();
+    let mut events = Vec::new();
+    let mut audio_frames = 0;
+    for p in &packets {
+        if let Some(p) = p {
+            handle.ingress.push(*p).unwrap();
+        }
+        audio_frames += tick(&mut chain, &mut handle, &mut events);
+    }
+    for _ in 0..10 {
+        audio_frames += tick(&mut chain, &mut handle, &mut events);
+    }
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()),
+            _ => None,
+        })
+        .collect();
+    let stopped: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((started.len(), stopped.len()), (1, 1), "one utterance: {events:?}");
+    assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms", started[0]);
+    assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms", stopped[0]);
+
+    let stats = handle.stats.snapshot();
+    println!("DTX: {} frames, {sent} packets sent, {} decoded, {} DTX frames", frames.len(), stats.frames_decoded, stats.dtx_frames);
+    assert!(sent < frames.len() * 3 / 4, "the fixture's 1.1 s of leading and trailing silence go quiet: {sent} of {}", frames.len());
+    assert_eq!((stats.concealed, stats.underruns, stats.lost), (0, 0, 0), "a pause is not a loss: {stats:?}");
+    assert_eq!(stats.frames_decoded + stats.dtx_frames, audio_frames as u64, "every frame decoded or DTX silence: {stats:?}");
+    // The audio clock keeps running through the pauses (the uplink gets their silence).
+    assert_eq!(chain.audio_time(), AudioTime::from_ms(audio_frames as u64 * 20));
 }
 
 #[test]

@@ -11,9 +11,7 @@ use common::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use voxrelay_media::{
-    AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnDetectConfig, VadKind, mix,
-};
+use voxrelay_media::{AgentFrame, AudioCodec, Control, G711Law, RtpIn, SessionChain, SessionOptions, TurnDetectConfig, VadKind, mix};
 
 struct Counting;
 
@@ -54,15 +52,18 @@ static GLOBAL: Counting = Counting;
 /// allocations on this thread after a 50-tick warm-up. Returns (events seen, allocations).
 /// With `room` (a room bridge session), the room's Opus packets go in and the caller's Opus
 /// frames for the room come out every tick too.
-fn measure(options: SessionOptions, packets: &[RtpIn], room: &[RtpIn]) -> (usize, u64) {
+/// `None` in `packets`: nothing arrives that tick (a DTX pause).
+fn measure(options: SessionOptions, packets: &[Option<RtpIn>], room: &[RtpIn]) -> (usize, u64) {
     let agent = agent_tone(40);
     let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
 
     let mut run = |ticks: std::ops::Range<usize>| {
         let mut events = 0;
         for i in ticks {
-            if i % 17 != 3 {
-                handle.ingress.push(packets[i % packets.len()]).unwrap(); // some loss -> PLC
+            if i % 17 != 3
+                && let Some(packet) = packets[i % packets.len()]
+            {
+                handle.ingress.push(packet).unwrap(); // some loss -> PLC
             }
             // Agent speech in bursts of responses with ends and a cancel, so every playback
             // path runs.
@@ -103,7 +104,7 @@ fn measure(options: SessionOptions, packets: &[RtpIn], room: &[RtpIn]) -> (usize
 #[test]
 fn session_chain_tick_allocates_nothing_after_warm_up() {
     // Built before counting: everything measured is the per-tick path only.
-    let packets = rtp_packets(&speech_48k(), 60_000); // sequence numbers wrap mid-way
+    let packets: Vec<_> = rtp_packets(&speech_48k(), 60_000).into_iter().map(Some).collect(); // sequence numbers wrap mid-way
     let (events, allocations) = measure(SessionOptions::default(), &packets, &[]);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
@@ -111,10 +112,14 @@ fn session_chain_tick_allocates_nothing_after_warm_up() {
 
 #[test]
 fn a_g711_session_tick_allocates_nothing_after_warm_up() {
-    let packets = g711_packets(&speech_48k(), G711Law::Mu, 65_000);
+    let packets: Vec<_> = g711_packets(&speech_48k(), G711Law::Mu, 65_000).into_iter().map(Some).collect();
     // With the phone echo guard on: it learns the echo path per tick without allocating.
-    let options =
-        SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Energy, echo_guard: voxrelay_media::EchoGuardConfig::DEFAULT, room_bridge: false };
+    let options = SessionOptions {
+        codec: AudioCodec::Pcmu,
+        vad: VadKind::Energy,
+        echo_guard: voxrelay_media::EchoGuardConfig::DEFAULT,
+        room_bridge: false,
+    };
     let (events, allocations) = measure(options, &packets, &[]);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
@@ -123,10 +128,18 @@ fn a_g711_session_tick_allocates_nothing_after_warm_up() {
 #[test]
 fn a_phone_callers_room_bridge_tick_allocates_nothing_after_warm_up() {
     // Mu-law in, Opus out for the room; the room's Opus in, decoded and mixed into mu-law out.
-    let packets = g711_packets(&speech_48k(), G711Law::Mu, 65_000);
+    let packets: Vec<_> = g711_packets(&speech_48k(), G711Law::Mu, 65_000).into_iter().map(Some).collect();
     let room = rtp_packets(&speech_48k(), 1_000);
     let options = SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Energy, room_bridge: true, ..SessionOptions::default() };
     let (events, allocations) = measure(options, &packets, &room);
+    assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
+    assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
+}
+
+#[test]
+fn a_caller_in_dtx_ticks_without_allocating() {
+    let packets = dtx_rtp_packets(&speech_48k(), 65_000);
+    let (events, allocations) = measure(SessionOptions::default(), &packets, &[]);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
 }

@@ -17,32 +17,33 @@
 
 pub mod auth;
 pub mod body;
-pub mod call_history;
 mod call_end;
-pub mod error;
+pub mod call_history;
 pub mod edge_errors;
+pub mod error;
 pub mod events;
+pub mod forwarding;
 mod health;
 pub mod ids;
 pub mod keepalive;
 pub mod limits;
+pub mod multipart;
+pub mod node_auth;
 mod plain_rtp;
 mod realtime;
 pub mod realtime_ws;
-pub mod forwarding;
 pub mod room_token;
 pub mod room_wire;
 pub mod rooms;
+pub mod sdp;
+pub mod sdp_dtx;
+pub mod sdpfrag;
 pub mod telephony;
 mod watch;
-pub mod whip;
-mod ws_pump;
-pub mod multipart;
-pub mod node_auth;
-pub mod sdp;
-pub mod sdpfrag;
 pub mod web;
+pub mod whip;
 pub mod wire;
+mod ws_pump;
 
 use std::sync::Arc;
 
@@ -178,7 +179,12 @@ pub trait Engine: Send + Sync + 'static {
         Err(rooms::rooms_disabled())
     }
     /// `POST /v1/rooms`; `None` limits take the server's defaults. 409 when it exists.
-    async fn create_room(&self, _room: &RoomName, _max_participants: Option<usize>, _empty_timeout_s: Option<u64>) -> Result<room_wire::RoomInfo, ApiError> {
+    async fn create_room(
+        &self,
+        _room: &RoomName,
+        _max_participants: Option<usize>,
+        _empty_timeout_s: Option<u64>,
+    ) -> Result<room_wire::RoomInfo, ApiError> {
         Err(rooms::rooms_disabled())
     }
     async fn list_rooms(&self) -> Vec<room_wire::RoomInfo> {
@@ -419,5 +425,10 @@ fn cors() -> tower_http::cors::CorsLayer {
     use tower_http::cors::{Any, CorsLayer};
     // Headers listed, not `*`: per the Fetch spec a wildcard never covers Authorization, and
     // Firefox/Safari enforce that.
-    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH]).expose_headers([LOCATION, ETAG, LINK, axum::http::HeaderName::from_static("accept-patch")])
+    CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH]).expose_headers([
+        LOCATION,
+        ETAG,
+        LINK,
+        axum::http::HeaderName::from_static("accept-patch"),
+    ])
 }

@@ -230,6 +230,8 @@ impl VoxEngine {
                 (transport, sdp, addr)
             }
         };
+        // The caller's silences then cost the audio worker nothing (peer::opus_codec).
+        let answer_sdp = voxrelay_signaling::sdp_dtx::prefer_dtx(&answer_sdp);
         let seat = Seat::call(TransportKind::WebRtc, req.origin.ip, req.origin.secret);
         let call_id = self.launch(transport, req.config, req.dialect, req.session_id, addr, (seat, ticket)).await?;
         Ok(CallCreated { call_id, answer_sdp })

@@ -138,6 +138,11 @@ pub struct LoadgenConfig {
     /// Print progress every second.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
+    /// WebRTC calls: send Opus with DTX when the answer asks for it (`usedtx=1`), as browsers do:
+    /// the talk spurt and its silence coded by an encoder in DTX, of a run of DTX packets only the
+    /// first sent. `false`: a packet every 20 ms, silence as the 3-byte silence packet.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub dtx: bool,
 }
 
 impl LoadgenConfig {
@@ -170,6 +175,7 @@ impl LoadgenConfig {
             loss: 0.0,
             jitter_ms: 0,
             progress: false,
+            dtx: true,
         }
     }
 }
@@ -177,6 +183,9 @@ impl LoadgenConfig {
 /// Opus frames of one talk spurt, shared by all sessions.
 pub struct Spurt {
     pub frames: Vec<Bytes>,
+    /// The spurt and the silence after it (see [`Spurt::gap_frames`]) coded by an encoder in
+    /// DTX, for calls that send with DTX; empty until [`Spurt::with_dtx`].
+    pub dtx_period: Vec<Bytes>,
 }
 
 impl Spurt {
@@ -186,11 +195,37 @@ impl Spurt {
 
     pub fn from_pcm48(pcm: &[i16]) -> anyhow::Result<Spurt> {
         let frames = crate::transport::webrtc::room_client::encode_speech(pcm, 1.0).map_err(anyhow::Error::msg)?;
-        Ok(Spurt { frames: frames.into_iter().map(|(payload, _)| payload).collect() })
+        Ok(Spurt { frames: frames.into_iter().map(|(payload, _)| payload).collect(), dtx_period: Vec::new() })
+    }
+
+    /// Adds [`Spurt::dtx_period`] for `silence_ms`: the speech and its gap through one encoder,
+    /// so the frames after speech are what a browser's would be (≈ 200 ms of coded silence, DTX
+    /// packets, a comfort-noise update every 400 ms).
+    pub fn with_dtx(mut self, pcm: &[i16], silence_ms: u32) -> anyhow::Result<Spurt> {
+        let mut enc = voxrelay_media::OpusEncoder::new()?;
+        enc.set_dtx(true)?;
+        let mut buf = [0u8; voxrelay_media::MAX_OPUS_PACKET];
+        let quiet = [0i16; SAMPLES_48K];
+        let speech = pcm.chunks(SAMPLES_48K).map(|chunk| {
+            let mut f = [0i16; SAMPLES_48K];
+            f[..chunk.len()].copy_from_slice(chunk);
+            f
+        });
+        let frames = speech.chain(std::iter::repeat_n(quiet, self.gap_frames(silence_ms)));
+        self.dtx_period = frames
+            .map(|f| enc.encode(&f, &mut buf).map(|n| Bytes::copy_from_slice(&buf[..n])))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("opus encode: {e}"))?;
+        Ok(self)
     }
 
     pub fn duration_ms(&self) -> u64 {
         self.frames.len() as u64 * 20
+    }
+
+    /// Silence after each spurt: long enough for the turn to end and the echo to play in full.
+    pub fn gap_frames(&self, silence_ms: u32) -> usize {
+        ((u64::from(silence_ms) + self.duration_ms() + 1000) / 20) as usize
     }
 }
 
@@ -305,7 +340,7 @@ impl Kit {
             http,
             base,
             api_key,
-            spurt: Spurt::from_pcm48(&pcm)?,
+            spurt: Spurt::from_pcm48(&pcm)?.with_dtx(&pcm, cfg.silence_ms)?,
             phone_spurt: PhoneSpurt::from_pcm48(&pcm)?,
             ws_spurt: realtime_ws::WsSpurt::from_pcm48(&pcm)?,
         })
@@ -401,7 +436,7 @@ async fn run_session(
     };
     let body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
     let connected = match cfg.transport {
-        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip, cfg.faults(index)).await,
+        LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip, cfg.faults(index), cfg.dtx).await,
         LoadTransport::Rtp => {
             Client::connect_rtp(http, base, api_key, &body).await.map(|c| (c, api_key.to_string())).map_err(|e| e.cause())
         }
@@ -417,14 +452,19 @@ async fn run_session(
     let connected_at = Instant::now();
 
     // Spurt, then silence long enough for the turn to end and the echo to play in full.
-    let gap_frames = ((u64::from(cfg.silence_ms) + spurt.duration_ms() + 1000) / 20) as usize;
+    let gap_frames = spurt.gap_frames(cfg.silence_ms);
     let silence = OutFrame::Opus { payload: Bytes::from_static(&OPUS_SILENCE), voiced: false };
     let period_ms = spurt.duration_ms() + gap_frames as u64 * 20;
     // Whole periods covering at least --duration (a run is never shorter than asked).
     let spurts = ((cfg.duration * 1000.0) as u64).div_ceil(period_ms).max(1);
     for _ in 0..spurts {
-        client.queue(spurt.frames.iter().map(|f| OutFrame::Opus { payload: f.clone(), voiced: true }));
-        client.queue(std::iter::repeat_n(silence.clone(), gap_frames));
+        if client.dtx && spurt.dtx_period.len() == spurt.frames.len() + gap_frames {
+            let voiced = |i: usize| i < spurt.frames.len();
+            client.queue(spurt.dtx_period.iter().enumerate().map(|(i, f)| OutFrame::Opus { payload: f.clone(), voiced: voiced(i) }));
+        } else {
+            client.queue(spurt.frames.iter().map(|f| OutFrame::Opus { payload: f.clone(), voiced: true }));
+            client.queue(std::iter::repeat_n(silence.clone(), gap_frames));
+        }
     }
     let end = tokio::time::Instant::now() + Duration::from_millis(spurts * period_ms + 200);
     // Latencies go to the live progress line as each answer completes, not only at the end.
@@ -481,6 +521,7 @@ async fn connect_webrtc(
     body: &Value,
     bind_ip: Option<std::net::IpAddr>,
     faults: NetworkFaults,
+    dtx: bool,
 ) -> Result<(Client, String), String> {
     let secret = match http.post(format!("{base}/v1/realtime/sessions")).bearer_auth(api_key).json(body).send().await {
         Ok(r) if r.status().is_success() => match r.json::<Value>().await {
@@ -490,7 +531,7 @@ async fn connect_webrtc(
         Ok(r) => return Err(format!("secret: http_{}", r.status().as_u16())),
         Err(_) => return Err("secret: http".into()),
     };
-    let mut opts = ClientOptions { decode: false, faults, ..Default::default() };
+    let mut opts = ClientOptions { decode: false, faults, dtx, ..Default::default() };
     if let Some(ip) = bind_ip {
         opts.bind_ip = ip;
     }

@@ -24,6 +24,7 @@ const OPUS_SET_BITRATE_REQUEST: c_int = 4002;
 const OPUS_SET_COMPLEXITY_REQUEST: c_int = 4010;
 const OPUS_SET_INBAND_FEC_REQUEST: c_int = 4012;
 const OPUS_SET_PACKET_LOSS_PERC_REQUEST: c_int = 4014;
+const OPUS_SET_DTX_REQUEST: c_int = 4016;
 const OPUS_RESET_STATE: c_int = 4028;
 
 unsafe extern "C" {
@@ -142,6 +143,12 @@ impl Encoder {
 
     pub fn set_packet_loss_perc(&mut self, percent: i32) -> Result<(), ErrorCode> {
         self.ctl(OPUS_SET_PACKET_LOSS_PERC_REQUEST, percent)
+    }
+
+    /// Discontinuous transmission: after ≈ 200 ms without voice activity the encoder returns
+    /// 1-byte packets (a TOC byte, no frame) except for a comfort-noise update every 400 ms.
+    pub fn set_dtx(&mut self, on: bool) -> Result<(), ErrorCode> {
+        self.ctl(OPUS_SET_DTX_REQUEST, i32::from(on))
     }
 
     /// Encodes one frame (`pcm.len()` samples: 2.5–60 ms at the encoder's rate) into `out`;

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: the speech fixture as Opus RTP packets.
 #![allow(dead_code)]
 
-use voxrelay_media::{MAX_OPUS_PACKET, OpusEncoder, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate};
+use voxrelay_media::{MAX_OPUS_PACKET, OpusEncoder, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, is_dtx_packet};
 
 /// Where the speech is in tests/fixtures/speech_16k.wav (see the README there), in ms.
 pub const SPEECH_START_MS: u64 = 1000;
@@ -33,6 +33,30 @@ pub fn rtp_packets(frames: &[[i16; SAMPLES_48K]], first_seq: u16) -> Vec<RtpIn> 
             let len = enc.encode(f, &mut buf).unwrap();
             let seq = first_seq.wrapping_add(i as u16);
             RtpIn::new(seq, (i as u32) * 960, &buf[..len]).unwrap()
+        })
+        .collect()
+}
+
+/// [`rtp_packets`] from a sender in DTX, as a browser sends when the answer says `usedtx=1`
+/// (WebRTC's rule: of a run of DTX packets only the first is sent). One entry per 20 ms: `None`
+/// where nothing is sent. Sequence numbers count sent packets; timestamps keep the clock.
+pub fn dtx_rtp_packets(frames: &[[i16; SAMPLES_48K]], first_seq: u16) -> Vec<Option<RtpIn>> {
+    let mut enc = OpusEncoder::new().unwrap();
+    enc.set_dtx(true).unwrap();
+    let mut buf = [0u8; MAX_OPUS_PACKET];
+    let (mut seq, mut in_dtx) = (first_seq, false);
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let len = enc.encode(f, &mut buf).unwrap();
+            let dtx = is_dtx_packet(&buf[..len]);
+            let send = !(dtx && in_dtx);
+            in_dtx = dtx;
+            send.then(|| {
+                seq = seq.wrapping_add(1);
+                RtpIn::new(seq.wrapping_sub(1), (i as u32) * 960, &buf[..len]).unwrap()
+            })
         })
         .collect()
 }

@@ -4,7 +4,8 @@
 //! real client takes (ICE, DTLS, SRTP, SCTP over 127.0.0.1 or any address given).
 //!
 //! Sending costs nothing between spurts: the outbox holds frames already encoded (or PCM,
-//! encoded on the way), and an empty outbox sends the 3-byte Opus silence packet.
+//! encoded on the way), and an empty outbox sends the 3-byte Opus silence packet, or with DTX
+//! (`ClientOptions::dtx`) what a browser's encoder sends in silence.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,9 @@ pub struct ClientOptions {
     /// Where the decoded audio it receives goes (`voxrelay talk`'s speaker or WAV file); needs
     /// `decode`.
     pub audio_out: Option<mpsc::UnboundedSender<Heard>>,
+    /// Send Opus with DTX when the answer asks for it (`usedtx=1`), as browsers do ([`super::dtx`]).
+    /// Off (the default): a packet every 20 ms, as aiortc sends.
+    pub dtx: bool,
 }
 
 /// A received frame, decoded: its RTP timestamp (the sender's clock, so gaps and order can be
@@ -126,6 +130,7 @@ impl Default for ClientOptions {
             form_session: None,
             faults: crate::transport::impair::NetworkFaults::NONE,
             audio_out: None,
+            dtx: false,
         }
     }
 }
@@ -193,6 +198,8 @@ pub struct Client {
     pub setup: SetupTimes,
     /// The server's answer SDP (empty for plain RTP).
     pub answer_sdp: String,
+    /// This client sends with DTX: it asked to ([`ClientOptions::dtx`]) and the answer agreed.
+    pub dtx: bool,
     outbox: Arc<Mutex<Outbox>>,
     sent: Arc<Mutex<Vec<Sent>>>,
     received: Arc<Mutex<Vec<Received>>>,
@@ -279,8 +286,20 @@ impl Client {
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let pt = default_payload_type(opts.codec);
-        tokio::spawn(send_loop(ClientSink::Track(track), ssrc, pt, opts.codec, outbox.clone(), sent.clone(), opts.faults));
-        Ok(Client { transport: Transport::WebRtc { peer, dc }, events: ev_rx, location, setup, answer_sdp: body, outbox, sent, received })
+        let dtx = opts.dtx && opts.codec == AudioCodec::Opus && voxrelay_signaling::sdp_dtx::asks_for_dtx(&body);
+        let sink = ClientSink::Track(track);
+        tokio::spawn(send_loop(sink, ssrc, pt, opts.codec, dtx, outbox.clone(), sent.clone(), opts.faults));
+        Ok(Client {
+            transport: Transport::WebRtc { peer, dc },
+            events: ev_rx,
+            location,
+            setup,
+            answer_sdp: body,
+            dtx,
+            outbox,
+            sent,
+            received,
+        })
     }
 
     /// Starts a plain-RTP session (`POST {base}/v1/rtp`, API key) and attaches to its events
@@ -365,9 +384,19 @@ impl Client {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let sink = ClientSink::Udp { socket, to: server };
         let faults = crate::transport::impair::NetworkFaults::NONE;
-        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, outbox.clone(), sent.clone(), faults)));
+        tasks.push(tokio::spawn(send_loop(sink, rand::random(), pt, AudioCodec::Opus, false, outbox.clone(), sent.clone(), faults)));
         let setup = SetupTimes { answer, connected: begin.elapsed() };
-        Ok(Client { transport: Transport::Rtp { ws_out, tasks }, events: ev_rx, location, setup, answer_sdp: String::new(), outbox, sent, received })
+        Ok(Client {
+            transport: Transport::Rtp { ws_out, tasks },
+            events: ev_rx,
+            location,
+            setup,
+            answer_sdp: String::new(),
+            dtx: false,
+            outbox,
+            sent,
+            received,
+        })
     }
 
     /// Queues frames after what is already queued; returns the audio time (ms since the call's
@@ -617,18 +646,25 @@ impl ClientSink {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_loop(
     sink: ClientSink,
     ssrc: u32,
     payload_type: u8,
     codec: AudioCodec,
+    dtx: bool,
     outbox: Arc<Mutex<Outbox>>,
     sent: Arc<Mutex<Vec<Sent>>>,
     faults: crate::transport::impair::NetworkFaults,
 ) {
     let Some(mut encoder) = FrameEncoder::new(codec) else { return };
+    if dtx && let FrameEncoder::Opus(enc) = &mut encoder {
+        let _ = enc.set_dtx(true);
+    }
+    let mut gate = super::dtx::DtxGate::new(dtx);
     let mut packets = 0u64;
     let silence = encoder.silence();
+    let quiet = Box::new([0i16; SAMPLES_48K]);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut seq: u16 = rand::random();
@@ -642,6 +678,8 @@ async fn send_loop(
             o.queue.pop_front()
         };
         let (payload, voiced) = match frame {
+            // A browser's encoder codes its silence too; in DTX that is what goes quiet.
+            None if dtx => (encoder.encode(&quiet).unwrap_or_else(|| silence.clone()), false),
             None => (silence.clone(), false),
             Some(OutFrame::Opus { payload, voiced }) => (payload, voiced),
             Some(OutFrame::Pcm(pcm)) => match encoder.encode(&pcm) {
@@ -649,12 +687,18 @@ async fn send_loop(
                 None => (silence.clone(), false),
             },
         };
+        let frame_ts = ts;
+        ts = ts.wrapping_add(ts_step);
+        if !gate.sends(&payload) {
+            // Not on the wire, but on the caller's audio timeline all the same.
+            sent.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { at: Instant::now(), voiced });
+            continue;
+        }
         let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header { version: 2, payload_type, sequence_number: seq, timestamp: ts, ssrc, ..Default::default() },
+            header: rtc::rtp::Header { version: 2, payload_type, sequence_number: seq, timestamp: frame_ts, ssrc, ..Default::default() },
             payload,
         };
         seq = seq.wrapping_add(1);
-        ts = ts.wrapping_add(ts_step);
         let fate = faults.fate(packets);
         packets += 1;
         match fate {

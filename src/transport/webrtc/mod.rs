@@ -11,6 +11,7 @@
 //! - `rtc_loop` — 1:1 calls on shared loops: one socket and one task for many connections.
 
 pub mod client;
+pub mod dtx;
 mod ice;
 mod ice_client;
 mod peer;
@@ -19,8 +20,8 @@ pub mod room_client;
 mod rtc_loop;
 
 pub use ice::IceControl;
-pub use rtc_loop::{LoopCloser, LoopSink, RtcLoops};
 pub use room::{RoomPeer, SendError, SlotSink, answer_room};
+pub use rtc_loop::{LoopCloser, LoopSink, RtcLoops};
 
 pub use peer::{
     GATHER_TIMEOUT, OPUS_PAYLOAD_TYPE, PortAllocator, Sockets, audio_stream_track, default_payload_type, rtp_codec, samples_per_frame,
@@ -123,7 +124,8 @@ pub(super) async fn negotiate(
     for track in late {
         peer.add_track(track.clone()).await.map_err(|e| ApiError::internal(format!("adding an outbound track: {e}")))?;
     }
-    let answer = peer.create_answer(None).await.map_err(|e| ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")))?;
+    let answer =
+        peer.create_answer(None).await.map_err(|e| ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")))?;
     peer.set_local_description(answer).await.map_err(|e| ApiError::internal(format!("setting the local description: {e}")))?;
     let early = wait_gathered(rx).await.map_err(ApiError::internal)?;
     let local = peer.local_description().await.ok_or_else(|| ApiError::internal("no local description after gathering"))?;

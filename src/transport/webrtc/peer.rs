@@ -30,6 +30,11 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Host candidates on a known interface gather at once; this bounds a broken network setup.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// 1:1 call answers add `usedtx=1` (RFC 7587 §6.1: we prefer to receive DTX;
+/// `voxrelay_signaling::sdp_dtx`, as the stack's answer repeats the offer's parameters). A browser
+/// then stops sending while its user is silent (one DTX packet, then a comfort-noise update every
+/// 400 ms), and the audio worker neither decodes nor analyses those pauses (media `jitter`:
+/// `Pop::Dtx`). A caller of a voice agent is silent for most of the call, while the agent talks.
 pub(crate) fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -144,9 +149,7 @@ pub(crate) fn spawn_data_channel_reader(dc: Arc<dyn DataChannel>, tx: mpsc::Unbo
         while let Some(event) = dc.poll().await {
             let sent = match event {
                 DataChannelEvent::OnOpen => tx.send(PeerEvent::DataChannelOpen(dc.clone())),
-                DataChannelEvent::OnMessage(msg) => {
-                    tx.send(PeerEvent::DataChannelText(client_text(&msg.data)))
-                }
+                DataChannelEvent::OnMessage(msg) => tx.send(PeerEvent::DataChannelText(client_text(&msg.data))),
                 DataChannelEvent::OnClose => {
                     let _ = tx.send(PeerEvent::DataChannelClosed(label));
                     break;
