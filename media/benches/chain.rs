@@ -306,9 +306,10 @@ fn session_ticks(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Ve
     }
 }
 
-/// One whole tick of a silent caller while the agent is quiet too, the two ways a caller's
-/// silence arrives: coded every 20 ms (a browser without DTX) or in DTX (one DTX packet, then a
-/// comfort-noise update every 400 ms; `usedtx=1` in the answer). The input is faint noise
+/// One whole tick of a silent caller while the agent is quiet too, the ways a caller's silence
+/// arrives: coded every 20 ms (a browser without DTX), the 3-byte silence packet every 20 ms (the
+/// load generator with `--dtx false`), or in DTX (one DTX packet, then a comfort-noise update
+/// every 400 ms; `usedtx=1` in the answer). The input is faint noise
 /// (≈ −72 dBFS), what a microphone with noise suppression sends while nobody talks.
 fn silent_caller_ticks(c: &mut Criterion) {
     let mut seed = 1u32;
@@ -327,7 +328,13 @@ fn silent_caller_ticks(c: &mut Criterion) {
     let dtx: Vec<Option<Vec<u8>>> = common::dtx_rtp_packets(&noise, 0).into_iter().skip(100).map(|p| p.map(|p| p.bytes().to_vec())).collect();
     let sent = dtx.iter().flatten().count();
     eprintln!("silent caller: DTX sends {sent} of {} frames (coded: {} bytes per frame)", dtx.len(), coded[0].as_ref().map_or(0, Vec::len));
-    for (name, stream) in [("session_tick_silent_caller_coded", &coded), ("session_tick_silent_caller_dtx", &dtx)] {
+    // What the load generator sends without DTX: the 3-byte CELT silence packet every frame.
+    let silence_packet: Vec<Option<Vec<u8>>> = vec![Some(voxrelay_media::OPUS_SILENCE.to_vec())];
+    for (name, stream) in [
+        ("session_tick_silent_caller_coded", &coded),
+        ("session_tick_silent_caller_silence_packet", &silence_packet),
+        ("session_tick_silent_caller_dtx", &dtx),
+    ] {
         let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), SessionOptions::default()).unwrap();
         let (mut k, mut seq) = (0usize, 0u16);
         c.bench_function(name, |b| {

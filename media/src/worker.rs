@@ -20,9 +20,12 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Session slots reserved per worker; `add_session` answers `Full` beyond this. At ≈ 200 µs of
-/// DSP per talking session per tick, 256 sessions would already need a whole core.
-pub const DEFAULT_SESSIONS_PER_WORKER: usize = 256;
+/// Session slots reserved per worker; `add_session` answers `Full` beyond this. A bound on
+/// memory (≈ 1.8 KB of slot each, reserved up front), not on CPU: admission (`--max-calls`)
+/// decides how many calls a node takes. It was 256, and echo calls whose callers send DTX reached
+/// it on one core with half the core to spare (BENCHMARKS.md "DTX"); 1024 is beyond what a core
+/// can tick (≈ 2.2 CPU-ms per call-second at 250 calls).
+pub const DEFAULT_SESSIONS_PER_WORKER: usize = 1024;
 
 /// When a worker falls further behind than this many ticks (e.g. the machine was suspended), it
 /// drops the backlog and restarts its clock from now instead of bursting to catch up.
