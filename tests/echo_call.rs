@@ -280,3 +280,43 @@ async fn calls_share_the_loops_socket_and_the_driver_still_works() {
         server.shutdown().await;
     }
 }
+
+/// The `udp` host candidates' addresses in an answer.
+fn udp_host_addrs(sdp: &str) -> std::collections::BTreeSet<(String, u16)> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 7 && f[2].eq_ignore_ascii_case("udp") && f[7] == "host")
+        .filter_map(|f| Some((f[4].to_string(), f[5].parse().ok()?)))
+        .collect()
+}
+
+/// A wildcard media IP (the Docker image's `0.0.0.0`) still gets the shared loop: a socket per
+/// interface address, one port, each address a host candidate; the call connects to one of them
+/// (all are this machine's, reached over loopback routing) and echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_media_ip_runs_on_the_loop_with_a_candidate_per_address() {
+    let server = start_with(|c| {
+        c.audio_workers = Some(1);
+        c.rtc_ip = Some(std::net::Ipv4Addr::UNSPECIFIED.into());
+    })
+    .await;
+    let base = server.url();
+    let mut a = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+    let b = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+    let (ca, cb) = (udp_host_addrs(&a.answer_sdp), udp_host_addrs(&b.answer_sdp));
+    assert!(!ca.is_empty() && ca.iter().all(|(ip, _)| ip != "0.0.0.0"), "concrete addresses: {ca:?}");
+    assert_eq!(ca, cb, "both calls on the one loop's sockets");
+    assert_eq!(ca.iter().map(|(_, port)| *port).collect::<std::collections::BTreeSet<_>>().len(), 1, "one port: {ca:?}");
+    assert_eq!(server.engine.loop_connections(), 2, "on the loop, not the per-call driver");
+    a.expect("session.created").await;
+    a.say(&silence_ms(300));
+    a.say(&speech());
+    a.say(&silence_ms(3000));
+    let done = a.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed");
+    assert!(a.levels().iter().any(|(_, r)| *r > VOICED_RMS), "A hears its echo");
+    a.close().await;
+    b.close().await;
+    server.shutdown().await;
+}

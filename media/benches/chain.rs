@@ -13,9 +13,9 @@ mod common;
 use common::speech_48k;
 use std::hint::black_box;
 use voxrelay_media::{
-    AgentFrame, AudioCodec, EarshotVad, EnergyVad, G711Law, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET,
-    OpusDecoder, OpusEncoder, Pop, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, SessionChain,
-    SESSION_RATE, SessionOptions, TurnDetectConfig, Vad, VadKind, mix,
+    AgentFrame, AudioCodec, EarshotVad, EnergyVad, G711Law, JitterBuffer, MAX_DECODED_48K, MAX_OPUS_PACKET, OpusDecoder, OpusEncoder, Pop,
+    Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SESSION_RATE, SampleRate, SessionChain, SessionOptions, TurnDetectConfig, Vad,
+    VadKind, mix,
 };
 
 fn packets(frames: &[[i16; SAMPLES_48K]]) -> Vec<Vec<u8>> {
@@ -153,10 +153,9 @@ fn codecs(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>])
         });
     }
     // The session's own: the VAD feed (2/3, analysis filter) and G.711 both ways.
-    for (name, to, analysis) in [
-        ("resample_24k_to_16k_analysis", SampleRate::HZ_16K, true),
-        ("resample_24k_to_8k", SampleRate::HZ_8K, false),
-    ] {
+    for (name, to, analysis) in
+        [("resample_24k_to_16k_analysis", SampleRate::HZ_16K, true), ("resample_24k_to_8k", SampleRate::HZ_8K, false)]
+    {
         let mut r = if analysis { Resampler::for_analysis(SESSION_RATE, to) } else { Resampler::new(SESSION_RATE, to) }.unwrap();
         let mut o = vec![0i16; r.output_len()];
         c.bench_function(name, |b| {
@@ -202,7 +201,8 @@ fn vads(c: &mut Criterion, frames16: &[[i16; SAMPLES_16K]]) {
     let n = frames16.len();
     let mut i = 0;
     #[allow(unused_mut)]
-    let mut list: Vec<(&str, Box<dyn Vad>)> = vec![("vad_earshot_20ms", Box::new(EarshotVad::new())), ("vad_energy_20ms", Box::new(EnergyVad::new()))];
+    let mut list: Vec<(&str, Box<dyn Vad>)> =
+        vec![("vad_earshot_20ms", Box::new(EarshotVad::new())), ("vad_energy_20ms", Box::new(EnergyVad::new()))];
     // Only with `--features silero`: one 512-sample inference every 1.6 frames on average.
     #[cfg(feature = "silero")]
     list.push(("vad_silero_20ms", Box::new(voxrelay_media::SileroVad::new())));
@@ -325,7 +325,8 @@ fn silent_caller_ticks(c: &mut Criterion) {
         .collect();
     // The steady state after the encoder's hangover: `None` where a DTX sender sends nothing.
     let coded: Vec<Option<Vec<u8>>> = packets(&noise).into_iter().skip(100).map(Some).collect();
-    let dtx: Vec<Option<Vec<u8>>> = common::dtx_rtp_packets(&noise, 0).into_iter().skip(100).map(|p| p.map(|p| p.bytes().to_vec())).collect();
+    let dtx: Vec<Option<Vec<u8>>> =
+        common::dtx_rtp_packets(&noise, 0).into_iter().skip(100).map(|p| p.map(|p| p.bytes().to_vec())).collect();
     let sent = dtx.iter().flatten().count();
     eprintln!("silent caller: DTX sends {sent} of {} frames (coded: {} bytes per frame)", dtx.len(), coded[0].as_ref().map_or(0, Vec::len));
     // What the load generator sends without DTX: the 3-byte CELT silence packet every frame.

@@ -82,7 +82,7 @@ pub struct ServeConfig {
     /// Run 1:1 WebRTC calls on shared loops: one UDP socket (and ICE-TCP listener) and one task
     /// per audio worker for all their calls, instead of a socket and a webrtc-rs driver per call
     /// (≈ 10 % less server CPU per call, ≈ 1.5× the calls at the capacity criterion; BENCHMARKS.md).
-    /// Needs a concrete media IP (a wildcard falls back to the driver); rooms keep the driver.
+    /// A wildcard media IP gets one socket per interface address; rooms keep the driver.
     #[arg(long, env = "VOXRELAY_RTC_LOOP", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rtc_loop: bool,

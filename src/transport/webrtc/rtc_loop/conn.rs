@@ -27,12 +27,14 @@ use super::{Command, ConnKey};
 use crate::metrics::Metrics;
 use crate::transport::{EventOutlet, Inbound, TransportEvent, ingest_rtp};
 
-/// The local addresses a loop's connections are reached at.
-#[derive(Clone, Copy, Debug)]
+/// The local addresses a loop's connections are reached at: one UDP socket per address of the
+/// media IP (every interface's, for a wildcard), all on one port number.
+#[derive(Clone, Debug)]
 pub(crate) struct LocalAddrs {
-    pub udp: SocketAddr,
-    /// Passive ICE-TCP (RFC 6544), when the loop listens for it.
-    pub tcp: Option<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
+    /// Passive ICE-TCP (RFC 6544) candidates, when the loop listens for it: the same addresses,
+    /// on the TCP port of the same number.
+    pub tcp: Vec<SocketAddr>,
 }
 
 /// Where the call's events go once the events channel opened: a task forwards the texts the
@@ -84,7 +86,7 @@ pub(super) fn answer(
     offer: String,
     codec: AudioCodec,
     inbound: Inbound,
-    local: LocalAddrs,
+    local: &LocalAddrs,
     events: mpsc::UnboundedSender<TransportEvent>,
     writer: EventsWriter,
     now: Instant,
@@ -123,8 +125,8 @@ pub(super) fn answer(
     Ok((conn, sdp, ssrc))
 }
 
-/// The loop's host candidates: its UDP socket, and its ICE-TCP listener as a passive candidate.
-fn add_host_candidates(pc: &mut RTCPeerConnection, local: LocalAddrs) -> Result<(), ApiError> {
+/// The loop's host candidates: its UDP sockets, and its ICE-TCP listener as passive candidates.
+fn add_host_candidates(pc: &mut RTCPeerConnection, local: &LocalAddrs) -> Result<(), ApiError> {
     let host = |network: &str, addr: SocketAddr, tcp_type| {
         let config = CandidateHostConfig {
             base_config: CandidateConfig {
@@ -138,10 +140,8 @@ fn add_host_candidates(pc: &mut RTCPeerConnection, local: LocalAddrs) -> Result<
         };
         config.new_candidate_host().and_then(|c| RTCIceCandidate::from(&c).to_json())
     };
-    let mut candidates = vec![host("udp", local.udp, TcpType::Unspecified)];
-    if let Some(tcp) = local.tcp {
-        candidates.push(host("tcp", tcp, TcpType::Passive));
-    }
+    let udp = local.udp.iter().map(|&addr| host("udp", addr, TcpType::Unspecified));
+    let candidates: Vec<_> = udp.chain(local.tcp.iter().map(|&addr| host("tcp", addr, TcpType::Passive))).collect();
     for candidate in candidates {
         let init = candidate.map_err(|e| ApiError::internal(format!("a host candidate: {e}")))?;
         pc.add_local_candidate(init).map_err(|e| ApiError::internal(format!("adding a host candidate: {e}")))?;
@@ -172,7 +172,7 @@ impl Conn {
 
     /// An ICE restart: the client's offer with new credentials, answered with new ones of ours.
     /// Returns the local SDP, candidates in it; on error, what failed and why.
-    pub fn renegotiate(&mut self, offer: String, local: LocalAddrs, now: Instant) -> Result<String, (&'static str, String)> {
+    pub fn renegotiate(&mut self, offer: String, local: &LocalAddrs, now: Instant) -> Result<String, (&'static str, String)> {
         let offer = RTCSessionDescription::offer(offer).map_err(|e| ("the renewed offer", e.to_string()))?;
         self.pc.set_remote_description(now, offer).map_err(|e| ("applying the new credentials", e.to_string()))?;
         let answer = self.pc.create_answer(None).map_err(|e| ("answering", e.to_string()))?;

@@ -1,9 +1,10 @@
-//! 1:1 calls on shared loops (issue 20): each loop is one task that owns one UDP socket (and an
-//! ICE-TCP listener on the same port number) and drives the sans-IO core (`rtc`) of every
+//! 1:1 calls on shared loops (issue 20): each loop is one task that owns one UDP socket per media
+//! address (and an ICE-TCP listener on the same port number) and drives the sans-IO core (`rtc`) of every
 //! connection on it. A packet goes socket → ICE/DTLS/SRTP → the worker's ingress ring within one
 //! wake-up, with no per-call driver task, socket or track reader (BENCHMARKS.md "The transport
 //! prototype": 40–47 % less transport CPU than a webrtc-rs driver per call).
 //!
+//! - `addrs` — the addresses a loop is reached at (each interface's, for a wildcard media IP).
 //! - `conn` — one call's connection: answering its offer, and what its core reports.
 //! - `run` — the loop itself: routing (by remote address, or by the ufrag a STUN request names),
 //!   deadlines, commands from the calls.
@@ -12,6 +13,7 @@
 //! Calls reach their loop through [`Command`]s: outbound RTP, event texts, ICE `PATCH`es,
 //! closing. Rooms still use webrtc-rs's driver (a participant has several tracks).
 
+mod addrs;
 mod conn;
 mod run;
 mod tcp;
@@ -154,37 +156,24 @@ pub struct RtcLoops {
 struct Loop {
     commands: mpsc::UnboundedSender<Command>,
     media: mpsc::Sender<Media>,
-    local: conn::LocalAddrs,
+    local: Arc<conn::LocalAddrs>,
 }
 
 impl RtcLoops {
     /// Starts `count` loops on ports from `ports` (UDP, and TCP with the same number when ICE-TCP
-    /// is on). A wildcard IP is refused: a connection's candidates name the address it is
-    /// reached at, and one socket on 0.0.0.0 cannot tell which of the host's addresses that is.
+    /// is on). A wildcard media IP gets a socket per interface address (`addrs`).
     pub async fn start(ports: &PortAllocator, count: usize) -> Result<Self, String> {
-        if ports.ip().is_unspecified() {
-            return Err(format!("media IP {} is a wildcard; shared loops need the address to advertise", ports.ip()));
-        }
+        let ips = addrs::media_addresses(ports.ip())?;
         let mut loops = Vec::with_capacity(count);
         let connections = Arc::new(AtomicUsize::new(0));
         for _ in 0..count.max(1) {
             let sockets = ports.allocate().ok_or("no free media port for a loop")?;
-            let udp_addr = sockets.udp.ok_or("no UDP address for a loop")?;
-            let udp = tokio::net::UdpSocket::bind(udp_addr).await.map_err(|e| format!("binding {udp_addr}: {e}"))?;
-            let udp_local = udp.local_addr().map_err(|e| e.to_string())?;
-            let tcp = match sockets.tcp {
-                // The same port number as the UDP socket, so an operator opens one range.
-                Some(tcp_addr) => {
-                    let at = SocketAddr::new(tcp_addr.ip(), udp_local.port());
-                    Some(tokio::net::TcpListener::bind(at).await.map_err(|e| format!("binding ICE-TCP on {at}: {e}"))?)
-                }
-                None => None,
-            };
-            let tcp_local = tcp.as_ref().and_then(|l| l.local_addr().ok());
+            let port = sockets.udp.ok_or("no UDP address for a loop")?.port();
+            let (udp, tcp, local) = addrs::bind(&ips, port, sockets.tcp.map(|a| a.ip())).await?;
+            let local = Arc::new(local);
             let (to_loop, commands) = mpsc::unbounded_channel();
             let (media, media_in) = mpsc::channel(MEDIA_QUEUE);
-            let local = conn::LocalAddrs { udp: udp_local, tcp: tcp_local };
-            info!(udp = %udp_local, tcp = ?tcp_local, "WebRTC loop started");
+            info!(udp = ?local.udp, tcp = ?local.tcp, "WebRTC loop started");
             let queues = run::Queues {
                 commands,
                 media: media_in,
@@ -192,7 +181,7 @@ impl RtcLoops {
                 media_tx: media.downgrade(),
                 connections: connections.clone(),
             };
-            tokio::spawn(run::run(queues, udp, tcp, local));
+            tokio::spawn(run::run(queues, udp, tcp, local.clone()));
             loops.push(Loop { commands: to_loop, media, local });
         }
         Ok(Self { loops, next: AtomicUsize::new(0), keys: AtomicU64::new(0), connections })
@@ -211,13 +200,13 @@ impl RtcLoops {
         let (inject, events) = mpsc::unbounded_channel();
         let writer_task = Arc::new(Mutex::new(None));
         let writer = conn::EventsWriter { key, to_loop: chosen.commands.downgrade(), task: writer_task.clone() };
-        let (mut answered, sdp, ssrc) = conn::answer(offer, codec, inbound, chosen.local, inject.clone(), writer, Instant::now())?;
+        let (mut answered, sdp, ssrc) = conn::answer(offer, codec, inbound, &chosen.local, inject.clone(), writer, Instant::now())?;
         let alive = Arc::new(());
         answered.owner = Arc::downgrade(&alive);
         if chosen.commands.send(Command::Adopt { key, conn: Box::new(answered) }).is_err() {
             return Err(ApiError::internal("the WebRTC loop has stopped"));
         }
-        let addr = chosen.local.udp;
+        let addr = chosen.local.udp[0];
         let conn = LoopConn { key, to_loop: chosen.commands, media: chosen.media };
         let started = conn.clone();
         let transport = Transport {

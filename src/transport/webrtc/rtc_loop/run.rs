@@ -29,7 +29,11 @@ const MAX_TCP_STREAMS: usize = 1024;
 const IDLE: Duration = Duration::from_secs(1);
 
 struct Wire {
-    udp: UdpSocket,
+    /// One socket per local address (`LocalAddrs::udp`, same order); almost always one.
+    udp: Vec<(SocketAddr, UdpSocket)>,
+    /// The socket `readable` looks at first: the one after the last read, so a busy address
+    /// cannot starve the others.
+    first: usize,
     tcp: HashMap<SocketAddr, super::tcp::Stream>,
 }
 
@@ -42,14 +46,33 @@ impl Wire {
             {
                 debug!(peer = %to, "ICE-TCP stream too slow or gone: frame dropped");
             }
-        } else if let Err(e) = self.udp.try_send_to(&out.message, to) {
+            return;
+        }
+        // From the address the peer's checks reached: ICE pairs are addresses.
+        let from = out.transport.local_addr;
+        let Some((_, socket)) = self.udp.iter().find(|(addr, _)| *addr == from).or(self.udp.first()) else { return };
+        if let Err(e) = socket.try_send_to(&out.message, to) {
             debug!(peer = %to, "UDP send: {e}");
         }
+    }
+
+    /// Waits until one of the UDP sockets has a datagram; its index.
+    async fn readable(&self) -> std::io::Result<usize> {
+        let n = self.udp.len();
+        std::future::poll_fn(|cx| {
+            for i in (self.first..self.first + n).map(|i| i % n) {
+                if let std::task::Poll::Ready(ready) = self.udp[i].1.poll_recv_ready(cx) {
+                    return std::task::Poll::Ready(ready.map(|()| i));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 
 struct State {
-    local: LocalAddrs,
+    local: Arc<LocalAddrs>,
     wire: Wire,
     conns: HashMap<ConnKey, Conn>,
     udp_routes: Router<ConnKey>,
@@ -69,11 +92,12 @@ pub(super) struct Queues {
     pub connections: Arc<AtomicUsize>,
 }
 
-pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>, local: LocalAddrs) {
+pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpListener>, local: Arc<LocalAddrs>) {
     let Queues { mut commands, mut media, me, media_tx, connections } = queues;
+    let wire = Wire { udp: local.udp.iter().copied().zip(udp).collect(), first: 0, tcp: HashMap::new() };
     let mut state = State {
         local,
-        wire: Wire { udp, tcp: HashMap::new() },
+        wire,
         conns: HashMap::new(),
         udp_routes: Router::default(),
         tcp_routes: Router::default(),
@@ -104,11 +128,13 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
                     state.media(next);
                 }
             }
-            readable = state.wire.udp.readable() => {
-                if readable.is_err() { break; }
+            readable = state.wire.readable() => {
+                let Ok(i) = readable else { break };
+                let local = state.wire.udp[i].0;
+                state.wire.first = i + 1;
                 for _ in 0..READ_BATCH {
-                    let Ok((n, from)) = state.wire.udp.try_recv_from(&mut buf) else { break };
-                    state.datagram(from, &buf[..n], false);
+                    let Ok((n, from)) = state.wire.udp[i].1.try_recv_from(&mut buf) else { break };
+                    state.datagram_at(local, from, &buf[..n], false);
                 }
             }
             accepted = accept(tcp.as_ref()) => {
@@ -117,7 +143,7 @@ pub(super) async fn run(queues: Queues, udp: UdpSocket, tcp: Option<TcpListener>
                         debug!(%peer, "ICE-TCP stream refused: {MAX_TCP_STREAMS} open on this loop");
                         continue;
                     }
-                    let local = stream.local_addr().unwrap_or(state.local.udp);
+                    let local = stream.local_addr().unwrap_or(state.wire.udp[0].0);
                     let stream = super::tcp::start(stream, local, peer, state.me.clone(), state.media_tx.clone());
                     state.wire.tcp.insert(peer, stream);
                 }
@@ -184,10 +210,6 @@ impl State {
             }),
             Media::TcpIn { local, peer, data } => self.datagram_at(local, peer, &data, true),
         }
-    }
-
-    fn datagram(&mut self, from: SocketAddr, data: &[u8], tcp: bool) {
-        self.datagram_at(self.local.udp, from, data, tcp)
     }
 
     fn datagram_at(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8], tcp: bool) {
@@ -277,7 +299,7 @@ impl State {
             }
             IceOp::Renegotiate { offer, reply } => {
                 let old = conn.ufrag.clone();
-                let renegotiated = conn.renegotiate(offer, self.local, now);
+                let renegotiated = conn.renegotiate(offer, &self.local, now);
                 if let Ok(sdp) = &renegotiated
                     && let Some(ufrag) = voxrelay_signaling::sdpfrag::sdp_attribute(sdp, "ice-ufrag")
                     && ufrag != old
