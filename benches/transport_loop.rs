@@ -358,6 +358,8 @@ fn main() {
             form_session: None,
             faults: voxrelay::transport::impair::NetworkFaults::NONE,
             audio_out: None,
+            // Every frame on the wire: the bench measures the transport per packet.
+            dtx: false,
         };
         let frames = (seconds as usize + 10) * 50;
         let mut clients = Vec::with_capacity(calls);

@@ -33,6 +33,7 @@ async fn a_whip_publisher_is_heard_by_a_whep_viewer_and_a_participant_and_leaves
     let token = mint(&base, "stage", json!({"identity": "obs", "subscribe": false, "publish_data": false})).await;
     let obs = RoomClient::join(&http(), &base, "stage", &token, whip()).await.expect("WHIP publishes");
     assert_eq!(obs.location, "/v1/whip/stage/obs");
+    assert!(alice.asks_for_dtx && obs.asks_for_dtx, "room and WHIP answers ask publishers for DTX (usedtx=1)");
     let etag = obs.etag.lock().unwrap().clone().expect("an ETag");
     assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2, "{etag}");
     assert!(obs.links.is_empty(), "no TURN here, so no ice-server links: {:?}", obs.links);

@@ -13,15 +13,15 @@ use voxrelay_signaling::room_wire::{LeaveReason, RoomInfo};
 use voxrelay_signaling::rooms::JoinRequest;
 use voxrelay_signaling::{ApiError, ParticipantId, RoomName};
 
-use crate::store::Store;
 use super::agent::AgentParts;
 use super::phone::{PhoneRings, run_phone};
-use super::task::{close_member, pump_events, run_room};
 use super::slot::TrackKey;
 use super::state::{Member, Room};
+use super::task::{close_member, pump_events, run_room};
 use crate::metrics::Metrics;
-use crate::transport::webrtc::{IceControl, PortAllocator, answer_room};
+use crate::store::Store;
 use crate::transport::phone::{PhoneLine, read_stream};
+use crate::transport::webrtc::{IceControl, PortAllocator, answer_room};
 use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
 use voxrelay_media::SessionHandle;
 use voxrelay_signaling::SocketMessage;
@@ -260,6 +260,10 @@ impl Rooms {
         let sockets = ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
         let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
         let (mut peer, answer) = answer_room(sockets, req.offer, &req.summary.audio_lines, inbound, self.metrics.clone()).await?;
+        // A silent publisher then sends almost nothing: nothing to decrypt, rank or forward, and
+        // the agent's listen session neither decodes nor analyses the pause (slot.rs passes its
+        // timestamp jump through to subscribers).
+        let answer = voxrelay_signaling::sdp_dtx::prefer_dtx(&answer);
         let key = TrackKey(self.next_key.fetch_add(1, Ordering::Relaxed));
         let packets = room.packets.clone();
         let metrics = self.metrics.clone();
@@ -333,7 +337,9 @@ impl Rooms {
         member.seat = Some(seat);
         let (reply, done) = oneshot::channel();
         let closed = || ApiError::overloaded("the room closed while joining; try again");
-        if let Err(mpsc::error::SendError(Command::Join { member, .. })) = room.commands.send(Command::Join { member: Box::new(member), reply }) {
+        if let Err(mpsc::error::SendError(Command::Join { member, .. })) =
+            room.commands.send(Command::Join { member: Box::new(member), reply })
+        {
             close_member(*member, false).await;
             return Err(closed());
         }
@@ -341,7 +347,13 @@ impl Rooms {
     }
 
     /// Attaches an AI participant; the room is made under the auto-create rule of a join.
-    pub async fn attach_agent(self: &Arc<Self>, name: &RoomName, identity: ParticipantId, display: String, parts: AgentParts) -> Result<(), ApiError> {
+    pub async fn attach_agent(
+        self: &Arc<Self>,
+        name: &RoomName,
+        identity: ParticipantId,
+        display: String,
+        parts: AgentParts,
+    ) -> Result<(), ApiError> {
         self.seated.fetch_add(1, Ordering::Relaxed);
         let seat = Seat(self.seated.clone());
         let room = self.handle(name, self.settings.auto_create.then_some(self.settings.limits))?;

@@ -125,6 +125,8 @@ pub struct RoomClient {
     resource: Resource,
     /// POST → answer, and start → connected.
     pub answer_time: Duration,
+    /// The answer asked for Opus DTX (`usedtx=1`); this client sends every frame regardless.
+    pub asks_for_dtx: bool,
     pub connect_time: Duration,
     outbox: Arc<Mutex<VecDeque<Frame>>>,
     sent: Arc<Mutex<Vec<SentPacket>>>,
@@ -202,6 +204,7 @@ impl RoomClient {
             return Err(ClientError::Refused(status, body));
         }
         let answer_time = posted.elapsed();
+        let asks_for_dtx = voxrelay_signaling::sdp_dtx::asks_for_dtx(&body);
         let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(body).map_err(webrtc_err)?;
         peer.set_remote_description(answer).await.map_err(webrtc_err)?;
         let resource = Resource::new(http, &format!("{base}{location}"), token);
@@ -242,6 +245,7 @@ impl RoomClient {
             trickle_status,
             resource,
             answer_time,
+            asks_for_dtx,
             connect_time: begin.elapsed(),
             outbox,
             sent,
