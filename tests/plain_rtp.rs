@@ -114,3 +114,41 @@ async fn a_server_side_app_controls_a_live_call_over_the_sideband_socket() {
     call.close().await;
     server.shutdown().await;
 }
+
+/// Comedia latches onto the session's own RTP only: a stray datagram that is not RTP, or RTP of
+/// another payload type (a previous session's sender still going to a reused port, a scanner),
+/// sent first, neither takes the session's audio nor keeps it from its real peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_datagram_sent_first_does_not_take_the_session() {
+    use std::time::Duration;
+    use tokio::net::UdpSocket;
+    let server = start_with(|c| c.rtp_ingest = true).await;
+    let base = server.url();
+    let v: Value = http().post(format!("{base}/v1/rtp")).bearer_auth(API_KEY).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let port = v["rtp"]["port"].as_u64().unwrap() as u16;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let rtp = |pt: u8, seq: u16| {
+        let mut p = vec![0x80, pt, (seq >> 8) as u8, seq as u8, 0, 0, 0, seq as u8, 0, 0, 0, 7];
+        p.extend_from_slice(&voxrelay_media::OPUS_SILENCE);
+        p
+    };
+    let stray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stray.send_to(b"not rtp at all", to).await.unwrap();
+    stray.send_to(&rtp(0, 1), to).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 1500];
+    let mut heard = false;
+    for seq in 0..100u16 {
+        caller.send_to(&rtp(111, seq), to).await.unwrap();
+        if let Ok(Ok((_, from))) = tokio::time::timeout(Duration::from_millis(20), caller.recv_from(&mut buf)).await {
+            assert_eq!(from, to);
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "the session's audio goes to the caller that sent its RTP");
+    let to_stray = tokio::time::timeout(Duration::from_millis(300), stray.recv_from(&mut buf)).await;
+    assert!(to_stray.is_err(), "nothing goes to the stray sender");
+    server.shutdown().await;
+}

@@ -82,9 +82,11 @@ impl UdpSink {
     }
 }
 
-/// Reads the peer's packets into the worker's ring. The first packet fixes the peer address and
-/// reports the session as connected; [`QUIET_PEER`] without a packet reports it interrupted,
-/// the next packet connected again.
+/// Reads the peer's packets into the worker's ring. The first RTP packet of the session's
+/// payload type fixes the peer address and reports the session as connected (anything else
+/// first, such as a previous session's sender still going to a reused port, is ignored);
+/// [`QUIET_PEER`] without a datagram from the peer reports it interrupted, the next one connected
+/// again. Datagrams from other addresses do not count as the peer's.
 async fn read(
     socket: Arc<UdpSocket>,
     peer: Arc<OnceLock<SocketAddr>>,
@@ -95,8 +97,9 @@ async fn read(
 ) {
     let mut buf = [0u8; MAX_DATAGRAM];
     let mut quiet = false;
+    let mut quiet_at = tokio::time::Instant::now() + QUIET_PEER;
     loop {
-        let (n, from) = match tokio::time::timeout(QUIET_PEER, socket.recv_from(&mut buf)).await {
+        let (n, from) = match tokio::time::timeout_at(quiet_at, socket.recv_from(&mut buf)).await {
             Ok(Ok(got)) => got,
             Ok(Err(_)) => break,
             Err(_) => {
@@ -104,14 +107,17 @@ async fn read(
                     quiet = true;
                     let _ = events.send(TransportEvent::Interrupted);
                 }
+                quiet_at = tokio::time::Instant::now() + QUIET_PEER;
                 continue;
             }
         };
+        let packet = parse(&buf[..n]);
         match peer.get() {
-            None => {
+            None if packet.as_ref().is_some_and(|p| p.header.payload_type == payload_type) => {
                 let _ = peer.set(from);
                 let _ = events.send(TransportEvent::Connected);
             }
+            None => continue,
             Some(known) if *known != from => continue,
             Some(_) if quiet => {
                 quiet = false;
@@ -119,7 +125,8 @@ async fn read(
             }
             Some(_) => {}
         }
-        if let Some(packet) = parse(&buf[..n]) {
+        quiet_at = tokio::time::Instant::now() + QUIET_PEER;
+        if let Some(packet) = packet {
             ingest_rtp(&packet, Inbound { payload_type, audio_level_ext: None }, &mut ingress, &metrics);
         }
     }
