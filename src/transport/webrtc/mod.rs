@@ -11,6 +11,7 @@
 //! - `rtc_loop` — 1:1 calls on shared loops: one socket and one task for many connections.
 
 pub mod client;
+mod client_audio;
 pub mod dtx;
 mod ice;
 mod ice_client;
