@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
                 Pop::Lost { next: None } | Pop::Underrun => {
                     let _ = decoder.conceal(&mut out[..960]);
                 }
-                Pop::Waiting => {}
+                // The sender's DTX silence: nothing to decode.
+                Pop::Waiting | Pop::Dtx => {}
             }
         }
     }
