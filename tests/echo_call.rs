@@ -244,12 +244,28 @@ async fn the_sdks_call_shapes_multipart_create_hangup_and_json_errors() {
 
 /// The `udp` host candidates' ports in an answer (each m-line lists them).
 fn udp_host_ports(sdp: &str) -> std::collections::BTreeSet<u16> {
+    udp_host_addrs(sdp).into_iter().map(|(_, port)| port).collect()
+}
+
+/// The `udp` host candidates' addresses in an answer.
+fn udp_host_addrs(sdp: &str) -> std::collections::BTreeSet<(String, u16)> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
         .map(|c| c.split_whitespace().collect::<Vec<_>>())
         .filter(|f| f.len() > 7 && f[2].eq_ignore_ascii_case("udp") && f[7] == "host")
-        .filter_map(|f| f[5].parse().ok())
+        .filter_map(|f| Some((f[4].to_string(), f[5].parse().ok()?)))
         .collect()
+}
+
+/// One spoken turn on `call`, answered in full, and its echo heard.
+async fn hears_its_echo(call: &mut Call, what: &str) {
+    call.expect("session.created").await;
+    call.say(&silence_ms(300));
+    call.say(&speech());
+    call.say(&silence_ms(3000));
+    let done = call.expect("response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{what}");
+    assert!(call.levels().iter().any(|(_, r)| *r > VOICED_RMS), "{what}: the caller hears its echo");
 }
 
 /// Calls on one audio worker ride its loop's one socket (issue 20); with `rtc_loop` off each call
@@ -268,27 +284,11 @@ async fn calls_share_the_loops_socket_and_the_driver_still_works() {
         let (pa, pb) = (udp_host_ports(&a.answer_sdp), udp_host_ports(&b.answer_sdp));
         assert_eq!((pa.len(), pb.len()), (1, 1), "one UDP host port each: {pa:?} {pb:?}");
         assert_eq!(pa == pb, shared, "loop {shared}: ports {pa:?} and {pb:?}");
-        a.expect("session.created").await;
-        a.say(&silence_ms(300));
-        a.say(&speech());
-        a.say(&silence_ms(3000));
-        let done = a.expect("response.done").await;
-        assert_eq!(done["response"]["status"], "completed");
-        assert!(a.levels().iter().any(|(_, r)| *r > VOICED_RMS), "loop {shared}: A hears its echo");
+        hears_its_echo(&mut a, &format!("loop {shared}")).await;
         a.close().await;
         b.close().await;
         server.shutdown().await;
     }
-}
-
-/// The `udp` host candidates' addresses in an answer.
-fn udp_host_addrs(sdp: &str) -> std::collections::BTreeSet<(String, u16)> {
-    sdp.lines()
-        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
-        .map(|c| c.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 7 && f[2].eq_ignore_ascii_case("udp") && f[7] == "host")
-        .filter_map(|f| Some((f[4].to_string(), f[5].parse().ok()?)))
-        .collect()
 }
 
 /// A wildcard media IP (the Docker image's `0.0.0.0`) still gets the shared loop: a socket per
@@ -307,15 +307,9 @@ async fn a_wildcard_media_ip_runs_on_the_loop_with_a_candidate_per_address() {
     let (ca, cb) = (udp_host_addrs(&a.answer_sdp), udp_host_addrs(&b.answer_sdp));
     assert!(!ca.is_empty() && ca.iter().all(|(ip, _)| ip != "0.0.0.0"), "concrete addresses: {ca:?}");
     assert_eq!(ca, cb, "both calls on the one loop's sockets");
-    assert_eq!(ca.iter().map(|(_, port)| *port).collect::<std::collections::BTreeSet<_>>().len(), 1, "one port: {ca:?}");
+    assert_eq!(udp_host_ports(&a.answer_sdp).len(), 1, "one port: {ca:?}");
     assert_eq!(server.engine.loop_connections(), 2, "on the loop, not the per-call driver");
-    a.expect("session.created").await;
-    a.say(&silence_ms(300));
-    a.say(&speech());
-    a.say(&silence_ms(3000));
-    let done = a.expect("response.done").await;
-    assert_eq!(done["response"]["status"], "completed");
-    assert!(a.levels().iter().any(|(_, r)| *r > VOICED_RMS), "A hears its echo");
+    hears_its_echo(&mut a, "wildcard media IP").await;
     a.close().await;
     b.close().await;
     server.shutdown().await;

@@ -166,6 +166,34 @@ pub fn is_dtx_packet(payload: &[u8]) -> bool {
     !payload.is_empty() && payload.len() <= DTX_MAX_PAYLOAD
 }
 
+/// The sending side of DTX, as WebRTC's Opus wrapper does it (for clients and the load
+/// generator): of a run of DTX packets only the first is sent, so the receiver learns the pause
+/// is silence; the rest are dropped without using a sequence number. The comfort-noise update
+/// libopus codes every 400 ms is an ordinary packet and goes out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DtxGate {
+    on: bool,
+    /// The previous frame was a DTX packet (sent or not).
+    in_dtx: bool,
+}
+
+impl DtxGate {
+    pub fn new(on: bool) -> Self {
+        DtxGate { on, in_dtx: false }
+    }
+
+    /// Whether the frame coded as `payload` is sent. Off: always.
+    pub fn sends(&mut self, payload: &[u8]) -> bool {
+        if !self.on {
+            return true;
+        }
+        let dtx = is_dtx_packet(payload);
+        let send = !(dtx && self.in_dtx);
+        self.in_dtx = dtx;
+        send
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +247,15 @@ mod tests {
         // 1.2 s of silence: after the hangover nearly every frame is a DTX packet.
         assert!(dtx >= 40, "DTX frames {dtx} of 60: {lens:?}");
         assert!(!is_dtx_packet(&OPUS_SILENCE), "the server's silence packet is a coded frame");
+    }
+
+    #[test]
+    fn of_a_run_of_dtx_packets_only_the_first_is_sent() {
+        let mut gate = DtxGate::new(true);
+        let frames: [&[u8]; 6] = [&[1, 2, 3, 4], &[8], &[8], &[8], &[1, 2, 3], &[8]];
+        let sent: Vec<bool> = frames.iter().map(|f| gate.sends(f)).collect();
+        assert_eq!(sent, [true, true, false, false, true, true]);
+        let mut off = DtxGate::new(false);
+        assert!(frames.iter().all(|f| off.sends(f)));
     }
 }

@@ -83,7 +83,7 @@ mod worker;
 pub use audio_time::{AudioTime, FRAME};
 pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
 pub use codec::{
-    DTX_MAX_PAYLOAD, ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder,
+    DTX_MAX_PAYLOAD, DtxGate, ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder,
     OpusEncoder, is_dtx_packet, opus_version,
 };
 pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};

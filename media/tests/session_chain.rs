@@ -48,39 +48,9 @@ fn stream_fixture_over(
     events
 }
 
-#[test]
-fn speech_timestamps_match_the_fixture_within_100_ms() {
-    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
-    let events = stream_fixture(&mut chain, &mut handle, 10);
-    let started: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()),
-            _ => None,
-        })
-        .collect();
-    let stopped: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(started.len(), 1, "one utterance: {events:?}");
-    assert_eq!(stopped.len(), 1, "one utterance: {events:?}");
-    assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
-    assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
-    let stop_at = events.iter().position(|e| matches!(e, MediaEvent::SpeechStopped { .. })).unwrap();
-    assert_eq!(events[stop_at + 1], MediaEvent::Committed { audio_end: AudioTime::from_ms(stopped[0]) });
-}
-
-#[cfg(feature = "silero")]
-#[test]
-fn a_silero_session_times_speech_like_the_default() {
-    use voxrelay_media::{SessionOptions, VadKind};
-    let options = SessionOptions { vad: VadKind::Silero, ..SessionOptions::default() };
-    let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
-    let events = stream_fixture(&mut chain, &mut handle, 10);
+/// The one utterance in `events` as (speech started, speech stopped) in ms, checked against the
+/// fixture: exactly one onset and one offset, each within 100 ms of where its speech is.
+fn one_utterance_like_the_fixture(events: &[MediaEvent]) -> (u64, u64) {
     let started: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -98,6 +68,26 @@ fn a_silero_session_times_speech_like_the_default() {
     assert_eq!((started.len(), stopped.len()), (1, 1), "one utterance: {events:?}");
     assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms, fixture says {SPEECH_START_MS}", started[0]);
     assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms, fixture says {SPEECH_END_MS}", stopped[0]);
+    (started[0], stopped[0])
+}
+
+#[test]
+fn speech_timestamps_match_the_fixture_within_100_ms() {
+    let (mut chain, mut handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
+    let events = stream_fixture(&mut chain, &mut handle, 10);
+    let (_, stopped) = one_utterance_like_the_fixture(&events);
+    let stop_at = events.iter().position(|e| matches!(e, MediaEvent::SpeechStopped { .. })).unwrap();
+    assert_eq!(events[stop_at + 1], MediaEvent::Committed { audio_end: AudioTime::from_ms(stopped) });
+}
+
+#[cfg(feature = "silero")]
+#[test]
+fn a_silero_session_times_speech_like_the_default() {
+    use voxrelay_media::{SessionOptions, VadKind};
+    let options = SessionOptions { vad: VadKind::Silero, ..SessionOptions::default() };
+    let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
+    let events = stream_fixture(&mut chain, &mut handle, 10);
+    one_utterance_like_the_fixture(&events);
 }
 
 /// Queues `frames` of agent audio for `response`, then its End (they fit in the ring).
@@ -280,23 +270,7 @@ fn a_caller_in_dtx_is_timed_like_one_that_sends_every_frame_and_costs_no_decode_
     for _ in 0..10 {
         audio_frames += tick(&mut chain, &mut handle, &mut events);
     }
-    let started: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            MediaEvent::SpeechStarted { audio_start } => Some(audio_start.as_ms()),
-            _ => None,
-        })
-        .collect();
-    let stopped: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            MediaEvent::SpeechStopped { audio_end } => Some(audio_end.as_ms()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!((started.len(), stopped.len()), (1, 1), "one utterance: {events:?}");
-    assert!(started[0].abs_diff(SPEECH_START_MS) <= 100, "speech started at {} ms", started[0]);
-    assert!(stopped[0].abs_diff(SPEECH_END_MS) <= 100, "speech stopped at {} ms", stopped[0]);
+    one_utterance_like_the_fixture(&events);
 
     let stats = handle.stats.snapshot();
     println!("DTX: {} frames, {sent} packets sent, {} decoded, {} DTX frames", frames.len(), stats.frames_decoded, stats.dtx_frames);

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: the speech fixture as Opus RTP packets.
 #![allow(dead_code)]
 
-use voxrelay_media::{MAX_OPUS_PACKET, OpusEncoder, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate, is_dtx_packet};
+use voxrelay_media::{DtxGate, MAX_OPUS_PACKET, OpusEncoder, Resampler, RtpIn, SAMPLES_16K, SAMPLES_24K, SAMPLES_48K, SampleRate};
 
 /// Where the speech is in tests/fixtures/speech_16k.wav (see the README there), in ms.
 pub const SPEECH_START_MS: u64 = 1000;
@@ -44,16 +44,13 @@ pub fn dtx_rtp_packets(frames: &[[i16; SAMPLES_48K]], first_seq: u16) -> Vec<Opt
     let mut enc = OpusEncoder::new().unwrap();
     enc.set_dtx(true).unwrap();
     let mut buf = [0u8; MAX_OPUS_PACKET];
-    let (mut seq, mut in_dtx) = (first_seq, false);
+    let (mut seq, mut gate) = (first_seq, DtxGate::new(true));
     frames
         .iter()
         .enumerate()
         .map(|(i, f)| {
             let len = enc.encode(f, &mut buf).unwrap();
-            let dtx = is_dtx_packet(&buf[..len]);
-            let send = !(dtx && in_dtx);
-            in_dtx = dtx;
-            send.then(|| {
+            gate.sends(&buf[..len]).then(|| {
                 seq = seq.wrapping_add(1);
                 RtpIn::new(seq.wrapping_sub(1), (i as u32) * 960, &buf[..len]).unwrap()
             })

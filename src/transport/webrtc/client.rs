@@ -99,7 +99,8 @@ pub struct ClientOptions {
     /// Where the decoded audio it receives goes (`voxrelay talk`'s speaker or WAV file); needs
     /// `decode`.
     pub audio_out: Option<mpsc::UnboundedSender<Heard>>,
-    /// Send Opus with DTX when the answer asks for it (`usedtx=1`), as browsers do ([`super::dtx`]).
+    /// Send Opus with DTX when the answer asks for it (`usedtx=1`), as browsers do
+    /// ([`voxrelay_media::DtxGate`]).
     /// Off (the default): a packet every 20 ms, as aiortc sends.
     pub dtx: bool,
 }

@@ -127,7 +127,7 @@ pub(super) async fn send_loop(
     if dtx && let FrameEncoder::Opus(enc) = &mut encoder {
         let _ = enc.set_dtx(true);
     }
-    let mut gate = super::dtx::DtxGate::new(dtx);
+    let mut gate = voxrelay_media::DtxGate::new(dtx);
     let mut packets = 0u64;
     let silence = encoder.silence();
     let quiet = Box::new([0i16; SAMPLES_48K]);

@@ -12,7 +12,6 @@
 
 pub mod client;
 mod client_audio;
-pub mod dtx;
 mod ice;
 mod ice_client;
 mod peer;
