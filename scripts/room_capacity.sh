@@ -4,6 +4,9 @@
 # Writes bench-out/room_capacity/<P>x<S>.json and prints a markdown table.
 #
 #   scripts/room_capacity.sh "10 50 100 200" [publishers=10] [slots=3] [duration_s=20]
+#
+# SERVER_ARGS adds to the server's flags (e.g. "--rtc-loop false" for a webrtc-rs driver per
+# participant); VOXRELAY_BIN runs another build (SKIP_BUILD=1 skips building this one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=${1:-"10 25 50 100 150 200"}
@@ -14,9 +17,10 @@ port=18081
 out=bench-out/room_capacity
 mkdir -p "$out"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin voxrelay
-bin=${CARGO_TARGET_DIR:-target}/release/voxrelay
+bin=${VOXRELAY_BIN:-${CARGO_TARGET_DIR:-target}/release/voxrelay}
+# shellcheck disable=SC2086 # SERVER_ARGS is a list of flags
 taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --api-key room-bench --audio-workers 1 \
-  --max-calls 5000 --log-level error --data-dir "$out/data" &
+  --max-calls 5000 --log-level error --data-dir "$out/data" ${SERVER_ARGS:-} &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done

@@ -7,13 +7,23 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::rooms::{events_until, join, mint, of_type};
-use common::{API_KEY, http, start_server};
+use common::{API_KEY, http, start_server, start_with};
 use serde_json::{Value, json};
 use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
 
+/// On the server's shared loops (the default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_network_vanishes_leaves_within_seconds() {
-    let server = start_server().await;
+    vanishes(start_server().await).await;
+}
+
+/// On a webrtc-rs driver per participant (`--rtc-loop false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_on_a_driver_whose_network_vanishes_leaves_within_seconds() {
+    vanishes(start_with(|c| c.rtc_loop = false).await).await;
+}
+
+async fn vanishes(server: voxrelay::RunningServer) {
     let base = server.url();
     let (relay, ice_servers) = common::loopback_relay("dan").await;
 

@@ -7,13 +7,23 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use common::rooms::{events_until, heard_to_the_end, join, mint, of_type, voice};
-use common::{API_KEY, http, start_server};
+use common::{API_KEY, http, start_server, start_with};
 use serde_json::{Value, json};
 use voxrelay::transport::webrtc::room_client::{RoomClient, RoomClientOptions};
 
+/// On the server's shared loops (the default; issue 20): every participant's connection is on one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn participants_hear_each_other_unchanged_and_never_themselves() {
-    let server = start_server().await;
+    hear_each_other(start_server().await, 4).await;
+}
+
+/// With `--rtc-loop false`: a webrtc-rs driver per participant, none on a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_driver_per_participant_too() {
+    hear_each_other(start_with(|c| c.rtc_loop = false).await, 0).await;
+}
+
+async fn hear_each_other(server: voxrelay::RunningServer, on_loops: usize) {
     let base = server.url();
     let two_slots = RoomClientOptions { slots: 2, ..Default::default() };
     let mut alice = join(&base, "standup", "alice", two_slots.clone(), json!({})).await;
@@ -103,6 +113,7 @@ async fn participants_hear_each_other_unchanged_and_never_themselves() {
     let people: Vec<&str> = info["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
     assert_eq!(people, ["alice", "bob", "carol", "dave"]);
     assert!(info["counters"]["packets_forwarded"].as_u64().unwrap() > 600, "{info}");
+    assert_eq!(server.engine.loop_connections(), on_loops, "participants' connections on the loops");
     for c in [&alice, &bob, &carol, &dave] {
         c.close().await;
     }
@@ -128,16 +139,33 @@ async fn leaving_and_dropping_free_the_participant_and_tell_the_others() {
         .await;
     // Carol hangs up as a browser tab does.
     carol.close().await;
-    events_until(&mut alice, &mut seen, |e| of_type(e, "participant.left").iter().any(|l| l["identity"] == "carol" && l["reason"] == "left")).await;
+    events_until(&mut alice, &mut seen, |e| {
+        of_type(e, "participant.left").iter().any(|l| l["identity"] == "carol" && l["reason"] == "left")
+    })
+    .await;
     let info: Value = http().get(format!("{base}/v1/rooms/r1")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
     let people: Vec<&str> = info["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
     assert_eq!(people, ["alice"]);
+    // Bob's and Carol's connections are gone from the server's loops, Alice's is not.
+    loops_hold(&server, 1).await;
     // Leaving twice: 404.
     let resp = http().delete(format!("{base}/v1/rooms/r1/participants/bob")).bearer_auth(API_KEY).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     alice.close().await;
+    loops_hold(&server, 0).await;
     bob.close().await;
     server.shutdown().await;
+}
+
+/// Waits (2 s at most) for the server's loops to hold `n` connections: closing is asynchronous.
+async fn loops_hold(server: &voxrelay::RunningServer, n: usize) {
+    for _ in 0..100 {
+        if server.engine.loop_connections() == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the loops hold {} connections, not {n}", server.engine.loop_connections());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,10 +79,11 @@ pub struct ServeConfig {
     #[arg(long, env = "VOXRELAY_RTC_TCP", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rtc_tcp: bool,
-    /// Run 1:1 WebRTC calls on shared loops: one UDP socket (and ICE-TCP listener) and one task
-    /// per audio worker for all their calls, instead of a socket and a webrtc-rs driver per call
-    /// (≈ 10 % less server CPU per call, ≈ 1.5× the calls at the capacity criterion; BENCHMARKS.md).
-    /// A wildcard media IP gets one socket per interface address; rooms keep the driver.
+    /// Run 1:1 WebRTC calls and room participants on shared loops: one UDP socket (and ICE-TCP
+    /// listener) and one task per audio worker for all of them, instead of a socket and a
+    /// webrtc-rs driver per connection (≈ 1.5× the calls per core at the capacity criterion, ≈ 1.5×
+    /// the forwarded packets per core; BENCHMARKS.md).
+    /// A wildcard media IP gets one socket per interface address.
     #[arg(long, env = "VOXRELAY_RTC_LOOP", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rtc_loop: bool,

@@ -100,7 +100,7 @@ impl Engine for EngineHandle {
     async fn join_room(&self, req: JoinRequest) -> Result<String, ApiError> {
         let e = &self.0;
         let _ticket = e.admit(Seat::room_participant())?;
-        e.rooms.join(&e.ports, req).await
+        e.rooms.join(&e.ports, e.rtc_loops.as_ref(), req).await
     }
 
     async fn leave_room(&self, room: &RoomName, identity: &ParticipantId, removed: bool) -> Result<(), ApiError> {

@@ -24,7 +24,7 @@ pub struct ServerGauges {
     pub alive_tasks: u64,
     pub active_calls: u64,
     pub media_sessions: u64,
-    /// Connections the server's WebRTC loops hold (1:1 calls on `--rtc-loop`).
+    /// Connections the server's WebRTC loops hold (1:1 calls and room participants on `--rtc-loop`).
     pub loop_connections: u64,
     /// Ended calls by reason, since the server started.
     pub ended_by_reason: BTreeMap<String, u64>,

@@ -21,7 +21,7 @@ use super::task::{close_member, pump_events, run_room};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::transport::phone::{PhoneLine, read_stream};
-use crate::transport::webrtc::{IceControl, PortAllocator, answer_room};
+use crate::transport::webrtc::{IceControl, PortAllocator, RtcLoops, answer_room};
 use crate::transport::{Inbound, RtpPacketIn, TransportEvent};
 use voxrelay_media::SessionHandle;
 use voxrelay_signaling::SocketMessage;
@@ -252,14 +252,21 @@ impl Rooms {
         }
     }
 
-    /// Answers the participant's offer and hands it to its room.
-    pub async fn join(self: &Arc<Self>, ports: &PortAllocator, req: JoinRequest) -> Result<String, ApiError> {
+    /// Answers the participant's offer (on a shared loop, when the server runs them; else on a
+    /// driver of its own, with a port from `ports`) and hands it to its room.
+    pub async fn join(self: &Arc<Self>, ports: &PortAllocator, loops: Option<&RtcLoops>, req: JoinRequest) -> Result<String, ApiError> {
         self.seated.fetch_add(1, Ordering::Relaxed);
         let seat = Seat(self.seated.clone());
         let room = self.handle(&req.room, self.settings.auto_create.then_some(self.settings.limits))?;
-        let sockets = ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
         let inbound = Inbound { payload_type: req.summary.payload_type, audio_level_ext: req.summary.audio_level_ext };
-        let (mut peer, answer) = answer_room(sockets, req.offer, &req.summary.audio_lines, inbound, self.metrics.clone()).await?;
+        let lines = &req.summary.audio_lines;
+        let (mut peer, answer) = match loops {
+            Some(loops) => loops.answer_room(req.offer, lines, inbound, self.metrics.clone())?,
+            None => {
+                let sockets = ports.allocate().ok_or_else(|| ApiError::overloaded("no free media port in the configured range"))?;
+                answer_room(sockets, req.offer, lines, inbound, self.metrics.clone()).await?
+            }
+        };
         // A silent publisher then sends almost nothing: nothing to decrypt, rank or forward, and
         // the agent's listen session neither decodes nor analyses the pause (slot.rs passes its
         // timestamp jump through to subscribers).

@@ -8,7 +8,8 @@
 //!
 //! - `peer` — building peer connections (codecs, sockets, ICE-TCP), shared by both sides.
 //! - `client` — the offering side: the client the load generator and the tests use.
-//! - `rtc_loop` — 1:1 calls on shared loops: one socket and one task for many connections.
+//! - `rtc_loop` — 1:1 calls and room participants on shared loops: one socket and one task for
+//!   many connections.
 
 pub mod client;
 mod client_audio;

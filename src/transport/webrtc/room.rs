@@ -2,9 +2,11 @@
 //! track per audio m-line, reads the participant's microphone (its first audio m-line) for
 //! forwarding, and carries room events on the `room-events` data channel.
 //!
-//! Outgoing packets are queued per participant and written by one task per participant: the
-//! room never waits on a subscriber's connection (a full queue drops the packet and says so),
-//! so a slow subscriber cannot hold up the packets of the others.
+//! Answered on a shared loop (`RtcLoops::answer_room`, the default) or on a webrtc-rs driver of
+//! its own ([`answer_room`], with `--rtc-loop false`). Either way the room never waits on a
+//! subscriber's connection: on the driver, outgoing packets are queued per participant and
+//! written by one task per participant; on a loop, they join the loop's bounded queue. A full
+//! queue drops the packet and says so, so a slow subscriber cannot hold up the others' packets.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,9 +21,10 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::peer::{audio_track, build_room_peer};
+use super::rtc_loop::LoopConn;
 use super::{OnTrack, PeerCloser, Sockets, drive, negotiate};
 use crate::metrics::Metrics;
-use crate::transport::{DeliverRtp, Inbound, RtpPacketOut, TransportEvent, packet_in};
+use crate::transport::{Closer, DeliverRtp, Inbound, RtpPacketOut, TransportEvent, packet_in};
 
 /// Outgoing packets queued per participant (all its slots): ≈ 1 s of three slots.
 const SEND_QUEUE: usize = 150;
@@ -40,19 +43,40 @@ pub enum SendError {
     Closed,
 }
 
+/// Where a participant's outgoing packets go.
+pub(crate) enum SlotSender {
+    /// The queue of its driver's writer task.
+    Driver(mpsc::Sender<(usize, RtpPacketOut)>),
+    /// Its loop, which encrypts and sends them on the spot.
+    Loop { conn: LoopConn, payload_type: u8 },
+}
+
+type StartMic = Box<dyn FnOnce(DeliverRtp) -> Vec<tokio::task::JoinHandle<()>> + Send>;
+
 /// A participant's answered peer connection.
 pub struct RoomPeer {
     pub events: mpsc::UnboundedReceiver<TransportEvent>,
     /// One per audio m-line of the offer that can receive, in m-line order.
     pub slots: Vec<SlotSink>,
-    sender: mpsc::Sender<(usize, RtpPacketOut)>,
-    start: Box<dyn FnOnce(DeliverRtp) -> Vec<tokio::task::JoinHandle<()>> + Send>,
-    pub closer: PeerCloser,
+    sender: SlotSender,
+    start: StartMic,
+    pub closer: Closer,
     /// Trickle ICE and ICE restarts (WHIP/WHEP `PATCH`).
     pub ice: super::IceControl,
 }
 
 impl RoomPeer {
+    pub(crate) fn new(
+        events: mpsc::UnboundedReceiver<TransportEvent>,
+        slots: Vec<SlotSink>,
+        sender: SlotSender,
+        start: StartMic,
+        closer: Closer,
+        ice: super::IceControl,
+    ) -> Self {
+        RoomPeer { events, slots, sender, start, closer, ice }
+    }
+
     /// Starts reading the participant's microphone into `deliver`, and its events; returns the
     /// tasks that end with the participant.
     pub fn start(&mut self, deliver: DeliverRtp) -> Vec<tokio::task::JoinHandle<()>> {
@@ -62,10 +86,16 @@ impl RoomPeer {
 
     /// Queues one packet on slot `slot` without waiting.
     pub fn send(&self, slot: usize, packet: RtpPacketOut) -> Result<(), SendError> {
-        self.sender.try_send((slot, packet)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
+        match &self.sender {
+            SlotSender::Driver(queue) => queue.try_send((slot, packet)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Full,
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            }),
+            SlotSender::Loop { conn, payload_type } => conn.send_rtp(slot, rtp_packet(&packet, *payload_type)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(()) => SendError::Full,
+                mpsc::error::TrySendError::Closed(()) => SendError::Closed,
+            }),
+        }
     }
 }
 
@@ -108,6 +138,7 @@ pub async fn answer_room(
     let ice = super::IceControl::driver(peer.clone());
     let closer = PeerCloser { peer: peer.clone(), events_channel: Arc::new(Mutex::new(None)) };
     let channel = closer.events_channel.clone();
+    let closer = Closer::WebRtc(closer);
     let start = Box::new(move |deliver: DeliverRtp| {
         // The microphone is the first track the participant sends; later ones are ignored.
         let mut deliver = Some(deliver);
@@ -118,7 +149,7 @@ pub async fn answer_room(
         });
         vec![writer, tokio::spawn(drive(early, rx, to_room, channel, ROOM_EVENTS_LABEL, on_track))]
     });
-    Ok((RoomPeer { events, slots, sender, start, closer, ice }, answer))
+    Ok((RoomPeer { events, slots, sender: SlotSender::Driver(sender), start, closer, ice }, answer))
 }
 
 /// Hands the participant's packets to the room, as they arrive.
@@ -137,16 +168,21 @@ async fn read_mic(track: Arc<dyn TrackRemote>, mut deliver: DeliverRtp, inbound:
 async fn write_slots(mut queue: mpsc::Receiver<(usize, RtpPacketOut)>, tracks: Vec<Arc<TrackLocalStaticRTP>>, payload_type: u8) {
     while let Some((slot, p)) = queue.recv().await {
         let Some(track) = tracks.get(slot) else { continue };
-        let header = rtc::rtp::Header {
-            version: 2,
-            payload_type,
-            sequence_number: p.seq,
-            timestamp: p.timestamp,
-            ssrc: p.ssrc,
-            marker: p.marker,
-            ..Default::default()
-        };
         // A write fails only once the connection is closing; the room notices that on its own.
-        let _ = track.write_rtp(rtc::rtp::Packet { header, payload: p.payload }).await;
+        let _ = track.write_rtp(rtp_packet(&p, payload_type)).await;
     }
+}
+
+/// A forwarded packet as the stack sends it (the payload is shared, not copied).
+fn rtp_packet(p: &RtpPacketOut, payload_type: u8) -> rtc::rtp::Packet {
+    let header = rtc::rtp::Header {
+        version: 2,
+        payload_type,
+        sequence_number: p.seq,
+        timestamp: p.timestamp,
+        ssrc: p.ssrc,
+        marker: p.marker,
+        ..Default::default()
+    };
+    rtc::rtp::Packet { header, payload: p.payload.clone() }
 }

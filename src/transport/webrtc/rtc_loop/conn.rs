@@ -1,6 +1,7 @@
-//! One call's connection on a loop: the sans-IO peer connection that answers the caller's offer,
-//! and what becomes of what it reports (the caller's RTP into the worker's ring, state and
-//! data-channel texts as [`TransportEvent`]s, datagrams to the wire).
+//! One connection on a loop: the sans-IO peer connection that answers a 1:1 caller's or a room
+//! participant's offer, and what becomes of what it reports (the peer's RTP into the worker's
+//! ring or the room's queue, state and data-channel texts as [`TransportEvent`]s, datagrams to
+//! the wire).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use bytes::BytesMut;
 use rtc::data_channel::RTCDataChannelId;
 use rtc::ice::tcp_type::TcpType;
 use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -20,12 +22,15 @@ use rtc::shared::TaggedBytesMut;
 use tokio::sync::mpsc;
 use voxrelay_media::{AudioCodec, RtpIn};
 use voxrelay_signaling::ApiError;
+use voxrelay_signaling::room_wire::ROOM_EVENTS_LABEL;
+use voxrelay_signaling::sdp::AudioLine;
 
 use super::super::EVENTS_LABEL;
-use super::super::peer::{ANSWER_CODECS, audio_stream_track, client_text, media_engine};
+use super::super::peer::{ANSWER_CODECS, ROOM_ICE_TIMEOUTS, audio_stream_track, client_text, media_engine};
+use super::super::room::SlotSink;
 use super::{Command, ConnKey};
 use crate::metrics::Metrics;
-use crate::transport::{EventOutlet, Inbound, TransportEvent, ingest_rtp};
+use crate::transport::{DeliverRtp, EventOutlet, Inbound, TransportEvent, ingest_rtp, packet_in};
 
 /// The local addresses a loop's connections are reached at: one UDP socket per address of the
 /// media IP (every interface's, for a wildcard), all on one port number.
@@ -62,14 +67,45 @@ impl EventsWriter {
     }
 }
 
+/// What a connection carries.
+pub(crate) enum Shape<'a> {
+    /// A 1:1 call: one outbound track of `codec`, events on `oai-events`.
+    Call { codec: AudioCodec },
+    /// A room participant (PROTOCOL.md §4): an outbound Opus track per audio m-line of its offer
+    /// (those it receives on are its slots), events on `room-events`, and ICE that gives up on a
+    /// vanished network within seconds (`ROOM_ICE_TIMEOUTS`).
+    Room { lines: &'a [AudioLine] },
+}
+
+/// Where the peer's RTP goes once its call or room starts reading.
+pub(crate) enum Input {
+    /// A 1:1 call: the worker session's ring (decoded there).
+    Ring(rtrb::Producer<RtpIn>),
+    /// A room participant: the room's queue (forwarded, never decoded).
+    Forward(DeliverRtp),
+}
+
+/// A connection answered off the loop, before the loop adopts it.
+pub(super) struct Answered {
+    pub conn: Conn,
+    /// The answer SDP, with its candidates (we do not trickle).
+    pub sdp: String,
+    /// The outbound streams, in the order of the connection's senders (one for a call; a room
+    /// participant's slots).
+    pub streams: Vec<SlotSink>,
+}
+
 pub(crate) struct Conn {
     pub pc: RTCPeerConnection,
-    sender: RTCRtpSenderId,
+    /// The outbound tracks `Media::Rtp` names by index.
+    senders: Vec<RTCRtpSenderId>,
     inbound: Inbound,
-    /// The caller's first audio track: its packets are the call's input, later ones are ignored.
+    /// The peer's first audio track: its packets are the input, later ones are ignored.
     track: Option<String>,
-    /// The worker session's ring, once the call started its reader.
-    ingress: Option<(rtrb::Producer<RtpIn>, Arc<Metrics>)>,
+    /// Where they go, once the call or room started reading.
+    input: Option<(Input, Arc<Metrics>)>,
+    /// The data channel that carries the events.
+    label: &'static str,
     pub events: mpsc::UnboundedSender<TransportEvent>,
     pub events_channel: Option<RTCDataChannelId>,
     /// The call's closer holds the other end: once it is gone without closing (a call that
@@ -80,31 +116,56 @@ pub(crate) struct Conn {
     pub ufrag: String,
 }
 
-/// Answers `offer` with a peer connection that sends `codec`, reachable at `local`. Returns the
-/// connection, the answer SDP with its candidates (we do not trickle), and the outbound SSRC.
+/// Answers `offer` with a peer connection of `shape`, reachable at `local`.
 pub(super) fn answer(
     offer: String,
-    codec: AudioCodec,
+    shape: Shape<'_>,
     inbound: Inbound,
     local: &LocalAddrs,
     events: mpsc::UnboundedSender<TransportEvent>,
     writer: EventsWriter,
     now: Instant,
-) -> Result<(Conn, String, u32), ApiError> {
+) -> Result<Answered, ApiError> {
     let internal = |what: &str, e: rtc::shared::error::Error| ApiError::internal(format!("{what}: {e}"));
-    // The same codecs, audio levels and interceptors as the driver's peers.
-    let (engine, registry) = media_engine(&ANSWER_CODECS, true).map_err(|e| internal("the media engine", e))?;
-    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .build(now)
-        .map_err(|e| internal("building the peer connection", e))?;
-    let (track, ssrc) = audio_stream_track("voxrelay", codec);
-    let sender = pc.add_track(track).map_err(|e| internal("adding the outbound track", e))?;
+    // The same codecs, audio levels, interceptors and ICE timers as the driver's peers.
+    let codecs: &[AudioCodec] = match shape {
+        Shape::Call { .. } => &ANSWER_CODECS,
+        Shape::Room { .. } => &[AudioCodec::Opus],
+    };
+    let (engine, registry) = media_engine(codecs, true).map_err(|e| internal("the media engine", e))?;
+    let mut builder = rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(engine).with_interceptor_registry(registry);
+    if let Shape::Room { .. } = shape {
+        let t = ROOM_ICE_TIMEOUTS;
+        builder = builder.with_setting_engine(
+            SettingEngineBuilder::new().with_ice_timeouts(Some(t.disconnected), Some(t.failed), Some(t.keepalive)).build(),
+        );
+    }
+    let mut pc = builder.build(now).map_err(|e| internal("building the peer connection", e))?;
     let offer =
         RTCSessionDescription::offer(offer).map_err(|e| ApiError::bad_request("invalid_offer", format!("malformed SDP offer: {e}")))?;
-    pc.set_remote_description(now, offer)
-        .map_err(|e| ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}")))?;
+    let invalid = |e: rtc::shared::error::Error| ApiError::bad_request("invalid_offer", format!("the SDP offer was not accepted: {e}"));
+    let (senders, streams, label) = match shape {
+        Shape::Call { codec } => {
+            let (track, ssrc) = audio_stream_track("voxrelay", codec);
+            let sender = pc.add_track(track).map_err(|e| internal("adding the outbound track", e))?;
+            pc.set_remote_description(now, offer).map_err(invalid)?;
+            (vec![sender], vec![SlotSink { mid: String::new(), ssrc }], EVENTS_LABEL)
+        }
+        Shape::Room { lines } => {
+            // After the offer, so each track binds to the offer's m-line of its index.
+            pc.set_remote_description(now, offer).map_err(invalid)?;
+            let (mut senders, mut streams) = (Vec::new(), Vec::new());
+            for (i, line) in lines.iter().enumerate() {
+                let (track, ssrc) = audio_stream_track(&format!("slot{i}"), AudioCodec::Opus);
+                let sender = pc.add_track(track).map_err(|e| internal("adding an outbound track", e))?;
+                if line.direction.receives() {
+                    senders.push(sender);
+                    streams.push(SlotSink { mid: line.mid.clone().unwrap_or_else(|| i.to_string()), ssrc });
+                }
+            }
+            (senders, streams, ROOM_EVENTS_LABEL)
+        }
+    };
     add_host_candidates(&mut pc, local)?;
     let answer = pc.create_answer(None).map_err(|e| ApiError::bad_request("invalid_offer", format!("no answer for this offer: {e}")))?;
     pc.set_local_description(now, answer).map_err(|e| internal("setting the local description", e))?;
@@ -112,17 +173,18 @@ pub(super) fn answer(
     let ufrag = voxrelay_signaling::sdpfrag::sdp_attribute(&sdp, "ice-ufrag").unwrap_or_default().to_string();
     let conn = Conn {
         pc,
-        sender,
+        senders,
         inbound,
         track: None,
-        ingress: None,
+        input: None,
+        label,
         events,
         events_channel: None,
         owner: std::sync::Weak::new(),
         writer,
         ufrag,
     };
-    Ok((conn, sdp, ssrc))
+    Ok(Answered { conn, sdp, streams })
 }
 
 /// The loop's host candidates: its UDP sockets, and its ICE-TCP listener as passive candidates.
@@ -150,14 +212,15 @@ fn add_host_candidates(pc: &mut RTCPeerConnection, local: &LocalAddrs) -> Result
 }
 
 impl Conn {
-    /// The call's reader starts: the caller's packets go to `ingress` from now on.
-    pub fn attach(&mut self, ingress: rtrb::Producer<RtpIn>, metrics: Arc<Metrics>) {
-        self.ingress = Some((ingress, metrics));
+    /// The call's or room's reader starts: the peer's packets go to `input` from now on.
+    pub fn attach(&mut self, input: Input, metrics: Arc<Metrics>) {
+        self.input = Some((input, metrics));
     }
 
-    /// Sends one RTP packet on the outbound track (SRTP by the core).
-    pub fn send_rtp(&mut self, now: Instant, packet: rtc::rtp::Packet) -> bool {
-        self.pc.rtp_sender(self.sender).is_some_and(|mut s| s.write_rtp(now, packet).is_ok())
+    /// Sends one RTP packet on outbound track `sender` (SRTP by the core).
+    pub fn send_rtp(&mut self, now: Instant, sender: usize, packet: rtc::rtp::Packet) -> bool {
+        let Some(&id) = self.senders.get(sender) else { return false };
+        self.pc.rtp_sender(id).is_some_and(|mut s| s.write_rtp(now, packet).is_ok())
     }
 
     /// Sends one of the call's events on the events channel.
@@ -228,10 +291,17 @@ impl Conn {
                 if self.track.is_none() {
                     self.track = Some(track.clone());
                 }
-                if self.track.as_ref() == Some(&track)
-                    && let Some((ingress, metrics)) = &mut self.ingress
-                {
-                    ingest_rtp(&packet, self.inbound, ingress, metrics);
+                if self.track.as_ref() != Some(&track) {
+                    return;
+                }
+                match &mut self.input {
+                    Some((Input::Ring(ingress), metrics)) => ingest_rtp(&packet, self.inbound, ingress, metrics),
+                    Some((Input::Forward(deliver), metrics)) => {
+                        if let Some(p) = packet_in(&packet, self.inbound, metrics) {
+                            deliver(p);
+                        }
+                    }
+                    None => {}
                 }
             }
             RTCMessage::DataChannelMessage(id, message) => {
@@ -268,9 +338,9 @@ impl Conn {
         }
     }
 
-    /// The first channel labelled `oai-events` carries the call's events; others are ignored.
+    /// The first channel with the events label carries the events; others are ignored.
     fn open_events_channel(&mut self, id: RTCDataChannelId) {
-        if self.events_channel.is_some() || self.pc.data_channel(id).is_none_or(|c| c.label() != EVENTS_LABEL) {
+        if self.events_channel.is_some() || self.pc.data_channel(id).is_none_or(|c| c.label() != self.label) {
             return;
         }
         self.events_channel = Some(id);

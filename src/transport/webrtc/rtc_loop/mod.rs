@@ -1,17 +1,18 @@
-//! 1:1 calls on shared loops (issue 20): each loop is one task that owns one UDP socket per media
-//! address (and an ICE-TCP listener on the same port number) and drives the sans-IO core (`rtc`) of every
-//! connection on it. A packet goes socket → ICE/DTLS/SRTP → the worker's ingress ring within one
-//! wake-up, with no per-call driver task, socket or track reader (BENCHMARKS.md "The transport
-//! prototype": 40–47 % less transport CPU than a webrtc-rs driver per call).
+//! 1:1 calls and room participants on shared loops (issue 20): each loop is one task that owns one
+//! UDP socket per media address (and an ICE-TCP listener on the same port number) and drives the
+//! sans-IO core (`rtc`) of every connection on it. A packet goes socket → ICE/DTLS/SRTP → the
+//! worker's ingress ring (or the room's queue) within one wake-up, with no per-connection driver
+//! task, socket or track reader (BENCHMARKS.md "The transport prototype": 40–47 % less transport
+//! CPU than a webrtc-rs driver per call).
 //!
 //! - `addrs` — the addresses a loop is reached at (each interface's, for a wildcard media IP).
-//! - `conn` — one call's connection: answering its offer, and what its core reports.
+//! - `conn` — one connection: answering its offer, and what its core reports.
 //! - `run` — the loop itself: routing (by remote address, or by the ufrag a STUN request names),
 //!   deadlines, commands from the calls.
 //! - `tcp` — ICE-TCP streams (RFC 4571 framing).
 //!
-//! Calls reach their loop through [`Command`]s: outbound RTP, event texts, ICE `PATCH`es,
-//! closing. Rooms still use webrtc-rs's driver (a participant has several tracks).
+//! Calls and rooms reach their loop through [`Command`]s (event texts, ICE `PATCH`es, closing)
+//! and [`Media`] (outbound RTP, on a bounded queue).
 
 mod addrs;
 mod conn;
@@ -27,13 +28,15 @@ use bytes::Bytes;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
-use voxrelay_media::{AudioCodec, EncodedFrame, RtpIn};
+use voxrelay_media::{AudioCodec, EncodedFrame};
+use voxrelay_signaling::sdp::AudioLine;
 use voxrelay_signaling::{ApiError, CallId};
 
 use super::peer::{PortAllocator, samples_per_frame};
+use super::room::{RoomPeer, SlotSender};
 use crate::metrics::Metrics;
 use crate::transport::packetizer::RtpPacketizer;
-use crate::transport::{Closer, Inbound, PacketSink, Transport, TransportKind};
+use crate::transport::{Closer, Inbound, PacketSink, Transport, TransportEvent, TransportKind};
 
 /// A connection on a loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,10 +51,10 @@ pub(crate) enum Command {
         key: ConnKey,
         conn: Box<conn::Conn>,
     },
-    /// The call's reader starts: the caller's RTP goes to this ring.
+    /// The call's or room's reader starts: the peer's RTP goes to `input`.
     Start {
         key: ConnKey,
-        ingress: rtrb::Producer<RtpIn>,
+        input: conn::Input,
         metrics: Arc<Metrics>,
     },
     /// One of the call's events, for the events channel.
@@ -80,14 +83,16 @@ pub(crate) enum Command {
 /// calls' outbound audio (as a full socket buffer would) and slows ICE-TCP readers, instead of
 /// queueing without end.
 pub(crate) enum Media {
-    /// One outbound packet of a call's audio.
-    Rtp { key: ConnKey, packet: rtc::rtp::Packet },
+    /// One outbound packet on one of the connection's tracks (a call's only one, or a room
+    /// participant's slot).
+    Rtp { key: ConnKey, sender: usize, packet: rtc::rtp::Packet },
     /// A frame from an ICE-TCP stream.
     TcpIn { local: SocketAddr, peer: SocketAddr, data: Bytes },
 }
 
-/// Packets queued to one loop: 20 ms of 256 calls, four times over.
-const MEDIA_QUEUE: usize = 1024;
+/// Packets queued to one loop: 20 ms of 1024 calls (an audio worker's sessions), or of one
+/// publisher's packet forwarded to 1024 subscriber slots, four times over.
+const MEDIA_QUEUE: usize = 4096;
 
 /// ICE on a live connection (WHIP-style `PATCH` of a call).
 pub(crate) enum IceOp {
@@ -117,6 +122,15 @@ pub(crate) struct LoopConn {
 impl LoopConn {
     fn send(&self, command: Command) -> bool {
         self.to_loop.send(command).is_ok()
+    }
+
+    /// Queues one outbound packet on track `sender`; false when the loop is gone or too far
+    /// behind (the packet is dropped).
+    pub(crate) fn send_rtp(&self, sender: usize, packet: rtc::rtp::Packet) -> Result<(), mpsc::error::TrySendError<()>> {
+        self.media.try_send(Media::Rtp { key: self.key, sender, packet }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+            mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+        })
     }
 
     async fn ask<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> IceOp) -> Option<T> {
@@ -195,39 +209,84 @@ impl RtcLoops {
     /// Answers `offer` on the next loop, sending `codec` with the offer's payload type. Returns
     /// the transport, the answer SDP and the loop's UDP address.
     pub async fn answer(&self, offer: String, codec: AudioCodec, inbound: Inbound) -> Result<(Transport, String, SocketAddr), ApiError> {
-        let chosen = self.loops[self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len()].clone();
-        let key = ConnKey(self.keys.fetch_add(1, Ordering::Relaxed));
-        let (inject, events) = mpsc::unbounded_channel();
-        let writer_task = Arc::new(Mutex::new(None));
-        let writer = conn::EventsWriter { key, to_loop: chosen.commands.downgrade(), task: writer_task.clone() };
-        let (mut answered, sdp, ssrc) = conn::answer(offer, codec, inbound, &chosen.local, inject.clone(), writer, Instant::now())?;
-        let alive = Arc::new(());
-        answered.owner = Arc::downgrade(&alive);
-        if chosen.commands.send(Command::Adopt { key, conn: Box::new(answered) }).is_err() {
-            return Err(ApiError::internal("the WebRTC loop has stopped"));
-        }
-        let addr = chosen.local.udp[0];
-        let conn = LoopConn { key, to_loop: chosen.commands, media: chosen.media };
-        let started = conn.clone();
+        let placed = self.place(offer, conn::Shape::Call { codec }, inbound)?;
+        let ssrc = placed.streams[0].ssrc;
+        let (conn, started) = (placed.conn.clone(), placed.conn.clone());
         let transport = Transport {
             kind: TransportKind::WebRtc,
             codec,
-            events,
-            inject,
+            events: placed.events,
+            inject: placed.inject,
             sink: PacketSink::WebRtcLoop(LoopSink {
                 conn: conn.clone(),
                 packetizer: RtpPacketizer::new(ssrc, inbound.payload_type, samples_per_frame(codec)),
             }),
             heard: None,
             start_reader: Box::new(move |_call_id, ingress, metrics| {
-                started.send(Command::Start { key: started.key, ingress, metrics });
+                started.send(Command::Start { key: started.key, input: conn::Input::Ring(ingress), metrics });
                 Vec::new()
             }),
-            closer: Closer::WebRtcLoop(LoopCloser { conn: conn.clone(), writer_task, _alive: alive }),
+            closer: placed.closer,
             ice: Some(super::IceControl::on_loop(conn)),
         };
-        Ok((transport, sdp, addr))
+        Ok((transport, placed.sdp, placed.addr))
     }
+
+    /// Answers a room participant's `offer` on the next loop: an outbound Opus track per audio
+    /// m-line (`lines`, sent with the offer's payload type), those it receives on its slots.
+    pub fn answer_room(
+        &self,
+        offer: String,
+        lines: &[AudioLine],
+        inbound: Inbound,
+        metrics: Arc<Metrics>,
+    ) -> Result<(RoomPeer, String), ApiError> {
+        let placed = self.place(offer, conn::Shape::Room { lines }, inbound)?;
+        let conn = placed.conn.clone();
+        let start = Box::new(move |deliver| {
+            conn.send(Command::Start { key: conn.key, input: conn::Input::Forward(deliver), metrics });
+            Vec::new()
+        });
+        let peer = RoomPeer::new(
+            placed.events,
+            placed.streams,
+            SlotSender::Loop { conn: placed.conn.clone(), payload_type: inbound.payload_type },
+            start,
+            placed.closer,
+            super::IceControl::on_loop(placed.conn),
+        );
+        Ok((peer, placed.sdp))
+    }
+
+    /// Answers `offer` with a connection of `shape` (off the loop: building one costs a
+    /// certificate and an SDP round) and hands it to the next loop.
+    fn place(&self, offer: String, shape: conn::Shape<'_>, inbound: Inbound) -> Result<Placed, ApiError> {
+        let chosen = self.loops[self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len()].clone();
+        let key = ConnKey(self.keys.fetch_add(1, Ordering::Relaxed));
+        let (inject, events) = mpsc::unbounded_channel();
+        let writer_task = Arc::new(Mutex::new(None));
+        let writer = conn::EventsWriter { key, to_loop: chosen.commands.downgrade(), task: writer_task.clone() };
+        let mut answered = conn::answer(offer, shape, inbound, &chosen.local, inject.clone(), writer, Instant::now())?;
+        let alive = Arc::new(());
+        answered.conn.owner = Arc::downgrade(&alive);
+        if chosen.commands.send(Command::Adopt { key, conn: Box::new(answered.conn) }).is_err() {
+            return Err(ApiError::internal("the WebRTC loop has stopped"));
+        }
+        let conn = LoopConn { key, to_loop: chosen.commands, media: chosen.media };
+        let closer = Closer::WebRtcLoop(LoopCloser { conn: conn.clone(), writer_task, _alive: alive });
+        Ok(Placed { conn, events, inject, closer, sdp: answered.sdp, streams: answered.streams, addr: chosen.local.udp[0] })
+    }
+}
+
+/// A connection adopted by a loop, and the ends the call or room holds.
+struct Placed {
+    conn: LoopConn,
+    events: mpsc::UnboundedReceiver<TransportEvent>,
+    inject: mpsc::UnboundedSender<TransportEvent>,
+    closer: Closer,
+    sdp: String,
+    streams: Vec<super::SlotSink>,
+    addr: SocketAddr,
 }
 
 /// The call's outbound audio: frames become RTP packets the loop encrypts and sends.
@@ -239,8 +298,7 @@ pub struct LoopSink {
 impl LoopSink {
     /// Queues one frame for the loop; false when the loop is gone or too far behind (dropped).
     pub fn send(&mut self, frame: &EncodedFrame) -> bool {
-        let packet = self.packetizer.packetize(frame);
-        self.conn.media.try_send(Media::Rtp { key: self.conn.key, packet }).is_ok()
+        self.conn.send_rtp(0, self.packetizer.packetize(frame)).is_ok()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The loop: one task owns a UDP socket (and an ICE-TCP listener) and every connection on it.
+//! The loop: one task owns its UDP sockets (and an ICE-TCP listener) and every connection on them.
 //! It wakes for a datagram, a command from a call, an accepted stream or the earliest protocol
 //! deadline, and does everything a packet needs on the spot: routing, the sans-IO core (ICE,
 //! DTLS, SRTP, SCTP), and the caller's RTP into the worker's ring.
@@ -164,6 +164,9 @@ pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpList
     }
     for (_, mut conn) in state.conns.drain() {
         let _ = conn.pc.close();
+        while let Some(out) = conn.pc.poll_write() {
+            state.wire.send(out);
+        }
         state.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -186,9 +189,9 @@ impl State {
                 }
                 self.with_conn(key, |_| {});
             }
-            Command::Start { key, ingress, metrics } => {
+            Command::Start { key, input, metrics } => {
                 if let Some(conn) = self.conns.get_mut(&key) {
-                    conn.attach(ingress, metrics);
+                    conn.attach(input, metrics);
                 }
             }
             Command::Text { key, text } => self.with_conn(key, |conn| conn.send_text(now, text)),
@@ -205,8 +208,8 @@ impl State {
 
     fn media(&mut self, media: Media) {
         match media {
-            Media::Rtp { key, packet } => self.with_conn(key, |conn| {
-                conn.send_rtp(Instant::now(), packet);
+            Media::Rtp { key, sender, packet } => self.with_conn(key, |conn| {
+                conn.send_rtp(Instant::now(), sender, packet);
             }),
             Media::TcpIn { local, peer, data } => self.datagram_at(local, peer, &data, true),
         }
