@@ -114,17 +114,6 @@ async fn hear_each_other(server: voxrelay::RunningServer, on_loops: usize) {
     assert_eq!(people, ["alice", "bob", "carol", "dave"]);
     assert!(info["counters"]["packets_forwarded"].as_u64().unwrap() > 600, "{info}");
     assert_eq!(server.engine.loop_connections(), on_loops, "participants' connections on the loops");
-    if on_loops > 0 {
-        // The loops batch what they send (one sendmmsg per wake-up), and the kernel took it all.
-        let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        let counter = |name: &str| -> u64 {
-            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in /metrics"));
-            line.rsplit(' ').next().unwrap().parse().unwrap()
-        };
-        let (sent, calls) = (counter("voxrelay_webrtc_loop_datagrams_sent_total"), counter("voxrelay_webrtc_loop_send_calls_total"));
-        assert!(sent > 600 && calls > 0 && calls <= sent, "{sent} datagrams in {calls} calls");
-        assert_eq!(counter("voxrelay_webrtc_loop_send_dropped_total"), 0);
-    }
     for c in [&alice, &bob, &carol, &dave] {
         c.close().await;
     }

@@ -222,9 +222,6 @@ impl Engine for EngineHandle {
             ("voxrelay_webrtc_loop_connections", "Peer connections held by the WebRTC loops.", e.loop_connections() as u64),
         ]);
         text.push_str(&e.render_by_transport());
-        if let Some(loops) = &e.rtc_loops {
-            text.push_str(&loops.render_metrics());
-        }
         text.push_str(&e.metrics.rooms.render(e.rooms.count()));
         text.push_str(&crate::metrics::render_media(&e.media_totals(), &e.pool.worker_stats()));
         text.push_str(&crate::metrics::render_process());

@@ -6,7 +6,6 @@
 //! CPU than a webrtc-rs driver per call).
 //!
 //! - `addrs` — the addresses a loop is reached at (each interface's, for a wildcard media IP).
-//! - `batch` — datagrams out, one `sendmmsg` per wake-up.
 //! - `conn` — one connection: answering its offer, and what its core reports.
 //! - `run` — the loop itself: routing (by remote address, or by the ufrag a STUN request names),
 //!   deadlines, commands from the calls.
@@ -16,7 +15,6 @@
 //! and [`Media`] (outbound RTP, on a bounded queue).
 
 mod addrs;
-mod batch;
 mod conn;
 mod run;
 mod tcp;
@@ -166,17 +164,6 @@ pub struct RtcLoops {
     keys: AtomicU64,
     /// Connections held by all the loops (`/metrics`: a leak shows here).
     connections: Arc<AtomicUsize>,
-    counters: Arc<LoopCounters>,
-}
-
-/// What the loops sent, for `/metrics`.
-#[derive(Default)]
-pub(crate) struct LoopCounters {
-    datagrams_sent: AtomicU64,
-    /// System calls that sent them (`sendmmsg`): datagrams per call is the batching.
-    send_calls: AtomicU64,
-    /// Datagrams the kernel did not take (a full socket buffer, a refused destination).
-    send_dropped: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -193,7 +180,6 @@ impl RtcLoops {
         let ips = addrs::media_addresses(ports.ip())?;
         let mut loops = Vec::with_capacity(count);
         let connections = Arc::new(AtomicUsize::new(0));
-        let counters = Arc::new(LoopCounters::default());
         for _ in 0..count.max(1) {
             let sockets = ports.allocate().ok_or("no free media port for a loop")?;
             let port = sockets.udp.ok_or("no UDP address for a loop")?.port();
@@ -208,36 +194,16 @@ impl RtcLoops {
                 me: to_loop.downgrade(),
                 media_tx: media.downgrade(),
                 connections: connections.clone(),
-                counters: counters.clone(),
             };
             tokio::spawn(run::run(queues, udp, tcp, local.clone()));
             loops.push(Loop { commands: to_loop, media, local });
         }
-        Ok(Self { loops, next: AtomicUsize::new(0), keys: AtomicU64::new(0), connections, counters })
+        Ok(Self { loops, next: AtomicUsize::new(0), keys: AtomicU64::new(0), connections })
     }
 
     /// Connections the loops hold now.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
-    }
-
-    /// The loops' counters, in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write;
-        let c = &self.counters;
-        let mut out = String::new();
-        for (name, help, v) in [
-            ("voxrelay_webrtc_loop_datagrams_sent_total", "UDP datagrams the WebRTC loops sent.", &c.datagrams_sent),
-            ("voxrelay_webrtc_loop_send_calls_total", "System calls (sendmmsg) that sent them.", &c.send_calls),
-            (
-                "voxrelay_webrtc_loop_send_dropped_total",
-                "Datagrams the kernel did not take (full socket buffer, refused destination).",
-                &c.send_dropped,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
-        }
-        out
     }
 
     /// Answers `offer` on the next loop, sending `codec` with the offer's payload type. Returns

@@ -15,9 +15,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 
-use super::batch::Outbox;
 use super::conn::{self, Conn, LocalAddrs};
-use super::{Command, ConnKey, IceOp, LoopCounters, Media};
+use super::{Command, ConnKey, IceOp, Media};
 use crate::transport::shared_udp::{Deadlines, Router};
 use crate::transport::{Departure, TransportEvent};
 
@@ -32,9 +31,6 @@ const IDLE: Duration = Duration::from_secs(1);
 struct Wire {
     /// One socket per local address (`LocalAddrs::udp`, same order); almost always one.
     udp: Vec<(SocketAddr, UdpSocket)>,
-    /// Datagrams written during this wake-up, sent together at its end (`flush`).
-    outbox: Outbox,
-    counters: Arc<LoopCounters>,
     /// The socket `readable` looks at first: the one after the last read, so a busy address
     /// cannot starve the others.
     first: usize,
@@ -54,20 +50,10 @@ impl Wire {
         }
         // From the address the peer's checks reached: ICE pairs are addresses.
         let from = out.transport.local_addr;
-        let socket = self.udp.iter().position(|(addr, _)| *addr == from).unwrap_or(0);
-        self.outbox.push(socket, to, out.message);
-    }
-
-    /// Sends what this wake-up wrote (one `sendmmsg` per socket and 64 datagrams).
-    fn flush(&mut self) {
-        if self.outbox.is_empty() {
-            return;
+        let Some((_, socket)) = self.udp.iter().find(|(addr, _)| *addr == from).or(self.udp.first()) else { return };
+        if let Err(e) = socket.try_send_to(&out.message, to) {
+            debug!(peer = %to, "UDP send: {e}");
         }
-        let flushed = self.outbox.flush(&self.udp);
-        let c = &self.counters;
-        c.datagrams_sent.fetch_add(flushed.sent as u64, Ordering::Relaxed);
-        c.send_calls.fetch_add(flushed.calls as u64, Ordering::Relaxed);
-        c.send_dropped.fetch_add(flushed.dropped as u64, Ordering::Relaxed);
     }
 
     /// Waits until one of the UDP sockets has a datagram; its index.
@@ -104,13 +90,11 @@ pub(super) struct Queues {
     pub me: mpsc::WeakUnboundedSender<Command>,
     pub media_tx: mpsc::WeakSender<Media>,
     pub connections: Arc<AtomicUsize>,
-    pub counters: Arc<LoopCounters>,
 }
 
 pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpListener>, local: Arc<LocalAddrs>) {
-    let Queues { mut commands, mut media, me, media_tx, connections, counters } = queues;
-    let udp = local.udp.iter().copied().zip(udp).collect();
-    let wire = Wire { udp, outbox: Outbox::default(), counters, first: 0, tcp: HashMap::new() };
+    let Queues { mut commands, mut media, me, media_tx, connections } = queues;
+    let wire = Wire { udp: local.udp.iter().copied().zip(udp).collect(), first: 0, tcp: HashMap::new() };
     let mut state = State {
         local,
         wire,
@@ -125,8 +109,6 @@ pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpList
     let mut buf = vec![0u8; 2048];
     let mut due = Vec::new();
     loop {
-        // What the last wake-up wrote leaves now, before the loop sleeps again.
-        state.wire.flush();
         let next = state.deadlines.next().unwrap_or_else(|| Instant::now() + IDLE);
         tokio::select! {
             biased;
@@ -187,7 +169,6 @@ pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpList
         }
         state.connections.fetch_sub(1, Ordering::Relaxed);
     }
-    state.wire.flush();
 }
 
 async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
