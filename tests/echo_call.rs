@@ -296,21 +296,39 @@ async fn calls_share_the_loops_socket_and_the_driver_still_works() {
 /// (all are this machine's, reached over loopback routing) and echoes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_media_ip_runs_on_the_loop_with_a_candidate_per_address() {
+    let v4 = wildcard_call(std::net::Ipv4Addr::UNSPECIFIED.into()).await;
+    assert!(v4.iter().all(|(ip, _)| !ip.contains(':')), "IPv4 only on 0.0.0.0: {v4:?}");
+    // `::` is dual-stack: the same IPv4 addresses, and the host's IPv6 ones (none link-local).
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        eprintln!("skipped the :: half: this host has no IPv6");
+        return;
+    }
+    let any = wildcard_call(std::net::Ipv6Addr::UNSPECIFIED.into()).await;
+    let ips = |c: &std::collections::BTreeSet<(String, u16)>| -> Vec<String> { c.iter().map(|(ip, _)| ip.clone()).collect() };
+    let (v4, any) = (ips(&v4), ips(&any));
+    assert!(v4.iter().filter(|ip| *ip != "127.0.0.1").all(|ip| any.contains(ip)), "{v4:?} in {any:?}");
+    assert!(any.iter().all(|ip| !ip.starts_with("fe80")), "no link-local candidates: {any:?}");
+}
+
+/// Two calls on a server whose media IP is `ip` (a wildcard): their UDP host candidates, after
+/// checking they are one loop's, on one port, and that the first call echoes.
+async fn wildcard_call(ip: std::net::IpAddr) -> std::collections::BTreeSet<(String, u16)> {
     let server = start_with(|c| {
         c.audio_workers = Some(1);
-        c.rtc_ip = Some(std::net::Ipv4Addr::UNSPECIFIED.into());
+        c.rtc_ip = Some(ip);
     })
     .await;
     let base = server.url();
     let mut a = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
     let b = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
     let (ca, cb) = (udp_host_addrs(&a.answer_sdp), udp_host_addrs(&b.answer_sdp));
-    assert!(!ca.is_empty() && ca.iter().all(|(ip, _)| ip != "0.0.0.0"), "concrete addresses: {ca:?}");
+    assert!(!ca.is_empty() && ca.iter().all(|(ip, _)| ip != "0.0.0.0" && ip != "::"), "concrete addresses: {ca:?}");
     assert_eq!(ca, cb, "both calls on the one loop's sockets");
     assert_eq!(udp_host_ports(&a.answer_sdp).len(), 1, "one port: {ca:?}");
     assert_eq!(server.engine.loop_connections(), 2, "on the loop, not the per-call driver");
-    hears_its_echo(&mut a, "wildcard media IP").await;
+    hears_its_echo(&mut a, &format!("wildcard media IP {ip}")).await;
     a.close().await;
     b.close().await;
     server.shutdown().await;
+    ca
 }

@@ -17,8 +17,43 @@ fn tcp_only() -> ClientOptions {
 async fn a_tcp_only_caller_gets_its_echo_over_ice_tcp() {
     let server = start_server().await;
     assert!(voxrelay::ServeConfig::defaults().rtc_tcp, "on by default");
-    let base = server.url();
-    let mut c = Call::connect_with(&base, "/v1/realtime", API_KEY, tcp_only()).await;
+    echoes_over_tcp(&server.url()).await;
+}
+
+/// A wildcard media IP: `0.0.0.0`, and `::` (dual-stack), where an IPv4 caller's stream reaches
+/// the listener as `::ffff:a.b.c.d` and the loop must know it by its IPv4 address, as ICE does.
+/// The caller sits on an interface address: webrtc-rs's active TCP candidate does not bind its
+/// source, so from 127.0.0.1 its stream would come from an address its own ICE does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_caller_reaches_a_wildcard_media_ip() {
+    let interfaces = rtc::shared::ifaces::ifaces().expect("interfaces");
+    let Some(ip) = interfaces.iter().filter_map(|i| i.addr.map(|a| a.ip())).find(|ip| ip.is_ipv4() && !ip.is_loopback()) else {
+        eprintln!("skipped: this host has no IPv4 address beyond loopback");
+        return;
+    };
+    let mut wildcards = vec![std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)];
+    if std::net::TcpListener::bind("[::]:0").is_ok() {
+        wildcards.push(std::net::Ipv6Addr::UNSPECIFIED.into());
+    } else {
+        eprintln!("no IPv6 here: only 0.0.0.0");
+    }
+    for wildcard in wildcards {
+        let server = start_with(|c| c.rtc_ip = Some(wildcard)).await;
+        let opts = ClientOptions { bind_ip: ip, ..tcp_only() };
+        let mut c = Call::connect_with(&server.url(), "/v1/realtime", API_KEY, opts).await;
+        assert_eq!(server.engine.loop_connections(), 1, "{wildcard}: on the loop");
+        c.expect("session.created").await;
+        c.speak_turn(500);
+        let done = c.expect("response.done").await;
+        assert_eq!(done["response"]["status"], "completed", "{wildcard}: {done}");
+        c.wait_voiced(50).await;
+        c.close().await;
+        server.shutdown().await;
+    }
+}
+
+async fn echoes_over_tcp(base: &str) {
+    let mut c = Call::connect_with(base, "/v1/realtime", API_KEY, tcp_only()).await;
     c.expect("session.created").await;
     c.speak_turn(500);
     let done = c.expect("response.done").await;

@@ -83,7 +83,7 @@ pub struct ServeConfig {
     /// listener) and one task per audio worker for all of them, instead of a socket and a
     /// webrtc-rs driver per connection (≈ 1.5× the calls per core at the capacity criterion, ≈ 1.5×
     /// the forwarded packets per core; BENCHMARKS.md).
-    /// A wildcard media IP gets one socket per interface address.
+    /// A wildcard media IP gets one socket per interface address (`::`: IPv4 and IPv6 ones).
     #[arg(long, env = "VOXRELAY_RTC_LOOP", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rtc_loop: bool,

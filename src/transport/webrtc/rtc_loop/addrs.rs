@@ -1,6 +1,7 @@
 //! Which addresses a loop is reached at, and its sockets on them. A concrete media IP is one
 //! address. For a wildcard (`0.0.0.0`, `::`; the Docker image listens on `0.0.0.0`) the loop binds
-//! one UDP socket per address of the host's interfaces of that family, all on one port number:
+//! one UDP socket per address of the host's interfaces, all on one port number (`0.0.0.0`: the
+//! IPv4 ones; `::`, dual-stack as a socket on it would be: IPv4 and IPv6 alike):
 //! a datagram's socket tells which of them it was sent to, which ICE needs (a candidate is an
 //! address) and one socket on the wildcard cannot say without `IP_PKTINFO`; replies leave from
 //! the address the peer checked. Loopback addresses are left out unless the host has no other.
@@ -20,7 +21,7 @@ pub(super) fn media_addresses(ip: IpAddr) -> Result<Vec<IpAddr>, String> {
     let mut all: Vec<IpAddr> = interfaces
         .iter()
         .filter_map(|i| i.addr.map(|a| a.ip()))
-        .filter(|a| a.is_ipv4() == ip.is_ipv4())
+        .filter(|a| ip.is_ipv6() || a.is_ipv4())
         // IPv6 link-local addresses need a scope id a candidate cannot carry.
         .filter(|a| !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
         .collect();
@@ -29,7 +30,7 @@ pub(super) fn media_addresses(ip: IpAddr) -> Result<Vec<IpAddr>, String> {
     let routable: Vec<IpAddr> = all.iter().copied().filter(|a| !a.is_loopback()).collect();
     let chosen = if routable.is_empty() { all } else { routable };
     if chosen.is_empty() {
-        return Err(format!("no interface has an {} address", if ip.is_ipv4() { "IPv4" } else { "IPv6" }));
+        return Err(format!("no interface has an {} address", if ip.is_ipv4() { "IPv4" } else { "IP" }));
     }
     Ok(chosen)
 }
@@ -74,6 +75,16 @@ mod tests {
         let any = media_addresses(Ipv4Addr::UNSPECIFIED.into()).unwrap();
         assert!(!any.is_empty() && any.iter().all(|a| a.is_ipv4() && !a.is_unspecified()), "{any:?}");
         assert!(any.iter().all(|a| !a.is_loopback()) || any == vec![lo], "loopback only when nothing else: {any:?}");
+    }
+
+    #[test]
+    fn the_ipv6_wildcard_is_dual_stack() {
+        let v4 = media_addresses(Ipv4Addr::UNSPECIFIED.into()).unwrap();
+        let any = media_addresses(std::net::Ipv6Addr::UNSPECIFIED.into()).unwrap();
+        // Loopback counts only on a host with nothing else, so compare the routable ones.
+        let routable = |a: &&IpAddr| !a.is_loopback();
+        assert!(v4.iter().filter(routable).all(|a| any.contains(a)), "{v4:?} in {any:?}");
+        assert!(any.iter().all(|a| !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)), "no link-local: {any:?}");
     }
 
     #[tokio::test]

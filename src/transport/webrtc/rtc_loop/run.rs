@@ -139,11 +139,14 @@ pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpList
             }
             accepted = accept(tcp.as_ref()) => {
                 if let Ok((stream, peer)) = accepted {
+                    // On a dual-stack `::` listener an IPv4 peer reads as `::ffff:a.b.c.d`; ICE
+                    // knows it (and us) by its IPv4 address.
+                    let peer = canonical(peer);
                     if state.wire.tcp.len() >= MAX_TCP_STREAMS {
                         debug!(%peer, "ICE-TCP stream refused: {MAX_TCP_STREAMS} open on this loop");
                         continue;
                     }
-                    let local = stream.local_addr().unwrap_or(state.wire.udp[0].0);
+                    let local = stream.local_addr().map_or(state.wire.udp[0].0, canonical);
                     let stream = super::tcp::start(stream, local, peer, state.me.clone(), state.media_tx.clone());
                     state.wire.tcp.insert(peer, stream);
                 }
@@ -169,6 +172,10 @@ pub(super) async fn run(queues: Queues, udp: Vec<UdpSocket>, tcp: Option<TcpList
         }
         state.connections.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
