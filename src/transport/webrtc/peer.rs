@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MediaEngine};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -258,7 +260,11 @@ pub(crate) fn media_engine(codecs: &[AudioCodec], audio_levels: bool) -> Result<
             None,
         )?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    // The library's default interceptors less NACK: it is negotiated for video only (no browser
+    // offers it for Opus), so its generator and responder never bind to an audio stream, yet
+    // every packet in and out was walked through both (BENCHMARKS.md "Interceptors").
+    configure_simulcast_extension_headers(&mut media_engine)?;
+    let registry = configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media_engine)?);
     Ok((media_engine, registry))
 }
 
