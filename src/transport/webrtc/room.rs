@@ -91,10 +91,7 @@ impl RoomPeer {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(_) => SendError::Closed,
             }),
-            SlotSender::Loop { conn, payload_type } => conn.send_rtp(slot, rtp_packet(&packet, *payload_type)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(()) => SendError::Full,
-                mpsc::error::TrySendError::Closed(()) => SendError::Closed,
-            }),
+            SlotSender::Loop { conn, payload_type } => conn.send_rtp(slot, rtp_packet(&packet, *payload_type)),
         }
     }
 }

@@ -33,7 +33,7 @@ use voxrelay_signaling::sdp::AudioLine;
 use voxrelay_signaling::{ApiError, CallId};
 
 use super::peer::{PortAllocator, samples_per_frame};
-use super::room::{RoomPeer, SlotSender};
+use super::room::{RoomPeer, SendError, SlotSender};
 use crate::metrics::Metrics;
 use crate::transport::packetizer::RtpPacketizer;
 use crate::transport::{Closer, Inbound, PacketSink, Transport, TransportEvent, TransportKind};
@@ -124,12 +124,12 @@ impl LoopConn {
         self.to_loop.send(command).is_ok()
     }
 
-    /// Queues one outbound packet on track `sender`; false when the loop is gone or too far
-    /// behind (the packet is dropped).
-    pub(crate) fn send_rtp(&self, sender: usize, packet: rtc::rtp::Packet) -> Result<(), mpsc::error::TrySendError<()>> {
+    /// Queues one outbound packet on track `sender`, without waiting: a loop too far behind (or
+    /// gone) drops it.
+    pub(crate) fn send_rtp(&self, sender: usize, packet: rtc::rtp::Packet) -> Result<(), SendError> {
         self.media.try_send(Media::Rtp { key: self.key, sender, packet }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
-            mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The loop: one task owns its UDP sockets (and an ICE-TCP listener) and every connection on them.
 //! It wakes for a datagram, a command from a call, an accepted stream or the earliest protocol
 //! deadline, and does everything a packet needs on the spot: routing, the sans-IO core (ICE,
-//! DTLS, SRTP, SCTP), and the caller's RTP into the worker's ring.
+//! DTLS, SRTP, SCTP), and the peer's RTP into the worker's ring or the room's queue.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
