@@ -250,12 +250,12 @@ pub fn render_process() -> String {
 }
 
 /// The audio workers' side: per-session counters summed over all sessions (live and ended;
-/// per-session gauges, in ms or the tick slot, are left out: a sum of them means nothing) and each worker's
+/// per-session gauges, in ms or a tick slot, are left out: a sum of them means nothing) and each worker's
 /// per-tick DSP time histogram.
 pub fn render_media(totals: &StatsSnapshot, workers: &[Arc<WorkerStats>]) -> String {
     let mut out = String::with_capacity(4096);
     for (name, v) in totals.fields() {
-        if name.ends_with("_ms") || name == "tick_slot" {
+        if name.ends_with("_ms") || name == "tick_slot" || name == "early_slot" {
             continue;
         }
         let help = name.replace('_', " ");

@@ -84,6 +84,11 @@ pub struct SessionChain {
     packets_in: u64,
 
     playback: Playback,
+    /// The agent's frames go out in the slot its response started in, not at the outbound half
+    /// (see [`SessionChain::early_frame`]).
+    ahead: bool,
+    /// Frames the agent has been silent for while ahead.
+    silent_ahead: u8,
     encoder: Encoder,
     /// Ticks run so far; tick time (ms) = this × 20, the arrival time of packets drained in it.
     ticks: u64,
@@ -99,6 +104,10 @@ pub struct SessionChain {
     dtx_frames: u64,
     bridge: Option<Box<RoomBridge>>,
 }
+
+/// Silent frames an ahead session sends before it goes back to the outbound half: the far end
+/// hears the response's tail on time, and the late packet on the way back is silence.
+pub const LEAVE_AHEAD_AFTER: u8 = 2;
 
 /// What one tick's inbound frame is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +167,8 @@ impl SessionChain {
             frames_in: 0,
             packets_in: 0,
             playback: Playback::default(),
+            ahead: false,
+            silent_ahead: 0,
             encoder,
             ticks: 0,
             frames_out: 0,
@@ -227,12 +238,57 @@ impl SessionChain {
         Liveness::Alive
     }
 
-    /// The second half: controls that arrived since (a cancel), then one outbound frame.
+    /// The second half: controls that arrived since (a cancel), then one outbound frame, unless
+    /// the session is ahead (its frames go out in [`SessionChain::early_frame`]'s slot).
     pub fn tick_outbound(&mut self) {
         self.apply_controls();
-        self.outbound();
+        if !self.ahead {
+            self.outbound();
+        }
         self.publish_stats();
         self.ticks += 1;
+    }
+
+    /// Called in the worker's slots other than the outbound half's: sends the next frame now if
+    /// the agent's response has just arrived with nothing playing (its first frame would
+    /// otherwise wait for the next outbound half, up to 20 ms), and from then on in this slot
+    /// every tick (the session is ahead); returns whether a frame went out. An ahead session
+    /// leaves after [`LEAVE_AHEAD_AFTER`] silent frames (returning false without a frame), and
+    /// the outbound half sends again.
+    ///
+    /// Why a frame may go early: the stream's RTP timestamps count frames, not slots, so the
+    /// far end sees one packet 5–15 ms early (its jitter buffer holds it) on the way in and one
+    /// that much late, in silence, on the way out; the frame rate stays one per tick. A session
+    /// bridged into a room is never ahead: its room audio is paced by the tick.
+    pub fn early_frame(&mut self) -> bool {
+        if self.ahead {
+            self.apply_controls();
+            if self.silent_ahead >= LEAVE_AHEAD_AFTER && !self.playback.is_speaking(&self.agent_in) {
+                self.ahead = false;
+                return false;
+            }
+        } else {
+            if self.bridge.is_some() || !self.playback.starts(&self.agent_in) {
+                return false;
+            }
+            // A cancel queued behind the response wins over playing its first frame.
+            self.apply_controls();
+            if !self.playback.starts(&self.agent_in) {
+                return false;
+            }
+            self.ahead = true;
+            self.silent_ahead = 0;
+            SessionStats::add(&self.stats.early_starts, 1);
+        }
+        let voiced = self.voiced_out;
+        self.outbound();
+        self.silent_ahead = if self.voiced_out > voiced { 0 } else { self.silent_ahead.saturating_add(1) };
+        true
+    }
+
+    /// Whether the session's frames go out in [`SessionChain::early_frame`]'s slot.
+    pub fn is_ahead(&self) -> bool {
+        self.ahead
     }
 
     /// RTP packets waiting in the ingress ring (the worker watches when they arrive).

@@ -90,6 +90,12 @@ impl Playback {
         }
     }
 
+    /// Whether a response's first frame is waiting with nothing playing: the previous tick
+    /// played no agent audio and the ring's next frame is audio of a live response.
+    pub fn starts(&self, ring: &Consumer<AgentFrame>) -> bool {
+        !self.was_playing_audio && ring.peek().is_ok_and(|f| matches!(f, AgentFrame::Audio { .. }) && !self.is_cancelled(f.response()))
+    }
+
     /// Whether agent audio is on air or queued (what a barge-in would cut).
     pub fn is_speaking(&self, ring: &Consumer<AgentFrame>) -> bool {
         self.on_air.is_some() || !ring.is_empty()
@@ -163,7 +169,10 @@ mod tests {
         assert_eq!(played, 3);
         assert_eq!(
             events,
-            vec![MediaEvent::PlaybackStarted { response: 1 }, MediaEvent::PlaybackFinished { response: 1, played: Duration::from_millis(60) }]
+            vec![
+                MediaEvent::PlaybackStarted { response: 1 },
+                MediaEvent::PlaybackFinished { response: 1, played: Duration::from_millis(60) }
+            ]
         );
     }
 

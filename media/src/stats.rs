@@ -88,6 +88,11 @@ counters! {
     /// The 5 ms slot of the worker's 20 ms tick (0..4) the session's inbound half runs in: where
     /// its packets arrive (`tick_phase`). Its outbound half runs `OUTBOUND_SLOTS` later.
     tick_slot,
+    /// 1 + the slot the session's frames go out in while the agent's response runs ahead of
+    /// the outbound half (`SessionChain::early_frame`); 0 while they go at the outbound half.
+    early_slot,
+    /// Agent responses whose first frame went out before the outbound half (early).
+    early_starts,
 }
 
 impl SessionStats {

@@ -221,6 +221,8 @@ struct Scheduled {
     inbound_next: bool,
     /// This tick's inbound half was put off by a slot: nothing had arrived in its own.
     deferred: bool,
+    /// The slot the session's frames go out in while it is ahead ([`SessionChain::early_frame`]).
+    ahead: Option<u8>,
 }
 
 enum SlotRun {
@@ -234,7 +236,8 @@ impl Scheduled {
     fn new(chain: SessionChain) -> Self {
         let phase = TickPhase::new(0);
         SessionStats::set(&chain.stats().tick_slot, u64::from(phase.inbound_slot()));
-        Scheduled { chain, phase, inbound_next: true, deferred: false }
+        SessionStats::set(&chain.stats().early_slot, 0);
+        Scheduled { chain, phase, inbound_next: true, deferred: false, ahead: None }
     }
 
     /// Slot `slot` of the tick has come: runs the half due in it, if any. The outbound half
@@ -244,16 +247,42 @@ impl Scheduled {
     /// a few ms later than usual (a busy core, a scheduling hiccup on either side) is then
     /// played in its tick instead of making the jitter buffer conceal it and hold a frame more
     /// of delay for seconds. A call without packets (DTX) only has its inbound half 5 ms later.
+    ///
+    /// In the other slots the agent's response may start early: its first frame goes out in the
+    /// first slot after it arrived, and its frames keep that slot until it has ended (the call
+    /// listens there meanwhile, [`SessionStats::early_slot`]). Without it, a first frame that
+    /// missed the outbound half (tokio answered the turn event later than 10 ms, e.g. on a busy
+    /// core) waited a whole tick.
     fn on_slot(&mut self, slot: u8) -> SlotRun {
         self.phase.observe(slot, self.chain.queued_packets());
         let mut rang = 0u8;
-        if !self.inbound_next && slot == self.phase.outbound_slot() {
-            rang |= 1 << slot;
+        let outbound_half = !self.inbound_next && slot == self.phase.outbound_slot();
+        if outbound_half {
+            if self.ahead.is_none() {
+                rang |= 1 << slot;
+            }
             self.chain.tick_outbound();
             self.inbound_next = true;
             if self.phase.tick_done() {
                 SessionStats::set(&self.chain.stats().tick_slot, u64::from(self.phase.inbound_slot()));
             }
+        }
+        match self.ahead {
+            Some(ahead) if ahead == slot => {
+                if self.chain.early_frame() {
+                    rang |= 1 << slot;
+                } else {
+                    self.ahead = None;
+                    SessionStats::set(&self.chain.stats().early_slot, 0);
+                }
+            }
+            None if !outbound_half && self.chain.early_frame() => {
+                self.ahead = Some(slot);
+                // Published before the ring, so the call's next wait is on this slot.
+                SessionStats::set(&self.chain.stats().early_slot, u64::from(slot) + 1);
+                rang |= 1 << slot;
+            }
+            _ => {}
         }
         let inbound = self.phase.inbound_slot();
         let due = slot == inbound || (self.deferred && slot == (inbound + 1) % TICK_SLOTS);
@@ -404,6 +433,109 @@ mod tests {
         assert!(rung.iter().all(|&(w, mask)| w == 0 && mask != 0 && mask & !ours == 0), "{rung:?}");
         assert!(rung.iter().any(|&(_, m)| m & (1 << inbound) != 0) && rung.iter().any(|&(_, m)| m & (1 << outbound) != 0));
         pool.shutdown();
+    }
+
+    /// A session scheduled slot by slot (no clock): each slot's ring bits and the frames that
+    /// went out in it (index, voiced).
+    struct Slots {
+        session: Scheduled,
+        handle: SessionHandle,
+        slot: u8,
+    }
+
+    impl Slots {
+        fn new() -> Self {
+            let (chain, handle) = SessionChain::new(TurnDetectConfig::default()).unwrap();
+            Slots { session: Scheduled::new(chain), handle, slot: 0 }
+        }
+
+        fn step(&mut self) -> (u8, u8, Vec<(u64, bool)>) {
+            let slot = self.slot;
+            let SlotRun::Ran(rang) = self.session.on_slot(slot) else { panic!("abandoned") };
+            self.slot = (slot + 1) % TICK_SLOTS;
+            let mut out = Vec::new();
+            while let Ok(f) = self.handle.egress.pop() {
+                out.push((f.frame_index, f.voiced));
+            }
+            (slot, rang, out)
+        }
+
+        fn agent(&mut self, response: u64, frames: usize) {
+            for _ in 0..frames {
+                self.handle.agent_out.push(crate::AgentFrame::Audio { response, pcm: [1000; crate::SAMPLES_24K] }).unwrap();
+            }
+            self.handle.agent_out.push(crate::AgentFrame::End { response }).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_response_arriving_after_the_outbound_half_starts_in_the_next_slot_and_keeps_it() {
+        let mut s = Slots::new();
+        let home = crate::OUTBOUND_SLOTS; // fresh session: inbound slot 0, no packets, no moves
+        let mut sent = Vec::new();
+        for _ in 0..3 * TICK_SLOTS {
+            let (slot, rang, out) = s.step();
+            if !out.is_empty() {
+                assert_eq!((slot, rang & (1 << slot)), (home, 1 << home), "a silent session sends at its outbound half");
+            }
+            sent.extend(out);
+        }
+        assert_eq!(s.slot, 0);
+        assert_eq!(s.handle.stats.early_slot(), 0);
+        // The response arrives in slot 0, after this tick's outbound half: its first frame goes
+        // out in slot 0, not at the next outbound half 10 ms later, and the call is told.
+        s.agent(7, 5);
+        let (slot, rang, out) = s.step();
+        assert_eq!(slot, 0);
+        assert_eq!(out.len(), 1, "the first frame went out at once");
+        assert!(out[0].1 && rang & 1 != 0);
+        assert_eq!(s.handle.stats.early_slot(), 1);
+        assert_eq!(s.handle.stats.early_starts(), 1);
+        sent.extend(out);
+        // Its frames keep slot 0, one per tick; then LEAVE_AHEAD_AFTER silent ones there, and
+        // the outbound half takes over again.
+        let mut slots_used = Vec::new();
+        for _ in 0..10 * TICK_SLOTS {
+            let (slot, rang, out) = s.step();
+            for f in &out {
+                slots_used.push((slot, f.1));
+                assert!(rang & (1 << slot) != 0, "the slot of every frame rings");
+            }
+            sent.extend(out);
+        }
+        let voiced_then_silent: Vec<_> = slots_used.iter().take(4 + crate::chain::LEAVE_AHEAD_AFTER as usize).copied().collect();
+        let expected: Vec<_> = (0..4).map(|_| (0, true)).chain((0..crate::chain::LEAVE_AHEAD_AFTER).map(|_| (0, false))).collect();
+        assert_eq!(voiced_then_silent, expected);
+        assert!(slots_used[4 + crate::chain::LEAVE_AHEAD_AFTER as usize..].iter().all(|&(slot, voiced)| slot == home && !voiced));
+        assert_eq!(s.handle.stats.early_slot(), 0);
+        // One frame per tick throughout, every index once and in order.
+        let indices: Vec<u64> = sent.iter().map(|f| f.0).collect();
+        assert_eq!(indices, (0..indices.len() as u64).collect::<Vec<_>>());
+        assert_eq!(sent.iter().filter(|f| f.1).count(), 5);
+    }
+
+    #[test]
+    fn a_cancelled_or_playing_response_does_not_start_early() {
+        let mut s = Slots::new();
+        for _ in 0..TICK_SLOTS {
+            s.step();
+        }
+        // Cancelled before its first frame: nothing goes out early.
+        s.agent(1, 3);
+        s.handle.control.push(crate::Control::CancelResponse(1)).unwrap();
+        for _ in 0..2 * TICK_SLOTS {
+            let (_, _, out) = s.step();
+            assert!(out.iter().all(|f| !f.1), "{out:?}");
+        }
+        assert_eq!(s.handle.stats.early_starts(), 0);
+        // A response that reached the worker before the outbound half plays from there.
+        while s.slot != crate::OUTBOUND_SLOTS {
+            s.step();
+        }
+        s.agent(2, 3);
+        let (_, _, out) = s.step();
+        assert_eq!(out.iter().map(|f| f.1).collect::<Vec<_>>(), [true]);
+        assert_eq!(s.handle.stats.early_starts(), 0);
     }
 
     #[test]

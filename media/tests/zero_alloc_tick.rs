@@ -54,6 +54,20 @@ static GLOBAL: Counting = Counting;
 /// frames for the room come out every tick too.
 /// `None` in `packets`: nothing arrives that tick (a DTX pause).
 fn measure(options: SessionOptions, packets: &[Option<RtpIn>], room: &[RtpIn]) -> (usize, u64) {
+    measure_ticks(options, packets, room, Halves::Whole)
+}
+
+/// How the measured ticks run.
+#[derive(Clone, Copy, PartialEq)]
+enum Halves {
+    /// `tick`: both halves at once.
+    Whole,
+    /// As a worker with a slot between the halves: inbound, `early_frame` (a response starts
+    /// early, its frames go out there, it goes back after its end), outbound.
+    EarlyBetween,
+}
+
+fn measure_ticks(options: SessionOptions, packets: &[Option<RtpIn>], room: &[RtpIn], halves: Halves) -> (usize, u64) {
     let agent = agent_tone(40);
     let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
 
@@ -77,7 +91,16 @@ fn measure(options: SessionOptions, packets: &[Option<RtpIn>], room: &[RtpIn]) -
             if let Some(bridge) = handle.bridge.as_mut() {
                 bridge.room_in.push(room[i % room.len()]).unwrap();
             }
-            chain.tick();
+            match halves {
+                Halves::Whole => {
+                    chain.tick();
+                }
+                Halves::EarlyBetween => {
+                    chain.tick_inbound();
+                    chain.early_frame();
+                    chain.tick_outbound();
+                }
+            }
             while handle.egress.pop().is_ok() {}
             if let Some(bridge) = handle.bridge.as_mut() {
                 while bridge.forward.pop().is_ok() {}
@@ -96,7 +119,12 @@ fn measure(options: SessionOptions, packets: &[Option<RtpIn>], room: &[RtpIn]) -
     COUNTING.with(|c| c.set(true));
     let events = run(50..packets.len());
     COUNTING.with(|c| c.set(false));
-    (events, ALLOCATIONS.load(Ordering::Relaxed) - before)
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    if halves == Halves::EarlyBetween {
+        let early = handle.stats.early_starts();
+        assert!(early > 2, "responses must have started early in the measured ticks, {early} did");
+    }
+    (events, allocations)
 }
 
 // `VadKind::Silero` (feature `silero`) is deliberately not measured here: tract allocates its
@@ -106,6 +134,14 @@ fn session_chain_tick_allocates_nothing_after_warm_up() {
     // Built before counting: everything measured is the per-tick path only.
     let packets: Vec<_> = rtp_packets(&speech_48k(), 60_000).into_iter().map(Some).collect(); // sequence numbers wrap mid-way
     let (events, allocations) = measure(SessionOptions::default(), &packets, &[]);
+    assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
+    assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
+}
+
+#[test]
+fn responses_that_start_early_allocate_nothing_either() {
+    let packets: Vec<_> = rtp_packets(&speech_48k(), 60_000).into_iter().map(Some).collect();
+    let (events, allocations) = measure_ticks(SessionOptions::default(), &packets, &[], Halves::EarlyBetween);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");
     assert_eq!(allocations, 0, "{allocations} allocations in {} ticks", packets.len() - 50);
 }

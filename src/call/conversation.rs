@@ -20,12 +20,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use voxrelay_media::barge_in::{self, BargeIn, ResponsePhase};
 use voxrelay_media::{AgentFrame, AudioTime, Control, FRAME, MediaEvent, TurnDetectConfig};
+use voxrelay_signaling::call_history::ToolCall;
+use voxrelay_signaling::events::ItemKind;
 use voxrelay_signaling::events::{
     CancelReason, ClientEvent, ContentPart, Dialect, ErrorKind, IdSource, Item, ItemStatus, PartRef, Response as WireResponse,
     ResponseError, ResponseOptions, ResponseStatus, ServerEvent, SessionUpdate, StampedEvent, StatusDetails, parse_client_event,
 };
-use voxrelay_signaling::call_history::ToolCall;
-use voxrelay_signaling::events::ItemKind;
 use voxrelay_signaling::{ApiError, SessionConfig, SessionId};
 
 use super::tools::{self, OpenCalls};
@@ -537,11 +537,16 @@ impl Conversation {
 
     /// Moves the agent's next frames into the audio worker's ring while it has room (one call
     /// task, one room agent: the same pull).
-    pub fn feed_agent(&mut self, ring: &mut rtrb::Producer<AgentFrame>, now: Instant) {
+    /// Hands the agent's frames to the worker while its ring has room; returns whether any of
+    /// them was audio.
+    pub fn feed_agent(&mut self, ring: &mut rtrb::Producer<AgentFrame>, now: Instant) -> bool {
+        let mut audio = false;
         while ring.slots() > 0 {
             let Some(frame) = self.next_agent_frame(now) else { break };
+            audio |= matches!(frame, AgentFrame::Audio { .. });
             let _ = ring.push(frame);
         }
+        audio
     }
 
     pub fn on_caller_audio(&mut self, start: AudioTime, pcm: &[i16; voxrelay_media::SAMPLES_24K]) {

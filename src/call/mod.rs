@@ -31,6 +31,7 @@ use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
 pub use self::ticks::SessionTicks;
+use self::ticks::FirstFrameWatch;
 use crate::metrics::Metrics;
 use crate::store::Recorder;
 use crate::transport::TransportEvent;
@@ -81,6 +82,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut event_rate = EventRate::default();
     let mut lifetime = Lifetime::new(Instant::now().into_std());
+    let mut first_frame = FirstFrameWatch::default();
 
     let end = loop {
         let event = tokio::select! {
@@ -89,7 +91,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                 Some(ev) => Some(ev),
                 None => break EndReason::Failed,
             },
-            _ = next_half_tick(&mut ticks) => None,
+            _ = next_half_tick(&mut ticks, first_frame.watching(Instant::now().into_std())) => None,
             _ = poll.tick(), if ticks.is_none() => None,
         };
         let now = Instant::now().into_std();
@@ -140,6 +142,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                         Uplink::Audio { start, pcm } => conversation.on_caller_audio(start, &pcm),
                         Uplink::Event(ev) => {
                             metrics.media_event(&ev);
+                            first_frame.on_media(&ev);
                             match ev {
                                 MediaEvent::SpeechStarted { .. } => lifetime.on_activity(now),
                                 MediaEvent::PlaybackStarted { .. } => lifetime.on_agent_speaking(true, now),
@@ -158,7 +161,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                     }
                 }
                 conversation.poll_agent_notices();
-                conversation.feed_agent(&mut agent_out, now);
+                first_frame.fed(conversation.feed_agent(&mut agent_out, now), now);
                 for d in conversation.agent_latencies.drain(..) {
                     metrics.agent_latency(d);
                 }
@@ -194,9 +197,9 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
 
 /// Waits for the worker's next half tick; once the bell is gone (or there was none), never
 /// returns, and the caller polls instead.
-async fn next_half_tick(ticks: &mut Option<SessionTicks>) {
+async fn next_half_tick(ticks: &mut Option<SessionTicks>, any_slot: bool) {
     if let Some(rx) = ticks
-        && rx.next_half().await
+        && rx.next_half(any_slot).await
     {
         return;
     }

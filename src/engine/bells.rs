@@ -30,6 +30,9 @@ struct Bell {
     /// Slots rung since the fan-out task last looked, one bit each.
     slots_rung: Arc<AtomicU8>,
     slots: Vec<watch::Sender<u64>>,
+    /// Bumped after every ring, whatever its slots: a call whose agent response is about to
+    /// start listens here (its first frame goes out in whichever slot comes first).
+    any: watch::Sender<u64>,
 }
 
 impl WorkerBells {
@@ -40,10 +43,11 @@ impl WorkerBells {
                 rung: Arc::new(Notify::new()),
                 slots_rung: Arc::new(AtomicU8::new(0)),
                 slots: (0..TICK_SLOTS).map(|_| watch::Sender::new(0)).collect(),
+                any: watch::Sender::new(0),
             })
             .collect();
         for bell in &bells {
-            let (rung, slots_rung, slots) = (bell.rung.clone(), bell.slots_rung.clone(), bell.slots.clone());
+            let (rung, slots_rung, slots, any) = (bell.rung.clone(), bell.slots_rung.clone(), bell.slots.clone(), bell.any.clone());
             tokio::spawn(async move {
                 loop {
                     rung.notified().await;
@@ -55,6 +59,9 @@ impl WorkerBells {
                         if mask & (1 << slot) != 0 {
                             tx.send_modify(|n| *n += 1);
                         }
+                    }
+                    if mask != 0 {
+                        any.send_modify(|n| *n += 1);
                     }
                 }
             });
@@ -77,7 +84,7 @@ impl WorkerBells {
     /// this pool does not have.
     pub fn subscribe(&self, worker: usize, stats: Arc<SessionStats>) -> Option<SessionTicks> {
         let bell = self.bells.get(worker)?;
-        Some(SessionTicks::new(bell.slots.iter().map(watch::Sender::subscribe).collect(), stats))
+        Some(SessionTicks::new(bell.slots.iter().map(watch::Sender::subscribe).collect(), bell.any.subscribe(), stats))
     }
 }
 
@@ -105,8 +112,8 @@ mod tests {
             let ring = ring.clone();
             std::thread::spawn(move || ring(0, 1 << slot)).join().unwrap();
             tokio::time::timeout(timeout, async {
-                assert!(a.next_half().await);
-                assert!(b.next_half().await);
+                assert!(a.next_half(false).await);
+                assert!(b.next_half(false).await);
             })
             .await
             .expect("both calls on worker 0 woke");
@@ -114,7 +121,7 @@ mod tests {
         // A slot neither half of theirs runs in wakes nobody.
         std::thread::spawn(move || ring(0, 1 << 1)).join().unwrap();
         let quiet = std::time::Duration::from_millis(50);
-        assert!(tokio::time::timeout(quiet, a.next_half()).await.is_err(), "slot 1 woke a call of slot 0");
-        assert!(tokio::time::timeout(quiet, other.next_half()).await.is_err(), "worker 1's calls were not woken");
+        assert!(tokio::time::timeout(quiet, a.next_half(false)).await.is_err(), "slot 1 woke a call of slot 0");
+        assert!(tokio::time::timeout(quiet, other.next_half(false)).await.is_err(), "worker 1's calls were not woken");
     }
 }
