@@ -269,12 +269,13 @@ impl Scheduled {
         }
         match self.ahead {
             Some(ahead) if ahead == slot => {
-                if self.chain.early_frame() {
-                    rang |= 1 << slot;
-                } else {
+                if !self.chain.early_frame() {
+                    // Rung all the same: the call, listening here, rereads its slots and is
+                    // awake for the outbound half's next frame.
                     self.ahead = None;
                     SessionStats::set(&self.chain.stats().early_slot, 0);
                 }
+                rang |= 1 << slot;
             }
             None if !outbound_half && self.chain.early_frame() => {
                 self.ahead = Some(slot);
@@ -495,8 +496,12 @@ mod tests {
         // Its frames keep slot 0, one per tick; then LEAVE_AHEAD_AFTER silent ones there, and
         // the outbound half takes over again.
         let mut slots_used = Vec::new();
+        let mut left = None;
         for _ in 0..10 * TICK_SLOTS {
             let (slot, rang, out) = s.step();
+            if left.is_none() && s.handle.stats.early_slot() == 0 {
+                left = Some((slot, rang & (1 << slot) != 0));
+            }
             for f in &out {
                 slots_used.push((slot, f.1));
                 assert!(rang & (1 << slot) != 0, "the slot of every frame rings");
@@ -507,7 +512,7 @@ mod tests {
         let expected: Vec<_> = (0..4).map(|_| (0, true)).chain((0..crate::chain::LEAVE_AHEAD_AFTER).map(|_| (0, false))).collect();
         assert_eq!(voiced_then_silent, expected);
         assert!(slots_used[4 + crate::chain::LEAVE_AHEAD_AFTER as usize..].iter().all(|&(slot, voiced)| slot == home && !voiced));
-        assert_eq!(s.handle.stats.early_slot(), 0);
+        assert_eq!(left, Some((0, true)), "it leaves in its slot, ringing it so the call rereads its slots");
         // One frame per tick throughout, every index once and in order.
         let indices: Vec<u64> = sent.iter().map(|f| f.0).collect();
         assert_eq!(indices, (0..indices.len() as u64).collect::<Vec<_>>());

@@ -119,9 +119,18 @@ mod tests {
             .expect("both calls on worker 0 woke");
         }
         // A slot neither half of theirs runs in wakes nobody.
-        std::thread::spawn(move || ring(0, 1 << 1)).join().unwrap();
+        {
+            let ring = ring.clone();
+            std::thread::spawn(move || ring(0, 1 << 1)).join().unwrap();
+        }
         let quiet = std::time::Duration::from_millis(50);
         assert!(tokio::time::timeout(quiet, a.next_half(false)).await.is_err(), "slot 1 woke a call of slot 0");
         assert!(tokio::time::timeout(quiet, other.next_half(false)).await.is_err(), "worker 1's calls were not woken");
+        // A call whose response is about to start listens to every slot: the rings it missed
+        // count once, then the next ring of any slot wakes it, and nothing else does.
+        tokio::time::timeout(timeout, a.next_half(true)).await.expect("the rings so far");
+        assert!(tokio::time::timeout(quiet, a.next_half(true)).await.is_err(), "woken without a ring");
+        std::thread::spawn(move || ring(0, 1 << 3)).join().unwrap();
+        assert!(tokio::time::timeout(timeout, a.next_half(true)).await.expect("slot 3 wakes a call listening to every slot"));
     }
 }
