@@ -286,11 +286,6 @@ impl SessionChain {
         true
     }
 
-    /// Whether the session's frames go out in [`SessionChain::early_frame`]'s slot.
-    pub fn is_ahead(&self) -> bool {
-        self.ahead
-    }
-
     /// RTP packets waiting in the ingress ring (the worker watches when they arrive).
     pub fn queued_packets(&self) -> usize {
         self.ingress.slots()

@@ -236,7 +236,6 @@ impl Scheduled {
     fn new(chain: SessionChain) -> Self {
         let phase = TickPhase::new(0);
         SessionStats::set(&chain.stats().tick_slot, u64::from(phase.inbound_slot()));
-        SessionStats::set(&chain.stats().early_slot, 0);
         Scheduled { chain, phase, inbound_next: true, deferred: false, ahead: None }
     }
 
