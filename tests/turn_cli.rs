@@ -10,18 +10,41 @@ use voxrelay::relay::probe::{CLASS_SUCCESS_RESPONSE, METHOD_BINDING, Probe, pars
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn write_conf(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxrelay-turn-cli-{}", std::process::id()));
+/// A config file in a directory of its own, both removed when the test is done with it.
+struct Conf(std::path::PathBuf);
+
+impl std::ops::Deref for Conf {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Conf {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn write_conf(name: &str, text: &str) -> Conf {
+    let dir = std::env::temp_dir().join(format!("voxrelay-turn-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    path
+    Conf(path)
 }
 
 #[test]
 fn a_bad_value_refuses_to_start_and_names_the_line() {
     let path = write_conf("bad.conf", "use-auth-secret\nlistening-port=99999\nstatic-auth-secret=x\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_voxrelay")).args(["turn", "--config"]).arg(&path).env_remove("VOXRELAY_TURN_CONFIG").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_voxrelay"))
+        .args(["turn", "--config"])
+        .arg(&*path)
+        .env_remove("VOXRELAY_TURN_CONFIG")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.conf:2: listening-port: \"99999\" is not a port"), "{stderr}");
@@ -30,10 +53,13 @@ fn a_bad_value_refuses_to_start_and_names_the_line() {
 #[test]
 fn turn_alone_answers_on_udp_and_exits_cleanly_on_sigterm() {
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let path = write_conf("good.conf", &format!("listening-ip=127.0.0.1\nlistening-port={port}\nuse-auth-secret\nstatic-auth-secret=x\nno-tcp\nno-tls\n"));
+    let path = write_conf(
+        "good.conf",
+        &format!("listening-ip=127.0.0.1\nlistening-port={port}\nuse-auth-secret\nstatic-auth-secret=x\nno-tcp\nno-tls\n"),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_voxrelay"))
         .args(["turn", "--config"])
-        .arg(&path)
+        .arg(&*path)
         .env_remove("VOXRELAY_TURN_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

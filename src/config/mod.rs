@@ -329,12 +329,30 @@ mod tests {
 
     use super::*;
 
-    fn temp_file(name: &str, text: &str) -> PathBuf {
+    /// A file in a directory of its own, both removed when the test is done with it.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp_file(name: &str, text: &str) -> TempFile {
         let dir = std::env::temp_dir().join(format!("voxrelay-cfg-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        path
+        TempFile(path)
     }
 
     /// `voxrelay serve ARGS` as clap parses it, the file layered under it. The environment
@@ -385,7 +403,8 @@ mod tests {
 
     #[test]
     fn config_check_reports_agents_and_the_turn_file() {
-        let dir = temp_file("check.toml", "").parent().unwrap().to_path_buf();
+        let file = temp_file("check.toml", "");
+        let dir = file.parent().unwrap();
         std::fs::write(dir.join("turn.conf"), "realm=example.org\nuse-auth-secret\nstatic-auth-secret=s3cret\nfrobnicate=1\n").unwrap();
         std::fs::write(dir.join("check.toml"), "turn_config = \"turn.conf\"\n").unwrap();
         let out = check(&dir.join("check.toml")).unwrap();
@@ -427,10 +446,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_in_the_file_are_errors() {
-        let dir = std::env::temp_dir().join(format!("voxrelay-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bad.toml");
-        std::fs::write(&path, "[providers.openai]\nmodle = \"x\"\n").unwrap();
+        let path = temp_file("bad.toml", "[providers.openai]\nmodle = \"x\"\n");
         let err = ConfigFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("modle"), "{err}");
     }

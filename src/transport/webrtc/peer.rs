@@ -199,6 +199,11 @@ impl PortAllocator {
         self
     }
 
+    /// Whether calls also get a passive ICE-TCP candidate on each port.
+    pub fn tcp(&self) -> bool {
+        self.tcp
+    }
+
     pub fn ip(&self) -> IpAddr {
         self.ip
     }

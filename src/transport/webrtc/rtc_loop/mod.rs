@@ -181,9 +181,8 @@ impl RtcLoops {
         let mut loops = Vec::with_capacity(count);
         let connections = Arc::new(AtomicUsize::new(0));
         for _ in 0..count.max(1) {
-            let sockets = ports.allocate().ok_or("no free media port for a loop")?;
-            let port = sockets.udp.ok_or("no UDP address for a loop")?.port();
-            let (udp, tcp, local) = addrs::bind(&ips, port, sockets.tcp.map(|a| a.ip())).await?;
+            let tcp_ip = ports.tcp().then_some(ports.ip());
+            let (udp, tcp, local) = addrs::bind_free(&ips, tcp_ip, || ports.allocate()?.udp.map(|a| a.port())).await?;
             let local = Arc::new(local);
             let (to_loop, commands) = mpsc::unbounded_channel();
             let (media, media_in) = mpsc::channel(MEDIA_QUEUE);
