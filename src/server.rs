@@ -122,7 +122,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<RunningServer> {
         max_connections_per_ip: cfg.max_http_connections_per_ip,
     };
     let api = Arc::new(
-        Api::new(Auth::new(api_key.clone()), Arc::new(EngineHandle(engine.clone())))
+        Api::new(Auth::new(api_key.clone()).with_call_rights(cfg.max_call_duration), Arc::new(EngineHandle(engine.clone())))
             .with_web(web)
             .with_telephony(telephony)
             .with_limits(limits)

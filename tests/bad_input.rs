@@ -45,7 +45,8 @@ async fn bad_requests_get_clear_errors() {
     let (s, v) = post_offer(&base, Some(API_KEY), sdp, huge).await;
     assert_eq!((s, code(&v)), (413, "body_too_large"));
 
-    let resp = http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(API_KEY).json(&json!({"agent": "nope"})).send().await.unwrap();
+    let resp =
+        http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(API_KEY).json(&json!({"agent": "nope"})).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(code(&resp.json().await.unwrap()), "unknown_agent");
     let resp = http()
@@ -57,7 +58,14 @@ async fn bad_requests_get_clear_errors() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(code(&resp.json().await.unwrap()), "invalid_expires_after");
-    let resp = http().post(format!("{base}/v1/realtime/sessions")).bearer_auth(API_KEY).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let resp = http()
+        .post(format!("{base}/v1/realtime/sessions"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let resp = http().get(format!("{base}/no/such/thing")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
@@ -68,7 +76,9 @@ async fn bad_requests_get_clear_errors() {
     // Still serving, and the errors are counted by code.
     assert_eq!(http().get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    for code in ["missing_credentials", "invalid_api_key", "unsupported_content_type", "invalid_offer", "offer_without_audio", "body_too_large"] {
+    for code in
+        ["missing_credentials", "invalid_api_key", "unsupported_content_type", "invalid_offer", "offer_without_audio", "body_too_large"]
+    {
         assert!(metrics.contains(&format!("voxrelay_api_errors_total{{code=\"{code}\"}}")), "{code} not counted in\n{metrics}");
     }
     server.shutdown().await;
@@ -90,12 +100,39 @@ async fn expired_secret_is_rejected() {
     let secret = v["value"].as_str().unwrap().to_string();
     assert!(secret.starts_with("ek_"));
     assert_eq!(v["session"]["type"], "realtime");
+    let mut call = Call::connect(&base, "/v1/realtime/calls", &secret).await;
+    call.expect("session.created").await;
     // Expiry is a wall-clock property: the shortest allowed lifetime is 10 s, so wait it out.
     let expires_at = v["expires_at"].as_u64().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     tokio::time::sleep(Duration::from_secs(expires_at.saturating_sub(now) + 1)).await;
     let (s, v) = post_offer(&base, Some(&secret), "application/sdp", "v=0").await;
     assert_eq!((s, code(&v)), (401, "expired_client_secret"));
+    // The call it started is still its own to end (and to PATCH): expiry limits new calls.
+    let other = http()
+        .post(format!("{base}/v1/realtime/sessions"))
+        .bearer_auth(API_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["client_secret"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let delete = |token: String| http().delete(format!("{base}{}", call.location)).bearer_auth(token).send();
+    assert_eq!(delete(other).await.unwrap().status(), 404, "another secret's session has no such call");
+    assert_eq!(server.engine.live_calls(), 1);
+    let resp = delete(secret.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.engine.live_calls() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the call did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call.close().await;
     server.shutdown().await;
 }
 
@@ -166,15 +203,23 @@ async fn bad_tools_and_function_outputs_get_error_events_on_an_echo_call() {
         ev["event_id"] = json!(format!("evt_{i}"));
         c.send(ev).await;
         let e = c.expect("error").await;
-        assert_eq!((e["error"]["code"].as_str(), e["error"]["event_id"].as_str()), (Some("invalid_value"), Some(format!("evt_{i}").as_str())), "{e}");
+        assert_eq!(
+            (e["error"]["code"].as_str(), e["error"]["event_id"].as_str()),
+            (Some("invalid_value"), Some(format!("evt_{i}").as_str())),
+            "{e}"
+        );
     }
     // The echo agent calls no functions, so no output can be expected from the client.
-    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_1", "output": "{}"}})).await;
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_1", "output": "{}"}}))
+        .await;
     assert_eq!(c.expect("error").await["error"]["code"], "unknown_call_id");
     // Nothing was half-applied, a valid declaration is echoed, and the call still answers turns.
     c.send(json!({"type": "session.update", "session": {"tools": [tool], "tool_choice": "required"}})).await;
     let updated = c.expect("session.updated").await;
-    assert_eq!(updated["session"]["tools"], json!([{"type": "function", "name": "lookup", "description": "", "parameters": {"type": "object"}}]));
+    assert_eq!(
+        updated["session"]["tools"],
+        json!([{"type": "function", "name": "lookup", "description": "", "parameters": {"type": "object"}}])
+    );
     assert_eq!(updated["session"]["tool_choice"], "required");
     c.speak_turn(500);
     assert_eq!(c.expect("response.done").await["response"]["status"], "completed");

@@ -2,6 +2,9 @@
 //! A client secret is bound to the session settings it was minted with and expires; it never
 //! carries or reveals a provider key. Secrets live in memory (one node); an expired one is
 //! refused exactly like an unknown one would be, but with its own code so clients can refresh.
+//! Expiry limits when a secret may start a call: the call it started stays its own to `PATCH`
+//! (trickle ICE, ICE restart) and end for [`Auth::call_rights`] after that (the longest a call
+//! may last), so a browser whose network changes a minute into a call can still restart ICE.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +24,9 @@ pub const GA_SECRET_TTL_RANGE_S: std::ops::RangeInclusive<u64> = 10..=7200;
 /// Bounded so a client minting in a loop cannot grow memory without end; expired entries are
 /// pruned first, so this binds only live secrets.
 pub const MAX_LIVE_SECRETS: usize = 100_000;
+/// How long after its expiry a secret may still manage the calls it started, by default: the
+/// server's default longest call (`--max-call-duration`).
+pub const DEFAULT_CALL_RIGHTS_S: u64 = 3600;
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -65,6 +71,10 @@ pub struct SecretGrant {
     pub node: Option<String>,
 }
 
+fn expired() -> ApiError {
+    ApiError::unauthorized("expired_client_secret", "the client secret has expired")
+}
+
 fn invalid_credential() -> ApiError {
     ApiError::unauthorized("invalid_api_key", "the API key or client secret is not valid")
 }
@@ -83,6 +93,8 @@ pub struct Auth {
     /// Vouches for the client address of requests passed between nodes.
     pub node_key: crate::node_auth::NodeKey,
     secrets: Mutex<HashMap<String, SecretGrant>>,
+    /// Seconds after its expiry a secret keeps its rights over the calls it started.
+    call_rights: u64,
     /// Several nodes: where secrets minted here are published and secrets minted elsewhere are
     /// found.
     shared: std::sync::OnceLock<std::sync::Arc<dyn SharedSecrets>>,
@@ -91,7 +103,8 @@ pub struct Auth {
 /// Client secrets shared by the nodes of a cluster (the server implements it on Redis).
 #[async_trait::async_trait]
 pub trait SharedSecrets: Send + Sync {
-    async fn put(&self, value: &str, grant: &SecretGrant) -> Result<(), String>;
+    /// Keeps `grant` under `value` for `keep_s` seconds (past its expiry: see [`Auth::call_rights`]).
+    async fn put(&self, value: &str, grant: &SecretGrant, keep_s: u64) -> Result<(), String>;
     async fn get(&self, value: &str) -> Result<Option<SecretGrant>, String>;
 }
 
@@ -102,8 +115,20 @@ impl Auth {
             node_key: crate::node_auth::NodeKey::new(&api_key),
             api_key,
             secrets: Mutex::new(HashMap::new()),
+            call_rights: DEFAULT_CALL_RIGHTS_S,
             shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How long after its expiry a secret may still `PATCH` and end the calls it started: the
+    /// server's longest call (`--max-call-duration`; 0, no limit, keeps them a day).
+    pub fn with_call_rights(mut self, max_call_s: u64) -> Self {
+        self.call_rights = if max_call_s == 0 { 86_400 } else { max_call_s };
+        self
+    }
+
+    pub fn call_rights(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.call_rights)
     }
 
     /// Shares client secrets with the other nodes of a cluster.
@@ -121,7 +146,7 @@ impl Auth {
             g.clone()
         });
         if let Some(grant) = grant
-            && let Err(e) = shared.put(value, &grant).await
+            && let Err(e) = shared.put(value, &grant, grant.expires_at.saturating_sub(unix_now()) + self.call_rights).await
         {
             tracing::warn!("a client secret could not be shared with the cluster (it works on this node only): {e}");
         }
@@ -141,9 +166,33 @@ impl Auth {
         self.caller_token(bearer(headers)?).await
     }
 
+    /// Who may `PATCH` or end a call: the API key, or a secret, which the engine then holds to
+    /// the calls of its own session. Unlike [`Auth::caller`] a secret that expired less than
+    /// [`Auth::call_rights`] ago still counts: its expiry only limits starting calls.
+    pub async fn call_owner(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let caller = self.known(bearer(headers)?).await?;
+        if let Caller::Secret(grant) = &caller
+            && grant.expires_at + self.call_rights <= unix_now()
+        {
+            return Err(expired());
+        }
+        Ok(caller)
+    }
+
     /// [`Auth::caller`] for a token that came another way (a WebSocket subprotocol). A secret
     /// this node does not know may have been minted by another node of the cluster.
     pub async fn caller_token(&self, token: &str) -> Result<Caller, ApiError> {
+        let caller = self.known(token).await?;
+        if let Caller::Secret(grant) = &caller
+            && grant.expires_at <= unix_now()
+        {
+            return Err(expired());
+        }
+        Ok(caller)
+    }
+
+    /// The API key, or the grant of a secret this node or the cluster knows (expired or not).
+    async fn known(&self, token: &str) -> Result<Caller, ApiError> {
         if constant_time_eq(token.as_bytes(), self.api_key.as_bytes()) {
             return Ok(Caller::ApiKey);
         }
@@ -163,9 +212,6 @@ impl Auth {
             },
             (None, None) => return Err(invalid_credential()),
         };
-        if grant.expires_at <= unix_now() {
-            return Err(ApiError::unauthorized("expired_client_secret", "the client secret has expired"));
-        }
         Ok(Caller::Secret(grant))
     }
 
@@ -175,9 +221,13 @@ impl Auth {
         let expires_at = now + ttl_s;
         let mut secrets = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
         if secrets.len() >= MAX_LIVE_SECRETS {
-            // Keep expired secrets for one extra TTL window so a late client still gets
-            // `expired_client_secret` rather than `invalid_api_key`, but never past the cap.
-            secrets.retain(|_, g| g.expires_at > now);
+            // Expired secrets are kept while they may still manage their calls (and a late
+            // client gets `expired_client_secret` rather than `invalid_api_key`); at the cap
+            // those past it go first, then the expired ones, never the live ones.
+            secrets.retain(|_, g| g.expires_at + self.call_rights > now);
+            if secrets.len() >= MAX_LIVE_SECRETS {
+                secrets.retain(|_, g| g.expires_at > now);
+            }
             if secrets.len() >= MAX_LIVE_SECRETS {
                 return Err(ApiError::overloaded("too many live client secrets"));
             }
@@ -218,7 +268,28 @@ mod tests {
         assert!(auth.expire_secret(&secret));
         assert_eq!(auth.caller(&headers(&secret)).await.unwrap_err().code, "expired_client_secret");
         assert_eq!(auth.caller(&headers("nope")).await.unwrap_err().code, "invalid_api_key");
+        assert_eq!(auth.call_owner(&headers("nope")).await.unwrap_err().code, "invalid_api_key");
         assert!(matches!(auth.caller(&headers("sk_test")).await, Ok(Caller::ApiKey)));
+    }
+
+    /// Expiry stops a secret starting calls, not managing the one it started, until the
+    /// longest call is over.
+    #[tokio::test]
+    async fn an_expired_secret_keeps_its_calls_for_the_longest_call() {
+        let auth = Auth::new("sk_test".into()).with_call_rights(600);
+        let session = SessionId::random();
+        let (secret, _) = auth.mint(session.clone(), SessionConfig::default(), 60).unwrap();
+        let set_expiry = |at: u64| auth.secrets.lock().unwrap().get_mut(&secret).unwrap().expires_at = at;
+        set_expiry(unix_now() - 1);
+        assert_eq!(auth.caller(&headers(&secret)).await.unwrap_err().code, "expired_client_secret", "no new call");
+        match auth.call_owner(&headers(&secret)).await {
+            Ok(Caller::Secret(grant)) => assert_eq!(grant.session_id, session, "its own session's calls only"),
+            other => panic!("{other:?}"),
+        }
+        set_expiry(unix_now() - 600);
+        assert_eq!(auth.call_owner(&headers(&secret)).await.unwrap_err().code, "expired_client_secret", "past the longest call");
+        assert!(matches!(auth.call_owner(&headers("sk_test")).await, Ok(Caller::ApiKey)));
+        assert_eq!(Auth::new("k".into()).with_call_rights(0).call_rights().as_secs(), 86_400, "no limit: a day");
     }
 
     /// The cluster's store as a map (or one that cannot be reached).
@@ -230,7 +301,8 @@ mod tests {
 
     #[async_trait::async_trait]
     impl SharedSecrets for Shared {
-        async fn put(&self, value: &str, grant: &SecretGrant) -> Result<(), String> {
+        async fn put(&self, value: &str, grant: &SecretGrant, keep_s: u64) -> Result<(), String> {
+            assert!(keep_s > grant.expires_at.saturating_sub(unix_now()) + 3000, "kept past expiry: {keep_s}");
             self.map.lock().unwrap().insert(value.into(), serde_json::to_string(grant).unwrap());
             Ok(())
         }

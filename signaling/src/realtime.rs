@@ -159,7 +159,7 @@ async fn create_call(
 
 pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     // A client secret may end only calls of its own session; the API key may end any.
-    let owner = match api.auth.caller(&headers).await? {
+    let owner = match api.auth.call_owner(&headers).await? {
         Caller::ApiKey => None,
         Caller::Secret(grant) => Some(grant.session_id),
     };
@@ -171,7 +171,7 @@ pub async fn end_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id):
 /// (204) or an ICE restart (200 + the server's fragment, `ETag`), with WHIP's rules (§3). The
 /// call's `ETag` is its server ICE ufrag, quoted; a restart needs `If-Match` (it or `*`).
 pub async fn patch_call(State(api): State<Arc<Api>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let owner = match api.auth.caller(&headers).await? {
+    let owner = match api.auth.call_owner(&headers).await? {
         Caller::ApiKey => None,
         Caller::Secret(grant) => Some(grant.session_id),
     };

@@ -344,14 +344,13 @@ impl Cluster {
 }
 
 /// Client secrets minted on any node, under a digest of their value (a key listing shows no
-/// usable secret), for as long as they are valid.
+/// usable secret), for as long as they are valid and may manage their calls.
 #[async_trait::async_trait]
 impl SharedSecrets for Cluster {
-    async fn put(&self, value: &str, grant: &SecretGrant) -> Result<(), String> {
-        let ttl = grant.expires_at.saturating_sub(voxrelay_signaling::auth::unix_now()).max(1);
+    async fn put(&self, value: &str, grant: &SecretGrant, keep_s: u64) -> Result<(), String> {
         let json = serde_json::to_string(grant).map_err(|e| e.to_string())?;
         let mut redis = self.redis.clone();
-        redis.set_ex::<_, _, ()>(secret_key(value), json, ttl).await.map_err(|e| e.to_string())
+        redis.set_ex::<_, _, ()>(secret_key(value), json, keep_s.max(1)).await.map_err(|e| e.to_string())
     }
 
     async fn get(&self, value: &str) -> Result<Option<SecretGrant>, String> {
