@@ -310,6 +310,30 @@ async fn a_wildcard_media_ip_runs_on_the_loop_with_a_candidate_per_address() {
     assert!(any.iter().all(|ip| !ip.starts_with("fe80")), "no link-local candidates: {any:?}");
 }
 
+/// With a driver per call (`--rtc-loop false`) a dual-stack `::` answers with the host's IPv4
+/// addresses too, so an IPv4 caller connects (the driver's library alone would bind IPv6 only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_on_the_dual_stack_wildcard_offers_ipv4_too() {
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        eprintln!("skipped: this host has no IPv6");
+        return;
+    }
+    let server = start_with(|c| {
+        c.rtc_loop = false;
+        c.rtc_ip = Some(std::net::Ipv6Addr::UNSPECIFIED.into());
+    })
+    .await;
+    let base = server.url();
+    let mut call = Call::connect(&base, "/v1/realtime", &client_secret(&base, json!({})).await).await;
+    let addrs = udp_host_addrs(&call.answer_sdp);
+    assert!(addrs.iter().any(|(ip, _)| !ip.contains(':')), "an IPv4 host candidate: {addrs:?}");
+    assert!(addrs.iter().all(|(ip, _)| ip != "0.0.0.0" && ip != "::" && !ip.starts_with("fe80")), "{addrs:?}");
+    assert_eq!(server.engine.loop_connections(), 0, "a driver, not the loop");
+    hears_its_echo(&mut call, "driver on ::").await;
+    call.close().await;
+    server.shutdown().await;
+}
+
 /// Two calls on a server whose media IP is `ip` (a wildcard): their UDP host candidates, after
 /// checking they are one loop's, on one port, and that the first call echoes.
 async fn wildcard_call(ip: std::net::IpAddr) -> std::collections::BTreeSet<(String, u16)> {

@@ -21,7 +21,8 @@ async fn a_tcp_only_caller_gets_its_echo_over_ice_tcp() {
 }
 
 /// A wildcard media IP: `0.0.0.0`, and `::` (dual-stack), where an IPv4 caller's stream reaches
-/// the listener as `::ffff:a.b.c.d` and the loop must know it by its IPv4 address, as ICE does.
+/// the listener as `::ffff:a.b.c.d` and the loop must know it by its IPv4 address, as ICE does;
+/// on the loop and on a driver per call (which binds `0.0.0.0` next to `::`).
 /// The caller sits on an interface address: webrtc-rs's active TCP candidate does not bind its
 /// source, so from 127.0.0.1 its stream would come from an address its own ICE does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,15 +38,20 @@ async fn a_tcp_caller_reaches_a_wildcard_media_ip() {
     } else {
         eprintln!("no IPv6 here: only 0.0.0.0");
     }
-    for wildcard in wildcards {
-        let server = start_with(|c| c.rtc_ip = Some(wildcard)).await;
+    // On the loop, and with a driver per call (`--rtc-loop false`).
+    for (wildcard, on_loop) in wildcards.into_iter().flat_map(|w| [(w, true), (w, false)]) {
+        let server = start_with(|c| {
+            c.rtc_ip = Some(wildcard);
+            c.rtc_loop = on_loop;
+        })
+        .await;
         let opts = ClientOptions { bind_ip: ip, ..tcp_only() };
         let mut c = Call::connect_with(&server.url(), "/v1/realtime", API_KEY, opts).await;
-        assert_eq!(server.engine.loop_connections(), 1, "{wildcard}: on the loop");
+        assert_eq!(server.engine.loop_connections(), usize::from(on_loop), "{wildcard}: on the loop {on_loop}");
         c.expect("session.created").await;
         c.speak_turn(500);
         let done = c.expect("response.done").await;
-        assert_eq!(done["response"]["status"], "completed", "{wildcard}: {done}");
+        assert_eq!(done["response"]["status"], "completed", "{wildcard}, loop {on_loop}: {done}");
         c.wait_voiced(50).await;
         c.close().await;
         server.shutdown().await;

@@ -322,8 +322,8 @@ async fn build_peer_full(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler { tx }))
-        .with_udp_addrs(sockets.udp.into_iter().collect())
-        .with_tcp_addrs(sockets.tcp.into_iter().collect());
+        .with_udp_addrs(dual_stack(sockets.udp))
+        .with_tcp_addrs(dual_stack(sockets.tcp));
     if sockets.udp.is_none() || ice.is_some() {
         let mut settings = webrtc::peer_connection::SettingEngineBuilder::new();
         if sockets.udp.is_none() {
@@ -338,6 +338,18 @@ async fn build_peer_full(
     }
     let pc = builder.build().await?;
     Ok(Arc::new(pc))
+}
+
+/// The addresses a driver binds for `addr`. The library turns a wildcard into one address per
+/// interface *of its own family*, so `::` alone would give IPv4 callers no candidate: a dual-stack
+/// media IP binds `0.0.0.0` as well (as the loop does, `rtc_loop/addrs.rs`).
+fn dual_stack(addr: Option<SocketAddr>) -> Vec<SocketAddr> {
+    match addr {
+        Some(a) if a.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) => {
+            vec![SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port()), a]
+        }
+        other => other.into_iter().collect(),
+    }
 }
 
 /// A local audio track of `codec` with a random SSRC, for sending audio we packetize ourselves.
