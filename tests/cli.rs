@@ -38,10 +38,10 @@ async fn serve_generates_a_key_and_drains_on_sigterm() {
         let line = tokio::time::timeout(WAIT, lines.recv()).await.expect("server output").expect("server running");
         if let Some(rest) = line.strip_prefix("Generated API key") {
             key = rest.rsplit(": ").next().map(str::to_string);
-        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(addr) = v["fields"]["addr"].as_str() {
-                base = Some(format!("http://{addr}"));
-            }
+        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(addr) = v["fields"]["addr"].as_str()
+        {
+            base = Some(format!("http://{addr}"));
         }
     }
     let (key, base) = (key.unwrap(), base.unwrap());

@@ -250,7 +250,7 @@ async fn in_a_room_the_provider_hears_each_turn_named_after_its_speaker() {
 
     // Upstream: a text item naming the speaker, then her audio, its commit, the answer's request.
     let events = fake.log.lock().unwrap().events.clone();
-    let at = |pred: &dyn Fn(&Value) -> bool| events.iter().position(|e| pred(e)).expect("upstream got it");
+    let at = |pred: &dyn Fn(&Value) -> bool| events.iter().position(pred).expect("upstream got it");
     let named = at(&|e| e["type"] == "conversation.item.create" && e["item"]["content"][0]["text"] == "[Alice]");
     let audio = at(&|e| e["type"] == "input_audio_buffer.append");
     let commit = at(&|e| e["type"] == "input_audio_buffer.commit");

@@ -521,7 +521,8 @@ mod tests {
         // frame and 70 % of the next.
         const N: usize = 480;
         const SHIFT: usize = 144;
-        let sent: Vec<i16> = (0..40 * N).map(|i| if (i / N) % 2 == 0 { (8000.0 * (i as f32 * 0.3).sin()) as i16 } else { 0 }).collect();
+        let sent: Vec<i16> =
+            (0..40 * N).map(|i| if (i / N).is_multiple_of(2) { (8000.0 * (i as f32 * 0.3).sin()) as i16 } else { 0 }).collect();
         let echo: Vec<i16> = (0..40 * N).map(|i| if i < SHIFT { 0 } else { (sent[i - SHIFT] as f32 * db(-10.0)) as i16 }).collect();
         let mut plain = EchoGuard::new(EchoGuardConfig::DEFAULT);
         let mut aligned = EchoGuard::new(EchoGuardConfig::DEFAULT).aligned(SHIFT);

@@ -235,10 +235,11 @@ fn check_same_origin(headers: &HeaderMap, loopback_only: bool) -> Result<(), Api
     if loopback_only && !is_loopback_host(host) {
         return Err(forbidden("the server listens on loopback, so the request must be addressed to a loopback host name"));
     }
-    if let Some(site) = text(HeaderName::from_static("sec-fetch-site")) {
-        if site != "same-origin" && site != "none" {
-            return Err(forbidden(&format!("Sec-Fetch-Site is {site:?}")));
-        }
+    if let Some(site) = text(HeaderName::from_static("sec-fetch-site"))
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(forbidden(&format!("Sec-Fetch-Site is {site:?}")));
     }
     if let Some(origin) = text(header::ORIGIN) {
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);

@@ -208,10 +208,8 @@ async fn serve(tcp: tokio::net::TcpStream, key: String, log: Arc<Mutex<Log>>, be
                         let audio = activity.iter().flat_map(|&s| [s, s, s]).step_by(2).collect();
                         speaking = Some(Speaking { audio, pos: 0, chunks: 0 });
                     }
-                    "clientContent" => {
-                        if m["clientContent"]["turnComplete"] == true {
-                            speaking = Some(Speaking { audio: tone(1000), pos: 0, chunks: 0 });
-                        }
+                    "clientContent" if m["clientContent"]["turnComplete"] == true => {
+                        speaking = Some(Speaking { audio: tone(1000), pos: 0, chunks: 0 });
                     }
                     _ => {}
                 }

@@ -179,10 +179,10 @@ impl SessionConfig {
     /// Applies a GA-shaped `session` object (`POST /v1/realtime/client_secrets`, GA
     /// `session.update`).
     pub fn apply_ga(&mut self, req: GaSession) -> Result<(), ApiError> {
-        if let Some(kind) = req.kind.as_deref() {
-            if kind != "realtime" {
-                return Err(ApiError::bad_request("invalid_session_type", "session.type must be \"realtime\""));
-            }
+        if let Some(kind) = req.kind.as_deref()
+            && kind != "realtime"
+        {
+            return Err(ApiError::bad_request("invalid_session_type", "session.type must be \"realtime\""));
         }
         if let Some(m) = req.model {
             self.model = m;
