@@ -52,7 +52,7 @@ pub(super) async fn bind_free(ips: &[IpAddr], tcp_ip: Option<IpAddr>, mut next_p
         let port = next_port().ok_or("no free media port for a loop")?;
         match bind(ips, port, tcp_ip).await {
             Ok(bound) => return Ok(bound),
-            Err(e) if e.kind == std::io::ErrorKind::AddrInUse => {
+            Err(e) if e.error.kind() == std::io::ErrorKind::AddrInUse => {
                 tracing::debug!(%e, "a loop's port is taken: trying another");
                 taken.push(e.at);
             }
@@ -67,7 +67,6 @@ pub(super) async fn bind_free(ips: &[IpAddr], tcp_ip: Option<IpAddr>, mut next_p
 pub(super) struct BindError {
     at: SocketAddr,
     what: &'static str,
-    kind: std::io::ErrorKind,
     error: std::io::Error,
 }
 
@@ -81,7 +80,7 @@ impl std::fmt::Display for BindError {
 /// others follow it), and with `tcp_ip` one ICE-TCP listener on it (the wildcard itself, or
 /// the one address) at the same port number.
 pub(super) async fn bind(ips: &[IpAddr], port: u16, tcp_ip: Option<IpAddr>) -> Result<Bound, BindError> {
-    let failed = |at, what, error: std::io::Error| BindError { at, what, kind: error.kind(), error };
+    let failed = |at, what, error| BindError { at, what, error };
     let mut sockets = Vec::with_capacity(ips.len());
     let mut port = port;
     for &ip in ips {
