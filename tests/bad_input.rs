@@ -109,19 +109,7 @@ async fn expired_secret_is_rejected() {
     let (s, v) = post_offer(&base, Some(&secret), "application/sdp", "v=0").await;
     assert_eq!((s, code(&v)), (401, "expired_client_secret"));
     // The call it started is still its own to end (and to PATCH): expiry limits new calls.
-    let other = http()
-        .post(format!("{base}/v1/realtime/sessions"))
-        .bearer_auth(API_KEY)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["client_secret"]["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = client_secret(&base, json!({})).await;
     let delete = |token: String| http().delete(format!("{base}{}", call.location)).bearer_auth(token).send();
     assert_eq!(delete(other).await.unwrap().status(), 404, "another secret's session has no such call");
     assert_eq!(server.engine.live_calls(), 1);

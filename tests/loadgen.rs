@@ -41,12 +41,7 @@ async fn loadgen_small_run_reports_answered_turns() {
     assert!(v["duration_s"].as_f64().unwrap() >= 6.0, "a run is never shorter than --duration: {}", report.summary());
 
     let after = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in [
-        "voxrelay_calls_started_total",
-        "voxrelay_rtp_packets_in_total",
-        "voxrelay_rtp_packets_out_total",
-        "voxrelay_turns_committed_total",
-    ] {
+    for name in ["voxrelay_calls_started_total", "voxrelay_rtp_packets_in_total", "voxrelay_rtp_packets_out_total", "voxrelay_turns_committed_total"] {
         assert!(metric(&after, name) > metric(&before, name), "{name} did not move");
     }
     assert!(metric(&after, "voxrelay_turns_committed_total") >= sent as f64);
@@ -142,8 +137,7 @@ async fn loadgen_room_mode_measures_forwarding_through_the_sfu() {
     assert!(report.loss_pct.max < 1.0, "no loss on loopback: {}", report.summary());
     assert_eq!(report.join_ms.count, 5);
     assert!(report.server_cpu_pct.is_some());
-    let info: serde_json::Value =
-        http().get(format!("{base}/v1/rooms/load")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    let info: serde_json::Value = http().get(format!("{base}/v1/rooms/load")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
     assert!(info["counters"]["packets_forwarded"].as_u64().unwrap() > 500, "{info}");
     server.shutdown().await;
 }
@@ -167,8 +161,7 @@ async fn loadgen_room_mode_with_an_agent_measures_its_turn_latency() {
     assert_eq!(report.agent_answered, report.agent_turns, "{}", report.summary());
     assert_eq!(report.agent_turn_ms.count, report.agent_answered, "a latency per answered turn: {}", report.summary());
     assert!(report.agent_turn_ms.p50 > 0.0, "{}", report.summary());
-    let info: serde_json::Value =
-        http().get(format!("{base}/v1/rooms/meeting")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    let info: serde_json::Value = http().get(format!("{base}/v1/rooms/meeting")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
     assert!(info["participants"].as_array().unwrap().iter().any(|p| p["identity"] == "agent"), "{info}");
     server.shutdown().await;
 }

@@ -170,21 +170,20 @@ impl Auth {
     /// the calls of its own session. Unlike [`Auth::caller`] a secret that expired less than
     /// [`Auth::call_rights`] ago still counts: its expiry only limits starting calls.
     pub async fn call_owner(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let caller = self.known(bearer(headers)?).await?;
-        if let Caller::Secret(grant) = &caller
-            && grant.expires_at + self.call_rights <= unix_now()
-        {
-            return Err(expired());
-        }
-        Ok(caller)
+        self.unexpired(bearer(headers)?, self.call_rights).await
     }
 
     /// [`Auth::caller`] for a token that came another way (a WebSocket subprotocol). A secret
     /// this node does not know may have been minted by another node of the cluster.
     pub async fn caller_token(&self, token: &str) -> Result<Caller, ApiError> {
+        self.unexpired(token, 0).await
+    }
+
+    /// The caller `token` names, a secret only until `grace_s` after its expiry.
+    async fn unexpired(&self, token: &str, grace_s: u64) -> Result<Caller, ApiError> {
         let caller = self.known(token).await?;
         if let Caller::Secret(grant) = &caller
-            && grant.expires_at <= unix_now()
+            && grant.expires_at + grace_s <= unix_now()
         {
             return Err(expired());
         }
