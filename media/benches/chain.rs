@@ -104,13 +104,17 @@ fn codecs(c: &mut Criterion, frames: &[[i16; SAMPLES_48K]], packets: &[Vec<u8>])
 
     // What a session runs: the agent's 24 kHz speech as it is, at the session's settings.
     let frames24: Vec<[i16; SAMPLES_24K]> = resample_all(frames, SampleRate::HZ_24K);
-    let mut enc24 = OpusEncoder::for_input(SESSION_RATE).unwrap();
-    c.bench_function("opus_encode_24k_input_session", |b| {
-        b.iter(|| {
-            i = (i + 1) % n;
-            black_box(enc24.encode(&frames24[i], &mut out).unwrap())
-        })
-    });
+    // The server's encoder: no FEC until its peer reports loss (`PeerLoss`), then FEC for it.
+    for (name, loss) in [("opus_encode_24k_input_session", 0), ("opus_encode_24k_input_session_peer_loss_10", 10)] {
+        let mut enc24 = OpusEncoder::for_input(SESSION_RATE).unwrap();
+        enc24.set_expected_loss(loss);
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                black_box(enc24.encode(&frames24[i], &mut out).unwrap())
+            })
+        });
+    }
 
     // G.711, one 20 ms frame (160 samples at 8 kHz) each way.
     let frames8: Vec<[i16; 160]> = resample_all(frames, SampleRate::HZ_8K);

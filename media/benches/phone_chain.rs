@@ -36,7 +36,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 const SID: &str = "MZ00000000000000000000000000000001";
 
 fn phone_session() -> (SessionChain, voxrelay_media::SessionHandle) {
-    let options = SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Earshot, echo_guard: EchoGuardConfig::DEFAULT, room_bridge: false };
+    let options =
+        SessionOptions { codec: AudioCodec::Pcmu, vad: VadKind::Earshot, echo_guard: EchoGuardConfig::DEFAULT, ..SessionOptions::default() };
     SessionChain::with_options(TurnDetectConfig::default(), options).unwrap()
 }
 

@@ -10,6 +10,7 @@ use crate::barge_in::{self, BargeIn, ResponsePhase};
 use crate::codec::MAX_DECODED_24K;
 use crate::echo_guard::{EchoGuard, EchoGuardConfig, Verdict, rms};
 use crate::mix::mix;
+use crate::peer_loss::PeerLoss;
 use crate::playback::Playback;
 use crate::room_bridge::{BridgeHandle, RoomBridge};
 use crate::session_codec::{AudioCodec, Decoder, Encoder, SESSION_RATE};
@@ -49,7 +50,24 @@ pub struct SessionOptions {
     /// Bridge the line into a room: its audio is also encoded to Opus for the room, and the
     /// room's audio for its slot is mixed into what it hears ([`crate::room_bridge`]).
     pub room_bridge: bool,
+    pub outbound_fec: OutboundFec,
 }
+
+/// How much in-band FEC the session's Opus encoder adds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutboundFec {
+    /// As much as the one peer's receiver reports ask for ([`Control::PeerReport`]); none
+    /// until the first report says it loses packets.
+    #[default]
+    PeerReports,
+    /// For this expected loss (percent), whatever reports say: a stream forwarded to many
+    /// receivers (a room) has no single peer to follow.
+    Fixed(u8),
+}
+
+/// The expected loss a stream forwarded into a room is encoded for: the FEC every session had
+/// before the server followed its peer's reports.
+pub const ROOM_EXPECTED_LOSS_PERCENT: u8 = 10;
 
 /// Whether a session should keep its worker slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +108,8 @@ pub struct SessionChain {
     /// Frames the agent has been silent for while ahead.
     silent_ahead: u8,
     encoder: Encoder,
+    /// The peer's reported loss, when it sizes the encoder's FEC ([`OutboundFec::PeerReports`]).
+    peer_loss: Option<PeerLoss>,
     /// Ticks run so far; tick time (ms) = this × 20, the arrival time of packets drained in it.
     ticks: u64,
     frames_out: u64,
@@ -132,7 +152,7 @@ impl SessionChain {
     }
 
     pub fn with_options(turn: TurnDetectConfig, options: SessionOptions) -> Result<(SessionChain, SessionHandle), MediaError> {
-        let SessionOptions { codec, vad, echo_guard, room_bridge } = options;
+        let SessionOptions { codec, vad, echo_guard, room_bridge, outbound_fec } = options;
         let (bridge, bridge_handle) = match room_bridge {
             true => RoomBridge::new().map(|(b, h)| (Some(Box::new(b)), Some(h)))?,
             false => (None, None),
@@ -144,7 +164,14 @@ impl SessionChain {
         let (uplink, uplink_rx) = RingBuffer::new(UPLINK_RING);
         let stats = Arc::new(SessionStats::default());
         let vad = vad.build();
-        let (decoder, encoder) = (Decoder::new(codec)?, Encoder::new(codec)?);
+        let (decoder, mut encoder) = (Decoder::new(codec)?, Encoder::new(codec)?);
+        let peer_loss = match outbound_fec {
+            OutboundFec::PeerReports => Some(PeerLoss::default()),
+            OutboundFec::Fixed(percent) => {
+                encoder.set_expected_loss(percent);
+                None
+            }
+        };
         let echo_guard = EchoGuard::new(echo_guard).aligned(encoder.delay_samples() + decoder.delay_samples());
         let chain = SessionChain {
             ingress,
@@ -170,6 +197,7 @@ impl SessionChain {
             ahead: false,
             silent_ahead: 0,
             encoder,
+            peer_loss,
             ticks: 0,
             frames_out: 0,
             voiced_out: 0,
@@ -317,6 +345,11 @@ impl SessionChain {
                 Control::ClearOutput => {
                     let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
                     self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+                }
+                Control::PeerReport { fraction_lost } => {
+                    if let Some(level) = self.peer_loss.as_mut().and_then(|p| p.on_report(fraction_lost)) {
+                        self.encoder.set_expected_loss(level);
+                    }
                 }
                 Control::CancelResponse(response) => {
                     let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);

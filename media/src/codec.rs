@@ -1,6 +1,7 @@
-//! Thin Opus wrappers: mono decoder (with PLC and in-band FEC) and encoder (VOIP, 32 kbps, FEC
-//! on) at 48 kHz for clients, or at the session rate (24 kHz) where libopus resamples inside the
-//! codec for less than a separate resampler costs; plus the precomputed silence packet.
+//! Thin Opus wrappers: mono decoder (with PLC and in-band FEC) and encoder (VOIP, 32 kbps) at
+//! 48 kHz for clients (FEC on), or at the session rate (24 kHz) where libopus resamples inside the
+//! codec for less than a separate resampler costs (wideband, FEC as the peer's loss asks,
+//! [`crate::PeerLoss`]); plus the precomputed silence packet.
 //! Owns: codec settings and their reasons. Must never: allocate per frame (callers pass their own
 //! buffers; errors are `Copy` values, not strings), resample, or know about RTP.
 
@@ -33,10 +34,12 @@ pub const ENCODER_BITRATE_BPS: i32 = 32_000;
 /// node's knee was ≈ 25–35 echo calls per core on that machine, at 0 ≈ 40–45.
 pub const ENCODER_COMPLEXITY: i32 = 0;
 
-/// Expected loss for in-band FEC: libopus only spends bits on FEC when this is > 0. FEC (SILK
-/// LBRR) costs ≈ 13 % more encode CPU at complexity 5 (201 vs 178 µs per frame) and ≈ 1 dB of
-/// round-trip SNR (bits moved to the redundancy); in exchange a single loss is rebuilt from the
-/// next packet (35 of 38 losses in tests/loss_and_reorder.rs).
+/// Expected loss for in-band FEC of a client's encoder (as a browser's on a lossy path): libopus
+/// only spends bits on FEC when this is > 0. FEC (SILK LBRR) costs ≈ 13 % more encode CPU at
+/// complexity 5 (201 vs 178 µs per frame) and ≈ 1 dB of round-trip SNR (bits moved to the
+/// redundancy); in exchange a single loss is rebuilt from the next packet (35 of 38 losses in
+/// tests/loss_and_reorder.rs). The server's own encoder starts at 0 and follows the peer's
+/// reports ([`OpusEncoder::set_expected_loss`]).
 const ENCODER_EXPECTED_LOSS_PERCENT: i32 = 10;
 
 /// Opus can carry up to 120 ms per packet; a decode buffer of this many samples never truncates.
@@ -109,16 +112,24 @@ pub struct OpusEncoder {
 }
 
 impl OpusEncoder {
+    /// A client's encoder (the load generator, the test clients, `voxrelay talk`): 48 kHz input,
+    /// FEC for 10 % expected loss, as a browser's on a lossy path.
     pub fn new() -> Result<Self, MediaError> {
-        Self::for_input(SampleRate::HZ_48K)
+        Self::build(SampleRate::HZ_48K, ENCODER_COMPLEXITY, true)
     }
 
-    /// An encoder of `rate` input (8, 12, 16, 24 or 48 kHz). Sessions encode the agent's 24 kHz
-    /// speech as it is: at 32 kbps libopus codes speech as SILK wideband either way, so nothing
-    /// above 12 kHz (which 24 kHz speech does not have) is lost, and it skips the 24 → 48 kHz
-    /// pass and half of libopus's own downsampling.
+    /// The server's encoder of `rate` input (8, 12, 16, 24 or 48 kHz). Sessions encode the
+    /// agent's 24 kHz speech as it is, which skips the 24 → 48 kHz pass and half of libopus's own
+    /// downsampling. FEC is armed but costs nothing until [`OpusEncoder::set_expected_loss`] says
+    /// the peer loses packets. Capped at wideband (SILK at 16 kHz, audio up to 8 kHz), which is
+    /// what every session sent while FEC was always on; without the cap libopus spends the bits
+    /// FEC leaves free on super-wideband hybrid (SILK plus CELT for 8–12 kHz), ≈ 25 % more
+    /// encoder CPU (BENCHMARKS.md "In-band FEC where the peer loses packets").
     pub fn for_input(rate: SampleRate) -> Result<Self, MediaError> {
-        Self::build(rate, ENCODER_COMPLEXITY, true)
+        let mut encoder = Self::build(rate, ENCODER_COMPLEXITY, true)?;
+        encoder.inner.set_packet_loss_perc(0)?;
+        encoder.inner.set_max_bandwidth_wideband()?;
+        Ok(encoder)
     }
 
     /// VOIP, [`ENCODER_BITRATE_BPS`], 48 kHz input, with another complexity (0..=10) or FEC off:
@@ -142,6 +153,14 @@ impl OpusEncoder {
         self.inner.encode(pcm, out).map_err(FrameError)
     }
 
+    /// The share of packets (percent, 0..=100) the peer is expected to lose: above 0 the encoder
+    /// adds in-band FEC sized for it. Kept across [`OpusEncoder::reset`]. Out-of-range values
+    /// are clamped.
+    pub fn set_expected_loss(&mut self, percent: u8) {
+        // In range, so libopus cannot refuse it.
+        let _ = self.inner.set_packet_loss_perc(i32::from(percent.min(100)));
+    }
+
     /// Forget all state (e.g. between two responses, so one does not colour the next).
     pub fn reset(&mut self) {
         self.inner.reset();
@@ -152,6 +171,12 @@ impl OpusEncoder {
     pub fn set_dtx(&mut self, on: bool) -> Result<(), MediaError> {
         Ok(self.inner.set_dtx(on)?)
     }
+}
+
+/// Whether an Opus payload carries in-band FEC for the frame before it (SILK LBRR): what the
+/// server's encoder adds while its peer reports loss.
+pub fn opus_has_fec(payload: &[u8]) -> bool {
+    voxrelay_opus::packet_has_lbrr(payload)
 }
 
 /// Longest payload that is a DTX packet: a TOC byte (and for code 1–3 packets a frame count)

@@ -134,6 +134,10 @@ pub enum Control {
     ClearOutput,
     /// Drop queued and future audio frames of this response id and of all older ids.
     CancelResponse(u64),
+    /// An RTCP receiver report from the peer about the session's outbound stream: its fraction
+    /// lost (RFC 3550 §6.4.1, in 256ths). Sizes the encoder's in-band FEC ([`crate::PeerLoss`])
+    /// unless the session's [`crate::OutboundFec`] is fixed.
+    PeerReport { fraction_lost: u8 },
 }
 
 /// Agent speech, tokio -> worker: 24 kHz mono 20 ms frames. Response ids must not decrease.

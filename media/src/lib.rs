@@ -70,6 +70,7 @@ mod g711;
 mod jitter;
 mod mix;
 mod pcm_format;
+mod peer_loss;
 mod playback;
 mod resample;
 pub mod room_bridge;
@@ -81,10 +82,10 @@ mod vad;
 mod worker;
 
 pub use audio_time::{AudioTime, FRAME};
-pub use chain::{Liveness, SessionChain, SessionHandle, SessionOptions};
+pub use chain::{Liveness, OutboundFec, ROOM_EXPECTED_LOSS_PERCENT, SessionChain, SessionHandle, SessionOptions};
 pub use codec::{
-    DTX_MAX_PAYLOAD, DtxGate, ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE, OpusDecoder,
-    OpusEncoder, is_dtx_packet, opus_version,
+    DTX_MAX_PAYLOAD, DtxGate, ENCODER_BITRATE_BPS, ENCODER_COMPLEXITY, FrameError, MAX_DECODED_24K, MAX_DECODED_48K, OPUS_SILENCE,
+    OpusDecoder, OpusEncoder, is_dtx_packet, opus_has_fec, opus_version,
 };
 pub use echo_guard::{EchoGuard, EchoGuardConfig, Verdict, energy, rms};
 pub use error::MediaError;
@@ -96,6 +97,7 @@ pub use g711::{G711_FRAME_BYTES, G711Law, linear_to_alaw, linear_to_ulaw};
 pub use jitter::{JITTER_CAPACITY, JITTER_TARGET_FRAMES, JitterBuffer, JitterCounters, MAX_TARGET_FRAMES, MIN_TARGET_FRAMES, Pop};
 pub use mix::{LIMITER_KNEE, mix, soft_limit};
 pub use pcm_format::{L16Frame, PcmInput, PcmLaw, PcmOutput};
+pub use peer_loss::PeerLoss;
 pub use resample::{Resampler, SampleRate};
 pub use session_codec::{AudioCodec, L16_FRAME_BYTES, SESSION_RATE};
 pub use stats::{SessionStats, StatsSnapshot};

@@ -41,10 +41,12 @@ impl RoomBridge {
     pub fn new() -> Result<(RoomBridge, BridgeHandle), MediaError> {
         let (forward, forward_rx) = RingBuffer::new(FORWARD_RING);
         let (room_tx, room_in) = RingBuffer::new(INGRESS_RING);
+        let mut encoder = Encoder::new(AudioCodec::Opus)?;
+        encoder.set_expected_loss(crate::ROOM_EXPECTED_LOSS_PERCENT);
         let bridge = RoomBridge {
             forward,
             room_in,
-            encoder: Encoder::new(AudioCodec::Opus)?,
+            encoder,
             jitter: JitterBuffer::with_clock_rate(SampleRate::HZ_48K),
             decoder: Decoder::new(AudioCodec::Opus)?,
             pcm: Box::new([0; MAX_DECODED_24K]),

@@ -270,6 +270,14 @@ impl Encoder {
         }
     }
 
+    /// The loss (percent) the peer is expected to have: Opus adds in-band FEC for it; PCM has
+    /// none to add.
+    pub fn set_expected_loss(&mut self, percent: u8) {
+        if let Encoder::Opus(e) = self {
+            e.set_expected_loss(percent);
+        }
+    }
+
     /// Forget all state (a new response starts after silence).
     pub fn reset(&mut self) {
         match self {

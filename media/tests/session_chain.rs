@@ -6,7 +6,8 @@ use common::*;
 use std::collections::VecDeque;
 use std::time::Duration;
 use voxrelay_media::{
-    AgentFrame, AudioTime, Control, Liveness, MediaEvent, OPUS_SILENCE, SessionChain, SessionHandle, TurnDetectConfig, Uplink,
+    AgentFrame, AudioTime, Control, Liveness, MediaEvent, OPUS_SILENCE, OutboundFec, Resampler, SAMPLES_24K, SampleRate, SessionChain,
+    SessionHandle, SessionOptions, TurnDetectConfig, Uplink, opus_has_fec,
 };
 
 /// Ticks once; collects the events and the number of uplink audio frames.
@@ -299,4 +300,51 @@ fn dropping_the_handle_abandons_the_session() {
     assert_eq!(chain.tick(), Liveness::Alive, "one ring end still held");
     drop(uplink);
     assert_eq!(chain.tick(), Liveness::Abandoned);
+}
+
+/// Of the agent speaking the fixture (24 kHz) for `frames` ticks, after `reports` from its peer:
+/// (packets with speech, of them carrying in-band FEC).
+fn agent_fec(outbound_fec: OutboundFec, reports: &[u8], frames: usize) -> (usize, usize) {
+    let options = SessionOptions { outbound_fec, ..SessionOptions::default() };
+    let (mut chain, mut handle) = SessionChain::with_options(TurnDetectConfig::default(), options).unwrap();
+    let mut down = Resampler::new(SampleRate::HZ_48K, SampleRate::HZ_24K).unwrap();
+    let speech: Vec<[i16; SAMPLES_24K]> = speech_48k()
+        .iter()
+        .map(|f| {
+            let mut pcm = [0i16; SAMPLES_24K];
+            down.process(f, &mut pcm);
+            pcm
+        })
+        .collect();
+    for &fraction_lost in reports {
+        handle.control.push(Control::PeerReport { fraction_lost }).unwrap();
+    }
+    let (mut voiced, mut fec) = (0, 0);
+    for pcm in speech.iter().cycle().take(frames) {
+        handle.agent_out.push(AgentFrame::Audio { response: 1, pcm: *pcm }).unwrap();
+        chain.tick();
+        while let Ok(packet) = handle.egress.pop() {
+            let payload = &packet.data[..packet.len as usize];
+            if payload.len() > OPUS_SILENCE.len() {
+                voiced += 1;
+                fec += usize::from(opus_has_fec(payload));
+            }
+        }
+        while handle.uplink.pop().is_ok() {}
+    }
+    (voiced, fec)
+}
+
+#[test]
+fn the_agents_speech_carries_fec_only_while_its_peer_reports_loss() {
+    let (voiced, fec) = agent_fec(OutboundFec::PeerReports, &[], 200);
+    assert!(voiced > 150 && fec == 0, "no reports: {fec} of {voiced} packets carry FEC");
+    let (voiced, fec) = agent_fec(OutboundFec::PeerReports, &[0, 0, 0], 200);
+    assert!(voiced > 150 && fec == 0, "clean reports: {fec} of {voiced} packets carry FEC");
+    // Two reports of 10 % loss (26/256): FEC on the voiced frames (SILK codes FEC for frames
+    // with voice activity; the fixture's pauses have none).
+    let (voiced, fec) = agent_fec(OutboundFec::PeerReports, &[26, 26], 200);
+    assert!(fec * 2 > voiced, "10 % loss reported: only {fec} of {voiced} packets carry FEC");
+    let (voiced, fixed) = agent_fec(OutboundFec::Fixed(10), &[0, 0], 200);
+    assert!(fixed * 2 > voiced, "fixed 10 %, whatever the reports: only {fixed} of {voiced} packets carry FEC");
 }

@@ -88,6 +88,12 @@ fn measure_ticks(options: SessionOptions, packets: &[Option<RtpIn>], room: &[Rtp
                 45 => handle.control.push(Control::CancelResponse(response)).unwrap(),
                 _ => {}
             }
+            // The peer's receiver reports: loss comes and goes, so the encoder's FEC is
+            // retuned on the measured path too.
+            if i % 25 == 0 {
+                let fraction_lost = if (i / 250) % 2 == 0 { 40 } else { 0 };
+                handle.control.push(Control::PeerReport { fraction_lost }).unwrap();
+            }
             if let Some(bridge) = handle.bridge.as_mut() {
                 bridge.room_in.push(room[i % room.len()]).unwrap();
             }
@@ -154,7 +160,7 @@ fn a_g711_session_tick_allocates_nothing_after_warm_up() {
         codec: AudioCodec::Pcmu,
         vad: VadKind::Energy,
         echo_guard: voxrelay_media::EchoGuardConfig::DEFAULT,
-        room_bridge: false,
+        ..SessionOptions::default()
     };
     let (events, allocations) = measure(options, &packets, &[]);
     assert!(events > 4, "the measured ticks must include speech and playback events, saw {events}");

@@ -30,8 +30,8 @@ use voxrelay_signaling::CallId;
 use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
-pub use self::ticks::SessionTicks;
 use self::ticks::FirstFrameWatch;
+pub use self::ticks::SessionTicks;
 use crate::metrics::Metrics;
 use crate::store::Recorder;
 use crate::transport::TransportEvent;
@@ -123,6 +123,8 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
                 conversation.on_dtmf(digit, std::time::SystemTime::now())
             }
             Some(TransportEvent::Ending { reason, seconds_left }) => conversation.ending(reason, seconds_left),
+            // The worker sizes the encoder's FEC from it (`voxrelay_media::PeerLoss`).
+            Some(TransportEvent::PeerReport { fraction_lost }) => conversation.controls.push(Control::PeerReport { fraction_lost }),
             Some(TransportEvent::Refused { code, message, event_id }) => conversation.error(code, &message, event_id),
             None => {
                 if let Some(overdue) = person.link.overdue(now) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-use voxrelay_media::SessionOptions;
+use voxrelay_media::{OutboundFec, ROOM_EXPECTED_LOSS_PERCENT, SessionOptions};
 use voxrelay_signaling::call_history::{CallDetail, CallList, CallQuery};
 use voxrelay_signaling::events::IdSource;
 use voxrelay_signaling::forwarding::calls::CallTarget;
@@ -147,7 +147,9 @@ impl Engine for EngineHandle {
         let AgentSpec { room, identity, name, dialect, config } = spec;
         // The voice session only speaks: no turn detection runs on it.
         let quiet = voxrelay_media::TurnDetectConfig { server_vad: false, ..turn_config(&config) };
-        let voice = e.pool.add_session_with(quiet, SessionOptions { vad: e.vad, ..SessionOptions::default() });
+        // The agent's voice is forwarded to every subscriber: no one peer's reports to follow.
+        let fixed_fec = OutboundFec::Fixed(ROOM_EXPECTED_LOSS_PERCENT);
+        let voice = e.pool.add_session_with(quiet, SessionOptions { vad: e.vad, outbound_fec: fixed_fec, ..SessionOptions::default() });
         let voice = voice.map_err(|err| ApiError::overloaded(format!("audio workers: {err}")))?;
         let agent_name = config.agent.clone();
         let listen_turn = turn_config(&config);

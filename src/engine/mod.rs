@@ -327,7 +327,13 @@ impl VoxEngine {
         let identity = ParticipantId::parse(start.custom_parameters.get("identity").unwrap_or(&fallback))?;
         let name = start.custom_parameters.get("name").cloned().unwrap_or_else(|| identity.to_string());
         let _ticket = self.admit(Seat::room_participant())?;
-        let options = SessionOptions { codec: AudioCodec::Pcmu, vad: self.vad, echo_guard: EchoGuardConfig::OFF, room_bridge: true };
+        let options = SessionOptions {
+            codec: AudioCodec::Pcmu,
+            vad: self.vad,
+            echo_guard: EchoGuardConfig::OFF,
+            room_bridge: true,
+            ..SessionOptions::default()
+        };
         let quiet = voxrelay_media::TurnDetectConfig { server_vad: false, ..Default::default() };
         let session = self.pool.add_session_with(quiet, options).map_err(|e| ApiError::overloaded(format!("audio workers: {e}")))?;
         let line = Arc::new(phone::PhoneLine::new(start.stream_sid, to_carrier));
@@ -382,7 +388,7 @@ impl VoxEngine {
             TransportKind::Twilio => self.phone_echo_guard,
             _ => EchoGuardConfig::OFF,
         };
-        let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard, room_bridge: false };
+        let options = SessionOptions { vad: self.vad, codec: t.codec, echo_guard, ..SessionOptions::default() };
         let media = match self.pool.add_session_with(turn_config(&config), options) {
             Ok(m) => m,
             Err(e) => return Err(refuse(t, ApiError::overloaded(format!("audio workers: {e}"))).await),

@@ -265,6 +265,6 @@ fn on_transport_event(room: &mut Room, key: TrackKey, event: TransportEvent, met
             }
         }
         // Rooms are drained by closing (`server_shutdown`); 1:1 limits do not apply.
-        TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } | TransportEvent::Ending { .. } => {}
+        TransportEvent::Dtmf(_) | TransportEvent::Refused { .. } | TransportEvent::Ending { .. } | TransportEvent::PeerReport { .. } => {}
     }
 }

@@ -103,6 +103,9 @@ pub enum TransportEvent {
     Refused { code: &'static str, message: String, event_id: Option<String> },
     /// The server will end the call (its drain): the client is told the seconds left.
     Ending { reason: &'static str, seconds_left: u64 },
+    /// An RTCP report from the peer about the call's outbound audio: the fraction of its packets
+    /// lost since the previous report (RFC 3550 §6.4.1, in 256ths).
+    PeerReport { fraction_lost: u8 },
 }
 
 /// The outbound side of a call's audio. An enum, not a trait object: the per-frame send is a

@@ -1,6 +1,6 @@
 //! libopus 1.6.1 (vendored, built by `build.rs` with `cc` alone) behind the few calls voxrelay
-//! makes: a mono encoder and decoder at a fixed rate, four encoder settings, decode with PLC and
-//! in-band FEC, reset.
+//! makes: a mono encoder and decoder at a fixed rate, five encoder settings, decode with PLC and
+//! in-band FEC, reset, and whether a packet carries FEC.
 //! Owns: every `unsafe` line that touches libopus. Must never: allocate per frame (libopus itself
 //! allocates only in `*_create`; scratch is on the stack through `alloca`), or hand out a pointer.
 
@@ -21,6 +21,8 @@ struct OpusDecoderState {
 // From include/opus.h and include/opus_defines.h.
 const OPUS_APPLICATION_VOIP: c_int = 2048;
 const OPUS_SET_BITRATE_REQUEST: c_int = 4002;
+const OPUS_SET_MAX_BANDWIDTH_REQUEST: c_int = 4004;
+const OPUS_BANDWIDTH_WIDEBAND: c_int = 1103;
 const OPUS_SET_COMPLEXITY_REQUEST: c_int = 4010;
 const OPUS_SET_INBAND_FEC_REQUEST: c_int = 4012;
 const OPUS_SET_PACKET_LOSS_PERC_REQUEST: c_int = 4014;
@@ -37,6 +39,7 @@ unsafe extern "C" {
     fn opus_decoder_destroy(st: *mut OpusDecoderState);
     fn opus_decoder_ctl(st: *mut OpusDecoderState, request: c_int, ...) -> c_int;
     fn opus_decode(st: *mut OpusDecoderState, data: *const u8, len: i32, pcm: *mut i16, frame_size: c_int, decode_fec: c_int) -> c_int;
+    fn opus_packet_has_lbrr(packet: *const u8, len: i32) -> c_int;
 }
 
 /// libopus's error codes (`OPUS_BAD_ARG` … `OPUS_ALLOC_FAIL`); `Copy`, so the per-frame path can
@@ -129,6 +132,12 @@ impl Encoder {
 
     pub fn set_bitrate(&mut self, bits_per_second: i32) -> Result<(), ErrorCode> {
         self.ctl(OPUS_SET_BITRATE_REQUEST, bits_per_second)
+    }
+
+    /// Codes at most wideband (8 kHz of audio, SILK at 16 kHz): with more bits libopus would
+    /// otherwise pick super-wideband hybrid (SILK plus CELT) for input above 16 kHz.
+    pub fn set_max_bandwidth_wideband(&mut self) -> Result<(), ErrorCode> {
+        self.ctl(OPUS_SET_MAX_BANDWIDTH_REQUEST, OPUS_BANDWIDTH_WIDEBAND)
     }
 
     /// 0 (cheapest) ..= 10.
@@ -233,6 +242,17 @@ impl Decoder {
     }
 }
 
+/// Whether `packet` carries in-band FEC (SILK LBRR data for the frame before it): what a receiver
+/// can rebuild a lost frame from. False for CELT-only packets and for bytes that are no packet.
+pub fn packet_has_lbrr(packet: &[u8]) -> bool {
+    let Ok(len) = i32::try_from(packet.len()) else { return false };
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: a live slice of `len` bytes; libopus only reads it and returns 1, 0 or an error.
+    unsafe { opus_packet_has_lbrr(packet.as_ptr(), len) == 1 }
+}
+
 impl Drop for Decoder {
     fn drop(&mut self) {
         // SAFETY: created by opus_decoder_create, destroyed once.
@@ -297,5 +317,58 @@ mod tests {
         assert_eq!(dec.conceal(&mut pcm).unwrap(), 960);
         dec.reset();
         enc.reset();
+    }
+
+    /// 20 ms at `rate` of something voice-like enough for SILK: a 120 Hz pulse train (a crude
+    /// glottis) through a one-pole filter, plus a little noise.
+    fn voice(frame: usize, rate: usize) -> Vec<i16> {
+        let n = rate / 50;
+        let period = rate / 120;
+        let mut seed = frame as u32 * 7919 + 1;
+        let mut y = 0.0f64;
+        (0..n)
+            .map(|i| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let noise = f64::from((seed >> 16) & 0x7FFF) / 32768.0 - 0.5;
+                let pulse = if (frame * n + i) % period == 0 { 20_000.0 } else { 0.0 };
+                y = 0.9 * y + pulse + 600.0 * noise;
+                y.clamp(-30_000.0, 30_000.0) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fec_is_in_the_packets_only_while_loss_is_expected() {
+        let mut enc = Encoder::new_voip_mono(24_000).unwrap();
+        enc.set_bitrate(32_000).unwrap();
+        enc.set_inband_fec(true).unwrap();
+        enc.set_max_bandwidth_wideband().unwrap();
+        let mut out = [0u8; 400];
+        // Of 25 frames from `from`: how many were SILK (the FEC is SILK's) and how many of those
+        // carried FEC.
+        let mut run = |enc: &mut Encoder, from: usize| -> (usize, usize) {
+            let (mut silk, mut lbrr) = (0, 0);
+            for frame in from..from + 25 {
+                let n = enc.encode(&voice(frame, 24_000), &mut out).unwrap();
+                // TOC configs (RFC 6716 §3.1): 0..=11 SILK NB/MB/WB, 16..=23 CELT NB/WB; hybrid and
+                // CELT above wideband would mean the cap did not hold.
+                let config = out[0] >> 3;
+                assert!(config <= 11 || (16..=23).contains(&config), "frame {frame}: TOC {:#04x}", out[0]);
+                silk += usize::from(config <= 11);
+                lbrr += usize::from(packet_has_lbrr(&out[..n]));
+            }
+            (silk, lbrr)
+        };
+        // Without expected loss libopus may code this synthetic signal as CELT (real speech stays
+        // SILK: media's session tests); either way no packet carries FEC.
+        let (silk, lbrr) = run(&mut enc, 0);
+        assert_eq!(lbrr, 0, "no expected loss: {lbrr} of {silk} SILK packets carry FEC");
+        enc.set_packet_loss_perc(10).unwrap();
+        let (silk, lbrr) = run(&mut enc, 25);
+        assert!(silk >= 10 && lbrr + 2 >= silk, "expected loss 10 %: {lbrr} of {silk} SILK packets carry FEC");
+        enc.set_packet_loss_perc(0).unwrap();
+        let (silk, lbrr) = run(&mut enc, 50);
+        assert!(lbrr <= 1, "back to no loss: {lbrr} of {silk} SILK packets still carry FEC");
+        assert!(!packet_has_lbrr(&[]) && !packet_has_lbrr(&[0xF8, 0xFF, 0xFE]), "empty and CELT silence");
     }
 }

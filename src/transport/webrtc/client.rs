@@ -16,6 +16,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use voxrelay_media::{AudioCodec, OPUS_SILENCE, SAMPLES_48K};
 use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::{RTCConfigurationBuilder, RTCIceTransportPolicy, RTCPeerConnectionState};
 
@@ -176,17 +178,27 @@ pub struct SetupTimes {
     pub connected: Duration,
 }
 
+/// What the client knows of the server's outbound stream beyond its packets.
+#[derive(Default)]
+struct ServerStream {
+    ssrc: Option<u32>,
+    /// Per packet received, in the order of [`Client::received`]: whether it carried Opus
+    /// in-band FEC.
+    fec: Vec<bool>,
+}
+
 /// How the client reaches the server.
 enum Transport {
     WebRtc {
         peer: Peer,
         dc: Arc<dyn DataChannel>,
+        /// The outbound track and its SSRC, for the RTCP this client writes itself.
+        track: Arc<TrackLocalStaticRTP>,
+        ssrc: u32,
+        server: Arc<Mutex<ServerStream>>,
     },
     /// Plain RTP (PROTOCOL.md §7) with its events WebSocket.
-    Rtp {
-        ws_out: mpsc::UnboundedSender<String>,
-        tasks: Vec<tokio::task::JoinHandle<()>>,
-    },
+    Rtp { ws_out: mpsc::UnboundedSender<String>, tasks: Vec<tokio::task::JoinHandle<()>> },
 }
 
 pub struct Client {
@@ -272,7 +284,9 @@ impl Client {
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
         let decode = opts.decode.then_some(opts.codec);
-        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, received.clone(), decode, opts.audio_out.clone()));
+        let server = Arc::new(Mutex::new(ServerStream::default()));
+        let inbound = Inbound { received: received.clone(), server: server.clone(), decode, audio_out: opts.audio_out.clone() };
+        tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, inbound));
         match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
             Ok(Ok(())) => {}
             _ => {
@@ -285,10 +299,10 @@ impl Client {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let pt = default_payload_type(opts.codec);
         let dtx = opts.dtx && opts.codec == AudioCodec::Opus && voxrelay_signaling::sdp_dtx::asks_for_dtx(&body);
-        let sink = ClientSink::Track(track);
+        let sink = ClientSink::Track(track.clone());
         tokio::spawn(send_loop(sink, ssrc, pt, opts.codec, dtx, outbox.clone(), sent.clone(), opts.faults));
         Ok(Client {
-            transport: Transport::WebRtc { peer, dc },
+            transport: Transport::WebRtc { peer, dc, track, ssrc, server },
             events: ev_rx,
             location,
             setup,
@@ -445,6 +459,30 @@ impl Client {
         }
     }
 
+    /// Per packet of [`Client::received`] (WebRTC), whether it carried Opus in-band FEC.
+    pub fn fec_flags(&self) -> Vec<bool> {
+        match &self.transport {
+            Transport::WebRtc { server, .. } => server.lock().unwrap_or_else(|e| e.into_inner()).fec.clone(),
+            Transport::Rtp { .. } => Vec::new(),
+        }
+    }
+
+    /// Sends the server an RTCP receiver report saying this client lost `fraction_lost` / 256
+    /// of the server's packets since its previous report, as a receiver on a lossy path would
+    /// (WebRTC, once a packet came; the library's own reports of the real loss keep going too).
+    pub async fn report_loss(&self, fraction_lost: u8) -> Result<(), ClientError> {
+        use rtc::rtcp::{receiver_report::ReceiverReport, reception_report::ReceptionReport};
+        let Transport::WebRtc { track, ssrc, server, .. } = &self.transport else {
+            return Err(ClientError::Http("plain RTP has no RTCP here".into()));
+        };
+        let Some(server_ssrc) = server.lock().unwrap_or_else(|e| e.into_inner()).ssrc else {
+            return Err(ClientError::Timeout("no packet from the server to report on yet"));
+        };
+        let block = ReceptionReport { ssrc: server_ssrc, fraction_lost, ..Default::default() };
+        let report = ReceiverReport { ssrc: *ssrc, reports: vec![block], ..Default::default() };
+        track.write_rtcp(vec![Box::new(report)]).await.map_err(|e| ClientError::WebRtc(e.to_string()))
+    }
+
     pub async fn close(&self) {
         match &self.transport {
             Transport::WebRtc { peer, .. } => {
@@ -491,15 +529,22 @@ pub(crate) fn server_event(text: String) -> Value {
     serde_json::from_str::<Value>(&text).unwrap_or_else(|_| serde_json::json!({"type": "client.invalid_json", "raw": text}))
 }
 
+/// Where the server's packets go as they arrive.
+struct Inbound {
+    received: Arc<Mutex<Vec<Received>>>,
+    server: Arc<Mutex<ServerStream>>,
+    decode: Option<AudioCodec>,
+    audio_out: Option<mpsc::UnboundedSender<Heard>>,
+}
+
 async fn pump_peer_events(
     early: Vec<PeerEvent>,
     rx: mpsc::UnboundedReceiver<PeerEvent>,
     ev_tx: mpsc::UnboundedSender<(Instant, Value)>,
     connected_tx: tokio::sync::oneshot::Sender<()>,
-    received: Arc<Mutex<Vec<Received>>>,
-    decode: Option<AudioCodec>,
-    audio_out: Option<mpsc::UnboundedSender<Heard>>,
+    inbound: Inbound,
 ) {
+    let Inbound { received, server, decode, audio_out } = inbound;
     let mut connected_tx = Some(connected_tx);
     let mut events = PeerEvents::new(early, rx);
     while let Some(ev) = events.next().await {
@@ -514,7 +559,7 @@ async fn pump_peer_events(
                 let _ = ev_tx.send((Instant::now(), server_event(text)));
             }
             PeerEvent::Track(remote) => {
-                let received = received.clone();
+                let (received, server) = (received.clone(), server.clone());
                 let audio_out = audio_out.clone();
                 tokio::spawn(async move {
                     let mut decoder = decode.and_then(FrameDecoder::new);
@@ -532,6 +577,12 @@ async fn pump_peer_events(
                             }
                             rms(pcm)
                         });
+                        let fec = p.header.payload_type == OPUS_PAYLOAD_TYPE && voxrelay_media::opus_has_fec(&p.payload);
+                        {
+                            let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
+                            server.ssrc = Some(p.header.ssrc);
+                            server.fec.push(fec);
+                        }
                         received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
                             at: Instant::now(),
                             seq: p.header.sequence_number,

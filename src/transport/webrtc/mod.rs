@@ -16,6 +16,7 @@ mod client_audio;
 mod ice;
 mod ice_client;
 mod peer;
+mod reports;
 mod room;
 pub mod room_client;
 mod rtc_loop;
@@ -85,6 +86,7 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound:
     let (inject, events) = mpsc::unbounded_channel();
     let closer = PeerCloser { peer: peer.clone(), events_channel: Arc::new(Mutex::new(None)) };
     let (to_call, channel) = (inject.clone(), closer.events_channel.clone());
+    let (reported, reports_to_call) = (track.clone(), inject.clone());
     let transport = Transport {
         kind: TransportKind::WebRtc,
         codec,
@@ -100,7 +102,10 @@ pub async fn answer(sockets: Sockets, offer: String, codec: AudioCodec, inbound:
                     tokio::spawn(read_track(remote, producer, inbound, metrics.clone()));
                 }
             });
-            vec![tokio::spawn(drive(early, rx, to_call, channel, EVENTS_LABEL, on_track))]
+            vec![
+                tokio::spawn(drive(early, rx, to_call, channel, EVENTS_LABEL, on_track)),
+                tokio::spawn(reports::forward_reports(reported, ssrc, reports_to_call)),
+            ]
         }),
         closer: Closer::WebRtc(closer),
         ice: Some(IceControl::driver(peer.clone())),

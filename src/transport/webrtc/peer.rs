@@ -232,23 +232,27 @@ impl PortAllocator {
 pub(crate) type Peer = Arc<dyn PeerConnection>;
 
 /// Builds a peer connection bound to `addr` that negotiates Opus, PCMU and PCMA (in that order
-/// of preference) and reports to `tx`.
+/// of preference) and reports to `tx`: a 1:1 call's, whose outbound track hears the peer's loss
+/// reports ([`super::reports`]).
 pub(crate) async fn build_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
-    build_peer_with(sockets, tx, &ANSWER_CODECS).await
+    let engine = Engine { audio_levels: true, loss_reports: true };
+    build_peer_full(sockets, tx, &ANSWER_CODECS, webrtc::peer_connection::RTCConfiguration::default(), engine, None).await
 }
 
-/// Like [`build_peer`], offering or accepting only `codecs`.
-pub(crate) async fn build_peer_with(
-    sockets: Sockets,
-    tx: mpsc::UnboundedSender<PeerEvent>,
-    codecs: &[AudioCodec],
-) -> Result<Peer, webrtc::error::Error> {
-    build_peer_configured(sockets, tx, codecs, webrtc::peer_connection::RTCConfiguration::default(), true).await
+/// What a peer connection negotiates and hears beyond its codecs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Engine {
+    /// RFC 6464 audio levels.
+    pub audio_levels: bool,
+    /// The peer's RTCP reports reach the application ([`super::reports::LossReports`]): a 1:1
+    /// call's, whose encoder follows them. Elsewhere nothing would read them.
+    pub loss_reports: bool,
 }
 
 /// The codecs (in order of preference) and header extensions a peer connection negotiates, and
 /// the interceptors for them: shared by the driver's peers and the loops' connections.
-pub(crate) fn media_engine(codecs: &[AudioCodec], audio_levels: bool) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
+pub(crate) fn media_engine(codecs: &[AudioCodec], engine: Engine) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
+    let Engine { audio_levels, loss_reports } = engine;
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
         media_engine.register_codec(
@@ -269,7 +273,10 @@ pub(crate) fn media_engine(codecs: &[AudioCodec], audio_levels: bool) -> Result<
     // offers it for Opus), so its generator and responder never bind to an audio stream, yet
     // every packet in and out was walked through both (BENCHMARKS.md "Interceptors").
     configure_simulcast_extension_headers(&mut media_engine)?;
-    let registry = configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media_engine)?);
+    let mut registry = configure_rtcp_reports(configure_twcc_receiver_only(Registry::new(), &mut media_engine)?);
+    if loss_reports {
+        registry = registry.with(super::reports::LOSS_REPORTS_SLOT.into(), super::reports::LossReports::default());
+    }
     Ok((media_engine, registry))
 }
 
@@ -292,10 +299,11 @@ pub(crate) struct IceTimeouts {
 /// A room participant's peer: as [`build_peer`], with [`ROOM_ICE_TIMEOUTS`].
 pub(crate) async fn build_room_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
     let codecs = [AudioCodec::Opus];
-    build_peer_full(sockets, tx, &codecs, webrtc::peer_connection::RTCConfiguration::default(), true, Some(ROOM_ICE_TIMEOUTS)).await
+    let engine = Engine { audio_levels: true, loss_reports: false };
+    build_peer_full(sockets, tx, &codecs, webrtc::peer_connection::RTCConfiguration::default(), engine, Some(ROOM_ICE_TIMEOUTS)).await
 }
 
-/// Like [`build_peer_with`], with an RTC configuration (ICE servers, relay-only policy).
+/// Like [`build_peer`], with its codecs and an RTC configuration (ICE servers, relay-only policy).
 /// `audio_levels`: negotiate RFC 6464 (the server does, so browsers send levels; the project's
 /// own client does not, since it sends none).
 pub(crate) async fn build_peer_configured(
@@ -305,7 +313,7 @@ pub(crate) async fn build_peer_configured(
     configuration: webrtc::peer_connection::RTCConfiguration,
     audio_levels: bool,
 ) -> Result<Peer, webrtc::error::Error> {
-    build_peer_full(sockets, tx, codecs, configuration, audio_levels, None).await
+    build_peer_full(sockets, tx, codecs, configuration, Engine { audio_levels, loss_reports: false }, None).await
 }
 
 async fn build_peer_full(
@@ -313,10 +321,10 @@ async fn build_peer_full(
     tx: mpsc::UnboundedSender<PeerEvent>,
     codecs: &[AudioCodec],
     configuration: webrtc::peer_connection::RTCConfiguration,
-    audio_levels: bool,
+    engine: Engine,
     ice: Option<IceTimeouts>,
 ) -> Result<Peer, webrtc::error::Error> {
-    let (media_engine, registry) = media_engine(codecs, audio_levels)?;
+    let (media_engine, registry) = media_engine(codecs, engine)?;
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_media_engine(media_engine)

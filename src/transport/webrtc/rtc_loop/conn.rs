@@ -26,7 +26,8 @@ use voxrelay_signaling::room_wire::ROOM_EVENTS_LABEL;
 use voxrelay_signaling::sdp::AudioLine;
 
 use super::super::EVENTS_LABEL;
-use super::super::peer::{ANSWER_CODECS, ROOM_ICE_TIMEOUTS, audio_stream_track, client_text, media_engine};
+use super::super::peer::{ANSWER_CODECS, Engine, ROOM_ICE_TIMEOUTS, audio_stream_track, client_text, media_engine};
+use super::super::reports::reported_loss;
 use super::super::room::SlotSink;
 use super::{Command, ConnKey};
 use crate::metrics::Metrics;
@@ -114,6 +115,8 @@ pub(crate) struct Conn {
     writer: EventsWriter,
     /// The ufrag the loop routes STUN requests by (a restart replaces it).
     pub ufrag: String,
+    /// A call's outbound stream, whose loss the peer's reports give the call.
+    reported_ssrc: Option<u32>,
 }
 
 /// Answers `offer` with a peer connection of `shape`, reachable at `local`.
@@ -132,7 +135,8 @@ pub(super) fn answer(
         Shape::Call { .. } => &ANSWER_CODECS,
         Shape::Room { .. } => &[AudioCodec::Opus],
     };
-    let (engine, registry) = media_engine(codecs, true).map_err(|e| internal("the media engine", e))?;
+    let engine = Engine { audio_levels: true, loss_reports: matches!(shape, Shape::Call { .. }) };
+    let (engine, registry) = media_engine(codecs, engine).map_err(|e| internal("the media engine", e))?;
     let mut builder = rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(engine).with_interceptor_registry(registry);
     if let Shape::Room { .. } = shape {
         let t = ROOM_ICE_TIMEOUTS;
@@ -183,6 +187,10 @@ pub(super) fn answer(
         owner: std::sync::Weak::new(),
         writer,
         ufrag,
+        reported_ssrc: match shape {
+            Shape::Call { .. } => streams.first().map(|s| s.ssrc),
+            Shape::Room { .. } => None,
+        },
     };
     Ok(Answered { conn, sdp, streams })
 }
@@ -302,6 +310,11 @@ impl Conn {
                         }
                     }
                     None => {}
+                }
+            }
+            RTCMessage::RtcpPacket(_, packets) => {
+                if let Some(fraction_lost) = self.reported_ssrc.and_then(|ssrc| reported_loss(&packets, ssrc)) {
+                    let _ = self.events.send(TransportEvent::PeerReport { fraction_lost });
                 }
             }
             RTCMessage::DataChannelMessage(id, message) => {
