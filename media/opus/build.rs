@@ -52,7 +52,7 @@ fn main() {
             .define("HAVE_LRINTF", None)
             .define("PACKAGE_VERSION", Some(format!("\"{}\"", version(&root)).as_str()))
             .warnings(false)
-            .opt_level(2);
+            .opt_level(3);
         if x86_64 {
             for d in [
                 "OPUS_X86_MAY_HAVE_SSE",
