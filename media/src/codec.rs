@@ -37,9 +37,10 @@ pub const ENCODER_COMPLEXITY: i32 = 0;
 /// Expected loss for in-band FEC of a client's encoder (as a browser's on a lossy path): libopus
 /// only spends bits on FEC when this is > 0. FEC (SILK LBRR) costs ≈ 13 % more encode CPU at
 /// complexity 5 (201 vs 178 µs per frame) and ≈ 1 dB of round-trip SNR (bits moved to the
-/// redundancy); in exchange a single loss is rebuilt from the next packet (35 of 38 losses in
-/// tests/loss_and_reorder.rs). The server's own encoder starts at 0 and follows the peer's
-/// reports ([`OpusEncoder::set_expected_loss`]).
+/// redundancy); in exchange a single loss in speech is rebuilt from the next packet (14 of the
+/// 38 losses in tests/loss_and_reorder.rs: SILK adds FEC only for frames it classes as speech,
+/// and the next packet of the others carried none). The server's own encoder starts
+/// at 0 and follows the peer's reports ([`OpusEncoder::set_expected_loss`]).
 const ENCODER_EXPECTED_LOSS_PERCENT: i32 = 10;
 
 /// Opus can carry up to 120 ms per packet; a decode buffer of this many samples never truncates.

@@ -215,10 +215,11 @@ impl Decoder {
     }
 
     /// Recovers the lost frame before `next` from its in-band FEC (Opus); PCM has none and
-    /// conceals. Returns the samples written and whether FEC data was used.
+    /// conceals. Returns the samples written and whether FEC data was used (a packet without
+    /// any, e.g. from a sender that expects no loss, is concealed inside libopus).
     pub fn recover(&mut self, next: &[u8], out: &mut [i16]) -> (Result<usize, FrameError>, bool) {
         match self {
-            Decoder::Opus(d) => (d.decode_fec(next, &mut out[..SAMPLES_24K]), true),
+            Decoder::Opus(d) => (d.decode_fec(next, &mut out[..SAMPLES_24K]), crate::opus_has_fec(next)),
             Decoder::Pcm(_) => (self.conceal(out), false),
         }
     }

@@ -30,8 +30,8 @@ use voxrelay_signaling::CallId;
 use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
-use self::ticks::FirstFrameWatch;
 pub use self::ticks::SessionTicks;
+use self::ticks::FirstFrameWatch;
 use crate::metrics::Metrics;
 use crate::store::Recorder;
 use crate::transport::TransportEvent;

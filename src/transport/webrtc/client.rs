@@ -198,7 +198,10 @@ enum Transport {
         server: Arc<Mutex<ServerStream>>,
     },
     /// Plain RTP (PROTOCOL.md §7) with its events WebSocket.
-    Rtp { ws_out: mpsc::UnboundedSender<String>, tasks: Vec<tokio::task::JoinHandle<()>> },
+    Rtp {
+        ws_out: mpsc::UnboundedSender<String>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    },
 }
 
 pub struct Client {
