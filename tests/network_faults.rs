@@ -89,8 +89,7 @@ async fn the_agents_speech_carries_fec_once_the_caller_reports_loss() {
             }
             let done = c.log.iter().map(|(_, e)| e).find(|e| e["type"] == "response.done").expect("response.done");
             assert_eq!(done["response"]["status"], "completed", "loop {on_loop}: {done}");
-            let (received, fec) = (c.received(), c.fec_flags());
-            let voiced: Vec<bool> = received.iter().zip(&fec).skip(before).filter(|(r, _)| r.voiced()).map(|(_, f)| *f).collect();
+            let voiced: Vec<bool> = c.received()[before..].iter().filter(|r| r.voiced()).map(|r| r.fec).collect();
             let with_fec = voiced.iter().filter(|f| **f).count();
             println!("FEC loop {on_loop}, reported loss {reported_loss}/256: {with_fec} of {} voiced packets", voiced.len());
             assert!(voiced.len() >= 50, "loop {on_loop}: {} voiced packets", voiced.len());

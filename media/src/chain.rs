@@ -50,6 +50,7 @@ pub struct SessionOptions {
     /// Bridge the line into a room: its audio is also encoded to Opus for the room, and the
     /// room's audio for its slot is mixed into what it hears ([`crate::room_bridge`]).
     pub room_bridge: bool,
+    /// Whether the encoder's in-band FEC follows the peer's loss reports or is fixed.
     pub outbound_fec: OutboundFec,
 }
 

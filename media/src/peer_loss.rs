@@ -58,6 +58,15 @@ impl PeerLoss {
 mod tests {
     use super::*;
 
+    /// After twenty reports of `percent` loss.
+    fn steady(percent: f32) -> PeerLoss {
+        let mut p = PeerLoss::default();
+        for _ in 0..20 {
+            p.on_report(fraction(percent));
+        }
+        p
+    }
+
     /// RFC 3550's fraction lost for `percent` of the packets.
     fn fraction(percent: f32) -> u8 {
         (percent * 256.0 / 100.0).round().min(255.0) as u8
@@ -79,11 +88,7 @@ mod tests {
     #[test]
     fn steady_loss_settles_on_the_level_below_it() {
         for (loss, level) in [(2.0, 2), (5.0, 2), (7.0, 2), (9.0, 10), (15.0, 10), (19.0, 10), (30.0, 20), (100.0, 20)] {
-            let mut p = PeerLoss::default();
-            for _ in 0..20 {
-                p.on_report(fraction(loss));
-            }
-            assert_eq!(p.level(), level, "{loss} % loss");
+            assert_eq!(steady(loss).level(), level, "{loss} % loss");
         }
     }
 
@@ -98,11 +103,7 @@ mod tests {
 
     #[test]
     fn a_loss_at_a_boundary_does_not_flap() {
-        let mut p = PeerLoss::default();
-        for _ in 0..20 {
-            p.on_report(fraction(10.0));
-        }
-        assert_eq!(p.level(), 10);
+        assert_eq!(steady(10.0).level(), 10);
         // Hovering at 10's entry (8 %): once in, it stays until below 5 %.
         let mut p = PeerLoss::default();
         let mut changes = 0;
@@ -114,10 +115,7 @@ mod tests {
 
     #[test]
     fn the_loss_ending_turns_fec_off_in_a_few_reports() {
-        let mut p = PeerLoss::default();
-        for _ in 0..20 {
-            p.on_report(fraction(25.0));
-        }
+        let mut p = steady(25.0);
         assert_eq!(p.level(), 20);
         let mut reports = 0;
         while p.level() > 0 {

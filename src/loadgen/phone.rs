@@ -167,7 +167,7 @@ pub async fn run_session(index: usize, spurt: &PhoneSpurt, cfg: &LoadgenConfig, 
                             G711Law::Mu.decode(&bytes[..n], &mut pcm[..n]);
                             let rms = (pcm[..n].iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
                             let k = received.len() as u32;
-                            received.push(Received { at: Instant::now(), seq: k as u16, timestamp: k * FRAME_8K as u32, payload_len: bytes.len(), rms: Some(rms) });
+                            received.push(Received { at: Instant::now(), seq: k as u16, timestamp: k * FRAME_8K as u32, payload_len: bytes.len(), rms: Some(rms), fec: false });
                         }
                         "mark" => {
                             seq += 1;
@@ -256,7 +256,14 @@ mod tests {
     #[test]
     fn pacing_jitter_ignores_the_gaps_between_replies() {
         let t0 = Instant::now();
-        let frame = |ms: u64| Received { at: t0 + Duration::from_millis(ms), seq: 0, timestamp: 0, payload_len: 160, rms: Some(1000.0) };
+        let frame = |ms: u64| Received {
+            at: t0 + Duration::from_millis(ms),
+            seq: 0,
+            timestamp: 0,
+            payload_len: 160,
+            rms: Some(1000.0),
+            fec: false,
+        };
         let steady: Vec<Received> = (0..50).map(|i| frame(i * 20)).chain((0..50).map(|i| frame(5000 + i * 20))).collect();
         assert!(pacing_jitter_ms(&steady) < 0.01);
         let uneven: Vec<Received> = (0..50).map(|i| frame(i * 20 + if i % 2 == 0 { 5 } else { 0 })).collect();

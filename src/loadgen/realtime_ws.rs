@@ -138,7 +138,7 @@ pub async fn run_session(
                         let n = bytes.len() / 2;
                         let rms = (samples.map(|s| s * s).sum::<f64>() / n.max(1) as f64).sqrt();
                         let k = received.len() as u32;
-                        received.push(Received { at: Instant::now(), seq: k as u16, timestamp: k * SAMPLES_24K as u32, payload_len: bytes.len(), rms: Some(rms) });
+                        received.push(Received { at: Instant::now(), seq: k as u16, timestamp: k * SAMPLES_24K as u32, payload_len: bytes.len(), rms: Some(rms), fec: false });
                     }
                     *result.events.entry(kind).or_default() += 1;
                 }

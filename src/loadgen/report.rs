@@ -199,6 +199,7 @@ mod tests {
                 timestamp: u32::from(seq) * 960,
                 payload_len: 80,
                 rms: None,
+                fec: false,
             })
             .collect();
         let (lost, pct, _) = loss_and_jitter(&rx, 48_000.0);
@@ -215,7 +216,7 @@ mod tests {
             Sent { at: at(20), voiced: true },
             Sent { at: at(40), voiced: false },
         ];
-        let voiced = |ms: u64| Received { at: at(ms), seq: 0, timestamp: 0, payload_len: 80, rms: None };
+        let voiced = |ms: u64| Received { at: at(ms), seq: 0, timestamp: 0, payload_len: 80, rms: None, fec: false };
         let (turns, lat) = turn_latencies(&sent, &[voiced(10), voiced(620)], 500.0);
         assert_eq!(turns, 1);
         assert_eq!(lat, vec![100.0]);

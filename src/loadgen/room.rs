@@ -248,6 +248,7 @@ fn by_stream(packets: &[ReceivedPacket]) -> Vec<Vec<Received>> {
             timestamp: p.timestamp,
             payload_len: p.payload.len(),
             rms: None,
+            fec: false,
         });
     }
     streams.into_values().filter(|s| s.len() > 1).collect()

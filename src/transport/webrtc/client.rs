@@ -60,6 +60,8 @@ pub struct Received {
     pub payload_len: usize,
     /// RMS of the decoded frame, when the client decodes (see [`ClientOptions::decode`]).
     pub rms: Option<f64>,
+    /// The payload carried Opus in-band FEC for the frame before it.
+    pub fec: bool,
 }
 
 impl Received {
@@ -178,15 +180,6 @@ pub struct SetupTimes {
     pub connected: Duration,
 }
 
-/// What the client knows of the server's outbound stream beyond its packets.
-#[derive(Default)]
-struct ServerStream {
-    ssrc: Option<u32>,
-    /// Per packet received, in the order of [`Client::received`]: whether it carried Opus
-    /// in-band FEC.
-    fec: Vec<bool>,
-}
-
 /// How the client reaches the server.
 enum Transport {
     WebRtc {
@@ -195,7 +188,8 @@ enum Transport {
         /// The outbound track and its SSRC, for the RTCP this client writes itself.
         track: Arc<TrackLocalStaticRTP>,
         ssrc: u32,
-        server: Arc<Mutex<ServerStream>>,
+        /// The server's stream, from its first packet: what this client's reports are about.
+        server_ssrc: Arc<std::sync::OnceLock<u32>>,
     },
     /// Plain RTP (PROTOCOL.md §7) with its events WebSocket.
     Rtp {
@@ -287,8 +281,8 @@ impl Client {
         let received = Arc::new(Mutex::new(Vec::new()));
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
         let decode = opts.decode.then_some(opts.codec);
-        let server = Arc::new(Mutex::new(ServerStream::default()));
-        let inbound = Inbound { received: received.clone(), server: server.clone(), decode, audio_out: opts.audio_out.clone() };
+        let server_ssrc = Arc::new(std::sync::OnceLock::new());
+        let inbound = Inbound { received: received.clone(), server_ssrc: server_ssrc.clone(), decode, audio_out: opts.audio_out.clone() };
         tokio::spawn(pump_peer_events(early, rx, ev_tx, connected_tx, inbound));
         match tokio::time::timeout(opts.connect_timeout, connected_rx).await {
             Ok(Ok(())) => {}
@@ -305,7 +299,7 @@ impl Client {
         let sink = ClientSink::Track(track.clone());
         tokio::spawn(send_loop(sink, ssrc, pt, opts.codec, dtx, outbox.clone(), sent.clone(), opts.faults));
         Ok(Client {
-            transport: Transport::WebRtc { peer, dc, track, ssrc, server },
+            transport: Transport::WebRtc { peer, dc, track, ssrc, server_ssrc },
             events: ev_rx,
             location,
             setup,
@@ -391,6 +385,7 @@ impl Client {
                         timestamp: p.header.timestamp,
                         payload_len: p.payload.len(),
                         rms: None,
+                        fec: p.header.payload_type == OPUS_PAYLOAD_TYPE && voxrelay_media::opus_has_fec(&p.payload),
                     });
                 }
             }));
@@ -462,23 +457,15 @@ impl Client {
         }
     }
 
-    /// Per packet of [`Client::received`] (WebRTC), whether it carried Opus in-band FEC.
-    pub fn fec_flags(&self) -> Vec<bool> {
-        match &self.transport {
-            Transport::WebRtc { server, .. } => server.lock().unwrap_or_else(|e| e.into_inner()).fec.clone(),
-            Transport::Rtp { .. } => Vec::new(),
-        }
-    }
-
     /// Sends the server an RTCP receiver report saying this client lost `fraction_lost` / 256
     /// of the server's packets since its previous report, as a receiver on a lossy path would
     /// (WebRTC, once a packet came; the library's own reports of the real loss keep going too).
     pub async fn report_loss(&self, fraction_lost: u8) -> Result<(), ClientError> {
         use rtc::rtcp::{receiver_report::ReceiverReport, reception_report::ReceptionReport};
-        let Transport::WebRtc { track, ssrc, server, .. } = &self.transport else {
+        let Transport::WebRtc { track, ssrc, server_ssrc, .. } = &self.transport else {
             return Err(ClientError::Http("plain RTP has no RTCP here".into()));
         };
-        let Some(server_ssrc) = server.lock().unwrap_or_else(|e| e.into_inner()).ssrc else {
+        let Some(&server_ssrc) = server_ssrc.get() else {
             return Err(ClientError::Timeout("no packet from the server to report on yet"));
         };
         let block = ReceptionReport { ssrc: server_ssrc, fraction_lost, ..Default::default() };
@@ -535,7 +522,7 @@ pub(crate) fn server_event(text: String) -> Value {
 /// Where the server's packets go as they arrive.
 struct Inbound {
     received: Arc<Mutex<Vec<Received>>>,
-    server: Arc<Mutex<ServerStream>>,
+    server_ssrc: Arc<std::sync::OnceLock<u32>>,
     decode: Option<AudioCodec>,
     audio_out: Option<mpsc::UnboundedSender<Heard>>,
 }
@@ -547,7 +534,7 @@ async fn pump_peer_events(
     connected_tx: tokio::sync::oneshot::Sender<()>,
     inbound: Inbound,
 ) {
-    let Inbound { received, server, decode, audio_out } = inbound;
+    let Inbound { received, server_ssrc, decode, audio_out } = inbound;
     let mut connected_tx = Some(connected_tx);
     let mut events = PeerEvents::new(early, rx);
     while let Some(ev) = events.next().await {
@@ -562,7 +549,7 @@ async fn pump_peer_events(
                 let _ = ev_tx.send((Instant::now(), server_event(text)));
             }
             PeerEvent::Track(remote) => {
-                let (received, server) = (received.clone(), server.clone());
+                let (received, server_ssrc) = (received.clone(), server_ssrc.clone());
                 let audio_out = audio_out.clone();
                 tokio::spawn(async move {
                     let mut decoder = decode.and_then(FrameDecoder::new);
@@ -580,18 +567,14 @@ async fn pump_peer_events(
                             }
                             rms(pcm)
                         });
-                        let fec = p.header.payload_type == OPUS_PAYLOAD_TYPE && voxrelay_media::opus_has_fec(&p.payload);
-                        {
-                            let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
-                            server.ssrc = Some(p.header.ssrc);
-                            server.fec.push(fec);
-                        }
+                        let _ = server_ssrc.set(p.header.ssrc);
                         received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
                             at: Instant::now(),
                             seq: p.header.sequence_number,
                             timestamp: p.header.timestamp,
                             payload_len: p.payload.len(),
                             rms: level,
+                            fec: p.header.payload_type == OPUS_PAYLOAD_TYPE && voxrelay_media::opus_has_fec(&p.payload),
                         });
                     }
                 });

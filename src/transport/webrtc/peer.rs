@@ -235,13 +235,13 @@ pub(crate) type Peer = Arc<dyn PeerConnection>;
 /// of preference) and reports to `tx`: a 1:1 call's, whose outbound track hears the peer's loss
 /// reports ([`super::reports`]).
 pub(crate) async fn build_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
-    let engine = Engine { audio_levels: true, loss_reports: true };
-    build_peer_full(sockets, tx, &ANSWER_CODECS, webrtc::peer_connection::RTCConfiguration::default(), engine, None).await
+    let features = PeerFeatures { audio_levels: true, loss_reports: true };
+    build_peer_full(sockets, tx, &ANSWER_CODECS, webrtc::peer_connection::RTCConfiguration::default(), features, None).await
 }
 
 /// What a peer connection negotiates and hears beyond its codecs.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Engine {
+pub(crate) struct PeerFeatures {
     /// RFC 6464 audio levels.
     pub audio_levels: bool,
     /// The peer's RTCP reports reach the application ([`super::reports::LossReports`]): a 1:1
@@ -251,8 +251,8 @@ pub(crate) struct Engine {
 
 /// The codecs (in order of preference) and header extensions a peer connection negotiates, and
 /// the interceptors for them: shared by the driver's peers and the loops' connections.
-pub(crate) fn media_engine(codecs: &[AudioCodec], engine: Engine) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
-    let Engine { audio_levels, loss_reports } = engine;
+pub(crate) fn media_engine(codecs: &[AudioCodec], features: PeerFeatures) -> Result<(MediaEngine, Registry), rtc::shared::error::Error> {
+    let PeerFeatures { audio_levels, loss_reports } = features;
     let mut media_engine = MediaEngine::default();
     for &codec in codecs {
         media_engine.register_codec(
@@ -299,8 +299,8 @@ pub(crate) struct IceTimeouts {
 /// A room participant's peer: as [`build_peer`], with [`ROOM_ICE_TIMEOUTS`].
 pub(crate) async fn build_room_peer(sockets: Sockets, tx: mpsc::UnboundedSender<PeerEvent>) -> Result<Peer, webrtc::error::Error> {
     let codecs = [AudioCodec::Opus];
-    let engine = Engine { audio_levels: true, loss_reports: false };
-    build_peer_full(sockets, tx, &codecs, webrtc::peer_connection::RTCConfiguration::default(), engine, Some(ROOM_ICE_TIMEOUTS)).await
+    let features = PeerFeatures { audio_levels: true, loss_reports: false };
+    build_peer_full(sockets, tx, &codecs, webrtc::peer_connection::RTCConfiguration::default(), features, Some(ROOM_ICE_TIMEOUTS)).await
 }
 
 /// Like [`build_peer`], with its codecs and an RTC configuration (ICE servers, relay-only policy).
@@ -313,7 +313,7 @@ pub(crate) async fn build_peer_configured(
     configuration: webrtc::peer_connection::RTCConfiguration,
     audio_levels: bool,
 ) -> Result<Peer, webrtc::error::Error> {
-    build_peer_full(sockets, tx, codecs, configuration, Engine { audio_levels, loss_reports: false }, None).await
+    build_peer_full(sockets, tx, codecs, configuration, PeerFeatures { audio_levels, loss_reports: false }, None).await
 }
 
 async fn build_peer_full(
@@ -321,10 +321,10 @@ async fn build_peer_full(
     tx: mpsc::UnboundedSender<PeerEvent>,
     codecs: &[AudioCodec],
     configuration: webrtc::peer_connection::RTCConfiguration,
-    engine: Engine,
+    features: PeerFeatures,
     ice: Option<IceTimeouts>,
 ) -> Result<Peer, webrtc::error::Error> {
-    let (media_engine, registry) = media_engine(codecs, engine)?;
+    let (media_engine, registry) = media_engine(codecs, features)?;
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_media_engine(media_engine)

@@ -14,6 +14,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use tokio::sync::mpsc;
@@ -25,26 +26,21 @@ use crate::transport::TransportEvent;
 /// The fraction lost (RFC 3550 §6.4.1, in 256ths) a report in `packets` gives for the stream
 /// `ssrc`; the last one if several do.
 pub fn reported_loss(packets: &[Box<dyn rtcp::Packet>], ssrc: u32) -> Option<u8> {
-    packets
-        .iter()
-        .flat_map(|p| {
-            let any = p.as_any();
-            let blocks = match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
-                (Some(rr), _) => rr.reports.as_slice(),
-                (_, Some(sr)) => sr.reports.as_slice(),
-                _ => &[],
-            };
-            blocks.iter().filter(|b| b.ssrc == ssrc).map(|b| b.fraction_lost)
-        })
-        .last()
+    packets.iter().rev().flat_map(|p| report_blocks(&**p).iter().rev()).find(|b| b.ssrc == ssrc).map(|b| b.fraction_lost)
 }
 
 fn carries_reports(packets: &[Box<dyn rtcp::Packet>]) -> bool {
-    packets.iter().any(|p| {
-        let any = p.as_any();
-        any.downcast_ref::<ReceiverReport>().is_some_and(|rr| !rr.reports.is_empty())
-            || any.downcast_ref::<SenderReport>().is_some_and(|sr| !sr.reports.is_empty())
-    })
+    packets.iter().any(|p| !report_blocks(&**p).is_empty())
+}
+
+/// The reception report blocks of a sender or receiver report; none for other packets.
+fn report_blocks(packet: &dyn rtcp::Packet) -> &[ReceptionReport] {
+    let any = packet.as_any();
+    match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
+        (Some(rr), _) => &rr.reports,
+        (_, Some(sr)) => &sr.reports,
+        _ => &[],
+    }
 }
 
 /// Where [`LossReports`] sits in the chain: after every interceptor the library has (they still
@@ -112,7 +108,6 @@ pub async fn forward_reports(track: Arc<TrackLocalStaticRTP>, ssrc: u32, to_call
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::rtcp::reception_report::ReceptionReport;
     use rtc::rtcp::source_description::SourceDescription;
 
     fn block(ssrc: u32, fraction_lost: u8) -> ReceptionReport {

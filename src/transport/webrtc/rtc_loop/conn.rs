@@ -26,7 +26,7 @@ use voxrelay_signaling::room_wire::ROOM_EVENTS_LABEL;
 use voxrelay_signaling::sdp::AudioLine;
 
 use super::super::EVENTS_LABEL;
-use super::super::peer::{ANSWER_CODECS, Engine, ROOM_ICE_TIMEOUTS, audio_stream_track, client_text, media_engine};
+use super::super::peer::{ANSWER_CODECS, PeerFeatures, ROOM_ICE_TIMEOUTS, audio_stream_track, client_text, media_engine};
 use super::super::reports::reported_loss;
 use super::super::room::SlotSink;
 use super::{Command, ConnKey};
@@ -135,8 +135,8 @@ pub(super) fn answer(
         Shape::Call { .. } => &ANSWER_CODECS,
         Shape::Room { .. } => &[AudioCodec::Opus],
     };
-    let engine = Engine { audio_levels: true, loss_reports: matches!(shape, Shape::Call { .. }) };
-    let (engine, registry) = media_engine(codecs, engine).map_err(|e| internal("the media engine", e))?;
+    let features = PeerFeatures { audio_levels: true, loss_reports: matches!(shape, Shape::Call { .. }) };
+    let (engine, registry) = media_engine(codecs, features).map_err(|e| internal("the media engine", e))?;
     let mut builder = rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(engine).with_interceptor_registry(registry);
     if let Shape::Room { .. } = shape {
         let t = ROOM_ICE_TIMEOUTS;
