@@ -83,7 +83,7 @@ pub struct SessionChain {
     control: Consumer<Control>,
     agent_in: Consumer<AgentFrame>,
     egress: Producer<EncodedFrame>,
-    uplink: Producer<Uplink>,
+    uplink: UplinkOut,
     stats: Arc<SessionStats>,
 
     codec: AudioCodec,
@@ -179,7 +179,7 @@ impl SessionChain {
             control,
             agent_in,
             egress,
-            uplink,
+            uplink: UplinkOut { ring: uplink, events: 0 },
             stats: stats.clone(),
             codec,
             jitter: JitterBuffer::with_clock_rate(codec.clock_rate()),
@@ -264,6 +264,8 @@ impl SessionChain {
         self.apply_controls();
         self.receive();
         self.inbound();
+        // Before the worker rings: the bell reads it to decide whether the call wakes now.
+        SessionStats::set(&self.stats.uplink_events, self.uplink.events);
         Liveness::Alive
     }
 
@@ -325,7 +327,7 @@ impl SessionChain {
             && self.control.is_abandoned()
             && self.agent_in.is_abandoned()
             && self.egress.is_abandoned()
-            && self.uplink.is_abandoned()
+            && self.uplink.ring.is_abandoned()
             && self.bridge.as_ref().is_none_or(|b| b.is_abandoned())
     }
 
@@ -345,7 +347,7 @@ impl SessionChain {
                 }
                 Control::ClearOutput => {
                     let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
-                    self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+                    self.playback.cut(&mut self.agent_in, &mut |e| uplink.event(overflows, e), &mut self.agent_dropped);
                 }
                 Control::PeerReport { fraction_lost } => {
                     if let Some(level) = self.peer_loss.as_mut().and_then(|p| p.on_report(fraction_lost)) {
@@ -357,7 +359,7 @@ impl SessionChain {
                     self.playback.cancel(
                         response,
                         &mut self.agent_in,
-                        &mut |e| push(uplink, overflows, Uplink::Event(e)),
+                        &mut |e| uplink.event(overflows, e),
                         &mut self.agent_dropped,
                     );
                 }
@@ -390,7 +392,7 @@ impl SessionChain {
             bridge.forward(&frame, self.frames_in);
         }
         self.frames_in += 1;
-        self.push_uplink(Uplink::Audio { start, pcm: frame });
+        push(&mut self.uplink.ring, &mut self.overflows, Uplink::Audio { start, pcm: frame });
 
         if !self.turn.config().server_vad {
             return;
@@ -485,7 +487,7 @@ impl SessionChain {
     /// Caller speech while the agent talks: cut the response within this tick.
     fn barge_in(&mut self) {
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
-        self.playback.cut(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+        self.playback.cut(&mut self.agent_in, &mut |e| uplink.event(overflows, e), &mut self.agent_dropped);
     }
 
     /// Stage 4: at most one agent frame, and for a room bridge the room's frame -> mixer ->
@@ -497,7 +499,7 @@ impl SessionChain {
         packet.data[..silence.len()].copy_from_slice(silence);
         let (uplink, overflows) = (&mut self.uplink, &mut self.overflows);
         let next =
-            self.playback.next_frame(&mut self.agent_in, &mut |e| push(uplink, overflows, Uplink::Event(e)), &mut self.agent_dropped);
+            self.playback.next_frame(&mut self.agent_in, &mut |e| uplink.event(overflows, e), &mut self.agent_dropped);
         let mut agent_pcm = [0i16; SAMPLES_24K];
         let agent = match next {
             Some(next) => {
@@ -546,11 +548,7 @@ impl SessionChain {
     }
 
     fn emit(&mut self, event: MediaEvent) {
-        self.push_uplink(Uplink::Event(event));
-    }
-
-    fn push_uplink(&mut self, item: Uplink) {
-        push(&mut self.uplink, &mut self.overflows, item);
+        self.uplink.event(&mut self.overflows, event);
     }
 
     /// Copies this tick's counters into the shared stats (plain stores: only we write).
@@ -577,11 +575,27 @@ impl SessionChain {
         SessionStats::set(&s.voiced_out, self.voiced_out);
         SessionStats::set(&s.agent_frames_dropped, self.agent_dropped);
         SessionStats::set(&s.echo_frames, self.echo_frames);
+        SessionStats::set(&s.uplink_events, self.uplink.events);
         SessionStats::add(&s.ticks, 1);
     }
 }
 
 /// Never blocks: a full ring drops `item` and counts it.
+/// The uplink ring, counting the events that go into it: the call's bell wakes the call after
+/// an inbound half only if the half had events (`SessionStats::uplink_events`); the caller's
+/// audio alone waits for the outbound half's wake.
+struct UplinkOut {
+    ring: Producer<Uplink>,
+    events: u64,
+}
+
+impl UplinkOut {
+    fn event(&mut self, overflows: &mut u64, event: MediaEvent) {
+        self.events += 1;
+        push(&mut self.ring, overflows, Uplink::Event(event));
+    }
+}
+
 fn push<T>(ring: &mut Producer<T>, overflows: &mut u64, item: T) {
     if ring.push(item).is_err() {
         *overflows += 1;

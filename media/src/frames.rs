@@ -26,14 +26,14 @@ pub const INGRESS_RING: usize = 32;
 /// Control commands: a handful per turn.
 pub const CONTROL_RING: usize = 32;
 /// Agent speech: 32 frames = 640 ms at 24 kHz (31 KB). Providers stream faster than real
-/// time; the call task tops the ring up at every half tick and the agent keeps the rest on its side
+/// time; the call task tops the ring up at every tick and the agent keeps the rest on its side
 /// (it is pulled only while the ring has room), so more depth would only cost memory: at 500
 /// frames this ring was the largest allocation of a call (484 KB; BENCHMARKS "Memory per call").
 pub const AGENT_RING: usize = 32;
 /// Outbound Opus: 16 packets = 320 ms for the RTP writer to fall behind before frames drop.
 pub const EGRESS_RING: usize = 16;
-/// Uplink audio + events: 32 entries ≈ 600 ms of caller audio (the call task drains it at every
-/// half tick).
+/// Uplink audio + events: 32 entries ≈ 600 ms of caller audio (the call task drains it after
+/// every outbound half, and after an inbound half with events).
 pub const UPLINK_RING: usize = 32;
 
 /// An RFC 6464 audio level: the sender's level of this packet's audio in -dBov (0 = loudest,

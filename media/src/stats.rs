@@ -24,6 +24,12 @@ macro_rules! counters {
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
             }
+
+            /// Overwrites every counter with the snapshot's (stats carried over; tests of what
+            /// reads them).
+            pub fn restore(&self, snapshot: &StatsSnapshot) {
+                $(self.$name.store(snapshot.$name, Relaxed);)*
+            }
         }
 
         impl StatsSnapshot {
@@ -93,6 +99,8 @@ counters! {
     early_slot,
     /// Agent responses whose first frame went out before the outbound half (early).
     early_starts,
+    /// Events (turn, playback, commit) handed to tokio on the uplink ring.
+    uplink_events,
 }
 
 impl SessionStats {

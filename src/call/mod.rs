@@ -2,7 +2,7 @@
 //! participants, the person over its transport ([`Person`]: sink, outlets, link) and the agent
 //! ([`Conversation`]: protocol, barge-in, the agent it drives), through the tokio ends of their
 //! shared worker session's rings. It moves data between them when the worker's tick bell rings
-//! (after each half tick, see `engine::bells`) and leaves every decision to the conversation
+//! (after its session's outbound half, or an inbound half with events: `engine::bells`) and leaves every decision to the conversation
 //! (protocol), the worker (DSP) and the link (liveness).
 //!
 //! Teardown is one path: whatever ends the call (DELETE, drain, the person hanging up or
@@ -30,7 +30,7 @@ use voxrelay_signaling::CallId;
 use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
-pub use self::ticks::SessionTicks;
+pub use self::ticks::{CallListener, SessionTicks};
 use self::ticks::FirstFrameWatch;
 use crate::metrics::Metrics;
 use crate::store::Recorder;
@@ -83,10 +83,14 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
     let mut event_rate = EventRate::default();
     let mut lifetime = Lifetime::new(Instant::now().into_std());
     let mut first_frame = FirstFrameWatch::default();
+    // Made once: a fresh `notified()` per wake-up would join and leave the Notify's waiter list
+    // (a lock each) twice per tick.
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
 
     let end = loop {
         let event = tokio::select! {
-            _ = stop.notified() => break EndReason::Requested,
+            _ = &mut stopped => break EndReason::Requested,
             ev = events.recv() => match ev {
                 Some(ev) => Some(ev),
                 None => break EndReason::Failed,
@@ -197,7 +201,7 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
     end
 }
 
-/// Waits for the worker's next half tick; once the bell is gone (or there was none), never
+/// Waits for the worker's next ring for this call; once the bell is gone (or there was none), never
 /// returns, and the caller polls instead.
 async fn next_half_tick(ticks: &mut Option<SessionTicks>, any_slot: bool) {
     if let Some(rx) = ticks

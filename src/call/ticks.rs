@@ -1,55 +1,112 @@
-//! A call's wake-ups from its audio worker: the two 5 ms slots of the worker's tick in which its
-//! session's halves run (the watch channels are made and rung by `engine::bells`), or any slot
-//! while the agent's response is about to start.
+//! A call's wake-ups from its audio worker (the bell is rung by `engine::bells`): after the
+//! outbound half of its session's tick (its frame to send, the agent's audio to hand over), after
+//! an inbound half that had events (a turn to answer now), or after any slot while the agent's
+//! response is about to start. An inbound half with only the caller's audio wakes nobody: the
+//! audio waits 10 ms in its ring for the outbound half's wake, which halves the call's wakes.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use voxrelay_media::{MediaEvent, OUTBOUND_SLOTS, SessionStats};
+use futures_util::task::AtomicWaker;
+use voxrelay_media::{MediaEvent, OUTBOUND_SLOTS, SessionStats, TICK_SLOTS};
+
+/// What one call and its worker's fan-out task share.
+#[derive(Debug, Default)]
+pub struct CallBell {
+    rung: AtomicBool,
+    waker: AtomicWaker,
+    /// The call wants every slot's ring (its response's first frame is about to go out).
+    any_slot: AtomicBool,
+    /// The fan-out task is gone: the call polls instead.
+    closed: AtomicBool,
+}
+
+impl CallBell {
+    /// Wakes the call (or makes its next wait return at once).
+    pub fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// No more rings will come.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ring();
+    }
+
+    fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.rung.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A ring between the first check and the registration found no waker to wake.
+        if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+/// The fan-out task's view of one call: whether a ring of `slots` concerns it.
+#[derive(Debug)]
+pub struct CallListener {
+    bell: Arc<CallBell>,
+    stats: Arc<SessionStats>,
+    /// The session's `uplink_events` when the call was last woken.
+    events_seen: u64,
+}
+
+impl CallListener {
+    /// Rings the call if its worker's ring of `slots` (bits) concerns it. The session's slots
+    /// may move (`TickPhase`, at most once a second; an early response,
+    /// [`SessionStats::early_slot`]): the worker publishes them before ringing.
+    pub fn on_ring(&mut self, slots: u8) {
+        let events = self.stats.uplink_events();
+        let inbound = self.stats.tick_slot() as u8 % TICK_SLOTS;
+        let outbound = match self.stats.early_slot() {
+            0 => inbound + OUTBOUND_SLOTS,
+            early => early as u8 - 1,
+        } % TICK_SLOTS;
+        let wake = (slots != 0 && self.bell.any_slot.load(Ordering::Acquire))
+            || slots & (1 << outbound) != 0
+            || (slots & (1 << inbound) != 0 && events != self.events_seen);
+        if wake {
+            // Everything counted so far is in the ring before the call looks at it.
+            self.events_seen = events;
+            self.bell.ring();
+        }
+    }
+
+    /// The call has ended (its ticks were dropped).
+    pub fn is_gone(&self) -> bool {
+        Arc::strong_count(&self.bell) == 1
+    }
+
+    pub fn close(&self) {
+        self.bell.close();
+    }
+}
 
 /// One call's view of its worker's bell.
+#[derive(Debug)]
 pub struct SessionTicks {
-    slots: Vec<watch::Receiver<u64>>,
-    any: watch::Receiver<u64>,
-    stats: Arc<SessionStats>,
+    bell: Arc<CallBell>,
 }
 
 impl SessionTicks {
-    /// `slots`: one receiver per slot of the worker's tick, in slot order; `any`: bumped after
-    /// every ring.
-    pub fn new(slots: Vec<watch::Receiver<u64>>, any: watch::Receiver<u64>, stats: Arc<SessionStats>) -> Self {
-        SessionTicks { slots, any, stats }
+    /// A call's ticks and the listener its worker's fan-out task keeps for it.
+    pub fn new(stats: Arc<SessionStats>) -> (SessionTicks, CallListener) {
+        let bell = Arc::new(CallBell::default());
+        let events_seen = stats.uplink_events();
+        (SessionTicks { bell: bell.clone() }, CallListener { bell, stats, events_seen })
     }
 
-    /// Waits until the worker ran one of the session's halves (or did since the last call), or
-    /// with `any_slot`, anything on the worker. False once the bell is gone. The session's
-    /// slots may move (`TickPhase`, at most once a second; an early response,
-    /// [`SessionStats::early_slot`]): the worker publishes them before ringing, so the next wait
-    /// is on the new slots (after one early return for a slot rung while the call was not
-    /// listening to it).
+    /// Waits until the worker's bell concerns the call (see the module), or has since the last
+    /// call; with `any_slot`, until any ring of its worker. False once the bell is gone.
     pub async fn next_half(&mut self, any_slot: bool) -> bool {
-        if any_slot {
-            return self.any.changed().await.is_ok();
-        }
-        let n = self.slots.len();
-        if n <= OUTBOUND_SLOTS as usize {
-            return false;
-        }
-        let inbound = self.stats.tick_slot() as usize % n;
-        let outbound = match self.stats.early_slot() {
-            0 => inbound + OUTBOUND_SLOTS as usize,
-            early => early as usize - 1,
-        } % n;
-        if inbound == outbound {
-            return self.slots[inbound].changed().await.is_ok();
-        }
-        let (low, high) = self.slots.split_at_mut(inbound.max(outbound));
-        let (a, b) = (&mut low[inbound.min(outbound)], &mut high[0]);
-        tokio::select! {
-            r = a.changed() => r.is_ok(),
-            r = b.changed() => r.is_ok(),
-        }
+        self.bell.any_slot.store(any_slot, Ordering::Release);
+        poll_fn(|cx| self.bell.poll_rung(cx)).await;
+        !self.bell.closed.load(Ordering::Acquire)
     }
 }
 
