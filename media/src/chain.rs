@@ -575,6 +575,7 @@ impl SessionChain {
         SessionStats::set(&s.voiced_out, self.voiced_out);
         SessionStats::set(&s.agent_frames_dropped, self.agent_dropped);
         SessionStats::set(&s.echo_frames, self.echo_frames);
+        // The outbound half's events too, so the next inbound ring does not take them for its own.
         SessionStats::set(&s.uplink_events, self.uplink.events);
         SessionStats::add(&s.ticks, 1);
     }

@@ -159,7 +159,6 @@ mod tests {
         }
         ring(1 << OUTBOUND_SLOTS);
         ring(1 << OUTBOUND_SLOTS);
-        tokio::task::yield_now().await;
         assert!(wakes(&mut a).await);
         assert!(stays_asleep(&mut a).await, "two rings while away woke the call twice");
     }
