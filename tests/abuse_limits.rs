@@ -2,7 +2,7 @@
 //! costly routes (429, Retry-After, the JSON error body, counted), open WebSockets per IP, and a
 //! header read timeout that drops slow or silent connections while others are served.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

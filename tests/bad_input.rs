@@ -1,7 +1,7 @@
 //! Bad input gets a clear error (status + JSON body, or an `error` event) and the server keeps
 //! serving: credentials, content type, size, malformed and audio-less offers, bad events.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! response; outbound audio falls silent and the client gets the cleared/truncated/cancelled
 //! events, in order after speech_started.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

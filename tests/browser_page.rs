@@ -5,7 +5,7 @@
 //! browser tooling fails the tests with install instructions; `VOXRELAY_SKIP_BROWSER=1` skips
 //! only the Chromium parts, saying so.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

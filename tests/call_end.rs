@@ -3,7 +3,7 @@
 //! must drop within 30 s. The vanishing is real: the caller reaches the server only through a
 //! TURN relay run by this test, which is then shut down.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! room's participants and its agent; the API's refusals; and a server killed with SIGKILL
 //! whose restart still has the call (closed as `interrupted`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

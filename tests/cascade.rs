@@ -1,7 +1,7 @@
 //! The `cascade` agent end to end: a real WebRTC client, voxrelay's real Deepgram, LLM (OpenAI
 //! chat / Anthropic, SSE) and ElevenLabs adapters, and local fakes of all three (tests/fakes).
 
-mod common;
+use crate::common;
 #[path = "fakes/cascade.rs"]
 mod fake;
 

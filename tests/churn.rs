@@ -4,7 +4,7 @@
 //! no worker session, no more file descriptors and no more tokio tasks than after a warm-up.
 //! The 10,000-call run with its memory numbers is in BENCHMARKS.md ("Churn").
 
-mod common;
+use crate::common;
 
 use common::process::{KillOnDrop, serve};
 use common::{API_KEY, speech};

@@ -2,7 +2,7 @@
 //! printed once and stored (0600) in the data directory, one log line saying where it
 //! listens, and SIGTERM draining live calls (not ready, no new calls, clean exit).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! lifetime; with Redis gone a node keeps its rooms, refuses what needs Redis with 503, and
 //! recovers when Redis is back.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -346,7 +346,7 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:ab
 a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
 
 /// Join latency, direct vs forwarded, and Redis commands per join (BENCHMARKS "Several nodes"):
-/// `cargo test --release --test cluster -- --ignored --nocapture join_latency`. Prints numbers;
+/// `cargo test --release --test integration cluster::join_latency -- --ignored --nocapture`. Prints numbers;
 /// asserts only that every join was answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement; run by hand"]

@@ -3,7 +3,7 @@
 //! themselves, and calls still running when the grace period ends are closed cleanly, a running
 //! response finished with `response.done` (status `cancelled`).
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 //! back whole, and the server must neither decode nor conceal the pauses. On the shared loop
 //! and on the per-call driver (both answer with the same media engine).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! fixture over DTLS/SRTP; the server detects the turn at the right audio times and plays the
 //! turn back on the track, with the realtime events of PROTOCOL.md §2.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! (activityStart interrupts the model), `goAway` answered by resuming with the handle, and a
 //! refused key with the call kept alive.
 
-mod common;
+use crate::common;
 #[path = "fakes/gemini_live.rs"]
 mod fake;
 

@@ -2,7 +2,7 @@
 //! candidates, so a caller whose firewall blocks UDP still completes a call without TURN.
 //! The client here has no UDP socket at all, so a connected call proves the TCP path.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

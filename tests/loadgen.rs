@@ -3,7 +3,7 @@
 //! server's /metrics moved with the traffic. The same for simulated phone calls over Twilio
 //! Media Streams (`--transport twilio`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use voxrelay::loadgen::{LoadTransport, LoadgenConfig, run};

@@ -4,7 +4,7 @@
 //! has the shape of what was said. The numbers are printed; BENCHMARKS.md ("Network faults")
 //! has a longer run from the load generator.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

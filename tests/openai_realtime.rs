@@ -3,7 +3,7 @@
 //! turn in both upstream dialects, barge-in, an upstream drop mid-response with recovery, and a
 //! refused key with the call kept alive.
 
-mod common;
+use crate::common;
 #[path = "fakes/openai_realtime.rs"]
 mod fake;
 

@@ -2,7 +2,7 @@
 //! generator's RTP transport gets every turn echoed over unencrypted UDP with events on the
 //! session's WebSocket; an operator can watch any WebRTC call's events over a WebSocket.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::StreamExt;

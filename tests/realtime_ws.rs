@@ -4,7 +4,7 @@
 //! back as `response.audio.delta` chunks (decoded here and compared with what was said), beta
 //! and GA names, barge-in, the browser subprotocol credential, and refusals.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! speaker), answers each once, everyone hears its answer, anyone's speech barges in, it waits
 //! while two people talk over each other, and it leaves cleanly mid-response.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! The room API (PROTOCOL.md §4) against the real server: create/list/delete, `max_participants`,
 //! auto-create off, server-side mute, `data.send`, and the room metrics.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! room by ICE within seconds. The vanishing is real: the participant reaches the server only
 //! through a TURN relay run by this test, which is then shut down.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

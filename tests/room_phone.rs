@@ -3,7 +3,7 @@
 //! byte, real mu-law speech) and a real webrtc-rs participant: each hears the other, an echo
 //! agent answers the caller's turn and both hear it, and hanging up leaves the room.
 
-mod common;
+use crate::common;
 #[path = "fakes/phone_line.rs"]
 mod phone_line;
 

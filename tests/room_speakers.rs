@@ -3,7 +3,7 @@
 //! Pins the default's behaviour (one speaking span per sentence, no flapping at the pause, how
 //! late it starts and stops) and prints the alternatives it was chosen over (BENCHMARKS.md).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

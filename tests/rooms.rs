@@ -1,7 +1,7 @@
 //! Rooms (PROTOCOL.md §4) with real webrtc-rs participants on 127.0.0.1: tokens, joining,
 //! forwarding without decoding, slots, room events, leaving.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 

@@ -18,7 +18,7 @@
 //! Without the SDKs the tests fail saying how to install them; `VOXRELAY_SKIP_SDK=1` skips
 //! them (with a notice).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! follows the speech it sent; in a room, talk and a webrtc-rs participant hear each other;
 //! without devices or credentials it says what is missing.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

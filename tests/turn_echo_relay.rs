@@ -3,7 +3,7 @@
 //! connects and the caller hears its echo, all through the relay. The test config allows
 //! loopback peers, since on 127.0.0.1 the relay addresses are loopback.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

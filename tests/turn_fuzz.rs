@@ -5,7 +5,7 @@
 //! strangers. Passing means no panic and a server that still answers afterwards.
 //!
 //! CI runs 20,000 iterations (seeded, reproducible). The long run:
-//!   VOXRELAY_FUZZ_ITERS=1000000 cargo test --test turn_fuzz -- --nocapture
+//!   VOXRELAY_FUZZ_ITERS=1000000 cargo test --test integration turn_fuzz:: -- --nocapture
 //! (measured 2026-11-23, debug profile, 2 vCPU: 1,000,000 in 3.4 s; 5,000,000 with seed 7 in 21.8 s.)
 //! (VOXRELAY_FUZZ_SEED picks another seed.)
 

@@ -6,7 +6,7 @@
 //! 403 and nothing is relayed. Also: `serve --turn-config` hands each session working
 //! `ice_servers` credentials.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

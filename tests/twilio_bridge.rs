@@ -9,7 +9,7 @@
 //! `VOXRELAY_BARGE_INS` its barge-ins (default 3), `VOXRELAY_ECHO_DB` and
 //! `VOXRELAY_ECHO_DELAY_MS` the line's echo (default −10 dB after 80 ms).
 
-mod common;
+use crate::common;
 #[path = "fakes/openai_realtime.rs"]
 mod openai_fake;
 #[path = "fakes/phone_line.rs"]

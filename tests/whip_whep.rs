@@ -3,7 +3,7 @@
 //! ICE and an ICE restart keep the same participant; the resource rules (ETag, If-Match,
 //! DELETE, OPTIONS) and bad requests answer as RFC 9725 says.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
