@@ -2,8 +2,7 @@
 //! chat / Anthropic, SSE) and ElevenLabs adapters, and local fakes of all three (tests/fakes).
 
 use crate::common;
-#[path = "fakes/cascade.rs"]
-mod fake;
+use crate::fakes::cascade as fake;
 
 use common::*;
 use fake::{ANTHROPIC_CALL_ID, FakeCascade, Keys, OPENAI_CALL_ID, TOOL_ARGS, reply_for, reply_for_tool};

@@ -4,8 +4,7 @@
 //! refused key with the call kept alive.
 
 use crate::common;
-#[path = "fakes/gemini_live.rs"]
-mod fake;
+use crate::fakes::gemini_live as fake;
 
 use common::*;
 use fake::{Behaviour, FakeGemini, REPLY_TRANSCRIPT, TOOL_CALL_ID, tool_args};

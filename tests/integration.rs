@@ -6,6 +6,14 @@
 //! the machine's real time with each other hold a lock of their own (e.g. twilio_bridge's).
 
 mod common;
+/// Local stand-ins for the AI providers and the phone line, each built once and shared by the
+/// modules that use it.
+mod fakes {
+    pub mod cascade;
+    pub mod gemini_live;
+    pub mod openai_realtime;
+    pub mod phone_line;
+}
 
 mod abuse_limits;
 mod bad_input;

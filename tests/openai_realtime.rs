@@ -4,8 +4,7 @@
 //! refused key with the call kept alive.
 
 use crate::common;
-#[path = "fakes/openai_realtime.rs"]
-mod fake;
+use crate::fakes::openai_realtime as fake;
 
 use std::time::Duration;
 

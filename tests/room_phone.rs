@@ -4,8 +4,7 @@
 //! agent answers the caller's turn and both hear it, and hanging up leaves the room.
 
 use crate::common;
-#[path = "fakes/phone_line.rs"]
-mod phone_line;
+use crate::fakes::phone_line;
 
 use common::rooms::{events_until, join, of_type, until, voice};
 use common::{API_KEY, http, speech, start_server};

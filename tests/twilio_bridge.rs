@@ -10,10 +10,8 @@
 //! `VOXRELAY_ECHO_DELAY_MS` the line's echo (default −10 dB after 80 ms).
 
 use crate::common;
-#[path = "fakes/openai_realtime.rs"]
-mod openai_fake;
-#[path = "fakes/phone_line.rs"]
-mod phone_line;
+use crate::fakes::openai_realtime as openai_fake;
+use crate::fakes::phone_line;
 
 use std::time::Duration;
 

@@ -112,7 +112,7 @@ impl Store {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.counters.dropped.fetch_add(1, Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     warn!(dropped = n + 1, "call history: the writer is behind; events dropped");
                 }
             }

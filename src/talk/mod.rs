@@ -269,7 +269,7 @@ pub async fn run_with(args: TalkArgs, io: Io) -> anyhow::Result<TalkSummary> {
             _ = tick.tick() => {
                 if let Some(t) = &terminal {
                     ticks += 1;
-                    if ticks % 10 == 0 {
+                    if ticks.is_multiple_of(10) {
                         view.rtt = peer.rtt().await.or(view.rtt);
                     }
                     t.draw(&view);
