@@ -50,4 +50,5 @@ mod turn_echo_relay;
 mod turn_fuzz;
 mod turn_relay;
 mod twilio_bridge;
+mod web_page;
 mod whip_whep;
