@@ -581,7 +581,6 @@ impl SessionChain {
     }
 }
 
-/// Never blocks: a full ring drops `item` and counts it.
 /// The uplink ring, counting the events that go into it: the call's bell wakes the call after
 /// an inbound half only if the half had events (`SessionStats::uplink_events`); the caller's
 /// audio alone waits for the outbound half's wake.
@@ -597,6 +596,7 @@ impl UplinkOut {
     }
 }
 
+/// Never blocks: a full ring drops `item` and counts it.
 fn push<T>(ring: &mut Producer<T>, overflows: &mut u64, item: T) {
     if ring.push(item).is_err() {
         *overflows += 1;

@@ -2,8 +2,9 @@
 //! participants, the person over its transport ([`Person`]: sink, outlets, link) and the agent
 //! ([`Conversation`]: protocol, barge-in, the agent it drives), through the tokio ends of their
 //! shared worker session's rings. It moves data between them when the worker's tick bell rings
-//! (after its session's outbound half, or an inbound half with events: `engine::bells`) and leaves every decision to the conversation
-//! (protocol), the worker (DSP) and the link (liveness).
+//! (after its session's outbound half, or an inbound half with events: `engine::bells`) and
+//! leaves every decision to the conversation (protocol), the worker (DSP) and the link
+//! (liveness).
 //!
 //! Teardown is one path: whatever ends the call (DELETE, drain, the person hanging up or
 //! vanishing, a timeout), the task leaves its loop, the person leaves (the transport closes),
