@@ -104,7 +104,7 @@ impl Call {
         loop {
             let (at, ev) = tokio::time::timeout_at(deadline, self.client.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {kind}; saw {:?}", self.types()))
+                .unwrap_or_else(|_| panic!("timed out waiting for {kind}; saw {:?}; errors {:?}", self.types(), self.errors()))
                 .expect("event stream open");
             self.log.push((at, ev.clone()));
             if ev["type"] == kind {
@@ -118,6 +118,11 @@ impl Call {
         while let Ok(ev) = self.client.events.try_recv() {
             self.log.push(ev);
         }
+    }
+
+    /// The `error` events seen, whole (a timeout's message names them).
+    pub fn errors(&self) -> Vec<&Value> {
+        self.log.iter().map(|(_, e)| e).filter(|e| e["type"] == "error").collect()
     }
 
     pub fn types(&self) -> Vec<String> {

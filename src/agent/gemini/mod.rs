@@ -2,9 +2,11 @@
 //! The connection loop is [`crate::agent::upstream`]'s; this is the protocol mapping.
 //!
 //! Turns stay ours: automatic activity detection upstream is disabled and our turn detector
-//! drives `activityStart`/`activityEnd`; the model answers each activity end. Caller audio is
-//! resampled 24 → 16 kHz (`audio/pcm;rate=16000`), the model speaks pcm16 at 24 kHz. A barge-in's
-//! `activityStart` interrupts generation upstream (`activityHandling: START_OF_ACTIVITY_INTERRUPTS`).
+//! drives `activityStart`/`activityEnd`; the model answers each activity end by itself, so its
+//! answer can come before the response that asks for it ([`turn`] holds it for that response).
+//! Caller audio is resampled 24 → 16 kHz (`audio/pcm;rate=16000`), the model speaks pcm16 at
+//! 24 kHz. A barge-in's `activityStart` interrupts generation upstream
+//! (`activityHandling: START_OF_ACTIVITY_INTERRUPTS`).
 //! `goAway` is answered by reconnecting with the session-resumption handle once the current
 //! turn is done (or at once when idle), so the conversation survives the provider's connection
 //! limits. Messages are read tolerantly: camelCase or snake_case field names.
@@ -31,6 +33,9 @@ use super::pcm::Framer;
 use super::providers::GeminiConfig;
 use super::upstream::{self, Protocol, Reply};
 use super::{AgentNotice, AgentOutput};
+use turn::Turn;
+
+mod turn;
 
 const SAMPLES_16K: usize = SAMPLES_24K * 2 / 3;
 /// Calls remembered for their `toolResponse`; a client that never answers must not grow
@@ -43,13 +48,6 @@ pub async fn run(cfg: GeminiConfig, session: SessionConfig, prior: Dialogue, lin
     let mut gemini = Gemini::new(cfg, session);
     gemini.history = prior;
     upstream::run(gemini, link).await;
-}
-
-struct Active {
-    /// `None`: a turn nobody asked for (a response was cancelled before it began); dropped.
-    num: Option<u64>,
-    cancelled: bool,
-    transcript: String,
 }
 
 pub struct Gemini {
@@ -65,7 +63,9 @@ pub struct Gemini {
     /// The model was given a turn end (activity end or text) it has not answered yet.
     triggered: bool,
     awaiting: VecDeque<u64>,
-    active: Option<Active>,
+    active: Option<Turn>,
+    /// A finished model turn no response has claimed yet (see [`turn`]).
+    unclaimed: Option<Turn>,
     user_item: Option<String>,
     user_text: String,
     handle: Option<String>,
@@ -101,6 +101,7 @@ impl Gemini {
             triggered: false,
             awaiting: VecDeque::new(),
             active: None,
+            unclaimed: None,
             user_item: None,
             user_text: String::new(),
             handle: None,
@@ -180,6 +181,7 @@ impl Gemini {
     fn activity_start(&mut self, out: &mut Vec<String>) {
         if !self.in_activity {
             self.in_activity = true;
+            self.new_user_turn();
             out.push(json!({"realtimeInput": {"activityStart": {}}}).to_string());
         }
     }
@@ -223,6 +225,7 @@ impl Gemini {
                 );
             }
             Cmd::Text { text, .. } => {
+                self.new_user_turn();
                 self.history.push("user", &text);
                 self.triggered = true;
                 out.push(
@@ -233,6 +236,7 @@ impl Gemini {
                 Some(name) => {
                     // The model continues from the results; the next response.create must not
                     // add an empty user turn.
+                    self.new_user_turn();
                     self.triggered = true;
                     out.push(tool_response(&call_id, &name, &output).to_string());
                 }
@@ -254,8 +258,14 @@ impl Gemini {
                     );
                     return out;
                 }
-                self.awaiting.push_back(num);
                 let triggered = std::mem::take(&mut self.triggered);
+                if triggered {
+                    self.claim(num, link);
+                } else {
+                    // What the model said unasked is not this answer (it was cancelled or is stale).
+                    self.new_user_turn();
+                    self.awaiting.push_back(num);
+                }
                 match options.instructions {
                     Some(_) if triggered => link.error(
                         "unsupported_value",
@@ -290,21 +300,42 @@ impl Gemini {
                 link.notice(AgentNotice::InputTranscript { item_id, transcript: transcript.trim().to_string() });
             }
         }
-        let Some(a) = self.active.take() else { return };
-        let tail = self.framer.flush();
-        if let (Some(num), false) = (a.num, a.cancelled) {
-            if let Some(frame) = tail {
-                link.output(num, AgentOutput::Audio(frame));
-            }
-            link.output(num, AgentOutput::Done);
+        let Some(mut a) = self.active.take() else { return };
+        if let Some(frame) = self.framer.flush() {
+            a.emit(AgentOutput::Audio(frame), link);
         }
+        a.emit(AgentOutput::Done, link);
         self.history.push("model", &a.transcript);
+        if a.claimable() {
+            self.unclaimed = Some(a);
+        }
     }
 
-    /// The model turn output belongs to (bound on its first output).
-    fn active(&mut self) -> &mut Active {
+    /// The model turn output belongs to (bound to the response waiting longest on its first
+    /// output; held for one to come when none waits).
+    fn active(&mut self) -> &mut Turn {
         let awaiting = &mut self.awaiting;
-        self.active.get_or_insert_with(|| Active { num: awaiting.pop_front(), cancelled: false, transcript: String::new() })
+        self.active.get_or_insert_with(|| Turn::new(awaiting.pop_front()))
+    }
+
+    /// Response `num` asked for the model's answer to the last user turn: a turn the model
+    /// began (or finished) before the request came is it; otherwise the next one is.
+    fn claim(&mut self, num: u64, link: &mut Link) {
+        if let Some(mut done) = self.unclaimed.take().filter(Turn::claimable) {
+            done.claim(num, link);
+        } else if let Some(a) = self.active.as_mut().filter(|a| a.claimable()) {
+            a.claim(num, link);
+        } else {
+            self.awaiting.push_back(num);
+        }
+    }
+
+    /// The user spoke, typed or answered a function call: a model turn nobody claimed is stale.
+    fn new_user_turn(&mut self) {
+        self.unclaimed = None;
+        if let Some(a) = self.active.as_mut() {
+            a.make_stale();
+        }
     }
 
     fn on_audio(&mut self, mime: &str, data: &str, link: &mut Link) {
@@ -319,24 +350,20 @@ impl Gemini {
             link.error("provider_protocol_error", "gemini-live audio is not base64");
             return;
         };
-        let a = self.active();
-        let Some(num) = a.num.filter(|_| !a.cancelled) else { return };
-        self.framer.push(&bytes, |frame| link.output(num, AgentOutput::Audio(frame)));
+        let a = self.active.get_or_insert_with(|| Turn::new(self.awaiting.pop_front()));
+        self.framer.push(&bytes, |frame| a.emit(AgentOutput::Audio(frame), link));
     }
 
     fn on_transcript(&mut self, text: &str, link: &mut Link) {
         let a = self.active();
         a.transcript.push_str(text);
-        if let Some(num) = a.num.filter(|_| !a.cancelled) {
-            link.output(num, AgentOutput::TranscriptDelta(text.to_string()));
-        }
+        a.emit(AgentOutput::TranscriptDelta(text.to_string()), link);
     }
 
     /// The model calls functions: they end the current response (Gemini waits for the results).
     fn on_tool_call(&mut self, tc: &Value, link: &mut Link) {
         let calls = field(tc, "functionCalls", "function_calls").and_then(Value::as_array).cloned().unwrap_or_default();
-        let a = self.active();
-        let target = a.num.filter(|_| !a.cancelled);
+        let cancelled = self.active().cancelled;
         for call in calls {
             let Some(name) = call.get("name").and_then(Value::as_str) else {
                 link.error("provider_protocol_error", "gemini-live sent a function call without a name");
@@ -345,12 +372,14 @@ impl Gemini {
             self.calls_made += 1;
             let id = call.get("id").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("call_{}", self.calls_made));
             let arguments = call.get("args").filter(|a| !a.is_null()).cloned().unwrap_or_else(|| json!({})).to_string();
-            let Some(num) = target else { continue };
+            if cancelled {
+                continue;
+            }
             if self.open_calls.len() >= MAX_OPEN_CALLS {
                 self.open_calls.clear();
             }
             self.open_calls.insert(id.clone(), name.to_string());
-            link.output(num, AgentOutput::FunctionCall { call_id: id, name: name.into(), arguments });
+            self.active().emit(AgentOutput::FunctionCall { call_id: id, name: name.into(), arguments }, link);
         }
         self.finish_turn(link);
     }
@@ -513,6 +542,8 @@ impl Protocol for Gemini {
         for num in self.awaiting.drain(..) {
             link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });
         }
+        // The next response asks the new connection afresh.
+        self.unclaimed = None;
         self.framer.clear();
         self.triggered = false;
     }

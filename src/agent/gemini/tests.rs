@@ -111,9 +111,72 @@ fn cancelled_turns_are_dropped_and_unrequested_turns_too() {
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}}}));
     msg(&mut g, &mut link, json!({"serverContent": {"interrupted": true}}));
     assert_eq!(outputs(&mut up).len(), 1, "only the frame before the cancel");
-    // A model turn nobody asked for (client disabled create_response) is not played.
+    // A model turn after the cancel is nobody's: the next response asks afresh, without it.
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
     assert!(outputs(&mut up).is_empty());
+    let asked = parsed(&g.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link));
+    assert_eq!(asked, [json!({"clientContent": {"turnComplete": true}})]);
+    assert!(outputs(&mut up).is_empty(), "the stale turn is not the new answer");
+}
+
+#[test]
+fn a_model_turn_that_comes_before_its_response_is_held_for_it() {
+    // Gemini answers an activity's end by itself, so its reply can overtake our StartResponse.
+    let (mut g, mut link, mut up) = gemini();
+    ready(&mut g, &mut link);
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(700)]}, "outputTranscription": {"text": "hi"}}}));
+    assert!(outputs(&mut up).is_empty(), "no response has asked yet");
+    assert!(g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(), "the activity end asked already");
+    let outs = outputs(&mut up);
+    assert!(matches!(&outs[..], [(1, AgentOutput::Audio(_)), (1, AgentOutput::TranscriptDelta(t))] if t == "hi"), "{outs:?}");
+    msg(&mut g, &mut link, json!({"serverContent": {"turnComplete": true}}));
+    assert!(matches!(&outputs(&mut up)[..], [(1, AgentOutput::Audio(_)), (1, AgentOutput::Done)]), "the rest goes straight on");
+
+    // A whole turn (a function call) before the request.
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Commit { item_id: "item_2".into() }, &mut link);
+    msg(&mut g, &mut link, json!({"toolCall": {"functionCalls": [{"id": "fc_1", "name": "get_weather", "args": {"city": "Oslo"}}]}}));
+    assert!(outputs(&mut up).is_empty());
+    g.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link);
+    let outs = outputs(&mut up);
+    assert!(matches!(&outs[..], [(2, AgentOutput::FunctionCall { call_id, .. }), (2, AgentOutput::Done)] if call_id == "fc_1"), "{outs:?}");
+    let sent = parsed(&g.on_cmd(Cmd::FunctionOutput { call_id: "fc_1".into(), output: "sunny".into() }, &mut link));
+    assert_eq!(sent[0]["toolResponse"]["functionResponses"][0]["id"], "fc_1", "the held call was booked for its output");
+}
+
+#[test]
+fn an_unclaimed_answer_goes_stale_when_the_user_speaks_again() {
+    // create_response off: the client asks only after the second turn.
+    let (mut g, mut link, mut up) = gemini();
+    ready(&mut g, &mut link);
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(2400)]}, "turnComplete": true}}));
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Commit { item_id: "item_2".into() }, &mut link);
+    g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
+    assert!(outputs(&mut up).is_empty(), "the first answer is not the second turn's");
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
+    assert!(matches!(&outputs(&mut up)[..], [(1, AgentOutput::Audio(_)), (1, AgentOutput::Done)]));
+}
+
+#[test]
+fn an_answer_nobody_claims_is_held_only_so_long() {
+    let (mut g, mut link, mut up) = gemini();
+    ready(&mut g, &mut link);
+    g.on_cmd(Cmd::SpeechStarted, &mut link);
+    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    for _ in 0..turn::MAX_HELD_FRAMES / 100 + 1 {
+        msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(SAMPLES_24K * 100)]}}}));
+    }
+    msg(&mut g, &mut link, json!({"serverContent": {"turnComplete": true}}));
+    assert!(g.unclaimed.is_none(), "dropped past the bound");
+    g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
+    assert!(outputs(&mut up).is_empty());
+    msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
+    assert!(matches!(&outputs(&mut up)[..], [(1, AgentOutput::Audio(_)), (1, AgentOutput::Done)]), "the next answer is the response's");
 }
 
 #[test]
