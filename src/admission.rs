@@ -2,12 +2,13 @@
 //! call limit (`--max-calls`), what each transport costs against it, and the shares no single
 //! client may exceed; the HTTP layer, the engine and the phone streams all ask here.
 //!
-//! Costs are counted in quarter calls: an Opus call (WebRTC, plain RTP) costs a whole call, a
-//! Realtime WebSocket session half a call, a G.711 phone call a quarter (BENCHMARKS.md: ≈ 200
-//! phone calls per core against ≈ 50 WebRTC calls by the same turn-latency criterion). A room
-//! participant costs a quarter too: nothing is decoded for it, but it holds a peer connection
-//! and its slots' packets (a subscriber on 3 slots is ≈ 150 packets/s out, ≈ 0.3 % of a core at
-//! the measured forwarding rate, against ≈ 2 % for an echo call), so a quarter is conservative.
+//! Costs are counted in quarter calls: an Opus call (WebRTC, plain RTP) costs a whole call; a
+//! Realtime WebSocket session, a G.711 phone call and a room participant half a call each. Sized
+//! against the default limit of 80 calls per core (BENCHMARKS.md "The default call limit"): a
+//! core holds ≈ 250 WebSocket sessions and ≈ 200 phone calls by the turn-latency criterion, so
+//! 160 of either is within it; a room participant decodes nothing but holds a peer connection
+//! and its slots' packets (a subscriber on 3 slots is ≈ 150 packets/s out; a core forwards
+//! ≈ 45 000–65 000), so 160 per core keep forwarding at half of what a core does.
 //!
 //! A call holds its place from the moment it is admitted: a [`Ticket`] reserves it while the
 //! answer is built (or, for a phone stream, until its `start` arrives), so a burst of offers
@@ -85,16 +86,16 @@ impl Admission {
     pub fn cost_quarters(kind: TransportKind) -> usize {
         match kind {
             TransportKind::WebRtc | TransportKind::PlainRtp => 4,
-            // No Opus to code, no DTLS/SRTP: JSON and base64 per frame. Measured at half a
-            // WebRTC call's CPU or less (BENCHMARKS.md "Realtime over WebSocket": 50 sessions
-            // 19 % of a core vs 41 %); counted as half a call.
+            // No Opus to code, no DTLS/SRTP: JSON and base64 per frame.
             TransportKind::WebSocket => 2,
-            TransportKind::Twilio => 1,
+            // G.711 at 8 kHz, no Opus; a core holds ≈ 200 by the turn-latency criterion, not
+            // the 320 a quarter would let in at the default limit.
+            TransportKind::Twilio => 2,
         }
     }
 
     /// What one room participant costs, in quarter calls.
-    pub const ROOM_PARTICIPANT_QUARTERS: usize = 1;
+    pub const ROOM_PARTICIPANT_QUARTERS: usize = 2;
 
     /// Whether `want` may start, given the seats now live (calls and room participants); its
     /// place is held by the returned ticket until the call is counted live (drop it then).
@@ -119,7 +120,7 @@ impl Admission {
         }
         if total + want.quarters > self.max_calls.saturating_mul(4) {
             let limit = format!(
-                "the server is at its limit of {} calls (a WebSocket session counts as half, a phone call or a room participant as a quarter)",
+                "the server is at its limit of {} calls (a WebSocket session, a phone call or a room participant counts as half)",
                 self.max_calls
             );
             return Err(ApiError::overloaded(limit));
@@ -180,22 +181,24 @@ mod tests {
     }
 
     #[test]
-    fn a_phone_call_costs_a_quarter_of_the_limit() {
+    fn a_phone_call_or_a_websocket_session_costs_half_a_call() {
         let a = Admission::new(2, Shares::NONE);
         assert!(a.admit(call(WebRtc), live(&[WebRtc])).is_ok());
         assert!(a.admit(call(WebRtc), live(&[WebRtc, WebRtc])).is_err());
-        assert!(a.admit(call(Twilio), live(&[WebRtc, Twilio, Twilio, Twilio])).is_ok());
-        assert!(a.admit(call(Twilio), live(&[WebRtc, Twilio, Twilio, Twilio, Twilio])).is_err());
-        assert!(a.admit(call(PlainRtp), live(&[Twilio, Twilio, Twilio, Twilio])).is_ok());
+        assert!(a.admit(call(Twilio), live(&[WebRtc, Twilio])).is_ok());
+        assert!(a.admit(call(Twilio), live(&[WebRtc, Twilio, Twilio])).is_err());
+        assert!(a.admit(call(PlainRtp), live(&[Twilio, Twilio])).is_ok());
+        assert!(a.admit(call(PlainRtp), live(&[Twilio, Twilio, Twilio])).is_err());
         assert!(a.admit(call(WebSocket), live(&[WebRtc, WebSocket])).is_ok());
+        assert!(a.admit(call(WebSocket), live(&[WebRtc, WebSocket, Twilio])).is_err());
     }
 
     #[test]
     fn an_admitted_call_holds_its_place_until_its_ticket_drops() {
         let a = Admission::new(1, Shares::NONE);
-        let held: Vec<_> = (0..3).map(|_| a.admit(call(Twilio), []).unwrap()).collect();
-        assert!(a.admit(call(Twilio), []).is_ok(), "3 quarters held + 1");
-        assert!(a.admit(call(WebRtc), []).is_err(), "3 quarters held + 4 > 4");
+        let held = a.admit(call(Twilio), []).unwrap();
+        assert!(a.admit(call(WebSocket), []).is_ok(), "2 quarters held + 2");
+        assert!(a.admit(call(WebRtc), []).is_err(), "2 quarters held + 4 > 4");
         drop(held);
         let ticket = a.admit(call(WebRtc), []).unwrap();
         assert!(a.admit(call(WebRtc), []).is_err(), "a burst of offers: the second waits for the first's place");
@@ -207,10 +210,10 @@ mod tests {
     fn room_participants_share_the_limit_with_calls() {
         let a = Admission::new(2, Shares::NONE);
         let rooms = |n: usize| (0..n).map(|_| Seat::room_participant());
-        assert!(a.admit(Seat::room_participant(), live(&[WebRtc]).into_iter().chain(rooms(3))).is_ok());
-        assert!(a.admit(Seat::room_participant(), live(&[WebRtc]).into_iter().chain(rooms(4))).is_err(), "4 + 4 quarters");
-        assert!(a.admit(call(WebRtc), rooms(4)).is_ok());
-        assert!(a.admit(call(WebRtc), rooms(5)).is_err());
+        assert!(a.admit(Seat::room_participant(), live(&[WebRtc]).into_iter().chain(rooms(1))).is_ok());
+        assert!(a.admit(Seat::room_participant(), live(&[WebRtc]).into_iter().chain(rooms(2))).is_err(), "4 + 2 + 2 + 2 quarters");
+        assert!(a.admit(call(WebRtc), rooms(2)).is_ok());
+        assert!(a.admit(call(WebRtc), rooms(3)).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The load generator against a real server: a few full WebRTC sessions, each answered by the
-//! echo agent; its JSON report shows every session connected and every turn answered, and the
-//! server's /metrics moved with the traffic. The same for simulated phone calls over Twilio
+//! echo agent (or, with `--agent`, a provider's, through the local OpenAI fake); its JSON report
+//! shows every session connected and every turn answered, and the server's /metrics moved with
+//! the traffic. The same for simulated phone calls over Twilio
 //! Media Streams (`--transport twilio`).
 
 use crate::common;
@@ -163,5 +164,36 @@ async fn loadgen_room_mode_with_an_agent_measures_its_turn_latency() {
     assert!(report.agent_turn_ms.p50 > 0.0, "{}", report.summary());
     let info: serde_json::Value = http().get(format!("{base}/v1/rooms/meeting")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
     assert!(info["participants"].as_array().unwrap().iter().any(|p| p["identity"] == "agent"), "{info}");
+    server.shutdown().await;
+}
+
+/// `--agent`: the calls are answered by a provider agent (here the local OpenAI Realtime fake,
+/// through voxrelay's real adapter) instead of the echo agent, as a provider-bridge capacity
+/// run uses it (BENCHMARKS.md "The default call limit").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_calls_can_be_answered_by_a_provider_agent() {
+    use crate::fakes::openai_realtime::{Behaviour, FakeOpenAi};
+    const KEY: &str = "sk-test-fake";
+    let fake = FakeOpenAi::start(KEY, Behaviour::default()).await;
+    let toml = format!("[providers.openai]\nbase_url = \"{}\"\n", fake.url);
+    let providers = providers(&toml, &[("OPENAI_API_KEY", KEY)]);
+    let server = start_with(|c| c.providers = Some(providers)).await;
+    let mut cfg = LoadgenConfig::new(&server.url(), API_KEY, 2, 5.0);
+    cfg.agent = Some("openai-realtime".into());
+    let report = run(cfg).await.expect("loadgen runs");
+    let v = serde_json::to_value(&report).unwrap();
+    assert_eq!(v["sessions_connected"], 2, "{}", report.summary());
+    let sent = v["turns_sent"].as_u64().unwrap();
+    assert!(sent >= 2, "at least one turn per session: {}", report.summary());
+    assert_eq!(v["turns_answered"].as_u64().unwrap(), sent, "every turn answered through the provider: {}", report.summary());
+    assert_eq!(fake.log.lock().unwrap().connections, 2, "one provider connection per call");
+    assert!(fake.types().iter().filter(|t| *t == "response.create").count() as u64 >= sent, "{:?}", fake.types());
+
+    // An agent the server has no provider for: every call fails, with the cause in the report.
+    let mut cfg = LoadgenConfig::new(&server.url(), API_KEY, 1, 1.0);
+    cfg.agent = Some("gemini-live".into());
+    let report = run(cfg).await.expect("loadgen runs");
+    let v = serde_json::to_value(&report).unwrap();
+    assert_eq!((v["sessions_connected"].as_u64(), v["sessions_failed"].as_u64()), (Some(0), Some(1)), "{}", report.summary());
     server.shutdown().await;
 }

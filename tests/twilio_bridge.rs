@@ -560,21 +560,21 @@ async fn the_dialect_parameter_picks_ga_event_names_and_a_bad_one_is_refused() {
     server.shutdown().await;
 }
 
-/// `--max-calls` counts a phone call as a quarter (G.711 costs a quarter of Opus): a server
-/// allowed one call takes four phone streams, refuses the fifth and a WebRTC offer with 503,
-/// and takes a phone stream again once one has hung up.
+/// `--max-calls` counts a phone call as half (src/admission.rs): a server allowed one call
+/// takes two phone streams, refuses the third and a WebRTC offer with 503, and takes a phone
+/// stream again once one has hung up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_call_counts_as_a_quarter_of_max_calls() {
+async fn a_phone_call_counts_as_half_of_max_calls() {
     let server = start_with(|c| c.max_calls = Some(1)).await;
     let url = format!("{}/v1/telephony/twilio", ws_base(&server));
     let mut lines = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..2 {
         lines.push(FakeLine::connect(&url, json!({}), Impairments::default()).await);
     }
-    phone_calls(&server, 4).await;
+    phone_calls(&server, 2).await;
     match tokio_tungstenite::connect_async(url.as_str()).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
-        other => panic!("a fifth phone stream must be refused with 503, got {:?}", other.map(|(_, r)| r.status())),
+        other => panic!("a third phone stream must be refused with 503, got {:?}", other.map(|(_, r)| r.status())),
     }
     let resp =
         http().post(format!("{}/v1/realtime", server.url())).bearer_auth(API_KEY).header("content-type", "application/sdp").body(MINIMAL_OFFER).send().await.unwrap();
@@ -583,8 +583,8 @@ async fn a_phone_call_counts_as_a_quarter_of_max_calls() {
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
 
     lines.pop().unwrap().stop();
-    phone_calls(&server, 3).await;
+    phone_calls(&server, 1).await;
     lines.push(FakeLine::connect(&url, json!({}), Impairments::default()).await);
-    phone_calls(&server, 4).await;
+    phone_calls(&server, 2).await;
     server.shutdown().await;
 }

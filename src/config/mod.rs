@@ -13,7 +13,7 @@ mod file;
 pub use file::{ConfigFile, check};
 
 /// Default admission limit per core (see `max_calls`).
-pub const CALLS_PER_CORE: usize = 40;
+pub const CALLS_PER_CORE: usize = 80;
 
 /// Which voice activity detector the turn detector listens to (BENCHMARKS.md: VAD quality).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -105,10 +105,12 @@ pub struct ServeConfig {
     /// Audio worker threads. Default: one per core.
     #[arg(long, env = "VOXRELAY_AUDIO_WORKERS")]
     pub audio_workers: Option<usize>,
-    /// Most concurrent calls; offers beyond it get 503. Default: 40 per core, the load measured
-    /// to keep turn latency within 40 ms of idle on this project's reference machine
-    /// (BENCHMARKS.md); past saturation the real-time audio threads starve network I/O. A phone
-    /// call counts as a quarter (G.711 at 8 kHz: ≈ 200 per core by the same criterion).
+    /// Most concurrent calls; offers beyond it get 503. Default: 80 per core, below what one
+    /// core holds in the costliest case measured on this project's reference machine (callers
+    /// without DTX bridged to a Realtime provider: 71 % of the core at 100 calls; echo calls
+    /// hold ≈ 200; BENCHMARKS.md "The default call limit"); past saturation the real-time audio
+    /// threads starve network I/O. A Realtime WebSocket session, a phone call and a room
+    /// participant count as half a call.
     #[arg(long, env = "VOXRELAY_MAX_CALLS")]
     pub max_calls: Option<usize>,
     /// On SIGTERM/Ctrl-C: how long live calls may go on before they are ended, in seconds

@@ -116,8 +116,9 @@ pub struct LoadgenConfig {
     /// Room mode: receiving m-lines (slots) each subscriber offers.
     #[arg(long, default_value_t = 3)]
     pub slots: usize,
-    /// Room mode: attach this agent (e.g. `echo`); the publishers then take turns talking to it
-    /// and the report has the agent's turn latency.
+    /// WebRTC and plain-RTP calls: the agent that answers them (default: the server's `echo`),
+    /// e.g. `openai-realtime` to load a provider bridge. Room mode: attach this agent; the
+    /// publishers then take turns talking to it and the report has the agent's turn latency.
     #[arg(long)]
     pub agent: Option<String>,
     /// WebRTC calls: share of the RTP sent that is dropped, in percent (a bad network).
@@ -434,7 +435,10 @@ async fn run_session(
         r.failure = Some(cause);
         r
     };
-    let body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
+    let mut body = json!({"turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.silence_ms}});
+    if let Some(agent) = &cfg.agent {
+        body["agent"] = json!(agent);
+    }
     let connected = match cfg.transport {
         LoadTransport::Webrtc => connect_webrtc(http, base, api_key, &body, cfg.bind_ip, cfg.faults(index), cfg.dtx).await,
         LoadTransport::Rtp => {

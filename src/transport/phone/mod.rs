@@ -9,8 +9,8 @@
 //!
 //! Limits: a stream that never starts is closed after [`START_TIMEOUT`]; a message is at most
 //! `voxrelay_signaling::telephony::MAX_MESSAGE_BYTES`, a media payload at most
-//! [`twilio::MAX_MEDIA_PAYLOAD_BYTES`] decoded. Admission (a phone call costs a quarter of a
-//! call from its upgrade) is `crate::admission`'s.
+//! [`twilio::MAX_MEDIA_PAYLOAD_BYTES`] decoded. Admission (a phone call costs half a call
+//! from its upgrade) is `crate::admission`'s.
 
 mod line;
 pub mod twilio;
