@@ -31,8 +31,7 @@ use voxrelay_signaling::CallId;
 use voxrelay_signaling::limits::{EventRate, EventVerdict};
 
 use self::lifetime::{CallLimits, Lifetime, Verdict};
-pub use self::ticks::{CallListener, SessionTicks};
-use self::ticks::FirstFrameWatch;
+pub use self::ticks::{CallListener, EventBells, FirstFrameWatch, SessionTicks, next_half_tick};
 use crate::metrics::Metrics;
 use crate::store::Recorder;
 use crate::transport::TransportEvent;
@@ -202,14 +201,3 @@ pub async fn run_call(setup: CallSetup) -> EndReason {
     end
 }
 
-/// Waits for the worker's next ring for this call; once the bell is gone (or there was none), never
-/// returns, and the caller polls instead.
-async fn next_half_tick(ticks: &mut Option<SessionTicks>, any_slot: bool) {
-    if let Some(rx) = ticks
-        && rx.next_half(any_slot).await
-    {
-        return;
-    }
-    *ticks = None;
-    std::future::pending::<()>().await
-}

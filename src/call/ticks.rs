@@ -3,6 +3,10 @@
 //! an inbound half that had events (a turn to answer now), or after any slot while the agent's
 //! response is about to start. An inbound half with only the caller's audio wakes nobody: the
 //! audio waits 10 ms in its ring for the outbound half's wake, which halves the call's wakes.
+//!
+//! A room's agent hears its participants through sessions of their own: those ring the agent's
+//! bell too, but only for their events (a turn committed); their audio waits for the wake of
+//! the agent's voice session, as a call's does.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -54,6 +58,9 @@ pub struct CallListener {
     stats: Arc<SessionStats>,
     /// The session's `uplink_events` when the call was last woken.
     events_seen: u64,
+    /// A session the call only hears (a room agent's listen session): its events wake the
+    /// call, its halves do not.
+    events_only: bool,
 }
 
 impl CallListener {
@@ -67,9 +74,9 @@ impl CallListener {
             0 => inbound + OUTBOUND_SLOTS,
             early => early as u8 - 1,
         } % TICK_SLOTS;
-        let wake = (slots != 0 && self.bell.any_slot.load(Ordering::Acquire))
-            || slots & (1 << outbound) != 0
-            || (slots & (1 << inbound) != 0 && events != self.events_seen);
+        let new_events = slots & (1 << inbound) != 0 && events != self.events_seen;
+        let wake = new_events
+            || (!self.events_only && ((slots != 0 && self.bell.any_slot.load(Ordering::Acquire)) || slots & (1 << outbound) != 0));
         if wake {
             // Everything counted so far is in the ring before the call looks at it.
             self.events_seen = events;
@@ -77,9 +84,11 @@ impl CallListener {
         }
     }
 
-    /// The call has ended (its ticks were dropped).
+    /// The call has ended (its ticks were dropped and no other listener rings its bell), or, for
+    /// a room agent's listen session, the session was freed (its participant left; the worker
+    /// held the other reference).
     pub fn is_gone(&self) -> bool {
-        Arc::strong_count(&self.bell) == 1
+        Arc::strong_count(&self.bell) == 1 || (self.events_only && Arc::strong_count(&self.stats) == 1)
     }
 
     pub fn close(&self) {
@@ -98,7 +107,14 @@ impl SessionTicks {
     pub fn new(stats: Arc<SessionStats>) -> (SessionTicks, CallListener) {
         let bell = Arc::new(CallBell::default());
         let events_seen = stats.uplink_events();
-        (SessionTicks { bell: bell.clone() }, CallListener { bell, stats, events_seen })
+        (SessionTicks { bell: bell.clone() }, CallListener { bell, stats, events_seen, events_only: false })
+    }
+
+    /// A listener for another session whose events ring this bell (see the module); hand it to
+    /// that session's worker ([`crate::engine::WorkerBells::subscribe_events`]).
+    pub fn events_of(&self, stats: Arc<SessionStats>) -> CallListener {
+        let events_seen = stats.uplink_events();
+        CallListener { bell: self.bell.clone(), stats, events_seen, events_only: true }
     }
 
     /// Waits until the worker's bell concerns the call (see the module), or has since the last
@@ -109,6 +125,23 @@ impl SessionTicks {
         !self.bell.closed.load(Ordering::Acquire)
     }
 }
+
+/// Waits for the worker's next ring for this call; once the bell is gone (or there was none),
+/// never returns, and the caller polls instead.
+pub async fn next_half_tick(ticks: &mut Option<SessionTicks>, any_slot: bool) {
+    if let Some(rx) = ticks
+        && rx.next_half(any_slot).await
+    {
+        return;
+    }
+    *ticks = None;
+    std::future::pending::<()>().await
+}
+
+/// Makes another session's events ring a call's bell, on that session's worker (the engine's
+/// `WorkerBells::subscribe_events`); false for a worker the pool does not have. A room's agent
+/// is given it for the listen sessions it adds as participants publish.
+pub type EventBells = Arc<dyn Fn(usize, &SessionTicks, Arc<SessionStats>) -> bool + Send + Sync>;
 
 /// How long a call listens to every slot after handing the agent's first frames over: the
 /// worker sends the first in the next slot (5 ms), so two ticks is ample; a response cancelled
@@ -151,6 +184,20 @@ impl FirstFrameWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_goes_with_its_call_or_with_its_session() {
+        let (ticks, call) = SessionTicks::new(Arc::new(SessionStats::default()));
+        assert!(!call.is_gone(), "a call's listener goes with its ticks");
+        let heard = Arc::new(SessionStats::default());
+        let listen = ticks.events_of(heard.clone());
+        assert!(!call.is_gone() && !listen.is_gone());
+        drop(heard);
+        assert!(listen.is_gone(), "the listen session was freed (the worker held the other reference)");
+        assert!(!call.is_gone());
+        drop((ticks, listen));
+        assert!(call.is_gone(), "the call dropped its ticks");
+    }
 
     #[test]
     fn a_call_watches_every_slot_from_feeding_a_silent_worker_until_playback_starts() {

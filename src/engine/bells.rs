@@ -84,6 +84,13 @@ impl WorkerBells {
         bell.joining.lock().ok()?.push(listener);
         Some(ticks)
     }
+
+    /// `ticks` also wake for the events of another session on `worker` (`stats`: that
+    /// session's); false for a worker this pool does not have.
+    pub fn subscribe_events(&self, worker: usize, ticks: &SessionTicks, stats: Arc<SessionStats>) -> bool {
+        let Some(bell) = self.bells.get(worker) else { return false };
+        bell.joining.lock().map(|mut joining| joining.push(ticks.events_of(stats))).is_ok()
+    }
 }
 
 /// The fan-out task's calls; when the task ends (the runtime shuts down), its calls stop
@@ -161,5 +168,26 @@ mod tests {
         ring(1 << OUTBOUND_SLOTS);
         assert!(wakes(&mut a).await);
         assert!(stays_asleep(&mut a).await, "two rings while away woke the call twice");
+    }
+
+    #[tokio::test]
+    async fn a_room_agent_wakes_for_its_listen_sessions_events_only() {
+        let bells = WorkerBells::start(2);
+        let mut agent = bells.subscribe(0, fresh_session()).unwrap();
+        let heard = fresh_session();
+        assert!(bells.subscribe_events(1, &agent, heard.clone()));
+        assert!(!bells.subscribe_events(2, &agent, fresh_session()));
+        let bell = bells.bell();
+        let ring = |worker: usize, slots: u8| {
+            let bell = bell.clone();
+            std::thread::spawn(move || bell(worker, slots)).join().unwrap();
+        };
+        ring(1, 1 << OUTBOUND_SLOTS | 1 << 0);
+        assert!(stays_asleep(&mut agent).await, "a listen session's halves woke the agent");
+        heard.restore(&StatsSnapshot { uplink_events: 1, ..heard.snapshot() });
+        ring(1, 1 << 0);
+        assert!(wakes(&mut agent).await, "a listen session's event wakes the agent");
+        ring(0, 1 << OUTBOUND_SLOTS);
+        assert!(wakes(&mut agent).await, "the agent's own session's outbound half still does");
     }
 }

@@ -22,7 +22,7 @@ use voxrelay_signaling::{
 use super::{END_WAIT, VoxEngine};
 use crate::admission::Seat;
 use crate::agent;
-use crate::call::{Conversation, turn_config};
+use crate::call::{Conversation, EventBells, turn_config};
 use crate::transport::{TransportEvent, TransportKind};
 
 /// The signaling crate holds the engine as `Arc<dyn Engine>`; this wrapper gives the trait
@@ -155,12 +155,18 @@ impl Engine for EngineHandle {
         let listen_turn = turn_config(&config);
         let agent = agent::new_agent(&e.providers, &config, e.prior_dialogue(&config).await)?;
         let conversation = Conversation::new(dialect, SessionId::random(), config, agent, IdSource::random());
+        let bells = e.bells.subscribe(voice.worker, voice.stats.clone()).map(|ticks| {
+            let all = e.bells.clone();
+            let hear: EventBells = Arc::new(move |worker, ticks, stats| all.subscribe_events(worker, ticks, stats));
+            crate::room::AgentBells { voice: ticks, hear }
+        });
         let parts = crate::room::AgentParts {
             conversation,
             voice,
             listen_turn,
             listen_options: SessionOptions { vad: e.vad, ..SessionOptions::default() },
             pool: e.pool.clone(),
+            bells,
         };
         e.rooms.attach_agent(&room, identity.clone(), name, parts).await?;
         Ok(AgentAttached { room, identity, agent: agent_name })

@@ -13,6 +13,11 @@
 //!
 //! Its events (§2 shapes) go to everyone in the room with a top-level `identity` (the agent)
 //! and, on a participant's input events, `speaker` (who spoke).
+//!
+//! It wakes as a call does, on its workers' bells (`crate::call::SessionTicks`): after its voice
+//! session's outbound half (every 20 ms; the participants' audio is taken then), after a listen
+//! session's half with events (a turn committed is answered at once), and at every slot while
+//! its response's first frame is on its way; without bells, every 10 ms.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use voxrelay_signaling::{ParticipantId, RoomName};
 use super::floor::Floor;
 use super::server_track::ServerTrack;
 use super::slot::TrackKey;
-use crate::call::{Conversation, HeardTurn, POLL_INTERVAL};
+use crate::call::{Conversation, EventBells, FirstFrameWatch, HeardTurn, POLL_INTERVAL, SessionTicks, next_half_tick};
 use crate::metrics::Metrics;
 use crate::store::{Note, Recorder};
 use crate::transport::RtpPacketIn;
@@ -70,6 +75,15 @@ pub struct AgentParts {
     pub listen_turn: TurnDetectConfig,
     pub listen_options: SessionOptions,
     pub pool: Arc<WorkerPool>,
+    /// What the agent wakes on; `None`: it polls every [`POLL_INTERVAL`].
+    pub bells: Option<AgentBells>,
+}
+
+/// The agent's wake-ups: its voice session's ticks, and how each listen session's events are
+/// made to ring them too.
+pub struct AgentBells {
+    pub voice: SessionTicks,
+    pub hear: EventBells,
 }
 
 pub struct AgentSetup {
@@ -104,7 +118,9 @@ pub async fn run_agent(
     packets: mpsc::Sender<(TrackKey, RtpPacketIn)>,
 ) {
     let AgentSetup { room, identity, key, parts, metrics, history } = setup;
-    let AgentParts { mut conversation, voice, listen_turn, listen_options, pool } = parts;
+    let AgentParts { mut conversation, voice, listen_turn, listen_options, pool, bells } = parts;
+    let (mut ticks, event_bells) = bells.map_or((None, None), |b| (Some(b.voice), Some(b.hear)));
+    let mut first_frame = FirstFrameWatch::default();
     let SessionHandle { control: mut voice_control, mut agent_out, mut egress, uplink: mut voice_uplink, .. } = voice;
     let started = Instant::now();
     let mut listeners: Vec<Listener> = Vec::new();
@@ -117,78 +133,91 @@ pub async fn run_agent(
     info!(room = %room, identity = %identity, "agent joined");
 
     let reply = loop {
-        tokio::select! {
+        let woke = tokio::select! {
             input = inbox.recv() => match input {
                 None => break None,
                 Some(AgentInput::Stop { reply }) => break Some(reply),
                 Some(AgentInput::Listen { key, identity, name }) => {
                     match pool.add_session_with(listen_turn, listen_options) {
                         Ok(session) => {
-                            let SessionHandle { ingress, control, uplink, egress, .. } = session;
+                            let SessionHandle { ingress, control, uplink, egress, stats, worker, .. } = session;
+                            if let (Some(ticks), Some(event_bells)) = (&ticks, &event_bells)
+                                && !event_bells(worker, ticks, stats)
+                            {
+                                warn!(room = %room, participant = %identity, "no bell for worker {worker}: the agent hears this participant at its next wake");
+                            }
                             let _ = to_room.send(ToRoom::Tap { key, ingress });
                             listeners.push(Listener { key, identity, name, origin: started.elapsed(), item: None, uplink, egress, _control: control });
                         }
                         Err(e) => warn!(room = %room, participant = %identity, "the agent cannot hear this participant: {e}"),
                     }
+                    false
                 }
                 Some(AgentInput::Unlisten { key }) => {
                     listeners.retain(|l| l.key != key);
                     floor.remove(key);
+                    false
                 }
             },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                for l in &mut listeners {
-                    // A listen session also encodes silence for nobody: dropped here.
-                    while l.egress.pop().is_ok() {}
-                    while let Ok(up) = l.uplink.pop() {
-                        match up {
-                            Uplink::Audio { start, pcm } => floor.audio(l.key, start, &pcm),
-                            Uplink::Event(ev) => {
-                                metrics.media_event(&ev);
-                                hear(&mut conversation, &mut floor, &mut speakers, l, ev);
-                            }
+            _ = next_half_tick(&mut ticks, first_frame.watching(Instant::now())) => true,
+            _ = tick.tick(), if ticks.is_none() => true,
+        };
+        if woke {
+            let now = Instant::now();
+            for l in &mut listeners {
+                // A listen session also encodes silence for nobody: dropped here.
+                while l.egress.pop().is_ok() {}
+                while let Ok(up) = l.uplink.pop() {
+                    match up {
+                        Uplink::Audio { start, pcm } => floor.audio(l.key, start, &pcm),
+                        Uplink::Event(ev) => {
+                            metrics.media_event(&ev);
+                            hear(&mut conversation, &mut floor, &mut speakers, l, ev);
                         }
                     }
                 }
-                let turns = floor.release();
-                if !turns.is_empty() {
-                    let heard: Vec<HeardTurn<'_>> = turns
-                        .iter()
-                        .map(|t| HeardTurn {
-                            item_id: &t.item_id,
-                            speaker: listeners.iter().find(|l| l.key == t.speaker).map_or("someone", |l| l.name.as_str()),
-                            start: t.start,
-                            frames: &t.frames,
-                        })
-                        .collect();
-                    conversation.room_turns(&heard, now);
-                }
-                while let Ok(up) = voice_uplink.pop() {
-                    // Nothing comes in on the voice session: only its playback events matter.
-                    if let Uplink::Event(ev @ (MediaEvent::PlaybackStarted { .. } | MediaEvent::PlaybackFinished { .. } | MediaEvent::PlaybackCleared { .. })) = up {
-                        conversation.on_media(ev, now);
-                    }
-                }
-                conversation.poll_agent_notices();
-                conversation.feed_agent(&mut agent_out, now);
-                for d in conversation.agent_latencies.drain(..) {
-                    metrics.agent_latency(d);
-                }
-                while let Ok(frame) = egress.pop() {
-                    if conversation.on_egress_frame(frame.voiced) && frame.voiced && packets.try_send((key, rtp.packet(&frame))).is_err() {
-                        metrics.rooms.dropped_room_queue.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                conversation.flush_transport = false;
-                for c in conversation.controls.drain(..) {
-                    if voice_control.push(c).is_err() {
-                        metrics.ring_overflow();
-                    }
-                }
-                history.take(&mut conversation.notes, |note| speaker_of(note, &speakers, &identity));
-                send_events(&mut conversation, &mut speakers, &tag, &to_room);
             }
+            let turns = floor.release();
+            if !turns.is_empty() {
+                let heard: Vec<HeardTurn<'_>> = turns
+                    .iter()
+                    .map(|t| HeardTurn {
+                        item_id: &t.item_id,
+                        speaker: listeners.iter().find(|l| l.key == t.speaker).map_or("someone", |l| l.name.as_str()),
+                        start: t.start,
+                        frames: &t.frames,
+                    })
+                    .collect();
+                conversation.room_turns(&heard, now);
+            }
+            while let Ok(up) = voice_uplink.pop() {
+                // Nothing comes in on the voice session: only its playback events matter.
+                if let Uplink::Event(
+                    ev @ (MediaEvent::PlaybackStarted { .. } | MediaEvent::PlaybackFinished { .. } | MediaEvent::PlaybackCleared { .. }),
+                ) = up
+                {
+                    first_frame.on_media(&ev);
+                    conversation.on_media(ev, now);
+                }
+            }
+            conversation.poll_agent_notices();
+            first_frame.fed(conversation.feed_agent(&mut agent_out, now), now);
+            for d in conversation.agent_latencies.drain(..) {
+                metrics.agent_latency(d);
+            }
+            while let Ok(frame) = egress.pop() {
+                if conversation.on_egress_frame(frame.voiced) && frame.voiced && packets.try_send((key, rtp.packet(&frame))).is_err() {
+                    metrics.rooms.dropped_room_queue.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            conversation.flush_transport = false;
+            for c in conversation.controls.drain(..) {
+                if voice_control.push(c).is_err() {
+                    metrics.ring_overflow();
+                }
+            }
+            history.take(&mut conversation.notes, |note| speaker_of(note, &speakers, &identity));
+            send_events(&mut conversation, &mut speakers, &tag, &to_room);
         }
     };
     // Leaving mid-response: the response ends as cancelled, so clients see it finish.

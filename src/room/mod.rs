@@ -22,7 +22,7 @@ mod state;
 mod task;
 pub mod token_cli;
 
-pub use agent::AgentParts;
+pub use agent::{AgentBells, AgentParts};
 pub use registry::{RoomLimits, RoomSettings, Rooms};
 
 pub use slot::{Slot, SlotHeader, SourceHeader, TrackKey};
