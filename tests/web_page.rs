@@ -46,6 +46,21 @@ async fn helper_at(
 
 /// A same-origin-looking POST to the helper addressed to `host`, as a DNS-rebinding page would
 /// send it (raw HTTP/1.1: reqwest sets `Host` from the URL).
+/// A page helper refuses a DNS-rebinding host name (403 `cross_origin`) and answers no CORS
+/// preflight, so browsers never send it cross-origin.
+async fn refuses_rebinding_and_preflight(server: &voxrelay::RunningServer, path: &str) {
+    let answer = post_with_host(server.addr, path, &format!("rebound.example:{}", server.addr.port())).await;
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("cross_origin"), "{path}: {answer}");
+    let resp = http()
+        .request(reqwest::Method::OPTIONS, format!("{}{path}", server.url()))
+        .header("origin", "http://elsewhere.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none(), "no CORS preflight answer for {path}");
+}
+
 async fn post_with_host(addr: std::net::SocketAddr, path: &str, host: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -125,17 +140,7 @@ async fn session_helper_mints_a_working_secret() {
     assert_eq!((s, code(&v)), (403, "cross_origin"));
     let (s, _, v) = helper(&base, "application/json", "{}", &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!((s, code(&v)), (403, "cross_origin"));
-    let answer = post_with_host(server.addr, "/web/session", &format!("rebound.example:{}", server.addr.port())).await;
-    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("cross_origin"), "{answer}");
-    // No CORS preflight answer for the helper, so browsers never send it cross-origin.
-    let resp = http()
-        .request(reqwest::Method::OPTIONS, format!("{base}/web/session"))
-        .header("origin", "http://elsewhere.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    refuses_rebinding_and_preflight(&server, "/web/session").await;
     // ... while the API itself still answers preflights from any origin.
     let resp = http()
         .request(reqwest::Method::OPTIONS, format!("{base}/v1/realtime/calls"))
@@ -249,16 +254,7 @@ async fn room_token_helper_mints_a_token_that_joins() {
     assert_eq!((s, code(&v)), (403, "cross_origin"));
     let (s, _, v) = room_helper(&base, ok.clone(), &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!((s, code(&v)), (403, "cross_origin"));
-    let answer = post_with_host(server.addr, "/web/room-token", &format!("rebound.example:{}", server.addr.port())).await;
-    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("cross_origin"), "{answer}");
-    let resp = http()
-        .request(reqwest::Method::OPTIONS, format!("{base}/web/room-token"))
-        .header("origin", "http://elsewhere.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.headers().get("access-control-allow-origin").is_none(), "no CORS preflight answer for the helper");
+    refuses_rebinding_and_preflight(&server, "/web/room-token").await;
     server.shutdown().await;
 }
 

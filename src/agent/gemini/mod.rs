@@ -314,8 +314,7 @@ impl Gemini {
     /// The model turn output belongs to (bound to the response waiting longest on its first
     /// output; held for one to come when none waits).
     fn active(&mut self) -> &mut Turn {
-        let awaiting = &mut self.awaiting;
-        self.active.get_or_insert_with(|| Turn::new(awaiting.pop_front()))
+        active_turn(&mut self.active, &mut self.awaiting)
     }
 
     /// Response `num` asked for the model's answer to the last user turn: a turn the model
@@ -350,7 +349,8 @@ impl Gemini {
             link.error("provider_protocol_error", "gemini-live audio is not base64");
             return;
         };
-        let a = self.active.get_or_insert_with(|| Turn::new(self.awaiting.pop_front()));
+        // Borrowed apart from the framer.
+        let a = active_turn(&mut self.active, &mut self.awaiting);
         self.framer.push(&bytes, |frame| a.emit(AgentOutput::Audio(frame), link));
     }
 
@@ -461,6 +461,11 @@ impl Gemini {
     }
 }
 
+/// [`Gemini::active`] on its two fields, for callers that hold another field at the same time.
+fn active_turn<'a>(active: &'a mut Option<Turn>, awaiting: &mut VecDeque<u64>) -> &'a mut Turn {
+    active.get_or_insert_with(|| Turn::new(awaiting.pop_front()))
+}
+
 /// `toolResponse` for one call: an output that is a JSON object is the response itself; any
 /// other output is wrapped as `{"output": ...}` (Gemini wants an object).
 pub fn tool_response(call_id: &str, name: &str, output: &str) -> Value {
@@ -534,10 +539,10 @@ impl Protocol for Gemini {
     }
 
     fn on_disconnect(&mut self, link: &mut Link, code: &str, message: &str) {
-        if let Some(a) = self.active.take() {
-            if let (Some(num), false) = (a.num, a.cancelled) {
-                link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });
-            }
+        if let Some(a) = self.active.take()
+            && let (Some(num), false) = (a.num, a.cancelled)
+        {
+            link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });
         }
         for num in self.awaiting.drain(..) {
             link.output(num, AgentOutput::Failed { code: code.into(), message: message.into() });

@@ -44,6 +44,12 @@ fn outputs(up: &mut mpsc::UnboundedReceiver<Up>) -> Vec<(u64, AgentOutput)> {
     v
 }
 
+/// The caller spoke and the turn was committed (the activity ended: the model answers it).
+fn user_turn(g: &mut Gemini, link: &mut Link, item_id: &str) {
+    g.on_cmd(Cmd::SpeechStarted, link);
+    g.on_cmd(Cmd::Commit { item_id: item_id.into() }, link);
+}
+
 fn audio_part(samples: usize) -> Value {
     let bytes: Vec<u8> = (0..samples).flat_map(|i| (i as i16).to_le_bytes()).collect();
     json!({"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": B64.encode(bytes)}})
@@ -82,8 +88,7 @@ fn a_model_turn_becomes_frames_transcript_and_done_in_either_casing() {
     for snake in [false, true] {
         let (mut g, mut link, mut up) = gemini();
         ready(&mut g, &mut link);
-        g.on_cmd(Cmd::SpeechStarted, &mut link);
-        g.on_cmd(Cmd::Commit { item_id: "item_u".into() }, &mut link);
+        user_turn(&mut g, &mut link, "item_u");
         g.on_cmd(Cmd::StartResponse(3, Default::default()), &mut link);
         let content = if snake {
             json!({"server_content": {"model_turn": {"parts": [audio_part(700)]}, "output_transcription": {"text": "hi"}, "input_transcription": {"text": "hello"}}})
@@ -124,8 +129,7 @@ fn a_model_turn_that_comes_before_its_response_is_held_for_it() {
     // Gemini answers an activity's end by itself, so its reply can overtake our StartResponse.
     let (mut g, mut link, mut up) = gemini();
     ready(&mut g, &mut link);
-    g.on_cmd(Cmd::SpeechStarted, &mut link);
-    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    user_turn(&mut g, &mut link, "item_1");
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(700)]}, "outputTranscription": {"text": "hi"}}}));
     assert!(outputs(&mut up).is_empty(), "no response has asked yet");
     assert!(g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(), "the activity end asked already");
@@ -135,8 +139,7 @@ fn a_model_turn_that_comes_before_its_response_is_held_for_it() {
     assert!(matches!(&outputs(&mut up)[..], [(1, AgentOutput::Audio(_)), (1, AgentOutput::Done)]), "the rest goes straight on");
 
     // A whole turn (a function call) before the request.
-    g.on_cmd(Cmd::SpeechStarted, &mut link);
-    g.on_cmd(Cmd::Commit { item_id: "item_2".into() }, &mut link);
+    user_turn(&mut g, &mut link, "item_2");
     msg(&mut g, &mut link, json!({"toolCall": {"functionCalls": [{"id": "fc_1", "name": "get_weather", "args": {"city": "Oslo"}}]}}));
     assert!(outputs(&mut up).is_empty());
     g.on_cmd(Cmd::StartResponse(2, Default::default()), &mut link);
@@ -151,11 +154,9 @@ fn an_unclaimed_answer_goes_stale_when_the_user_speaks_again() {
     // create_response off: the client asks only after the second turn.
     let (mut g, mut link, mut up) = gemini();
     ready(&mut g, &mut link);
-    g.on_cmd(Cmd::SpeechStarted, &mut link);
-    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    user_turn(&mut g, &mut link, "item_1");
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(2400)]}, "turnComplete": true}}));
-    g.on_cmd(Cmd::SpeechStarted, &mut link);
-    g.on_cmd(Cmd::Commit { item_id: "item_2".into() }, &mut link);
+    user_turn(&mut g, &mut link, "item_2");
     g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link);
     assert!(outputs(&mut up).is_empty(), "the first answer is not the second turn's");
     msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(480)]}, "turnComplete": true}}));
@@ -166,8 +167,7 @@ fn an_unclaimed_answer_goes_stale_when_the_user_speaks_again() {
 fn an_answer_nobody_claims_is_held_only_so_long() {
     let (mut g, mut link, mut up) = gemini();
     ready(&mut g, &mut link);
-    g.on_cmd(Cmd::SpeechStarted, &mut link);
-    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    user_turn(&mut g, &mut link, "item_1");
     for _ in 0..turn::MAX_HELD_FRAMES / 100 + 1 {
         msg(&mut g, &mut link, json!({"serverContent": {"modelTurn": {"parts": [audio_part(SAMPLES_24K * 100)]}}}));
     }
@@ -296,8 +296,7 @@ fn in_a_room_the_speaker_is_named_in_the_context_without_asking_for_an_answer() 
     ready(&mut g, &mut link);
     let sent = parsed(&g.on_cmd(Cmd::Speaker("alice".into()), &mut link));
     assert_eq!(sent, [json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "[alice]"}]}], "turnComplete": false}})]);
-    g.on_cmd(Cmd::SpeechStarted, &mut link);
-    g.on_cmd(Cmd::Commit { item_id: "item_1".into() }, &mut link);
+    user_turn(&mut g, &mut link, "item_1");
     assert!(
         g.on_cmd(Cmd::StartResponse(1, Default::default()), &mut link).is_empty(),
         "the audio turn's end asks for the answer, as without a name"
